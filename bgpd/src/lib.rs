@@ -1,0 +1,1 @@
+//! BGP-4 speaker: wire codec, sans-IO FSM, RIBs, policy, speaker I/O.

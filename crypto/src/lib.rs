@@ -1,0 +1,1 @@
+//! Node-to-node encryption: WireGuard and IPsec keys, peers, rotation.

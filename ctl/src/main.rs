@@ -1,0 +1,3 @@
+//! ironctl, the operator's CLI.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! The eBPF datapath: C programs, pinned maps and their Rust mirrors.

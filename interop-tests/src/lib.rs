@@ -1,0 +1,1 @@
+//! The network-namespace lab: hosts, links and real peers.

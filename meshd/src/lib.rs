@@ -1,0 +1,1 @@
+//! Per-node agent and cluster state: etcd kvstore, IPAM, identities, federation.
