@@ -1,0 +1,188 @@
+//! A real etcd 3.4 cluster (1 or 3 members), each member in a host of the lab.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cmd::{require_binary, wait_for};
+use crate::error::{LabError, Result};
+use crate::lab::Host;
+use crate::process::Process;
+
+const CLIENT_PORT: u16 = 2379;
+const PEER_PORT: u16 = 2380;
+
+#[derive(Debug)]
+pub struct EtcdMember {
+    pub name: String,
+    pub host: Host,
+    pub ip: IpAddr,
+    pub process: Process,
+}
+
+impl EtcdMember {
+    pub fn client_url(&self) -> String {
+        url(self.ip, CLIENT_PORT)
+    }
+}
+
+#[derive(Debug)]
+pub struct EtcdCluster {
+    pub members: Vec<EtcdMember>,
+}
+
+fn url(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(a) => format!("http://{a}:{port}"),
+        IpAddr::V6(a) => format!("http://[{a}]:{port}"),
+    }
+}
+
+impl EtcdCluster {
+    /// Starts one member per `(host, ip)` (the ip must be on that host) and waits until every
+    /// member reports healthy.
+    pub fn start(members: &[(&Host, IpAddr)]) -> Result<EtcdCluster> {
+        require_binary("etcd", "etcd-server")?;
+        require_binary("etcdctl", "etcd-client")?;
+        if members.is_empty() {
+            return Err(LabError::Invalid("an etcd cluster needs a member".into()));
+        }
+        let token = format!("t-{}", members[0].0.netns());
+        let initial: Vec<String> = members
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ip))| format!("e{i}={}", url(*ip, PEER_PORT)))
+            .collect();
+        let initial = initial.join(",");
+        let mut out = Vec::new();
+        for (i, (host, ip)) in members.iter().enumerate() {
+            let name = format!("e{i}");
+            let data = host.path(&format!("etcd-{name}.data"));
+            let args: Vec<String> = vec![
+                "--name".into(),
+                name.clone(),
+                "--data-dir".into(),
+                data.to_string_lossy().into_owned(),
+                "--listen-peer-urls".into(),
+                url(*ip, PEER_PORT),
+                "--initial-advertise-peer-urls".into(),
+                url(*ip, PEER_PORT),
+                "--listen-client-urls".into(),
+                url(*ip, CLIENT_PORT),
+                "--advertise-client-urls".into(),
+                url(*ip, CLIENT_PORT),
+                "--initial-cluster".into(),
+                initial.clone(),
+                "--initial-cluster-state".into(),
+                "new".into(),
+                "--initial-cluster-token".into(),
+                token.clone(),
+                "--logger".into(),
+                "zap".into(),
+                "--log-outputs".into(),
+                "stderr".into(),
+            ];
+            let process = host.spawn(&format!("etcd-{name}"), "etcd", &args)?;
+            out.push(EtcdMember {
+                name,
+                host: (*host).clone(),
+                ip: *ip,
+                process,
+            });
+        }
+        let cluster = EtcdCluster { members: out };
+        for i in 0..cluster.members.len() {
+            cluster.wait_healthy(i, Duration::from_secs(20))?;
+        }
+        Ok(cluster)
+    }
+
+    /// All client URLs, comma-separated (for `--endpoints`).
+    pub fn endpoints(&self) -> String {
+        let urls: Vec<String> = self.members.iter().map(EtcdMember::client_url).collect();
+        urls.join(",")
+    }
+
+    /// Runs etcdctl (v3 API) against member `i` only, from that member's host.
+    pub fn etcdctl(&self, i: usize, args: &[&str]) -> Result<String> {
+        let m = &self.members[i];
+        let ep = format!("--endpoints={}", m.client_url());
+        let mut full = vec!["ETCDCTL_API=3", "etcdctl", &ep, "--command-timeout=3s"];
+        full.extend_from_slice(args);
+        m.host.exec("env", &full)
+    }
+
+    pub fn wait_healthy(&self, i: usize, timeout: Duration) -> Result<()> {
+        wait_for(
+            &format!("etcd member e{i} healthy"),
+            timeout,
+            Duration::from_millis(100),
+            |_| Ok(self.etcdctl(i, &["endpoint", "health"]).ok().map(drop)),
+        )
+    }
+
+    pub fn put(&self, via: usize, key: &str, value: &str) -> Result<()> {
+        self.etcdctl(via, &["put", key, value]).map(drop)
+    }
+
+    /// The value of `key` as member `via` serves it (linearizable read).
+    pub fn get(&self, via: usize, key: &str) -> Result<Option<String>> {
+        let out = self.etcdctl(via, &["get", key, "--print-value-only"])?;
+        let v = out.strip_suffix('\n').unwrap_or(&out);
+        Ok((!out.is_empty()).then(|| v.to_string()))
+    }
+
+    /// (member id, leader id) as member `i` reports them.
+    fn status(&self, i: usize) -> Result<(u64, u64)> {
+        let out = self.etcdctl(i, &["endpoint", "status", "-w", "json"])?;
+        let v: Value = serde_json::from_str(&out).map_err(|e| LabError::Parse {
+            what: "etcdctl endpoint status".into(),
+            detail: format!("{e}: {out}"),
+        })?;
+        let s = &v[0]["Status"];
+        match (s["header"]["member_id"].as_u64(), s["leader"].as_u64()) {
+            (Some(me), Some(leader)) => Ok((me, leader)),
+            _ => Err(LabError::Parse {
+                what: "etcd member/leader ids".into(),
+                detail: out,
+            }),
+        }
+    }
+
+    /// The index of the current leader, as the running members see it.
+    pub fn leader(&self) -> Result<usize> {
+        let mut seen = Vec::new();
+        let mut last = String::from("no member answered");
+        for i in (0..self.members.len()).filter(|i| self.members[*i].process.is_running()) {
+            match self.status(i) {
+                Ok(st) => seen.push((i, st)),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        seen.iter()
+            .find(|(_, (me, _))| seen.iter().any(|(_, (_, leader))| leader == me))
+            .map(|(i, _)| *i)
+            .ok_or_else(|| LabError::Invalid(format!("no etcd leader found: {seen:?}; {last}")))
+    }
+
+    /// Waits until some running member is leader; returns its index.
+    pub fn wait_leader(&self, timeout: Duration) -> Result<usize> {
+        wait_for(
+            "an etcd leader",
+            timeout,
+            Duration::from_millis(200),
+            |last| match self.leader() {
+                Ok(i) if self.members[i].process.is_running() => Ok(Some(i)),
+                Ok(i) => {
+                    *last = format!("e{i} (stopped)");
+                    Ok(None)
+                }
+                Err(e) => {
+                    *last = e.to_string();
+                    Ok(None)
+                }
+            },
+        )
+    }
+}
