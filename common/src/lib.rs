@@ -1,1 +1,18 @@
 //! Domain types shared by every ironmesh crate.
+//!
+//! Every type here validates on construction (and on deserialization), so a
+//! value that exists is a valid value.
+
+mod asn;
+mod identity;
+mod labels;
+mod name;
+mod service;
+
+pub use asn::{Asn, AsnParseError};
+pub use identity::{
+    ClusterId, Identity, IdentityError, IdentityKind, IdentityLayout, ReservedIdentity,
+};
+pub use labels::{LabelError, Labels};
+pub use name::{ClusterName, NameError, NodeName};
+pub use service::{ServiceKey, ServiceKeyError};

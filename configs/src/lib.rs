@@ -1,1 +1,122 @@
 //! Typed, validated ironmesh configuration.
+//!
+//! The TOML is first read into loose `raw` structs (unknown fields are
+//! rejected), then validated into the typed structs here. Every validation
+//! error names the TOML path of the field and how to fix it, and all of them
+//! are reported at once.
+
+mod bgp;
+mod community;
+mod datapath;
+mod encryption;
+mod error;
+mod mesh;
+mod node;
+mod raw;
+mod secret;
+
+use std::path::Path;
+
+pub use bgp::{Advert, BGP_PORT, Bgp, DEFAULT_HOLD_TIME, Family, Peer, PeerAsn, PeerTarget};
+pub use community::{Community, LargeCommunity};
+pub use datapath::{DEFAULT_BPFFS, DEFAULT_VXLAN_PORT, Datapath, DatapathMode};
+pub use encryption::{Backend, DEFAULT_WIREGUARD_PORT, Encryption, EncryptionMode};
+pub use error::{ConfigError, FieldError};
+pub use mesh::{EtcdEndpoint, Mesh, RemoteCluster, Tls};
+pub use node::{DEFAULT_STATE_DIR, Node};
+pub use secret::Secret;
+
+/// A node's whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub node: Node,
+    /// `None`: this node runs no BGP.
+    pub bgp: Option<Bgp>,
+    pub encryption: Encryption,
+    /// `None`: standalone node without etcd.
+    pub mesh: Option<Mesh>,
+    pub datapath: Datapath,
+}
+
+impl Config {
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text)?;
+        let mut errs = error::Errors::default();
+        let node = node::validate(raw.node, &mut errs);
+        let bgp = raw.bgp.map(|b| bgp::validate(b, &mut errs));
+        let encryption = encryption::validate(raw.encryption, &mut errs);
+        let mesh = raw
+            .mesh
+            .map(|m| mesh::validate(m, node.as_ref().map(|n| &n.cluster), &mut errs));
+        let datapath = datapath::validate(raw.datapath, &mut errs);
+        if !errs.0.is_empty() {
+            return Err(ConfigError::Invalid(errs.0));
+        }
+        // Every validator pushes an error whenever it returns None.
+        let missing = || {
+            ConfigError::Invalid(vec![FieldError {
+                path: "(config)".into(),
+                message: "validation failed without a message; please report this".into(),
+            }])
+        };
+        Ok(Config {
+            node: node.ok_or_else(missing)?,
+            bgp: bgp.map(|b| b.ok_or_else(missing)).transpose()?,
+            encryption: encryption.ok_or_else(missing)?,
+            mesh: mesh.map(|m| m.ok_or_else(missing)).transpose()?,
+            datapath: datapath.ok_or_else(missing)?,
+        })
+    }
+
+    /// Valid but probably unintended settings, as `path: advice` lines.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(bgp) = &self.bgp {
+            for (i, p) in bgp.peers.iter().enumerate() {
+                if !p.may_be_ebgp(bgp.local_asn) || !p.ebgp_requires_policy {
+                    continue;
+                }
+                for (dir, set, effect) in [
+                    (
+                        "import_policy",
+                        p.import_policy.is_some(),
+                        "no routes will be accepted",
+                    ),
+                    (
+                        "export_policy",
+                        p.export_policy.is_some(),
+                        "no routes will be advertised",
+                    ),
+                ] {
+                    if !set {
+                        out.push(format!(
+                            "bgp.peers[{i}].{dir}: eBGP peer {:?} has none, so {effect} (RFC 8212); set {dir} or ebgp_requires_policy = false",
+                            p.name
+                        ));
+                    }
+                }
+            }
+        }
+        if self.encryption.mode != EncryptionMode::Off && self.mesh.is_none() {
+            out.push("encryption.mode: encryption is on but there is no [mesh] section, so no peer nodes (and keys) are known".into());
+        }
+        out
+    }
+}
+
+impl std::str::FromStr for Config {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_toml(s)
+    }
+}

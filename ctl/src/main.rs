@@ -1,3 +1,61 @@
 //! ironctl, the operator's CLI.
 
-fn main() {}
+mod summary;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use configs::{Config, ConfigError};
+
+#[derive(Debug, Parser)]
+#[command(name = "ironctl", version, about = "Operate ironmesh nodes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with node configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load and validate a config file; print a summary, or every error (exit 1).
+    Check {
+        /// Path of the TOML config file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config(ConfigCommand::Check { file }) => check(&file),
+    }
+}
+
+fn check(file: &std::path::Path) -> ExitCode {
+    match Config::from_file(file) {
+        Ok(config) => {
+            print!("{}", summary::render(file, &config));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let shown = file.display();
+            match &e {
+                ConfigError::Invalid(list) => {
+                    eprintln!("{shown}: {} error(s):", list.len());
+                    for err in list {
+                        eprintln!("  {err}");
+                    }
+                }
+                other => eprintln!("{shown}: {other}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! `[mesh]`: this cluster's etcd, its ID, and the remote clusters it meshes with.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use common::{ClusterId, ClusterName, IdentityLayout};
+
+use crate::error::Errors;
+use crate::node::absolute_path;
+use crate::raw::{RawMesh, RawTls};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mesh {
+    pub etcd_endpoints: Vec<EtcdEndpoint>,
+    pub cluster_id: ClusterId,
+    pub identity: IdentityLayout,
+    pub tls: Option<Tls>,
+    pub remote_clusters: Vec<RemoteCluster>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCluster {
+    pub name: ClusterName,
+    pub id: ClusterId,
+    pub endpoints: Vec<EtcdEndpoint>,
+    pub tls: Option<Tls>,
+}
+
+/// PEM files for an etcd connection; a client cert needs its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub ca_file: Option<PathBuf>,
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// `http(s)://host:port`, as etcd clients take them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EtcdEndpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for EtcdEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+impl std::str::FromStr for EtcdEndpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let err = || {
+            format!(
+                "{s:?} is not an etcd endpoint; write http://HOST:PORT or https://HOST:PORT (e.g. \"https://10.0.0.5:2379\")"
+            )
+        };
+        let (tls, rest) = if let Some(r) = s.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(err());
+        };
+        let (host, port) = rest.rsplit_once(':').ok_or_else(err)?;
+        let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(err)?;
+        let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => {
+                !host.is_empty()
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            }
+        };
+        if !host_ok {
+            return Err(err());
+        }
+        Ok(EtcdEndpoint {
+            tls,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+fn endpoints(errs: &mut Errors, path: &str, raw: &[String]) -> Option<Vec<EtcdEndpoint>> {
+    if raw.is_empty() {
+        errs.push(
+            path,
+            "is empty; list at least one etcd endpoint like \"https://10.0.0.5:2379\"",
+        );
+        return None;
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(i, e)| errs.check(format!("{path}[{i}]"), e.parse()))
+        .collect()
+}
+
+fn tls(errs: &mut Errors, path: &str, raw: Option<&RawTls>) -> Option<Option<Tls>> {
+    let Some(raw) = raw else { return Some(None) };
+    let file = |errs: &mut Errors, f: &str, v: &Option<String>| match v {
+        Some(v) => absolute_path(errs, &format!("{path}.{f}"), v).map(Some),
+        None => Some(None),
+    };
+    let ca = file(errs, "ca_file", &raw.ca_file);
+    let cert = file(errs, "cert_file", &raw.cert_file);
+    let key = file(errs, "key_file", &raw.key_file);
+    let client = match (cert?, key?) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => {
+            errs.push(
+                format!("{path}.key_file"),
+                "missing; cert_file needs the matching key_file",
+            );
+            return None;
+        }
+        (None, Some(_)) => {
+            errs.push(
+                format!("{path}.cert_file"),
+                "missing; key_file needs the matching cert_file",
+            );
+            return None;
+        }
+    };
+    Some(Some(Tls {
+        ca_file: ca?,
+        client,
+    }))
+}
+
+pub(crate) fn validate(
+    raw: RawMesh,
+    own_cluster: Option<&ClusterName>,
+    errs: &mut Errors,
+) -> Option<Mesh> {
+    let etcd_endpoints = endpoints(errs, "mesh.etcd_endpoints", &raw.etcd_endpoints);
+    let identity = match &raw.identity {
+        Some(id) => {
+            let path = "mesh.identity.cluster_bits";
+            match u8::try_from(id.cluster_bits) {
+                Ok(bits) => errs.check(path, IdentityLayout::new(bits)),
+                Err(_) => {
+                    errs.push(
+                        path,
+                        format!("{} is not supported; use 8, 9 or 10", id.cluster_bits),
+                    );
+                    None
+                }
+            }
+        }
+        None => Some(IdentityLayout::default()),
+    };
+    let layout = identity.unwrap_or_default();
+    let cluster_id = check_cluster_id(errs, "mesh.cluster_id", raw.cluster_id, layout);
+    let own_tls = tls(errs, "mesh.tls", raw.tls.as_ref());
+
+    let mut remotes = Vec::new();
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    let mut by_id: HashMap<u16, usize> = HashMap::new();
+    for (i, r) in raw.remote_clusters.iter().enumerate() {
+        let at = |f: &str| format!("mesh.remote_clusters[{i}].{f}");
+        let name = errs.check(at("name"), ClusterName::new(&r.name));
+        if let Some(n) = &name {
+            if Some(n) == own_cluster {
+                errs.push(
+                    at("name"),
+                    format!(
+                        "{:?} is this node's own cluster (node.cluster); list only other clusters",
+                        n.as_str()
+                    ),
+                );
+            } else if let Some(first) = by_name.get(n.as_str()) {
+                errs.push(at("name"), format!("{:?} is already listed as mesh.remote_clusters[{first}]; list each cluster once", n.as_str()));
+            } else {
+                by_name.insert(n.to_string(), i);
+            }
+        }
+        let id = check_cluster_id(errs, &at("id"), r.id, layout);
+        if let Some(id) = id {
+            if Some(id) == cluster_id {
+                errs.push(at("id"), format!("{id} clashes with this cluster's mesh.cluster_id; every cluster in a mesh needs its own ID"));
+            } else if let Some(first) = by_id.get(&id.get()) {
+                errs.push(at("id"), format!("{id} is already the ID of mesh.remote_clusters[{first}]; every cluster in a mesh needs its own ID"));
+            } else {
+                by_id.insert(id.get(), i);
+            }
+        }
+        let eps = endpoints(errs, &at("endpoints"), &r.endpoints);
+        let tls = tls(errs, &at("tls"), r.tls.as_ref());
+        remotes.push(match (name, id, eps, tls) {
+            (Some(name), Some(id), Some(endpoints), Some(tls)) => Some(RemoteCluster {
+                name,
+                id,
+                endpoints,
+                tls,
+            }),
+            _ => None,
+        });
+    }
+    Some(Mesh {
+        etcd_endpoints: etcd_endpoints?,
+        cluster_id: cluster_id?,
+        identity: identity?,
+        tls: own_tls?,
+        remote_clusters: remotes.into_iter().collect::<Option<_>>()?,
+    })
+}
+
+fn check_cluster_id(
+    errs: &mut Errors,
+    path: &str,
+    v: i64,
+    layout: IdentityLayout,
+) -> Option<ClusterId> {
+    let r = u32::try_from(v)
+        .map_err(|_| ())
+        .and_then(|v| layout.cluster_id(v).map_err(|_| ()));
+    if r.is_err() {
+        errs.push(
+            path,
+            format!(
+                "{v} is out of range; use 1..={} (mesh.identity.cluster_bits = {}; raise it to 9 or 10 for more clusters)",
+                layout.max_cluster_id(),
+                layout.cluster_bits()
+            ),
+        );
+    }
+    r.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse() {
+        let e: EtcdEndpoint = "https://10.0.0.5:2379".parse().unwrap();
+        assert_eq!((e.tls, e.host.as_str(), e.port), (true, "10.0.0.5", 2379));
+        assert_eq!(e.to_string(), "https://10.0.0.5:2379");
+        let e: EtcdEndpoint = "http://[2001:db8::5]:2379".parse().unwrap();
+        assert_eq!(e.to_string(), "http://[2001:db8::5]:2379");
+        assert!("http://etcd-0.example:2379".parse::<EtcdEndpoint>().is_ok());
+        for bad in [
+            "10.0.0.5:2379",
+            "https://10.0.0.5",
+            "https://:2379",
+            "http://h:0",
+            "http://h:99999",
+            "http://[zz]:1",
+            "grpc://h:1",
+            "http://h/x:1",
+        ] {
+            assert!(bad.parse::<EtcdEndpoint>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The TOML file as written: loose types (strings, i64) so that validation
+//! can name the field and the fix instead of a generic serde message.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub node: RawNode,
+    pub bgp: Option<RawBgp>,
+    pub encryption: Option<RawEncryption>,
+    pub mesh: Option<RawMesh>,
+    pub datapath: Option<RawDatapath>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub name: String,
+    pub cluster: String,
+    pub state_dir: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBgp {
+    pub local_asn: RawAsn,
+    pub router_id: Option<String>,
+    pub listen_address: Option<String>,
+    pub listen_port: Option<i64>,
+    #[serde(default)]
+    pub peers: Vec<RawPeer>,
+    #[serde(default)]
+    pub adverts: Vec<RawAdvert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    pub name: String,
+    pub address: Option<String>,
+    pub interface: Option<String>,
+    pub peer_asn: RawAsn,
+    pub local_address: Option<String>,
+    pub port: Option<i64>,
+    pub md5_password: Option<String>,
+    #[serde(default)]
+    pub ttl_security: bool,
+    pub multihop_ttl: Option<i64>,
+    pub hold_time: Option<i64>,
+    pub keepalive: Option<i64>,
+    #[serde(default)]
+    pub passive: bool,
+    pub families: Option<Vec<String>>,
+    pub import_policy: Option<String>,
+    pub export_policy: Option<String>,
+    pub ebgp_requires_policy: Option<bool>,
+    #[serde(default)]
+    pub next_hop_self: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdvert {
+    pub prefix: String,
+    #[serde(default)]
+    pub communities: Vec<String>,
+    #[serde(default)]
+    pub large_communities: Vec<String>,
+    pub local_pref: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEncryption {
+    pub mode: Option<String>,
+    pub backend: Option<String>,
+    pub wireguard: Option<RawWireGuard>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWireGuard {
+    pub listen_port: Option<i64>,
+    pub persistent_keepalive: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMesh {
+    pub etcd_endpoints: Vec<String>,
+    pub cluster_id: i64,
+    pub identity: Option<RawIdentity>,
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub remote_clusters: Vec<RawRemoteCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub cluster_bits: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemoteCluster {
+    pub name: String,
+    pub id: i64,
+    pub endpoints: Vec<String>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatapath {
+    pub mode: Option<String>,
+    pub vxlan_port: Option<i64>,
+    pub bpffs: Option<String>,
+}
+
+/// An ASN as written: a number, or a string ("any" or asdot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawAsn {
+    Number(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawAsn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawAsn;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an ASN (1..=4294967295) or \"any\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawAsn, E> {
+                Ok(RawAsn::Number(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawAsn, E> {
+                Ok(RawAsn::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawAsn, E> {
+                Ok(RawAsn::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

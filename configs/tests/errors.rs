@@ -1,0 +1,419 @@
+//! Each validation error names the TOML path and the fix.
+
+use ironmesh_configs::{Config, ConfigError};
+
+const NODE: &str = "[node]\nname = \"n1\"\ncluster = \"c1\"\n";
+
+/// A config with a valid node and one BGP peer, plus `extra` appended.
+fn bgp(peer_extra: &str, extra: &str) -> String {
+    format!(
+        "{NODE}[bgp]\nlocal_asn = 65001\nrouter_id = \"192.0.2.1\"\n\
+         [[bgp.peers]]\nname = \"p0\"\naddress = \"192.0.2.2\"\npeer_asn = 65000\n{peer_extra}\n{extra}"
+    )
+}
+
+/// The field errors of an invalid config, as `path: message` strings.
+fn errors(toml: &str) -> Vec<String> {
+    match Config::from_toml(toml) {
+        Err(ConfigError::Invalid(list)) => list.iter().map(ToString::to_string).collect(),
+        Err(e) => panic!("expected validation errors, got: {e}"),
+        Ok(c) => panic!("expected validation errors, config was accepted: {c:?}"),
+    }
+}
+
+fn assert_error(toml: &str, expected: &str) {
+    let errs = errors(toml);
+    assert!(
+        errs.iter().any(|e| e == expected),
+        "expected {expected:?} in {errs:#?}"
+    );
+}
+
+#[test]
+fn base_is_valid() {
+    Config::from_toml(&bgp("", "")).unwrap();
+}
+
+#[test]
+fn peer_asn_zero() {
+    let t = bgp(
+        "",
+        "[[bgp.peers]]\nname = \"p1\"\naddress = \"192.0.2.3\"\npeer_asn = 0\n",
+    );
+    assert_error(
+        &t,
+        "bgp.peers[1].peer_asn: 0 is not a valid ASN; use 1..=4294967295 or \"any\"",
+    );
+}
+
+#[test]
+fn peer_asn_strings() {
+    let t = bgp(
+        "",
+        "[[bgp.peers]]\nname = \"p1\"\naddress = \"192.0.2.3\"\npeer_asn = \"some\"\n",
+    );
+    assert_error(
+        &t,
+        "bgp.peers[1].peer_asn: \"some\" is not a valid ASN; use 1..=4294967295 or \"any\"",
+    );
+    let t = bgp(
+        "",
+        "[[bgp.peers]]\nname = \"p1\"\naddress = \"192.0.2.3\"\npeer_asn = 4294967296\n",
+    );
+    assert_error(
+        &t,
+        "bgp.peers[1].peer_asn: 4294967296 is not a valid ASN; use 1..=4294967295 or \"any\"",
+    );
+    // asdot is accepted.
+    let t = bgp(
+        "",
+        "[[bgp.peers]]\nname = \"p1\"\naddress = \"192.0.2.3\"\npeer_asn = \"1.10\"\n",
+    );
+    Config::from_toml(&t).unwrap();
+}
+
+#[test]
+fn local_asn() {
+    let t = format!("{NODE}[bgp]\nlocal_asn = 0\nrouter_id = \"192.0.2.1\"\n");
+    assert_error(
+        &t,
+        "bgp.local_asn: 0 is not a valid ASN; use 1..=4294967295",
+    );
+    let t = format!("{NODE}[bgp]\nlocal_asn = 23456\nrouter_id = \"192.0.2.1\"\n");
+    assert_error(
+        &t,
+        "bgp.local_asn: 23456 is AS_TRANS (RFC 6793) and cannot be a local ASN; use your real ASN",
+    );
+}
+
+#[test]
+fn hold_time_and_keepalive() {
+    assert_error(
+        &bgp("hold_time = 2", ""),
+        "bgp.peers[0].hold_time: 2 is not allowed; use 0 (no keepalives) or 3..=65535 seconds (RFC 4271 §4.2)",
+    );
+    assert_error(
+        &bgp("hold_time = 90\nkeepalive = 90", ""),
+        "bgp.peers[0].keepalive: 90 must be in 1..90 (less than hold_time); the usual choice is hold_time / 3 = 30",
+    );
+    assert_error(
+        &bgp("hold_time = 0\nkeepalive = 10", ""),
+        "bgp.peers[0].keepalive: 10 must be 0 when hold_time is 0 (keepalives are off)",
+    );
+    let c = Config::from_toml(&bgp("hold_time = 0", "")).unwrap();
+    assert_eq!(c.bgp.unwrap().peers[0].keepalive, 0);
+}
+
+#[test]
+fn duplicate_peers() {
+    let t = bgp(
+        "",
+        "[[bgp.peers]]\nname = \"p0\"\naddress = \"192.0.2.2\"\npeer_asn = 65000\n",
+    );
+    assert_error(
+        &t,
+        "bgp.peers[1].name: \"p0\" is already used by bgp.peers[0]; peer names must be unique",
+    );
+    assert_error(
+        &t,
+        "bgp.peers[1].address: 192.0.2.2 is already the address of bgp.peers[0]; configure each neighbor once",
+    );
+}
+
+#[test]
+fn address_or_interface() {
+    let t = format!(
+        "{NODE}[bgp]\nlocal_asn = 1\nrouter_id = \"192.0.2.1\"\n[[bgp.peers]]\nname = \"p\"\npeer_asn = 2\n"
+    );
+    assert_error(
+        &t,
+        "bgp.peers[0].address: missing; set address = \"<peer IP>\" or interface = \"<ifname>\" for an unnumbered peer",
+    );
+    assert_error(
+        &bgp("interface = \"eth0\"", ""),
+        "bgp.peers[0].address: address and interface are both set; keep address for a numbered peer or interface for an unnumbered one",
+    );
+    let t = bgp(
+        "",
+        "[[bgp.peers]]\nname = \"p1\"\ninterface = \"a/b\"\npeer_asn = 1\n",
+    );
+    assert_error(
+        &t,
+        "bgp.peers[1].interface: \"a/b\" is not a Linux interface name; use 1..=15 characters without '/', ':' or spaces",
+    );
+    let t = bgp(
+        "",
+        "[[bgp.peers]]\nname = \"p1\"\naddress = \"192.0.2.300\"\npeer_asn = 1\n",
+    );
+    assert_error(
+        &t,
+        "bgp.peers[1].address: \"192.0.2.300\" is not an IP address; write e.g. \"192.0.2.1\" or \"2001:db8::1\"",
+    );
+}
+
+#[test]
+fn router_id_required_without_ipv4() {
+    let t = format!(
+        "{NODE}[bgp]\nlocal_asn = 1\n[[bgp.peers]]\nname = \"p\"\naddress = \"2001:db8::2\"\npeer_asn = 2\n"
+    );
+    assert_error(
+        &t,
+        "bgp.router_id: missing, and no IPv4 address can be derived from bgp.listen_address or bgp.peers[*].local_address; set router_id = \"<an IPv4 address of this node>\"",
+    );
+    let t = format!("{NODE}[bgp]\nlocal_asn = 1\nlisten_address = \"198.51.100.4\"\n");
+    assert_eq!(
+        Config::from_toml(&t)
+            .unwrap()
+            .bgp
+            .unwrap()
+            .router_id
+            .to_string(),
+        "198.51.100.4"
+    );
+    let t = format!("{NODE}[bgp]\nlocal_asn = 1\nrouter_id = \"0.0.0.0\"\n");
+    assert_error(
+        &t,
+        "bgp.router_id: 0.0.0.0 is not a valid router ID; use a non-zero IPv4 address",
+    );
+}
+
+#[test]
+fn peer_options() {
+    assert_error(
+        &bgp("ttl_security = true\nmultihop_ttl = 2", ""),
+        "bgp.peers[0].multihop_ttl: cannot be combined with ttl_security (GTSM expects TTL 255 from a direct neighbor); remove one of them",
+    );
+    assert_error(
+        &bgp("multihop_ttl = 256", ""),
+        "bgp.peers[0].multihop_ttl: 256 is out of range; use 1..=255 (hops)",
+    );
+    assert_error(
+        &bgp("port = 0", ""),
+        "bgp.peers[0].port: 0 is out of range; use 1..=65535 (a TCP port)",
+    );
+    assert_error(
+        &bgp(&format!("md5_password = \"{}\"", "x".repeat(81)), ""),
+        "bgp.peers[0].md5_password: must be 1..=80 bytes long (the kernel's TCP MD5 key limit)",
+    );
+    assert_error(
+        &bgp("local_address = \"2001:db8::1\"", ""),
+        "bgp.peers[0].local_address: 2001:db8::1 and address 192.0.2.2 are of different IP families; use a local address of the same family",
+    );
+    assert_error(
+        &bgp("families = [\"ipv4-unicast\", \"l2vpn-evpn\"]", ""),
+        "bgp.peers[0].families[1]: \"l2vpn-evpn\" is not a supported family; use \"ipv4-unicast\" or \"ipv6-unicast\"",
+    );
+    assert_error(
+        &bgp("families = []", ""),
+        "bgp.peers[0].families: is empty; list at least one of \"ipv4-unicast\", \"ipv6-unicast\"",
+    );
+    assert_error(
+        &bgp("import_policy = \"no spaces\"", ""),
+        "bgp.peers[0].import_policy: \"no spaces\" is not a valid policy name; use 1..=64 characters of A-Z, a-z, 0-9, '-' and '_'",
+    );
+}
+
+#[test]
+fn adverts() {
+    let t = bgp("", "[[bgp.adverts]]\nprefix = \"10.1.0.1/24\"\n");
+    assert_error(
+        &t,
+        "bgp.adverts[0].prefix: 10.1.0.1/24 has host bits set; use 10.1.0.0/24",
+    );
+    let t = bgp(
+        "",
+        "[[bgp.adverts]]\nprefix = \"10.1.0.0/24\"\ncommunities = [\"65000:70000\"]\n",
+    );
+    assert_error(
+        &t,
+        "bgp.adverts[0].communities[0]: \"65000:70000\" is not a community; write ASN:VALUE with each part in 0..=65535 (e.g. \"65000:100\") or one of no-export, no-advertise, no-export-subconfed, no-peer",
+    );
+    let t = bgp(
+        "",
+        "[[bgp.adverts]]\nprefix = \"10.1.0.0/24\"\nlarge_communities = [\"1:2\"]\n",
+    );
+    assert_error(
+        &t,
+        "bgp.adverts[0].large_communities[0]: \"1:2\" is not a large community; write GLOBAL:LOCAL1:LOCAL2 with each part in 0..=4294967295 (e.g. \"65000:1:2\")",
+    );
+    let t = bgp(
+        "",
+        "[[bgp.adverts]]\nprefix = \"10.1.0.0/24\"\n[[bgp.adverts]]\nprefix = \"10.1.0.0/24\"\n",
+    );
+    assert_error(
+        &t,
+        "bgp.adverts[1].prefix: 10.1.0.0/24 is already advertised by bgp.adverts[0]; merge the two",
+    );
+    let t = bgp(
+        "",
+        "[[bgp.adverts]]\nprefix = \"10.1.0.0/24\"\nlocal_pref = -1\n",
+    );
+    assert_error(
+        &t,
+        "bgp.adverts[0].local_pref: -1 is out of range; use 0..=4294967295 (LOCAL_PREF is 32 bits)",
+    );
+}
+
+#[test]
+fn node_section() {
+    assert_error(
+        "[node]\nname = \"N1\"\ncluster = \"c\"\n",
+        "node.name: node name \"N1\" has invalid character 'N'; use lowercase a-z, 0-9 and '-' ('.' separates parts)",
+    );
+    assert_error(
+        "[node]\nname = \"n\"\ncluster = \"c\"\nstate_dir = \"var/lib\"\n",
+        "node.state_dir: \"var/lib\" is not an absolute path; write it starting with '/'",
+    );
+}
+
+#[test]
+fn encryption_section() {
+    assert_error(
+        &format!("{NODE}[encryption]\nmode = \"on\"\n"),
+        "encryption.mode: \"on\" is not an encryption mode; use \"off\", \"opportunistic\" or \"strict\"",
+    );
+    assert_error(
+        &format!(
+            "{NODE}[encryption]\nbackend = \"ipsec\"\n[encryption.wireguard]\nlisten_port = 1\n"
+        ),
+        "encryption.wireguard: is set but backend is \"ipsec\"; remove the section or set backend = \"wireguard\"",
+    );
+    assert_error(
+        &format!("{NODE}[encryption]\n[encryption.wireguard]\nlisten_port = 0\n"),
+        "encryption.wireguard.listen_port: 0 is out of range; use 1..=65535 (a UDP port)",
+    );
+}
+
+const MESH: &str = "[mesh]\netcd_endpoints = [\"http://127.0.0.1:2379\"]\ncluster_id = 1\n";
+
+#[test]
+fn mesh_section() {
+    assert_error(
+        &format!("{NODE}[mesh]\netcd_endpoints = [\"127.0.0.1:2379\"]\ncluster_id = 1\n"),
+        "mesh.etcd_endpoints[0]: \"127.0.0.1:2379\" is not an etcd endpoint; write http://HOST:PORT or https://HOST:PORT (e.g. \"https://10.0.0.5:2379\")",
+    );
+    assert_error(
+        &format!("{NODE}[mesh]\netcd_endpoints = [\"http://e:2379\"]\ncluster_id = 256\n"),
+        "mesh.cluster_id: 256 is out of range; use 1..=255 (mesh.identity.cluster_bits = 8; raise it to 9 or 10 for more clusters)",
+    );
+    Config::from_toml(&format!("{NODE}[mesh]\netcd_endpoints = [\"http://e:2379\"]\ncluster_id = 256\n[mesh.identity]\ncluster_bits = 9\n")).unwrap();
+    assert_error(
+        &format!("{NODE}{MESH}[mesh.identity]\ncluster_bits = 12\n"),
+        "mesh.identity.cluster_bits: identity cluster_bits 12 is not supported; use 8, 9 or 10",
+    );
+    assert_error(
+        &format!("{NODE}{MESH}[mesh.tls]\ncert_file = \"/c.pem\"\n"),
+        "mesh.tls.key_file: missing; cert_file needs the matching key_file",
+    );
+}
+
+#[test]
+fn remote_clusters() {
+    let remote = |name: &str, id: u32| {
+        format!(
+            "[[mesh.remote_clusters]]\nname = \"{name}\"\nid = {id}\nendpoints = [\"https://r:2379\"]\n"
+        )
+    };
+    assert_error(
+        &format!("{NODE}{MESH}{}", remote("other", 1)),
+        "mesh.remote_clusters[0].id: 1 clashes with this cluster's mesh.cluster_id; every cluster in a mesh needs its own ID",
+    );
+    assert_error(
+        &format!("{NODE}{MESH}{}", remote("c1", 2)),
+        "mesh.remote_clusters[0].name: \"c1\" is this node's own cluster (node.cluster); list only other clusters",
+    );
+    let t = format!("{NODE}{MESH}{}{}", remote("a", 2), remote("a", 2));
+    assert_error(
+        &t,
+        "mesh.remote_clusters[1].name: \"a\" is already listed as mesh.remote_clusters[0]; list each cluster once",
+    );
+    assert_error(
+        &t,
+        "mesh.remote_clusters[1].id: 2 is already the ID of mesh.remote_clusters[0]; every cluster in a mesh needs its own ID",
+    );
+    assert_error(
+        &format!("{NODE}{MESH}[[mesh.remote_clusters]]\nname = \"r\"\nid = 2\nendpoints = []\n"),
+        "mesh.remote_clusters[0].endpoints: is empty; list at least one etcd endpoint like \"https://10.0.0.5:2379\"",
+    );
+}
+
+#[test]
+fn datapath_section() {
+    assert_error(
+        &format!("{NODE}[datapath]\nvxlan_port = 4789\n"),
+        "datapath.vxlan_port: is set but mode is \"native\"; remove it or set mode = \"vxlan\"",
+    );
+    assert_error(
+        &format!("{NODE}[datapath]\nmode = \"geneve\"\n"),
+        "datapath.mode: \"geneve\" is not a datapath mode; use \"native\" or \"vxlan\"",
+    );
+    assert_error(
+        &format!("{NODE}[datapath]\nbpffs = \"bpf\"\n"),
+        "datapath.bpffs: \"bpf\" is not an absolute path; write it starting with '/'",
+    );
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let t = "[node]\nname = \"-\"\ncluster = \"C\"\n[datapath]\nmode = \"x\"\n";
+    let errs = errors(t);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    let err = Config::from_toml(t).unwrap_err();
+    assert_eq!(err.to_string().lines().count(), 3);
+    assert_eq!(err.field_errors()[2].path, "datapath.mode");
+}
+
+#[test]
+fn unknown_fields_and_types_are_parse_errors() {
+    let err = Config::from_toml(&format!("{NODE}colour = \"red\"\n")).unwrap_err();
+    assert!(matches!(err, ConfigError::Parse(_)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("unknown field `colour`") && msg.contains("line 4"),
+        "{msg}"
+    );
+    let err =
+        Config::from_toml(&bgp("", "").replace("peer_asn = 65000", "peer_asn = true")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("expected an ASN (1..=4294967295) or \"any\""),
+        "{err}"
+    );
+    let err = Config::from_toml("").unwrap_err();
+    assert!(err.to_string().contains("missing field `node`"), "{err}");
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let err = Config::from_file("/nonexistent/ironmesh.toml").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("cannot read config file /nonexistent/ironmesh.toml: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn warnings_for_ebgp_without_policy() {
+    let c = Config::from_toml(&bgp("", "")).unwrap();
+    assert_eq!(
+        c.warnings(),
+        [
+            "bgp.peers[0].import_policy: eBGP peer \"p0\" has none, so no routes will be accepted (RFC 8212); set import_policy or ebgp_requires_policy = false",
+            "bgp.peers[0].export_policy: eBGP peer \"p0\" has none, so no routes will be advertised (RFC 8212); set export_policy or ebgp_requires_policy = false",
+        ]
+    );
+    assert!(
+        Config::from_toml(&bgp("ebgp_requires_policy = false", ""))
+            .unwrap()
+            .warnings()
+            .is_empty()
+    );
+    // iBGP needs no policy.
+    assert!(
+        Config::from_toml(&bgp("", "").replace("peer_asn = 65000", "peer_asn = 65001"))
+            .unwrap()
+            .warnings()
+            .is_empty()
+    );
+}

@@ -1,0 +1,100 @@
+//! Every file in configs/examples/ must load and validate.
+
+use std::path::Path;
+
+use ironmesh_configs::{Backend, Config, DatapathMode, EncryptionMode, PeerAsn, PeerTarget};
+
+fn examples() -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_example_loads() {
+    let files = examples();
+    assert!(
+        files.len() >= 3,
+        "expected at least 3 examples, found {files:?}"
+    );
+    for f in files {
+        if let Err(e) = Config::from_file(&f) {
+            panic!("{}: {e}", f.display());
+        }
+    }
+}
+
+fn load(name: &str) -> Config {
+    Config::from_file(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn minimal_defaults() {
+    let c = load("minimal.toml");
+    assert_eq!(c.node.state_dir, Path::new("/var/lib/ironmesh"));
+    let bgp = c.bgp.unwrap();
+    assert_eq!(bgp.listen.unwrap().to_string(), "[::]:179");
+    let p = &bgp.peers[0];
+    assert_eq!((p.hold_time, p.keepalive, p.port), (90, 30, 179));
+    assert!(p.ebgp_requires_policy);
+    assert_eq!(c.encryption.mode, EncryptionMode::Off);
+    assert!(c.mesh.is_none());
+    assert_eq!(c.datapath.mode, DatapathMode::Native);
+}
+
+#[test]
+fn dual_homed_details() {
+    let c = load("node-dual-homed.toml");
+    let bgp = c.bgp.as_ref().unwrap();
+    assert_eq!(bgp.router_id.to_string(), "10.10.1.7");
+    assert!(bgp.listen.is_none());
+    assert_eq!(
+        bgp.peers[0].md5_password.as_ref().unwrap().expose(),
+        "change-me-plane-a"
+    );
+    assert_eq!(bgp.peers[1].keepalive, 3);
+    assert_eq!(bgp.peers[2].peer_asn, PeerAsn::Any);
+    assert_eq!(bgp.adverts[1].local_pref, Some(200));
+    assert_eq!(
+        c.encryption.backend,
+        Backend::WireGuard {
+            listen_port: 51871,
+            persistent_keepalive: 25
+        }
+    );
+    assert_eq!(c.mesh.as_ref().unwrap().etcd_endpoints.len(), 3);
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    // The password never shows in Debug output.
+    assert!(!format!("{c:?}").contains("change-me"));
+}
+
+#[test]
+fn two_clusters_details() {
+    let c = load("mesh-two-clusters.toml");
+    let mesh = c.mesh.unwrap();
+    assert_eq!(mesh.identity.cluster_bits(), 9);
+    assert_eq!(mesh.remote_clusters[0].name.as_str(), "green");
+    assert!(
+        mesh.remote_clusters[0]
+            .tls
+            .as_ref()
+            .unwrap()
+            .client
+            .is_some()
+    );
+    assert_eq!(
+        c.bgp.unwrap().peers[0].target,
+        PeerTarget::Interface("eth1".into())
+    );
+    assert_eq!(c.datapath.mode, DatapathMode::Vxlan { port: 8472 });
+}

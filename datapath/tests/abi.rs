@@ -1,0 +1,116 @@
+//! The C header and the Rust mirrors must agree: generate a C file of
+//! `_Static_assert`s from the Rust layout and compile it with clang for BPF.
+
+use std::mem::{offset_of, size_of};
+use std::path::Path;
+use std::process::Command;
+
+use ironmesh_datapath::HEADER;
+use ironmesh_datapath::ipcache::*;
+
+fn asserts() -> String {
+    let mut c = String::from("#include \"ironmesh.h\"\n");
+    let mut check = |expr: &str, value: usize| {
+        c.push_str(&format!(
+            "_Static_assert({expr} == {value}, \"{expr} differs from Rust ({value})\");\n"
+        ))
+    };
+    check("sizeof(struct ipcache_key)", size_of::<IpcacheKey>());
+    check(
+        "__builtin_offsetof(struct ipcache_key, prefixlen)",
+        offset_of!(IpcacheKey, prefixlen),
+    );
+    check(
+        "__builtin_offsetof(struct ipcache_key, family)",
+        offset_of!(IpcacheKey, family),
+    );
+    check(
+        "__builtin_offsetof(struct ipcache_key, pad)",
+        offset_of!(IpcacheKey, pad),
+    );
+    check(
+        "__builtin_offsetof(struct ipcache_key, addr)",
+        offset_of!(IpcacheKey, addr),
+    );
+    check("sizeof(struct ipcache_value)", size_of::<IpcacheValue>());
+    check(
+        "__builtin_offsetof(struct ipcache_value, identity)",
+        offset_of!(IpcacheValue, identity),
+    );
+    check(
+        "__builtin_offsetof(struct ipcache_value, tunnel_endpoint_v4)",
+        offset_of!(IpcacheValue, tunnel_endpoint_v4),
+    );
+    check(
+        "__builtin_offsetof(struct ipcache_value, flags)",
+        offset_of!(IpcacheValue, flags),
+    );
+    check(
+        "__builtin_offsetof(struct ipcache_value, key_index)",
+        offset_of!(IpcacheValue, key_index),
+    );
+    check(
+        "__builtin_offsetof(struct ipcache_value, pad)",
+        offset_of!(IpcacheValue, pad),
+    );
+    check(
+        "_Alignof(struct ipcache_key)",
+        std::mem::align_of::<IpcacheKey>(),
+    );
+    check(
+        "_Alignof(struct ipcache_value)",
+        std::mem::align_of::<IpcacheValue>(),
+    );
+    check("IRONMESH_FAMILY_IPV4", FAMILY_IPV4.into());
+    check("IRONMESH_FAMILY_IPV6", FAMILY_IPV6.into());
+    check("IPCACHE_STATIC_PREFIX_BITS", STATIC_PREFIX_BITS as usize);
+    check("IPCACHE_F_TUNNEL_EP", F_TUNNEL_EP.into());
+    check("IPCACHE_F_REMOTE_CLUSTER", F_REMOTE_CLUSTER.into());
+    check("IPCACHE_F_SKIP_TUNNEL", F_SKIP_TUNNEL.into());
+    c
+}
+
+/// Compiles `source` with `clang -target bpf`; Err holds clang's stderr.
+fn compile(source: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("abi.c");
+    std::fs::write(&file, source).unwrap();
+    let bpf_dir = Path::new(HEADER).parent().unwrap();
+    // <linux/types.h> needs the host's <asm/types.h> from the multiarch dir.
+    let multiarch = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
+    let out = Command::new("clang")
+        .args(["-target", "bpf", "-O2", "-Wall", "-Werror", "-c"])
+        .arg("-I")
+        .arg(bpf_dir)
+        .arg("-I")
+        .arg(&multiarch)
+        .arg(&file)
+        .arg("-o")
+        .arg(dir.path().join("abi.o"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run clang ({e}); install it with scripts/setup (Debian package clang)")
+        });
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn header_matches_rust_layout() {
+    if let Err(stderr) = compile(&asserts()) {
+        panic!("bpf/ironmesh.h and src/ipcache.rs disagree:\n{stderr}");
+    }
+}
+
+#[test]
+fn a_mismatch_is_caught() {
+    let wrong = format!(
+        "{}_Static_assert(sizeof(struct ipcache_key) == 23, \"deliberately wrong\");\n",
+        asserts()
+    );
+    let stderr = compile(&wrong).expect_err("clang accepted a wrong size assertion");
+    assert!(stderr.contains("deliberately wrong"), "{stderr}");
+}

@@ -1,0 +1,329 @@
+//! The etcd key schema, version 1 (see docs/etcd-schema.md).
+//!
+//! ```text
+//! ironmesh/v1/clusters/<cluster>/<resource>   written by the cluster's own nodes
+//! ironmesh/v1/mirror/<remote>/<resource>      a remote cluster's state, mirrored
+//! ironmesh/v1/mirror/<remote>/synced          the mirror's initial sync is done
+//! ```
+//!
+//! Keys are built with [`Key`]'s `Display` and read back with [`Key::parse`],
+//! which accepts only the canonical spelling, so each value has one key.
+
+mod escape;
+
+use std::fmt;
+use std::net::IpAddr;
+
+use common::{ClusterName, Identity, Labels, NodeName, ServiceKey};
+use ipnet::IpNet;
+
+pub use escape::{escape, unescape};
+
+/// Everything ironmesh stores lives under this prefix.
+pub const ROOT: &str = "ironmesh/";
+pub const VERSION: &str = "v1";
+/// The segment that stands for the empty label set.
+pub const EMPTY_LABELS: &str = "_empty";
+
+/// Why a key was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    #[error("key is not UTF-8")]
+    NotUtf8,
+    #[error("key {key:?} is not an ironmesh key (expected prefix \"ironmesh/v1/\")")]
+    Foreign { key: String },
+    #[error("key {key:?} has schema version {version:?}; this build reads only v1")]
+    Version { key: String, version: String },
+    /// A kind this build does not know, e.g. written by a newer minor release;
+    /// readers may skip such keys.
+    #[error("key {key:?} has unknown resource kind {kind:?}")]
+    UnknownKind { key: String, kind: String },
+    #[error("key {key:?} is malformed: {reason}")]
+    Malformed { key: String, reason: String },
+    #[error("key {key:?} is not in canonical form; the canonical key is {canonical:?}")]
+    NonCanonical { key: String, canonical: String },
+}
+
+/// Whose state a key holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// A cluster's own state, in its own etcd.
+    Cluster(ClusterName),
+    /// A remote cluster's state, mirrored into the local etcd.
+    Mirror(ClusterName),
+}
+
+impl Scope {
+    /// `ironmesh/v1/clusters/<c>/` or `ironmesh/v1/mirror/<c>/`: watch this
+    /// prefix for all of a scope's keys.
+    pub fn prefix(&self) -> String {
+        match self {
+            Scope::Cluster(c) => format!("{ROOT}{VERSION}/clusters/{c}/"),
+            Scope::Mirror(c) => format!("{ROOT}{VERSION}/mirror/{c}/"),
+        }
+    }
+
+    /// The prefix of one kind of resource in this scope.
+    pub fn kind_prefix(&self, kind: ResourceKind) -> String {
+        format!("{}{}/", self.prefix(), kind.segment())
+    }
+}
+
+/// The kinds of resource, each a directory under a scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    Nodes,
+    Identities,
+    IdentitiesByLabels,
+    PodCidrs,
+    Endpoints,
+    Services,
+}
+
+impl ResourceKind {
+    pub const ALL: [ResourceKind; 6] = [
+        Self::Nodes,
+        Self::Identities,
+        Self::IdentitiesByLabels,
+        Self::PodCidrs,
+        Self::Endpoints,
+        Self::Services,
+    ];
+
+    /// The path segment(s) of this kind, without slashes at the ends.
+    pub fn segment(self) -> &'static str {
+        match self {
+            Self::Nodes => "nodes",
+            Self::Identities => "identities",
+            Self::IdentitiesByLabels => "identities-by-labels",
+            Self::PodCidrs => "ipam/podcidrs",
+            Self::Endpoints => "endpoints",
+            Self::Services => "services",
+        }
+    }
+}
+
+/// One stored object, named by what identifies it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Resource {
+    /// A node's record (addresses, pod CIDRs, encryption keys).
+    Node(NodeName),
+    /// The labels of an allocated identity.
+    Identity(Identity),
+    /// The reverse index: labels to identity (the allocation lock).
+    IdentityByLabels(Labels),
+    /// A pod CIDR allocated to a node.
+    PodCidr(IpNet),
+    /// An endpoint (pod) IP to its identity and node.
+    Endpoint(IpAddr),
+    Service(ServiceKey),
+}
+
+impl Resource {
+    pub fn kind(&self) -> ResourceKind {
+        match self {
+            Resource::Node(_) => ResourceKind::Nodes,
+            Resource::Identity(_) => ResourceKind::Identities,
+            Resource::IdentityByLabels(_) => ResourceKind::IdentitiesByLabels,
+            Resource::PodCidr(_) => ResourceKind::PodCidrs,
+            Resource::Endpoint(_) => ResourceKind::Endpoints,
+            Resource::Service(_) => ResourceKind::Services,
+        }
+    }
+}
+
+impl fmt::Display for Resource {
+    /// The part after the kind: `worker-1`, `65792`, `app=web`, `10.0.0.0%2F24`...
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resource::Node(n) => write!(f, "{n}"),
+            Resource::Identity(id) => write!(f, "{id}"),
+            Resource::IdentityByLabels(l) if l.is_empty() => f.write_str(EMPTY_LABELS),
+            Resource::IdentityByLabels(l) => f.write_str(&escape(&l.to_string())),
+            Resource::PodCidr(net) => f.write_str(&escape(&net.to_string())),
+            Resource::Endpoint(ip) => write!(f, "{ip}"),
+            Resource::Service(s) => write!(f, "{}/{}", s.namespace(), s.name()),
+        }
+    }
+}
+
+/// A parsed ironmesh etcd key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Resource {
+        scope: Scope,
+        resource: Resource,
+    },
+    /// `ironmesh/v1/mirror/<remote>/synced`: written once the mirror of
+    /// `remote` holds a complete first listing of every kind.
+    MirrorSynced {
+        remote: ClusterName,
+    },
+}
+
+impl Key {
+    pub fn cluster(cluster: &ClusterName, resource: Resource) -> Self {
+        Key::Resource {
+            scope: Scope::Cluster(cluster.clone()),
+            resource,
+        }
+    }
+
+    pub fn mirror(remote: &ClusterName, resource: Resource) -> Self {
+        Key::Resource {
+            scope: Scope::Mirror(remote.clone()),
+            resource,
+        }
+    }
+
+    /// Parses raw etcd key bytes.
+    pub fn parse_bytes(key: &[u8]) -> Result<Self, SchemaError> {
+        Self::parse(std::str::from_utf8(key).map_err(|_| SchemaError::NotUtf8)?)
+    }
+
+    /// Parses a key; only the canonical spelling of a key is accepted.
+    pub fn parse(key: &str) -> Result<Self, SchemaError> {
+        let parsed = parse_any(key)?;
+        let canonical = parsed.to_string();
+        if canonical != key {
+            return Err(SchemaError::NonCanonical {
+                key: key.into(),
+                canonical,
+            });
+        }
+        Ok(parsed)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Resource { scope, resource } => {
+                write!(
+                    f,
+                    "{}{}/{resource}",
+                    scope.prefix(),
+                    resource.kind().segment()
+                )
+            }
+            Key::MirrorSynced { remote } => {
+                write!(f, "{}synced", Scope::Mirror(remote.clone()).prefix())
+            }
+        }
+    }
+}
+
+fn parse_any(key: &str) -> Result<Key, SchemaError> {
+    let malformed = |reason: String| SchemaError::Malformed {
+        key: key.into(),
+        reason,
+    };
+    let rest = key
+        .strip_prefix(ROOT)
+        .ok_or_else(|| SchemaError::Foreign { key: key.into() })?;
+    let (version, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    if version != VERSION {
+        return Err(SchemaError::Version {
+            key: key.into(),
+            version: version.into(),
+        });
+    }
+    let (scope_kind, rest) = rest
+        .split_once('/')
+        .ok_or_else(|| malformed("expected clusters/<cluster>/ or mirror/<cluster>/".into()))?;
+    let (name, rest) = rest
+        .split_once('/')
+        .ok_or_else(|| malformed("the cluster name must be followed by '/'".into()))?;
+    let name = ClusterName::new(name).map_err(|e| malformed(e.to_string()))?;
+    let scope = match scope_kind {
+        "clusters" => Scope::Cluster(name),
+        "mirror" if rest == "synced" => return Ok(Key::MirrorSynced { remote: name }),
+        "mirror" if rest.starts_with("synced/") => {
+            return Err(malformed("the synced marker has nothing after it".into()));
+        }
+        "mirror" => Scope::Mirror(name),
+        other => {
+            return Err(malformed(format!(
+                "unknown scope {other:?}; expected clusters or mirror"
+            )));
+        }
+    };
+    let (kind, tail) = rest
+        .split_once('/')
+        .ok_or_else(|| malformed("expected <kind>/<name> after the cluster".into()))?;
+    let (kind, tail) = match kind {
+        "ipam" => match tail.split_once('/') {
+            Some(("podcidrs", t)) => (ResourceKind::PodCidrs, t),
+            _ => {
+                return Err(SchemaError::UnknownKind {
+                    key: key.into(),
+                    kind: format!("ipam/{}", tail.split('/').next().unwrap_or("")),
+                });
+            }
+        },
+        other => match ResourceKind::ALL.into_iter().find(|k| k.segment() == other) {
+            Some(k) => (k, tail),
+            None => {
+                return Err(SchemaError::UnknownKind {
+                    key: key.into(),
+                    kind: other.into(),
+                });
+            }
+        },
+    };
+    let resource = parse_resource(kind, tail).map_err(malformed)?;
+    Ok(Key::Resource { scope, resource })
+}
+
+fn parse_resource(kind: ResourceKind, tail: &str) -> Result<Resource, String> {
+    if kind != ResourceKind::Services && tail.contains('/') {
+        return Err(format!(
+            "{} keys have one segment after the kind",
+            kind.segment()
+        ));
+    }
+    Ok(match kind {
+        ResourceKind::Nodes => Resource::Node(NodeName::new(tail).map_err(|e| e.to_string())?),
+        ResourceKind::Identities => {
+            let raw: u32 = tail
+                .parse()
+                .map_err(|_| format!("identity {tail:?} is not a decimal number"))?;
+            Resource::Identity(Identity::from_raw(raw).map_err(|e| e.to_string())?)
+        }
+        ResourceKind::IdentitiesByLabels if tail == EMPTY_LABELS => {
+            Resource::IdentityByLabels(Labels::new())
+        }
+        ResourceKind::IdentitiesByLabels => {
+            let labels: Labels = unescape(tail)?
+                .parse()
+                .map_err(|e: common::LabelError| e.to_string())?;
+            if labels.is_empty() {
+                return Err(format!("the empty label set is spelled {EMPTY_LABELS:?}"));
+            }
+            Resource::IdentityByLabels(labels)
+        }
+        ResourceKind::PodCidrs => {
+            let net: IpNet = unescape(tail)?
+                .parse()
+                .map_err(|_| format!("{tail:?} is not an escaped CIDR like 10.0.0.0%2F24"))?;
+            if net.trunc() != net {
+                return Err(format!(
+                    "pod CIDR {net} has host bits set; the key is {}",
+                    escape(&net.trunc().to_string())
+                ));
+            }
+            Resource::PodCidr(net)
+        }
+        ResourceKind::Endpoints => Resource::Endpoint(
+            tail.parse()
+                .map_err(|_| format!("{tail:?} is not an IP address"))?,
+        ),
+        ResourceKind::Services => Resource::Service(
+            tail.parse()
+                .map_err(|e: common::ServiceKeyError| e.to_string())?,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests;
