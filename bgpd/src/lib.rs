@@ -1,4 +1,8 @@
 //! BGP-4 speaker: wire codec, sans-IO FSM, RIBs, policy, speaker I/O.
 
+pub mod cli;
 pub mod fsm;
+pub mod policy;
+pub mod rib;
+pub mod speaker;
 pub mod wire;

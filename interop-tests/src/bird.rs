@@ -97,6 +97,8 @@ impl BirdConfig {
             if let Some(ttl) = p.multihop {
                 let _ = writeln!(c, "  multihop {ttl};");
             }
+            // Lab timing: retry fast after an error (BIRD's default error wait is 60-300 s).
+            c.push_str("  error wait time 1, 5;\n  connect retry time 2;\n");
             if let Some(h) = p.hold_time {
                 let _ = writeln!(c, "  hold time {h};");
             }

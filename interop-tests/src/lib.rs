@@ -6,6 +6,7 @@
 //! every process by PID, deletes every namespace and temp dir, and prints daemon logs if the test
 //! failed. Namespaces left by a killed test run are swept by the next `Lab::new`.
 
+pub mod bgpd;
 pub mod bird;
 pub mod cmd;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod route;
 mod sys;
 pub mod wireguard;
 
+pub use bgpd::Bgpd;
 pub use bird::{Bird, BirdConfig, BirdPeer};
 pub use error::{LabError, Result};
 pub use etcd::EtcdCluster;

@@ -1,0 +1,93 @@
+//! The `bgpd` command: parse arguments, load and validate the config (before any socket opens),
+//! set up logs, and run the speaker until SIGINT/SIGTERM. SIGHUP reloads the config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::speaker::{RunOptions, SpeakerConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "bgpd", about = "ironmesh BGP-4 speaker", version)]
+struct Args {
+    /// TOML config file (see configs/examples/).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Unix socket for the gRPC API (ironctl, meshd).
+    #[arg(long, default_value = "/run/ironmesh/bgpd.sock")]
+    api: PathBuf,
+    /// Validate the config and exit.
+    #[arg(long)]
+    check: bool,
+    /// Log filter (tracing env-filter syntax), e.g. "info" or "ironmesh_bgpd=debug".
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+/// The whole `main` of bgpd (shared by the lab's copy of the binary).
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bgpd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        println!(
+            "bgpd: {} is valid ({} peers, {} adverts)",
+            args.config.display(),
+            cfg.peers.len(),
+            cfg.adverts.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bgpd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = RunOptions {
+        api_socket: Some(args.api),
+    };
+    match rt.block_on(crate::speaker::run(cfg, opts, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bgpd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<SpeakerConfig, String> {
+    let cfg = configs::Config::from_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    SpeakerConfig::from_config(&cfg).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,5 @@
+//! bgpd: the ironmesh BGP-4 speaker. See `ironmesh_bgpd::cli`.
+
+fn main() -> std::process::ExitCode {
+    ironmesh_bgpd::cli::main()
+}

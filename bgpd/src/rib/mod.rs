@@ -1,0 +1,963 @@
+//! The sans-IO Routing Information Bases (RFC 4271 §3.2, §9): Adj-RIBs-In, Loc-RIB and
+//! Adj-RIBs-Out for IPv4 and IPv6 unicast.
+//!
+//! Events in ([`Rib::apply_update`], [`Rib::originate`], [`Rib::peer_up`], ...) only change the
+//! stored routes and mark prefixes dirty. [`Rib::flush`] then runs the decision process on the
+//! dirty prefixes, reports Loc-RIB changes for the kernel FIB and, per peer, the difference between
+//! the desired and the current Adj-RIB-Out as encoded UPDATE messages (§9.2: many prefixes per
+//! UPDATE, nothing the peer already has).
+//!
+//! Storage: one B-tree per family keyed by prefix holds every peer's path (Adj-RIB-In entries and
+//! Loc-RIB candidates are the same records, with flags); attribute sets are interned and shared.
+//! Adj-RIB-In keeps post-import-policy attributes, and routes the policy rejected (or that loop)
+//! as received, so `received`/`accepted` counters and views show them; changing an import policy
+//! therefore needs a ROUTE-REFRESH to the peer (no soft-reconfiguration copy is kept).
+//!
+//! Not yet: graceful restart (a `peer_down_stale(id)` marking a peer's paths stale instead of
+//! flushing them, and a sweep at End-of-RIB or timer expiry, RFC 4724 §4.2 — a `STALE` path flag
+//! next to the others in `table::flags`), enhanced route refresh BoRR/EoRR markers (RFC 7313),
+//! ADD-PATH, route reflection and confederations, next-hop reachability checks.
+
+mod decision;
+mod export;
+mod table;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+pub use decision::{Candidate, DEFAULT_LOCAL_PREF, is_loop, select};
+
+use crate::fsm::Negotiated;
+use crate::policy::{Outcome, Policy, Route};
+use crate::wire::{
+    Afi, AsPath, Community, Context, EncodeError, LargeCommunity, Message, MpNextHop, MpReach,
+    MpUnreach, Origin, PathAttrs, Safi, UpdateBuilder, UpdateMsg,
+};
+use export::Source;
+use table::{Delta, Interner, Path, Paths, RibPrefix, Table, Upsert, flags};
+
+/// A configured peer's handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u32);
+
+/// A configured peer.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub id: PeerId,
+    pub address: IpAddr,
+    pub asn: u32,
+    pub router_id: Ipv4Addr,
+    pub ibgp: bool,
+    /// Runs on every received route (RFC 8212: the caller picks the default).
+    pub import: Policy,
+    /// Runs on every route before it enters this peer's Adj-RIB-Out.
+    pub export: Policy,
+    /// Toward iBGP peers: advertise our address as next hop instead of keeping it.
+    pub next_hop_self: bool,
+}
+
+/// What an established session settled, as the RIB needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub families: Vec<(Afi, Safi)>,
+    pub ctx: Context,
+    /// Our addresses on this session, used as next hop.
+    pub local_v4: Option<Ipv4Addr>,
+    pub local_v6: Option<Ipv6Addr>,
+    pub local_v6_link_local: Option<Ipv6Addr>,
+    /// RFC 8950 negotiated for IPv4 unicast: IPv4 routes may carry an IPv6 next hop.
+    pub ipv4_over_ipv6_next_hop: bool,
+}
+
+impl SessionInfo {
+    /// From the FSM's negotiation result and the socket's local address.
+    pub fn from_negotiated(n: &Negotiated, local: IpAddr, link_local: Option<Ipv6Addr>) -> Self {
+        let (local_v4, local_v6) = match local {
+            IpAddr::V4(a) => (Some(a), None),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => (Some(v4), None),
+                None => (None, Some(a)),
+            },
+        };
+        SessionInfo {
+            families: n.families.clone(),
+            ctx: n.context(),
+            local_v4,
+            local_v6,
+            local_v6_link_local: link_local,
+            ipv4_over_ipv6_next_hop: n.extended_next_hop.iter().any(|e| {
+                e.nlri_afi == Afi::IPV4
+                    && e.nlri_safi == Safi::UNICAST.0 as u16
+                    && e.next_hop_afi == Afi::IPV6
+            }),
+        }
+    }
+
+    fn has(&self, afi: Afi) -> bool {
+        self.families.contains(&(afi, Safi::UNICAST))
+    }
+}
+
+/// The attributes of a stored route: the path attributes (with `attrs.next_hop` unset) and the
+/// next hop as received or as we send it (`None` for locally originated routes in the Loc-RIB).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RouteAttrs {
+    pub attrs: PathAttrs,
+    pub next_hop: Option<MpNextHop>,
+}
+
+/// A route to originate (a PodCIDR, a LoadBalancer VIP): ORIGIN IGP, empty AS_PATH, our next hop.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Advert {
+    pub prefix: IpNet,
+    pub communities: Vec<Community>,
+    pub large_communities: Vec<LargeCommunity>,
+    /// Sent to iBGP peers (default 100).
+    pub local_pref: Option<u32>,
+    /// Sent to all peers.
+    pub med: Option<u32>,
+}
+
+/// A change of the Loc-RIB's installed (multipath) next hops for a learned prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FibChange {
+    pub prefix: IpNet,
+    /// Sorted; empty means remove the route.
+    pub next_hops: Vec<IpAddr>,
+}
+
+/// What a flush produced.
+#[derive(Debug, Default)]
+pub struct RibOutput {
+    /// Per peer: one or more complete UPDATE messages, in order.
+    pub updates: Vec<(PeerId, Bytes)>,
+    pub fib: Vec<FibChange>,
+    /// End-of-RIB markers included in `updates` (RFC 4724 §2).
+    pub end_of_rib: Vec<(PeerId, Afi, Safi)>,
+    /// Routes that could not be encoded (attributes larger than a message); they are left out
+    /// of the peer's Adj-RIB-Out.
+    pub errors: Vec<(PeerId, EncodeError)>,
+}
+
+/// What one UPDATE did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpdateOutcome {
+    /// The UPDATE was an End-of-RIB marker for this family.
+    pub end_of_rib: Option<(Afi, Safi)>,
+    /// Prefixes announced (including rejected and looped ones).
+    pub announced: usize,
+    /// Prefixes withdrawn (explicitly or by treat-as-withdraw).
+    pub withdrawn: usize,
+    /// RFC 7606 treat-as-withdraw applied.
+    pub treat_as_withdraw: bool,
+    /// Prefixes of families not negotiated on the session, ignored.
+    pub ignored: usize,
+}
+
+/// Per-peer counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerCounters {
+    /// Prefixes in the Adj-RIB-In.
+    pub received: u64,
+    /// Of those, accepted by the import policy and loop-free.
+    pub accepted: u64,
+    /// Prefixes in the Adj-RIB-Out.
+    pub advertised: u64,
+    pub updates_received: u64,
+    pub treat_as_withdraw: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RibError {
+    #[error("unknown peer {0:?}")]
+    UnknownPeer(PeerId),
+    #[error("peer {0:?} already configured")]
+    DuplicatePeer(PeerId),
+    #[error("peer {0:?} has no established session")]
+    PeerNotUp(PeerId),
+    #[error("address family {0:?}/{1:?} not negotiated")]
+    FamilyNotNegotiated(Afi, Safi),
+}
+
+/// A route in a view.
+#[derive(Clone, Copy, Debug)]
+pub struct RibRoute<'a> {
+    pub prefix: IpNet,
+    /// `None` for locally originated routes.
+    pub peer: Option<PeerId>,
+    pub attrs: &'a RouteAttrs,
+    /// Accepted by import policy and loop-free.
+    pub accepted: bool,
+    /// Best path as of the last flush.
+    pub best: bool,
+    /// In the multipath set as of the last flush.
+    pub multipath: bool,
+}
+
+/// Per-family sync state of a peer's Adj-RIB-Out.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sync {
+    /// Walk the whole table at the next flush (after peer_up, route refresh).
+    full: bool,
+    /// Re-send what the peer already has (route refresh).
+    resend: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Peer {
+    info: PeerInfo,
+    session: Option<SessionInfo>,
+    out4: BTreeMap<Ipv4Net, Arc<RouteAttrs>>,
+    out6: BTreeMap<Ipv6Net, Arc<RouteAttrs>>,
+    delta4: Delta<Ipv4Net>,
+    delta6: Delta<Ipv6Net>,
+    sync: [Sync; 2],
+    send_eor: bool,
+    counters: PeerCounters,
+    eor_received: Vec<(Afi, Safi)>,
+}
+
+/// The RIBs of one speaker.
+#[derive(Debug)]
+pub struct Rib {
+    local_asn: u32,
+    router_id: Ipv4Addr,
+    peers: BTreeMap<PeerId, Peer>,
+    v4: Table<Ipv4Net>,
+    v6: Table<Ipv6Net>,
+    interner: Interner,
+}
+
+impl Rib {
+    pub fn new(local_asn: u32, router_id: Ipv4Addr) -> Self {
+        Rib {
+            local_asn,
+            router_id,
+            peers: BTreeMap::new(),
+            v4: Table::default(),
+            v6: Table::default(),
+            interner: Interner::default(),
+        }
+    }
+
+    pub fn local_asn(&self) -> u32 {
+        self.local_asn
+    }
+
+    pub fn router_id(&self) -> Ipv4Addr {
+        self.router_id
+    }
+
+    pub fn add_peer(&mut self, info: PeerInfo) -> Result<(), RibError> {
+        if self.peers.contains_key(&info.id) {
+            return Err(RibError::DuplicatePeer(info.id));
+        }
+        self.peers.insert(
+            info.id,
+            Peer {
+                info,
+                session: None,
+                out4: BTreeMap::new(),
+                out6: BTreeMap::new(),
+                delta4: Delta::default(),
+                delta6: Delta::default(),
+                sync: [Sync::default(); 2],
+                send_eor: false,
+                counters: PeerCounters::default(),
+                eor_received: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Drops the peer and its routes.
+    pub fn remove_peer(&mut self, id: PeerId) -> Result<PeerInfo, RibError> {
+        self.peer_down(id)?;
+        let peer = self.peers.remove(&id).ok_or(RibError::UnknownPeer(id))?;
+        Ok(peer.info)
+    }
+
+    /// The session reached Established: the next flush sends the peer its whole Adj-RIB-Out
+    /// and an End-of-RIB per negotiated family (RFC 4724 §2).
+    pub fn peer_up(&mut self, id: PeerId, session: SessionInfo) -> Result<(), RibError> {
+        if self.peer(id)?.session.is_some() {
+            self.peer_down(id)?;
+        }
+        let peer = self.peers.get_mut(&id).ok_or(RibError::UnknownPeer(id))?;
+        peer.sync = [Sync {
+            full: true,
+            resend: false,
+        }; 2];
+        peer.send_eor = true;
+        peer.session = Some(session);
+        Ok(())
+    }
+
+    /// The session went down: its Adj-RIB-In is flushed and its Adj-RIB-Out forgotten.
+    /// (Graceful restart would instead mark the paths stale: see the module notes.)
+    pub fn peer_down(&mut self, id: PeerId) -> Result<(), RibError> {
+        let Rib { peers, v4, v6, .. } = self;
+        let peer = peers.get_mut(&id).ok_or(RibError::UnknownPeer(id))?;
+        v4.remove_peer(id, |_| {});
+        v6.remove_peer(id, |_| {});
+        peer.session = None;
+        peer.out4.clear();
+        peer.out6.clear();
+        peer.delta4.clear();
+        peer.delta6.clear();
+        peer.sync = [Sync::default(); 2];
+        peer.send_eor = false;
+        peer.counters = PeerCounters::default();
+        peer.eor_received.clear();
+        Ok(())
+    }
+
+    /// RFC 2918: the peer asked for a family again; the next flush re-sends all of it.
+    pub fn route_refresh(&mut self, id: PeerId, afi: Afi, safi: Safi) -> Result<(), RibError> {
+        let peer = self.peers.get_mut(&id).ok_or(RibError::UnknownPeer(id))?;
+        let session = peer.session.as_ref().ok_or(RibError::PeerNotUp(id))?;
+        let idx = match afi {
+            Afi::IPV4 => 0,
+            Afi::IPV6 => 1,
+            _ => return Err(RibError::FamilyNotNegotiated(afi, safi)),
+        };
+        if safi != Safi::UNICAST || !session.has(afi) {
+            return Err(RibError::FamilyNotNegotiated(afi, safi));
+        }
+        peer.sync[idx] = Sync {
+            full: true,
+            resend: true,
+        };
+        Ok(())
+    }
+
+    /// Applies one received UPDATE (RFC 4271 §9, RFC 4760, RFC 7606, RFC 4724 §2).
+    pub fn apply_update(
+        &mut self,
+        from: PeerId,
+        update: &UpdateMsg,
+    ) -> Result<UpdateOutcome, RibError> {
+        let Rib {
+            local_asn,
+            router_id,
+            peers,
+            v4,
+            v6,
+            interner,
+        } = self;
+        let peer = peers.get_mut(&from).ok_or(RibError::UnknownPeer(from))?;
+        let session = peer.session.clone().ok_or(RibError::PeerNotUp(from))?;
+        peer.counters.updates_received += 1;
+        let mut out = UpdateOutcome::default();
+        if let Some(fam) = update.end_of_rib() {
+            if !peer.eor_received.contains(&fam) {
+                peer.eor_received.push(fam);
+            }
+            out.end_of_rib = Some(fam);
+            return Ok(out);
+        }
+        let mut ing = Ingest {
+            local_asn: *local_asn,
+            router_id: *router_id,
+            peer,
+            interner,
+            session: &session,
+            out: &mut out,
+        };
+        // Withdrawals first: an UPDATE may withdraw and re-announce the same prefix.
+        ing.withdraw(v4, &update.withdrawn);
+        match &update.mp_unreach {
+            Some(MpUnreach::Ipv4Unicast(v)) => ing.withdraw(v4, v),
+            Some(MpUnreach::Ipv6Unicast(v)) => ing.withdraw(v6, v),
+            _ => {}
+        }
+        if update.treat_as_withdraw() {
+            // RFC 7606 §2: every NLRI of the UPDATE is withdrawn.
+            ing.out.treat_as_withdraw = true;
+            ing.peer.counters.treat_as_withdraw += 1;
+            ing.withdraw(v4, &update.nlri);
+            match &update.mp_reach {
+                Some(MpReach::Ipv4Unicast { nlri, .. }) => ing.withdraw(v4, nlri),
+                Some(MpReach::Ipv6Unicast { nlri, .. }) => ing.withdraw(v6, nlri),
+                _ => {}
+            }
+            return Ok(out);
+        }
+        if !update.nlri.is_empty()
+            && let Some(nh) = update.attrs.next_hop
+        {
+            ing.announce(v4, &update.nlri, &update.attrs, MpNextHop::Ipv4(nh));
+        }
+        match &update.mp_reach {
+            Some(MpReach::Ipv4Unicast { next_hop, nlri }) => {
+                ing.announce(v4, nlri, &update.attrs, *next_hop)
+            }
+            Some(MpReach::Ipv6Unicast { next_hop, nlri }) => {
+                ing.announce(v6, nlri, &update.attrs, *next_hop)
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    /// Originates (or replaces) a local route.
+    pub fn originate(&mut self, advert: Advert) {
+        let attrs = RouteAttrs {
+            attrs: PathAttrs {
+                origin: Some(Origin::Igp),
+                as_path: Some(AsPath::default()),
+                communities: advert.communities,
+                large_communities: advert.large_communities,
+                local_pref: advert.local_pref,
+                med: advert.med,
+                ..PathAttrs::default()
+            },
+            next_hop: None,
+        };
+        let attrs = self.interner.intern(attrs);
+        match advert.prefix.trunc() {
+            IpNet::V4(p) => self.v4.set_originated(p, Some(attrs)),
+            IpNet::V6(p) => self.v6.set_originated(p, Some(attrs)),
+        }
+    }
+
+    /// Stops originating a local route.
+    pub fn withdraw_originated(&mut self, prefix: IpNet) {
+        match prefix.trunc() {
+            IpNet::V4(p) => self.v4.set_originated(p, None),
+            IpNet::V6(p) => self.v6.set_originated(p, None),
+        }
+    }
+
+    /// Runs the decision process on everything changed since the last flush and returns the
+    /// FIB changes and the UPDATEs for each peer.
+    pub fn flush(&mut self) -> RibOutput {
+        let mut out = RibOutput::default();
+        let Rib {
+            local_asn,
+            peers,
+            v4,
+            v6,
+            interner,
+            ..
+        } = self;
+        flush_family(*local_asn, v4, peers, interner, &mut out.fib);
+        flush_family(*local_asn, v6, peers, interner, &mut out.fib);
+        for (&id, peer) in peers.iter_mut() {
+            let Some(session) = &peer.session else {
+                continue;
+            };
+            let builder = UpdateBuilder::new(session.ctx);
+            let ctx = session.ctx;
+            let families = session.families.clone();
+            let mut buf = BytesMut::new();
+            encode_family::<Ipv4Net>(id, peer, &builder, &mut buf, &mut out.errors);
+            encode_family::<Ipv6Net>(id, peer, &builder, &mut buf, &mut out.errors);
+            if std::mem::take(&mut peer.send_eor) {
+                for (afi, safi) in families {
+                    let eor = Message::Update(Box::new(UpdateMsg::end_of_rib_marker(afi, safi)));
+                    match eor.encode(&mut buf, &ctx) {
+                        Ok(()) => out.end_of_rib.push((id, afi, safi)),
+                        Err(e) => out.errors.push((id, e)),
+                    }
+                }
+            }
+            peer.counters.advertised = (peer.out4.len() + peer.out6.len()) as u64;
+            if !buf.is_empty() {
+                out.updates.push((id, buf.freeze()));
+            }
+        }
+        interner.sweep();
+        out
+    }
+
+    // ---- views ----
+
+    fn peer(&self, id: PeerId) -> Result<&Peer, RibError> {
+        self.peers.get(&id).ok_or(RibError::UnknownPeer(id))
+    }
+
+    pub fn peer_info(&self, id: PeerId) -> Option<&PeerInfo> {
+        self.peers.get(&id).map(|p| &p.info)
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = &PeerInfo> {
+        self.peers.values().map(|p| &p.info)
+    }
+
+    pub fn is_up(&self, id: PeerId) -> bool {
+        self.peers.get(&id).is_some_and(|p| p.session.is_some())
+    }
+
+    pub fn counters(&self, id: PeerId) -> Option<PeerCounters> {
+        self.peers.get(&id).map(|p| p.counters)
+    }
+
+    /// Families for which the peer's End-of-RIB arrived since its session came up.
+    pub fn end_of_rib_received(&self, id: PeerId) -> &[(Afi, Safi)] {
+        self.peers
+            .get(&id)
+            .map_or(&[][..], |p| p.eor_received.as_slice())
+    }
+
+    /// Every candidate of the Loc-RIB (all peers' paths and our originated routes), by family
+    /// and prefix; flags as of the last flush.
+    pub fn loc_rib(&self) -> impl Iterator<Item = RibRoute<'_>> {
+        view(&self.v4).chain(view(&self.v6))
+    }
+
+    /// One peer's Adj-RIB-In (a scan of the table).
+    pub fn adj_rib_in(&self, id: PeerId) -> impl Iterator<Item = RibRoute<'_>> {
+        self.loc_rib().filter(move |r| r.peer == Some(id))
+    }
+
+    /// The routes to one prefix: originated first, then learned.
+    pub fn routes(&self, prefix: IpNet) -> Vec<RibRoute<'_>> {
+        match prefix.trunc() {
+            IpNet::V4(p) => routes_of(&self.v4, p).collect(),
+            IpNet::V6(p) => routes_of(&self.v6, p).collect(),
+        }
+    }
+
+    /// The best route to one prefix as of the last flush.
+    pub fn best(&self, prefix: IpNet) -> Option<RibRoute<'_>> {
+        self.routes(prefix).into_iter().find(|r| r.best)
+    }
+
+    /// What we advertised to a peer.
+    pub fn adj_rib_out(&self, id: PeerId) -> impl Iterator<Item = (IpNet, &RouteAttrs)> {
+        let peer = self.peers.get(&id);
+        let v4 = peer
+            .into_iter()
+            .flat_map(|p| p.out4.iter().map(|(k, v)| (IpNet::V4(*k), &**v)));
+        let v6 = peer
+            .into_iter()
+            .flat_map(|p| p.out6.iter().map(|(k, v)| (IpNet::V6(*k), &**v)));
+        v4.chain(v6)
+    }
+
+    /// Distinct attribute sets held (Loc-RIB and Adj-RIBs-Out).
+    pub fn attribute_sets(&self) -> usize {
+        self.interner.len()
+    }
+
+    /// Prefixes with at least one route (learned or originated), IPv4 and IPv6.
+    pub fn prefix_count(&self) -> (usize, usize) {
+        (count(&self.v4), count(&self.v6))
+    }
+}
+
+fn count<P: RibPrefix>(t: &Table<P>) -> usize {
+    let extra = t.originated.keys().filter(|k| !t.dests.contains_key(k));
+    t.dests.len() + extra.count()
+}
+
+fn originated_route<P: RibPrefix>(p: P, a: &Arc<RouteAttrs>) -> RibRoute<'_> {
+    RibRoute {
+        prefix: p.into(),
+        peer: None,
+        attrs: a,
+        accepted: true,
+        best: true,
+        multipath: false,
+    }
+}
+
+fn learned_route<P: RibPrefix>(p: P, path: &Path) -> RibRoute<'_> {
+    RibRoute {
+        prefix: p.into(),
+        peer: Some(path.peer),
+        attrs: &path.attrs,
+        accepted: path.has(flags::ELIGIBLE),
+        best: path.has(flags::BEST),
+        multipath: path.has(flags::MULTIPATH),
+    }
+}
+
+fn view<P: RibPrefix>(t: &Table<P>) -> impl Iterator<Item = RibRoute<'_>> {
+    let orig = t.originated.iter().map(|(p, a)| originated_route(*p, a));
+    let learned = t
+        .dests
+        .iter()
+        .flat_map(|(p, paths)| paths.as_slice().iter().map(|x| learned_route(*p, x)));
+    orig.chain(learned)
+}
+
+fn routes_of<P: RibPrefix>(t: &Table<P>, p: P) -> impl Iterator<Item = RibRoute<'_>> {
+    let orig = t.originated.get(&p).map(|a| originated_route(p, a));
+    let learned = t
+        .dests
+        .get(&p)
+        .into_iter()
+        .flat_map(move |paths| paths.as_slice().iter().map(move |x| learned_route(p, x)));
+    orig.into_iter().chain(learned)
+}
+
+/// Ingest state for one UPDATE from one peer.
+struct Ingest<'a> {
+    local_asn: u32,
+    router_id: Ipv4Addr,
+    peer: &'a mut Peer,
+    interner: &'a mut Interner,
+    session: &'a SessionInfo,
+    out: &'a mut UpdateOutcome,
+}
+
+impl Ingest<'_> {
+    fn withdraw<P: RibPrefix>(&mut self, table: &mut Table<P>, prefixes: &[P]) {
+        if !self.session.has(P::AFI) {
+            self.out.ignored += prefixes.len();
+            return;
+        }
+        for &p in prefixes {
+            self.out.withdrawn += 1;
+            if let Some(path) = table.remove(p, self.peer.info.id) {
+                self.peer.counters.received -= 1;
+                self.peer.counters.accepted -= path.has(flags::ELIGIBLE) as u64;
+            }
+        }
+    }
+
+    /// The attributes as stored: 4-octet AS path merged (RFC 6793 §4.2.3), next hop moved out,
+    /// LOCAL_PREF and reflection attributes of external peers ignored (§5.1.5, RFC 4456).
+    fn normalize(&self, attrs: &PathAttrs) -> PathAttrs {
+        let mut a = attrs.clone();
+        if a.as4_path.is_some() || a.as4_aggregator.is_some() {
+            let (path, agg) = a.effective_as_path();
+            a.as_path = path;
+            a.aggregator = agg;
+            a.as4_path = None;
+            a.as4_aggregator = None;
+        }
+        a.next_hop = None;
+        if !self.peer.info.ibgp {
+            a.local_pref = None;
+            a.originator_id = None;
+            a.cluster_list = Vec::new();
+        }
+        a
+    }
+
+    fn announce<P: RibPrefix>(
+        &mut self,
+        table: &mut Table<P>,
+        prefixes: &[P],
+        attrs: &PathAttrs,
+        nh: MpNextHop,
+    ) {
+        if prefixes.is_empty() {
+            return;
+        }
+        if !self.session.has(P::AFI) {
+            self.out.ignored += prefixes.len();
+            return;
+        }
+        let info = &self.peer.info;
+        let ibgp = info.ibgp;
+        let base = self.normalize(attrs);
+        let ibgp_flag = if ibgp { flags::IBGP } else { 0 };
+        let mut received: Option<Arc<RouteAttrs>> = None;
+        let mut intern_received = |interner: &mut Interner| {
+            received
+                .get_or_insert_with(|| {
+                    interner.intern(RouteAttrs {
+                        attrs: base.clone(),
+                        next_hop: Some(nh),
+                    })
+                })
+                .clone()
+        };
+        let looped = is_loop(&base, self.local_asn, self.router_id, ibgp);
+        // One policy run per UPDATE unless the policy looks at prefixes.
+        let per_prefix = !looped && info.import.depends_on_prefix();
+        let mut shared: Option<(Arc<RouteAttrs>, u8)> = None;
+        if looped {
+            shared = Some((intern_received(self.interner), flags::LOOP | ibgp_flag));
+        } else if !per_prefix {
+            let first: IpNet = prefixes[0].into();
+            shared = Some(self.import(first, &base, nh, &mut intern_received));
+        }
+        for &p in prefixes {
+            let (a, f) = match &shared {
+                Some((a, f)) => (a.clone(), *f),
+                None => self.import(p.into(), &base, nh, &mut intern_received),
+            };
+            let f = f | ibgp_flag;
+            self.out.announced += 1;
+            let path = Path {
+                attrs: a,
+                peer: self.peer.info.id,
+                flags: f,
+            };
+            let eligible = (f & flags::ELIGIBLE != 0) as u64;
+            match table.upsert(p, path) {
+                Upsert::New => {
+                    self.peer.counters.received += 1;
+                    self.peer.counters.accepted += eligible;
+                }
+                Upsert::Replaced { old_flags } => {
+                    self.peer.counters.accepted -= (old_flags & flags::ELIGIBLE != 0) as u64;
+                    self.peer.counters.accepted += eligible;
+                }
+                Upsert::Unchanged => {}
+            }
+        }
+    }
+
+    /// The import policy on one route: the attributes to store and the flags.
+    fn import(
+        &mut self,
+        prefix: IpNet,
+        base: &PathAttrs,
+        nh: MpNextHop,
+        intern_received: &mut impl FnMut(&mut Interner) -> Arc<RouteAttrs>,
+    ) -> (Arc<RouteAttrs>, u8) {
+        let route = Route {
+            prefix,
+            attrs: base,
+            originated: false,
+            local_asn: self.local_asn,
+        };
+        match self.peer.info.import.apply(&route) {
+            Outcome::Reject => (intern_received(self.interner), flags::REJECTED),
+            Outcome::Accept {
+                attrs: std::borrow::Cow::Borrowed(_),
+                ..
+            } => (intern_received(self.interner), flags::ELIGIBLE),
+            Outcome::Accept { attrs, .. } => (
+                self.interner.intern(RouteAttrs {
+                    attrs: attrs.into_owned(),
+                    next_hop: Some(nh),
+                }),
+                flags::ELIGIBLE,
+            ),
+        }
+    }
+}
+
+/// The best route of a prefix after the decision process.
+struct Best<'a> {
+    attrs: &'a Arc<RouteAttrs>,
+    source: Source,
+}
+
+fn best_of<P: RibPrefix>(table: &Table<P>, p: P) -> Option<Best<'_>> {
+    if let Some(a) = table.originated.get(&p) {
+        return Some(Best {
+            attrs: a,
+            source: Source::Originated,
+        });
+    }
+    let path = table.dests.get(&p)?.best()?;
+    Some(Best {
+        attrs: &path.attrs,
+        source: Source::Peer {
+            id: path.peer,
+            ibgp: path.has(flags::IBGP),
+        },
+    })
+}
+
+/// Runs the decision process for one prefix and stores the result in the path flags.
+fn decide(
+    local_asn: u32,
+    peers: &BTreeMap<PeerId, Peer>,
+    paths: &mut Paths,
+    originated: bool,
+    scratch: &mut Vec<usize>,
+) {
+    let slice = paths.as_mut_slice();
+    for p in slice.iter_mut() {
+        p.flags &= !(flags::BEST | flags::MULTIPATH);
+    }
+    if originated {
+        return;
+    }
+    if let [only] = slice {
+        if only.has(flags::ELIGIBLE) {
+            only.flags |= flags::BEST | flags::MULTIPATH;
+        }
+        return;
+    }
+    let eligible: Vec<usize> = (0..slice.len())
+        .filter(|&i| slice[i].has(flags::ELIGIBLE))
+        .collect();
+    let cands: Vec<Candidate<'_>> = eligible
+        .iter()
+        .map(|&i| {
+            let path = &slice[i];
+            let info = peers.get(&path.peer).map(|p| &p.info);
+            Candidate {
+                attrs: &path.attrs.attrs,
+                ibgp: path.has(flags::IBGP),
+                peer_router_id: info.map_or(Ipv4Addr::UNSPECIFIED, |i| i.router_id),
+                peer_address: info.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |i| i.address),
+            }
+        })
+        .collect();
+    let best = select(&cands, local_asn, scratch);
+    drop(cands);
+    for &m in scratch.iter() {
+        slice[eligible[m]].flags |= flags::MULTIPATH;
+    }
+    if let Some(b) = best {
+        slice[eligible[b]].flags |= flags::BEST;
+    }
+}
+
+fn flush_family<P: RibPrefix>(
+    local_asn: u32,
+    table: &mut Table<P>,
+    peers: &mut BTreeMap<PeerId, Peer>,
+    interner: &mut Interner,
+    fib: &mut Vec<FibChange>,
+) {
+    let mut dirty = std::mem::take(&mut table.dirty);
+    dirty.sort_unstable();
+    dirty.dedup();
+    let mut scratch = Vec::new();
+    for &p in &dirty {
+        let originated = table.originated.contains_key(&p);
+        let before = table.fib_before.remove(&p).unwrap_or_default();
+        let after = match table.dests.get_mut(&p) {
+            Some(paths) => {
+                decide(local_asn, peers, paths, originated, &mut scratch);
+                paths.installed()
+            }
+            None => Vec::new(),
+        };
+        if before != after {
+            fib.push(FibChange {
+                prefix: p.into(),
+                next_hops: after,
+            });
+        }
+        let best = best_of(table, p);
+        for (&id, peer) in peers.iter_mut() {
+            let resend = peer.sync[P::IDX].resend;
+            update_out(local_asn, id, peer, interner, p, best.as_ref(), resend);
+        }
+    }
+    table.fib_before = HashMap::new();
+    // Full walks for peers that came up or asked for a refresh; dirty prefixes are done.
+    for (&id, peer) in peers.iter_mut() {
+        let sync = std::mem::take(&mut peer.sync[P::IDX]);
+        if !sync.full {
+            continue;
+        }
+        let prefixes = table.originated.keys().chain(
+            table
+                .dests
+                .keys()
+                .filter(|k| !table.originated.contains_key(k)),
+        );
+        for &p in prefixes {
+            if dirty.binary_search(&p).is_ok() {
+                continue;
+            }
+            let best = best_of(table, p);
+            update_out(local_asn, id, peer, interner, p, best.as_ref(), sync.resend);
+        }
+    }
+    // Keep a small buffer for the next round; give back the one a full table needed.
+    dirty.clear();
+    if dirty.capacity() <= 4096 {
+        table.dirty = dirty;
+    }
+}
+
+/// Brings one peer's Adj-RIB-Out entry for `p` to what it should be, recording the change.
+fn update_out<P: RibPrefix>(
+    local_asn: u32,
+    id: PeerId,
+    peer: &mut Peer,
+    interner: &mut Interner,
+    p: P,
+    best: Option<&Best<'_>>,
+    resend: bool,
+) {
+    if !peer.session.as_ref().is_some_and(|s| s.has(P::AFI)) {
+        return;
+    }
+    let desired = best.and_then(|b| desired(local_asn, id, peer, interner, p, b));
+    let current = P::out(peer).get(&p);
+    match (desired, current) {
+        (Some(d), Some(c)) if Arc::ptr_eq(&d, c) && !resend => {}
+        (Some(d), _) => {
+            P::delta(peer).announce(p, &d);
+            P::out_mut(peer).insert(p, d);
+        }
+        (None, Some(_)) => {
+            P::out_mut(peer).remove(&p);
+            P::delta(peer).withdrawn.push(p);
+        }
+        (None, None) => {}
+    }
+}
+
+/// What `peer` should have for `p` (memoized per source attribute set when the export policy
+/// ignores prefixes).
+fn desired<P: RibPrefix>(
+    local_asn: u32,
+    id: PeerId,
+    peer: &mut Peer,
+    interner: &mut Interner,
+    p: P,
+    b: &Best<'_>,
+) -> Option<Arc<RouteAttrs>> {
+    if matches!(b.source, Source::Peer { id: from, .. } if from == id) {
+        return None;
+    }
+    let memo_ok = !peer.info.export.depends_on_prefix();
+    let key = (Arc::as_ptr(b.attrs) as usize, b.source.kind());
+    if memo_ok && let Some(m) = P::delta(peer).memo.get(&key) {
+        return m.clone();
+    }
+    let session = peer.session.as_ref()?;
+    let r = export::export(local_asn, &peer.info, session, p.into(), b.attrs, b.source)
+        .map(|a| interner.intern(a));
+    if memo_ok {
+        P::delta(peer).memo.insert(key, r.clone());
+    }
+    r
+}
+
+/// Encodes one family's gathered changes for a peer: withdrawals, then announcements.
+fn encode_family<P: RibPrefix>(
+    id: PeerId,
+    peer: &mut Peer,
+    builder: &UpdateBuilder,
+    buf: &mut BytesMut,
+    errors: &mut Vec<(PeerId, EncodeError)>,
+) {
+    let delta = std::mem::take(P::delta(peer));
+    if !delta.withdrawn.is_empty()
+        && let Err(e) = P::withdraw(builder, &delta.withdrawn, buf)
+    {
+        errors.push((id, e));
+    }
+    for (attrs, prefixes) in &delta.groups {
+        let Some(nh) = attrs.next_hop else {
+            continue;
+        };
+        let start = buf.len();
+        if let Err(e) = P::announce(builder, &attrs.attrs, nh, prefixes, buf) {
+            // Keep whole messages only, and forget what was not sent.
+            buf.truncate(start);
+            let out = P::out_mut(peer);
+            for p in prefixes {
+                out.remove(p);
+            }
+            errors.push((id, e));
+        }
+    }
+    // Dropped rather than cleared: after a full table these buffers are large.
+    drop(delta);
+}

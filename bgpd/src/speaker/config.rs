@@ -1,0 +1,255 @@
+//! The speaker's runtime configuration, derived from the validated TOML config. Anything the
+//! speaker cannot honour is refused here, before a socket opens.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use configs::{Family, PeerAsn, PeerTarget};
+use ipnet::IpNet;
+
+use super::conn::Transport;
+use crate::fsm::{PeerAs, SessionConfig};
+use crate::policy::Policy;
+use crate::rib::{Advert, PeerId};
+use crate::wire::{
+    Afi, Capability, Community, ExtNextHopEntry, GrFamily, GracefulRestart, LargeCommunity, Safi,
+};
+
+/// Graceful restart time we advertise (RFC 4724 §3), seconds.
+pub const RESTART_TIME: u16 = 120;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no [bgp] section: bgpd needs local_asn and peers")]
+    NoBgp,
+    #[error("bgp.peers[{index}] ({name}): {reason}")]
+    Peer {
+        index: usize,
+        name: String,
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct PeerSpec {
+    pub id: PeerId,
+    pub name: String,
+    pub address: IpAddr,
+    pub transport: Transport,
+    pub session: SessionConfig,
+    pub import: Policy,
+    pub export: Policy,
+    pub next_hop_self: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct SpeakerConfig {
+    pub local_asn: u32,
+    pub router_id: Ipv4Addr,
+    pub listen: Option<SocketAddr>,
+    pub peers: Vec<PeerSpec>,
+    pub adverts: Vec<Advert>,
+}
+
+/// The policies a peer may name until policy definitions come to the config.
+pub fn builtin_policy(name: &str) -> Option<Policy> {
+    match name {
+        "accept-all" => Some(Policy::accept_all()),
+        "reject-all" => Some(Policy::reject_all()),
+        "originated-only" => Some(Policy::originated_only()),
+        _ => None,
+    }
+}
+
+impl SpeakerConfig {
+    pub fn from_config(c: &configs::Config) -> Result<SpeakerConfig, ConfigError> {
+        let bgp = c.bgp.as_ref().ok_or(ConfigError::NoBgp)?;
+        let local_asn = bgp.local_asn.0;
+        let mut peers = Vec::new();
+        for (index, p) in bgp.peers.iter().enumerate() {
+            let err = |reason: String| ConfigError::Peer {
+                index,
+                name: p.name.clone(),
+                reason,
+            };
+            let address = match &p.target {
+                PeerTarget::Address(a) => *a,
+                PeerTarget::Interface(i) => {
+                    return Err(err(format!(
+                        "unnumbered peering (interface = {i:?}) is not supported yet; give the peer's address"
+                    )));
+                }
+            };
+            let ebgp = p.may_be_ebgp(bgp.local_asn);
+            let policy = |name: &Option<String>, dir: &str| -> Result<Policy, ConfigError> {
+                match name {
+                    Some(n) => builtin_policy(n).ok_or_else(|| {
+                        err(format!(
+                            "{dir}_policy {n:?} is unknown; use accept-all, reject-all or originated-only"
+                        ))
+                    }),
+                    // RFC 8212: no eBGP import/export without a policy, unless opted out.
+                    None if ebgp && p.ebgp_requires_policy => Ok(Policy::reject_all()),
+                    None => Ok(Policy::accept_all()),
+                }
+            };
+            let import = policy(&p.import_policy, "import")?;
+            let export = policy(&p.export_policy, "export")?;
+            let families: Vec<(Afi, Safi)> = p
+                .families
+                .iter()
+                .map(|f| match f {
+                    Family::Ipv4Unicast => (Afi::IPV4, Safi::UNICAST),
+                    Family::Ipv6Unicast => (Afi::IPV6, Safi::UNICAST),
+                })
+                .collect();
+            let mut caps: Vec<Capability> = families
+                .iter()
+                .map(|&(afi, safi)| Capability::Multiprotocol { afi, safi })
+                .collect();
+            caps.push(Capability::RouteRefresh);
+            caps.push(Capability::EnhancedRouteRefresh);
+            if address.is_ipv6() && families.contains(&(Afi::IPV4, Safi::UNICAST)) {
+                // RFC 8950: IPv4 routes with an IPv6 next hop on an IPv6 session.
+                caps.push(Capability::ExtendedNextHop(vec![ExtNextHopEntry {
+                    nlri_afi: Afi::IPV4,
+                    nlri_safi: u16::from(Safi::UNICAST.0),
+                    next_hop_afi: Afi::IPV6,
+                }]));
+            }
+            caps.push(Capability::GracefulRestart(GracefulRestart {
+                restart_state: false,
+                notification: false,
+                restart_time: RESTART_TIME,
+                families: families
+                    .iter()
+                    .map(|&(afi, safi)| GrFamily {
+                        afi,
+                        safi,
+                        forwarding: false,
+                    })
+                    .collect(),
+            }));
+            let session = SessionConfig {
+                local_asn,
+                router_id: bgp.router_id,
+                peer_as: match p.peer_asn {
+                    PeerAsn::Fixed(a) => PeerAs::Exact(a.0),
+                    PeerAsn::Any => PeerAs::Any,
+                },
+                hold_time: p.hold_time,
+                keepalive: (p.keepalive > 0).then_some(p.keepalive),
+                connect_retry: Duration::from_secs(5),
+                passive: p.passive,
+                capabilities: caps,
+                idle_hold: Duration::from_secs(1),
+                idle_hold_max: Duration::from_secs(60),
+            };
+            let transport = Transport {
+                remote: SocketAddr::new(address, p.port),
+                local: p.local_address,
+                md5_key: p
+                    .md5_password
+                    .as_ref()
+                    .map(|s| s.expose().as_bytes().to_vec()),
+                gtsm_hops: p.ttl_security.then_some(1),
+                // eBGP peers are directly connected unless multihop (RFC 4271 §5.1.3).
+                ttl: p.multihop_ttl.or(if ebgp { Some(1) } else { None }),
+                // Shorter than ConnectRetry, so a failed attempt is reported before the next.
+                connect_timeout: Duration::from_secs(3),
+            };
+            peers.push(PeerSpec {
+                id: PeerId(index as u32 + 1),
+                name: p.name.clone(),
+                address,
+                transport,
+                session,
+                import,
+                export,
+                next_hop_self: p.next_hop_self,
+            });
+        }
+        let adverts = bgp
+            .adverts
+            .iter()
+            .map(|a| Advert {
+                prefix: a.prefix,
+                communities: a.communities.iter().map(|c| Community(c.0)).collect(),
+                large_communities: a
+                    .large_communities
+                    .iter()
+                    .map(|l| LargeCommunity {
+                        global_admin: l.global,
+                        local_data1: l.local1,
+                        local_data2: l.local2,
+                    })
+                    .collect(),
+                local_pref: a.local_pref,
+                med: None,
+            })
+            .collect();
+        Ok(SpeakerConfig {
+            local_asn,
+            router_id: bgp.router_id,
+            listen: bgp.listen,
+            peers,
+            adverts,
+        })
+    }
+}
+
+/// Parses "65000:100" or a well-known name (RFC 1997, 8326) as the API and CLI accept them.
+pub fn parse_community(s: &str) -> Result<Community, String> {
+    let wk = match s {
+        "graceful-shutdown" => Some(Community::GRACEFUL_SHUTDOWN),
+        "no-export" => Some(Community::NO_EXPORT),
+        "no-advertise" => Some(Community::NO_ADVERTISE),
+        "no-export-subconfed" | "local-as" => Some(Community::NO_EXPORT_SUBCONFED),
+        "blackhole" => Some(Community::BLACKHOLE),
+        _ => None,
+    };
+    if let Some(c) = wk {
+        return Ok(c);
+    }
+    let (a, b) = s.split_once(':').ok_or_else(|| {
+        format!("community {s:?}: use ASN:VALUE (each 0-65535) or a well-known name")
+    })?;
+    let a: u16 = a
+        .parse()
+        .map_err(|_| format!("community {s:?}: {a:?} is not 0-65535"))?;
+    let b: u16 = b
+        .parse()
+        .map_err(|_| format!("community {s:?}: {b:?} is not 0-65535"))?;
+    Ok(Community((u32::from(a) << 16) | u32::from(b)))
+}
+
+/// Parses "65000:1:2" (RFC 8092).
+pub fn parse_large_community(s: &str) -> Result<LargeCommunity, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let num = |x: &str| {
+        x.parse::<u32>()
+            .map_err(|_| format!("large community {s:?}: {x:?} is not a 32-bit number"))
+    };
+    match parts.as_slice() {
+        [a, b, c] => Ok(LargeCommunity {
+            global_admin: num(a)?,
+            local_data1: num(b)?,
+            local_data2: num(c)?,
+        }),
+        _ => Err(format!("large community {s:?}: use GLOBAL:LOCAL1:LOCAL2")),
+    }
+}
+
+/// Parses an advert prefix, refusing host bits (a config or API mistake, not a route).
+pub fn parse_prefix(s: &str) -> Result<IpNet, String> {
+    let p: IpNet = s
+        .parse()
+        .map_err(|_| format!("prefix {s:?}: use CIDR notation, e.g. 203.0.113.10/32"))?;
+    if p.trunc() != p {
+        return Err(format!(
+            "prefix {s:?} has host bits set; did you mean {}?",
+            p.trunc()
+        ));
+    }
+    Ok(p)
+}

@@ -1,0 +1,119 @@
+//! TCP for BGP (RFC 4271 §8.2.1: port 179): outgoing connects with the per-peer socket options,
+//! and a reader task that splits the byte stream into whole messages.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream, tcp::OwnedReadHalf};
+use tokio::sync::mpsc;
+
+use super::sockopt;
+use crate::wire::{HEADER_LEN, MAX_EXTENDED_MESSAGE_LEN};
+
+/// Transport settings of one peer.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    pub remote: SocketAddr,
+    pub local: Option<IpAddr>,
+    pub md5_key: Option<Vec<u8>>,
+    /// GTSM hops (RFC 5082); `None` = off.
+    pub gtsm_hops: Option<u8>,
+    /// eBGP multihop TTL; `None` = 1 for eBGP (directly connected), 64 for iBGP.
+    pub ttl: Option<u8>,
+    pub connect_timeout: Duration,
+}
+
+/// Opens a connection with MD5, TTL/GTSM and the local address applied before the SYN.
+pub async fn connect(t: &Transport) -> io::Result<TcpStream> {
+    let sock = if t.remote.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(key) = &t.md5_key {
+        sockopt::set_md5_key(&sock, t.remote.ip(), key)?;
+    }
+    apply_ttl(&sock, t)?;
+    if let Some(local) = t.local {
+        sock.bind(SocketAddr::new(local, 0))?;
+    }
+    let stream = tokio::time::timeout(t.connect_timeout, sock.connect(t.remote))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// TTL handling for a socket (connecting or accepted).
+pub fn apply_ttl(
+    sock: &(impl std::os::fd::AsRawFd + std::os::fd::AsFd),
+    t: &Transport,
+) -> io::Result<()> {
+    let v6 = t.remote.is_ipv6();
+    if let Some(hops) = t.gtsm_hops {
+        return sockopt::set_gtsm(sock, v6, hops);
+    }
+    if let Some(ttl) = t.ttl {
+        let s = socket2::SockRef::from(sock);
+        if v6 {
+            s.set_unicast_hops_v6(ttl.into())?;
+        } else {
+            s.set_ttl_v4(ttl.into())?;
+        }
+    }
+    Ok(())
+}
+
+/// What the reader task reports.
+#[derive(Debug)]
+pub enum Frame {
+    /// One whole message, header included (the FSM's codec decodes it).
+    Message(Bytes),
+    /// A header whose length cannot be right: the stream is unusable (RFC 4271 §6.1).
+    BadLength(u16),
+    Closed(Option<io::Error>),
+}
+
+/// Reads whole messages and sends them, tagged with `conn`, until the stream ends.
+pub async fn read_frames<T: From<(u64, Frame)>>(
+    mut rd: OwnedReadHalf,
+    conn: u64,
+    tx: mpsc::Sender<T>,
+) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        while buf.len() >= HEADER_LEN {
+            let len = u16::from_be_bytes([buf[16], buf[17]]);
+            if (len as usize) < HEADER_LEN || len as usize > MAX_EXTENDED_MESSAGE_LEN {
+                let _ = tx.send(T::from((conn, Frame::BadLength(len)))).await;
+                return;
+            }
+            if buf.len() < len as usize {
+                break;
+            }
+            let frame = buf.split_to(len as usize).freeze();
+            if tx
+                .send(T::from((conn, Frame::Message(frame))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        buf.reserve(HEADER_LEN.max(16 * 1024));
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => {
+                let _ = tx.send(T::from((conn, Frame::Closed(None)))).await;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.send(T::from((conn, Frame::Closed(Some(e))))).await;
+                return;
+            }
+        }
+    }
+}

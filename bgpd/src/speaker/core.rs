@@ -1,0 +1,291 @@
+//! The core task: owns the RIB. Peer tasks send it session events and UPDATEs; the API sends it
+//! commands. After each batch it flushes the RIB and hands each peer its encoded UPDATEs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv6Addr};
+
+use ipnet::IpNet;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::peer::{CoreEvent, PeerMsg};
+use crate::rib::{Advert, PeerId, PeerInfo, Rib, SessionInfo};
+use crate::wire::Community;
+
+/// A read-only look at the RIB, run inside the core task.
+pub type Query = Box<dyn FnOnce(&Rib) + Send>;
+
+pub enum CoreCmd {
+    /// Adds or replaces adverts; replies (added, replaced).
+    AddAdverts(Vec<Advert>, oneshot::Sender<(u32, u32)>),
+    /// Removes adverts; replies how many existed.
+    RemoveAdverts(Vec<IpNet>, oneshot::Sender<u32>),
+    Query(Query),
+    /// RFC 8326: re-announce everything with GRACEFUL_SHUTDOWN; replies the number of peers.
+    Drain(oneshot::Sender<u32>),
+}
+
+impl std::fmt::Debug for CoreCmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CoreCmd::AddAdverts(..) => "AddAdverts",
+            CoreCmd::RemoveAdverts(..) => "RemoveAdverts",
+            CoreCmd::Query(_) => "Query",
+            CoreCmd::Drain(_) => "Drain",
+        })
+    }
+}
+
+struct CorePeer {
+    name: String,
+    tx: mpsc::Sender<PeerMsg>,
+    /// Generation of the session the RIB considers up (0: none).
+    generation: u64,
+}
+
+pub struct Core {
+    rib: Rib,
+    peers: HashMap<PeerId, CorePeer>,
+    /// What we originate, as configured or added over the API (without drain communities).
+    adverts: BTreeMap<IpNet, Advert>,
+    draining: bool,
+}
+
+impl Core {
+    pub fn new(rib: Rib) -> Core {
+        Core {
+            rib,
+            peers: HashMap::new(),
+            adverts: BTreeMap::new(),
+            draining: false,
+        }
+    }
+
+    pub fn add_peer(&mut self, info: PeerInfo, name: String, tx: mpsc::Sender<PeerMsg>) {
+        let id = info.id;
+        if let Err(e) = self.rib.add_peer(info) {
+            warn!(peer = %name, error = %e, "peer not added to the RIB");
+            return;
+        }
+        self.peers.insert(
+            id,
+            CorePeer {
+                name,
+                tx,
+                generation: 0,
+            },
+        );
+    }
+
+    fn originate(&mut self, a: Advert) {
+        let mut out = a.clone();
+        if self.draining && !out.communities.contains(&Community::GRACEFUL_SHUTDOWN) {
+            out.communities.push(Community::GRACEFUL_SHUTDOWN);
+        }
+        self.adverts.insert(a.prefix, a);
+        self.rib.originate(out);
+    }
+
+    /// Runs until both channels close.
+    pub async fn run(
+        mut self,
+        initial: Vec<Advert>,
+        mut events: mpsc::Receiver<CoreEvent>,
+        mut cmds: mpsc::Receiver<CoreCmd>,
+    ) {
+        for a in initial {
+            self.originate(a);
+        }
+        self.flush().await;
+        let mut cmds_open = true;
+        loop {
+            tokio::select! {
+                ev = events.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.event(ev);
+                    // Batch whatever else is queued before flushing.
+                    for _ in 0..1024 {
+                        match events.try_recv() {
+                            Ok(ev) => self.event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                cmd = cmds.recv(), if cmds_open => match cmd {
+                    Some(c) => self.command(c),
+                    None => cmds_open = false,
+                },
+            }
+            self.flush().await;
+        }
+    }
+
+    fn event(&mut self, ev: CoreEvent) {
+        match ev {
+            CoreEvent::Up {
+                peer,
+                generation,
+                negotiated,
+                local,
+            } => {
+                // The peer's ASN ("any") and router id are known now.
+                if let Some(mut info) = self.rib.peer_info(peer).cloned()
+                    && (info.asn != negotiated.peer_asn
+                        || info.router_id != negotiated.peer_router_id)
+                {
+                    info.asn = negotiated.peer_asn;
+                    info.router_id = negotiated.peer_router_id;
+                    info.ibgp = negotiated.peer_asn == self.rib.local_asn();
+                    let _ = self.rib.remove_peer(peer);
+                    let _ = self.rib.add_peer(info);
+                }
+                let ll = link_local_for(local.ip());
+                let session = SessionInfo::from_negotiated(&negotiated, local.ip(), ll);
+                match self.rib.peer_up(peer, session) {
+                    Ok(()) => {
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            p.generation = generation;
+                        }
+                    }
+                    Err(e) => warn!(?peer, error = %e, "peer up refused by the RIB"),
+                }
+            }
+            CoreEvent::Down {
+                peer,
+                generation,
+                reason,
+            } => {
+                if self.current(peer, generation) {
+                    debug!(peer = %self.name(peer), ?reason, "flushing the peer's routes");
+                    let _ = self.rib.peer_down(peer);
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.generation = 0;
+                    }
+                }
+            }
+            CoreEvent::Update {
+                peer,
+                generation,
+                update,
+            } => {
+                if !self.current(peer, generation) {
+                    return;
+                }
+                match self.rib.apply_update(peer, &update) {
+                    Ok(o) if o.end_of_rib.is_some() => {
+                        info!(peer = %self.name(peer), family = ?o.end_of_rib, "End-of-RIB received")
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(peer = %self.name(peer), error = %e, "UPDATE not applied"),
+                }
+            }
+            CoreEvent::RouteRefresh {
+                peer,
+                generation,
+                msg,
+            } => {
+                if self.current(peer, generation)
+                    && let Err(e) = self.rib.route_refresh(peer, msg.afi, msg.safi)
+                {
+                    debug!(peer = %self.name(peer), error = %e, "ROUTE-REFRESH ignored");
+                }
+            }
+        }
+    }
+
+    /// Events of an older session of the peer are stale.
+    fn current(&self, peer: PeerId, generation: u64) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.generation == generation)
+    }
+
+    fn name(&self, id: PeerId) -> &str {
+        self.peers.get(&id).map(|p| p.name.as_str()).unwrap_or("?")
+    }
+
+    fn command(&mut self, cmd: CoreCmd) {
+        match cmd {
+            CoreCmd::AddAdverts(list, reply) => {
+                let (mut added, mut replaced) = (0, 0);
+                for a in list {
+                    match self.adverts.get(&a.prefix) {
+                        Some(old) if *old == a => {}
+                        Some(_) => replaced += 1,
+                        None => added += 1,
+                    }
+                    self.originate(a);
+                }
+                let _ = reply.send((added, replaced));
+            }
+            CoreCmd::RemoveAdverts(list, reply) => {
+                let mut removed = 0;
+                for p in list {
+                    if self.adverts.remove(&p).is_some() {
+                        self.rib.withdraw_originated(p);
+                        removed += 1;
+                    }
+                }
+                let _ = reply.send(removed);
+            }
+            CoreCmd::Query(q) => q(&self.rib),
+            CoreCmd::Drain(reply) => {
+                self.draining = true;
+                let all: Vec<Advert> = self.adverts.values().cloned().collect();
+                for a in all {
+                    self.originate(a);
+                }
+                info!("draining: every advert now carries GRACEFUL_SHUTDOWN (RFC 8326)");
+                let up = self.peers.values().filter(|p| p.generation != 0).count();
+                let _ = reply.send(up as u32);
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        let out = self.rib.flush();
+        for (peer, e) in &out.errors {
+            warn!(peer = %self.name(*peer), error = %e, "route left out of UPDATE");
+        }
+        for f in &out.fib {
+            debug!(prefix = %f.prefix, next_hops = ?f.next_hops, "Loc-RIB change");
+        }
+        for (peer, bytes) in out.updates {
+            if let Some(p) = self.peers.get(&peer) {
+                let msg = PeerMsg::Send {
+                    generation: p.generation,
+                    bytes,
+                };
+                if p.tx.send(msg).await.is_err() {
+                    debug!(peer = %p.name, "peer task gone");
+                }
+            }
+        }
+    }
+}
+
+/// The IPv6 link-local address of the interface that holds `local` (sent as the second next
+/// hop of IPv6 routes, RFC 2545 §3). None when unknown.
+fn link_local_for(local: IpAddr) -> Option<Ipv6Addr> {
+    let IpAddr::V6(addr) = local else { return None };
+    if addr.is_unicast_link_local() {
+        return None;
+    }
+    let text = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    let rows: Vec<(Ipv6Addr, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let hex = f.first()?;
+            let v = u128::from_str_radix(hex, 16).ok()?;
+            Some((Ipv6Addr::from(v), f.get(5)?.to_string()))
+        })
+        .collect();
+    let ifname = rows
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, i)| i.clone())?;
+    rows.into_iter()
+        .find(|(a, i)| *i == ifname && a.is_unicast_link_local())
+        .map(|(a, _)| a)
+}

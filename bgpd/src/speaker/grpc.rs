@@ -1,0 +1,315 @@
+//! The gRPC API of bgpd (`api/proto/bgp.proto`) over the speaker handle.
+
+use api::bgp as pb;
+use ipnet::IpNet;
+use tonic::{Request, Response, Status};
+
+use super::SpeakerHandle;
+use super::config::{parse_community, parse_large_community, parse_prefix};
+use super::status::PeerStatus;
+use crate::fsm::State;
+use crate::rib::{Advert, PeerId, RibRoute};
+use crate::wire::{AsSegmentType, MpNextHop, Origin};
+
+#[derive(Debug)]
+pub struct BgpApi {
+    h: SpeakerHandle,
+}
+
+impl BgpApi {
+    pub fn new(h: SpeakerHandle) -> Self {
+        BgpApi { h }
+    }
+}
+
+fn gone() -> Status {
+    Status::unavailable("bgpd is shutting down")
+}
+
+fn state(s: State) -> pb::SessionState {
+    match s {
+        State::Idle => pb::SessionState::Idle,
+        State::Connect => pb::SessionState::Connect,
+        State::Active => pb::SessionState::Active,
+        State::OpenSent => pb::SessionState::OpenSent,
+        State::OpenConfirm => pb::SessionState::OpenConfirm,
+        State::Established => pb::SessionState::Established,
+    }
+}
+
+fn capabilities(st: &PeerStatus) -> Vec<String> {
+    let Some(n) = &st.negotiated else {
+        return Vec::new();
+    };
+    let mut caps: Vec<String> = n
+        .families
+        .iter()
+        .map(|(afi, safi)| match (afi.0, safi.0) {
+            (1, 1) => "ipv4-unicast".to_string(),
+            (2, 1) => "ipv6-unicast".to_string(),
+            (a, s) => format!("afi{a}-safi{s}"),
+        })
+        .collect();
+    for (on, name) in [
+        (n.four_octet_as, "4-octet-asn"),
+        (n.route_refresh, "route-refresh"),
+        (n.enhanced_route_refresh, "enhanced-route-refresh"),
+        (n.extended_message, "extended-message"),
+        (!n.extended_next_hop.is_empty(), "extended-next-hop"),
+        (n.peer_graceful_restart.is_some(), "graceful-restart"),
+    ] {
+        if on {
+            caps.push(name.into());
+        }
+    }
+    caps
+}
+
+fn route(r: &RibRoute<'_>, peer_name: &dyn Fn(PeerId) -> String) -> pb::Route {
+    let a = &r.attrs.attrs;
+    let as_path = a
+        .as_path
+        .iter()
+        .flat_map(|p| p.segments.iter())
+        .filter(|s| matches!(s.kind, AsSegmentType::Sequence | AsSegmentType::Set))
+        .flat_map(|s| s.asns.iter().copied())
+        .collect();
+    let next_hop = match (&r.attrs.next_hop, a.next_hop) {
+        (Some(MpNextHop::Ipv4(v)), _) => v.to_string(),
+        (Some(MpNextHop::Ipv6 { global, .. }), _) => global.to_string(),
+        (None, Some(v)) => v.to_string(),
+        (None, None) => String::new(),
+    };
+    pb::Route {
+        prefix: r.prefix.to_string(),
+        next_hop,
+        as_path,
+        origin: match a.origin {
+            Some(Origin::Igp) => "igp",
+            Some(Origin::Egp) => "egp",
+            Some(Origin::Incomplete) => "incomplete",
+            None => "",
+        }
+        .into(),
+        med: a.med,
+        local_pref: a.local_pref,
+        communities: a
+            .communities
+            .iter()
+            .map(|c| format!("{}:{}", c.0 >> 16, c.0 & 0xffff))
+            .collect(),
+        large_communities: a
+            .large_communities
+            .iter()
+            .map(|l| format!("{}:{}:{}", l.global_admin, l.local_data1, l.local_data2))
+            .collect(),
+        peer: r.peer.map(peer_name).unwrap_or_default(),
+        best: r.best,
+        stale: false,
+    }
+}
+
+fn advert(a: pb::Advert) -> Result<Advert, Status> {
+    let bad = |e: String| Status::invalid_argument(e);
+    Ok(Advert {
+        prefix: parse_prefix(&a.prefix).map_err(bad)?,
+        communities: a
+            .communities
+            .iter()
+            .map(|c| parse_community(c))
+            .collect::<Result<_, _>>()
+            .map_err(bad)?,
+        large_communities: a
+            .large_communities
+            .iter()
+            .map(|c| parse_large_community(c))
+            .collect::<Result<_, _>>()
+            .map_err(bad)?,
+        local_pref: a.local_pref,
+        med: None,
+    })
+}
+
+#[tonic::async_trait]
+impl pb::bgp_server::Bgp for BgpApi {
+    async fn list_peers(
+        &self,
+        req: Request<pb::ListPeersRequest>,
+    ) -> Result<Response<pb::ListPeersResponse>, Status> {
+        let want = req.into_inner().name;
+        let ids: Vec<PeerId> = self.h.peers().iter().map(|p| p.id).collect();
+        let rib_counters = self
+            .h
+            .query(move |rib| {
+                ids.iter()
+                    .map(|id| rib.counters(*id).unwrap_or_default())
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .ok_or_else(gone)?;
+        let mut peers = Vec::new();
+        for (p, rc) in self.h.peers().iter().zip(rib_counters) {
+            if !want.is_empty() && want != p.name {
+                continue;
+            }
+            let st = p.status.lock().unwrap().clone();
+            let n = st.negotiated.as_ref();
+            peers.push(pb::Peer {
+                name: p.name.clone(),
+                address: p.address.to_string(),
+                peer_asn: n.map(|n| n.peer_asn).unwrap_or(0),
+                local_asn: p.local_asn,
+                state: state(st.state) as i32,
+                uptime_seconds: st.since.elapsed().as_secs(),
+                hold_time: n.map(|n| u32::from(n.hold_time)).unwrap_or(0),
+                capabilities: capabilities(&st),
+                counters: Some(pb::Counters {
+                    updates_in: st.counters.updates_in,
+                    updates_out: st.counters.updates_out,
+                    notifications_in: st.counters.notifications_in,
+                    notifications_out: st.counters.notifications_out,
+                    keepalives_in: st.counters.keepalives_in,
+                    keepalives_out: st.counters.keepalives_out,
+                    prefixes_received: rc.received,
+                    prefixes_accepted: rc.accepted,
+                    prefixes_advertised: rc.advertised,
+                }),
+                last_error: st.last_error.clone().unwrap_or_default(),
+                peer_router_id: n.map(|n| n.peer_router_id.to_string()).unwrap_or_default(),
+            });
+        }
+        if !want.is_empty() && peers.is_empty() {
+            return Err(Status::not_found(format!("no peer named {want:?}")));
+        }
+        Ok(Response::new(pb::ListPeersResponse { peers }))
+    }
+
+    async fn list_routes(
+        &self,
+        req: Request<pb::ListRoutesRequest>,
+    ) -> Result<Response<pb::ListRoutesResponse>, Status> {
+        let r = req.into_inner();
+        let kind = pb::RibKind::try_from(r.rib).unwrap_or(pb::RibKind::Unspecified);
+        let peer = if r.peer.is_empty() {
+            None
+        } else {
+            let p = self
+                .h
+                .peers()
+                .iter()
+                .find(|p| p.name == r.peer || p.address.to_string() == r.peer)
+                .ok_or_else(|| Status::not_found(format!("no peer {:?}", r.peer)))?;
+            Some(p.id)
+        };
+        let filter: Option<IpNet> = if r.prefix.is_empty() {
+            None
+        } else {
+            Some(r.prefix.parse().map_err(|_| {
+                Status::invalid_argument(format!("prefix {:?} is not CIDR", r.prefix))
+            })?)
+        };
+        let family = r.family.clone();
+        let names: Vec<(PeerId, String)> = self
+            .h
+            .peers()
+            .iter()
+            .map(|p| (p.id, p.name.clone()))
+            .collect();
+        let routes = self
+            .h
+            .query(move |rib| {
+                let name = |id: PeerId| {
+                    names
+                        .iter()
+                        .find(|(i, _)| *i == id)
+                        .map(|(_, n)| n.clone())
+                        .unwrap_or_default()
+                };
+                let keep = |p: &IpNet| {
+                    filter.is_none_or(|f| f.contains(p))
+                        && match family.as_str() {
+                            "ipv4-unicast" => matches!(p, IpNet::V4(_)),
+                            "ipv6-unicast" => matches!(p, IpNet::V6(_)),
+                            _ => true,
+                        }
+                };
+                let mut out = Vec::new();
+                match (kind, peer) {
+                    (pb::RibKind::AdjIn, Some(id)) => out.extend(
+                        rib.adj_rib_in(id)
+                            .filter(|r| keep(&r.prefix))
+                            .map(|r| route(&r, &name)),
+                    ),
+                    (pb::RibKind::AdjOut, Some(id)) => {
+                        for (prefix, attrs) in rib.adj_rib_out(id).filter(|(p, _)| keep(p)) {
+                            let rr = RibRoute {
+                                prefix,
+                                peer: None,
+                                attrs,
+                                accepted: true,
+                                best: true,
+                                multipath: false,
+                            };
+                            out.push(route(&rr, &name));
+                        }
+                    }
+                    (pb::RibKind::AdjIn | pb::RibKind::AdjOut, None) => return Err(()),
+                    _ => out.extend(
+                        rib.loc_rib()
+                            .filter(|r| keep(&r.prefix) && peer.is_none_or(|id| r.peer == Some(id)))
+                            .map(|r| route(&r, &name)),
+                    ),
+                }
+                Ok(out)
+            })
+            .await
+            .ok_or_else(gone)?
+            .map_err(|()| Status::invalid_argument("Adj-RIB-In/Out views need a peer"))?;
+        Ok(Response::new(pb::ListRoutesResponse { routes }))
+    }
+
+    async fn add_adverts(
+        &self,
+        req: Request<pb::AddAdvertsRequest>,
+    ) -> Result<Response<pb::AddAdvertsResponse>, Status> {
+        let list = req
+            .into_inner()
+            .adverts
+            .into_iter()
+            .map(advert)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (added, replaced) = self.h.add_adverts(list).await.ok_or_else(gone)?;
+        Ok(Response::new(pb::AddAdvertsResponse { added, replaced }))
+    }
+
+    async fn remove_adverts(
+        &self,
+        req: Request<pb::RemoveAdvertsRequest>,
+    ) -> Result<Response<pb::RemoveAdvertsResponse>, Status> {
+        let list = req
+            .into_inner()
+            .prefixes
+            .iter()
+            .map(|p| parse_prefix(p).map_err(Status::invalid_argument))
+            .collect::<Result<Vec<_>, _>>()?;
+        let removed = self.h.remove_adverts(list).await.ok_or_else(gone)?;
+        Ok(Response::new(pb::RemoveAdvertsResponse { removed }))
+    }
+
+    async fn drain(
+        &self,
+        _req: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        let peers = self.h.drain().await.ok_or_else(gone)?;
+        Ok(Response::new(pb::DrainResponse { peers }))
+    }
+
+    async fn reload(
+        &self,
+        _req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        Err(Status::unimplemented(
+            "config reload is not implemented yet: restart bgpd to apply a changed config",
+        ))
+    }
+}

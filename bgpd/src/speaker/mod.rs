@@ -1,0 +1,294 @@
+//! The speaker: tokio I/O at the edge of the sans-IO FSM and RIB. One task per peer, one core
+//! task owning the RIB, one accept loop, and the gRPC API on a Unix socket.
+
+pub mod config;
+mod conn;
+mod core;
+mod grpc;
+mod listener;
+mod peer;
+pub mod sockopt;
+mod status;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use ipnet::IpNet;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+pub use config::{ConfigError, PeerSpec, SpeakerConfig};
+pub use status::{Counters, PeerStatus, notification_text};
+
+use crate::rib::{Advert, PeerId, PeerInfo, Rib};
+use core::{Core, CoreCmd};
+use peer::{PeerMsg, PeerTask};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot serve the API on {path}: {source}")]
+    Api {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("API server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Options of [`run`] besides the config.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Serve the gRPC API on this Unix socket.
+    pub api_socket: Option<PathBuf>,
+}
+
+/// A peer as the API sees it.
+#[derive(Debug)]
+pub struct PeerView {
+    pub id: PeerId,
+    pub name: String,
+    pub address: IpAddr,
+    pub local_asn: u32,
+    pub status: Arc<Mutex<PeerStatus>>,
+    tx: mpsc::Sender<PeerMsg>,
+}
+
+/// A cheap, cloneable handle to a running speaker.
+#[derive(Clone, Debug)]
+pub struct SpeakerHandle {
+    cmds: mpsc::Sender<CoreCmd>,
+    peers: Arc<Vec<PeerView>>,
+}
+
+/// A running speaker.
+#[derive(Debug)]
+pub struct Speaker {
+    handle: SpeakerHandle,
+    listen_addr: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Speaker {
+    /// Binds the listening socket, starts every peer and the core. Errors before any session.
+    pub async fn start(cfg: SpeakerConfig) -> Result<Speaker, SpeakerError> {
+        let listener = match cfg.listen {
+            Some(addr) => {
+                let md5: Vec<(IpAddr, Vec<u8>)> = cfg
+                    .peers
+                    .iter()
+                    .filter_map(|p| p.transport.md5_key.clone().map(|k| (p.address, k)))
+                    .collect();
+                Some(
+                    listener::bind(addr, &md5)
+                        .map_err(|source| SpeakerError::Listen { addr, source })?,
+                )
+            }
+            None => None,
+        };
+        let listen_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let (ev_tx, ev_rx) = mpsc::channel(4096);
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let mut core = Core::new(Rib::new(cfg.local_asn, cfg.router_id));
+        let mut tasks = Vec::new();
+        let mut views = Vec::new();
+        let mut by_ip = HashMap::new();
+        for p in cfg.peers {
+            let (tx, rx) = mpsc::channel(1024);
+            let status = Arc::new(Mutex::new(PeerStatus::default()));
+            let asn = match p.session.peer_as {
+                crate::fsm::PeerAs::Exact(a) => a,
+                crate::fsm::PeerAs::Any => 0,
+            };
+            core.add_peer(
+                PeerInfo {
+                    id: p.id,
+                    address: p.address,
+                    asn,
+                    router_id: std::net::Ipv4Addr::UNSPECIFIED,
+                    ibgp: asn == cfg.local_asn,
+                    import: p.import.clone(),
+                    export: p.export.clone(),
+                    next_hop_self: p.next_hop_self,
+                },
+                p.name.clone(),
+                tx.clone(),
+            );
+            by_ip.insert(p.address, tx.clone());
+            views.push(PeerView {
+                id: p.id,
+                name: p.name.clone(),
+                address: p.address,
+                local_asn: cfg.local_asn,
+                status: status.clone(),
+                tx: tx.clone(),
+            });
+            let task = PeerTask {
+                id: p.id,
+                name: p.name,
+                transport: p.transport,
+                cfg: p.session,
+                status,
+                core: ev_tx.clone(),
+                rx,
+                tx,
+                start: true,
+            };
+            tasks.push(tokio::spawn(task.run()));
+        }
+        drop(ev_tx);
+        tasks.push(tokio::spawn(core.run(cfg.adverts, ev_rx, cmd_rx)));
+        if let Some(l) = listener {
+            info!(addr = ?listen_addr, "listening for BGP connections");
+            tasks.push(tokio::spawn(listener::accept_loop(l, by_ip)));
+        }
+        Ok(Speaker {
+            handle: SpeakerHandle {
+                cmds: cmd_tx,
+                peers: Arc::new(views),
+            },
+            listen_addr,
+            tasks,
+        })
+    }
+
+    pub fn handle(&self) -> SpeakerHandle {
+        self.handle.clone()
+    }
+
+    /// The bound listening address (useful with port 0).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen_addr
+    }
+
+    /// Stops every session. `notify`: send Cease/Administrative Shutdown; otherwise close the
+    /// connections silently so graceful-restart peers keep our routes (RFC 4724).
+    pub async fn stop(self, notify: bool) {
+        for p in self.handle.peers.iter() {
+            let _ = p.tx.send(PeerMsg::Shutdown { notify }).await;
+        }
+        // Peer tasks exit on Shutdown (after sending a Cease if asked); give them a moment,
+        // then stop the core and the accept loop with them.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl SpeakerHandle {
+    pub fn peers(&self) -> &[PeerView] {
+        &self.peers
+    }
+
+    /// Runs `f` on the RIB inside the core task.
+    pub async fn query<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Rib) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let q: core::Query = Box::new(move |rib: &Rib| {
+            let _ = tx.send(f(rib));
+        });
+        self.cmds.send(CoreCmd::Query(q)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Adds or replaces adverts; returns (added, replaced). Never resets a session.
+    pub async fn add_adverts(&self, adverts: Vec<Advert>) -> Option<(u32, u32)> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(CoreCmd::AddAdverts(adverts, tx))
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn remove_adverts(&self, prefixes: Vec<IpNet>) -> Option<u32> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(CoreCmd::RemoveAdverts(prefixes, tx))
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// RFC 8326 graceful shutdown of every session's routes; returns the sessions up.
+    pub async fn drain(&self) -> Option<u32> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(CoreCmd::Drain(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Stops a peer's session (Cease/Administrative Shutdown with `communication`, RFC 9003)
+    /// and keeps it down until [`SpeakerHandle::start_peer`].
+    pub async fn stop_peer(&self, name: &str, communication: Option<String>) -> bool {
+        self.send_to(name, PeerMsg::Stop { communication }).await
+    }
+
+    pub async fn start_peer(&self, name: &str) -> bool {
+        self.send_to(name, PeerMsg::Start).await
+    }
+
+    async fn send_to(&self, name: &str, msg: PeerMsg) -> bool {
+        match self.peers.iter().find(|p| p.name == name) {
+            Some(p) => p.tx.send(msg).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Asks a peer to re-send its routes (RFC 2918).
+    pub async fn request_refresh(&self, name: &str) -> bool {
+        self.send_to(name, PeerMsg::RequestRefresh).await
+    }
+}
+
+/// Runs bgpd until `shutdown` completes: the speaker, plus the API if configured.
+pub async fn run(
+    cfg: SpeakerConfig,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SpeakerError> {
+    let speaker = Speaker::start(cfg).await?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let api = match opts.api_socket {
+        Some(path) => {
+            let incoming = api::unix::bind(&path).map_err(|source| SpeakerError::Api {
+                path: path.clone(),
+                source,
+            })?;
+            info!(socket = %path.display(), "API listening");
+            let svc = api::bgp::bgp_server::BgpServer::new(grpc::BgpApi::new(speaker.handle()));
+            Some(tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = stop_rx.await;
+                    }),
+            ))
+        }
+        None => None,
+    };
+    shutdown.await;
+    info!("shutting down: closing sessions without NOTIFICATION (graceful restart)");
+    let _ = stop_tx.send(());
+    speaker.stop(false).await;
+    if let Some(api) = api {
+        match api.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "API server ended with an error"),
+            Err(e) => warn!(error = %e, "API task failed"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,680 @@
+//! One task per configured peer: drives the FSM over its TCP connection(s), owns the timers,
+//! resolves connection collisions (RFC 4271 §6.8) and talks to the core (RIB) task.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::conn::{self, Frame, Transport};
+use super::status::{PeerStatus, count_messages, notification_text};
+use crate::fsm::{
+    Action, Connection, DownReason, Event, Negotiated, Session, SessionConfig, State, Timer,
+    resolve_collision,
+};
+use crate::rib::PeerId;
+use crate::wire::{Context, Message, MessageType, NotificationMsg, UpdateMsg, cease_subcode};
+
+/// Messages into a peer task.
+#[derive(Debug)]
+pub enum PeerMsg {
+    Frame(u64, Frame),
+    Connected(u64, std::io::Result<TcpStream>),
+    Incoming(TcpStream),
+    /// Encoded UPDATEs from the core for session `generation`.
+    Send {
+        generation: u64,
+        bytes: Bytes,
+    },
+    /// Stop the session (Cease / Administrative Shutdown, RFC 9003 text) and stay down.
+    Stop {
+        communication: Option<String>,
+    },
+    Start,
+    /// Ask the peer to re-send its routes (RFC 2918).
+    RequestRefresh,
+    /// Exit the task. `notify`: send Cease first (a planned stop without graceful restart).
+    Shutdown {
+        notify: bool,
+    },
+}
+
+impl From<(u64, Frame)> for PeerMsg {
+    fn from((c, f): (u64, Frame)) -> Self {
+        PeerMsg::Frame(c, f)
+    }
+}
+
+/// Events from peer tasks to the core.
+#[derive(Debug)]
+pub enum CoreEvent {
+    Up {
+        peer: PeerId,
+        generation: u64,
+        negotiated: Box<Negotiated>,
+        local: SocketAddr,
+    },
+    Down {
+        peer: PeerId,
+        generation: u64,
+        reason: DownReason,
+    },
+    Update {
+        peer: PeerId,
+        generation: u64,
+        update: Box<UpdateMsg>,
+    },
+    RouteRefresh {
+        peer: PeerId,
+        generation: u64,
+        msg: crate::wire::RouteRefreshMsg,
+    },
+}
+
+struct Conn {
+    id: u64,
+    session: Session,
+    writer: Option<OwnedWriteHalf>,
+    reader: Option<JoinHandle<()>>,
+    outgoing: bool,
+    timers: [Option<Instant>; 4],
+    ctx: Context,
+    established: bool,
+    addrs: Option<(SocketAddr, SocketAddr)>,
+}
+
+fn timer_index(t: Timer) -> usize {
+    match t {
+        Timer::ConnectRetry => 0,
+        Timer::Hold => 1,
+        Timer::Keepalive => 2,
+        Timer::IdleHold => 3,
+    }
+}
+
+const TIMERS: [Timer; 4] = [
+    Timer::ConnectRetry,
+    Timer::Hold,
+    Timer::Keepalive,
+    Timer::IdleHold,
+];
+
+impl Conn {
+    fn new(id: u64, session: Session) -> Conn {
+        Conn {
+            id,
+            session,
+            writer: None,
+            reader: None,
+            outgoing: false,
+            timers: [None; 4],
+            ctx: Context::default(),
+            established: false,
+            addrs: None,
+        }
+    }
+
+    fn close(&mut self) {
+        self.writer = None;
+        if let Some(r) = self.reader.take() {
+            r.abort();
+        }
+        self.addrs = None;
+        self.ctx = Context::default();
+    }
+}
+
+/// Which connection an event is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    Primary,
+    Candidate,
+}
+
+pub struct PeerTask {
+    pub id: PeerId,
+    pub name: String,
+    pub transport: Transport,
+    pub cfg: SessionConfig,
+    pub status: Arc<Mutex<PeerStatus>>,
+    pub core: mpsc::Sender<CoreEvent>,
+    pub rx: mpsc::Receiver<PeerMsg>,
+    pub tx: mpsc::Sender<PeerMsg>,
+    pub start: bool,
+}
+
+struct Runner {
+    t: PeerTask,
+    primary: Conn,
+    candidate: Option<Conn>,
+    next_id: u64,
+    /// Bumped on every Established; the core tags its sends with it.
+    generation: u64,
+    queue: VecDeque<(Which, Event)>,
+    /// The candidate replaces the primary once the primary reports Down (collision lost).
+    promote_pending: bool,
+}
+
+impl PeerTask {
+    pub async fn run(self) {
+        let session = Session::new(self.cfg.clone());
+        let mut r = Runner {
+            primary: Conn::new(1, session),
+            candidate: None,
+            next_id: 2,
+            generation: 0,
+            queue: VecDeque::new(),
+            promote_pending: false,
+            t: self,
+        };
+        if r.t.start {
+            r.queue.push_back((Which::Primary, Event::ManualStart));
+            r.drain().await;
+        }
+        loop {
+            let deadline = r.next_deadline();
+            tokio::select! {
+                msg = r.t.rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    if r.on_msg(msg).await {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => r.fire_timers(),
+            }
+            r.drain().await;
+        }
+        r.primary.close();
+        if let Some(mut c) = r.candidate.take() {
+            c.close();
+        }
+    }
+}
+
+impl Runner {
+    fn conn(&mut self, w: Which) -> Option<&mut Conn> {
+        match w {
+            Which::Primary => Some(&mut self.primary),
+            Which::Candidate => self.candidate.as_mut(),
+        }
+    }
+
+    fn which(&self, id: u64) -> Option<Which> {
+        if self.primary.id == id {
+            Some(Which::Primary)
+        } else if self.candidate.as_ref().is_some_and(|c| c.id == id) {
+            Some(Which::Candidate)
+        } else {
+            None
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let all = self
+            .primary
+            .timers
+            .iter()
+            .chain(self.candidate.iter().flat_map(|c| c.timers.iter()));
+        all.flatten().copied().min().unwrap_or(far)
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        for w in [Which::Primary, Which::Candidate] {
+            let Some(c) = self.conn(w) else { continue };
+            let mut due = Vec::new();
+            for t in TIMERS {
+                if c.timers[timer_index(t)].is_some_and(|d| d <= now) {
+                    c.timers[timer_index(t)] = None;
+                    due.push(t);
+                }
+            }
+            for t in due {
+                self.queue.push_back((w, Event::TimerExpired(t)));
+            }
+        }
+    }
+
+    /// Returns true when the task must exit.
+    async fn on_msg(&mut self, msg: PeerMsg) -> bool {
+        match msg {
+            PeerMsg::Frame(id, frame) => {
+                let Some(w) = self.which(id) else {
+                    return false;
+                };
+                match frame {
+                    Frame::Message(bytes) => self.on_frame(w, bytes),
+                    Frame::BadLength(len) => self.queue.push_back((
+                        w,
+                        Event::DecodeError(crate::wire::DecodeError::BadMessageLength(len)),
+                    )),
+                    Frame::Closed(e) => {
+                        debug!(peer = %self.t.name, error = ?e, "connection closed");
+                        self.queue.push_back((w, Event::TcpFailed));
+                    }
+                }
+            }
+            PeerMsg::Connected(id, res) => {
+                if id != self.primary.id || self.primary.session.state() != State::Connect {
+                    return false; // a stale attempt
+                }
+                match res {
+                    Ok(stream) => {
+                        self.attach(Which::Primary, stream, true);
+                        self.queue.push_back((Which::Primary, Event::TcpConnected));
+                    }
+                    Err(e) => {
+                        let hint = if self.t.transport.md5_key.is_some()
+                            && e.kind() == std::io::ErrorKind::TimedOut
+                        {
+                            " (TCP MD5 is configured: a key mismatch makes the peer drop our \
+                             SYNs silently; check md5_password on both sides)"
+                        } else {
+                            ""
+                        };
+                        warn!(peer = %self.t.name, remote = %self.t.transport.remote, error = %e,
+                              "connect failed{hint}");
+                        self.set_last_error(format!("connect: {e}{hint}"));
+                        self.queue.push_back((Which::Primary, Event::TcpFailed));
+                    }
+                }
+            }
+            PeerMsg::Incoming(stream) => self.incoming(stream),
+            PeerMsg::Send { generation, bytes } => {
+                if generation == self.generation {
+                    let w = self.established_conn();
+                    if let Some(w) = w {
+                        let n = count_messages(&bytes);
+                        if self.write(w, &bytes).await.is_ok() {
+                            let mut st = self.t.status.lock().unwrap();
+                            st.counters.updates_out += n;
+                        }
+                    }
+                }
+            }
+            PeerMsg::Stop { communication } => {
+                self.drop_candidate(None);
+                self.queue
+                    .push_back((Which::Primary, Event::ManualStop { communication }));
+            }
+            PeerMsg::Start => self.queue.push_back((Which::Primary, Event::ManualStart)),
+            PeerMsg::RequestRefresh => {
+                if let Some(w) = self.established_conn() {
+                    let fams = self.conn(w).and_then(|c| {
+                        c.session
+                            .negotiated()
+                            .map(|n| (n.families.clone(), n.route_refresh))
+                    });
+                    if let Some((fams, true)) = fams {
+                        for (afi, safi) in fams {
+                            let m =
+                                Message::RouteRefresh(crate::wire::RouteRefreshMsg::new(afi, safi));
+                            let _ = self.send_msg(w, &m).await;
+                        }
+                    }
+                }
+            }
+            PeerMsg::Shutdown { notify } => {
+                if notify {
+                    self.queue.push_back((
+                        Which::Primary,
+                        Event::ManualStop {
+                            communication: Some("bgpd shutting down".into()),
+                        },
+                    ));
+                    self.drain().await;
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    fn on_frame(&mut self, w: Which, bytes: Bytes) {
+        let Some(c) = self.conn(w) else { return };
+        let ctx = c.ctx;
+        let msg_type = bytes.get(18).copied();
+        let event = match Message::decode(bytes.clone(), &ctx) {
+            Ok(m) => {
+                if let Message::Update(u) = &m {
+                    for e in &u.errors {
+                        warn!(peer = %self.t.name, action = ?e.action, reason = ?e.reason,
+                              bytes = %hex(&e.data), "malformed UPDATE attribute (RFC 7606)");
+                    }
+                }
+                Event::Message(m)
+            }
+            Err(e) => {
+                warn!(peer = %self.t.name, error = %e, bytes = %hex(&bytes[..bytes.len().min(256)]),
+                      "undecodable message");
+                Event::DecodeError(e)
+            }
+        };
+        {
+            let mut st = self.t.status.lock().unwrap();
+            match msg_type {
+                Some(t) if t == MessageType::Update as u8 => st.counters.updates_in += 1,
+                Some(t) if t == MessageType::Keepalive as u8 => st.counters.keepalives_in += 1,
+                Some(t) if t == MessageType::Notification as u8 => {
+                    st.counters.notifications_in += 1
+                }
+                _ => {}
+            }
+        }
+        self.queue.push_back((w, event));
+    }
+
+    fn attach(&mut self, w: Which, stream: TcpStream, outgoing: bool) {
+        let addrs = stream.local_addr().ok().zip(stream.peer_addr().ok());
+        let (rd, wr) = stream.into_split();
+        let tx = self.t.tx.clone();
+        let Some(c) = self.conn(w) else { return };
+        c.close();
+        let id = c.id;
+        c.reader = Some(tokio::spawn(conn::read_frames(rd, id, tx)));
+        c.writer = Some(wr);
+        c.outgoing = outgoing;
+        c.addrs = addrs;
+    }
+
+    /// An accepted connection for this peer (§8.2.2 events 14-17, §6.8).
+    fn incoming(&mut self, stream: TcpStream) {
+        // Apply our TTL policy to the accepted socket too.
+        let _ = conn::apply_ttl(&stream, &self.t.transport);
+        match self.primary.session.state() {
+            State::Connect | State::Active => {
+                // Adopt it; a pending connect attempt becomes stale.
+                self.primary.id = self.bump();
+                self.attach(Which::Primary, stream, false);
+                self.queue.push_back((Which::Primary, Event::TcpConnected));
+            }
+            State::OpenSent | State::OpenConfirm if self.candidate.is_none() => {
+                let mut cfg = self.t.cfg.clone();
+                cfg.passive = true;
+                let id = self.bump();
+                self.candidate = Some(Conn::new(id, Session::new(cfg)));
+                self.attach(Which::Candidate, stream, false);
+                self.queue.push_back((Which::Candidate, Event::ManualStart));
+                self.queue
+                    .push_back((Which::Candidate, Event::TcpConnected));
+            }
+            // Idle (not started, or holding down after an error), Established, or a second
+            // collision: refuse.
+            s => debug!(peer = %self.t.name, state = ?s, "refusing incoming connection"),
+        }
+    }
+
+    fn bump(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn established_conn(&self) -> Option<Which> {
+        if self.primary.established {
+            Some(Which::Primary)
+        } else if self.candidate.as_ref().is_some_and(|c| c.established) {
+            Some(Which::Candidate)
+        } else {
+            None
+        }
+    }
+
+    async fn drain(&mut self) {
+        while let Some((w, ev)) = self.queue.pop_front() {
+            let Some(c) = self.conn(w) else { continue };
+            let actions = c.session.handle(ev);
+            for a in actions {
+                self.act(w, a).await;
+            }
+            self.check_collision();
+            self.publish();
+        }
+    }
+
+    /// §6.8: once the peer's BGP identifier is known, keep one connection.
+    fn check_collision(&mut self) {
+        let Some(cand) = &self.candidate else { return };
+        if cand.session.state() == State::Idle {
+            let mut c = self.candidate.take().unwrap();
+            c.close();
+            return;
+        }
+        let remote_id = self
+            .primary
+            .session
+            .peer_router_id()
+            .or(cand.session.peer_router_id());
+        let (out_state, in_state, primary_is_out) = if self.primary.outgoing {
+            (self.primary.session.state(), cand.session.state(), true)
+        } else {
+            // Both incoming: keep the older one.
+            (cand.session.state(), self.primary.session.state(), false)
+        };
+        let keep = if !self.primary.outgoing {
+            Some(Connection::Incoming)
+        } else {
+            resolve_collision(self.t.cfg.router_id, remote_id, out_state, in_state)
+        };
+        let Some(keep) = keep else { return };
+        let primary_wins = (keep == Connection::Outgoing) == primary_is_out;
+        let loser = if primary_wins {
+            Which::Candidate
+        } else {
+            Which::Primary
+        };
+        info!(peer = %self.t.name, ?keep, "connection collision resolved (RFC 4271 §6.8)");
+        self.queue.push_back((
+            loser,
+            Event::Cease {
+                subcode: cease_subcode::CONNECTION_COLLISION_RESOLUTION,
+                communication: None,
+            },
+        ));
+        if !primary_wins {
+            // The candidate carries on as the peer's session once the primary is closed.
+            self.queue.push_back((
+                Which::Primary,
+                Event::ManualStop {
+                    communication: None,
+                },
+            ));
+        }
+        // Promotion happens in `act` when the losing primary reports Down.
+        self.promote_pending = !primary_wins;
+    }
+
+    fn drop_candidate(&mut self, _why: Option<NotificationMsg>) {
+        if let Some(mut c) = self.candidate.take() {
+            c.close();
+        }
+    }
+
+    async fn act(&mut self, w: Which, a: Action) {
+        match a {
+            Action::Connect => {
+                if w != Which::Primary {
+                    return;
+                }
+                self.primary.id = self.bump();
+                let id = self.primary.id;
+                let tx = self.t.tx.clone();
+                let tr = self.t.transport.clone();
+                tokio::spawn(async move {
+                    let res = conn::connect(&tr).await;
+                    let _ = tx.send(PeerMsg::Connected(id, res)).await;
+                });
+            }
+            Action::Disconnect => {
+                if let Some(c) = self.conn(w) {
+                    if let Some(wr) = c.writer.as_mut() {
+                        let _ = wr.shutdown().await;
+                    }
+                    c.close();
+                }
+            }
+            Action::Send(m) => {
+                let _ = self.send_msg(w, &m).await;
+            }
+            Action::StartTimer(t, d) => {
+                if let Some(c) = self.conn(w) {
+                    c.timers[timer_index(t)] = Some(Instant::now() + d);
+                }
+            }
+            Action::StopTimer(t) => {
+                if let Some(c) = self.conn(w) {
+                    c.timers[timer_index(t)] = None;
+                }
+            }
+            Action::Established(neg) => {
+                let Some(c) = self.conn(w) else { return };
+                c.ctx = neg.context();
+                c.established = true;
+                let (local, remote) = c
+                    .addrs
+                    .unwrap_or((SocketAddr::from(([0, 0, 0, 0], 0)), self.t.transport.remote));
+                self.generation += 1;
+                info!(peer = %self.t.name, %remote, asn = neg.peer_asn, hold = neg.hold_time,
+                      "session Established");
+                {
+                    let mut st = self.t.status.lock().unwrap();
+                    st.negotiated = Some((*neg).clone());
+                    st.local = Some(local);
+                    st.remote = Some(remote);
+                    st.last_error = None;
+                }
+                let _ = self
+                    .t
+                    .core
+                    .send(CoreEvent::Up {
+                        peer: self.t.id,
+                        generation: self.generation,
+                        negotiated: neg,
+                        local,
+                    })
+                    .await;
+            }
+            Action::Down(reason) => {
+                let was_up = self.conn(w).is_some_and(|c| c.established);
+                if let Some(c) = self.conn(w) {
+                    c.established = false;
+                }
+                if was_up {
+                    info!(peer = %self.t.name, ?reason, "session down");
+                    let _ = self
+                        .t
+                        .core
+                        .send(CoreEvent::Down {
+                            peer: self.t.id,
+                            generation: self.generation,
+                            reason: reason.clone(),
+                        })
+                        .await;
+                }
+                self.set_last_error(describe(&reason));
+                if w == Which::Primary && self.promote_pending {
+                    self.promote_pending = false;
+                    if let Some(mut cand) = self.candidate.take() {
+                        cand.session.set_passive(self.t.cfg.passive);
+                        self.primary.close();
+                        self.primary = cand;
+                    }
+                }
+            }
+            Action::Update(u) => {
+                let _ = self
+                    .t
+                    .core
+                    .send(CoreEvent::Update {
+                        peer: self.t.id,
+                        generation: self.generation,
+                        update: u,
+                    })
+                    .await;
+            }
+            Action::RouteRefresh(msg) => {
+                let _ = self
+                    .t
+                    .core
+                    .send(CoreEvent::RouteRefresh {
+                        peer: self.t.id,
+                        generation: self.generation,
+                        msg,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    async fn send_msg(&mut self, w: Which, m: &Message) -> std::io::Result<()> {
+        let Some(c) = self.conn(w) else { return Ok(()) };
+        let bytes = match m.to_bytes(&c.ctx) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(peer = %self.t.name, error = %e, "cannot encode message");
+                return Ok(());
+            }
+        };
+        {
+            let mut st = self.t.status.lock().unwrap();
+            match m {
+                Message::Keepalive => st.counters.keepalives_out += 1,
+                Message::Notification(_) => st.counters.notifications_out += 1,
+                Message::Update(_) => st.counters.updates_out += 1,
+                _ => {}
+            }
+        }
+        self.write(w, &bytes).await
+    }
+
+    async fn write(&mut self, w: Which, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(c) = self.conn(w) else { return Ok(()) };
+        let Some(wr) = c.writer.as_mut() else {
+            return Ok(());
+        };
+        let res = wr.write_all(bytes).await;
+        if res.is_err() {
+            self.queue.push_back((w, Event::TcpFailed));
+        }
+        res
+    }
+
+    fn set_last_error(&self, e: String) {
+        self.t.status.lock().unwrap().last_error = Some(e);
+    }
+
+    fn publish(&self) {
+        let state = self.primary.session.state();
+        let mut st = self.t.status.lock().unwrap();
+        if st.state != state {
+            st.state = state;
+            st.since = Instant::now();
+            if state != State::Established {
+                st.negotiated = None;
+            }
+        }
+    }
+}
+
+fn describe(r: &DownReason) -> String {
+    match r {
+        DownReason::NotificationSent(n) => format!("NOTIFICATION sent: {}", notification_text(n)),
+        DownReason::NotificationReceived(n) => {
+            format!("NOTIFICATION received: {}", notification_text(n))
+        }
+        DownReason::TcpFailed => "connection lost".into(),
+        DownReason::ManualStop => "stopped by operator".into(),
+    }
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

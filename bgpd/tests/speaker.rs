@@ -1,0 +1,196 @@
+//! Two bgpd speakers in one process on loopback: sessions, adverts added and removed at run
+//! time, MD5 and the API handle. Real TCP, real codec, real FSM and RIB; ports chosen by the
+//! kernel (port 0).
+
+use std::time::{Duration, Instant};
+
+use ironmesh_bgpd::fsm::State;
+use ironmesh_bgpd::rib::Advert;
+use ironmesh_bgpd::speaker::{Speaker, SpeakerConfig, SpeakerHandle};
+
+fn cfg(toml: &str) -> SpeakerConfig {
+    let c = configs::Config::from_toml(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    SpeakerConfig::from_config(&c).unwrap()
+}
+
+async fn wait(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn state(h: &SpeakerHandle) -> State {
+    h.peers()[0].status.lock().unwrap().state
+}
+
+async fn loc_rib(h: &SpeakerHandle) -> Vec<(String, Vec<u32>)> {
+    h.query(|rib| {
+        rib.loc_rib()
+            .filter(|r| r.peer.is_some())
+            .map(|r| {
+                let path = r
+                    .attrs
+                    .attrs
+                    .as_path
+                    .iter()
+                    .flat_map(|p| p.segments.iter())
+                    .flat_map(|s| s.asns.clone())
+                    .collect();
+                (r.prefix.to_string(), path)
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// A (AS 65001, listening, passive) and B (AS 65002, connecting from 127.0.0.2).
+async fn pair(md5_a: &str, md5_b: &str) -> (Speaker, Speaker) {
+    let mut ca = cfg(&format!(
+        r#"
+[node]
+name = "a"
+cluster = "lab"
+[bgp]
+local_asn = 65001
+router_id = "192.0.2.1"
+[[bgp.peers]]
+name = "b"
+address = "127.0.0.2"
+peer_asn = 65002
+passive = true
+hold_time = 9
+import_policy = "accept-all"
+export_policy = "originated-only"
+{md5_a}
+[[bgp.adverts]]
+prefix = "10.244.1.0/24"
+communities = ["65001:100"]
+"#
+    ));
+    // In the config file port 0 disables listening; tests let the kernel pick one.
+    ca.listen = Some("127.0.0.1:0".parse().unwrap());
+    let a = Speaker::start(ca).await.unwrap();
+    let port = a.listen_addr().unwrap().port();
+    let b = Speaker::start(cfg(&format!(
+        r#"
+[node]
+name = "b"
+cluster = "lab"
+[bgp]
+local_asn = 65002
+router_id = "192.0.2.2"
+listen_port = 0
+[[bgp.peers]]
+name = "a"
+address = "127.0.0.1"
+port = {port}
+local_address = "127.0.0.2"
+peer_asn = 65001
+hold_time = 9
+import_policy = "accept-all"
+export_policy = "originated-only"
+{md5_b}
+"#
+    )))
+    .await
+    .unwrap();
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speakers_establish_and_exchange_adverts() {
+    let (a, b) = pair("", "").await;
+    let (ha, hb) = (a.handle(), b.handle());
+    wait("Established", async || {
+        state(&ha).await == State::Established && state(&hb).await == State::Established
+    })
+    .await;
+    wait("config advert at B", async || {
+        loc_rib(&hb)
+            .await
+            .contains(&("10.244.1.0/24".into(), vec![65001]))
+    })
+    .await;
+
+    // A VIP added at run time reaches B without resetting the session.
+    let est_since = ha.peers()[0].status.lock().unwrap().since;
+    let vip = Advert {
+        prefix: "203.0.113.10/32".parse().unwrap(),
+        ..Advert::default()
+    };
+    assert_eq!(ha.add_adverts(vec![vip]).await, Some((1, 0)));
+    wait("VIP at B", async || {
+        loc_rib(&hb)
+            .await
+            .iter()
+            .any(|(p, _)| p == "203.0.113.10/32")
+    })
+    .await;
+    ha.remove_adverts(vec!["203.0.113.10/32".parse().unwrap()])
+        .await
+        .unwrap();
+    wait("VIP withdrawn at B", async || {
+        !loc_rib(&hb)
+            .await
+            .iter()
+            .any(|(p, _)| p == "203.0.113.10/32")
+    })
+    .await;
+    assert_eq!(
+        ha.peers()[0].status.lock().unwrap().since,
+        est_since,
+        "session was reset"
+    );
+
+    // Stop with a shutdown communication: B records it.
+    ha.stop_peer("b", Some("maintenance".into())).await;
+    wait("B sees the Cease", async || {
+        hb.peers()[0].status.lock().unwrap().last_error.as_deref()
+            == Some("NOTIFICATION received: Cease/Administrative Shutdown: \"maintenance\"")
+    })
+    .await;
+    a.stop(true).await;
+    b.stop(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_mismatch_never_establishes() {
+    let (a, b) = pair("md5_password = \"right\"", "md5_password = \"wrong\"").await;
+    let hb = b.handle();
+    wait("B to give up connecting", async || {
+        hb.peers()[0].status.lock().unwrap().last_error.is_some()
+    })
+    .await;
+    assert_ne!(state(&a.handle()).await, State::Established);
+    let err = hb.peers()[0]
+        .status
+        .lock()
+        .unwrap()
+        .last_error
+        .clone()
+        .unwrap();
+    assert!(
+        err.contains("TCP MD5 is configured") && err.contains("timed out"),
+        "{err}"
+    );
+    a.stop(false).await;
+    b.stop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_match_establishes() {
+    let (a, b) = pair("md5_password = \"s3cret\"", "md5_password = \"s3cret\"").await;
+    let ha = a.handle();
+    wait("Established with MD5", async || {
+        state(&ha).await == State::Established
+    })
+    .await;
+    a.stop(false).await;
+    b.stop(false).await;
+}

@@ -1,0 +1,228 @@
+//! ironmesh's bgpd in a host, queried over its gRPC API (Unix socket, reachable from the test
+//! process whatever the namespace).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use api::bgp as pb;
+use api::bgp::bgp_client::BgpClient;
+
+use crate::cmd::wait_for;
+use crate::error::{LabError, Result, io_err};
+use crate::lab::Host;
+use crate::process::Process;
+use crate::route::{BgpRoute, Origin, parse_community, parse_large};
+
+/// A running bgpd.
+#[derive(Debug)]
+pub struct Bgpd {
+    pub host: Host,
+    pub process: Process,
+    pub api: PathBuf,
+    pub config: PathBuf,
+}
+
+/// Finds a binary built by cargo next to the running test or demo (target/<profile>/NAME).
+pub fn cargo_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().map_err(io_err("locating the test binary"))?;
+    let mut dir = exe.parent();
+    for _ in 0..2 {
+        if let Some(d) = dir {
+            let p = d.join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+            dir = d.parent();
+        }
+    }
+    Err(LabError::Invalid(format!(
+        "{name} not found next to {}: build it with `cargo build -p interop-tests --bin {name}`",
+        exe.display()
+    )))
+}
+
+fn rt() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_err("starting a tokio runtime"))
+}
+
+impl Bgpd {
+    /// Writes `config` (TOML) and starts bgpd in `host`; waits until its API answers.
+    pub fn start(host: &Host, config: &str) -> Result<Bgpd> {
+        let bin = cargo_binary("lab-bgpd")?;
+        let conf = host.path("bgpd.toml");
+        std::fs::write(&conf, config).map_err(io_err("writing bgpd.toml"))?;
+        let api = host.path("bgpd.sock");
+        let args = vec![
+            "--config".to_string(),
+            conf.to_string_lossy().into_owned(),
+            "--api".into(),
+            api.to_string_lossy().into_owned(),
+            "--log".into(),
+            "debug".into(),
+        ];
+        let process = host.spawn("bgpd", &bin.to_string_lossy(), &args)?;
+        let b = Bgpd {
+            host: host.clone(),
+            process,
+            api,
+            config: conf,
+        };
+        wait_for(
+            "bgpd API",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            |last| {
+                if !b.process.is_running() {
+                    return Err(LabError::Invalid(format!(
+                        "bgpd exited: {}",
+                        b.process.log_tail(2000)
+                    )));
+                }
+                match b.peers() {
+                    Ok(_) => Ok(Some(())),
+                    Err(e) => {
+                        *last = e.to_string();
+                        Ok(None)
+                    }
+                }
+            },
+        )?;
+        Ok(b)
+    }
+
+    fn call<T>(
+        &self,
+        f: impl AsyncFnOnce(BgpClient<tonic::transport::Channel>) -> Result<T, tonic::Status>,
+    ) -> Result<T> {
+        rt()?.block_on(async {
+            let ch = api::unix::connect(&self.api)
+                .await
+                .map_err(|e| LabError::Invalid(format!("bgpd API {}: {e}", self.api.display())))?;
+            f(BgpClient::new(ch))
+                .await
+                .map_err(|s| LabError::Invalid(format!("bgpd API: {}", s.message())))
+        })
+    }
+
+    pub fn peers(&self) -> Result<Vec<pb::Peer>> {
+        self.call(async |mut c| {
+            Ok(c.list_peers(pb::ListPeersRequest::default())
+                .await?
+                .into_inner()
+                .peers)
+        })
+    }
+
+    pub fn peer(&self, name: &str) -> Result<pb::Peer> {
+        self.peers()?
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| LabError::Invalid(format!("bgpd has no peer {name}")))
+    }
+
+    pub fn wait_established(&self, name: &str, timeout: Duration) -> Result<pb::Peer> {
+        wait_for(
+            &format!("bgpd peer {name} Established"),
+            timeout,
+            Duration::from_millis(100),
+            |last| {
+                let p = self.peer(name)?;
+                *last = format!("{:?} last_error={:?}", p.state(), p.last_error);
+                Ok((p.state() == pb::SessionState::Established).then_some(p))
+            },
+        )
+    }
+
+    /// A RIB view: Loc-RIB (`peer` filters by origin peer), or Adj-RIB-In/Out of `peer`.
+    pub fn routes(&self, rib: pb::RibKind, peer: &str) -> Result<Vec<BgpRoute>> {
+        let req = pb::ListRoutesRequest {
+            rib: rib as i32,
+            peer: peer.into(),
+            ..Default::default()
+        };
+        let routes = self.call(async |mut c| Ok(c.list_routes(req).await?.into_inner().routes))?;
+        routes.into_iter().map(convert).collect()
+    }
+
+    pub fn wait_routes(
+        &self,
+        rib: pb::RibKind,
+        peer: &str,
+        timeout: Duration,
+        pred: impl Fn(&[BgpRoute]) -> bool,
+    ) -> Result<Vec<BgpRoute>> {
+        wait_for(
+            &format!("bgpd {rib:?} routes of {peer}"),
+            timeout,
+            Duration::from_millis(100),
+            |last| {
+                let r = self.routes(rib, peer)?;
+                *last = format!("{r:?}");
+                Ok(pred(&r).then_some(r))
+            },
+        )
+    }
+
+    pub fn add_adverts(&self, adverts: Vec<pb::Advert>) -> Result<pb::AddAdvertsResponse> {
+        self.call(async |mut c| {
+            Ok(c.add_adverts(pb::AddAdvertsRequest { adverts })
+                .await?
+                .into_inner())
+        })
+    }
+
+    pub fn remove_adverts(&self, prefixes: &[&str]) -> Result<u32> {
+        let prefixes = prefixes.iter().map(|s| s.to_string()).collect();
+        self.call(async |mut c| {
+            Ok(c.remove_adverts(pb::RemoveAdvertsRequest { prefixes })
+                .await?
+                .into_inner()
+                .removed)
+        })
+    }
+
+    pub fn drain(&self) -> Result<u32> {
+        self.call(async |mut c| Ok(c.drain(pb::DrainRequest {}).await?.into_inner().peers))
+    }
+}
+
+/// An advert with communities ("a:b") and large communities ("a:b:c").
+pub fn advert(prefix: &str, communities: &[&str], large: &[&str]) -> pb::Advert {
+    pb::Advert {
+        prefix: prefix.into(),
+        communities: communities.iter().map(|s| s.to_string()).collect(),
+        large_communities: large.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn convert(r: pb::Route) -> Result<BgpRoute> {
+    let mut out = BgpRoute::new(r.prefix.parse().map_err(|_| LabError::Parse {
+        what: "bgpd route prefix".into(),
+        detail: r.prefix.clone(),
+    })?);
+    out.next_hop = r.next_hop.parse().ok();
+    out.as_path = r.as_path;
+    out.origin = match r.origin.as_str() {
+        "igp" => Some(Origin::Igp),
+        "egp" => Some(Origin::Egp),
+        "incomplete" => Some(Origin::Incomplete),
+        _ => None,
+    };
+    out.med = r.med;
+    out.local_pref = r.local_pref;
+    out.communities = r
+        .communities
+        .iter()
+        .filter_map(|c| parse_community(c))
+        .collect();
+    out.large_communities = r
+        .large_communities
+        .iter()
+        .filter_map(|c| parse_large(c))
+        .collect();
+    Ok(out)
+}
