@@ -19,7 +19,7 @@ pub mod route;
 mod sys;
 pub mod wireguard;
 
-pub use bgpd::Bgpd;
+pub use bgpd::{Bgpd, BgpdConfig, BgpdPeer};
 pub use bird::{Bird, BirdConfig, BirdPeer};
 pub use error::{LabError, Result};
 pub use etcd::EtcdCluster;
