@@ -191,8 +191,12 @@ fn dump_logs(inner: &LabInner) {
         inner.dir.display()
     );
     for p in procs.iter() {
+        let pid = Process(p.clone())
+            .pid()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into());
         eprintln!(
-            "---- {} in {} ({} {}) ----\n{}",
+            "---- {} pid {pid} in {} ({} {}) ----\n{}",
             p.spec.name,
             p.spec.netns,
             p.spec.program,

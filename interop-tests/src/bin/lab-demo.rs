@@ -1,8 +1,7 @@
 //! The lab demo: a ToR and a node in network namespaces, the BGP sessions between them and the
 //! routes each learned, printed readably. `--keep` leaves the lab up until Ctrl-C.
 //!
-//! Until ironmesh's own bgpd lands (issue "bgpd: a BGP-4 speaker ..."), the node's speaker is
-//! GoBGP, the speaker Cilium embeds; the demo says so in its output.
+//! The ToR is FRR; the node runs ironmesh's bgpd, queried over its gRPC API.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use api::bgp::RibKind;
 use interop_tests::route::find;
 use interop_tests::*;
 
@@ -53,15 +53,20 @@ fn main() -> Result<()> {
     let frr = Frr::start(&tor, &fc)?;
     check("ToR start")?;
 
-    let mut gc = GobgpConfig::new(NODE_AS, "192.0.2.2".parse()?);
-    gc.neighbors
-        .push(GobgpNeighbor::new(ip("192.0.2.1"), TOR_AS));
-    gc.neighbors
-        .push(GobgpNeighbor::new(ip("2001:db8::1"), TOR_AS));
-    let node_bgp = Gobgp::start(&node, &gc)?;
-    node_bgp.announce("10.244.1.0/24", &[], &[])?;
-    node_bgp.announce("2001:db8:244:1::/64", &[], &[])?;
-    node_bgp.announce("203.0.113.10/32", &["65101:100"], &["65101:1:10"])?;
+    let mut tor6 = BgpdPeer::new("tor-v6", "2001:db8::1", TOR_AS);
+    tor6.families = vec!["ipv6-unicast".into()];
+    let cfg = BgpdConfig::new(NODE_AS, "192.0.2.2")
+        .peer(BgpdPeer::new("tor-v4", "192.0.2.1", TOR_AS))
+        .peer(tor6)
+        .advert("10.244.1.0/24", &[], &[])
+        .advert("2001:db8:244:1::/64", &[], &[]);
+    let bgpd = Bgpd::start(&node, &cfg.render())?;
+    // A LoadBalancer VIP, added at run time over the API as meshd will.
+    bgpd.add_adverts(vec![interop_tests::bgpd::advert(
+        "203.0.113.10/32",
+        &["65101:100"],
+        &["65101:1:10"],
+    )])?;
     check("node start")?;
 
     for n in [ip("192.0.2.2"), ip("2001:db8::2")] {
@@ -69,8 +74,10 @@ fn main() -> Result<()> {
     }
     let tor_v4 = frr.wait_routes(ip("192.0.2.2"), T, |r| r.len() >= 2)?;
     let tor_v6 = frr.wait_routes(ip("2001:db8::2"), T, |r| !r.is_empty())?;
-    let node_in = node_bgp.wait_adj_in(ip("192.0.2.1"), T, |r| find(r, "0.0.0.0/0").is_some())?;
-    let node_in6 = node_bgp.wait_adj_in(ip("2001:db8::1"), T, |r| find(r, "::/0").is_some())?;
+    let node_in = bgpd.wait_routes(RibKind::AdjIn, "tor-v4", T, |r| {
+        find(r, "0.0.0.0/0").is_some()
+    })?;
+    let node_in6 = bgpd.wait_routes(RibKind::AdjIn, "tor-v6", T, |r| find(r, "::/0").is_some())?;
     check("convergence")?;
 
     println!();
@@ -81,29 +88,45 @@ fn main() -> Result<()> {
     );
     println!("   |    veth");
     println!(
-        "  node1 GoBGP, AS {NODE_AS}       192.0.2.2  2001:db8::2   (netns {})",
+        "  node1 ironmesh bgpd, AS {NODE_AS} 192.0.2.2  2001:db8::2   (netns {})",
         node.netns()
     );
-    println!("        (GoBGP stands in for ironmesh bgpd until the bgpd issue lands)");
     println!();
-    println!("BGP sessions, as the ToR sees them");
+    println!("BGP sessions, as the ToR (FRR) sees them");
     println!("  {:<14} {:>7}  {:<12}", "NEIGHBOR", "AS", "STATE");
     for n in [ip("192.0.2.2"), ip("2001:db8::2")] {
         println!("  {:<14} {:>7}  {:<12}", n, NODE_AS, frr.neighbor_state(n)?);
+    }
+    println!();
+    println!("BGP sessions, as node1's bgpd sees them");
+    println!(
+        "  {:<8} {:<14} {:>7}  {:<12} {}",
+        "PEER", "ADDRESS", "AS", "STATE", "CAPABILITIES"
+    );
+    for p in bgpd.peers()? {
+        println!(
+            "  {:<8} {:<14} {:>7}  {:<12} {}",
+            p.name,
+            p.address,
+            p.peer_asn,
+            format!("{:?}", p.state()),
+            p.capabilities.join(",")
+        );
     }
     println!();
     print_routes(
         "Routes the ToR learned from node1 (PodCIDRs and a LoadBalancer VIP)",
         &[tor_v4, tor_v6].concat(),
     );
-    // The ToR reflects node1's own routes back; node1 drops them (AS loop, RFC 4271 §9.1.2).
+    // The ToR reflects node1's own routes back; bgpd keeps them in Adj-RIB-In but never selects
+    // them (AS loop, RFC 4271 §9.1.2).
     let (looped, learned): (Vec<_>, Vec<_>) = [node_in, node_in6]
         .concat()
         .into_iter()
         .partition(|r| r.as_path.contains(&NODE_AS));
     print_routes("Routes node1 learned from the ToR", &learned);
     println!(
-        "  ({} reflected routes carrying AS {NODE_AS} are dropped as AS-path loops)\n",
+        "  ({} reflected routes carrying AS {NODE_AS} stay unselected: AS-path loop, RFC 4271 §9.1.2)\n",
         looped.len()
     );
     println!("Converged in {:.1} s.", started.elapsed().as_secs_f64());
@@ -117,8 +140,8 @@ fn main() -> Result<()> {
             tor.netns()
         );
         println!(
-            "  ip netns exec {} gobgp -u 127.0.0.1 -p 50051 neighbor",
-            node.netns()
+            "  target/debug/ironctl bgp peers --bgpd {}",
+            bgpd.api.display()
         );
         println!("  ip netns exec {} ip route", node.netns());
         while !stop.load(Ordering::SeqCst) {
