@@ -100,8 +100,8 @@ fn main() -> Result<()> {
     println!();
     println!("BGP sessions, as node1's bgpd sees them");
     println!(
-        "  {:<8} {:<14} {:>7}  {:<12} {}",
-        "PEER", "ADDRESS", "AS", "STATE", "CAPABILITIES"
+        "  {:<8} {:<14} {:>7}  {:<12} CAPABILITIES",
+        "PEER", "ADDRESS", "AS", "STATE"
     );
     for p in bgpd.peers()? {
         println!(

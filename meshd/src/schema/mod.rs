@@ -76,16 +76,20 @@ pub enum ResourceKind {
     Identities,
     IdentitiesByLabels,
     PodCidrs,
+    /// The reverse index of pod CIDRs: node to its CIDRs (the per-node
+    /// allocation lock of the IPAM).
+    PodCidrsByNode,
     Endpoints,
     Services,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 6] = [
+    pub const ALL: [ResourceKind; 7] = [
         Self::Nodes,
         Self::Identities,
         Self::IdentitiesByLabels,
         Self::PodCidrs,
+        Self::PodCidrsByNode,
         Self::Endpoints,
         Self::Services,
     ];
@@ -97,6 +101,7 @@ impl ResourceKind {
             Self::Identities => "identities",
             Self::IdentitiesByLabels => "identities-by-labels",
             Self::PodCidrs => "ipam/podcidrs",
+            Self::PodCidrsByNode => "ipam/podcidrs-by-node",
             Self::Endpoints => "endpoints",
             Self::Services => "services",
         }
@@ -114,6 +119,8 @@ pub enum Resource {
     IdentityByLabels(Labels),
     /// A pod CIDR allocated to a node.
     PodCidr(IpNet),
+    /// The pod CIDRs allocated to a node (the reverse index).
+    PodCidrsOfNode(NodeName),
     /// An endpoint (pod) IP to its identity and node.
     Endpoint(IpAddr),
     Service(ServiceKey),
@@ -126,6 +133,7 @@ impl Resource {
             Resource::Identity(_) => ResourceKind::Identities,
             Resource::IdentityByLabels(_) => ResourceKind::IdentitiesByLabels,
             Resource::PodCidr(_) => ResourceKind::PodCidrs,
+            Resource::PodCidrsOfNode(_) => ResourceKind::PodCidrsByNode,
             Resource::Endpoint(_) => ResourceKind::Endpoints,
             Resource::Service(_) => ResourceKind::Services,
         }
@@ -136,7 +144,7 @@ impl fmt::Display for Resource {
     /// The part after the kind: `worker-1`, `65792`, `app=web`, `10.0.0.0%2F24`...
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Resource::Node(n) => write!(f, "{n}"),
+            Resource::Node(n) | Resource::PodCidrsOfNode(n) => write!(f, "{n}"),
             Resource::Identity(id) => write!(f, "{id}"),
             Resource::IdentityByLabels(l) if l.is_empty() => f.write_str(EMPTY_LABELS),
             Resource::IdentityByLabels(l) => f.write_str(&escape(&l.to_string())),
@@ -254,6 +262,7 @@ fn parse_any(key: &str) -> Result<Key, SchemaError> {
     let (kind, tail) = match kind {
         "ipam" => match tail.split_once('/') {
             Some(("podcidrs", t)) => (ResourceKind::PodCidrs, t),
+            Some(("podcidrs-by-node", t)) => (ResourceKind::PodCidrsByNode, t),
             _ => {
                 return Err(SchemaError::UnknownKind {
                     key: key.into(),
@@ -284,6 +293,9 @@ fn parse_resource(kind: ResourceKind, tail: &str) -> Result<Resource, String> {
     }
     Ok(match kind {
         ResourceKind::Nodes => Resource::Node(NodeName::new(tail).map_err(|e| e.to_string())?),
+        ResourceKind::PodCidrsByNode => {
+            Resource::PodCidrsOfNode(NodeName::new(tail).map_err(|e| e.to_string())?)
+        }
         ResourceKind::Identities => {
             let raw: u32 = tail
                 .parse()

@@ -38,6 +38,10 @@ fn builds_the_documented_keys() {
             "ironmesh/v1/clusters/blue/ipam/podcidrs/fd00:10::%2F64",
         ),
         (
+            Resource::PodCidrsOfNode("worker-1.example".parse().unwrap()),
+            "ironmesh/v1/clusters/blue/ipam/podcidrs-by-node/worker-1.example",
+        ),
+        (
             Resource::Endpoint("10.244.1.7".parse().unwrap()),
             "ironmesh/v1/clusters/blue/endpoints/10.244.1.7",
         ),
@@ -265,7 +269,7 @@ proptest! {
 
     #[test]
     fn parse_accepts_only_canonical_text(
-        tail in "(nodes/|identities/|identities-by-labels/|ipam/podcidrs/|endpoints/|services/|synced)?[a-fA-F0-9/%:=,._-]{0,30}"
+        tail in "(nodes/|identities/|identities-by-labels/|ipam/podcidrs/|ipam/podcidrs-by-node/|endpoints/|services/|synced)?[a-fA-F0-9/%:=,._-]{0,30}"
     ) {
         for scope in ["clusters/a/", "mirror/a/"] {
             let text = format!("ironmesh/v1/{scope}{tail}");

@@ -1,0 +1,502 @@
+//! A thin async layer over etcd (v3 API as etcd 3.4 serves it: KV, Txn, Watch, Lease only).
+//!
+//! [`KvStore`] connects to a list of endpoints, checks at once that the cluster answers (so a
+//! wrong address or wrong credentials fail at start-up with the endpoints named), and puts a
+//! timeout on every unary call. [`Reflector`] mirrors a prefix into a consumer with
+//! list-then-watch and resync after disconnects or compaction.
+//!
+//! Errors say whether they are worth retrying ([`KvError::is_transient`]): the allocators retry
+//! transient errors (leader elections, a member that died, timeouts) within a deadline.
+
+mod reflector;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use etcd_client as etcd;
+use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions, Txn, TxnResponse};
+pub use reflector::{
+    Cache, Change, Decoder, Reflector, ReflectorConfig, ReflectorEvent, ReflectorStatus, SyncState,
+};
+
+/// How to reach an etcd cluster.
+#[derive(Clone)]
+pub struct KvConfig {
+    /// `http://host:port` URLs (https needs TLS support, not built yet).
+    pub endpoints: Vec<String>,
+    /// How long start-up waits for the cluster to answer.
+    pub connect_timeout: Duration,
+    /// Timeout of each unary request (get, put, txn, lease grant).
+    pub op_timeout: Duration,
+    /// User name and password, when etcd has auth enabled.
+    pub user: Option<(String, String)>,
+}
+
+impl fmt::Debug for KvConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KvConfig")
+            .field("endpoints", &self.endpoints)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("op_timeout", &self.op_timeout)
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+impl KvConfig {
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            connect_timeout: Duration::from_secs(5),
+            op_timeout: Duration::from_secs(3),
+            user: None,
+        }
+    }
+}
+
+/// Why an etcd operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KvError {
+    #[error("no etcd endpoints configured; list at least one like \"http://10.0.0.5:2379\"")]
+    NoEndpoints,
+    #[error("etcd endpoint {endpoint:?} is invalid: {detail}")]
+    InvalidEndpoint { endpoint: String, detail: String },
+    #[error(
+        "etcd is unreachable at {endpoints} (no answer within {timeout:?}): {detail}; check the addresses and that etcd runs"
+    )]
+    Unreachable {
+        endpoints: String,
+        timeout: Duration,
+        detail: String,
+    },
+    #[error("etcd authentication failed for user {user:?} at {endpoints}: {detail}")]
+    Auth {
+        user: String,
+        endpoints: String,
+        detail: String,
+    },
+    #[error("etcd at {endpoints} requires authentication but no user is configured: {detail}")]
+    AuthRequired { endpoints: String, detail: String },
+    #[error("etcd denied {op}: {detail} (the user may write only its own cluster's prefix)")]
+    PermissionDenied { op: String, detail: String },
+    #[error("etcd {op} timed out after {timeout:?} (endpoints {endpoints})")]
+    Timeout {
+        op: String,
+        timeout: Duration,
+        endpoints: String,
+    },
+    #[error("etcd {op} failed: {detail}")]
+    Etcd {
+        op: String,
+        detail: String,
+        transient: bool,
+    },
+}
+
+impl KvError {
+    /// True for failures that a retry may cure: timeouts, unavailable members, leader changes.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            KvError::Timeout { .. } | KvError::Unreachable { .. } => true,
+            KvError::Etcd { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+
+    /// The request failed before reaching any server (connection refused or unreachable),
+    /// so sending it again cannot apply it twice.
+    pub(crate) fn never_sent(&self) -> bool {
+        matches!(self, KvError::Etcd { detail, .. } if detail.contains("connect error"))
+    }
+
+    pub(crate) fn from_etcd(op: &str, e: etcd_client::Error) -> Self {
+        use etcd_client::Error as E;
+        use tonic::Code;
+        match e {
+            E::GRpcStatus(s) => {
+                let detail = format!("{:?}: {}", s.code(), s.message());
+                match s.code() {
+                    Code::PermissionDenied => KvError::PermissionDenied {
+                        op: op.into(),
+                        detail,
+                    },
+                    code => KvError::Etcd {
+                        op: op.into(),
+                        detail,
+                        transient: matches!(
+                            code,
+                            Code::Unavailable
+                                | Code::DeadlineExceeded
+                                | Code::Unknown
+                                | Code::Aborted
+                                | Code::Internal
+                                | Code::Cancelled
+                                | Code::ResourceExhausted
+                        ),
+                    },
+                }
+            }
+            E::TransportError(_) | E::IoError(_) | E::WatchError(_) | E::LeaseKeepAliveError(_) => {
+                KvError::Etcd {
+                    op: op.into(),
+                    detail: error_chain(&e),
+                    transient: true,
+                }
+            }
+            other => KvError::Etcd {
+                op: op.into(),
+                detail: error_chain(&other),
+                transient: false,
+            },
+        }
+    }
+}
+
+/// The error and its sources on one line (tonic hides the useful part in `source()`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// One stored key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kv {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub lease: i64,
+}
+
+impl From<&etcd_client::KeyValue> for Kv {
+    fn from(kv: &etcd_client::KeyValue) -> Self {
+        Kv {
+            key: kv.key().to_vec(),
+            value: kv.value().to_vec(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+            lease: kv.lease(),
+        }
+    }
+}
+
+/// The end of the key range holding every key that starts with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // the whole key space
+}
+
+/// A connected etcd client. Cheap to clone (clones share the connections).
+#[derive(Clone)]
+pub struct KvStore {
+    client: Client,
+    endpoints: Arc<str>,
+    op_timeout: Duration,
+}
+
+impl fmt::Debug for KvStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KvStore")
+            .field("endpoints", &self.endpoints)
+            .field("op_timeout", &self.op_timeout)
+            .finish()
+    }
+}
+
+/// Keys per page when listing a prefix (keeps each response far below gRPC's 4 MiB).
+const LIST_PAGE: i64 = 1000;
+
+impl KvStore {
+    /// Connects and checks that the cluster answers a linearizable read within
+    /// `connect_timeout`; authenticates first when a user is configured.
+    pub async fn connect(cfg: &KvConfig) -> Result<Self, KvError> {
+        if cfg.endpoints.is_empty() {
+            return Err(KvError::NoEndpoints);
+        }
+        for ep in &cfg.endpoints {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                return Err(KvError::InvalidEndpoint {
+                    endpoint: ep.clone(),
+                    detail: "write http://HOST:PORT".into(),
+                });
+            }
+        }
+        let endpoints: Arc<str> = cfg.endpoints.join(",").into();
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(cfg.connect_timeout)
+            // HTTP/2 pings find dead connections (etcd's default minimum ping interval is 5 s).
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        if let Some((u, p)) = &cfg.user {
+            opts = opts.with_user(u.clone(), p.clone());
+        }
+        let unreachable = |detail: String| KvError::Unreachable {
+            endpoints: endpoints.to_string(),
+            timeout: cfg.connect_timeout,
+            detail,
+        };
+        let connect = Client::connect(cfg.endpoints.clone(), Some(opts));
+        let client = match tokio::time::timeout(cfg.connect_timeout, connect).await {
+            Err(_) => return Err(unreachable("connect timed out".into())),
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(match (&cfg.user, KvError::from_etcd("authenticate", e)) {
+                    (Some((user, _)), KvError::Etcd { detail, .. })
+                        if !detail.contains("Unavailable") =>
+                    {
+                        KvError::Auth {
+                            user: user.clone(),
+                            endpoints: endpoints.to_string(),
+                            detail,
+                        }
+                    }
+                    (_, KvError::Etcd { detail, .. }) => unreachable(detail),
+                    (_, e) => e,
+                });
+            }
+        };
+        let store = KvStore {
+            client,
+            endpoints: endpoints.clone(),
+            op_timeout: cfg.op_timeout,
+        };
+        // The channel connects lazily: one read proves the cluster is there. Members that
+        // refuse connections are skipped (retried within the connect timeout).
+        let first = KvStore {
+            op_timeout: cfg.connect_timeout,
+            ..store.clone()
+        };
+        match first.probe().await {
+            Ok(_) => Ok(store),
+            Err(KvError::Timeout { .. }) => Err(unreachable("no answer to a first read".into())),
+            Err(e) => Err(match e {
+                KvError::Etcd { detail, .. }
+                    if detail.contains("Unauthenticated") || detail.contains("user name") =>
+                {
+                    match &cfg.user {
+                        Some((user, _)) => KvError::Auth {
+                            user: user.clone(),
+                            endpoints: endpoints.to_string(),
+                            detail,
+                        },
+                        None => KvError::AuthRequired {
+                            endpoints: endpoints.to_string(),
+                            detail,
+                        },
+                    }
+                }
+                KvError::Etcd { detail, .. } => unreachable(detail),
+                other => other,
+            }),
+        }
+    }
+
+    /// The endpoints, comma-separated (for messages).
+    pub fn endpoints(&self) -> &str {
+        &self.endpoints
+    }
+
+    pub fn op_timeout(&self) -> Duration {
+        self.op_timeout
+    }
+
+    /// The raw client, for streams (watch, lease keep-alive).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Runs one request with the op timeout. A request that failed to *connect* (it never
+    /// reached a server, e.g. one member of the cluster is down and the balancer picked it) is
+    /// sent again within the same timeout, so one dead member does not fail callers.
+    async fn timed<T, F, Fut>(&self, op: &str, mut f: F) -> Result<T, KvError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.op_timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, f(self.client.clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => {
+                    let e = KvError::from_etcd(op, e);
+                    let retry_at = tokio::time::Instant::now() + Duration::from_millis(20);
+                    if e.never_sent() && retry_at < deadline {
+                        tokio::time::sleep_until(retry_at).await;
+                        continue;
+                    }
+                    return Err(e);
+                }
+                Err(_) => {
+                    return Err(KvError::Timeout {
+                        op: op.into(),
+                        timeout: self.op_timeout,
+                        endpoints: self.endpoints.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// One key (linearizable read).
+    pub async fn get(&self, key: &str) -> Result<Option<Kv>, KvError> {
+        let r = self
+            .timed("get", |mut c| async move { c.get(key, None).await })
+            .await?;
+        Ok(r.kvs().first().map(Kv::from))
+    }
+
+    /// Every key under `prefix` at one revision, paged; returns the keys and that revision.
+    pub async fn list(&self, prefix: &str, keys_only: bool) -> Result<(Vec<Kv>, i64), KvError> {
+        let end = prefix_end(prefix.as_bytes());
+        let mut from = prefix.as_bytes().to_vec();
+        let mut out = Vec::new();
+        let mut revision = 0;
+        loop {
+            let mut opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            if keys_only {
+                opts = opts.with_keys_only();
+            }
+            let r = self
+                .timed("list", |mut c| {
+                    let (from, opts) = (from.clone(), opts.clone());
+                    async move { c.get(from, Some(opts)).await }
+                })
+                .await?;
+            if revision == 0 {
+                revision = r.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            out.extend(r.kvs().iter().map(Kv::from));
+            match r.kvs().last() {
+                Some(last) if r.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok((out, revision)),
+            }
+        }
+    }
+
+    pub async fn put(&self, key: &str, value: Vec<u8>, lease: Option<i64>) -> Result<(), KvError> {
+        let opts = lease.map(|l| PutOptions::new().with_lease(l));
+        self.timed("put", |mut c| {
+            let (value, opts) = (value.clone(), opts.clone());
+            async move { c.put(key, value, opts).await }
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<bool, KvError> {
+        let r = self
+            .timed("delete", |mut c| async move { c.delete(key, None).await })
+            .await?;
+        Ok(r.deleted() > 0)
+    }
+
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, KvError> {
+        self.timed("txn", |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+    }
+
+    /// Grants a lease of `ttl` seconds; returns its ID.
+    pub async fn lease_grant(&self, ttl: i64) -> Result<i64, KvError> {
+        let r = self
+            .timed("lease grant", |mut c| async move {
+                c.lease_grant(ttl, None).await
+            })
+            .await?;
+        Ok(r.id())
+    }
+
+    pub async fn lease_revoke(&self, id: i64) -> Result<(), KvError> {
+        self.timed(
+            "lease revoke",
+            |mut c| async move { c.lease_revoke(id).await },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// A cheap linearizable read: fails when the cluster has no quorum reachable from here.
+    pub async fn probe(&self) -> Result<i64, KvError> {
+        let r = self
+            .timed("probe", |mut c| async move {
+                c.get("ironmesh/", Some(GetOptions::new().with_count_only()))
+                    .await
+            })
+            .await?;
+        Ok(r.header().map(|h| h.revision()).unwrap_or(0))
+    }
+}
+
+/// Retries `op` while it fails transiently, with backoff, until `deadline` has passed.
+pub(crate) async fn retry_transient<T, F, Fut>(
+    what: &str,
+    deadline: Duration,
+    mut op: F,
+) -> Result<T, KvError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, KvError>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && start.elapsed() + backoff < deadline => {
+                tracing::debug!(what, error = %e, "transient etcd error; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"a/"), b"a0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+
+    #[test]
+    fn transient_errors() {
+        let t = KvError::Timeout {
+            op: "get".into(),
+            timeout: Duration::from_secs(1),
+            endpoints: "http://192.0.2.1:2379".into(),
+        };
+        assert!(t.is_transient());
+        assert!(t.to_string().contains("http://192.0.2.1:2379"));
+        assert!(!KvError::NoEndpoints.is_transient());
+    }
+}

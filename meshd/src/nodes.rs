@@ -1,0 +1,402 @@
+//! The node registry: each node's record at `clusters/<c>/nodes/<node>`, attached to an etcd
+//! lease the node keeps alive. When the node stops renewing, the lease expires and etcd deletes
+//! the record (watchers see a delete). One key per lease, so a lease never carries many keys
+//! (etcd's put-with-lease slows down with the keys per lease).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{ClusterName, Labels, NodeName};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::kvstore::{Decoder, KvError, KvStore};
+use crate::schema::{Key, Resource, ResourceKind, Scope};
+
+/// How a node reports itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeHealth {
+    #[default]
+    Ready,
+    NotReady,
+}
+
+/// The value of `clusters/<c>/nodes/<node>` (JSON). Unknown fields are ignored, so a newer
+/// writer may add fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: NodeName,
+    pub cluster: ClusterName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub pod_cidrs: Vec<IpNet>,
+    /// Base64 of the node's WireGuard public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard_public_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipsec_key_index: Option<u8>,
+    #[serde(default)]
+    pub labels: Labels,
+    #[serde(default)]
+    pub health: NodeHealth,
+}
+
+impl NodeRecord {
+    pub fn new(cluster: ClusterName, name: NodeName) -> Self {
+        Self {
+            name,
+            cluster,
+            ipv4: None,
+            ipv6: None,
+            pod_cidrs: Vec::new(),
+            wireguard_public_key: None,
+            ipsec_key_index: None,
+            labels: Labels::new(),
+            health: NodeHealth::Ready,
+        }
+    }
+
+    pub fn key(&self) -> String {
+        Key::cluster(&self.cluster, Resource::Node(self.name.clone())).to_string()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a node record always serializes")
+    }
+
+    /// Decodes the value stored at the key of `(cluster, name)`; the record must name the same
+    /// node and cluster as its key.
+    pub fn decode(cluster: &ClusterName, name: &NodeName, value: &[u8]) -> Result<Self, String> {
+        let r: NodeRecord = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+        if &r.name != name || &r.cluster != cluster {
+            return Err(format!(
+                "record names node {}/{} but is stored under {cluster}/{name}",
+                r.cluster, r.name
+            ));
+        }
+        Ok(r)
+    }
+}
+
+/// Decodes the node records of one scope (own cluster or a mirrored one) for a
+/// [`Reflector`](crate::kvstore::Reflector).
+#[derive(Debug, Clone)]
+pub struct NodeDecoder {
+    pub scope: Scope,
+}
+
+impl NodeDecoder {
+    pub fn prefix(&self) -> String {
+        self.scope.kind_prefix(ResourceKind::Nodes)
+    }
+
+    fn cluster(&self) -> &ClusterName {
+        match &self.scope {
+            Scope::Cluster(c) | Scope::Mirror(c) => c,
+        }
+    }
+}
+
+impl Decoder for NodeDecoder {
+    type Key = NodeName;
+    type Value = NodeRecord;
+
+    fn decode_key(&self, key: &[u8]) -> Result<NodeName, String> {
+        match Key::parse_bytes(key).map_err(|e| e.to_string())? {
+            Key::Resource {
+                scope,
+                resource: Resource::Node(n),
+            } if scope == self.scope => Ok(n),
+            other => Err(format!("not a node key of {:?}: {other:?}", self.scope)),
+        }
+    }
+
+    fn decode_value(&self, key: &NodeName, value: &[u8]) -> Result<NodeRecord, String> {
+        NodeRecord::decode(self.cluster(), key, value)
+    }
+}
+
+/// Registration settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseConfig {
+    /// Lease TTL in seconds (etcd's minimum is a few seconds).
+    pub ttl_secs: i64,
+    /// How often the lease is renewed; default TTL/3.
+    pub keepalive_interval: Duration,
+}
+
+impl LeaseConfig {
+    pub fn with_ttl(ttl_secs: i64) -> Self {
+        let ttl_secs = ttl_secs.max(1);
+        Self {
+            ttl_secs,
+            keepalive_interval: Duration::from_millis((ttl_secs as u64 * 1000 / 3).max(200)),
+        }
+    }
+}
+
+/// What the keep-alive task reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationStatus {
+    pub lease_id: i64,
+    /// Times the lease had expired and the record was written again with a new lease.
+    pub re_registrations: u64,
+    pub last_error: Option<String>,
+}
+
+/// A node's record kept alive in etcd. Drop or [`stop`](Self::stop) it to stop renewing (the
+/// record then disappears after the TTL); [`deregister`](Self::deregister) removes it at once.
+#[derive(Debug)]
+pub struct NodeRegistration {
+    store: KvStore,
+    record: Arc<watch::Sender<NodeRecord>>,
+    status: watch::Receiver<RegistrationStatus>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NodeRegistration {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl NodeRegistration {
+    /// Grants a lease, writes the record with it and starts the keep-alive task.
+    pub async fn register(
+        store: KvStore,
+        record: NodeRecord,
+        cfg: LeaseConfig,
+    ) -> Result<Self, KvError> {
+        let lease_id = put_with_new_lease(&store, &record, cfg.ttl_secs).await?;
+        let (status_tx, status) = watch::channel(RegistrationStatus {
+            lease_id,
+            re_registrations: 0,
+            last_error: None,
+        });
+        let (record_tx, record_rx) = watch::channel(record);
+        let task = tokio::spawn(keepalive(
+            store.clone(),
+            cfg,
+            lease_id,
+            record_rx,
+            status_tx,
+        ));
+        Ok(Self {
+            store,
+            record: Arc::new(record_tx),
+            status,
+            task,
+        })
+    }
+
+    pub fn status(&self) -> RegistrationStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn record(&self) -> NodeRecord {
+        self.record.borrow().clone()
+    }
+
+    /// Writes a changed record under the same lease.
+    pub async fn update(&self, record: NodeRecord) -> Result<(), KvError> {
+        let lease = self.status.borrow().lease_id;
+        self.store
+            .put(&record.key(), record.encode(), Some(lease))
+            .await?;
+        self.record.send_replace(record);
+        Ok(())
+    }
+
+    /// Stops renewing the lease (as a node that died): the record goes after the TTL.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+
+    /// Removes the record now by revoking the lease.
+    pub async fn deregister(self) -> Result<(), KvError> {
+        self.task.abort();
+        let lease = self.status.borrow().lease_id;
+        self.store.lease_revoke(lease).await
+    }
+}
+
+async fn put_with_new_lease(
+    store: &KvStore,
+    record: &NodeRecord,
+    ttl: i64,
+) -> Result<i64, KvError> {
+    let lease = store.lease_grant(ttl).await?;
+    store
+        .put(&record.key(), record.encode(), Some(lease))
+        .await?;
+    Ok(lease)
+}
+
+async fn keepalive(
+    store: KvStore,
+    cfg: LeaseConfig,
+    mut lease: i64,
+    record: watch::Receiver<NodeRecord>,
+    status: watch::Sender<RegistrationStatus>,
+) {
+    let fail = |e: String| {
+        tracing::warn!(error = %e, "node lease keep-alive failed; retrying");
+        status.send_modify(|s| s.last_error = Some(e));
+    };
+    loop {
+        // (Re)open the keep-alive stream; if the lease is gone, register again.
+        let mut client = store.client();
+        let opened = tokio::time::timeout(store.op_timeout(), client.lease_keep_alive(lease)).await;
+        let (mut keeper, mut responses) = match opened {
+            Ok(Ok(s)) => s,
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) if e.contains("not found") => {
+                let r = record.borrow().clone();
+                match put_with_new_lease(&store, &r, cfg.ttl_secs).await {
+                    Ok(l) => {
+                        tracing::info!(
+                            old = lease,
+                            new = l,
+                            "node lease expired; registered again"
+                        );
+                        lease = l;
+                        status.send_modify(|s| {
+                            s.lease_id = l;
+                            s.re_registrations += 1;
+                            s.last_error = None;
+                        });
+                    }
+                    Err(e) => fail(e.to_string()),
+                }
+                tokio::time::sleep(cfg.keepalive_interval).await;
+                continue;
+            }
+            Ok(Err(e)) => {
+                let e = KvError::from_etcd("lease keep-alive", e);
+                // A refused connection (one member down) is retried at once.
+                let pause = if e.never_sent() {
+                    Duration::from_millis(20)
+                } else {
+                    cfg.keepalive_interval
+                };
+                fail(e.to_string());
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+            Err(_) => {
+                fail("opening the keep-alive stream timed out".into());
+                continue;
+            }
+        };
+        // Renew every interval while the stream works.
+        loop {
+            tokio::time::sleep(cfg.keepalive_interval).await;
+            if let Err(e) = keeper.keep_alive().await {
+                fail(e.to_string());
+                break;
+            }
+            match tokio::time::timeout(store.op_timeout(), responses.message()).await {
+                Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                    status.send_modify(|s| s.last_error = None);
+                }
+                Ok(Ok(Some(_))) => {
+                    fail(format!("lease {lease} expired"));
+                    break;
+                }
+                Ok(Ok(None)) => {
+                    fail("keep-alive stream ended".into());
+                    break;
+                }
+                Ok(Err(e)) => {
+                    fail(e.to_string());
+                    break;
+                }
+                Err(_) => {
+                    fail("keep-alive response timed out".into());
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> NodeRecord {
+        let mut r = NodeRecord::new("blue".parse().unwrap(), "worker-1".parse().unwrap());
+        r.ipv4 = Some("192.0.2.10".parse().unwrap());
+        r.ipv6 = Some("2001:db8::10".parse().unwrap());
+        r.pod_cidrs = vec![
+            "10.244.1.0/24".parse().unwrap(),
+            "fd00:10:0:1::/64".parse().unwrap(),
+        ];
+        r.wireguard_public_key = Some("hZn7e8Yq0JX2kX0yS5c0c9mZ8nL4v7u0q0g3iW8l7Xo=".into());
+        r.labels = "topology.kubernetes.io/zone=a".parse().unwrap();
+        r
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let r = record();
+        assert_eq!(r.key(), "ironmesh/v1/clusters/blue/nodes/worker-1");
+        let bytes = r.encode();
+        let back = NodeRecord::decode(&r.cluster, &r.name, &bytes).unwrap();
+        assert_eq!(back, r);
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["health"], "ready");
+        assert_eq!(json["pod_cidrs"][0], "10.244.1.0/24");
+    }
+
+    #[test]
+    fn decode_is_strict_on_identity_and_lenient_on_new_fields() {
+        let r = record();
+        let other: NodeName = "worker-2".parse().unwrap();
+        assert!(NodeRecord::decode(&r.cluster, &other, &r.encode()).is_err());
+        let minimal = br#"{"name":"worker-1","cluster":"blue","future_field":1}"#;
+        let m = NodeRecord::decode(&r.cluster, &r.name, minimal).unwrap();
+        assert_eq!(m.health, NodeHealth::Ready);
+        for bad in [
+            &b"{"[..],
+            b"null",
+            br#"{"name":"Bad_Name","cluster":"blue"}"#,
+        ] {
+            assert!(NodeRecord::decode(&r.cluster, &r.name, bad).is_err());
+        }
+    }
+
+    #[test]
+    fn decoder_checks_scope() {
+        let d = NodeDecoder {
+            scope: Scope::Cluster("blue".parse().unwrap()),
+        };
+        assert_eq!(d.prefix(), "ironmesh/v1/clusters/blue/nodes/");
+        assert!(
+            d.decode_key(b"ironmesh/v1/clusters/blue/nodes/worker-1")
+                .is_ok()
+        );
+        assert!(
+            d.decode_key(b"ironmesh/v1/clusters/green/nodes/worker-1")
+                .is_err()
+        );
+        assert!(d.decode_key(b"ironmesh/v1/clusters/blue/nodes/").is_err());
+    }
+
+    #[test]
+    fn keepalive_interval_is_a_third_of_the_ttl() {
+        assert_eq!(
+            LeaseConfig::with_ttl(3).keepalive_interval,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            LeaseConfig::with_ttl(0).keepalive_interval,
+            Duration::from_millis(333)
+        );
+    }
+}
