@@ -89,3 +89,55 @@ fn frr_bgp_gtsm_direct_peer_up_and_two_hops_refused() -> Result<()> {
     assert_ne!(frr.neighbor_state(ip("198.51.100.2"))?, "Established");
     Ok(())
 }
+
+#[test]
+fn gobgp_bgp_peer_asn_any_is_learned_from_open() -> Result<()> {
+    let lab = Lab::new("gobgp_any")?;
+    let tor = lab.host("tor")?;
+    let node = lab.host("node")?;
+    lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
+    let mut gc = GobgpConfig::new(4_200_000_010, "192.0.2.1".parse().unwrap());
+    gc.neighbors
+        .push(GobgpNeighbor::new(ip("192.0.2.2"), 65101));
+    let gobgp = Gobgp::start(&tor, &gc)?;
+    let cfg = BgpdConfig::new(65101, "192.0.2.2")
+        .peer(BgpdPeer::new("tor", "192.0.2.1", 0))
+        .advert("10.244.1.0/24", &[], &[]);
+    let toml = cfg.render().replace("peer_asn = 0", "peer_asn = \"any\"");
+    let bgpd = Bgpd::start(&node, &toml)?;
+    let p = bgpd.wait_established("tor", T)?;
+    assert_eq!(
+        p.peer_asn, 4_200_000_010,
+        "a 4-octet ASN learned from the OPEN"
+    );
+    let got = gobgp.wait_adj_in(ip("192.0.2.2"), T, |r| find(r, "10.244.1.0/24").is_some())?;
+    assert_eq!(find(&got, "10.244.1.0/24").unwrap().as_path, vec![65101]);
+    Ok(())
+}
+
+#[test]
+fn bird_bgp_ibgp_keeps_as_path_empty_and_sets_local_pref() -> Result<()> {
+    let lab = Lab::new("bird_ibgp")?;
+    let tor = lab.host("tor")?;
+    let node = lab.host("node")?;
+    lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
+    let mut bc = BirdConfig::new("192.0.2.1".parse().unwrap());
+    bc.peers
+        .push(BirdPeer::new("node", 65101, ip("192.0.2.2"), 65101));
+    let bird = Bird::start(&tor, &bc)?;
+    let cfg = BgpdConfig::new(65101, "192.0.2.2")
+        .peer(BgpdPeer::new("tor", "192.0.2.1", 65101))
+        .advert("10.244.1.0/24", &[], &[]);
+    let bgpd = Bgpd::start(&node, &cfg.render())?;
+    bgpd.wait_established("tor", T)?;
+    let got = bird.wait_routes("node", T, |r| find(r, "10.244.1.0/24").is_some())?;
+    let r = find(&got, "10.244.1.0/24").unwrap();
+    assert!(
+        r.as_path.is_empty(),
+        "iBGP does not prepend: {:?}",
+        r.as_path
+    );
+    assert_eq!(r.local_pref, Some(100));
+    assert_eq!(r.next_hop, Some(ip("192.0.2.2")));
+    Ok(())
+}
