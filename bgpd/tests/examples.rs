@@ -11,15 +11,21 @@ fn every_example_with_bgp_is_a_valid_speaker_config() {
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        let cfg = configs::Config::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let cfg =
+            configs::Config::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if cfg.bgp.is_none() {
             continue;
         }
-        let sc = SpeakerConfig::from_config(&cfg).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let sc =
+            SpeakerConfig::from_config(&cfg).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(!sc.peers.is_empty(), "{}", path.display());
         checked += 1;
     }
-    assert!(checked >= 2, "only {checked} example(s) with [bgp] found in {}", dir.display());
+    assert!(
+        checked >= 2,
+        "only {checked} example(s) with [bgp] found in {}",
+        dir.display()
+    );
 }
 
 #[test]
