@@ -17,6 +17,10 @@ struct Args {
     /// Unix socket for the gRPC API (ironctl, meshd).
     #[arg(long, default_value = "/run/ironmesh/bgpd.sock")]
     api: PathBuf,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g. 127.0.0.1:9179. Off
+    /// unless given.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Validate the config and exit.
     #[arg(long)]
     check: bool,
@@ -62,6 +66,7 @@ pub fn main() -> ExitCode {
     };
     let opts = RunOptions {
         api_socket: Some(args.api),
+        metrics: args.metrics,
     };
     match rt.block_on(crate::speaker::run(cfg, opts, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,10 @@
-//! ironctl, the operator's CLI.
+//! ironctl, the operator's CLI. Exit codes: 0 success, 1 failure (an invalid config, an
+//! unreachable daemon, an API error), 2 usage.
 
+mod bgp;
 mod summary;
+mod table;
+mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +24,8 @@ enum Command {
     /// Work with node configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Inspect and drive bgpd over its API: peers, routes, adverts, drain.
+    Bgp(bgp::BgpArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,6 +41,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Config(ConfigCommand::Check { file }) => check(&file),
+        Command::Bgp(args) => match bgp::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ironctl: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

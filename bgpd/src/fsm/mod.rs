@@ -61,7 +61,7 @@ pub enum PeerAs {
 }
 
 /// What the FSM needs to know of its peer's configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SessionConfig {
     pub local_asn: u32,
     pub router_id: Ipv4Addr,

@@ -30,7 +30,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PeerSpec {
     pub id: PeerId,
     pub name: String,
@@ -42,7 +42,7 @@ pub struct PeerSpec {
     pub next_hop_self: bool,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SpeakerConfig {
     pub local_asn: u32,
     pub router_id: Ipv4Addr,

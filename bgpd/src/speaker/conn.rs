@@ -14,7 +14,7 @@ use super::sockopt;
 use crate::wire::{HEADER_LEN, MAX_EXTENDED_MESSAGE_LEN};
 
 /// Transport settings of one peer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transport {
     pub remote: SocketAddr,
     pub local: Option<IpAddr>,

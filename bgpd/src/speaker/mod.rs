@@ -6,6 +6,7 @@ mod conn;
 mod core;
 mod grpc;
 mod listener;
+pub mod metrics;
 mod peer;
 pub mod sockopt;
 mod status;
@@ -13,7 +14,7 @@ mod status;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
@@ -42,6 +43,12 @@ pub enum SpeakerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("API server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -51,6 +58,8 @@ pub enum SpeakerError {
 pub struct RunOptions {
     /// Serve the gRPC API on this Unix socket.
     pub api_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this TCP address.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A peer as the API sees it.
@@ -253,36 +262,62 @@ impl SpeakerHandle {
     }
 }
 
-/// Runs bgpd until `shutdown` completes: the speaker, plus the API if configured.
+/// Binds the gRPC API on the Unix socket `path` now and returns the server, which serves
+/// `handle` until `shutdown` completes.
+pub fn serve_api(
+    handle: SpeakerHandle,
+    path: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static, SpeakerError>
+{
+    let incoming = api::unix::bind(path).map_err(|source| SpeakerError::Api {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    info!(socket = %path.display(), "API listening");
+    let svc = api::bgp::bgp_server::BgpServer::new(grpc::BgpApi::new(handle));
+    Ok(tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, shutdown))
+}
+
+/// Runs bgpd until `shutdown` completes: the speaker, plus the API and metrics if configured.
 pub async fn run(
     cfg: SpeakerConfig,
     opts: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SpeakerError> {
+    let metrics = match opts.metrics {
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .await
+                .map_err(|source| SpeakerError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
     let speaker = Speaker::start(cfg).await?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let api = match opts.api_socket {
-        Some(path) => {
-            let incoming = api::unix::bind(&path).map_err(|source| SpeakerError::Api {
-                path: path.clone(),
-                source,
-            })?;
-            info!(socket = %path.display(), "API listening");
-            let svc = api::bgp::bgp_server::BgpServer::new(grpc::BgpApi::new(speaker.handle()));
-            Some(tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(svc)
-                    .serve_with_incoming_shutdown(incoming, async {
-                        let _ = stop_rx.await;
-                    }),
-            ))
-        }
+        Some(path) => Some(tokio::spawn(serve_api(speaker.handle(), &path, async {
+            let _ = stop_rx.await;
+        })?)),
         None => None,
     };
+    let (mstop_tx, mstop_rx) = oneshot::channel::<()>();
+    let metrics = metrics.map(|l| {
+        info!(addr = ?l.local_addr().ok(), "metrics listening");
+        tokio::spawn(metrics::serve(l, speaker.handle(), async {
+            let _ = mstop_rx.await;
+        }))
+    });
     shutdown.await;
     info!("shutting down: closing sessions without NOTIFICATION (graceful restart)");
     let _ = stop_tx.send(());
+    let _ = mstop_tx.send(());
     speaker.stop(false).await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     if let Some(api) = api {
         match api.await {
             Ok(Ok(())) => {}
