@@ -65,6 +65,7 @@ pub fn main() -> ExitCode {
         }
     };
     let opts = RunOptions {
+        config_path: Some(args.config.clone()),
         api_socket: Some(args.api),
         metrics: args.metrics,
     };

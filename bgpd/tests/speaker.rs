@@ -194,3 +194,92 @@ async fn md5_match_establishes() {
     a.stop(false).await;
     b.stop(false).await;
 }
+
+/// Reload: an advert added keeps the session; a changed peer restarts only its session with
+/// Cease/Other Configuration Change; a global change is refused; a removed peer gets
+/// Cease/Peer De-configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_changes_only_what_changed() {
+    let (a, b) = pair("", "").await;
+    let (ha, hb) = (a.handle(), b.handle());
+    wait("Established", async || {
+        state(&hb).await == State::Established
+    })
+    .await;
+    let since = hb.peers()[0].status.lock().unwrap().since;
+
+    // The running config of A, plus one advert.
+    let current = ha.reload_config_snapshot().await;
+    let mut more = current.clone();
+    more.adverts.push(Advert {
+        prefix: "203.0.113.20/32".parse().unwrap(),
+        ..Advert::default()
+    });
+    assert_eq!(ha.reload(more.clone()).await.unwrap(), Vec::<String>::new());
+    wait("reloaded advert at B", async || {
+        loc_rib(&hb)
+            .await
+            .iter()
+            .any(|(p, _)| p == "203.0.113.20/32")
+    })
+    .await;
+    assert_eq!(
+        hb.peers()[0].status.lock().unwrap().since,
+        since,
+        "session was reset"
+    );
+
+    // A global change is refused and changes nothing.
+    let mut bad = more.clone();
+    bad.local_asn = 65009;
+    let e = ha.reload(bad).await.unwrap_err().to_string();
+    assert!(e.contains("restart bgpd"), "{e}");
+    assert_eq!(state(&hb).await, State::Established);
+
+    // The peer's hold time changes: its session restarts with Cease 6.
+    let mut changed = more.clone();
+    changed.peers[0].session.hold_time = 6;
+    assert_eq!(
+        ha.reload(changed.clone()).await.unwrap(),
+        vec!["b".to_string()]
+    );
+    wait("B sees Other Configuration Change", async || {
+        hb.peers()[0]
+            .status
+            .lock()
+            .unwrap()
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("Other Configuration Change"))
+    })
+    .await;
+    wait("re-established with the new hold time", async || {
+        ha.peers()[0]
+            .status
+            .lock()
+            .unwrap()
+            .negotiated
+            .as_ref()
+            .is_some_and(|n| n.hold_time == 6)
+            && state(&ha).await == State::Established
+    })
+    .await;
+
+    // The peer is removed: Cease 3 at B, and A has no peers left.
+    let mut gone = changed.clone();
+    gone.peers.clear();
+    assert_eq!(ha.reload(gone).await.unwrap(), vec!["b".to_string()]);
+    assert!(ha.peers().is_empty());
+    wait("B sees Peer De-configured", async || {
+        hb.peers()[0]
+            .status
+            .lock()
+            .unwrap()
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("Peer De-configured"))
+    })
+    .await;
+    a.stop(false).await;
+    b.stop(false).await;
+}

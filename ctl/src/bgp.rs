@@ -78,6 +78,8 @@ enum BgpCommand {
     Advert(AdvertCommand),
     /// Re-announce every route with GRACEFUL_SHUTDOWN (RFC 8326) before a planned stop.
     Drain,
+    /// Re-read bgpd's config file (as SIGHUP does); unchanged sessions stay up.
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +245,25 @@ async fn run_async(args: BgpArgs) -> Result<(), String> {
                     "draining: routes re-announced with GRACEFUL_SHUTDOWN (65535:0) to {} session(s)",
                     r.peers
                 );
+                Ok(())
+            }
+        }
+        BgpCommand::Reload => {
+            let r = call(c.reload(pb::ReloadRequest {})).await?;
+            #[derive(Serialize)]
+            struct Reloaded {
+                changed_peers: Vec<String>,
+            }
+            if json {
+                print_json(&Reloaded {
+                    changed_peers: r.changed_peers,
+                })
+            } else {
+                if r.changed_peers.is_empty() {
+                    println!("reloaded: no session changed");
+                } else {
+                    println!("reloaded: sessions changed: {}", r.changed_peers.join(", "));
+                }
                 Ok(())
             }
         }

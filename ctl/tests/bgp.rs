@@ -376,6 +376,13 @@ async fn ironctl_drives_a_running_bgpd() {
     })
     .await;
 
+    // reload: this in-process speaker has no config file; the refusal is passed on, exit 1.
+    let err = fails(&["bgp", "--bgpd", s, "reload"], 1).await;
+    assert!(
+        err.contains("reload refused") && err.contains("without a config file"),
+        "{err}"
+    );
+
     let _ = stop_tx.send(());
     api.await.unwrap().unwrap();
     a.stop(false).await;

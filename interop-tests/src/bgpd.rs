@@ -184,6 +184,16 @@ impl Bgpd {
         })
     }
 
+    /// The API's Reload (as SIGHUP): re-reads the config file; returns the peers it changed.
+    pub fn reload(&self) -> Result<Vec<String>> {
+        self.call(async |mut c| {
+            Ok(c.reload(pb::ReloadRequest {})
+                .await?
+                .into_inner()
+                .changed_peers)
+        })
+    }
+
     pub fn drain(&self) -> Result<u32> {
         self.call(async |mut c| Ok(c.drain(pb::DrainRequest {}).await?.into_inner().peers))
     }

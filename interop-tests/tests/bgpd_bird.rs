@@ -234,3 +234,71 @@ fn bird_bgp_hold_timer_expiry_on_link_cut_and_recovery() -> Result<()> {
     bgpd.wait_established("tor4", Duration::from_secs(40))?;
     Ok(())
 }
+
+/// SIGHUP re-reads the config: a new advert reaches BIRD and the session stays up; a config
+/// with an error is refused and everything keeps running.
+#[test]
+fn bird_bgp_sighup_reload_keeps_sessions() -> Result<()> {
+    let (lab, tor_h, node_h, _link) = topology("bird_bgp_reload")?;
+    let bird = tor(&lab, &tor_h, None)?;
+    let bgpd = Bgpd::start(&node_h, &node_config(""))?;
+    bgpd.wait_established("tor4", T)?;
+    bird.wait_routes("node4", T, |r| find(r, "10.244.1.0/24").is_some())?;
+    let pid = bgpd.process.pid().expect("bgpd runs");
+
+    let with_vip = format!(
+        "{}\n[[bgp.adverts]]\nprefix = \"203.0.113.77/32\"\n",
+        node_config("")
+    );
+    std::fs::write(&bgpd.config, &with_vip).map_err(|e| LabError::Invalid(e.to_string()))?;
+    cmd::run("kill", &["-HUP", &pid.to_string()])?;
+    bird.wait_routes("node4", T, |r| find(r, "203.0.113.77/32").is_some())?;
+    assert_eq!(bird.protocol("node4")?.bgp_state, "Established");
+    let up = bgpd.peer("tor4")?;
+    assert_eq!(up.state(), api::bgp::SessionState::Established);
+
+    // A broken file is refused: the VIP stays, the sessions stay.
+    std::fs::write(&bgpd.config, "[bgp]\nlocal_asn = 0\n")
+        .map_err(|e| LabError::Invalid(e.to_string()))?;
+    cmd::run("kill", &["-HUP", &pid.to_string()])?;
+    cmd::wait_for(
+        "the refusal in bgpd's log",
+        T,
+        Duration::from_millis(100),
+        |_| {
+            Ok(bgpd
+                .process
+                .log_tail(20_000)
+                .contains("config reload refused")
+                .then_some(()))
+        },
+    )?;
+    assert!(bgpd.process.is_running());
+    std::thread::sleep(Duration::from_secs(1));
+    let routes = bird.routes_from("node4")?;
+    assert!(find(&routes, "203.0.113.77/32").is_some(), "{routes:?}");
+    assert!(bgpd.peer("tor4")?.uptime_seconds >= up.uptime_seconds);
+
+    // The API's Reload: the same, reporting which sessions changed (tor6 removed here).
+    let without_tor6: String = {
+        let start = with_vip
+            .find("[[bgp.peers]]\nname = \"tor6\"")
+            .expect("tor6 in config");
+        let end = start
+            + with_vip[start..]
+                .find("[[bgp.adverts]]")
+                .expect("adverts follow");
+        format!("{}{}", &with_vip[..start], &with_vip[end..])
+    };
+    std::fs::write(&bgpd.config, &without_tor6).map_err(|e| LabError::Invalid(e.to_string()))?;
+    assert_eq!(bgpd.reload()?, vec!["tor6".to_string()]);
+    bird.wait_established("node4", T)?;
+    cmd::wait_for(
+        "BIRD's node6 session to go down",
+        T,
+        Duration::from_millis(200),
+        |_| Ok((bird.protocol("node6")?.bgp_state != "Established").then_some(())),
+    )?;
+    assert_eq!(bgpd.peers()?.len(), 1);
+    Ok(())
+}

@@ -23,6 +23,10 @@ pub enum CoreCmd {
     Query(Query),
     /// RFC 8326: re-announce everything with GRACEFUL_SHUTDOWN; replies the number of peers.
     Drain(oneshot::Sender<u32>),
+    /// A new peer (before its task starts); acknowledged.
+    AddPeer(PeerInfo, String, mpsc::Sender<PeerMsg>, oneshot::Sender<()>),
+    /// Forget a peer and withdraw what it sent; acknowledged.
+    RemovePeer(PeerId, oneshot::Sender<()>),
 }
 
 impl std::fmt::Debug for CoreCmd {
@@ -32,6 +36,8 @@ impl std::fmt::Debug for CoreCmd {
             CoreCmd::RemoveAdverts(..) => "RemoveAdverts",
             CoreCmd::Query(_) => "Query",
             CoreCmd::Drain(_) => "Drain",
+            CoreCmd::AddPeer(..) => "AddPeer",
+            CoreCmd::RemovePeer(..) => "RemovePeer",
         })
     }
 }
@@ -229,6 +235,16 @@ impl Core {
                 let _ = reply.send(removed);
             }
             CoreCmd::Query(q) => q(&self.rib),
+            CoreCmd::AddPeer(info, name, tx, ack) => {
+                self.add_peer(info, name, tx);
+                let _ = ack.send(());
+            }
+            CoreCmd::RemovePeer(id, ack) => {
+                if self.peers.remove(&id).is_some() {
+                    let _ = self.rib.remove_peer(id);
+                }
+                let _ = ack.send(());
+            }
             CoreCmd::Drain(reply) => {
                 self.draining = true;
                 let all: Vec<Advert> = self.adverts.values().cloned().collect();

@@ -196,7 +196,7 @@ impl pb::bgp_server::Bgp for BgpApi {
             let p = self
                 .h
                 .peers()
-                .iter()
+                .into_iter()
                 .find(|p| p.name == r.peer || p.address.to_string() == r.peer)
                 .ok_or_else(|| Status::not_found(format!("no peer {:?}", r.peer)))?;
             Some(p.id)
@@ -308,8 +308,11 @@ impl pb::bgp_server::Bgp for BgpApi {
         &self,
         _req: Request<pb::ReloadRequest>,
     ) -> Result<Response<pb::ReloadResponse>, Status> {
-        Err(Status::unimplemented(
-            "config reload is not implemented yet: restart bgpd to apply a changed config",
-        ))
+        match self.h.reload_from_file().await {
+            Ok(changed_peers) => Ok(Response::new(pb::ReloadResponse { changed_peers })),
+            Err(e) => Err(Status::failed_precondition(format!(
+                "reload refused, the running config is kept: {e}"
+            ))),
+        }
     }
 }

@@ -8,14 +8,15 @@ mod grpc;
 mod listener;
 pub mod metrics;
 mod peer;
+mod registry;
+pub mod reload;
 pub mod sockopt;
 mod status;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
@@ -25,9 +26,11 @@ use tracing::{info, warn};
 pub use config::{ConfigError, PeerSpec, SpeakerConfig};
 pub use status::{Counters, PeerStatus, notification_text};
 
-use crate::rib::{Advert, PeerId, PeerInfo, Rib};
+use crate::rib::{Advert, PeerId, Rib};
 use core::{Core, CoreCmd};
-use peer::{PeerMsg, PeerTask};
+use peer::PeerMsg;
+use registry::Registry;
+pub use reload::ReloadError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpeakerError {
@@ -60,6 +63,8 @@ pub struct RunOptions {
     pub api_socket: Option<PathBuf>,
     /// Serve Prometheus metrics (`GET /metrics`) on this TCP address.
     pub metrics: Option<SocketAddr>,
+    /// The config file, re-read on SIGHUP and by the API's Reload.
+    pub config_path: Option<PathBuf>,
 }
 
 /// A peer as the API sees it.
@@ -77,7 +82,9 @@ pub struct PeerView {
 #[derive(Clone, Debug)]
 pub struct SpeakerHandle {
     cmds: mpsc::Sender<CoreCmd>,
-    peers: Arc<Vec<PeerView>>,
+    peers: Arc<RwLock<Vec<Arc<PeerView>>>>,
+    registry: Arc<tokio::sync::Mutex<Registry>>,
+    config_path: Option<Arc<PathBuf>>,
 }
 
 /// A running speaker.
@@ -106,65 +113,26 @@ impl Speaker {
             None => None,
         };
         let listen_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let listener = listener.map(Arc::new);
         let (ev_tx, ev_rx) = mpsc::channel(4096);
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
-        let mut core = Core::new(Rib::new(cfg.local_asn, cfg.router_id));
-        let mut tasks = Vec::new();
-        let mut views = Vec::new();
-        let mut by_ip = HashMap::new();
-        for p in cfg.peers {
-            let (tx, rx) = mpsc::channel(1024);
-            let status = Arc::new(Mutex::new(PeerStatus::default()));
-            let asn = match p.session.peer_as {
-                crate::fsm::PeerAs::Exact(a) => a,
-                crate::fsm::PeerAs::Any => 0,
-            };
-            core.add_peer(
-                PeerInfo {
-                    id: p.id,
-                    address: p.address,
-                    asn,
-                    router_id: std::net::Ipv4Addr::UNSPECIFIED,
-                    ibgp: asn == cfg.local_asn,
-                    import: p.import.clone(),
-                    export: p.export.clone(),
-                    next_hop_self: p.next_hop_self,
-                },
-                p.name.clone(),
-                tx.clone(),
-            );
-            by_ip.insert(p.address, tx.clone());
-            views.push(PeerView {
-                id: p.id,
-                name: p.name.clone(),
-                address: p.address,
-                local_asn: cfg.local_asn,
-                status: status.clone(),
-                tx: tx.clone(),
-            });
-            let task = PeerTask {
-                id: p.id,
-                name: p.name,
-                transport: p.transport,
-                cfg: p.session,
-                status,
-                core: ev_tx.clone(),
-                rx,
-                tx,
-                start: true,
-            };
-            tasks.push(tokio::spawn(task.run()));
+        let core = Core::new(Rib::new(cfg.local_asn, cfg.router_id));
+        let mut tasks = vec![tokio::spawn(core.run(cfg.adverts.clone(), ev_rx, cmd_rx))];
+        let peers = cfg.peers.clone();
+        let mut reg = Registry::new(cfg, ev_tx, cmd_tx.clone(), listener.clone());
+        for p in peers {
+            reg.add(p).await;
         }
-        drop(ev_tx);
-        tasks.push(tokio::spawn(core.run(cfg.adverts, ev_rx, cmd_rx)));
         if let Some(l) = listener {
             info!(addr = ?listen_addr, "listening for BGP connections");
-            tasks.push(tokio::spawn(listener::accept_loop(l, by_ip)));
+            tasks.push(tokio::spawn(listener::accept_loop(l, reg.routes.clone())));
         }
         Ok(Speaker {
             handle: SpeakerHandle {
                 cmds: cmd_tx,
-                peers: Arc::new(views),
+                peers: reg.views.clone(),
+                registry: Arc::new(tokio::sync::Mutex::new(reg)),
+                config_path: None,
             },
             listen_addr,
             tasks,
@@ -183,12 +151,15 @@ impl Speaker {
     /// Stops every session. `notify`: send Cease/Administrative Shutdown; otherwise close the
     /// connections silently so graceful-restart peers keep our routes (RFC 4724).
     pub async fn stop(self, notify: bool) {
-        for p in self.handle.peers.iter() {
+        for p in self.handle.peers() {
             let _ = p.tx.send(PeerMsg::Shutdown { notify }).await;
         }
-        // Peer tasks exit on Shutdown (after sending a Cease if asked); give them a moment,
-        // then stop the core and the accept loop with them.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Peer tasks exit on Shutdown (after sending a Cease if asked); wait for them, then
+        // stop the core and the accept loop.
+        let peer_tasks: Vec<_> = self.handle.registry.lock().await.tasks.drain().collect();
+        for (_, t) in peer_tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), t).await;
+        }
         for t in self.tasks {
             t.abort();
         }
@@ -196,8 +167,33 @@ impl Speaker {
 }
 
 impl SpeakerHandle {
-    pub fn peers(&self) -> &[PeerView] {
-        &self.peers
+    /// The configured peers now (a snapshot: reloads add and remove peers).
+    pub fn peers(&self) -> Vec<Arc<PeerView>> {
+        self.peers.read().unwrap().clone()
+    }
+
+    /// Applies a new config without touching sessions whose peer settings did not change;
+    /// returns the names of the peers whose sessions were started, restarted or removed.
+    pub async fn reload(&self, new: SpeakerConfig) -> Result<Vec<String>, ReloadError> {
+        self.registry.lock().await.reload(new).await
+    }
+
+    /// The config the speaker runs with now (as given at start or by the last reload).
+    pub async fn reload_config_snapshot(&self) -> SpeakerConfig {
+        self.registry.lock().await.current.clone()
+    }
+
+    /// Re-reads the config file given in [`RunOptions::config_path`] and applies it.
+    pub async fn reload_from_file(&self) -> Result<Vec<String>, String> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or("bgpd was started without a config file to reload")?;
+        let cfg = configs::Config::from_file(path.as_path())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let new =
+            SpeakerConfig::from_config(&cfg).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.reload(new).await.map_err(|e| e.to_string())
     }
 
     /// Runs `f` on the RIB inside the core task.
@@ -250,7 +246,8 @@ impl SpeakerHandle {
     }
 
     async fn send_to(&self, name: &str, msg: PeerMsg) -> bool {
-        match self.peers.iter().find(|p| p.name == name) {
+        let peer = self.peers().into_iter().find(|p| p.name == name);
+        match peer {
             Some(p) => p.tx.send(msg).await.is_ok(),
             None => false,
         }
@@ -281,6 +278,21 @@ pub fn serve_api(
         .serve_with_incoming_shutdown(incoming, shutdown))
 }
 
+/// SIGHUP: re-read the config file; a bad one is refused and the running config kept.
+async fn reload_on_sighup(handle: SpeakerHandle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot catch SIGHUP: reload only through the API");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match handle.reload_from_file().await {
+            Ok(changed) => info!(?changed, "config reloaded"),
+            Err(e) => warn!(error = %e, "config reload refused; the running config is kept"),
+        }
+    }
+}
+
 /// Runs bgpd until `shutdown` completes: the speaker, plus the API and metrics if configured.
 pub async fn run(
     cfg: SpeakerConfig,
@@ -295,7 +307,8 @@ pub async fn run(
         ),
         None => None,
     };
-    let speaker = Speaker::start(cfg).await?;
+    let mut speaker = Speaker::start(cfg).await?;
+    speaker.handle.config_path = opts.config_path.map(Arc::new);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let api = match opts.api_socket {
         Some(path) => Some(tokio::spawn(serve_api(speaker.handle(), &path, async {
@@ -310,7 +323,9 @@ pub async fn run(
             let _ = mstop_rx.await;
         }))
     });
+    let reloader = tokio::spawn(reload_on_sighup(speaker.handle()));
     shutdown.await;
+    reloader.abort();
     info!("shutting down: closing sessions without NOTIFICATION (graceful restart)");
     let _ = stop_tx.send(());
     let _ = mstop_tx.send(());

@@ -45,6 +45,10 @@ pub enum PeerMsg {
     Shutdown {
         notify: bool,
     },
+    /// Exit the task after a Cease of this subcode (peer de-configured or changed, RFC 4486).
+    Remove {
+        subcode: u8,
+    },
 }
 
 impl From<(u64, Frame)> for PeerMsg {
@@ -322,6 +326,18 @@ impl Runner {
                         }
                     }
                 }
+            }
+            PeerMsg::Remove { subcode } => {
+                self.drop_candidate(None);
+                self.queue.push_back((
+                    Which::Primary,
+                    Event::Cease {
+                        subcode,
+                        communication: None,
+                    },
+                ));
+                self.drain().await;
+                return true;
             }
             PeerMsg::Shutdown { notify } => {
                 if notify {

@@ -1,0 +1,195 @@
+//! The set of configured peers at run time: starting a peer (RIB entry, task, listener MD5 key,
+//! accept routing), removing one, and applying a reloaded config.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::config::{PeerSpec, SpeakerConfig};
+use super::core::CoreCmd;
+use super::peer::{CoreEvent, PeerMsg, PeerTask};
+use super::reload::{ReloadError, plan};
+use super::status::PeerStatus;
+use super::{PeerView, listener};
+use crate::fsm::PeerAs;
+use crate::rib::{PeerId, PeerInfo};
+use crate::wire::cease_subcode;
+
+/// Peer address → that peer's task, for the accept loop.
+pub(crate) type Routes = Arc<RwLock<HashMap<IpAddr, mpsc::Sender<PeerMsg>>>>;
+
+#[derive(Debug)]
+pub(crate) struct Registry {
+    pub current: SpeakerConfig,
+    pub views: Arc<RwLock<Vec<Arc<PeerView>>>>,
+    pub routes: Routes,
+    pub tasks: HashMap<String, JoinHandle<()>>,
+    ev_tx: mpsc::Sender<CoreEvent>,
+    cmds: mpsc::Sender<CoreCmd>,
+    listener: Option<Arc<TcpListener>>,
+    next_id: u32,
+}
+
+impl Registry {
+    pub fn new(
+        current: SpeakerConfig,
+        ev_tx: mpsc::Sender<CoreEvent>,
+        cmds: mpsc::Sender<CoreCmd>,
+        listener: Option<Arc<TcpListener>>,
+    ) -> Registry {
+        Registry {
+            current,
+            views: Arc::new(RwLock::new(Vec::new())),
+            routes: Arc::new(RwLock::new(HashMap::new())),
+            tasks: HashMap::new(),
+            ev_tx,
+            cmds,
+            listener,
+            next_id: 1,
+        }
+    }
+
+    /// Starts a peer: RIB entry first (acknowledged by the core), then its task.
+    pub async fn add(&mut self, mut spec: PeerSpec) {
+        spec.id = PeerId(self.next_id);
+        self.next_id += 1;
+        if let (Some(l), Some(key)) = (&self.listener, &spec.transport.md5_key)
+            && let Err(e) = listener::set_md5(l, spec.address, key)
+        {
+            warn!(peer = %spec.name, error = %e, "cannot set the TCP MD5 key on the listener");
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let asn = match spec.session.peer_as {
+            PeerAs::Exact(a) => a,
+            PeerAs::Any => 0,
+        };
+        let info = PeerInfo {
+            id: spec.id,
+            address: spec.address,
+            asn,
+            router_id: std::net::Ipv4Addr::UNSPECIFIED,
+            ibgp: asn == self.current.local_asn,
+            import: spec.import.clone(),
+            export: spec.export.clone(),
+            next_hop_self: spec.next_hop_self,
+        };
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let cmd = CoreCmd::AddPeer(info, spec.name.clone(), tx.clone(), ack_tx);
+        if self.cmds.send(cmd).await.is_err() || ack_rx.await.is_err() {
+            return; // shutting down
+        }
+        let status = Arc::new(Mutex::new(PeerStatus::default()));
+        self.routes
+            .write()
+            .unwrap()
+            .insert(spec.address, tx.clone());
+        self.views.write().unwrap().push(Arc::new(PeerView {
+            id: spec.id,
+            name: spec.name.clone(),
+            address: spec.address,
+            local_asn: self.current.local_asn,
+            status: status.clone(),
+            tx: tx.clone(),
+        }));
+        let task = PeerTask {
+            id: spec.id,
+            name: spec.name.clone(),
+            transport: spec.transport.clone(),
+            cfg: spec.session.clone(),
+            status,
+            core: self.ev_tx.clone(),
+            rx,
+            tx,
+            start: true,
+        };
+        self.tasks
+            .insert(spec.name.clone(), tokio::spawn(task.run()));
+    }
+
+    /// Stops a peer with a Cease of `subcode` (RFC 4486) and forgets it.
+    pub async fn remove(&mut self, name: &str, subcode: u8) {
+        let view = {
+            let mut views = self.views.write().unwrap();
+            let Some(i) = views.iter().position(|v| v.name == name) else {
+                return;
+            };
+            views.remove(i)
+        };
+        self.routes.write().unwrap().remove(&view.address);
+        let _ = view.tx.send(PeerMsg::Remove { subcode }).await;
+        if let Some(t) = self.tasks.remove(name) {
+            let _ = t.await;
+        }
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if self
+            .cmds
+            .send(CoreCmd::RemovePeer(view.id, ack_tx))
+            .await
+            .is_ok()
+        {
+            let _ = ack_rx.await;
+        }
+        if let (Some(l), Some(_)) = (&self.listener, self.md5_of(name)) {
+            let _ = listener::set_md5(l, view.address, &[]);
+        }
+    }
+
+    fn md5_of(&self, name: &str) -> Option<&[u8]> {
+        self.current
+            .peers
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.transport.md5_key.as_deref())
+    }
+
+    /// Applies a new config; returns the names of the peers whose sessions changed.
+    pub async fn reload(&mut self, new: SpeakerConfig) -> Result<Vec<String>, ReloadError> {
+        let p = plan(&self.current, &new)?;
+        let changed = p.changed_peers();
+        for name in &p.remove {
+            info!(peer = %name, "reload: peer removed");
+            self.remove(name, cease_subcode::PEER_DECONFIGURED).await;
+        }
+        for spec in &p.restart {
+            info!(peer = %spec.name, "reload: peer changed, restarting its session");
+            self.remove(&spec.name, cease_subcode::OTHER_CONFIGURATION_CHANGE)
+                .await;
+        }
+        self.current
+            .peers
+            .retain(|o| new.peers.iter().any(|n| n.name == o.name));
+        for spec in p.add.iter().chain(&p.restart) {
+            info!(peer = %spec.name, "reload: starting peer");
+            self.add(spec.clone()).await;
+        }
+        if !p.advertise.is_empty() {
+            let (tx, rx) = oneshot::channel();
+            if self
+                .cmds
+                .send(CoreCmd::AddAdverts(p.advertise.clone(), tx))
+                .await
+                .is_ok()
+            {
+                let _ = rx.await;
+            }
+        }
+        if !p.withdraw.is_empty() {
+            let (tx, rx) = oneshot::channel();
+            if self
+                .cmds
+                .send(CoreCmd::RemoveAdverts(p.withdraw.clone(), tx))
+                .await
+                .is_ok()
+            {
+                let _ = rx.await;
+            }
+        }
+        self.current = new;
+        Ok(changed)
+    }
+}
