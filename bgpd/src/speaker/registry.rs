@@ -107,8 +107,10 @@ impl Registry {
             tx,
             start: true,
         };
-        self.tasks
-            .insert(spec.name.clone(), tokio::spawn(task.run()));
+        // Every log line of the peer's task carries its name and address.
+        let span = tracing::info_span!("peer", name = %spec.name, addr = %spec.address);
+        let handle = tokio::spawn(task.run().instrument(span));
+        self.tasks.insert(spec.name.clone(), handle);
     }
 
     /// Stops a peer with a Cease of `subcode` (RFC 4486) and forgets it.
