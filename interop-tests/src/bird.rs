@@ -24,6 +24,10 @@ pub struct BirdPeer {
     pub hold_time: Option<u16>,
     pub ipv4: bool,
     pub ipv6: bool,
+    /// Session over this interface (link-local neighbor).
+    pub interface: Option<String>,
+    /// RFC 8950: IPv4 routes with IPv6 next hops on this (IPv6) session.
+    pub extended_next_hop: bool,
 }
 
 impl BirdPeer {
@@ -40,6 +44,8 @@ impl BirdPeer {
             hold_time: None,
             ipv4: neighbor.is_ipv4(),
             ipv6: neighbor.is_ipv6(),
+            interface: None,
+            extended_next_hop: false,
         }
     }
 }
@@ -102,9 +108,17 @@ impl BirdConfig {
             if let Some(h) = p.hold_time {
                 let _ = writeln!(c, "  hold time {h};");
             }
+            if let Some(i) = &p.interface {
+                let _ = writeln!(c, "  interface \"{i}\";\n  direct;");
+            }
             for (on, fam) in [(p.ipv4, "ipv4"), (p.ipv6, "ipv6")] {
                 if on {
-                    let _ = writeln!(c, "  {fam} {{ import all; export all; }};");
+                    let enh = if fam == "ipv4" && p.extended_next_hop {
+                        " extended next hop on;"
+                    } else {
+                        ""
+                    };
+                    let _ = writeln!(c, "  {fam} {{ import all; export all;{enh} }};");
                 }
             }
             c.push_str("}\n");
@@ -294,7 +308,12 @@ pub(crate) fn parse_routes(out: &str) -> Result<Vec<BgpRoute>> {
                     .collect()
             }
             "BGP.next_hop" => {
-                r.next_hop = val.split_whitespace().next().and_then(|a| a.parse().ok())
+                // "global [link-local]"; a link-local-only next hop shows as ":: fe80::...".
+                let hops: Vec<IpAddr> = val
+                    .split_whitespace()
+                    .filter_map(|a| a.parse().ok())
+                    .collect();
+                r.next_hop = hops.iter().find(|a| !a.is_unspecified()).copied()
             }
             "BGP.med" => r.med = val.parse().ok(),
             "BGP.local_pref" => r.local_pref = val.parse().ok(),
@@ -344,12 +363,14 @@ mod tests {
 \tBGP.origin: Incomplete
 \tBGP.as_path: 65002
 \tBGP.next_hop: 2001:db8::2 fe80::1
+2001:db8:1::/64      unicast [peer1 12:49:37.411] * (100) [AS65002i]
+\tBGP.next_hop: :: fe80::1
 ";
 
     #[test]
     fn show_route_all_parses() {
         let r = parse_routes(SHOW_ROUTE).unwrap();
-        assert_eq!(r.len(), 2);
+        assert_eq!(r.len(), 3);
         assert_eq!(r[0].prefix.to_string(), "203.0.113.0/24");
         assert_eq!(r[0].as_path, vec![65002, 65010]);
         assert_eq!(r[0].origin, Some(Origin::Igp));
@@ -359,6 +380,7 @@ mod tests {
         assert_eq!(r[0].large_communities, vec![(65002, 1, 2)]);
         assert_eq!(r[1].origin, Some(Origin::Incomplete));
         assert_eq!(r[1].next_hop, Some("2001:db8::2".parse().unwrap()));
+        assert_eq!(r[2].next_hop, Some("fe80::1".parse().unwrap()));
     }
 
     #[test]

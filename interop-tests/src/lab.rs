@@ -312,6 +312,20 @@ impl Host {
         self.ip(&args).map(drop)
     }
 
+    /// The IPv6 link-local address of `ifname`.
+    pub fn link_local(&self, ifname: &str) -> Result<std::net::Ipv6Addr> {
+        let out = self.ip(&["-6", "-o", "addr", "show", "dev", ifname, "scope", "link"])?;
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet6")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| LabError::Parse {
+                what: format!("link-local address of {ifname}"),
+                detail: out.clone(),
+            })
+    }
+
     /// Adds an address to `lo` (no dummy devices on these kernels).
     pub fn add_loopback_addr(&self, cidr: &str) -> Result<()> {
         self.add_addr("lo", cidr)

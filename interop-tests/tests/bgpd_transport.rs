@@ -141,3 +141,61 @@ fn bird_bgp_ibgp_keeps_as_path_empty_and_sets_local_pref() -> Result<()> {
     assert_eq!(r.next_hop, Some(ip("192.0.2.2")));
     Ok(())
 }
+
+/// Unnumbered: bgpd finds the ToR by its link-local address on the interface (no address
+/// configured for the peer); IPv4 routes ride the IPv6 session with an IPv6 next hop (RFC 8950).
+#[test]
+fn bird_bgp_unnumbered_over_link_local() -> Result<()> {
+    let lab = Lab::new("bird_unnumbered")?;
+    let tor = lab.host("tor")?;
+    let node = lab.host("node")?;
+    let link = lab.link(&tor, &[], &node, &[])?;
+    // Link-local addresses appear after DAD; wait for them.
+    let node_ll = cmd::wait_for("node link-local", T, Duration::from_millis(100), |_| {
+        Ok(node.link_local(&link.b_if).ok())
+    })?;
+    cmd::wait_for("tor link-local", T, Duration::from_millis(100), |_| {
+        Ok(tor.link_local(&link.a_if).ok())
+    })?;
+    // DAD must be over before the addresses are usable.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut bc = BirdConfig::new("192.0.2.1".parse().unwrap());
+    let mut p = BirdPeer::new("node", 65000, IpAddr::V6(node_ll), 65101);
+    p.interface = Some(link.a_if.clone());
+    p.ipv4 = true;
+    p.extended_next_hop = true;
+    bc.peers.push(p);
+    let bird = Bird::start(&tor, &bc)?;
+
+    let mut peer = BgpdPeer::new("tor", "unused", 65000);
+    peer.families = vec!["ipv4-unicast".into(), "ipv6-unicast".into()];
+    let cfg = BgpdConfig::new(65101, "192.0.2.2")
+        .peer(peer)
+        .advert("10.244.1.0/24", &[], &[])
+        .advert("2001:db8:244:1::/64", &[], &[]);
+    let toml = cfg.render().replace(
+        "address = \"unused\"",
+        &format!("interface = \"{}\"", link.b_if),
+    );
+    let bgpd = Bgpd::start(&node, &toml)?;
+    let up = bgpd.wait_established("tor", T)?;
+    assert!(
+        up.capabilities.contains(&"extended-next-hop".to_string()),
+        "{:?}",
+        up.capabilities
+    );
+    bird.wait_established("node", T)?;
+    let got = bird.wait_routes("node", T, |r| {
+        find(r, "10.244.1.0/24").is_some() && find(r, "2001:db8:244:1::/64").is_some()
+    })?;
+    assert_eq!(
+        find(&got, "10.244.1.0/24").unwrap().next_hop,
+        Some(IpAddr::V6(node_ll))
+    );
+    assert_eq!(
+        find(&got, "2001:db8:244:1::/64").unwrap().next_hop,
+        Some(IpAddr::V6(node_ll))
+    );
+    Ok(())
+}

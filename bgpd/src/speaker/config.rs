@@ -72,12 +72,15 @@ impl SpeakerConfig {
                 name: p.name.clone(),
                 reason,
             };
-            let address = match &p.target {
-                PeerTarget::Address(a) => *a,
+            let (address, interface) = match &p.target {
+                PeerTarget::Address(a) => (*a, None),
                 PeerTarget::Interface(i) => {
-                    return Err(err(format!(
-                        "unnumbered peering (interface = {i:?}) is not supported yet; give the peer's address"
-                    )));
+                    if p.md5_password.is_some() {
+                        return Err(err(format!(
+                            "md5_password with unnumbered peering (interface = {i:?}) is not supported: the peer's address is not known in advance; give its address instead"
+                        )));
+                    }
+                    (IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), Some(i.clone()))
                 }
             };
             let ebgp = p.may_be_ebgp(bgp.local_asn);
@@ -147,6 +150,7 @@ impl SpeakerConfig {
             };
             let transport = Transport {
                 remote: SocketAddr::new(address, p.port),
+                interface,
                 local: p.local_address,
                 md5_key: p
                     .md5_password

@@ -16,7 +16,10 @@ use crate::wire::{HEADER_LEN, MAX_EXTENDED_MESSAGE_LEN};
 /// Transport settings of one peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transport {
+    /// For unnumbered peers: `[::]:port` until discovered on `interface`.
     pub remote: SocketAddr,
+    /// Unnumbered: find the peer by its link-local address on this interface.
+    pub interface: Option<String>,
     pub local: Option<IpAddr>,
     pub md5_key: Option<Vec<u8>>,
     /// GTSM hops (RFC 5082); `None` = off.
@@ -28,19 +31,30 @@ pub struct Transport {
 
 /// Opens a connection with MD5, TTL/GTSM and the local address applied before the SYN.
 pub async fn connect(t: &Transport) -> io::Result<TcpStream> {
-    let sock = if t.remote.is_ipv4() {
+    let remote = match &t.interface {
+        Some(ifname) => {
+            let (ifname, port) = (ifname.clone(), t.remote.port());
+            tokio::task::spawn_blocking(move || {
+                super::unnumbered::discover(&ifname, port, Duration::from_secs(2))
+            })
+            .await
+            .map_err(io::Error::other)??
+        }
+        None => t.remote,
+    };
+    let sock = if remote.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     if let Some(key) = &t.md5_key {
-        sockopt::set_md5_key(&sock, t.remote.ip(), key)?;
+        sockopt::set_md5_key(&sock, remote.ip(), key)?;
     }
     apply_ttl(&sock, t)?;
     if let Some(local) = t.local {
         sock.bind(SocketAddr::new(local, 0))?;
     }
-    let stream = tokio::time::timeout(t.connect_timeout, sock.connect(t.remote))
+    let stream = tokio::time::timeout(t.connect_timeout, sock.connect(remote))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;

@@ -53,8 +53,15 @@ pub async fn accept_loop(listener: Arc<TcpListener>, peers: Routes) {
                 continue;
             }
         };
-        let ip = from.ip().to_canonical();
-        let tx = peers.read().unwrap().get(&ip).cloned();
+        let tx = {
+            let t = peers.read().unwrap();
+            match from {
+                SocketAddr::V6(v6) if v6.ip().is_unicast_link_local() && v6.scope_id() != 0 => {
+                    t.by_ifindex.get(&v6.scope_id()).cloned()
+                }
+                _ => t.by_ip.get(&from.ip().to_canonical()).cloned(),
+            }
+        };
         match tx {
             Some(tx) => {
                 let _ = stream.set_nodelay(true);

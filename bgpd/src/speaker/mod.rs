@@ -12,6 +12,7 @@ mod registry;
 pub mod reload;
 pub mod sockopt;
 mod status;
+mod unnumbered;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

@@ -20,8 +20,15 @@ use crate::fsm::PeerAs;
 use crate::rib::{PeerId, PeerInfo};
 use crate::wire::cease_subcode;
 
-/// Peer address → that peer's task, for the accept loop.
-pub(crate) type Routes = Arc<RwLock<HashMap<IpAddr, mpsc::Sender<PeerMsg>>>>;
+/// Where the accept loop sends a connection: by the peer's address, or for unnumbered peers
+/// by the interface (scope) of the link-local address it came from.
+#[derive(Debug, Default)]
+pub(crate) struct RouteTable {
+    pub by_ip: HashMap<IpAddr, mpsc::Sender<PeerMsg>>,
+    pub by_ifindex: HashMap<u32, mpsc::Sender<PeerMsg>>,
+}
+
+pub(crate) type Routes = Arc<RwLock<RouteTable>>;
 
 #[derive(Debug)]
 pub(crate) struct Registry {
@@ -45,7 +52,7 @@ impl Registry {
         Registry {
             current,
             views: Arc::new(RwLock::new(Vec::new())),
-            routes: Arc::new(RwLock::new(HashMap::new())),
+            routes: Arc::new(RwLock::new(RouteTable::default())),
             tasks: HashMap::new(),
             ev_tx,
             cmds,
@@ -84,10 +91,27 @@ impl Registry {
             return; // shutting down
         }
         let status = Arc::new(Mutex::new(PeerStatus::default()));
-        self.routes
-            .write()
-            .unwrap()
-            .insert(spec.address, tx.clone());
+        match &spec.transport.interface {
+            Some(ifname) => match super::sockopt::ifindex(ifname) {
+                Ok(i) => {
+                    self.routes
+                        .write()
+                        .unwrap()
+                        .by_ifindex
+                        .insert(i, tx.clone());
+                }
+                Err(e) => {
+                    warn!(peer = %spec.name, error = %e, "incoming connections cannot be matched")
+                }
+            },
+            None => {
+                self.routes
+                    .write()
+                    .unwrap()
+                    .by_ip
+                    .insert(spec.address, tx.clone());
+            }
+        }
         self.views.write().unwrap().push(Arc::new(PeerView {
             id: spec.id,
             name: spec.name.clone(),
@@ -122,7 +146,15 @@ impl Registry {
             };
             views.remove(i)
         };
-        self.routes.write().unwrap().remove(&view.address);
+        {
+            let mut r = self.routes.write().unwrap();
+            if let Some(tx) = r.by_ip.get(&view.address)
+                && tx.same_channel(&view.tx)
+            {
+                r.by_ip.remove(&view.address);
+            }
+            r.by_ifindex.retain(|_, tx| !tx.same_channel(&view.tx));
+        }
         let _ = view.tx.send(PeerMsg::Remove { subcode }).await;
         if let Some(t) = self.tasks.remove(name) {
             let _ = t.await;
