@@ -88,6 +88,30 @@ pub fn set_gtsm(sock: &impl AsRawFd, v6: bool, hops: u8) -> io::Result<()> {
     }
 }
 
+/// The index of interface `name` (if_nametoindex(3)).
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name with NUL"))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface {name:?}"),
+        ))
+    } else {
+        Ok(i)
+    }
+}
+
+/// `recv_from` into an initialised buffer.
+pub fn recv_from(sock: &socket2::Socket, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
+    // SAFETY: u8 and MaybeUninit<u8> have the same layout, and recv_from only writes
+    // initialised bytes into the buffer, so it stays initialised.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    sock.recv_from(uninit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,28 +164,4 @@ mod tests {
         set_gtsm(&s6, true, 2).unwrap();
         assert_eq!(s6.unicast_hops_v6().unwrap(), 255);
     }
-}
-
-/// The index of interface `name` (if_nametoindex(3)).
-pub fn ifindex(name: &str) -> io::Result<u32> {
-    let c = std::ffi::CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name with NUL"))?;
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no interface {name:?}"),
-        ))
-    } else {
-        Ok(i)
-    }
-}
-
-/// `recv_from` into an initialised buffer.
-pub fn recv_from(sock: &socket2::Socket, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
-    // SAFETY: u8 and MaybeUninit<u8> have the same layout, and recv_from only writes
-    // initialised bytes into the buffer, so it stays initialised.
-    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
-    sock.recv_from(uninit)
 }
