@@ -53,7 +53,19 @@ impl Bgpd {
     pub fn start(host: &Host, config: &str) -> Result<Bgpd> {
         let bin = cargo_binary("lab-bgpd")?;
         let conf = host.path("bgpd.toml");
-        std::fs::write(&conf, config).map_err(io_err("writing bgpd.toml"))?;
+        // Each bgpd keeps its state (the graceful-restart marker) in the lab, never in
+        // /var/lib/ironmesh shared by parallel tests.
+        let config = if config.contains("state_dir") {
+            config.to_string()
+        } else {
+            let dir = host.path("bgpd-state");
+            config.replacen(
+                "[node]\n",
+                &format!("[node]\nstate_dir = {:?}\n", dir.display().to_string()),
+                1,
+            )
+        };
+        std::fs::write(&conf, &config).map_err(io_err("writing bgpd.toml"))?;
         let api = host.path("bgpd.sock");
         let args = vec![
             "--config".to_string(),

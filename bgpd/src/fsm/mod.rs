@@ -187,6 +187,16 @@ impl Session {
         &self.cfg
     }
 
+    /// Sets or clears the Restart State (R) bit of our graceful restart capability
+    /// (RFC 4724 §3): set in the OPENs right after a restart, cleared once a session is up.
+    pub fn set_restart_state(&mut self, restarted: bool) {
+        for c in &mut self.cfg.capabilities {
+            if let Capability::GracefulRestart(gr) = c {
+                gr.restart_state = restarted;
+            }
+        }
+    }
+
     /// Changes who initiates connections (a collision winner taking over a peer, §6.8).
     pub fn set_passive(&mut self, passive: bool) {
         self.cfg.passive = passive;

@@ -44,6 +44,8 @@ pub struct PeerSpec {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpeakerConfig {
+    /// Where bgpd keeps the graceful-restart marker between runs.
+    pub state_dir: Option<std::path::PathBuf>,
     pub local_asn: u32,
     pub router_id: Ipv4Addr,
     pub listen: Option<SocketAddr>,
@@ -120,6 +122,9 @@ impl SpeakerConfig {
                     next_hop_afi: Afi::IPV6,
                 }]));
             }
+            // RFC 4724 §3: forwarding state is preserved across a bgpd restart (the kernel
+            // and the eBPF datapath keep forwarding), so the F bit is set; the R bit is set
+            // at start when bgpd restarted gracefully (see `speaker::graceful`).
             caps.push(Capability::GracefulRestart(GracefulRestart {
                 restart_state: false,
                 notification: false,
@@ -129,7 +134,7 @@ impl SpeakerConfig {
                     .map(|&(afi, safi)| GrFamily {
                         afi,
                         safi,
-                        forwarding: false,
+                        forwarding: true,
                     })
                     .collect(),
             }));
@@ -193,6 +198,7 @@ impl SpeakerConfig {
             })
             .collect();
         Ok(SpeakerConfig {
+            state_dir: Some(c.node.state_dir.clone()),
             local_asn,
             router_id: bgp.router_id,
             listen: bgp.listen,

@@ -4,6 +4,7 @@
 pub mod config;
 mod conn;
 mod core;
+mod graceful;
 mod grpc;
 mod listener;
 pub mod metrics;
@@ -120,10 +121,13 @@ impl Speaker {
         let core = Core::new(Rib::new(cfg.local_asn, cfg.router_id));
         let mut tasks = vec![tokio::spawn(core.run(cfg.adverts.clone(), ev_rx, cmd_rx))];
         let peers = cfg.peers.clone();
+        let restarted = cfg.state_dir.as_deref().is_some_and(graceful::restarted);
         let mut reg = Registry::new(cfg, ev_tx, cmd_tx.clone(), listener.clone());
+        reg.restarted = restarted;
         for p in peers {
             reg.add(p).await;
         }
+        reg.restarted = false;
         if let Some(l) = listener {
             info!(addr = ?listen_addr, "listening for BGP connections");
             tasks.push(tokio::spawn(listener::accept_loop(l, reg.routes.clone())));
@@ -330,7 +334,11 @@ pub async fn run(
     info!("shutting down: closing sessions without NOTIFICATION (graceful restart)");
     let _ = stop_tx.send(());
     let _ = mstop_tx.send(());
+    let state_dir = speaker.handle.reload_config_snapshot().await.state_dir;
     speaker.stop(false).await;
+    if let Some(dir) = state_dir {
+        graceful::mark_stopped(&dir);
+    }
     if let Some(m) = metrics {
         let _ = m.await;
     }

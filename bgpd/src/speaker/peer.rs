@@ -153,6 +153,8 @@ pub struct PeerTask {
     pub rx: mpsc::Receiver<PeerMsg>,
     pub tx: mpsc::Sender<PeerMsg>,
     pub start: bool,
+    /// bgpd restarted gracefully: set the R bit until the first session is up.
+    pub restarted: bool,
 }
 
 struct Runner {
@@ -169,7 +171,8 @@ struct Runner {
 
 impl PeerTask {
     pub async fn run(self) {
-        let session = Session::new(self.cfg.clone());
+        let mut session = Session::new(self.cfg.clone());
+        session.set_restart_state(self.restarted);
         let mut r = Runner {
             primary: Conn::new(1, session),
             candidate: None,
@@ -554,6 +557,8 @@ impl Runner {
                 let Some(c) = self.conn(w) else { return };
                 c.ctx = neg.context();
                 c.established = true;
+                // The restart is over once a session is up (RFC 4724 §4.1).
+                c.session.set_restart_state(false);
                 let (local, remote) = c
                     .addrs
                     .unwrap_or((SocketAddr::from(([0, 0, 0, 0], 0)), self.t.transport.remote));

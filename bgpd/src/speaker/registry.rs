@@ -40,6 +40,8 @@ pub(crate) struct Registry {
     cmds: mpsc::Sender<CoreCmd>,
     listener: Option<Arc<TcpListener>>,
     next_id: u32,
+    /// Peers added now start with the graceful-restart R bit (RFC 4724 §4.1).
+    pub restarted: bool,
 }
 
 impl Registry {
@@ -58,6 +60,7 @@ impl Registry {
             cmds,
             listener,
             next_id: 1,
+            restarted: false,
         }
     }
 
@@ -130,6 +133,7 @@ impl Registry {
             rx,
             tx,
             start: true,
+            restarted: self.restarted,
         };
         // Every log line of the peer's task carries its name and address.
         let span = tracing::info_span!("peer", name = %spec.name, addr = %spec.address);
