@@ -22,6 +22,8 @@ pub struct GobgpNeighbor {
     pub password: Option<String>,
     pub multihop_ttl: Option<u8>,
     pub families: Vec<&'static str>,
+    /// Graceful restart helper (RFC 4724) for every family.
+    pub graceful_restart: bool,
 }
 
 impl GobgpNeighbor {
@@ -31,6 +33,7 @@ impl GobgpNeighbor {
             peer_as,
             password: None,
             multihop_ttl: None,
+            graceful_restart: false,
             families: vec![if addr.is_ipv4() {
                 "ipv4-unicast"
             } else {
@@ -76,11 +79,17 @@ impl GobgpConfig {
                     "  [neighbors.ebgp-multihop.config]\n    enabled = true\n    multihop-ttl = {ttl}\n"
                 );
             }
+            if n.graceful_restart {
+                c.push_str("  [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 120\n");
+            }
             for f in &n.families {
                 let _ = write!(
                     c,
                     "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{f}\"\n"
                 );
+                if n.graceful_restart {
+                    c.push_str("    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n");
+                }
             }
         }
         c
@@ -92,6 +101,7 @@ impl GobgpConfig {
 pub struct Gobgp {
     pub host: Host,
     pub process: Process,
+    config: GobgpConfig,
 }
 
 impl Gobgp {
@@ -114,6 +124,7 @@ impl Gobgp {
         let g = Gobgp {
             host: host.clone(),
             process,
+            config: config.clone(),
         };
         wait_for(
             "gobgpd API",
@@ -204,7 +215,22 @@ impl Gobgp {
     pub fn adj_in(&self, neighbor: IpAddr) -> Result<Vec<BgpRoute>> {
         let n = neighbor.to_string();
         let mut out = Vec::new();
-        for afi in ["ipv4", "ipv6"] {
+        // Only the families configured for this neighbor (GoBGP errors on the others).
+        let fams: Vec<&str> = self
+            .config
+            .neighbors
+            .iter()
+            .filter(|x| x.addr == neighbor)
+            .flat_map(|x| x.families.iter())
+            .map(|f| {
+                if f.starts_with("ipv6") {
+                    "ipv6"
+                } else {
+                    "ipv4"
+                }
+            })
+            .collect();
+        for afi in fams {
             let v = self.cli_json(&["neighbor", &n, "adj-in", "-a", afi, "-j"])?;
             out.extend(parse_rib(&v)?);
         }
