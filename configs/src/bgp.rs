@@ -25,7 +25,23 @@ pub struct Bgp {
     pub listen: Option<SocketAddr>,
     pub peers: Vec<Peer>,
     pub adverts: Vec<Advert>,
+    /// Install learned best paths into the kernel (native routing); `None`: don't.
+    pub fib: Option<Fib>,
 }
+
+/// `[bgp.fib]`: where learned routes go in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fib {
+    /// Routing table id (254 = main).
+    pub table: u32,
+    /// rtnetlink protocol id marking our routes (iproute2 `proto`), never 0-4 (kernel's own).
+    pub protocol: u8,
+}
+
+pub const DEFAULT_FIB_TABLE: u32 = 254;
+/// In neither iproute2's nor FRR's rt_protos list (FRR takes 186-197 and 99), so no other
+/// routing daemon uses it by default.
+pub const DEFAULT_FIB_PROTOCOL: u8 = 201;
 
 /// Where the peer is: a numbered address, or an interface (unnumbered,
 /// the peer found by IPv6 link-local discovery, RFC 5549 next hops).
@@ -157,6 +173,36 @@ pub(crate) fn validate(raw: RawBgp, errs: &mut Errors) -> Option<Bgp> {
         None => derive_router_id(listen_ip, &peers, errs),
     };
 
+    let fib = raw.fib.map(|f| {
+        let table = match f.table {
+            Some(t) => errs.int(
+                "bgp.fib.table",
+                t,
+                1,
+                i64::from(u32::MAX),
+                "a routing table id (254 is main); 0 is not a table",
+            ),
+            None => Some(DEFAULT_FIB_TABLE),
+        };
+        let protocol = match f.protocol {
+            Some(p) => errs.int(
+                "bgp.fib.protocol",
+                p,
+                5,
+                255,
+                "an rtnetlink protocol id; 0-4 belong to the kernel",
+            ),
+            None => Some(DEFAULT_FIB_PROTOCOL),
+        };
+        table
+            .zip(protocol)
+            .map(|(table, protocol)| Fib { table, protocol })
+    });
+    let fib = match fib {
+        Some(None) => return None,
+        Some(Some(f)) => Some(f),
+        None => None,
+    };
     let peers = peers.into_iter().collect::<Option<Vec<_>>>();
     let adverts = adverts.into_iter().collect::<Option<Vec<_>>>();
     let (listen_ip, listen_port) = (listen_ip?, listen_port?);
@@ -166,6 +212,7 @@ pub(crate) fn validate(raw: RawBgp, errs: &mut Errors) -> Option<Bgp> {
         listen: (listen_port != 0).then_some(SocketAddr::new(listen_ip, listen_port)),
         peers: peers?,
         adverts: adverts?,
+        fib,
     })
 }
 

@@ -35,6 +35,14 @@ pub struct RawBgp {
     pub peers: Vec<RawPeer>,
     #[serde(default)]
     pub adverts: Vec<RawAdvert>,
+    pub fib: Option<RawFib>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFib {
+    pub table: Option<i64>,
+    pub protocol: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,10 +1,18 @@
-//! The eBPF datapath: C programs, pinned maps and their Rust mirrors.
-//!
-//! For now: the IP cache map layout ([`ipcache`], mirroring `bpf/ironmesh.h`)
-//! and the bpffs pin root ([`pin`]).
+//! The eBPF datapath: C programs (`bpf/*.bpf.c`, compiled by build.rs with
+//! clang for the BPF target), the map layouts shared with them (mirrors of
+//! `bpf/ironmesh.h`: [`ipcache`], [`lb`], [`events`]), Maglev table
+//! computation ([`maglev`]), the aya loader with typed map handles
+//! ([`loader`]) and the bpffs pin root ([`pin`]).
 
+pub mod events;
 pub mod ipcache;
+pub mod lb;
+pub mod loader;
+pub mod maglev;
 pub mod pin;
+mod pod;
+
+pub use loader::{Backend, Datapath, DatapathError, Program, RunOutput, Service};
 
 /// Path of the shared C header, for build scripts and tests.
 pub const HEADER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bpf/ironmesh.h");

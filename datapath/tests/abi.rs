@@ -6,7 +6,10 @@ use std::path::Path;
 use std::process::Command;
 
 use ironmesh_datapath::HEADER;
+use ironmesh_datapath::events::*;
 use ironmesh_datapath::ipcache::*;
+use ironmesh_datapath::lb::*;
+use ironmesh_datapath::loader::MAPS;
 
 fn asserts() -> String {
     let mut c = String::from("#include \"ironmesh.h\"\n");
@@ -67,6 +70,74 @@ fn asserts() -> String {
     check("IPCACHE_F_TUNNEL_EP", F_TUNNEL_EP.into());
     check("IPCACHE_F_REMOTE_CLUSTER", F_REMOTE_CLUSTER.into());
     check("IPCACHE_F_SKIP_TUNNEL", F_SKIP_TUNNEL.into());
+
+    // Every field of the service, conntrack and event layouts.
+    macro_rules! layout {
+        ($c:literal, $rust:ty, [$($f:ident $(=> $cf:ident)?),+]) => {
+            check(concat!("sizeof(struct ", $c, ")"), size_of::<$rust>());
+            check(concat!("_Alignof(struct ", $c, ")"), std::mem::align_of::<$rust>());
+            $(layout!(@field $c, $rust, $f $(=> $cf)?);)+
+        };
+        (@field $c:literal, $rust:ty, $f:ident => $cf:ident) => {
+            check(concat!("__builtin_offsetof(struct ", $c, ", ", stringify!($cf), ")"), offset_of!($rust, $f));
+        };
+        (@field $c:literal, $rust:ty, $f:ident) => {
+            check(concat!("__builtin_offsetof(struct ", $c, ", ", stringify!($f), ")"), offset_of!($rust, $f));
+        };
+    }
+    layout!("svc_key", SvcKey, [addr, dport, proto, family]);
+    layout!("svc_value", SvcValue, [id, backend_count, flags]);
+    layout!("backend_slot_key", BackendSlotKey, [svc_id, slot]);
+    layout!("backend", BackendValue, [addr, port, family, state]);
+    layout!(
+        "ct_key",
+        CtKey,
+        [saddr, daddr, sport, dport, proto, family, dir, pad]
+    );
+    layout!(
+        "ct_value",
+        CtValue,
+        [
+            nat_addr,
+            nat_port,
+            flags,
+            pad,
+            backend_id,
+            svc_id,
+            pad2,
+            last_seen_ns
+        ]
+    );
+    layout!("event", RawEvent, [ts_ns, src_identity, dst_identity, saddr, daddr, sport, dport,
+        kind => type, reason, proto, family, svc_id, ifindex]);
+    check("sizeof(struct maglev_table)", size_of::<MaglevTable>());
+    check("MAGLEV_TABLE_SIZE", MAGLEV_TABLE_SIZE);
+    check("SVC_F_MAGLEV", SVC_F_MAGLEV.into());
+    check("BACKEND_ACTIVE", BACKEND_ACTIVE.into());
+    check("BACKEND_TERMINATING", BACKEND_TERMINATING.into());
+    check("BACKEND_QUARANTINED", BACKEND_QUARANTINED.into());
+    check("CT_DIR_FORWARD", CT_DIR_FORWARD.into());
+    check("CT_DIR_REPLY", CT_DIR_REPLY.into());
+    check("CT_F_SERVICE", CT_F_SERVICE.into());
+    check("EVENT_DROP", EVENT_DROP.into());
+    check("EVENT_POLICY_VERDICT", EVENT_POLICY_VERDICT.into());
+    check("DROP_NO_BACKEND", DROP_NO_BACKEND.into());
+    check("DROP_FAMILY_MISMATCH", DROP_FAMILY_MISMATCH.into());
+    check(
+        "IDENTITY_WORLD",
+        common::ReservedIdentity::World.id() as usize,
+    );
+
+    // The loader's expectations of each pinned map match the C definitions.
+    for m in MAPS {
+        let upper = m.name.to_uppercase();
+        let entries = if m.name == "events" {
+            "EVENTS_BYTES".to_owned()
+        } else {
+            format!("{upper}_MAX_ENTRIES")
+        };
+        check(&entries, m.max_entries as usize);
+    }
     c
 }
 

@@ -51,6 +51,8 @@ pub struct SpeakerConfig {
     pub listen: Option<SocketAddr>,
     pub peers: Vec<PeerSpec>,
     pub adverts: Vec<Advert>,
+    /// Install learned routes into the kernel (table, protocol id).
+    pub fib: Option<configs::Fib>,
 }
 
 /// The policies a peer may name until policy definitions come to the config.
@@ -204,6 +206,7 @@ impl SpeakerConfig {
             listen: bgp.listen,
             peers,
             adverts,
+            fib: bgp.fib,
         })
     }
 }

@@ -9,8 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::peer::{CoreEvent, PeerMsg};
+use crate::fib::FibMsg;
 use crate::rib::{Advert, PeerId, PeerInfo, Rib, SessionInfo};
-use crate::wire::Community;
+use crate::wire::{Afi, Community, Safi};
 
 /// A read-only look at the RIB, run inside the core task.
 pub type Query = Box<dyn FnOnce(&Rib) + Send>;
@@ -51,6 +52,11 @@ struct CorePeer {
 
 pub struct Core {
     rib: Rib,
+    /// The kernel FIB writer, when learned routes are installed.
+    fib: Option<mpsc::Sender<FibMsg>>,
+    /// Families negotiated per up peer, to know when every End-of-RIB is in.
+    families: HashMap<PeerId, Vec<(Afi, Safi)>>,
+    converged: bool,
     peers: HashMap<PeerId, CorePeer>,
     /// What we originate, as configured or added over the API (without drain communities).
     adverts: BTreeMap<IpNet, Advert>,
@@ -58,9 +64,12 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(rib: Rib) -> Core {
+    pub fn new(rib: Rib, fib: Option<mpsc::Sender<FibMsg>>) -> Core {
         Core {
             rib,
+            fib,
+            families: HashMap::new(),
+            converged: false,
             peers: HashMap::new(),
             adverts: BTreeMap::new(),
             draining: false,
@@ -147,6 +156,7 @@ impl Core {
                 }
                 let ll = link_local_for(local.ip());
                 let session = SessionInfo::from_negotiated(&negotiated, local.ip(), ll);
+                self.families.insert(peer, negotiated.families.clone());
                 match self.rib.peer_up(peer, session) {
                     Ok(()) => {
                         if let Some(p) = self.peers.get_mut(&peer) {
@@ -197,6 +207,17 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Every configured peer is up and sent End-of-RIB for each negotiated family.
+    fn all_end_of_rib(&self) -> bool {
+        self.peers.iter().all(|(id, p)| {
+            p.generation != 0
+                && self.families.get(id).is_some_and(|fams| {
+                    let got = self.rib.end_of_rib_received(*id);
+                    fams.iter().all(|f| got.contains(f))
+                })
+        })
     }
 
     /// Events of an older session of the peer are stale.
@@ -265,6 +286,16 @@ impl Core {
         }
         for f in &out.fib {
             debug!(prefix = %f.prefix, next_hops = ?f.next_hops, "Loc-RIB change");
+        }
+        if let Some(fib) = &self.fib {
+            if !out.fib.is_empty() && fib.send(FibMsg::Changes(out.fib)).await.is_err() {
+                warn!("the FIB task is gone: kernel routes are no longer updated");
+            }
+            if !self.converged && self.all_end_of_rib() {
+                self.converged = true;
+                info!("every peer sent End-of-RIB: the RIB has converged");
+                let _ = fib.send(FibMsg::Converged).await;
+            }
         }
         for (peer, bytes) in out.updates {
             if let Some(p) = self.peers.get(&peer) {

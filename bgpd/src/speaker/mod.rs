@@ -54,6 +54,8 @@ pub enum SpeakerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write kernel routes: {0}")]
+    Fib(crate::fib::FibError),
     #[error("API server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -118,7 +120,23 @@ impl Speaker {
         let listener = listener.map(Arc::new);
         let (ev_tx, ev_rx) = mpsc::channel(4096);
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
-        let core = Core::new(Rib::new(cfg.local_asn, cfg.router_id));
+        let fib_tx = match cfg.fib {
+            Some(f) => {
+                let fib =
+                    crate::fib::Fib::connect(f.table, f.protocol).map_err(SpeakerError::Fib)?;
+                let (tx, rx) = mpsc::channel(1024);
+                let stale_after = std::time::Duration::from_secs(config::RESTART_TIME.into());
+                tokio::spawn(crate::fib::run(fib, rx, stale_after));
+                info!(
+                    table = f.table,
+                    protocol = f.protocol,
+                    "installing learned routes into the kernel"
+                );
+                Some(tx)
+            }
+            None => None,
+        };
+        let core = Core::new(Rib::new(cfg.local_asn, cfg.router_id), fib_tx);
         let mut tasks = vec![tokio::spawn(core.run(cfg.adverts.clone(), ev_rx, cmd_rx))];
         let peers = cfg.peers.clone();
         let restarted = cfg.state_dir.as_deref().is_some_and(graceful::restarted);

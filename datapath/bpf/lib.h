@@ -1,0 +1,387 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Code shared by the tc programs: packet parsing, service selection,
+ * connection tracking, NAT with checksum fix-ups, events.
+ *
+ * Headers are read with bpf_skb_load_bytes and written with
+ * bpf_skb_store_bytes, so non-linear skbs need no pull and the verifier
+ * needs no packet-pointer revalidation after each helper call.
+ */
+#ifndef IRONMESH_LIB_H
+#define IRONMESH_LIB_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "ironmesh.h"
+
+char LICENSE[] SEC("license") = "GPL"; /* bpf_skb_*, ktime and ringbuf helpers */
+
+#define IP_CSUM_OFF   (ETH_HLEN + __builtin_offsetof(struct iphdr, check))
+#define IP_DADDR_OFF  (ETH_HLEN + __builtin_offsetof(struct iphdr, daddr))
+#define IP_SADDR_OFF  (ETH_HLEN + __builtin_offsetof(struct iphdr, saddr))
+#define IP6_DADDR_OFF (ETH_HLEN + __builtin_offsetof(struct ipv6hdr, daddr))
+#define IP6_SADDR_OFF (ETH_HLEN + __builtin_offsetof(struct ipv6hdr, saddr))
+#define IP_MF         0x2000
+#define IP_OFFSET     0x1fff
+
+/* A parsed packet: addresses as 32-bit words in network order. */
+struct tuple {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;
+	__u16 l4_off; /* offset of the L4 header from the Ethernet header */
+};
+
+enum parse_result {
+	PARSE_OK = 0,    /* TCP or UDP with ports */
+	PARSE_NO_PORTS,  /* ICMP, other L4, or a non-first fragment: never translated */
+	PARSE_SKIP,      /* not IP, or malformed: passed untouched */
+};
+
+static __always_inline int parse_tuple(struct __sk_buff *skb, struct tuple *t)
+{
+	__be16 eth_proto;
+
+	__builtin_memset(t, 0, sizeof(*t));
+	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &eth_proto, 2) < 0)
+		return PARSE_SKIP;
+
+	if (eth_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+			return PARSE_SKIP;
+		if (ip.version != 4 || ip.ihl < 5)
+			return PARSE_SKIP;
+		t->family = IRONMESH_FAMILY_IPV4;
+		t->saddr[0] = ip.saddr;
+		t->daddr[0] = ip.daddr;
+		t->proto = ip.protocol;
+		t->l4_off = ETH_HLEN + ip.ihl * 4;
+		if (ip.frag_off & bpf_htons(IP_OFFSET))
+			return PARSE_NO_PORTS;
+	} else if (eth_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+			return PARSE_SKIP;
+		if (ip6.version != 6)
+			return PARSE_SKIP;
+		t->family = IRONMESH_FAMILY_IPV6;
+		__builtin_memcpy(t->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(t->daddr, &ip6.daddr, 16);
+		/* Extension headers are not walked yet: such packets carry no ports here. */
+		t->proto = ip6.nexthdr;
+		t->l4_off = ETH_HLEN + sizeof(ip6);
+	} else {
+		return PARSE_SKIP;
+	}
+
+	if (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP)
+		return PARSE_NO_PORTS;
+	/* sport and dport are the first 4 bytes of both TCP and UDP. */
+	if (bpf_skb_load_bytes(skb, t->l4_off, &t->sport, 4) < 0)
+		return PARSE_SKIP;
+	return PARSE_OK;
+}
+
+static __always_inline __u32 rol32(__u32 x, int r)
+{
+	return (x << r) | (x >> (32 - r));
+}
+
+/* MurmurHash3 (x86_32) block step and finaliser. */
+static __always_inline __u32 murmur_mix(__u32 h, __u32 k)
+{
+	k *= 0xcc9e2d51;
+	k = rol32(k, 15);
+	k *= 0x1b873593;
+	h ^= k;
+	h = rol32(h, 13);
+	return h * 5 + 0xe6546b64;
+}
+
+static __always_inline __u32 murmur_fmix(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+/* The flow hash that indexes a Maglev table: the 5-tuple as the client sent it. */
+static __always_inline __u32 flow_hash(const struct tuple *t)
+{
+	__u32 h = 0x1badf00d;
+
+	h = murmur_mix(h, t->saddr[0]);
+	h = murmur_mix(h, t->saddr[1]);
+	h = murmur_mix(h, t->saddr[2]);
+	h = murmur_mix(h, t->saddr[3]);
+	h = murmur_mix(h, t->daddr[0]);
+	h = murmur_mix(h, t->daddr[1]);
+	h = murmur_mix(h, t->daddr[2]);
+	h = murmur_mix(h, t->daddr[3]);
+	h = murmur_mix(h, ((__u32)t->sport << 16) | t->dport);
+	h = murmur_mix(h, t->proto);
+	return murmur_fmix(h ^ 40);
+}
+
+static __always_inline __u32 identity_of(const __u32 addr[4], __u8 family)
+{
+	struct ipcache_key key;
+	struct ipcache_value *v;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	key.family = family;
+	__builtin_memcpy(key.addr, addr, 16);
+	key.prefixlen = IPCACHE_STATIC_PREFIX_BITS + (family == IRONMESH_FAMILY_IPV4 ? 32 : 128);
+	v = bpf_map_lookup_elem(&ipcache, &key);
+	return v ? v->identity : IDENTITY_WORLD;
+}
+
+static __always_inline int drop_with_event(struct __sk_buff *skb, const struct tuple *t,
+					   __u8 reason, __u32 svc_id)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (e) {
+		e->ts_ns = bpf_ktime_get_ns();
+		e->src_identity = identity_of(t->saddr, t->family);
+		e->dst_identity = identity_of(t->daddr, t->family);
+		__builtin_memcpy(e->saddr, t->saddr, 16);
+		__builtin_memcpy(e->daddr, t->daddr, 16);
+		e->sport = t->sport;
+		e->dport = t->dport;
+		e->type = EVENT_DROP;
+		e->reason = reason;
+		e->proto = t->proto;
+		e->family = t->family;
+		e->svc_id = svc_id;
+		e->ifindex = skb->ifindex;
+		bpf_ringbuf_submit(e, 0);
+	}
+	return TC_ACT_SHOT;
+}
+
+static __always_inline __u32 l4_csum_off(const struct tuple *t)
+{
+	return t->l4_off + (t->proto == IPPROTO_TCP ? 16 /* tcphdr.check */ : 6 /* udphdr.check */);
+}
+
+static __always_inline __u64 l4_csum_flags(const struct tuple *t)
+{
+	/* A UDP/IPv4 checksum of 0 means "none" and must stay 0. */
+	return t->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+}
+
+/*
+ * Rewrites one address (source or destination) and one port, fixing the
+ * IPv4 header checksum and the L4 checksum (whose pseudo-header covers the
+ * addresses). `new_addr` is 16 bytes in network order (IPv4 in the first 4).
+ */
+static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct tuple *t, int source,
+				       const __u8 new_addr[16], __be16 new_port)
+{
+	__u32 csum_off = l4_csum_off(t);
+	__u64 mangled = l4_csum_flags(t);
+	__be16 old_port = source ? t->sport : t->dport;
+	__u32 port_off = t->l4_off + (source ? 0 : 2);
+
+	if (t->family == IRONMESH_FAMILY_IPV4) {
+		__be32 old_ip = source ? t->saddr[0] : t->daddr[0];
+		__be32 new_ip;
+
+		__builtin_memcpy(&new_ip, new_addr, 4);
+		if (bpf_l4_csum_replace(skb, csum_off, old_ip, new_ip,
+					BPF_F_PSEUDO_HDR | mangled | sizeof(new_ip)) < 0)
+			return -1;
+		if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_ip, new_ip, sizeof(new_ip)) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(skb, source ? IP_SADDR_OFF : IP_DADDR_OFF, &new_ip,
+					sizeof(new_ip), 0) < 0)
+			return -1;
+	} else {
+		__u32 old_ip[4], new_ip[4];
+		__s64 diff;
+
+		__builtin_memcpy(old_ip, source ? t->saddr : t->daddr, 16);
+		__builtin_memcpy(new_ip, new_addr, 16);
+		diff = bpf_csum_diff(old_ip, 16, new_ip, 16, 0);
+		if (diff < 0)
+			return -1;
+		if (bpf_l4_csum_replace(skb, csum_off, 0, diff, BPF_F_PSEUDO_HDR | mangled) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(skb, source ? IP6_SADDR_OFF : IP6_DADDR_OFF, new_ip, 16, 0) < 0)
+			return -1;
+	}
+	if (new_port != old_port) {
+		if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, mangled | sizeof(new_port)) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static __always_inline void ct_key_of(struct ct_key *k, const struct tuple *t, __u8 dir)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	__builtin_memcpy(k->saddr, t->saddr, 16);
+	__builtin_memcpy(k->daddr, t->daddr, 16);
+	k->sport = t->sport;
+	k->dport = t->dport;
+	k->proto = t->proto;
+	k->family = t->family;
+	k->dir = dir;
+}
+
+/* A backend for a new flow of `svc`, or NULL. */
+static __always_inline struct backend *select_backend(const struct tuple *t,
+						      const struct svc_value *svc, __u32 *backend_id)
+{
+	__u32 id;
+
+	if (svc->backend_count == 0)
+		return NULL;
+	if (svc->flags & SVC_F_MAGLEV) {
+		__u32 svc_id = svc->id;
+		struct maglev_table *table = bpf_map_lookup_elem(&maglev, &svc_id);
+		__u32 slot = flow_hash(t) % MAGLEV_TABLE_SIZE;
+
+		if (!table)
+			return NULL;
+		/* The verifier does not bound a modulo: hide it and check. */
+		asm volatile("" : "+r"(slot));
+		if (slot >= MAGLEV_TABLE_SIZE)
+			return NULL;
+		id = table->backend_ids[slot];
+	} else {
+		struct backend_slot_key sk = {
+			.svc_id = svc->id,
+			.slot = bpf_get_prandom_u32() % svc->backend_count,
+		};
+		__u32 *idp = bpf_map_lookup_elem(&backend_slots, &sk);
+
+		if (!idp)
+			return NULL;
+		id = *idp;
+	}
+	*backend_id = id;
+	return bpf_map_lookup_elem(&backends, &id);
+}
+
+/*
+ * Client -> service: DNAT to a backend chosen by conntrack (established) or
+ * by the service's selection (new). Non-service traffic is left untouched.
+ */
+static __always_inline int lb_egress(struct __sk_buff *skb)
+{
+	struct tuple t;
+	struct svc_key sk;
+	struct svc_value *svc;
+	struct ct_key fwd_key, rev_key;
+	struct ct_value *ct, fwd, rev;
+	struct backend *be = NULL;
+	__u32 backend_id = 0;
+	__u64 now;
+
+	if (parse_tuple(skb, &t) != PARSE_OK)
+		return TC_ACT_OK;
+
+	__builtin_memset(&sk, 0, sizeof(sk));
+	__builtin_memcpy(sk.addr, t.daddr, 16);
+	sk.dport = t.dport;
+	sk.proto = t.proto;
+	sk.family = t.family;
+	svc = bpf_map_lookup_elem(&services, &sk);
+	if (!svc)
+		return TC_ACT_OK;
+
+	now = bpf_ktime_get_ns();
+	ct_key_of(&fwd_key, &t, CT_DIR_FORWARD);
+	ct = bpf_map_lookup_elem(&conntrack, &fwd_key);
+	if (ct && ct->svc_id == svc->id) {
+		/* Established: keep the backend unless it is gone or quarantined. */
+		backend_id = ct->backend_id;
+		be = bpf_map_lookup_elem(&backends, &backend_id);
+		if (be && be->state != BACKEND_QUARANTINED) {
+			ct->last_seen_ns = now;
+			if (nat_rewrite(skb, &t, 0, ct->nat_addr, ct->nat_port) < 0)
+				return TC_ACT_SHOT;
+			return TC_ACT_OK;
+		}
+	}
+
+	be = select_backend(&t, svc, &backend_id);
+	if (!be)
+		return drop_with_event(skb, &t, DROP_NO_BACKEND, svc->id);
+	if (be->family != t.family)
+		return drop_with_event(skb, &t, DROP_FAMILY_MISMATCH, svc->id);
+
+	__builtin_memset(&fwd, 0, sizeof(fwd));
+	__builtin_memcpy(fwd.nat_addr, be->addr, 16);
+	fwd.nat_port = be->port;
+	fwd.flags = CT_F_SERVICE;
+	fwd.backend_id = backend_id;
+	fwd.svc_id = svc->id;
+	fwd.last_seen_ns = now;
+
+	/* The reply comes from the backend to the client; restore VIP:port as its source. */
+	__builtin_memset(&rev_key, 0, sizeof(rev_key));
+	__builtin_memcpy(rev_key.saddr, be->addr, 16);
+	__builtin_memcpy(rev_key.daddr, t.saddr, 16);
+	rev_key.sport = be->port;
+	rev_key.dport = t.sport;
+	rev_key.proto = t.proto;
+	rev_key.family = t.family;
+	rev_key.dir = CT_DIR_REPLY;
+	__builtin_memset(&rev, 0, sizeof(rev));
+	__builtin_memcpy(rev.nat_addr, t.daddr, 16);
+	rev.nat_port = t.dport;
+	rev.flags = CT_F_SERVICE;
+	rev.backend_id = backend_id;
+	rev.svc_id = svc->id;
+	rev.last_seen_ns = now;
+
+	/* Reply entry first: a forward entry must never exist without its reverse. */
+	if (bpf_map_update_elem(&conntrack, &rev_key, &rev, BPF_ANY) < 0 ||
+	    bpf_map_update_elem(&conntrack, &fwd_key, &fwd, BPF_ANY) < 0)
+		return TC_ACT_SHOT;
+	if (nat_rewrite(skb, &t, 0, fwd.nat_addr, fwd.nat_port) < 0)
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}
+
+/* Backend -> client reply of a translated flow: restore VIP:port as the source. */
+static __always_inline int lb_reverse(struct __sk_buff *skb)
+{
+	struct tuple t;
+	struct ct_key key;
+	struct ct_value *ct;
+
+	if (parse_tuple(skb, &t) != PARSE_OK)
+		return TC_ACT_OK;
+	ct_key_of(&key, &t, CT_DIR_REPLY);
+	ct = bpf_map_lookup_elem(&conntrack, &key);
+	if (!ct || !(ct->flags & CT_F_SERVICE))
+		return TC_ACT_OK;
+	ct->last_seen_ns = bpf_ktime_get_ns();
+	if (nat_rewrite(skb, &t, 1, ct->nat_addr, ct->nat_port) < 0)
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}
+
+#endif /* IRONMESH_LIB_H */
