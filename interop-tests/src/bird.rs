@@ -28,6 +28,8 @@ pub struct BirdPeer {
     pub interface: Option<String>,
     /// RFC 8950: IPv4 routes with IPv6 next hops on this (IPv6) session.
     pub extended_next_hop: bool,
+    /// Graceful restart (RFC 4724) as the restarting speaker too, not only aware.
+    pub graceful_restart: bool,
 }
 
 impl BirdPeer {
@@ -46,6 +48,7 @@ impl BirdPeer {
             ipv6: neighbor.is_ipv6(),
             interface: None,
             extended_next_hop: false,
+            graceful_restart: false,
         }
     }
 }
@@ -107,6 +110,9 @@ impl BirdConfig {
             c.push_str("  error wait time 1, 5;\n  connect retry time 2;\n");
             if let Some(h) = p.hold_time {
                 let _ = writeln!(c, "  hold time {h};");
+            }
+            if p.graceful_restart {
+                c.push_str("  graceful restart on;\n");
             }
             if let Some(i) = &p.interface {
                 let _ = writeln!(c, "  interface \"{i}\";\n  direct;");
@@ -189,6 +195,11 @@ impl Bird {
             .filter(|l| !l.starts_with("BIRD ") || !l.ends_with("ready."))
             .collect::<Vec<_>>()
             .join("\n"))
+    }
+
+    /// Writes a new config for the next start (see [`Process::restart`]).
+    pub fn write_config(&self, config: &BirdConfig) -> Result<()> {
+        std::fs::write(&self.conf, config.render()).map_err(io_err("writing bird.conf"))
     }
 
     /// Writes a new config and tells BIRD to apply it (`birdc configure`).

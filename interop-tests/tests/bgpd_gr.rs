@@ -194,3 +194,66 @@ fn gobgp_bgp_gr_restart_keeps_routes() -> Result<()> {
     }
     Ok(())
 }
+
+/// bgpd as the receiving speaker (helper): the ToR (BIRD, graceful restart on) crashes; the
+/// node's kernel routes stay while it restarts; after its End-of-RIB only what it no longer
+/// announces is removed.
+#[test]
+fn bird_bgp_gr_tor_restart_keeps_kernel_routes() -> Result<()> {
+    let lab = Lab::new("bird_gr_helper")?;
+    let tor = lab.host("tor")?;
+    let node = lab.host("node")?;
+    lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
+    let mut bc = BirdConfig::new("192.0.2.1".parse().unwrap());
+    let mut p = BirdPeer::new("node", 65000, ip("192.0.2.2"), 65101);
+    p.graceful_restart = true;
+    bc.peers.push(p);
+    bc.statics = vec!["198.51.100.0/24".into(), "198.18.5.0/24".into()];
+    let bird = Bird::start(&tor, &bc)?;
+    let toml = format!(
+        "{}\n[bgp.fib]\n",
+        BgpdConfig::new(65101, "192.0.2.2")
+            .peer(BgpdPeer::new("tor", "192.0.2.1", 65000))
+            .render()
+    );
+    let bgpd = Bgpd::start(&node, &toml)?;
+    bgpd.wait_established("tor", T)?;
+    let kernel =
+        |p: &str| -> Result<bool> { Ok(node.ip(&["route", "show", p])?.contains("via 192.0.2.1")) };
+    cmd::wait_for(
+        "both routes in the node's kernel",
+        T,
+        Duration::from_millis(100),
+        |_| Ok((kernel("198.51.100.0/24")? && kernel("198.18.5.0/24")?).then_some(())),
+    )?;
+
+    // The ToR crashes; the next start announces one prefix less.
+    bird.process.kill();
+    bc.statics = vec!["198.51.100.0/24".into()];
+    bird.write_config(&bc)?;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            kernel("198.51.100.0/24")?,
+            "the kernel route vanished while the ToR restarted"
+        );
+    }
+    assert_ne!(
+        bgpd.peer("tor")?.state(),
+        api::bgp::SessionState::Established
+    );
+    assert!(
+        kernel("198.18.5.0/24")?,
+        "stale routes are kept until End-of-RIB"
+    );
+    bird.process.restart()?;
+    bgpd.wait_established("tor", T)?;
+    cmd::wait_for(
+        "the route the ToR dropped removed",
+        T,
+        Duration::from_millis(100),
+        |_| Ok((!kernel("198.18.5.0/24")?).then_some(())),
+    )?;
+    assert!(kernel("198.51.100.0/24")?);
+    Ok(())
+}

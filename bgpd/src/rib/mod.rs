@@ -159,6 +159,8 @@ pub struct UpdateOutcome {
     pub treat_as_withdraw: bool,
     /// Prefixes of families not negotiated on the session, ignored.
     pub ignored: usize,
+    /// Stale paths removed by this End-of-RIB (graceful restart).
+    pub stale_removed: usize,
 }
 
 /// Per-peer counters.
@@ -316,7 +318,33 @@ impl Rib {
         peer.send_eor = false;
         peer.counters = PeerCounters::default();
         peer.eor_received.clear();
+        self.interner.request_sweep();
         Ok(())
+    }
+
+    /// The session ended without a NOTIFICATION from a peer that can restart gracefully
+    /// (RFC 4724 §4.2): its routes stay, marked stale, and keep being used (and forwarded)
+    /// until the peer's End-of-RIB or [`Rib::sweep_stale`]. Returns the paths kept.
+    pub fn peer_down_graceful(&mut self, id: PeerId) -> Result<usize, RibError> {
+        let Rib { peers, v4, v6, .. } = self;
+        let peer = peers.get_mut(&id).ok_or(RibError::UnknownPeer(id))?;
+        let kept = v4.mark_stale(id) + v6.mark_stale(id);
+        peer.session = None;
+        peer.out4.clear();
+        peer.out6.clear();
+        peer.delta4.clear();
+        peer.delta6.clear();
+        peer.sync = [Sync::default(); 2];
+        peer.send_eor = false;
+        peer.eor_received.clear();
+        Ok(kept)
+    }
+
+    /// Removes the peer's stale paths (its restart time ran out, or it came back without
+    /// preserving forwarding state); returns how many.
+    pub fn sweep_stale(&mut self, id: PeerId) -> usize {
+        self.interner.request_sweep();
+        self.v4.sweep_stale(id) + self.v6.sweep_stale(id)
     }
 
     /// RFC 2918: the peer asked for a family again; the next flush re-sends all of it.
@@ -361,6 +389,12 @@ impl Rib {
                 peer.eor_received.push(fam);
             }
             out.end_of_rib = Some(fam);
+            // RFC 4724 §4.2: what the restarted peer did not send again is gone.
+            out.stale_removed = match fam {
+                (Afi::IPV4, Safi::UNICAST) => v4.sweep_stale(from),
+                (Afi::IPV6, Safi::UNICAST) => v6.sweep_stale(from),
+                _ => 0,
+            };
             return Ok(out);
         }
         let mut ing = Ingest {
@@ -474,7 +508,7 @@ impl Rib {
                 out.updates.push((id, buf.freeze()));
             }
         }
-        interner.sweep();
+        interner.maybe_sweep();
         out
     }
 

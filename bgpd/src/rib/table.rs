@@ -31,6 +31,9 @@ pub(crate) mod flags {
     pub const LOOP: u8 = 16;
     /// Rejected by the import policy.
     pub const REJECTED: u8 = 32;
+    /// Kept from a session that ended without a NOTIFICATION while the peer restarts
+    /// (graceful restart, RFC 4724 §4.2); replaced by a fresh UPDATE, swept at End-of-RIB.
+    pub const STALE: u8 = 64;
 }
 
 /// One peer's path to a prefix. `attrs` are after the import policy (as received when rejected).
@@ -270,6 +273,37 @@ impl<P: RibPrefix> Table<P> {
         });
     }
 
+    /// Marks every path of `peer` stale; returns how many.
+    pub fn mark_stale(&mut self, peer: PeerId) -> usize {
+        let mut n = 0;
+        for paths in self.dests.values_mut() {
+            for p in paths.as_mut_slice().iter_mut().filter(|p| p.peer == peer) {
+                p.flags |= flags::STALE;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Removes the stale paths of `peer`; returns how many.
+    pub fn sweep_stale(&mut self, peer: PeerId) -> usize {
+        let stale: Vec<P> = self
+            .dests
+            .iter()
+            .filter(|(_, paths)| {
+                paths
+                    .as_slice()
+                    .iter()
+                    .any(|p| p.peer == peer && p.has(flags::STALE))
+            })
+            .map(|(prefix, _)| *prefix)
+            .collect();
+        for prefix in &stale {
+            self.remove(*prefix, peer);
+        }
+        stale.len()
+    }
+
     /// Sets (or with `None` removes) a locally originated route.
     pub fn set_originated(&mut self, prefix: P, attrs: Option<Arc<RouteAttrs>>) {
         let same = match (&attrs, self.originated.get(&prefix)) {
@@ -299,7 +333,15 @@ impl<P: RibPrefix> Table<P> {
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
     set: HashSet<Arc<RouteAttrs>>,
+    /// Size after the last sweep: the next one waits until the set has doubled, so sweeping
+    /// costs O(1) amortised per insert instead of a full scan per flush.
+    after_sweep: usize,
+    /// Many sets may have been released at once (a peer went down): sweep at the next flush.
+    due: bool,
 }
+
+/// Below this many attribute sets the interner is not worth sweeping.
+const SWEEP_MIN: usize = 1024;
 
 impl Interner {
     pub fn intern(&mut self, attrs: RouteAttrs) -> Arc<RouteAttrs> {
@@ -313,6 +355,20 @@ impl Interner {
 
     pub fn sweep(&mut self) {
         self.set.retain(|a| Arc::strong_count(a) > 1);
+        self.after_sweep = self.set.len();
+    }
+
+    /// Sweeps when the set has doubled since the last sweep (unused sets live at most that
+    /// long: memory stays within twice what is in use).
+    pub fn maybe_sweep(&mut self) {
+        if self.due || self.set.len() >= (2 * self.after_sweep).max(SWEEP_MIN) {
+            self.sweep();
+            self.due = false;
+        }
+    }
+
+    pub fn request_sweep(&mut self) {
+        self.due = true;
     }
 
     pub fn len(&self) -> usize {

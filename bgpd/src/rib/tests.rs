@@ -1154,3 +1154,71 @@ fn unused_attribute_sets_are_dropped() {
 fn stored_routes_are_small() {
     assert_eq!(std::mem::size_of::<table::Paths>(), 16);
 }
+
+// ---- graceful restart, receiving speaker (RFC 4724 §4.2) ----
+
+/// A peer's routes learned, then its session drops without a NOTIFICATION.
+fn restarted_peer() -> Rib {
+    let mut rib = rib_with(vec![peer(1, 65010)]);
+    rib.apply_update(
+        PeerId(1),
+        &announce(
+            "192.0.2.1",
+            attrs(&[65010]),
+            &["198.51.100.0/24", "203.0.113.0/24"],
+        ),
+    )
+    .unwrap();
+    rib.flush();
+    assert_eq!(rib.peer_down_graceful(PeerId(1)).unwrap(), 2);
+    rib
+}
+
+#[test]
+fn gr_stale_routes_stay_best_and_installed_while_the_peer_restarts() {
+    let mut rib = restarted_peer();
+    let out = rib.flush();
+    assert!(
+        out.fib.is_empty(),
+        "the kernel route must not change: {:?}",
+        out.fib
+    );
+    assert_eq!(best_peer(&rib, "198.51.100.0/24"), Some(PeerId(1)));
+}
+
+#[test]
+fn gr_end_of_rib_sweeps_only_what_was_not_sent_again() {
+    let mut rib = restarted_peer();
+    rib.peer_up(PeerId(1), session()).unwrap();
+    rib.apply_update(
+        PeerId(1),
+        &announce("192.0.2.1", attrs(&[65010]), &["198.51.100.0/24"]),
+    )
+    .unwrap();
+    let o = rib
+        .apply_update(
+            PeerId(1),
+            &wire(UpdateMsg::end_of_rib_marker(Afi::IPV4, Safi::UNICAST)),
+        )
+        .unwrap();
+    assert_eq!(o.stale_removed, 1);
+    let out = rib.flush();
+    assert_eq!(best_peer(&rib, "198.51.100.0/24"), Some(PeerId(1)));
+    assert_eq!(best_peer(&rib, "203.0.113.0/24"), None);
+    assert_eq!(
+        out.fib,
+        vec![FibChange {
+            prefix: net("203.0.113.0/24"),
+            next_hops: vec![]
+        }]
+    );
+}
+
+#[test]
+fn gr_sweep_after_the_restart_time_removes_every_stale_route() {
+    let mut rib = restarted_peer();
+    assert_eq!(rib.sweep_stale(PeerId(1)), 2);
+    let out = rib.flush();
+    assert_eq!(out.fib.len(), 2);
+    assert!(out.fib.iter().all(|f| f.next_hops.is_empty()));
+}

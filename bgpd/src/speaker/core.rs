@@ -10,8 +10,9 @@ use tracing::{debug, info, warn};
 
 use super::peer::{CoreEvent, PeerMsg};
 use crate::fib::FibMsg;
+use crate::fsm::DownReason;
 use crate::rib::{Advert, PeerId, PeerInfo, Rib, SessionInfo};
-use crate::wire::{Afi, Community, Safi};
+use crate::wire::{Afi, Community, GracefulRestart, Safi};
 
 /// A read-only look at the RIB, run inside the core task.
 pub type Query = Box<dyn FnOnce(&Rib) + Send>;
@@ -28,6 +29,8 @@ pub enum CoreCmd {
     AddPeer(PeerInfo, String, mpsc::Sender<PeerMsg>, oneshot::Sender<()>),
     /// Forget a peer and withdraw what it sent; acknowledged.
     RemovePeer(PeerId, oneshot::Sender<()>),
+    /// The restart time of a gracefully restarting peer ran out (RFC 4724 §4.2).
+    SweepStale(PeerId, u64),
 }
 
 impl std::fmt::Debug for CoreCmd {
@@ -39,6 +42,7 @@ impl std::fmt::Debug for CoreCmd {
             CoreCmd::Drain(_) => "Drain",
             CoreCmd::AddPeer(..) => "AddPeer",
             CoreCmd::RemovePeer(..) => "RemovePeer",
+            CoreCmd::SweepStale(..) => "SweepStale",
         })
     }
 }
@@ -57,6 +61,12 @@ pub struct Core {
     /// Families negotiated per up peer, to know when every End-of-RIB is in.
     families: HashMap<PeerId, Vec<(Afi, Safi)>>,
     converged: bool,
+    /// The graceful restart capability each peer sent in its last session.
+    restart_caps: HashMap<PeerId, GracefulRestart>,
+    /// Bumped on every graceful down, so an old restart timer cannot sweep a newer stale set.
+    stale_epoch: HashMap<PeerId, u64>,
+    /// For timers that come back as commands.
+    self_tx: mpsc::Sender<CoreCmd>,
     peers: HashMap<PeerId, CorePeer>,
     /// What we originate, as configured or added over the API (without drain communities).
     adverts: BTreeMap<IpNet, Advert>,
@@ -64,12 +74,19 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(rib: Rib, fib: Option<mpsc::Sender<FibMsg>>) -> Core {
+    pub fn new(
+        rib: Rib,
+        fib: Option<mpsc::Sender<FibMsg>>,
+        self_tx: mpsc::Sender<CoreCmd>,
+    ) -> Core {
         Core {
             rib,
             fib,
             families: HashMap::new(),
             converged: false,
+            restart_caps: HashMap::new(),
+            stale_epoch: HashMap::new(),
+            self_tx,
             peers: HashMap::new(),
             adverts: BTreeMap::new(),
             draining: false,
@@ -157,6 +174,25 @@ impl Core {
                 let ll = link_local_for(local.ip());
                 let session = SessionInfo::from_negotiated(&negotiated, local.ip(), ll);
                 self.families.insert(peer, negotiated.families.clone());
+                // RFC 4724 §4.2: stale routes survive only for families whose forwarding
+                // state the restarted peer says it preserved.
+                let preserved = negotiated.peer_graceful_restart.as_ref().is_some_and(|gr| {
+                    negotiated.families.iter().all(|(a, s)| {
+                        gr.families
+                            .iter()
+                            .any(|f| f.afi == *a && f.safi == *s && f.forwarding)
+                    })
+                });
+                if !preserved {
+                    let n = self.rib.sweep_stale(peer);
+                    if n > 0 {
+                        info!(peer = %self.name(peer), stale = n, "peer did not preserve forwarding state: stale routes removed");
+                    }
+                }
+                match &negotiated.peer_graceful_restart {
+                    Some(gr) => self.restart_caps.insert(peer, gr.clone()),
+                    None => self.restart_caps.remove(&peer),
+                };
                 match self.rib.peer_up(peer, session) {
                     Ok(()) => {
                         if let Some(p) = self.peers.get_mut(&peer) {
@@ -172,8 +208,30 @@ impl Core {
                 reason,
             } => {
                 if self.current(peer, generation) {
-                    debug!(peer = %self.name(peer), ?reason, "flushing the peer's routes");
-                    let _ = self.rib.peer_down(peer);
+                    let restart = self.restart_caps.get(&peer).map(|gr| gr.restart_time);
+                    match (&reason, restart) {
+                        // RFC 4724 §4.2: no NOTIFICATION and the peer can restart gracefully:
+                        // keep its routes (and our forwarding) until End-of-RIB or timeout.
+                        (DownReason::TcpFailed, Some(secs)) => {
+                            let kept = self.rib.peer_down_graceful(peer).unwrap_or(0);
+                            let epoch = self.stale_epoch.entry(peer).or_insert(0);
+                            *epoch += 1;
+                            let (epoch, tx) = (*epoch, self.self_tx.clone());
+                            info!(peer = %self.name(peer), kept, restart_time = secs,
+                                  "peer restarting gracefully: routes kept as stale");
+                            tokio::spawn(async move {
+                                tokio::time::sleep(std::time::Duration::from_secs(
+                                    secs.max(1).into(),
+                                ))
+                                .await;
+                                let _ = tx.send(CoreCmd::SweepStale(peer, epoch)).await;
+                            });
+                        }
+                        _ => {
+                            debug!(peer = %self.name(peer), ?reason, "flushing the peer's routes");
+                            let _ = self.rib.peer_down(peer);
+                        }
+                    }
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.generation = 0;
                     }
@@ -259,6 +317,14 @@ impl Core {
             CoreCmd::AddPeer(info, name, tx, ack) => {
                 self.add_peer(info, name, tx);
                 let _ = ack.send(());
+            }
+            CoreCmd::SweepStale(peer, epoch) => {
+                if self.stale_epoch.get(&peer) == Some(&epoch) {
+                    let n = self.rib.sweep_stale(peer);
+                    if n > 0 {
+                        info!(peer = %self.name(peer), stale = n, "restart time over: stale routes removed");
+                    }
+                }
             }
             CoreCmd::RemovePeer(id, ack) => {
                 if self.peers.remove(&id).is_some() {

@@ -136,7 +136,11 @@ impl Speaker {
             }
             None => None,
         };
-        let core = Core::new(Rib::new(cfg.local_asn, cfg.router_id), fib_tx);
+        let core = Core::new(
+            Rib::new(cfg.local_asn, cfg.router_id),
+            fib_tx,
+            cmd_tx.clone(),
+        );
         let mut tasks = vec![tokio::spawn(core.run(cfg.adverts.clone(), ev_rx, cmd_rx))];
         let peers = cfg.peers.clone();
         let restarted = cfg.state_dir.as_deref().is_some_and(graceful::restarted);
