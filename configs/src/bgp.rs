@@ -103,6 +103,27 @@ pub struct Peer {
     /// RFC 8212: an eBGP session without policy accepts and sends nothing.
     pub ebgp_requires_policy: bool,
     pub next_hop_self: bool,
+    /// Limit on prefixes accepted from this peer.
+    pub max_prefixes: Option<MaxPrefixes>,
+}
+
+/// What to do when a peer sends more prefixes than allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxPrefixAction {
+    /// Log and report, keep everything.
+    Warn,
+    /// Keep the session, ignore prefixes beyond the limit.
+    Drop,
+    /// Cease / Maximum Number of Prefixes Reached (RFC 4486), restart after `restart`.
+    Teardown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPrefixes {
+    pub limit: u64,
+    pub action: MaxPrefixAction,
+    /// Seconds before a torn-down session may come back.
+    pub restart: u64,
 }
 
 impl Peer {
@@ -326,6 +347,46 @@ fn peer(i: usize, raw: RawPeer, errs: &mut Errors) -> Option<Peer> {
         .export_policy
         .as_deref()
         .and_then(|p| policy_name(errs, &at("export_policy"), p, "policy name"));
+    let max_prefixes = match raw.max_prefixes {
+        None => {
+            if raw.max_prefixes_action.is_some() || raw.max_prefixes_restart.is_some() {
+                errs.push(
+                    at("max_prefixes"),
+                    "max_prefixes_action/max_prefixes_restart need max_prefixes = N",
+                );
+            }
+            Some(None)
+        }
+        Some(n) => {
+            let limit = errs.int(at("max_prefixes"), n, 1, i64::MAX, "a number of prefixes");
+            let action = match raw.max_prefixes_action.as_deref().unwrap_or("teardown") {
+                "warn" => Some(MaxPrefixAction::Warn),
+                "drop" => Some(MaxPrefixAction::Drop),
+                "teardown" => Some(MaxPrefixAction::Teardown),
+                other => {
+                    errs.push(
+                        at("max_prefixes_action"),
+                        format!(
+                            "{other:?} is not an action; use \"warn\", \"drop\" or \"teardown\""
+                        ),
+                    );
+                    None
+                }
+            };
+            let restart = match raw.max_prefixes_restart {
+                Some(r) => errs.int(at("max_prefixes_restart"), r, 1, 86_400, "seconds"),
+                None => Some(60),
+            };
+            match (limit, action, restart) {
+                (Some(limit), Some(action), Some(restart)) => Some(Some(MaxPrefixes {
+                    limit,
+                    action,
+                    restart,
+                })),
+                _ => None,
+            }
+        }
+    };
     Some(Peer {
         name: name?,
         target: target?,
@@ -343,6 +404,7 @@ fn peer(i: usize, raw: RawPeer, errs: &mut Errors) -> Option<Peer> {
         export_policy,
         ebgp_requires_policy: raw.ebgp_requires_policy.unwrap_or(true),
         next_hop_self: raw.next_hop_self,
+        max_prefixes: max_prefixes?,
     })
 }
 

@@ -68,6 +68,9 @@ pub struct RawPeer {
     pub ebgp_requires_policy: Option<bool>,
     #[serde(default)]
     pub next_hop_self: bool,
+    pub max_prefixes: Option<i64>,
+    pub max_prefixes_action: Option<String>,
+    pub max_prefixes_restart: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

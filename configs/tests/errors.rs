@@ -417,3 +417,47 @@ fn warnings_for_ebgp_without_policy() {
             .is_empty()
     );
 }
+
+#[test]
+fn max_prefixes_errors_name_the_field() {
+    assert_eq!(
+        errors(&bgp("max_prefixes = 0", "")),
+        vec![
+            "bgp.peers[0].max_prefixes: 0 is out of range; use 1..=9223372036854775807 (a number of prefixes)"
+        ]
+    );
+    assert_eq!(
+        errors(&bgp(
+            "max_prefixes = 10\nmax_prefixes_action = \"shutdown\"",
+            ""
+        )),
+        vec![
+            "bgp.peers[0].max_prefixes_action: \"shutdown\" is not an action; use \"warn\", \"drop\" or \"teardown\""
+        ]
+    );
+    assert_eq!(
+        errors(&bgp("max_prefixes_action = \"warn\"", "")),
+        vec![
+            "bgp.peers[0].max_prefixes: max_prefixes_action/max_prefixes_restart need max_prefixes = N"
+        ]
+    );
+    let c = Config::from_toml(&bgp("max_prefixes = 10", "")).unwrap();
+    let m = c.bgp.unwrap().peers[0].max_prefixes.unwrap();
+    assert_eq!(
+        (m.limit, m.action, m.restart),
+        (10, ironmesh_configs::MaxPrefixAction::Teardown, 60)
+    );
+}
+
+#[test]
+fn fib_errors_name_the_field() {
+    assert_eq!(
+        errors(&bgp("", "[bgp.fib]\nprotocol = 2")),
+        vec![
+            "bgp.fib.protocol: 2 is out of range; use 5..=255 (an rtnetlink protocol id; 0-4 belong to the kernel)"
+        ]
+    );
+    let c = Config::from_toml(&bgp("", "[bgp.fib]\n")).unwrap();
+    let f = c.bgp.unwrap().fib.unwrap();
+    assert_eq!((f.table, f.protocol), (254, 201));
+}

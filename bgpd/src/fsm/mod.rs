@@ -150,6 +150,8 @@ pub struct Session {
     failures: u32,
     /// Set by ManualStop: no automatic restart.
     stopped: bool,
+    /// A one-off idle hold for the next automatic restart (e.g. after max-prefix).
+    next_idle_hold: Option<Duration>,
     last_error: Option<DownReason>,
 }
 
@@ -162,6 +164,7 @@ impl Session {
             negotiated: None,
             failures: 0,
             stopped: true,
+            next_idle_hold: None,
             last_error: None,
         }
     }
@@ -185,6 +188,11 @@ impl Session {
 
     pub fn config(&self) -> &SessionConfig {
         &self.cfg
+    }
+
+    /// The next automatic restart waits `d` instead of the usual idle hold.
+    pub fn hold_down(&mut self, d: Duration) {
+        self.next_idle_hold = Some(d);
     }
 
     /// Sets or clears the Restart State (R) bit of our graceful restart capability
@@ -492,11 +500,12 @@ impl Session {
         self.negotiated = None;
         self.set(State::Idle);
         if !self.stopped {
-            let delay = self
+            let backoff = self
                 .cfg
                 .idle_hold
                 .saturating_mul(1 << self.failures.min(16))
                 .min(self.cfg.idle_hold_max);
+            let delay = self.next_idle_hold.take().unwrap_or(backoff);
             self.failures = self.failures.saturating_add(1);
             out.push(Action::StartTimer(Timer::IdleHold, delay));
         }

@@ -61,6 +61,8 @@ pub struct PeerInfo {
     pub export: Policy,
     /// Toward iBGP peers: advertise our address as next hop instead of keeping it.
     pub next_hop_self: bool,
+    /// Accept at most this many prefixes; new ones beyond it are ignored (max-prefix "drop").
+    pub max_accepted: Option<u64>,
 }
 
 /// What an established session settled, as the RIB needs it.
@@ -161,6 +163,8 @@ pub struct UpdateOutcome {
     pub ignored: usize,
     /// Stale paths removed by this End-of-RIB (graceful restart).
     pub stale_removed: usize,
+    /// New prefixes ignored because the peer is at its max-prefix limit.
+    pub over_limit: usize,
 }
 
 /// Per-peer counters.
@@ -731,6 +735,20 @@ impl Ingest<'_> {
                 flags: f,
             };
             let eligible = (f & flags::ELIGIBLE != 0) as u64;
+            if eligible == 1
+                && self
+                    .peer
+                    .info
+                    .max_accepted
+                    .is_some_and(|max| self.peer.counters.accepted >= max)
+                && !table
+                    .dests
+                    .get(&p)
+                    .is_some_and(|paths| paths.as_slice().iter().any(|x| x.peer == path.peer))
+            {
+                self.out.over_limit += 1;
+                continue;
+            }
             match table.upsert(p, path) {
                 Upsert::New => {
                     self.peer.counters.received += 1;

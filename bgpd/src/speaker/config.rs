@@ -40,6 +40,7 @@ pub struct PeerSpec {
     pub import: Policy,
     pub export: Policy,
     pub next_hop_self: bool,
+    pub max_prefixes: Option<configs::MaxPrefixes>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -178,6 +179,7 @@ impl SpeakerConfig {
                 import,
                 export,
                 next_hop_self: p.next_hop_self,
+                max_prefixes: p.max_prefixes,
             });
         }
         let adverts = bgp

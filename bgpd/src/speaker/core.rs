@@ -26,7 +26,13 @@ pub enum CoreCmd {
     /// RFC 8326: re-announce everything with GRACEFUL_SHUTDOWN; replies the number of peers.
     Drain(oneshot::Sender<u32>),
     /// A new peer (before its task starts); acknowledged.
-    AddPeer(PeerInfo, String, mpsc::Sender<PeerMsg>, oneshot::Sender<()>),
+    AddPeer(
+        PeerInfo,
+        String,
+        mpsc::Sender<PeerMsg>,
+        Option<configs::MaxPrefixes>,
+        oneshot::Sender<()>,
+    ),
     /// Forget a peer and withdraw what it sent; acknowledged.
     RemovePeer(PeerId, oneshot::Sender<()>),
     /// The restart time of a gracefully restarting peer ran out (RFC 4724 §4.2).
@@ -52,6 +58,9 @@ struct CorePeer {
     tx: mpsc::Sender<PeerMsg>,
     /// Generation of the session the RIB considers up (0: none).
     generation: u64,
+    max_prefixes: Option<configs::MaxPrefixes>,
+    /// The limit was reported for the current session.
+    over_limit_reported: bool,
 }
 
 pub struct Core {
@@ -105,6 +114,8 @@ impl Core {
                 name,
                 tx,
                 generation: 0,
+                max_prefixes: None,
+                over_limit_reported: false,
             },
         );
     }
@@ -197,6 +208,7 @@ impl Core {
                     Ok(()) => {
                         if let Some(p) = self.peers.get_mut(&peer) {
                             p.generation = generation;
+                            p.over_limit_reported = false;
                         }
                     }
                     Err(e) => warn!(?peer, error = %e, "peer up refused by the RIB"),
@@ -245,7 +257,9 @@ impl Core {
                 if !self.current(peer, generation) {
                     return;
                 }
-                match self.rib.apply_update(peer, &update) {
+                let res = self.rib.apply_update(peer, &update);
+                self.check_max_prefixes(peer, res.as_ref().map(|o| o.over_limit).unwrap_or(0));
+                match res {
                     Ok(o) if o.end_of_rib.is_some() => {
                         info!(peer = %self.name(peer), family = ?o.end_of_rib, "End-of-RIB received")
                     }
@@ -264,6 +278,50 @@ impl Core {
                     debug!(peer = %self.name(peer), error = %e, "ROUTE-REFRESH ignored");
                 }
             }
+        }
+    }
+
+    /// RFC 4486 subcode 1 / max-prefix: act once per session when the peer goes over its limit.
+    fn check_max_prefixes(&mut self, peer: PeerId, dropped: usize) {
+        let accepted = self.rib.counters(peer).map(|c| c.accepted).unwrap_or(0);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Some(max) = p.max_prefixes else { return };
+        let over = accepted > max.limit || dropped > 0;
+        if !over || p.over_limit_reported {
+            return;
+        }
+        p.over_limit_reported = true;
+        let reason = match max.action {
+            configs::MaxPrefixAction::Warn => format!(
+                "max-prefix: {accepted} prefixes accepted, limit {} (warn only)",
+                max.limit
+            ),
+            configs::MaxPrefixAction::Drop => format!(
+                "max-prefix: limit {} reached; further new prefixes are ignored",
+                max.limit
+            ),
+            configs::MaxPrefixAction::Teardown => format!(
+                "max-prefix: {accepted} prefixes accepted, limit {}; session torn down, restart in {} s",
+                max.limit, max.restart
+            ),
+        };
+        warn!(peer = %p.name, "{reason}");
+        let msg = match max.action {
+            configs::MaxPrefixAction::Teardown => PeerMsg::Cease {
+                subcode: crate::wire::cease_subcode::MAXIMUM_PREFIXES_REACHED,
+                communication: Some(format!(
+                    "maximum number of prefixes reached ({})",
+                    max.limit
+                )),
+                hold_down: std::time::Duration::from_secs(max.restart),
+                reason,
+            },
+            _ => PeerMsg::Notice(reason),
+        };
+        if p.tx.try_send(msg).is_err() {
+            warn!(peer = %p.name, "peer task busy: max-prefix action not delivered");
         }
     }
 
@@ -314,8 +372,12 @@ impl Core {
                 let _ = reply.send(removed);
             }
             CoreCmd::Query(q) => q(&self.rib),
-            CoreCmd::AddPeer(info, name, tx, ack) => {
+            CoreCmd::AddPeer(info, name, tx, max, ack) => {
+                let id = info.id;
                 self.add_peer(info, name, tx);
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.max_prefixes = max;
+                }
                 let _ = ack.send(());
             }
             CoreCmd::SweepStale(peer, epoch) => {

@@ -45,6 +45,16 @@ pub enum PeerMsg {
     Shutdown {
         notify: bool,
     },
+    /// Tear the session down with a Cease of this subcode and keep it down for `hold_down`.
+    Cease {
+        subcode: u8,
+        communication: Option<String>,
+        hold_down: Duration,
+        /// Shown as the peer's last error.
+        reason: String,
+    },
+    /// Something the operator should see as the peer's status (e.g. max-prefix warn).
+    Notice(String),
     /// Exit the task after a Cease of this subcode (peer de-configured or changed, RFC 4486).
     Remove {
         subcode: u8,
@@ -330,6 +340,24 @@ impl Runner {
                     }
                 }
             }
+            PeerMsg::Cease {
+                subcode,
+                communication,
+                hold_down,
+                reason,
+            } => {
+                self.primary.session.hold_down(hold_down);
+                self.queue.push_back((
+                    Which::Primary,
+                    Event::Cease {
+                        subcode,
+                        communication,
+                    },
+                ));
+                self.drain().await;
+                self.set_last_error(reason);
+            }
+            PeerMsg::Notice(reason) => self.set_last_error(reason),
             PeerMsg::Remove { subcode } => {
                 self.drop_candidate(None);
                 self.queue.push_back((

@@ -87,9 +87,19 @@ impl Registry {
             import: spec.import.clone(),
             export: spec.export.clone(),
             next_hop_self: spec.next_hop_self,
+            max_accepted: spec
+                .max_prefixes
+                .filter(|m| m.action == configs::MaxPrefixAction::Drop)
+                .map(|m| m.limit),
         };
         let (ack_tx, ack_rx) = oneshot::channel();
-        let cmd = CoreCmd::AddPeer(info, spec.name.clone(), tx.clone(), ack_tx);
+        let cmd = CoreCmd::AddPeer(
+            info,
+            spec.name.clone(),
+            tx.clone(),
+            spec.max_prefixes,
+            ack_tx,
+        );
         if self.cmds.send(cmd).await.is_err() || ack_rx.await.is_err() {
             return; // shutting down
         }
