@@ -20,6 +20,8 @@ pub enum KeyError {
         "{what} is not valid base64 ({reason}); expect 44 characters as printed by `wg genkey` or `wg pubkey`"
     )]
     Base64 { what: &'static str, reason: String },
+    #[error("{what} is not valid hex ({reason}); the UAPI form is 64 hex digits")]
+    Hex { what: &'static str, reason: String },
     #[error("{what} decodes to {len} bytes; WireGuard keys are 32 bytes (44 base64 characters)")]
     Length { what: &'static str, len: usize },
 }
@@ -73,9 +75,59 @@ impl PrivateKey {
         Zeroizing::new(STANDARD.encode(self.0.as_bytes()))
     }
 
+    /// Lowercase hex of the key, as the UAPI protocol wants it; for the backends only.
+    pub fn expose_hex(&self) -> Zeroizing<String> {
+        let mut out = Zeroizing::new(String::with_capacity(2 * KEY_LEN));
+        push_hex(&mut out, self.0.as_bytes());
+        out
+    }
+
+    /// Parses 64 hex digits (the UAPI form).
+    pub fn from_hex(s: &str) -> Result<Self, KeyError> {
+        let mut arr = Zeroizing::new([0u8; KEY_LEN]);
+        decode_hex("private key", s, &mut arr)?;
+        Ok(Self::from_bytes(*arr))
+    }
+
     pub fn public_key(&self) -> PublicKey {
         PublicKey(x25519_dalek::PublicKey::from(&self.0).to_bytes())
     }
+}
+
+/// Appends lowercase hex of `bytes` to `out`.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+}
+
+fn decode_hex(what: &'static str, s: &str, out: &mut [u8; KEY_LEN]) -> Result<(), KeyError> {
+    if s.len() != 2 * KEY_LEN {
+        return Err(KeyError::Hex {
+            what,
+            reason: format!("{} characters instead of {}", s.len(), 2 * KEY_LEN),
+        });
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    for (i, pair) in s.as_bytes().chunks_exact(2).enumerate() {
+        match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(h), Some(l)) => out[i] = h << 4 | l,
+            _ => {
+                return Err(KeyError::Hex {
+                    what,
+                    reason: format!("non-hex character at offset {}", 2 * i),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Debug for PrivateKey {
@@ -95,6 +147,20 @@ impl PublicKey {
 
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
+    }
+
+    /// Lowercase hex (the UAPI wire form).
+    pub fn to_hex(&self) -> String {
+        let mut out = String::with_capacity(2 * KEY_LEN);
+        push_hex(&mut out, &self.0);
+        out
+    }
+
+    /// Parses 64 hex digits (the UAPI wire form).
+    pub fn from_hex(s: &str) -> Result<Self, KeyError> {
+        let mut arr = [0u8; KEY_LEN];
+        decode_hex("public key", s, &mut arr)?;
+        Ok(Self(arr))
     }
 }
 
@@ -201,6 +267,27 @@ mod tests {
             PrivateKey::from_base64(""),
             Err(KeyError::Length { len: 0, .. })
         ));
+    }
+
+    #[test]
+    fn hex_round_trip_matches_rfc7748() {
+        let k = PrivateKey::from_hex(ALICE_PRIV).unwrap();
+        assert_eq!(k.expose_hex().as_str(), ALICE_PRIV);
+        assert_eq!(k.public_key().to_hex(), ALICE_PUB);
+        let upper = PublicKey::from_hex(&ALICE_PUB.to_uppercase()).unwrap();
+        assert_eq!(upper, k.public_key());
+        let err = PublicKey::from_hex("abc").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "public key is not valid hex (3 characters instead of 64); the UAPI form is 64 hex digits"
+        );
+        let bad = format!("{}zz", &ALICE_PUB[..62]);
+        assert!(
+            PublicKey::from_hex(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("non-hex character at offset 62")
+        );
     }
 
     #[test]

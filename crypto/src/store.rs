@@ -75,6 +75,17 @@ impl KeyStore {
         Ok(Self { path, key })
     }
 
+    /// Replaces the key with a fresh one and returns its public key. The file is replaced
+    /// atomically (a crash leaves the old or the new key, never neither); the old key is
+    /// zeroized. Applying it to the device is [`crate::wireguard::rotate_key`]'s job.
+    pub fn rotate(&mut self) -> Result<PublicKey, StoreError> {
+        let key = PrivateKey::generate();
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        create(dir, &self.path, &key)?;
+        self.key = key;
+        Ok(self.key.public_key())
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -183,6 +194,27 @@ mod tests {
             text,
             format!("{}\n", first.private_key().expose_base64().as_str())
         );
+    }
+
+    #[test]
+    fn rotate_replaces_the_file_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = KeyStore::load_or_create(dir.path()).unwrap();
+        let old = store.public_key();
+        let new = store.rotate().unwrap();
+        assert_ne!(old, new);
+        assert_eq!(store.public_key(), new);
+        let meta = fs::metadata(store.path()).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        assert_eq!(
+            KeyStore::load_or_create(dir.path()).unwrap().public_key(),
+            new
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [KEY_FILE]);
     }
 
     #[test]

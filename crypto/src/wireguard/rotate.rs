@@ -1,0 +1,73 @@
+//! The device's own key and port: set at start, repaired on drift, replaced on rotation.
+//!
+//! Rotation order: the new key is stored first (atomically), then put on the device, then its
+//! public key is returned for the caller to publish in the node record (meshd's job). Peers
+//! pick it up when their reconcilers see the new record: the old peer is removed and the new
+//! one added with persistent keepalive, which makes them handshake at once. Between the device
+//! taking the key and a peer reconciling, that peer cannot reach this node: the loss window is
+//! the record's propagation time (measured by the `wireguard_rotation` lab test).
+
+use std::path::PathBuf;
+
+use super::{DeviceSettings, WgError, WireGuardBackend};
+use crate::keys::{PrivateKey, PublicKey};
+use crate::store::{KeyStore, StoreError};
+
+/// Why a rotation did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error("key rotation: could not store a new key ({0}); the old key stays in use")]
+    Store(#[from] StoreError),
+    #[error(
+        "key rotation: new key {new} is stored in {path} but the device did not take it: {source}; \
+         `ensure_device` with the stored key retries (it also runs at start)"
+    )]
+    Apply {
+        new: PublicKey,
+        path: PathBuf,
+        /// Names the device.
+        source: Box<WgError>,
+    },
+}
+
+/// Makes the device use `key` and `listen_port`; changes only what differs. Returns true if
+/// something had to change (first start, or drift such as a restarted daemon).
+pub fn ensure_device(
+    backend: &dyn WireGuardBackend,
+    key: &PrivateKey,
+    listen_port: u16,
+) -> Result<bool, WgError> {
+    let dev = backend.device()?;
+    let want_key = dev.public_key != Some(key.public_key());
+    let want_port = dev.listen_port != listen_port;
+    if !want_key && !want_port {
+        return Ok(false);
+    }
+    backend.configure(&DeviceSettings {
+        private_key: want_key.then_some(key),
+        listen_port: want_port.then_some(listen_port),
+        fwmark: None,
+    })?;
+    Ok(true)
+}
+
+/// Generates a new key, stores it, applies it to the device and returns its public key (to
+/// publish). On a device error the new key is already stored: see [`RotateError::Apply`].
+pub fn rotate_key(
+    store: &mut KeyStore,
+    backend: &dyn WireGuardBackend,
+) -> Result<PublicKey, RotateError> {
+    let new = store.rotate()?;
+    backend
+        .configure(&DeviceSettings {
+            private_key: Some(store.private_key()),
+            ..Default::default()
+        })
+        .map_err(|source| RotateError::Apply {
+            new,
+            path: store.path().to_owned(),
+            source: Box::new(source),
+        })?;
+    tracing::info!(device = backend.device_name(), public_key = %new, "WireGuard key rotated");
+    Ok(new)
+}
