@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod fib;
 pub mod fsm;
+pub mod mrt;
 pub mod policy;
 pub mod rib;
 pub mod speaker;

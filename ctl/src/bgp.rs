@@ -80,6 +80,11 @@ enum BgpCommand {
     Drain,
     /// Re-read bgpd's config file (as SIGHUP does); unchanged sessions stay up.
     Reload,
+    /// Write an MRT TABLE_DUMP_V2 snapshot of the RIB (RFC 6396), readable by bgpdump.
+    Dump {
+        /// Output file.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +249,32 @@ async fn run_async(args: BgpArgs) -> Result<(), String> {
                 println!(
                     "draining: routes re-announced with GRACEFUL_SHUTDOWN (65535:0) to {} session(s)",
                     r.peers
+                );
+                Ok(())
+            }
+        }
+        BgpCommand::Dump { file } => {
+            let mut big = c.clone().max_decoding_message_size(usize::MAX);
+            let r = call(big.dump_mrt(pb::DumpMrtRequest {})).await?;
+            std::fs::write(&file, &r.data)
+                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            #[derive(Serialize)]
+            struct Dumped {
+                file: String,
+                routes: u64,
+                bytes: usize,
+            }
+            let d = Dumped {
+                file: file.display().to_string(),
+                routes: r.routes,
+                bytes: r.data.len(),
+            };
+            if json {
+                print_json(&d)
+            } else {
+                println!(
+                    "wrote {} routes ({} bytes) to {}",
+                    d.routes, d.bytes, d.file
                 );
                 Ok(())
             }

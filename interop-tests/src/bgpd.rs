@@ -206,6 +206,14 @@ impl Bgpd {
         })
     }
 
+    /// An MRT TABLE_DUMP_V2 snapshot of bgpd's RIB.
+    pub fn dump_mrt(&self) -> Result<Vec<u8>> {
+        self.call(async |c| {
+            let mut c = c.max_decoding_message_size(usize::MAX);
+            Ok(c.dump_mrt(pb::DumpMrtRequest {}).await?.into_inner().data)
+        })
+    }
+
     pub fn drain(&self) -> Result<u32> {
         self.call(async |mut c| Ok(c.drain(pb::DrainRequest {}).await?.into_inner().peers))
     }

@@ -304,6 +304,25 @@ impl pb::bgp_server::Bgp for BgpApi {
         Ok(Response::new(pb::DrainResponse { peers }))
     }
 
+    async fn dump_mrt(
+        &self,
+        _req: Request<pb::DumpMrtRequest>,
+    ) -> Result<Response<pb::DumpMrtResponse>, Status> {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0);
+        let (data, routes) = self
+            .h
+            .query(move |rib| crate::mrt::table_dump_v2(rib, ts))
+            .await
+            .ok_or_else(gone)?;
+        Ok(Response::new(pb::DumpMrtResponse {
+            data: data.to_vec(),
+            routes: routes as u64,
+        }))
+    }
+
     async fn reload(
         &self,
         _req: Request<pb::ReloadRequest>,
