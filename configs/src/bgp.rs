@@ -9,7 +9,7 @@ use ipnet::IpNet;
 
 use crate::community::{Community, LargeCommunity};
 use crate::error::Errors;
-use crate::raw::{RawAdvert, RawAsn, RawBgp, RawPeer};
+use crate::raw::{RawAdvert, RawAsn, RawBgp, RawPeer, RawPool};
 use crate::secret::Secret;
 
 pub const BGP_PORT: u16 = 179;
@@ -27,6 +27,18 @@ pub struct Bgp {
     pub adverts: Vec<Advert>,
     /// Install learned best paths into the kernel (native routing); `None`: don't.
     pub fib: Option<Fib>,
+    /// VIP pools; adverts name their pool.
+    pub pools: Vec<Pool>,
+}
+
+/// `[[bgp.pools]]`: a LoadBalancer VIP pool. With `aggregate`, its VIPs are announced as the
+/// pool's prefix (while at least one is present) instead of one route each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub name: String,
+    pub prefix: IpNet,
+    pub aggregate: bool,
+    pub communities: Vec<Community>,
 }
 
 /// `[bgp.fib]`: where learned routes go in the kernel.
@@ -139,6 +151,8 @@ pub struct Advert {
     pub communities: Vec<Community>,
     pub large_communities: Vec<LargeCommunity>,
     pub local_pref: Option<u32>,
+    /// The VIP pool it belongs to (`[[bgp.pools]]`).
+    pub pool: Option<String>,
 }
 
 pub(crate) fn validate(raw: RawBgp, errs: &mut Errors) -> Option<Bgp> {
@@ -172,6 +186,13 @@ pub(crate) fn validate(raw: RawBgp, errs: &mut Errors) -> Option<Bgp> {
         .map(|(i, a)| advert(i, a, errs))
         .collect();
     check_unique_adverts(&adverts, errs);
+    let pools: Vec<_> = raw
+        .pools
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| pool(i, p, errs))
+        .collect();
+    check_pools(&pools, &adverts, errs);
 
     let router_id = match raw.router_id {
         Some(s) => match s.parse::<Ipv4Addr>() {
@@ -226,6 +247,7 @@ pub(crate) fn validate(raw: RawBgp, errs: &mut Errors) -> Option<Bgp> {
     };
     let peers = peers.into_iter().collect::<Option<Vec<_>>>();
     let adverts = adverts.into_iter().collect::<Option<Vec<_>>>();
+    let pools = pools.into_iter().collect::<Option<Vec<_>>>();
     let (listen_ip, listen_port) = (listen_ip?, listen_port?);
     Some(Bgp {
         local_asn: local_asn?,
@@ -234,6 +256,7 @@ pub(crate) fn validate(raw: RawBgp, errs: &mut Errors) -> Option<Bgp> {
         peers: peers?,
         adverts: adverts?,
         fib,
+        pools: pools?,
     })
 }
 
@@ -605,7 +628,76 @@ fn advert(i: usize, raw: RawAdvert, errs: &mut Errors) -> Option<Advert> {
         communities: communities?,
         large_communities: large?,
         local_pref,
+        pool: raw.pool,
     })
+}
+
+fn pool(i: usize, raw: RawPool, errs: &mut Errors) -> Option<Pool> {
+    let at = |f: &str| format!("bgp.pools[{i}].{f}");
+    let prefix = match raw.prefix.parse::<IpNet>() {
+        Ok(p) if p.trunc() == p => Some(p),
+        Ok(p) => {
+            errs.push(
+                at("prefix"),
+                format!("{p} has host bits set; use {}", p.trunc()),
+            );
+            None
+        }
+        Err(_) => {
+            errs.push(
+                at("prefix"),
+                format!(
+                    "{:?} is not a prefix; write e.g. \"203.0.113.0/24\"",
+                    raw.prefix
+                ),
+            );
+            None
+        }
+    };
+    let communities: Option<Vec<Community>> = raw
+        .communities
+        .iter()
+        .enumerate()
+        .map(|(j, c)| errs.check(format!("{}[{j}]", at("communities")), c.parse()))
+        .collect();
+    Some(Pool {
+        name: raw.name,
+        prefix: prefix?,
+        aggregate: raw.aggregate,
+        communities: communities?,
+    })
+}
+
+/// Pools are unique by name; every advert's pool exists and contains the advert.
+fn check_pools(pools: &[Option<Pool>], adverts: &[Option<Advert>], errs: &mut Errors) {
+    let mut seen = HashMap::new();
+    for (i, p) in pools.iter().enumerate() {
+        let Some(p) = p else { continue };
+        if let Some(first) = seen.insert(p.name.clone(), i) {
+            errs.push(
+                format!("bgp.pools[{i}].name"),
+                format!(
+                    "{:?} is already bgp.pools[{first}]; pool names must be unique",
+                    p.name
+                ),
+            );
+        }
+    }
+    for (i, a) in adverts.iter().enumerate() {
+        let Some(a) = a else { continue };
+        let Some(name) = &a.pool else { continue };
+        match pools.iter().flatten().find(|p| &p.name == name) {
+            None => errs.push(
+                format!("bgp.adverts[{i}].pool"),
+                format!("no pool named {name:?}; define it in [[bgp.pools]]"),
+            ),
+            Some(p) if !p.prefix.contains(&a.prefix) => errs.push(
+                format!("bgp.adverts[{i}].prefix"),
+                format!("{} is outside pool {name:?} ({})", a.prefix, p.prefix),
+            ),
+            Some(_) => {}
+        }
+    }
 }
 
 fn check_unique_adverts(adverts: &[Option<Advert>], errs: &mut Errors) {

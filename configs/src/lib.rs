@@ -19,7 +19,7 @@ use std::path::Path;
 
 pub use bgp::{
     Advert, BGP_PORT, Bgp, DEFAULT_FIB_PROTOCOL, DEFAULT_FIB_TABLE, DEFAULT_HOLD_TIME, Family, Fib,
-    MaxPrefixAction, MaxPrefixes, Peer, PeerAsn, PeerTarget,
+    MaxPrefixAction, MaxPrefixes, Peer, PeerAsn, PeerTarget, Pool,
 };
 pub use community::{Community, LargeCommunity};
 pub use datapath::{DEFAULT_BPFFS, DEFAULT_VXLAN_PORT, Datapath, DatapathMode};

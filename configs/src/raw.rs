@@ -36,6 +36,8 @@ pub struct RawBgp {
     #[serde(default)]
     pub adverts: Vec<RawAdvert>,
     pub fib: Option<RawFib>,
+    #[serde(default)]
+    pub pools: Vec<RawPool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +84,18 @@ pub struct RawAdvert {
     #[serde(default)]
     pub large_communities: Vec<String>,
     pub local_pref: Option<i64>,
+    pub pool: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub name: String,
+    pub prefix: String,
+    #[serde(default)]
+    pub aggregate: bool,
+    #[serde(default)]
+    pub communities: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -461,3 +461,30 @@ fn fib_errors_name_the_field() {
     let f = c.bgp.unwrap().fib.unwrap();
     assert_eq!((f.table, f.protocol), (254, 201));
 }
+
+#[test]
+fn pool_errors_name_the_field() {
+    let pools = "[[bgp.pools]]\nname = \"public\"\nprefix = \"203.0.113.0/24\"\naggregate = true\n";
+    assert_eq!(
+        errors(&bgp(
+            "",
+            &format!("{pools}[[bgp.adverts]]\nprefix = \"198.51.100.1/32\"\npool = \"public\"\n")
+        )),
+        vec!["bgp.adverts[0].prefix: 198.51.100.1/32 is outside pool \"public\" (203.0.113.0/24)"]
+    );
+    assert_eq!(
+        errors(&bgp(
+            "",
+            "[[bgp.adverts]]\nprefix = \"203.0.113.1/32\"\npool = \"nope\"\n"
+        )),
+        vec!["bgp.adverts[0].pool: no pool named \"nope\"; define it in [[bgp.pools]]"]
+    );
+    let c = Config::from_toml(&bgp(
+        "",
+        &format!("{pools}[[bgp.adverts]]\nprefix = \"203.0.113.1/32\"\npool = \"public\"\n"),
+    ))
+    .unwrap();
+    let bgp = c.bgp.unwrap();
+    assert!(bgp.pools[0].aggregate);
+    assert_eq!(bgp.adverts[0].pool.as_deref(), Some("public"));
+}

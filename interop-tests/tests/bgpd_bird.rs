@@ -302,3 +302,44 @@ fn bird_bgp_sighup_reload_keeps_sessions() -> Result<()> {
     assert_eq!(bgpd.peers()?.len(), 1);
     Ok(())
 }
+
+/// VIPs of an aggregated pool are announced as the pool's covering prefix, while at least one
+/// is present; a VIP outside its pool is refused over the API with the reason.
+#[test]
+fn bird_bgp_vip_pool_aggregation() -> Result<()> {
+    let (lab, tor_h, node_h, _link) = topology("bird_bgp_pool")?;
+    let bird = tor(&lab, &tor_h, None)?;
+    let cfg = format!(
+        "{}\n[[bgp.pools]]\nname = \"public\"\nprefix = \"203.0.113.0/24\"\naggregate = true\ncommunities = [\"65101:999\"]\n",
+        node_config("")
+    );
+    let bgpd = Bgpd::start(&node_h, &cfg)?;
+    bgpd.wait_established("tor4", T)?;
+    let vip = |p: &str| api::bgp::Advert {
+        pool: "public".into(),
+        ..advert(p, &[], &[])
+    };
+    bgpd.add_adverts(vec![vip("203.0.113.10/32"), vip("203.0.113.11/32")])?;
+    let got = bird.wait_routes("node4", T, |r| find(r, "203.0.113.0/24").is_some())?;
+    assert_eq!(
+        find(&got, "203.0.113.0/24").unwrap().communities,
+        vec![(65101, 999)]
+    );
+    assert!(find(&got, "203.0.113.10/32").is_none() && find(&got, "203.0.113.11/32").is_none());
+
+    let e = bgpd
+        .add_adverts(vec![vip("198.51.100.7/32")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outside pool \"public\""), "{e}");
+
+    bgpd.remove_adverts(&["203.0.113.10/32"])?;
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        find(&bird.routes_from("node4")?, "203.0.113.0/24").is_some(),
+        "one VIP left"
+    );
+    bgpd.remove_adverts(&["203.0.113.11/32"])?;
+    bird.wait_routes("node4", T, |r| find(r, "203.0.113.0/24").is_none())?;
+    Ok(())
+}

@@ -54,6 +54,9 @@ pub struct SpeakerConfig {
     pub adverts: Vec<Advert>,
     /// Install learned routes into the kernel (table, protocol id).
     pub fib: Option<configs::Fib>,
+    /// VIP pools, and the pool of each configured advert that names one.
+    pub pools: Vec<configs::Pool>,
+    pub advert_pool: std::collections::BTreeMap<IpNet, String>,
 }
 
 /// The policies a peer may name until policy definitions come to the config.
@@ -209,6 +212,12 @@ impl SpeakerConfig {
             peers,
             adverts,
             fib: bgp.fib,
+            pools: bgp.pools.clone(),
+            advert_pool: bgp
+                .adverts
+                .iter()
+                .filter_map(|a| a.pool.clone().map(|p| (a.prefix, p)))
+                .collect(),
         })
     }
 }

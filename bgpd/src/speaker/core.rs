@@ -18,8 +18,12 @@ use crate::wire::{Afi, Community, GracefulRestart, Safi};
 pub type Query = Box<dyn FnOnce(&Rib) + Send>;
 
 pub enum CoreCmd {
-    /// Adds or replaces adverts; replies (added, replaced).
-    AddAdverts(Vec<Advert>, oneshot::Sender<(u32, u32)>),
+    /// Adds or replaces adverts, each optionally in a VIP pool; replies (added, replaced), or
+    /// why nothing was added.
+    AddAdverts(
+        Vec<(Advert, Option<String>)>,
+        oneshot::Sender<Result<(u32, u32), String>>,
+    ),
     /// Removes adverts; replies how many existed.
     RemoveAdverts(Vec<IpNet>, oneshot::Sender<u32>),
     Query(Query),
@@ -80,6 +84,10 @@ pub struct Core {
     /// What we originate, as configured or added over the API (without drain communities).
     adverts: BTreeMap<IpNet, Advert>,
     draining: bool,
+    /// VIP pools by name; aggregated pools are announced as their prefix.
+    pools: HashMap<String, configs::Pool>,
+    /// The pool of each advert that has one.
+    advert_pool: HashMap<IpNet, String>,
 }
 
 impl Core {
@@ -99,6 +107,8 @@ impl Core {
             peers: HashMap::new(),
             adverts: BTreeMap::new(),
             draining: false,
+            pools: HashMap::new(),
+            advert_pool: HashMap::new(),
         }
     }
 
@@ -120,6 +130,82 @@ impl Core {
         );
     }
 
+    pub fn set_pools(&mut self, pools: &[configs::Pool]) {
+        self.pools = pools.iter().map(|p| (p.name.clone(), p.clone())).collect();
+    }
+
+    /// Checks an advert's pool: it exists and contains the prefix.
+    fn check_pool(&self, a: &Advert, pool: &Option<String>) -> Result<(), String> {
+        let Some(name) = pool else { return Ok(()) };
+        match self.pools.get(name) {
+            None => Err(format!(
+                "advert {}: no pool named {name:?} (see [[bgp.pools]])",
+                a.prefix
+            )),
+            Some(p) if !p.prefix.contains(&a.prefix) => Err(format!(
+                "advert {} is outside pool {name:?} ({})",
+                a.prefix, p.prefix
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn aggregated(&self, pool: &Option<String>) -> Option<configs::Pool> {
+        pool.as_ref()
+            .and_then(|n| self.pools.get(n))
+            .filter(|p| p.aggregate)
+            .cloned()
+    }
+
+    /// Adds an advert; a member of an aggregated pool only keeps the pool's prefix announced.
+    fn add_advert(&mut self, a: Advert, pool: Option<String>) {
+        match self.aggregated(&pool) {
+            Some(p) => {
+                self.adverts.insert(a.prefix, a.clone());
+                self.advert_pool.insert(a.prefix, p.name.clone());
+                self.refresh_pool(&p);
+            }
+            None => {
+                match pool {
+                    Some(name) => self.advert_pool.insert(a.prefix, name),
+                    None => self.advert_pool.remove(&a.prefix),
+                };
+                self.originate(a);
+            }
+        }
+    }
+
+    fn remove_advert(&mut self, prefix: IpNet) -> bool {
+        if self.adverts.remove(&prefix).is_none() {
+            return false;
+        }
+        let pool = self.advert_pool.remove(&prefix);
+        match self.aggregated(&pool) {
+            Some(p) => self.refresh_pool(&p),
+            None => self.rib.withdraw_originated(prefix),
+        }
+        true
+    }
+
+    /// An aggregated pool is announced while at least one of its VIPs is present.
+    fn refresh_pool(&mut self, p: &configs::Pool) {
+        let members = self.advert_pool.values().filter(|n| **n == p.name).count();
+        if members == 0 {
+            self.rib.withdraw_originated(p.prefix);
+            return;
+        }
+        let mut communities: Vec<Community> =
+            p.communities.iter().map(|c| Community(c.0)).collect();
+        if self.draining {
+            communities.push(Community::GRACEFUL_SHUTDOWN);
+        }
+        self.rib.originate(Advert {
+            prefix: p.prefix,
+            communities,
+            ..Advert::default()
+        });
+    }
+
     fn originate(&mut self, a: Advert) {
         let mut out = a.clone();
         if self.draining && !out.communities.contains(&Community::GRACEFUL_SHUTDOWN) {
@@ -132,12 +218,12 @@ impl Core {
     /// Runs until both channels close.
     pub async fn run(
         mut self,
-        initial: Vec<Advert>,
+        initial: Vec<(Advert, Option<String>)>,
         mut events: mpsc::Receiver<CoreEvent>,
         mut cmds: mpsc::Receiver<CoreCmd>,
     ) {
-        for a in initial {
-            self.originate(a);
+        for (a, pool) in initial {
+            self.add_advert(a, pool);
         }
         self.flush().await;
         let mut cmds_open = true;
@@ -350,26 +436,24 @@ impl Core {
     fn command(&mut self, cmd: CoreCmd) {
         match cmd {
             CoreCmd::AddAdverts(list, reply) => {
+                if let Some(e) = list.iter().find_map(|(a, p)| self.check_pool(a, p).err()) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 let (mut added, mut replaced) = (0, 0);
-                for a in list {
+                for (a, pool) in list {
                     match self.adverts.get(&a.prefix) {
                         Some(old) if *old == a => {}
                         Some(_) => replaced += 1,
                         None => added += 1,
                     }
-                    self.originate(a);
+                    self.add_advert(a, pool);
                 }
-                let _ = reply.send((added, replaced));
+                let _ = reply.send(Ok((added, replaced)));
             }
             CoreCmd::RemoveAdverts(list, reply) => {
-                let mut removed = 0;
-                for p in list {
-                    if self.adverts.remove(&p).is_some() {
-                        self.rib.withdraw_originated(p);
-                        removed += 1;
-                    }
-                }
-                let _ = reply.send(removed);
+                let removed = list.into_iter().filter(|p| self.remove_advert(*p)).count();
+                let _ = reply.send(removed as u32);
             }
             CoreCmd::Query(q) => q(&self.rib),
             CoreCmd::AddPeer(info, name, tx, max, ack) => {
@@ -398,7 +482,8 @@ impl Core {
                 self.draining = true;
                 let all: Vec<Advert> = self.adverts.values().cloned().collect();
                 for a in all {
-                    self.originate(a);
+                    let pool = self.advert_pool.get(&a.prefix).cloned();
+                    self.add_advert(a, pool);
                 }
                 info!("draining: every advert now carries GRACEFUL_SHUTDOWN (RFC 8326)");
                 let up = self.peers.values().filter(|p| p.generation != 0).count();

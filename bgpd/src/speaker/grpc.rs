@@ -109,25 +109,29 @@ fn route(r: &RibRoute<'_>, peer_name: &dyn Fn(PeerId) -> String) -> pb::Route {
     }
 }
 
-fn advert(a: pb::Advert) -> Result<Advert, Status> {
+fn advert(a: pb::Advert) -> Result<(Advert, Option<String>), Status> {
     let bad = |e: String| Status::invalid_argument(e);
-    Ok(Advert {
-        prefix: parse_prefix(&a.prefix).map_err(bad)?,
-        communities: a
-            .communities
-            .iter()
-            .map(|c| parse_community(c))
-            .collect::<Result<_, _>>()
-            .map_err(bad)?,
-        large_communities: a
-            .large_communities
-            .iter()
-            .map(|c| parse_large_community(c))
-            .collect::<Result<_, _>>()
-            .map_err(bad)?,
-        local_pref: a.local_pref,
-        med: None,
-    })
+    let pool = (!a.pool.is_empty()).then(|| a.pool.clone());
+    Ok((
+        Advert {
+            prefix: parse_prefix(&a.prefix).map_err(bad)?,
+            communities: a
+                .communities
+                .iter()
+                .map(|c| parse_community(c))
+                .collect::<Result<_, _>>()
+                .map_err(bad)?,
+            large_communities: a
+                .large_communities
+                .iter()
+                .map(|c| parse_large_community(c))
+                .collect::<Result<_, _>>()
+                .map_err(bad)?,
+            local_pref: a.local_pref,
+            med: None,
+        },
+        pool,
+    ))
 }
 
 #[tonic::async_trait]
@@ -278,7 +282,12 @@ impl pb::bgp_server::Bgp for BgpApi {
             .into_iter()
             .map(advert)
             .collect::<Result<Vec<_>, _>>()?;
-        let (added, replaced) = self.h.add_adverts(list).await.ok_or_else(gone)?;
+        let (added, replaced) = self
+            .h
+            .add_adverts_in_pools(list)
+            .await
+            .ok_or_else(gone)?
+            .map_err(Status::invalid_argument)?;
         Ok(Response::new(pb::AddAdvertsResponse { added, replaced }))
     }
 

@@ -136,12 +136,18 @@ impl Speaker {
             }
             None => None,
         };
-        let core = Core::new(
+        let mut core = Core::new(
             Rib::new(cfg.local_asn, cfg.router_id),
             fib_tx,
             cmd_tx.clone(),
         );
-        let mut tasks = vec![tokio::spawn(core.run(cfg.adverts.clone(), ev_rx, cmd_rx))];
+        core.set_pools(&cfg.pools);
+        let initial = cfg
+            .adverts
+            .iter()
+            .map(|a| (a.clone(), cfg.advert_pool.get(&a.prefix).cloned()))
+            .collect();
+        let mut tasks = vec![tokio::spawn(core.run(initial, ev_rx, cmd_rx))];
         let peers = cfg.peers.clone();
         let restarted = cfg.state_dir.as_deref().is_some_and(graceful::restarted);
         let mut reg = Registry::new(cfg, ev_tx, cmd_tx.clone(), listener.clone());
@@ -238,6 +244,15 @@ impl SpeakerHandle {
 
     /// Adds or replaces adverts; returns (added, replaced). Never resets a session.
     pub async fn add_adverts(&self, adverts: Vec<Advert>) -> Option<(u32, u32)> {
+        let list = adverts.into_iter().map(|a| (a, None)).collect();
+        self.add_adverts_in_pools(list).await?.ok()
+    }
+
+    /// Adds adverts, each optionally in a VIP pool; `Err` names a bad pool and adds nothing.
+    pub async fn add_adverts_in_pools(
+        &self,
+        adverts: Vec<(Advert, Option<String>)>,
+    ) -> Option<Result<(u32, u32), String>> {
         let (tx, rx) = oneshot::channel();
         self.cmds
             .send(CoreCmd::AddAdverts(adverts, tx))

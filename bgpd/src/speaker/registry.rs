@@ -217,12 +217,12 @@ impl Registry {
         }
         if !p.advertise.is_empty() {
             let (tx, rx) = oneshot::channel();
-            if self
-                .cmds
-                .send(CoreCmd::AddAdverts(p.advertise.clone(), tx))
-                .await
-                .is_ok()
-            {
+            let list = p
+                .advertise
+                .iter()
+                .map(|a| (a.clone(), new.advert_pool.get(&a.prefix).cloned()))
+                .collect();
+            if self.cmds.send(CoreCmd::AddAdverts(list, tx)).await.is_ok() {
                 let _ = rx.await;
             }
         }

@@ -97,7 +97,9 @@ pub fn plan(old: &SpeakerConfig, new: &SpeakerConfig) -> Result<ReloadPlan, Relo
         }
     }
     for a in &new.adverts {
-        if !old.adverts.contains(a) {
+        if !old.adverts.contains(a)
+            || old.advert_pool.get(&a.prefix) != new.advert_pool.get(&a.prefix)
+        {
             p.advertise.push(a.clone());
         }
     }
