@@ -283,3 +283,43 @@ async fn reload_changes_only_what_changed() {
     a.stop(false).await;
     b.stop(false).await;
 }
+
+/// A asks B for its routes again (RFC 2918); with enhanced route refresh negotiated B
+/// brackets them with BoRR/EoRR (RFC 7313) and A keeps every route throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_refresh_with_borr_eorr_keeps_routes() {
+    let (a, b) = pair("", "").await;
+    let (ha, hb) = (a.handle(), b.handle());
+    wait("Established", async || {
+        state(&hb).await == State::Established
+    })
+    .await;
+    wait("A's advert at B", async || {
+        loc_rib(&hb)
+            .await
+            .contains(&("10.244.1.0/24".into(), vec![65001]))
+    })
+    .await;
+    let caps = hb.peers()[0]
+        .status
+        .lock()
+        .unwrap()
+        .negotiated
+        .clone()
+        .unwrap();
+    assert!(caps.enhanced_route_refresh);
+    let sent_before = ha.peers()[0].status.lock().unwrap().counters.updates_out;
+    assert!(hb.request_refresh("a").await);
+    wait("A re-sent its routes", async || {
+        ha.peers()[0].status.lock().unwrap().counters.updates_out > sent_before
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        loc_rib(&hb)
+            .await
+            .contains(&("10.244.1.0/24".into(), vec![65001]))
+    );
+    a.stop(false).await;
+    b.stop(false).await;
+}

@@ -351,6 +351,26 @@ impl Rib {
         self.v4.sweep_stale(id) + self.v6.sweep_stale(id)
     }
 
+    /// RFC 7313 §4: the peer begins re-sending a family (BoRR): its paths there become stale
+    /// until its EoRR; they stay selected meanwhile. Returns how many.
+    pub fn begin_refresh(&mut self, id: PeerId, afi: Afi) -> usize {
+        match afi {
+            Afi::IPV4 => self.v4.mark_stale(id),
+            Afi::IPV6 => self.v6.mark_stale(id),
+            _ => 0,
+        }
+    }
+
+    /// RFC 7313 §4 (EoRR): what the peer did not re-send is gone. Returns how many.
+    pub fn end_refresh(&mut self, id: PeerId, afi: Afi) -> usize {
+        self.interner.request_sweep();
+        match afi {
+            Afi::IPV4 => self.v4.sweep_stale(id),
+            Afi::IPV6 => self.v6.sweep_stale(id),
+            _ => 0,
+        }
+    }
+
     /// RFC 2918: the peer asked for a family again; the next flush re-sends all of it.
     pub fn route_refresh(&mut self, id: PeerId, afi: Afi, safi: Safi) -> Result<(), RibError> {
         let peer = self.peers.get_mut(&id).ok_or(RibError::UnknownPeer(id))?;

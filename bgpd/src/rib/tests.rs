@@ -1223,3 +1223,33 @@ fn gr_sweep_after_the_restart_time_removes_every_stale_route() {
     assert_eq!(out.fib.len(), 2);
     assert!(out.fib.iter().all(|f| f.next_hops.is_empty()));
 }
+
+// ---- enhanced route refresh (RFC 7313 §4) ----
+
+#[test]
+fn borr_eorr_remove_what_the_peer_did_not_resend() {
+    let mut rib = rib_with(vec![peer(1, 65010)]);
+    rib.apply_update(
+        PeerId(1),
+        &announce(
+            "192.0.2.1",
+            attrs(&[65010]),
+            &["198.51.100.0/24", "203.0.113.0/24"],
+        ),
+    )
+    .unwrap();
+    rib.flush();
+    assert_eq!(rib.begin_refresh(PeerId(1), Afi::IPV4), 2);
+    // Still selected while the refresh runs.
+    assert!(rib.flush().fib.is_empty());
+    rib.apply_update(
+        PeerId(1),
+        &announce("192.0.2.1", attrs(&[65010]), &["198.51.100.0/24"]),
+    )
+    .unwrap();
+    assert_eq!(rib.end_refresh(PeerId(1), Afi::IPV4), 1);
+    let out = rib.flush();
+    assert_eq!(best_peer(&rib, "198.51.100.0/24"), Some(PeerId(1)));
+    assert_eq!(best_peer(&rib, "203.0.113.0/24"), None);
+    assert_eq!(out.fib.len(), 1);
+}

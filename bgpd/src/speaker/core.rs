@@ -12,7 +12,9 @@ use super::peer::{CoreEvent, PeerMsg};
 use crate::fib::FibMsg;
 use crate::fsm::DownReason;
 use crate::rib::{Advert, PeerId, PeerInfo, Rib, SessionInfo};
-use crate::wire::{Afi, Community, GracefulRestart, Safi};
+use crate::wire::{
+    Afi, Community, GracefulRestart, Message, RouteRefreshMsg, RouteRefreshSubtype, Safi,
+};
 
 /// A read-only look at the RIB, run inside the core task.
 pub type Query = Box<dyn FnOnce(&Rib) + Send>;
@@ -88,6 +90,11 @@ pub struct Core {
     pools: HashMap<String, configs::Pool>,
     /// The pool of each advert that has one.
     advert_pool: HashMap<IpNet, String>,
+    /// Peers that negotiated enhanced route refresh (RFC 7313).
+    enhanced_rr: std::collections::HashSet<PeerId>,
+    /// Messages to send around the next flush's UPDATEs (BoRR before, EoRR after).
+    before_flush: Vec<(PeerId, bytes::Bytes)>,
+    after_flush: Vec<(PeerId, bytes::Bytes)>,
 }
 
 impl Core {
@@ -109,6 +116,9 @@ impl Core {
             draining: false,
             pools: HashMap::new(),
             advert_pool: HashMap::new(),
+            enhanced_rr: Default::default(),
+            before_flush: Vec::new(),
+            after_flush: Vec::new(),
         }
     }
 
@@ -271,6 +281,11 @@ impl Core {
                 let ll = link_local_for(local.ip());
                 let session = SessionInfo::from_negotiated(&negotiated, local.ip(), ll);
                 self.families.insert(peer, negotiated.families.clone());
+                if negotiated.enhanced_route_refresh {
+                    self.enhanced_rr.insert(peer);
+                } else {
+                    self.enhanced_rr.remove(&peer);
+                }
                 // RFC 4724 §4.2: stale routes survive only for families whose forwarding
                 // state the restarted peer says it preserved.
                 let preserved = negotiated.peer_graceful_restart.as_ref().is_some_and(|gr| {
@@ -358,11 +373,51 @@ impl Core {
                 generation,
                 msg,
             } => {
-                if self.current(peer, generation)
-                    && let Err(e) = self.rib.route_refresh(peer, msg.afi, msg.safi)
-                {
-                    debug!(peer = %self.name(peer), error = %e, "ROUTE-REFRESH ignored");
+                if !self.current(peer, generation) {
+                    return;
                 }
+                match msg.subtype {
+                    RouteRefreshSubtype::Normal => {
+                        if let Err(e) = self.rib.route_refresh(peer, msg.afi, msg.safi) {
+                            debug!(peer = %self.name(peer), error = %e, "ROUTE-REFRESH ignored");
+                            return;
+                        }
+                        // RFC 7313 §4: bracket the re-sent routes with BoRR/EoRR.
+                        if self.enhanced_rr.contains(&peer) {
+                            self.before_flush.push((
+                                peer,
+                                refresh_marker(msg.afi, msg.safi, RouteRefreshSubtype::BoRR),
+                            ));
+                            self.after_flush.push((
+                                peer,
+                                refresh_marker(msg.afi, msg.safi, RouteRefreshSubtype::EoRR),
+                            ));
+                        }
+                    }
+                    RouteRefreshSubtype::BoRR => {
+                        let n = self.rib.begin_refresh(peer, msg.afi);
+                        debug!(peer = %self.name(peer), stale = n, "BoRR: the peer re-sends its routes");
+                    }
+                    RouteRefreshSubtype::EoRR => {
+                        let n = self.rib.end_refresh(peer, msg.afi);
+                        debug!(peer = %self.name(peer), removed = n, "EoRR: routes not re-sent removed");
+                    }
+                    // RFC 7313 §5: reserved subtypes are ignored.
+                    RouteRefreshSubtype::Reserved(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Hands encoded messages to a peer's session (dropped if that session is gone).
+    async fn send_to(&self, peer: PeerId, bytes: bytes::Bytes) {
+        if let Some(p) = self.peers.get(&peer) {
+            let msg = PeerMsg::Send {
+                generation: p.generation,
+                bytes,
+            };
+            if p.tx.send(msg).await.is_err() {
+                debug!(peer = %p.name, "peer task gone");
             }
         }
     }
@@ -493,6 +548,9 @@ impl Core {
     }
 
     async fn flush(&mut self) {
+        for (peer, bytes) in std::mem::take(&mut self.before_flush) {
+            self.send_to(peer, bytes).await;
+        }
         let out = self.rib.flush();
         for (peer, e) in &out.errors {
             warn!(peer = %self.name(*peer), error = %e, "route left out of UPDATE");
@@ -511,17 +569,19 @@ impl Core {
             }
         }
         for (peer, bytes) in out.updates {
-            if let Some(p) = self.peers.get(&peer) {
-                let msg = PeerMsg::Send {
-                    generation: p.generation,
-                    bytes,
-                };
-                if p.tx.send(msg).await.is_err() {
-                    debug!(peer = %p.name, "peer task gone");
-                }
-            }
+            self.send_to(peer, bytes).await;
+        }
+        for (peer, bytes) in std::mem::take(&mut self.after_flush) {
+            self.send_to(peer, bytes).await;
         }
     }
+}
+
+/// A BoRR/EoRR marker (RFC 7313 §3); it never depends on the session's capabilities.
+fn refresh_marker(afi: Afi, safi: Safi, subtype: RouteRefreshSubtype) -> bytes::Bytes {
+    let m = Message::RouteRefresh(RouteRefreshMsg { afi, subtype, safi });
+    m.to_bytes(&crate::wire::Context::default())
+        .expect("a ROUTE-REFRESH always fits")
 }
 
 /// The IPv6 link-local address of the interface that holds `local` (sent as the second next
