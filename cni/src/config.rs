@@ -1,0 +1,524 @@
+//! What the runtime hands us: environment variables (spec "Parameters") and the network
+//! configuration on stdin (spec "Network configuration"). Pure parsing, no I/O.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::error::{CniError, Code, Result};
+
+/// The CNI versions this plugin speaks (VERSION output, checked on every command).
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
+/// The version used for results when the input did not name a usable one.
+pub const CURRENT_VERSION: &str = "1.1.0";
+/// Where allocations and endpoint records live unless the config says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/ironmesh/cni";
+/// The `ipam.type` we implement (host-scope allocation from the node's PodCIDR).
+pub const IPAM_TYPE: &str = "ironmesh";
+
+/// `CNI_COMMAND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Version,
+    /// 1.1.0: garbage-collect attachments the runtime no longer knows.
+    Gc,
+    /// 1.1.0: is the plugin ready to ADD?
+    Status,
+}
+
+impl Command {
+    pub fn parse(s: &str) -> Result<Command> {
+        Ok(match s {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "VERSION" => Command::Version,
+            "GC" => Command::Gc,
+            "STATUS" => Command::Status,
+            other => {
+                return Err(CniError::new(
+                    Code::InvalidEnvironment,
+                    format!("CNI_COMMAND: unknown command {other:?}"),
+                )
+                .with_details("expected one of ADD, DEL, CHECK, VERSION, GC, STATUS"));
+            }
+        })
+    }
+}
+
+/// The per-attachment parameters from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Env {
+    pub command: Command,
+    pub container_id: String,
+    /// `None` on DEL when the runtime no longer has the netns (allowed by the spec).
+    pub netns: Option<PathBuf>,
+    pub ifname: String,
+    pub args: CniArgs,
+    pub path: Vec<PathBuf>,
+}
+
+/// The parts of `CNI_ARGS` we use (`K8S_POD_NAMESPACE=..;K8S_POD_NAME=..`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CniArgs {
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
+    pub pod_uid: Option<String>,
+    pub other: BTreeMap<String, String>,
+}
+
+impl CniArgs {
+    /// Parses `KEY=VALUE;KEY=VALUE`. Unknown keys are kept (and otherwise ignored).
+    pub fn parse(s: &str) -> Result<CniArgs> {
+        let mut out = CniArgs::default();
+        for pair in s.split(';').filter(|p| !p.is_empty()) {
+            let Some((k, v)) = pair.split_once('=') else {
+                return Err(CniError::new(
+                    Code::InvalidEnvironment,
+                    format!("CNI_ARGS: {pair:?} is not KEY=VALUE"),
+                ));
+            };
+            match k {
+                "K8S_POD_NAMESPACE" => out.pod_namespace = Some(v.into()),
+                "K8S_POD_NAME" => out.pod_name = Some(v.into()),
+                "K8S_POD_UID" => out.pod_uid = Some(v.into()),
+                _ => {
+                    out.other.insert(k.into(), v.into());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    // Spec: container ID and network name `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`.
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Spec: an interface name must be a valid Linux name (1–15 bytes, not `.`/`..`, no `/`,
+/// `:` or whitespace).
+pub fn valid_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && !s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+impl Env {
+    /// Reads the environment through `get` (so tests need not touch the process env).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Env> {
+        let missing = |var: &str| {
+            CniError::new(
+                Code::InvalidEnvironment,
+                format!("{var}: required environment variable is not set"),
+            )
+        };
+        let command = Command::parse(&get("CNI_COMMAND").ok_or_else(|| missing("CNI_COMMAND"))?)?;
+        let needs_attachment = matches!(command, Command::Add | Command::Del | Command::Check);
+        let mut env = Env {
+            command,
+            container_id: String::new(),
+            netns: None,
+            ifname: String::new(),
+            args: CniArgs::default(),
+            path: Vec::new(),
+        };
+        if !needs_attachment {
+            return Ok(env);
+        }
+        let container_id = get("CNI_CONTAINERID")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| missing("CNI_CONTAINERID"))?;
+        if !valid_name(&container_id) {
+            return Err(CniError::new(
+                Code::InvalidEnvironment,
+                format!(
+                    "CNI_CONTAINERID: {container_id:?} must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
+                ),
+            ));
+        }
+        let ifname = get("CNI_IFNAME")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| missing("CNI_IFNAME"))?;
+        if !valid_ifname(&ifname) {
+            return Err(CniError::new(
+                Code::InvalidEnvironment,
+                format!("CNI_IFNAME: {ifname:?} is not a valid interface name"),
+            ));
+        }
+        let netns = get("CNI_NETNS")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        if netns.is_none() && command != Command::Del {
+            return Err(missing("CNI_NETNS"));
+        }
+        let path = get("CNI_PATH").ok_or_else(|| missing("CNI_PATH"))?;
+        env.container_id = container_id;
+        env.ifname = ifname;
+        env.netns = netns;
+        env.args = CniArgs::parse(&get("CNI_ARGS").unwrap_or_default())?;
+        env.path = std::env::split_paths(&path).collect();
+        Ok(env)
+    }
+}
+
+/// `ipam` section: `{"type": "ironmesh", "podCIDR": "10.244.1.0/24", "podCIDRv6": "fd00:244:1::/64"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpamConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(rename = "podCIDR", default, deserialize_with = "de_pod_cidr")]
+    pub pod_cidr: Option<IpNet>,
+    #[serde(rename = "podCIDRv6", default, deserialize_with = "de_pod_cidr_v6")]
+    pub pod_cidr_v6: Option<IpNet>,
+}
+
+fn de_prefix<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    field: &str,
+) -> Result<Option<IpNet>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    s.map(|s| {
+        s.parse::<IpNet>().map_err(|_| {
+            serde::de::Error::custom(format!("ipam.{field}: {s:?} is not an IP prefix (CIDR)"))
+        })
+    })
+    .transpose()
+}
+
+fn de_pod_cidr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpNet>, D::Error> {
+    de_prefix(d, "podCIDR")
+}
+
+fn de_pod_cidr_v6<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpNet>, D::Error> {
+    de_prefix(d, "podCIDRv6")
+}
+
+/// `dns` as the spec defines it (copied into the result).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct Dns {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+impl Dns {
+    pub fn is_empty(&self) -> bool {
+        self.nameservers.is_empty()
+            && self.domain.is_none()
+            && self.search.is_empty()
+            && self.options.is_empty()
+    }
+}
+
+/// `runtimeConfig` (capability arguments); we use `labels` (`{"app": "web"}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RuntimeConfig {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The network configuration on stdin (after the runtime flattened the list entry).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetConf {
+    pub cni_version: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub ipam: IpamConfig,
+    #[serde(default)]
+    pub dns: Dns,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// Allocations and endpoint records (`<dataDir>/<network name>/...`).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub runtime_config: RuntimeConfig,
+    /// GC (1.1.0): the attachments the runtime still knows; everything else is ours to free.
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
+    /// CHECK/DEL: the result of the previous ADD (kept as JSON; compared on CHECK).
+    #[serde(default)]
+    pub prev_result: Option<serde_json::Value>,
+}
+
+/// One entry of `cni.dev/valid-attachments`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// The minimal header every input has: used for VERSION/STATUS/GC and to pick the
+/// version of an error object before the full config parsed.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    cni_version: Option<String>,
+}
+
+/// The `cniVersion` of `stdin`, if it is JSON that has one.
+pub fn sniff_version(stdin: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Header>(stdin).ok()?.cni_version
+}
+
+/// Checks `v` is one of [`SUPPORTED_VERSIONS`].
+pub fn check_version(v: &str) -> Result<()> {
+    if SUPPORTED_VERSIONS.contains(&v) {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            Code::IncompatibleVersion,
+            format!("cniVersion: {v:?} is not supported"),
+        )
+        .with_details(format!(
+            "supported versions: {}",
+            SUPPORTED_VERSIONS.join(", ")
+        )))
+    }
+}
+
+impl NetConf {
+    /// Parses and validates the config for ADD/DEL/CHECK.
+    pub fn parse(stdin: &[u8]) -> Result<NetConf> {
+        let value: serde_json::Value = serde_json::from_slice(stdin).map_err(|e| {
+            CniError::new(
+                Code::Decode,
+                "network configuration on stdin is not valid JSON",
+            )
+            .with_details(e.to_string())
+        })?;
+        // Name the missing/odd field before serde's generic message does.
+        let obj = value.as_object().ok_or_else(|| {
+            CniError::new(Code::Decode, "network configuration must be a JSON object")
+        })?;
+        for field in ["cniVersion", "name", "type", "ipam"] {
+            if !obj.contains_key(field) {
+                return Err(CniError::new(
+                    Code::InvalidNetworkConfig,
+                    format!("{field}: required field is missing"),
+                ));
+            }
+        }
+        let conf: NetConf = serde_json::from_value(value).map_err(|e| {
+            CniError::new(
+                Code::InvalidNetworkConfig,
+                format!("network configuration: {e}"),
+            )
+        })?;
+        conf.validate()?;
+        Ok(conf)
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_version(&self.cni_version)?;
+        let invalid = |msg: String| CniError::new(Code::InvalidNetworkConfig, msg);
+        if !valid_name(&self.name) {
+            return Err(invalid(format!(
+                "name: {:?} must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
+                self.name
+            )));
+        }
+        if self.ipam.kind != IPAM_TYPE {
+            return Err(invalid(format!(
+                "ipam.type: {:?} is not supported (this plugin does its own IPAM: {IPAM_TYPE:?})",
+                self.ipam.kind
+            )));
+        }
+        match (&self.ipam.pod_cidr, &self.ipam.pod_cidr_v6) {
+            (None, None) => {
+                return Err(invalid(
+                    "ipam.podCIDR: at least one of podCIDR and podCIDRv6 is required".into(),
+                ));
+            }
+            (Some(IpNet::V6(_)), _) => {
+                return Err(invalid("ipam.podCIDR: must be an IPv4 prefix".into()));
+            }
+            (_, Some(IpNet::V4(_))) => {
+                return Err(invalid("ipam.podCIDRv6: must be an IPv6 prefix".into()));
+            }
+            _ => {}
+        }
+        if let Some(IpNet::V4(n)) = self.ipam.pod_cidr
+            && n.prefix_len() > 30
+        {
+            return Err(invalid(format!(
+                "ipam.podCIDR: {n} is too small (need a gateway and at least one pod: /30 or larger)"
+            )));
+        }
+        if let Some(IpNet::V6(n)) = self.ipam.pod_cidr_v6
+            && n.prefix_len() > 126
+        {
+            return Err(invalid(format!(
+                "ipam.podCIDRv6: {n} is too small (/126 or larger)"
+            )));
+        }
+        if let Some(mtu) = self.mtu
+            && !(68..=65535).contains(&mtu)
+        {
+            return Err(invalid(format!("mtu: {mtu} is out of range 68..=65535")));
+        }
+        Ok(())
+    }
+
+    /// The configured PodCIDRs, normalised to their network address, v4 first.
+    pub fn pod_cidrs(&self) -> Vec<IpNet> {
+        [self.ipam.pod_cidr, self.ipam.pod_cidr_v6]
+            .into_iter()
+            .flatten()
+            .map(|n| n.trunc())
+            .collect()
+    }
+
+    /// `<dataDir>/<network name>`.
+    pub fn network_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+            .join(&self.name)
+    }
+
+    /// Whether results carry the pre-1.0 `version` field on IPs.
+    pub fn legacy_result(&self) -> bool {
+        self.cni_version == "0.4.0"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(json: &str) -> Result<NetConf> {
+        NetConf::parse(json.as_bytes())
+    }
+
+    const GOOD: &str = r#"{"cniVersion":"1.0.0","name":"mesh","type":"ironmesh-cni",
+        "ipam":{"type":"ironmesh","podCIDR":"10.244.1.7/24","podCIDRv6":"fd00:244:1::/64"},
+        "dns":{"nameservers":["10.96.0.10"]},"runtimeConfig":{"labels":{"app":"web"}}}"#;
+
+    #[test]
+    fn parses_a_good_config() {
+        let c = conf(GOOD).unwrap();
+        assert_eq!(c.name, "mesh");
+        assert_eq!(
+            c.pod_cidrs(),
+            vec![
+                "10.244.1.0/24".parse::<IpNet>().unwrap(),
+                "fd00:244:1::/64".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.runtime_config.labels["app"], "web");
+        assert_eq!(c.network_dir(), PathBuf::from("/var/lib/ironmesh/cni/mesh"));
+    }
+
+    #[test]
+    fn bad_configs_get_spec_codes_naming_the_field() {
+        let e = conf("{not json").unwrap_err();
+        assert_eq!(e.code, Code::Decode);
+        let e = conf(r#"{"name":"x","type":"t","ipam":{"type":"ironmesh"}}"#).unwrap_err();
+        assert_eq!(e.code, Code::InvalidNetworkConfig);
+        assert!(e.msg.contains("cniVersion"), "{e}");
+        let e = conf(&GOOD.replace("1.0.0", "0.3.1")).unwrap_err();
+        assert_eq!(e.code, Code::IncompatibleVersion);
+        assert!(e.msg.contains("cniVersion"), "{e}");
+        let e = conf(&GOOD.replace(r#""type":"ironmesh""#, r#""type":"host-local""#)).unwrap_err();
+        assert_eq!(e.code, Code::InvalidNetworkConfig);
+        assert!(e.msg.contains("ipam.type"), "{e}");
+        let e = conf(&GOOD.replace("10.244.1.7/24", "fd00::/64")).unwrap_err();
+        assert!(e.msg.contains("ipam.podCIDR"), "{e}");
+        let e = conf(&GOOD.replace("10.244.1.7/24", "banana")).unwrap_err();
+        assert_eq!(e.code, Code::InvalidNetworkConfig);
+        assert!(e.msg.contains("podCIDR"), "{e}");
+        let e = conf(&GOOD.replace(r#""name":"mesh""#, r#""name":"-x""#)).unwrap_err();
+        assert!(e.msg.starts_with("name:"), "{e}");
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Result<Env> {
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn environment_is_validated() {
+        let full = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "abc123"),
+            ("CNI_NETNS", "/var/run/netns/x"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0",
+            ),
+        ];
+        let e = env(&full).unwrap();
+        assert_eq!(e.command, Command::Add);
+        assert_eq!(e.args.pod_namespace.as_deref(), Some("default"));
+        assert_eq!(e.args.pod_name.as_deref(), Some("web-0"));
+        for missing in [
+            "CNI_COMMAND",
+            "CNI_CONTAINERID",
+            "CNI_NETNS",
+            "CNI_IFNAME",
+            "CNI_PATH",
+        ] {
+            let vars: Vec<_> = full
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .collect();
+            let err = env(&vars).unwrap_err();
+            assert_eq!(err.code, Code::InvalidEnvironment, "{missing}");
+            assert!(err.msg.contains(missing), "{err}");
+        }
+        // DEL without a netns is fine (the runtime may have lost it).
+        let vars: Vec<_> = full
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "CNI_NETNS")
+            .map(|(k, v)| {
+                if k == "CNI_COMMAND" {
+                    (k, "DEL")
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        assert_eq!(env(&vars).unwrap().netns, None);
+        let err = env(&[("CNI_COMMAND", "FROB")]).unwrap_err();
+        assert_eq!(err.code, Code::InvalidEnvironment);
+        assert!(err.msg.contains("CNI_COMMAND"));
+        let mut bad = full;
+        bad[3] = ("CNI_IFNAME", "a/b");
+        assert!(env(&bad).unwrap_err().msg.contains("CNI_IFNAME"));
+        bad = full;
+        bad[5] = ("CNI_ARGS", "novalue");
+        assert!(env(&bad).unwrap_err().msg.contains("CNI_ARGS"));
+        assert_eq!(
+            env(&[("CNI_COMMAND", "VERSION")]).unwrap().command,
+            Command::Version
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! The commands: ADD, DEL, CHECK, VERSION (and 1.1.0's STATUS and GC), wiring the pure
+//! parts (config, IPAM, result) to the netlink edge.
+//!
+//! The attachment (Cilium-like routing, no bridge, no address on the host side):
+//! - veth pair: `<CNI_IFNAME>` in the pod, `im<hash>` on the host (see [`host_ifname`]);
+//! - pod: its address as a host prefix (/32, /128), an on-link route to the gateway (the
+//!   PodCIDR's first address), a permanent neighbour entry mapping the gateway to the host
+//!   veth's MAC (nothing has to answer ARP/ND for it), and a default route via the gateway;
+//! - host: `<pod ip>/32 dev im<hash>`; the node forwards between pods and to the world.
+//!
+//! Endpoint registration with meshd is not done here (yet): ADD writes an endpoint record
+//! (see [`crate::endpoint`]) for meshd to pick up.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::Path;
+
+use crate::config::{Command, Env, NetConf, check_version};
+use crate::endpoint::{self, Endpoint, host_ifname};
+use crate::error::{CniError, Code, Result};
+use crate::ipam::{Allocation, Ipam};
+use crate::netlink::{Link, Netlink, mac_string};
+use crate::result::{self, Attachment, CniResult, default_route, host_prefix};
+
+/// Runs one invocation: environment through `get`, `stdin` the network configuration.
+/// Returns what to print on stdout on success.
+pub fn run(get: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Option<String>> {
+    let env = Env::from_lookup(get)?;
+    match env.command {
+        Command::Version => Ok(Some(result::version_json())),
+        Command::Add => {
+            let conf = NetConf::parse(stdin)?;
+            let r = add(&env, &conf)?;
+            Ok(Some(serde_json::to_string(&r).expect("result serializes")))
+        }
+        Command::Del => {
+            let conf = NetConf::parse(stdin)?;
+            del(&env, &conf).map(|()| None)
+        }
+        Command::Check => {
+            let conf = NetConf::parse(stdin)?;
+            check(&env, &conf).map(|()| None)
+        }
+        Command::Status => {
+            let conf = NetConf::parse(stdin)?;
+            status(&conf).map(|()| None)
+        }
+        Command::Gc => {
+            let conf = NetConf::parse(stdin)?;
+            gc(&conf).map(|()| None)
+        }
+    }
+}
+
+fn open_netns(path: &Path, code: Code) -> Result<File> {
+    File::open(path).map_err(|e| {
+        CniError::new(code, format!("CNI_NETNS: cannot open {}", path.display()))
+            .with_details(e.to_string())
+    })
+}
+
+fn ipam(conf: &NetConf) -> Result<Ipam> {
+    Ipam::open(conf.network_dir().join("ipam"))
+}
+
+/// ADD: allocate, attach, record. On failure, gives back what it took.
+pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult> {
+    let netns = env
+        .netns
+        .as_deref()
+        .expect("Env requires CNI_NETNS for ADD");
+    let ns = open_netns(netns, Code::InvalidEnvironment)?;
+    let ipam = ipam(conf)?;
+    let (allocations, fresh) = ipam.allocate(&conf.pod_cidrs(), &env.container_id, &env.ifname)?;
+    let host = Netlink::new()?;
+    let attached = attach(env, conf, &host, &ns, &allocations).and_then(|a| {
+        let ep = Endpoint {
+            container_id: env.container_id.clone(),
+            ifname: env.ifname.clone(),
+            netns: netns.display().to_string(),
+            host_ifname: a.host_ifname.clone(),
+            addresses: allocations.iter().map(|a| a.address).collect(),
+            labels: endpoint::labels(env, conf),
+            pod_uid: env.args.pod_uid.clone(),
+        };
+        endpoint::write(
+            &endpoint::path(&conf.network_dir(), &env.container_id, &env.ifname),
+            &ep,
+        )?;
+        Ok(a)
+    });
+    match attached {
+        Ok(a) => Ok(result::build(conf, &a)),
+        Err(e) => {
+            if let Ok(Some(l)) = host.link(&host_ifname(&env.container_id, &env.ifname)) {
+                let _ = host.del_link(l.index);
+            }
+            if fresh {
+                let _ = ipam.release(&env.container_id, &env.ifname);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn attach(
+    env: &Env,
+    conf: &NetConf,
+    host: &Netlink,
+    ns: &File,
+    allocations: &[Allocation],
+) -> Result<Attachment> {
+    let pod = Netlink::new_in(ns)?;
+    let host_name = host_ifname(&env.container_id, &env.ifname);
+    // A repeated ADD (or a crashed one): start the pair over; the addresses stay the same.
+    if let Some(l) = host.link(&host_name)? {
+        host.del_link(l.index)?;
+    }
+    if pod.link(&env.ifname)?.is_some() {
+        return Err(CniError::new(
+            Code::Internal,
+            format!(
+                "CNI_IFNAME: {} already exists in the container's namespace",
+                env.ifname
+            ),
+        ));
+    }
+    host.add_veth(&host_name, &env.ifname, ns, conf.mtu)?;
+    let missing = |name: &str| {
+        CniError::new(
+            Code::Internal,
+            format!("veth end {name} vanished after creation"),
+        )
+    };
+    let hl = host.link(&host_name)?.ok_or_else(|| missing(&host_name))?;
+    let pl = pod.link(&env.ifname)?.ok_or_else(|| missing(&env.ifname))?;
+    host.set_up(hl.index)?;
+    pod.set_up(pl.index)?;
+    for a in allocations {
+        pod.add_addr(pl.index, host_prefix(a.address))?;
+        pod.add_route(host_prefix(a.gateway), pl.index, None)?;
+        pod.add_neigh(pl.index, a.gateway, &hl.mac)?;
+        pod.add_route(default_route(a.address), pl.index, Some(a.gateway))?;
+        host.add_route(host_prefix(a.address), hl.index, None)?;
+    }
+    Ok(Attachment {
+        host_ifname: host_name,
+        host_mac: mac_string(&hl.mac),
+        ifname: env.ifname.clone(),
+        mac: mac_string(&pl.mac),
+        sandbox: env
+            .netns
+            .as_deref()
+            .expect("ADD has a netns")
+            .display()
+            .to_string(),
+        mtu: conf.mtu,
+        allocations: allocations.to_vec(),
+    })
+}
+
+/// DEL: removes the veth pair (and with it the pod side and all routes through it), the
+/// allocation and the endpoint record. Whatever is already gone is skipped.
+pub fn del(env: &Env, conf: &NetConf) -> Result<()> {
+    release(conf, &env.container_id, &env.ifname)
+}
+
+fn release(conf: &NetConf, container_id: &str, ifname: &str) -> Result<()> {
+    let host = Netlink::new()?;
+    if let Some(l) = host.link(&host_ifname(container_id, ifname))? {
+        host.del_link(l.index)?;
+    }
+    ipam(conf)?.release(container_id, ifname)?;
+    endpoint::remove(&endpoint::path(&conf.network_dir(), container_id, ifname))
+}
+
+fn check_failed(msg: String) -> CniError {
+    CniError::new(Code::CheckFailed, msg)
+}
+
+/// CHECK: the attachment is as ADD made it.
+pub fn check(env: &Env, conf: &NetConf) -> Result<()> {
+    let netns = env
+        .netns
+        .as_deref()
+        .expect("Env requires CNI_NETNS for CHECK");
+    let ns = open_netns(netns, Code::UnknownContainer)?;
+    let held: Vec<IpAddr> = ipam(conf)?.lookup(&env.container_id, &env.ifname)?;
+    if held.is_empty() {
+        return Err(check_failed(format!(
+            "ipam: no address is allocated to container {} interface {}",
+            env.container_id, env.ifname
+        )));
+    }
+    if let Some(prev) = &conf.prev_result {
+        let prev: CniResult = serde_json::from_value(prev.clone()).map_err(|e| {
+            CniError::new(Code::Decode, "prevResult: not a CNI result").with_details(e.to_string())
+        })?;
+        let want: BTreeSet<IpAddr> = prev.ips.iter().map(|i| i.address.addr()).collect();
+        let have: BTreeSet<IpAddr> = held.iter().copied().collect();
+        if want != have {
+            return Err(check_failed(format!(
+                "prevResult.ips: {want:?} but the allocation holds {have:?}"
+            )));
+        }
+    }
+    let host = Netlink::new()?;
+    let pod = Netlink::new_in(&ns)?;
+    let host_name = host_ifname(&env.container_id, &env.ifname);
+    let expect_link = |l: Option<Link>, name: &str, side: &str| -> Result<Link> {
+        let l = l.ok_or_else(|| check_failed(format!("{side} interface {name} is missing")))?;
+        if !l.veth || !l.up {
+            return Err(check_failed(format!(
+                "{side} interface {name} is not an up veth"
+            )));
+        }
+        Ok(l)
+    };
+    let hl = expect_link(host.link(&host_name)?, &host_name, "host")?;
+    let pl = expect_link(pod.link(&env.ifname)?, &env.ifname, "container")?;
+    let addrs = pod.addrs(pl.index)?;
+    let pod_routes = pod.routes()?;
+    let host_routes = host.routes()?;
+    for pool in conf.pod_cidrs() {
+        let Some(ip) = held.iter().copied().find(|a| pool.contains(a)) else {
+            return Err(check_failed(format!("ipam: no address from {pool}")));
+        };
+        let gw = crate::ipam::gateway(pool);
+        if !addrs.contains(&host_prefix(ip)) {
+            return Err(check_failed(format!(
+                "address {} is missing on {} in the container",
+                host_prefix(ip),
+                env.ifname
+            )));
+        }
+        let has = |routes: &[crate::netlink::Route], dst, gw, oif| {
+            routes
+                .iter()
+                .any(|r| r.dst == dst && r.gateway == gw && r.oif == Some(oif))
+        };
+        if !has(&pod_routes, host_prefix(gw), None, pl.index) {
+            return Err(check_failed(format!(
+                "container route {gw} dev {} is missing",
+                env.ifname
+            )));
+        }
+        if !has(&pod_routes, default_route(ip), Some(gw), pl.index) {
+            return Err(check_failed(format!(
+                "container default route via {gw} dev {} is missing",
+                env.ifname
+            )));
+        }
+        if !has(&host_routes, host_prefix(ip), None, hl.index) {
+            return Err(check_failed(format!(
+                "host route {} dev {host_name} is missing",
+                host_prefix(ip)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// STATUS (1.1.0): ready when the data dir is usable.
+pub fn status(conf: &NetConf) -> Result<()> {
+    check_version(&conf.cni_version)?;
+    ipam(conf).map(drop).map_err(|e| {
+        CniError::new(Code::NotAvailable, "ipam: data dir is not usable")
+            .with_details(e.to_string())
+    })
+}
+
+/// GC (1.1.0): frees every attachment of this network not in `cni.dev/valid-attachments`.
+pub fn gc(conf: &NetConf) -> Result<()> {
+    let valid: BTreeSet<(String, String)> = conf
+        .valid_attachments
+        .iter()
+        .flatten()
+        .map(|a| (a.container_id.clone(), a.ifname.clone()))
+        .collect();
+    let stale: BTreeSet<(String, String)> = ipam(conf)?
+        .owners()?
+        .into_iter()
+        .map(|o| (o.container_id, o.ifname))
+        .filter(|k| !k.0.is_empty() && !valid.contains(k))
+        .collect();
+    for (id, ifname) in stale {
+        release(conf, &id, &ifname)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,565 @@
+//! The plugin driven exactly as a runtime drives it: the built binary, CNI_* environment
+//! variables, the network configuration on stdin, result or error JSON on stdout.
+//!
+//! Tests that attach pods need root: they make their own network namespaces (a "node" with
+//! forwarding on, and pods), named `imcni-<pid>-<seq>-<role>`, deleted on drop (also when a
+//! test fails) and swept when a dead run left them behind.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ironmesh-cni");
+const PREFIX: &str = "imcni-";
+
+fn is_root() -> bool {
+    // The effective uid from /proc (no unsafe geteuid call in tests).
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn sh(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A network namespace of this test run, deleted on drop.
+#[derive(Debug)]
+struct Netns {
+    name: String,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn sweep_stale() {
+    let Ok(list) = sh("ip", &["netns", "list"]) else {
+        return;
+    };
+    for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let owner = ns
+            .strip_prefix(PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = owner
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = sh("ip", &["netns", "del", ns]);
+        }
+    }
+}
+
+impl Netns {
+    fn new(role: &str) -> Netns {
+        let name = format!(
+            "{PREFIX}{}-{}-{role}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        sh("ip", &["netns", "add", &name]).unwrap();
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A node: forwarding on, an underlay-ish address on lo.
+    fn node() -> Netns {
+        let ns = Netns::new("node");
+        for s in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            ns.exec("sysctl", &["-q", "-w", s]).unwrap();
+        }
+        ns.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]);
+        ns
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        sh("ip", &full).unwrap()
+    }
+
+    fn exec(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        let mut full = vec!["netns", "exec", &self.name, program];
+        full.extend_from_slice(args);
+        sh("ip", &full)
+    }
+
+    fn ping(&self, dst: &str) -> bool {
+        self.exec(
+            "ping",
+            &["-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", dst],
+        )
+        .is_ok()
+    }
+
+    fn delete(&self) {
+        let _ = sh("ip", &["netns", "del", &self.name]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.delete();
+    }
+}
+
+/// The outcome of one plugin call.
+#[derive(Debug)]
+struct Out {
+    ok: bool,
+    json: Value,
+    stderr: String,
+}
+
+/// One invocation's parameters; `node` is the namespace the runtime (and so the plugin) runs in.
+struct Call<'a> {
+    node: Option<&'a Netns>,
+    vars: Vec<(&'a str, String)>,
+    stdin: String,
+}
+
+impl Call<'_> {
+    fn run(&self) -> Out {
+        let mut cmd = match self.node {
+            Some(n) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &n.name, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        for v in [
+            "CNI_COMMAND",
+            "CNI_CONTAINERID",
+            "CNI_NETNS",
+            "CNI_IFNAME",
+            "CNI_ARGS",
+            "CNI_PATH",
+        ] {
+            cmd.env_remove(v);
+        }
+        cmd.envs(self.vars.iter().map(|(k, v)| (*k, v.as_str())));
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(self.stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        Out {
+            ok: out.status.success(),
+            json: if stdout.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&stdout)
+                    .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}"))
+            },
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+fn conf(version: &str, data_dir: &Path) -> String {
+    json!({
+        "cniVersion": version,
+        "name": "mesh",
+        "type": "ironmesh-cni",
+        "dataDir": data_dir,
+        "ipam": {"type": "ironmesh", "podCIDR": "10.244.1.0/24", "podCIDRv6": "fd00:244:1::/64"},
+        "dns": {"nameservers": ["10.96.0.10"]},
+        "runtimeConfig": {"labels": {"app": "web"}}
+    })
+    .to_string()
+}
+
+/// A runtime's view: node namespace, data dir, network config.
+struct Runtime<'a> {
+    node: &'a Netns,
+    conf: String,
+}
+
+impl<'a> Runtime<'a> {
+    fn call(&self, command: &str, id: &str, pod: Option<&Netns>, stdin: Option<String>) -> Out {
+        let mut vars = vec![
+            ("CNI_COMMAND", command.to_string()),
+            ("CNI_CONTAINERID", id.to_string()),
+            ("CNI_IFNAME", "eth0".to_string()),
+            ("CNI_PATH", "/opt/cni/bin".to_string()),
+            (
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
+            ),
+        ];
+        if let Some(p) = pod {
+            vars.push(("CNI_NETNS", p.path()));
+        }
+        Call {
+            node: Some(self.node),
+            vars,
+            stdin: stdin.unwrap_or_else(|| self.conf.clone()),
+        }
+        .run()
+    }
+}
+
+fn assert_error(out: &Out, code: u64, field: &str) {
+    assert!(!out.ok, "expected failure, got {:?}", out.json);
+    assert_eq!(out.json["code"], code, "{:?}", out.json);
+    let msg = out.json["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains(field), "msg {msg:?} should name {field}");
+    assert!(out.json["cniVersion"].is_string(), "{:?}", out.json);
+}
+
+#[test]
+fn version_matches_the_spec() {
+    let out = Call {
+        node: None,
+        vars: vec![("CNI_COMMAND", "VERSION".into())],
+        stdin: r#"{"cniVersion":"1.1.0"}"#.into(),
+    }
+    .run();
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(
+        out.json,
+        json!({"cniVersion": "1.1.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]})
+    );
+}
+
+#[test]
+fn bad_input_gets_spec_errors_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = conf("1.0.0", dir.path());
+    let env = |command: &str| {
+        vec![
+            ("CNI_COMMAND", command.to_string()),
+            ("CNI_CONTAINERID", "c1".into()),
+            ("CNI_NETNS", "/run/netns/does-not-exist".into()),
+            ("CNI_IFNAME", "eth0".into()),
+            ("CNI_PATH", "/opt/cni/bin".into()),
+        ]
+    };
+    let call = |vars: Vec<(&'static str, String)>, stdin: &str| {
+        Call {
+            node: None,
+            vars,
+            stdin: stdin.into(),
+        }
+        .run()
+    };
+    // Unknown command, missing variables: 4.
+    assert_error(&call(env("FROB"), &good), 4, "CNI_COMMAND");
+    assert_error(&call(vec![], &good), 4, "CNI_COMMAND");
+    for missing in ["CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS", "CNI_PATH"] {
+        let vars = env("ADD")
+            .into_iter()
+            .filter(|(k, _)| *k != missing)
+            .collect();
+        assert_error(&call(vars, &good), 4, missing);
+    }
+    // Malformed JSON: 6.
+    assert_error(&call(env("ADD"), "{\"cniVersion\": "), 6, "JSON");
+    // Wrong version: 1, and the error object itself is in a version we speak.
+    let out = call(env("ADD"), &good.replace("1.0.0", "0.2.0"));
+    assert_error(&out, 1, "cniVersion");
+    assert_eq!(out.json["cniVersion"], "1.1.0");
+    // Invalid network config: 7.
+    let no_name = good.replace("\"name\":\"mesh\",", "");
+    assert_error(&call(env("ADD"), &no_name), 7, "name");
+    assert_error(
+        &call(env("ADD"), &good.replace("10.244.1.0/24", "10.244.1.0/33")),
+        7,
+        "ipam.podCIDR",
+    );
+    // A netns that is not there on ADD.
+    assert_error(&call(env("ADD"), &good), 4, "CNI_NETNS");
+    // CHECK of a container whose netns is gone: 3.
+    assert_error(&call(env("CHECK"), &good), 3, "CNI_NETNS");
+    // Nothing was allocated by any of these.
+    let ipam = dir.path().join("mesh/ipam");
+    let files: Vec<_> = std::fs::read_dir(&ipam)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(files.is_empty(), "{files:?}");
+}
+
+fn wait_ping(from: &Netns, dst: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if from.ping(dst) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+fn allocation_files(data: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(data.join("mesh/ipam"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn two_pods_attach_ping_check_and_detach() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    sweep_stale();
+    let data = tempfile::tempdir().unwrap();
+    let node = Netns::node();
+    let p1 = Netns::new("pod1");
+    let p2 = Netns::new("pod2");
+    let rt = Runtime {
+        node: &node,
+        conf: conf("1.1.0", data.path()),
+    };
+
+    let a1 = rt.call("ADD", "pod1", Some(&p1), None);
+    assert!(a1.ok, "ADD pod1: {:?} {}", a1.json, a1.stderr);
+    let a2 = rt.call("ADD", "pod2", Some(&p2), None);
+    assert!(a2.ok, "ADD pod2: {:?} {}", a2.json, a2.stderr);
+
+    // The result in the spec's shape.
+    let r = &a1.json;
+    assert_eq!(r["cniVersion"], "1.1.0");
+    assert_eq!(r["ips"][0]["address"], "10.244.1.2/32");
+    assert_eq!(r["ips"][0]["gateway"], "10.244.1.1");
+    assert_eq!(r["ips"][0]["interface"], 1);
+    assert_eq!(r["ips"][1]["address"], "fd00:244:1::2/128");
+    assert_eq!(r["interfaces"][1]["name"], "eth0");
+    assert_eq!(r["interfaces"][1]["sandbox"], p1.path());
+    assert!(r["interfaces"][0].get("sandbox").is_none());
+    assert_eq!(
+        r["routes"][0],
+        json!({"dst": "0.0.0.0/0", "gw": "10.244.1.1"})
+    );
+    assert_eq!(r["dns"]["nameservers"][0], "10.96.0.10");
+    let host_if = r["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let pod_mac = r["interfaces"][1]["mac"].as_str().unwrap();
+    assert!(p1.ip(&["link", "show", "eth0"]).contains(pod_mac));
+    assert!(node.ip(&["link", "show", &host_if]).contains("state UP"));
+    assert!(
+        node.ip(&["route", "show", "10.244.1.2/32"])
+            .contains(&host_if),
+        "host route to pod1"
+    );
+    assert_eq!(a2.json["ips"][0]["address"], "10.244.1.3/32");
+
+    // Pod to pod through the node, both families; the node reaches the pods too.
+    assert!(wait_ping(&p1, "10.244.1.3"), "pod1 -> pod2 (IPv4)");
+    assert!(wait_ping(&p2, "10.244.1.2"), "pod2 -> pod1 (IPv4)");
+    assert!(wait_ping(&p1, "fd00:244:1::3"), "pod1 -> pod2 (IPv6)");
+    assert!(wait_ping(&node, "10.244.1.2"), "node -> pod1");
+
+    // The endpoint record for meshd, with the labels.
+    let ep: Value = serde_json::from_slice(
+        &std::fs::read(data.path().join("mesh/endpoints/pod1-eth0.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ep["labels"]["app"], "web");
+    assert_eq!(ep["labels"]["io.kubernetes.pod.namespace"], "default");
+    assert_eq!(ep["labels"]["io.kubernetes.pod.name"], "pod1");
+    assert_eq!(ep["hostIfname"], host_if.as_str());
+
+    // CHECK passes, also against the previous result.
+    let mut with_prev: Value = serde_json::from_str(&rt.conf).unwrap();
+    with_prev["prevResult"] = a1.json.clone();
+    let c = rt.call("CHECK", "pod1", Some(&p1), Some(with_prev.to_string()));
+    assert!(c.ok, "CHECK pod1: {:?} {}", c.json, c.stderr);
+
+    // ADD again: same addresses (idempotent), still connected.
+    let again = rt.call("ADD", "pod1", Some(&p1), None);
+    assert!(again.ok, "{:?}", again.json);
+    assert_eq!(again.json["ips"], a1.json["ips"]);
+    assert!(
+        wait_ping(&p1, "10.244.1.3"),
+        "pod1 -> pod2 after repeated ADD"
+    );
+
+    // CHECK detects a removed address.
+    p2.ip(&["addr", "del", "10.244.1.3/32", "dev", "eth0"]);
+    let c = rt.call("CHECK", "pod2", Some(&p2), None);
+    assert_error(&c, 100, "10.244.1.3/32");
+    // ... and a removed host route.
+    let h1 = a1.json["interfaces"][0]["name"].as_str().unwrap();
+    node.ip(&["route", "del", "10.244.1.2/32", "dev", h1]);
+    assert_error(
+        &rt.call("CHECK", "pod1", Some(&p1), None),
+        100,
+        "host route",
+    );
+
+    // DEL removes the veth pair and the allocation; DEL again is fine.
+    assert_eq!(
+        allocation_files(data.path()),
+        ["10.244.1.2", "10.244.1.3", "fd00:244:1::2", "fd00:244:1::3"]
+    );
+    let d = rt.call("DEL", "pod1", Some(&p1), None);
+    assert!(d.ok, "DEL pod1: {:?} {}", d.json, d.stderr);
+    assert!(
+        node.exec("ip", &["link", "show", h1]).is_err(),
+        "host veth left"
+    );
+    assert!(
+        p1.exec("ip", &["link", "show", "eth0"]).is_err(),
+        "pod veth left"
+    );
+    assert!(!data.path().join("mesh/endpoints/pod1-eth0.json").exists());
+    assert_eq!(
+        allocation_files(data.path()),
+        ["10.244.1.3", "fd00:244:1::3"]
+    );
+    let d = rt.call("DEL", "pod1", Some(&p1), None);
+    assert!(d.ok, "second DEL pod1: {:?} {}", d.json, d.stderr);
+
+    // DEL after the runtime already lost the netns (no CNI_NETNS): still releases.
+    p2.delete();
+    let d = rt.call("DEL", "pod2", None, None);
+    assert!(d.ok, "DEL pod2 without netns: {:?} {}", d.json, d.stderr);
+    assert!(allocation_files(data.path()).is_empty());
+    assert!(
+        !node.ip(&["link", "show"]).contains("im"),
+        "host veths left: {}",
+        node.ip(&["link", "show"])
+    );
+}
+
+#[test]
+fn concurrent_adds_get_distinct_addresses() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    sweep_stale();
+    let data = tempfile::tempdir().unwrap();
+    let node = Netns::node();
+    let pods: Vec<Netns> = (0..6).map(|i| Netns::new(&format!("c{i}"))).collect();
+    let conf = conf("1.0.0", data.path());
+    let outs: Vec<Out> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let rt = Runtime {
+                    node: &node,
+                    conf: conf.clone(),
+                };
+                s.spawn(move || rt.call("ADD", &format!("c{i}"), Some(p), None))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut addrs: Vec<String> = outs
+        .iter()
+        .map(|o| {
+            assert!(o.ok, "{:?} {}", o.json, o.stderr);
+            o.json["ips"][0]["address"].as_str().unwrap().to_string()
+        })
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 6, "{addrs:?}");
+    // 1.0.0 results have no per-IP `version` (0.4.0 ones do).
+    assert!(outs[0].json["ips"][0].get("version").is_none());
+}
+
+#[test]
+fn failed_add_gives_back_its_address_and_gc_frees_stale_attachments() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    sweep_stale();
+    let data = tempfile::tempdir().unwrap();
+    let node = Netns::node();
+    let rt = Runtime {
+        node: &node,
+        conf: conf("1.1.0", data.path()),
+    };
+    // The pod already has an eth0 we did not make: ADD fails and keeps nothing.
+    let busy = Netns::new("busy");
+    busy.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
+    let out = rt.call("ADD", "busy", Some(&busy), None);
+    assert_error(&out, 999, "CNI_IFNAME");
+    assert!(allocation_files(data.path()).is_empty());
+    assert!(!node.ip(&["link", "show"]).contains("im"));
+
+    // STATUS: ready.
+    let status = rt.call("STATUS", "", None, None);
+    assert!(status.ok, "{:?} {}", status.json, status.stderr);
+
+    // GC keeps the valid attachment and frees the other one (veth, address, record).
+    let keep = Netns::new("keep");
+    let lost = Netns::new("lost");
+    let k = rt.call("ADD", "keep", Some(&keep), None);
+    assert!(k.ok);
+    let l = rt.call("ADD", "lost", Some(&lost), None);
+    assert!(l.ok);
+    let mut gc: Value = serde_json::from_str(&rt.conf).unwrap();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    let out = rt.call("GC", "", None, Some(gc.to_string()));
+    assert!(out.ok, "{:?} {}", out.json, out.stderr);
+    let kept: Vec<String> = k.json["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            i["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(allocation_files(data.path()), kept);
+    let lost_if = l.json["interfaces"][0]["name"].as_str().unwrap();
+    assert!(node.exec("ip", &["link", "show", lost_if]).is_err());
+    assert!(!data.path().join("mesh/endpoints/lost-eth0.json").exists());
+    assert!(wait_ping(&node, &kept[0]), "the kept pod still works");
+}
