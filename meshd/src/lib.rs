@@ -5,10 +5,12 @@
 //! - [`nodes`]: node records kept alive by a lease.
 //! - [`identity`]: label set → cluster-unique numeric identity, by transaction.
 //! - [`ipam`]: per-node PodCIDRs carved from cluster pools, by transaction.
+//! - [`federation`]: remote cluster checks, mirror election, the mirror, the merged view.
 //!
 //! etcd is the only replication engine: everything shared goes through its transactions,
 //! leases and watches.
 
+pub mod federation;
 pub mod identity;
 pub mod ipam;
 pub mod kvstore;

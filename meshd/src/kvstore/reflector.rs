@@ -26,6 +26,11 @@ pub trait Decoder: Send + Sync + 'static {
     type Key: Clone + Ord + Debug + Send + Sync + 'static;
     type Value: Clone + PartialEq + Debug + Send + Sync + 'static;
 
+    /// Keys of the prefix this reader does not want at all (another component's keys): skipped
+    /// silently, not counted as skipped records. `decode_key` must reject them too.
+    fn ignore(&self, _key: &[u8]) -> bool {
+        false
+    }
     /// `Err` skips the key (and logs why).
     fn decode_key(&self, key: &[u8]) -> Result<Self::Key, String>;
     /// `Err` skips the value and keeps the last good value of the key, if any.
@@ -73,6 +78,9 @@ impl<D: Decoder> Cache<D> {
     }
 
     fn decode_key(&mut self, key: &[u8]) -> Option<D::Key> {
+        if self.decoder.ignore(key) {
+            return None;
+        }
         match self.decoder.decode_key(key) {
             Ok(k) => Some(k),
             Err(e) => {

@@ -4,6 +4,7 @@
 //! ironmesh/v1/clusters/<cluster>/<resource>   written by the cluster's own nodes
 //! ironmesh/v1/mirror/<remote>/<resource>      a remote cluster's state, mirrored
 //! ironmesh/v1/mirror/<remote>/synced          the mirror's initial sync is done
+//! ironmesh/v1/mirror/<remote>/status          the mirror's health (stale or not)
 //! ```
 //!
 //! Keys are built with [`Key`]'s `Display` and read back with [`Key::parse`],
@@ -81,10 +82,13 @@ pub enum ResourceKind {
     PodCidrsByNode,
     Endpoints,
     Services,
+    /// Which meshd of the cluster mirrors a remote cluster (election key, under the
+    /// leader's lease). Coordination, not state: the mirror does not copy it.
+    MirrorLeader,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 7] = [
+    pub const ALL: [ResourceKind; 8] = [
         Self::Nodes,
         Self::Identities,
         Self::IdentitiesByLabels,
@@ -92,6 +96,7 @@ impl ResourceKind {
         Self::PodCidrsByNode,
         Self::Endpoints,
         Self::Services,
+        Self::MirrorLeader,
     ];
 
     /// The path segment(s) of this kind, without slashes at the ends.
@@ -104,12 +109,13 @@ impl ResourceKind {
             Self::PodCidrsByNode => "ipam/podcidrs-by-node",
             Self::Endpoints => "endpoints",
             Self::Services => "services",
+            Self::MirrorLeader => "mirror-leader",
         }
     }
 }
 
 /// One stored object, named by what identifies it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Resource {
     /// A node's record (addresses, pod CIDRs, encryption keys).
     Node(NodeName),
@@ -124,6 +130,8 @@ pub enum Resource {
     /// An endpoint (pod) IP to its identity and node.
     Endpoint(IpAddr),
     Service(ServiceKey),
+    /// The election key of the mirror of remote cluster `.0`.
+    MirrorLeader(ClusterName),
 }
 
 impl Resource {
@@ -136,6 +144,7 @@ impl Resource {
             Resource::PodCidrsOfNode(_) => ResourceKind::PodCidrsByNode,
             Resource::Endpoint(_) => ResourceKind::Endpoints,
             Resource::Service(_) => ResourceKind::Services,
+            Resource::MirrorLeader(_) => ResourceKind::MirrorLeader,
         }
     }
 }
@@ -151,6 +160,7 @@ impl fmt::Display for Resource {
             Resource::PodCidr(net) => f.write_str(&escape(&net.to_string())),
             Resource::Endpoint(ip) => write!(f, "{ip}"),
             Resource::Service(s) => write!(f, "{}/{}", s.namespace(), s.name()),
+            Resource::MirrorLeader(c) => write!(f, "{c}"),
         }
     }
 }
@@ -165,6 +175,11 @@ pub enum Key {
     /// `ironmesh/v1/mirror/<remote>/synced`: written once the mirror of
     /// `remote` holds a complete first listing of every kind.
     MirrorSynced {
+        remote: ClusterName,
+    },
+    /// `ironmesh/v1/mirror/<remote>/status`: the mirror's health, written by the elected
+    /// mirror (stale while the remote etcd is unreachable).
+    MirrorStatus {
         remote: ClusterName,
     },
 }
@@ -217,6 +232,9 @@ impl fmt::Display for Key {
             Key::MirrorSynced { remote } => {
                 write!(f, "{}synced", Scope::Mirror(remote.clone()).prefix())
             }
+            Key::MirrorStatus { remote } => {
+                write!(f, "{}status", Scope::Mirror(remote.clone()).prefix())
+            }
         }
     }
 }
@@ -248,6 +266,10 @@ fn parse_any(key: &str) -> Result<Key, SchemaError> {
         "mirror" if rest == "synced" => return Ok(Key::MirrorSynced { remote: name }),
         "mirror" if rest.starts_with("synced/") => {
             return Err(malformed("the synced marker has nothing after it".into()));
+        }
+        "mirror" if rest == "status" => return Ok(Key::MirrorStatus { remote: name }),
+        "mirror" if rest.starts_with("status/") => {
+            return Err(malformed("the mirror status has nothing after it".into()));
         }
         "mirror" => Scope::Mirror(name),
         other => {
@@ -334,6 +356,9 @@ fn parse_resource(kind: ResourceKind, tail: &str) -> Result<Resource, String> {
             tail.parse()
                 .map_err(|e: common::ServiceKeyError| e.to_string())?,
         ),
+        ResourceKind::MirrorLeader => {
+            Resource::MirrorLeader(ClusterName::new(tail).map_err(|e| e.to_string())?)
+        }
     })
 }
 

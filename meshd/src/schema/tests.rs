@@ -75,6 +75,22 @@ fn builds_the_documented_keys() {
         Key::parse_bytes(b"ironmesh/v1/mirror/green/synced").unwrap(),
         synced
     );
+    let status = Key::MirrorStatus { remote: c("green") };
+    assert_eq!(status.to_string(), "ironmesh/v1/mirror/green/status");
+    assert_eq!(
+        Key::parse("ironmesh/v1/mirror/green/status").unwrap(),
+        status
+    );
+    assert!(Key::parse("ironmesh/v1/mirror/green/status/x").is_err());
+    let leader = Key::cluster(&blue, Resource::MirrorLeader(c("green")));
+    assert_eq!(
+        leader.to_string(),
+        "ironmesh/v1/clusters/blue/mirror-leader/green"
+    );
+    assert_eq!(
+        Key::parse("ironmesh/v1/clusters/blue/mirror-leader/green").unwrap(),
+        leader
+    );
 }
 
 #[test]
@@ -251,6 +267,9 @@ fn key() -> impl Strategy<Value = Key> {
         (cluster_name(), resource()).prop_map(|(c, r)| Key::cluster(&c, r)),
         (cluster_name(), resource()).prop_map(|(c, r)| Key::mirror(&c, r)),
         cluster_name().prop_map(|remote| Key::MirrorSynced { remote }),
+        cluster_name().prop_map(|remote| Key::MirrorStatus { remote }),
+        (cluster_name(), cluster_name())
+            .prop_map(|(c, r)| Key::cluster(&c, Resource::MirrorLeader(r))),
     ]
 }
 
@@ -269,7 +288,7 @@ proptest! {
 
     #[test]
     fn parse_accepts_only_canonical_text(
-        tail in "(nodes/|identities/|identities-by-labels/|ipam/podcidrs/|ipam/podcidrs-by-node/|endpoints/|services/|synced)?[a-fA-F0-9/%:=,._-]{0,30}"
+        tail in "(nodes/|identities/|identities-by-labels/|ipam/podcidrs/|ipam/podcidrs-by-node/|endpoints/|services/|mirror-leader/|synced|status)?[a-fA-F0-9/%:=,._-]{0,30}"
     ) {
         for scope in ["clusters/a/", "mirror/a/"] {
             let text = format!("ironmesh/v1/{scope}{tail}");

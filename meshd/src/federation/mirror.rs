@@ -1,0 +1,812 @@
+//! The mirror of one remote cluster: the elected meshd reflects the remote's
+//! `clusters/<remote>/` (read-only) and copies it into the local `mirror/<remote>/`.
+//!
+//! [`MirrorState`] is the sans-IO core. It starts from what the local mirror already holds
+//! (a previous leader's work), so a takeover writes only differences: nothing is downloaded
+//! into an empty mirror twice. After each complete remote listing it deletes the mirrored keys
+//! the remote no longer has, then writes the `synced` marker with the remote revision.
+//!
+//! [`MirrorController`] is the I/O shell: election, leader term, batching of writes into
+//! transactions fenced by the election key, and the `status` key (stale while the remote etcd
+//! is unreachable; the mirrored state is kept as it was).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::ClusterName;
+use etcd_client::{Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use super::election::{self, Campaign, ElectionConfig, Leadership};
+use crate::kvstore::{Decoder, Kv, KvConfig, KvStore, Reflector, ReflectorConfig, ReflectorEvent};
+use crate::nodes::NodeRecord;
+use crate::schema::{Key, Resource, Scope};
+
+/// The value of `mirror/<remote>/synced`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncedValue {
+    /// The remote etcd revision the mirror was complete at.
+    pub remote_revision: i64,
+    pub entries: usize,
+    pub at_unix_ms: u64,
+}
+
+/// The value of `mirror/<remote>/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorStatusValue {
+    /// The remote etcd is unreachable; the mirror holds the last good state.
+    pub stale: bool,
+    /// Since when it is stale (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_since_unix_ms: Option<u64>,
+    /// The last complete remote revision mirrored.
+    pub remote_revision: i64,
+    /// The meshd that writes the mirror.
+    pub leader: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub updated_unix_ms: u64,
+}
+
+pub(crate) fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Reads a remote cluster's own keys, as they are to be mirrored: every resource of
+/// `clusters/<remote>/` except the remote's own election keys. Node records must name the
+/// remote cluster (a remote cannot inject another cluster's nodes); other values must be JSON.
+#[derive(Debug, Clone)]
+pub struct MirrorDecoder {
+    pub remote: ClusterName,
+}
+
+impl Decoder for MirrorDecoder {
+    type Key = Resource;
+    type Value = Vec<u8>;
+
+    fn ignore(&self, key: &[u8]) -> bool {
+        matches!(
+            Key::parse_bytes(key),
+            Ok(Key::Resource {
+                resource: Resource::MirrorLeader(_),
+                ..
+            })
+        )
+    }
+
+    fn decode_key(&self, key: &[u8]) -> Result<Resource, String> {
+        match Key::parse_bytes(key).map_err(|e| e.to_string())? {
+            Key::Resource {
+                scope: Scope::Cluster(c),
+                resource,
+            } if c == self.remote && !matches!(resource, Resource::MirrorLeader(_)) => Ok(resource),
+            other => Err(format!(
+                "not a key of cluster {} to mirror: {other:?}",
+                self.remote
+            )),
+        }
+    }
+
+    fn decode_value(&self, key: &Resource, value: &[u8]) -> Result<Vec<u8>, String> {
+        match key {
+            Resource::Node(n) => {
+                NodeRecord::decode(&self.remote, n, value)?;
+            }
+            _ => {
+                serde_json::from_slice::<serde_json::Value>(value).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(value.to_vec())
+    }
+}
+
+/// One write to the local mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorOp {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+impl MirrorOp {
+    fn txn_op(&self) -> TxnOp {
+        match self {
+            MirrorOp::Put { key, value } => TxnOp::put(key.clone(), value.clone(), None),
+            MirrorOp::Delete { key } => TxnOp::delete(key.clone(), None),
+        }
+    }
+}
+
+/// What the local mirror holds and what the remote has, and the writes that reconcile them.
+#[derive(Debug)]
+pub struct MirrorState {
+    remote: ClusterName,
+    /// What the local etcd holds under `mirror/<remote>/` (after our writes).
+    mirrored: BTreeMap<Resource, Vec<u8>>,
+    /// What the remote reflector has reported (its cache).
+    seen: BTreeMap<Resource, Vec<u8>>,
+    /// The status key's value as last read or written.
+    status: Option<MirrorStatusValue>,
+    synced: Option<SyncedValue>,
+    puts: u64,
+    deletes: u64,
+}
+
+impl MirrorState {
+    pub fn new(remote: ClusterName) -> Self {
+        Self {
+            remote,
+            mirrored: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            status: None,
+            synced: None,
+            puts: 0,
+            deletes: 0,
+        }
+    }
+
+    /// Starts from a listing of the local `mirror/<remote>/` prefix.
+    pub fn load(&mut self, kvs: &[Kv]) {
+        self.mirrored.clear();
+        self.seen.clear();
+        for kv in kvs {
+            match Key::parse_bytes(&kv.key) {
+                Ok(Key::Resource {
+                    scope: Scope::Mirror(r),
+                    resource,
+                }) if r == self.remote => {
+                    self.mirrored.insert(resource, kv.value.clone());
+                }
+                Ok(Key::MirrorSynced { remote }) if remote == self.remote => {
+                    self.synced = serde_json::from_slice(&kv.value).ok();
+                }
+                Ok(Key::MirrorStatus { remote }) if remote == self.remote => {
+                    self.status = serde_json::from_slice(&kv.value).ok();
+                }
+                _ => tracing::warn!(
+                    key = %String::from_utf8_lossy(&kv.key),
+                    "unexpected key in the mirror prefix; left alone"
+                ),
+            }
+        }
+    }
+
+    pub fn mirrored(&self) -> &BTreeMap<Resource, Vec<u8>> {
+        &self.mirrored
+    }
+
+    /// Entry puts and deletes written so far (markers and status not counted).
+    pub fn writes(&self) -> (u64, u64) {
+        (self.puts, self.deletes)
+    }
+
+    pub fn status(&self) -> Option<&MirrorStatusValue> {
+        self.status.as_ref()
+    }
+
+    fn key(&self, r: &Resource) -> String {
+        Key::mirror(&self.remote, r.clone()).to_string()
+    }
+
+    /// The writes one reflector event calls for. `leader` names us in the status.
+    pub fn on_event(
+        &mut self,
+        ev: ReflectorEvent<Resource, Vec<u8>>,
+        leader: &str,
+    ) -> Vec<MirrorOp> {
+        let mut ops = Vec::new();
+        match ev {
+            ReflectorEvent::Upsert { key, value } => {
+                if self.mirrored.get(&key) != Some(&value) {
+                    ops.push(MirrorOp::Put {
+                        key: self.key(&key),
+                        value: value.clone(),
+                    });
+                    self.puts += 1;
+                    self.mirrored.insert(key.clone(), value.clone());
+                }
+                self.seen.insert(key, value);
+            }
+            ReflectorEvent::Delete { key, .. } => {
+                self.seen.remove(&key);
+                if self.mirrored.remove(&key).is_some() {
+                    ops.push(MirrorOp::Delete {
+                        key: self.key(&key),
+                    });
+                    self.deletes += 1;
+                }
+            }
+            ReflectorEvent::Synced { revision, entries } => {
+                // A complete listing: whatever is mirrored and not seen vanished from the
+                // remote (possibly while no one was mirroring).
+                let gone: Vec<Resource> = self
+                    .mirrored
+                    .keys()
+                    .filter(|k| !self.seen.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    self.mirrored.remove(&k);
+                    ops.push(MirrorOp::Delete { key: self.key(&k) });
+                    self.deletes += 1;
+                }
+                let synced = SyncedValue {
+                    remote_revision: revision,
+                    entries,
+                    at_unix_ms: now_unix_ms(),
+                };
+                ops.push(MirrorOp::Put {
+                    key: Key::MirrorSynced {
+                        remote: self.remote.clone(),
+                    }
+                    .to_string(),
+                    value: serde_json::to_vec(&synced).expect("serializes"),
+                });
+                self.synced = Some(synced);
+                ops.push(self.set_status(false, None, revision, leader));
+            }
+        }
+        ops
+    }
+
+    /// The status write for "the remote is unreachable" (keeps `since` of an earlier stale).
+    pub fn on_stale(&mut self, error: String, leader: &str) -> Option<MirrorOp> {
+        if self
+            .status
+            .as_ref()
+            .is_some_and(|s| s.stale && s.leader == leader)
+        {
+            return None;
+        }
+        let revision = self.synced.as_ref().map_or(0, |s| s.remote_revision);
+        Some(self.set_status(true, Some(error), revision, leader))
+    }
+
+    fn set_status(
+        &mut self,
+        stale: bool,
+        error: Option<String>,
+        remote_revision: i64,
+        leader: &str,
+    ) -> MirrorOp {
+        let now = now_unix_ms();
+        let since = match &self.status {
+            Some(s) if stale && s.stale => s.stale_since_unix_ms.or(Some(now)),
+            _ if stale => Some(now),
+            _ => None,
+        };
+        let v = MirrorStatusValue {
+            stale,
+            stale_since_unix_ms: since,
+            remote_revision,
+            leader: leader.to_owned(),
+            error,
+            updated_unix_ms: now,
+        };
+        self.status = Some(v.clone());
+        MirrorOp::Put {
+            key: Key::MirrorStatus {
+                remote: self.remote.clone(),
+            }
+            .to_string(),
+            value: serde_json::to_vec(&v).expect("serializes"),
+        }
+    }
+}
+
+/// Settings of one remote's mirror on one meshd.
+#[derive(Debug, Clone)]
+pub struct MirrorConfig {
+    pub local: ClusterName,
+    pub remote: ClusterName,
+    /// How to reach the remote etcd (read-only credentials).
+    pub remote_etcd: KvConfig,
+    /// This meshd's name (the election candidate).
+    pub candidate: String,
+    /// Election lease TTL (seconds): a dead mirror is replaced within about this.
+    pub lease_ttl_secs: i64,
+    /// How often the remote is probed while watching (a cut link is silence).
+    pub probe_interval: Duration,
+}
+
+impl MirrorConfig {
+    pub fn election_key(&self) -> String {
+        Key::cluster(&self.local, Resource::MirrorLeader(self.remote.clone())).to_string()
+    }
+}
+
+/// This meshd's part in one remote's mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorRole {
+    Campaigning,
+    Follower { leader: Option<String> },
+    Leader,
+}
+
+/// What a [`MirrorController`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorStatus {
+    pub role: MirrorRole,
+    /// Times this meshd became the leader.
+    pub terms: u64,
+    /// Entry puts and deletes this meshd wrote into the local mirror (all terms).
+    pub puts: u64,
+    pub deletes: u64,
+    /// Complete remote listings mirrored (first sync and resyncs), all terms.
+    pub syncs: u64,
+    /// The remote is unreachable (as the leader sees it).
+    pub stale: bool,
+    pub last_error: Option<String>,
+}
+
+/// Runs the election for one remote and, while elected, the mirror. Dropping it (or
+/// [`abort`](Self::abort)) stops everything without resigning, as a crash would: the others
+/// take over when the lease expires. [`resign`](Self::resign) hands over at once.
+#[derive(Debug)]
+pub struct MirrorController {
+    status: watch::Receiver<MirrorStatus>,
+    resign: Option<mpsc::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MirrorController {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Entry writes per transaction (etcd's default limit is 128 operations).
+const BATCH: usize = 100;
+
+impl MirrorController {
+    pub fn spawn(local: KvStore, cfg: MirrorConfig) -> Self {
+        let (tx, status) = watch::channel(MirrorStatus {
+            role: MirrorRole::Campaigning,
+            terms: 0,
+            puts: 0,
+            deletes: 0,
+            syncs: 0,
+            stale: false,
+            last_error: None,
+        });
+        let (resign_tx, resign_rx) = mpsc::channel(1);
+        let task = tokio::spawn(run(local, cfg, tx, resign_rx));
+        Self {
+            status,
+            resign: Some(resign_tx),
+            task,
+        }
+    }
+
+    pub fn status(&self) -> MirrorStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn watch_status(&self) -> watch::Receiver<MirrorStatus> {
+        self.status.clone()
+    }
+
+    /// Stops as a crash would (the lease is not revoked).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+
+    /// Stops and, if leading, revokes the lease so another meshd takes over at once.
+    pub async fn resign(mut self) {
+        if let Some(tx) = self.resign.take() {
+            let _ = tx.send(()).await;
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+async fn run(
+    local: KvStore,
+    cfg: MirrorConfig,
+    status: watch::Sender<MirrorStatus>,
+    mut resign: mpsc::Receiver<()>,
+) {
+    let election = ElectionConfig {
+        key: cfg.election_key(),
+        candidate: cfg.candidate.clone(),
+        ttl_secs: cfg.lease_ttl_secs,
+    };
+    let ttl = election.ttl();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        status.send_modify(|s| s.role = MirrorRole::Campaigning);
+        let lead = match election::campaign(&local, &election).await {
+            Ok(Campaign::Won(lead)) => lead,
+            Ok(Campaign::Held { holder, revision }) => {
+                status.send_modify(|s| s.role = MirrorRole::Follower { leader: holder });
+                tokio::select! {
+                    _ = election::wait_vacant(&local, &election.key, revision, ttl) => {}
+                    _ = resign.recv() => return,
+                }
+                continue;
+            }
+            Err(e) => {
+                status.send_modify(|s| s.last_error = Some(e.to_string()));
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = resign.recv() => return,
+                }
+                backoff = (backoff * 2).min(ttl);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        tracing::info!(remote = %cfg.remote, candidate = %cfg.candidate, "elected mirror");
+        status.send_modify(|s| {
+            s.role = MirrorRole::Leader;
+            s.terms += 1;
+        });
+        let why = tokio::select! {
+            why = election::hold(&local, lead, ttl) => why,
+            why = lead_term(&local, &cfg, &election, lead, &status) => why,
+            _ = resign.recv() => {
+                let _ = local.lease_revoke(lead.lease).await;
+                return;
+            }
+        };
+        tracing::warn!(remote = %cfg.remote, reason = %why, "stepped down as mirror");
+        status.send_modify(|s| {
+            s.last_error = Some(why);
+            s.stale = false;
+        });
+        // Best effort: let the others take over at once.
+        let _ =
+            tokio::time::timeout(Duration::from_millis(500), local.lease_revoke(lead.lease)).await;
+    }
+}
+
+/// The mirror's work while leading; returns only when leadership was found lost.
+async fn lead_term(
+    local: &KvStore,
+    cfg: &MirrorConfig,
+    election: &ElectionConfig,
+    lead: Leadership,
+    status: &watch::Sender<MirrorStatus>,
+) -> String {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match mirror_once(local, cfg, election, lead, status).await {
+            TermEnd::Lost(why) => return why,
+            TermEnd::Retry(why) => {
+                tracing::warn!(remote = %cfg.remote, error = %why, "mirror failed; restarting from the local state");
+                status.send_modify(|s| s.last_error = Some(why));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+enum TermEnd {
+    /// A fenced write failed: someone else leads.
+    Lost(String),
+    /// A local write or read failed: start again from the local state.
+    Retry(String),
+}
+
+async fn write(
+    local: &KvStore,
+    key: &str,
+    lead: Leadership,
+    ops: &[MirrorOp],
+) -> Result<(), TermEnd> {
+    for chunk in ops.chunks(BATCH) {
+        let txn = Txn::new()
+            .when([lead.fence(key)])
+            .and_then(chunk.iter().map(MirrorOp::txn_op).collect::<Vec<_>>());
+        let resp = local
+            .txn(txn)
+            .await
+            .map_err(|e| TermEnd::Retry(e.to_string()))?;
+        if !resp.succeeded() {
+            return Err(TermEnd::Lost(
+                "the election key changed hands; not writing the mirror".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn mirror_once(
+    local: &KvStore,
+    cfg: &MirrorConfig,
+    election: &ElectionConfig,
+    lead: Leadership,
+    status: &watch::Sender<MirrorStatus>,
+) -> TermEnd {
+    match mirror_loop(local, cfg, election, lead, status).await {
+        Ok(never) => match never {},
+        Err(end) => end,
+    }
+}
+
+async fn mirror_loop(
+    local: &KvStore,
+    cfg: &MirrorConfig,
+    election: &ElectionConfig,
+    lead: Leadership,
+    status: &watch::Sender<MirrorStatus>,
+) -> Result<std::convert::Infallible, TermEnd> {
+    let me = cfg.candidate.as_str();
+    let ekey = election.key.as_str();
+    let (kvs, _) = local
+        .list(&Scope::Mirror(cfg.remote.clone()).prefix(), false)
+        .await
+        .map_err(|e| TermEnd::Retry(e.to_string()))?;
+    let mut state = MirrorState::new(cfg.remote.clone());
+    state.load(&kvs);
+    tracing::info!(remote = %cfg.remote, mirrored = state.mirrored().len(), "mirror term starts from the local state");
+
+    // Connect to the remote; while it is unreachable the mirror is stale (and kept).
+    let mut backoff = Duration::from_millis(100);
+    let remote = loop {
+        match KvStore::connect(&cfg.remote_etcd).await {
+            Ok(s) => break s,
+            Err(e) => {
+                if let Some(op) = state.on_stale(e.to_string(), me) {
+                    write(local, ekey, lead, &[op]).await?;
+                }
+                status.send_modify(|s| {
+                    s.stale = true;
+                    s.last_error = Some(e.to_string());
+                });
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    };
+    let mut rcfg = ReflectorConfig::new(Scope::Cluster(cfg.remote.clone()).prefix());
+    rcfg.probe_interval = cfg.probe_interval;
+    let (refl, mut rx) = Reflector::spawn(
+        remote,
+        rcfg,
+        MirrorDecoder {
+            remote: cfg.remote.clone(),
+        },
+    );
+    let mut rstatus = refl.watch_status();
+    loop {
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else {
+                    return Err(TermEnd::Retry("the remote reflector stopped".into()));
+                };
+                // Batch what is already queued, up to a complete listing's end.
+                let mut ops = Vec::new();
+                let mut synced = matches!(ev, ReflectorEvent::Synced { .. });
+                ops.extend(state.on_event(ev, me));
+                while !synced && ops.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(ev) => {
+                            synced = matches!(ev, ReflectorEvent::Synced { .. });
+                            ops.extend(state.on_event(ev, me));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                write(local, ekey, lead, &ops).await?;
+                let (puts, deletes) = state.writes();
+                status.send_modify(|s| {
+                    s.puts += puts;
+                    s.deletes += deletes;
+                    if synced {
+                        s.syncs += 1;
+                        s.stale = false;
+                        s.last_error = None;
+                    }
+                });
+                state.puts = 0;
+                state.deletes = 0;
+            }
+            changed = rstatus.changed() => {
+                if changed.is_err() {
+                    return Err(TermEnd::Retry("the remote reflector stopped".into()));
+                }
+                let st = rstatus.borrow_and_update().clone();
+                if st.is_stale() || (!st.synced_once && st.last_error.is_some()) {
+                    let err = st.last_error.clone().unwrap_or_else(|| "remote unreachable".into());
+                    if let Some(op) = state.on_stale(err.clone(), me) {
+                        write(local, ekey, lead, &[op]).await?;
+                        tracing::warn!(remote = %cfg.remote, error = %err, "remote etcd unreachable; mirror kept and marked stale");
+                    }
+                    status.send_modify(|s| {
+                        s.stale = true;
+                        s.last_error = Some(err);
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node_value(cluster: &str, name: &str, ip: &str) -> Vec<u8> {
+        let mut r = NodeRecord::new(cluster.parse().unwrap(), name.parse().unwrap());
+        r.ipv4 = Some(ip.parse().unwrap());
+        r.encode()
+    }
+
+    fn node(name: &str) -> Resource {
+        Resource::Node(name.parse().unwrap())
+    }
+
+    fn up(name: &str, v: &[u8]) -> ReflectorEvent<Resource, Vec<u8>> {
+        ReflectorEvent::Upsert {
+            key: node(name),
+            value: v.to_vec(),
+        }
+    }
+
+    fn kv(key: String, value: Vec<u8>) -> Kv {
+        Kv {
+            key: key.into_bytes(),
+            value,
+            create_revision: 1,
+            mod_revision: 1,
+            lease: 0,
+        }
+    }
+
+    fn puts_of(ops: &[MirrorOp]) -> Vec<String> {
+        ops.iter()
+            .filter_map(|o| match o {
+                MirrorOp::Put { key, .. } => Some(key.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn deletes_of(ops: &[MirrorOp]) -> Vec<String> {
+        ops.iter()
+            .filter_map(|o| match o {
+                MirrorOp::Delete { key } => Some(key.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decoder_takes_the_remotes_resources_only() {
+        let d = MirrorDecoder {
+            remote: "green".parse().unwrap(),
+        };
+        assert!(d.decode_key(b"ironmesh/v1/clusters/green/nodes/n1").is_ok());
+        assert!(d.decode_key(b"ironmesh/v1/clusters/red/nodes/n1").is_err());
+        let leader = b"ironmesh/v1/clusters/green/mirror-leader/red";
+        assert!(d.ignore(leader) && d.decode_key(leader).is_err());
+        let n1 = node("n1");
+        assert!(
+            d.decode_value(&n1, &node_value("green", "n1", "192.0.2.1"))
+                .is_ok()
+        );
+        // A record claiming another cluster is refused.
+        assert!(
+            d.decode_value(&n1, &node_value("red", "n1", "192.0.2.1"))
+                .is_err()
+        );
+        assert!(
+            d.decode_value(&Resource::Endpoint("10.0.0.1".parse().unwrap()), b"{x")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn first_sync_writes_everything_then_the_marker() {
+        let mut s = MirrorState::new("green".parse().unwrap());
+        let a = node_value("green", "a", "192.0.2.1");
+        let mut ops = s.on_event(up("a", &a), "m1");
+        ops.extend(s.on_event(
+            ReflectorEvent::Synced {
+                revision: 42,
+                entries: 1,
+            },
+            "m1",
+        ));
+        assert_eq!(
+            puts_of(&ops),
+            [
+                "ironmesh/v1/mirror/green/nodes/a",
+                "ironmesh/v1/mirror/green/synced",
+                "ironmesh/v1/mirror/green/status"
+            ]
+        );
+        assert_eq!(s.writes(), (1, 0));
+        let MirrorOp::Put { value, .. } = &ops[1] else {
+            panic!()
+        };
+        let v: SyncedValue = serde_json::from_slice(value).unwrap();
+        assert_eq!((v.remote_revision, v.entries), (42, 1));
+    }
+
+    #[test]
+    fn takeover_diffs_against_the_existing_mirror() {
+        let a = node_value("green", "a", "192.0.2.1");
+        let b = node_value("green", "b", "192.0.2.2");
+        let b2 = node_value("green", "b", "192.0.2.22");
+        let mut s = MirrorState::new("green".parse().unwrap());
+        s.load(&[
+            kv("ironmesh/v1/mirror/green/nodes/a".into(), a.clone()),
+            kv("ironmesh/v1/mirror/green/nodes/b".into(), b.clone()),
+            kv("ironmesh/v1/mirror/green/nodes/c".into(), a.clone()),
+            kv(
+                "ironmesh/v1/mirror/green/synced".into(),
+                br#"{"remote_revision":5,"entries":3,"at_unix_ms":1}"#.to_vec(),
+            ),
+        ]);
+        assert_eq!(s.mirrored().len(), 3);
+        // The new leader's first listing: a unchanged, b changed, c gone, d new.
+        let mut ops = Vec::new();
+        ops.extend(s.on_event(up("a", &a), "m2"));
+        ops.extend(s.on_event(up("b", &b2), "m2"));
+        ops.extend(s.on_event(up("d", &b), "m2"));
+        assert_eq!(
+            puts_of(&ops),
+            [
+                "ironmesh/v1/mirror/green/nodes/b",
+                "ironmesh/v1/mirror/green/nodes/d"
+            ],
+            "the unchanged entry is not written again"
+        );
+        let ops = s.on_event(
+            ReflectorEvent::Synced {
+                revision: 9,
+                entries: 3,
+            },
+            "m2",
+        );
+        assert_eq!(deletes_of(&ops), ["ironmesh/v1/mirror/green/nodes/c"]);
+        assert_eq!(s.writes(), (2, 1));
+        // A later delete from the watch.
+        let ops = s.on_event(
+            ReflectorEvent::Delete {
+                key: node("a"),
+                last: a,
+            },
+            "m2",
+        );
+        assert_eq!(deletes_of(&ops), ["ironmesh/v1/mirror/green/nodes/a"]);
+    }
+
+    #[test]
+    fn stale_keeps_its_since_and_is_written_once() {
+        let mut s = MirrorState::new("green".parse().unwrap());
+        let Some(MirrorOp::Put { value, .. }) = s.on_stale("cut".into(), "m1") else {
+            panic!()
+        };
+        let v: MirrorStatusValue = serde_json::from_slice(&value).unwrap();
+        assert!(v.stale && v.stale_since_unix_ms.is_some());
+        assert_eq!(s.on_stale("still cut".into(), "m1"), None);
+        // Another leader takes over while stale: it says so, with the first since.
+        let since = v.stale_since_unix_ms;
+        let Some(MirrorOp::Put { value, .. }) = s.on_stale("cut".into(), "m2") else {
+            panic!()
+        };
+        let v2: MirrorStatusValue = serde_json::from_slice(&value).unwrap();
+        assert_eq!(v2.stale_since_unix_ms, since);
+        assert_eq!(v2.leader, "m2");
+        // Synced again: not stale.
+        let ops = s.on_event(
+            ReflectorEvent::Synced {
+                revision: 3,
+                entries: 0,
+            },
+            "m2",
+        );
+        let MirrorOp::Put { value, .. } = ops.last().unwrap() else {
+            panic!()
+        };
+        let v3: MirrorStatusValue = serde_json::from_slice(value).unwrap();
+        assert!(!v3.stale && v3.stale_since_unix_ms.is_none());
+    }
+}
