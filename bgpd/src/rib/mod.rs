@@ -239,6 +239,7 @@ pub struct Rib {
     v4: Table<Ipv4Net>,
     v6: Table<Ipv6Net>,
     interner: Interner,
+    track_fib: bool,
 }
 
 impl Rib {
@@ -250,7 +251,14 @@ impl Rib {
             v4: Table::default(),
             v6: Table::default(),
             interner: Interner::default(),
+            track_fib: true,
         }
+    }
+
+    /// Whether `flush` reports Loc-RIB next-hop changes (`RibOutput::fib`). Off when nothing
+    /// installs routes: it saves a vector per changed prefix.
+    pub fn set_fib_tracking(&mut self, on: bool) {
+        self.track_fib = on;
     }
 
     pub fn local_asn(&self) -> u32 {
@@ -403,6 +411,7 @@ impl Rib {
             v4,
             v6,
             interner,
+            ..
         } = self;
         let peer = peers.get_mut(&from).ok_or(RibError::UnknownPeer(from))?;
         let session = peer.session.clone().ok_or(RibError::PeerNotUp(from))?;
@@ -504,10 +513,13 @@ impl Rib {
             v4,
             v6,
             interner,
+            track_fib,
             ..
         } = self;
-        flush_family(*local_asn, v4, peers, interner, &mut out.fib);
-        flush_family(*local_asn, v6, peers, interner, &mut out.fib);
+        let fib = track_fib.then_some(&mut out.fib);
+        flush_family(*local_asn, v4, peers, interner, fib);
+        let fib = track_fib.then_some(&mut out.fib);
+        flush_family(*local_asn, v6, peers, interner, fib);
         for (&id, peer) in peers.iter_mut() {
             let Some(session) = &peer.session else {
                 continue;
@@ -889,7 +901,7 @@ fn flush_family<P: RibPrefix>(
     table: &mut Table<P>,
     peers: &mut BTreeMap<PeerId, Peer>,
     interner: &mut Interner,
-    fib: &mut Vec<FibChange>,
+    mut fib: Option<&mut Vec<FibChange>>,
 ) {
     let mut dirty = std::mem::take(&mut table.dirty);
     dirty.sort_unstable();
@@ -898,14 +910,17 @@ fn flush_family<P: RibPrefix>(
     for &p in &dirty {
         let originated = table.originated.contains_key(&p);
         let before = table.fib_before.remove(&p).unwrap_or_default();
+        let track = fib.is_some();
         let after = match table.dests.get_mut(&p) {
             Some(paths) => {
                 decide(local_asn, peers, paths, originated, &mut scratch);
-                paths.installed()
+                if track { paths.installed() } else { Vec::new() }
             }
             None => Vec::new(),
         };
-        if before != after {
+        if let Some(fib) = fib.as_deref_mut()
+            && before != after
+        {
             fib.push(FibChange {
                 prefix: p.into(),
                 next_hops: after,
