@@ -1,5 +1,6 @@
 //! BGP-4 speaker: wire codec, sans-IO FSM, RIBs, policy, speaker I/O.
 
+pub mod bfd;
 pub mod cli;
 pub mod fib;
 pub mod fsm;

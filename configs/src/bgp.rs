@@ -117,7 +117,24 @@ pub struct Peer {
     pub next_hop_self: bool,
     /// Limit on prefixes accepted from this peer.
     pub max_prefixes: Option<MaxPrefixes>,
+    /// BFD (RFC 5880/5881 single hop) to the peer: a BFD down takes the session down.
+    pub bfd: Option<Bfd>,
 }
+
+/// BFD timers of a peer (RFC 5880 §6.8.2-6.8.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bfd {
+    /// Desired Min TX Interval, milliseconds.
+    pub min_tx_ms: u32,
+    /// Required Min RX Interval, milliseconds.
+    pub min_rx_ms: u32,
+    /// Detect Mult.
+    pub multiplier: u8,
+}
+
+/// FRR's defaults: 300 ms × 3.
+pub const DEFAULT_BFD_INTERVAL_MS: u32 = 300;
+pub const DEFAULT_BFD_MULTIPLIER: u8 = 3;
 
 /// What to do when a peer sends more prefixes than allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,6 +333,7 @@ fn ip(errs: &mut Errors, path: &str, v: &str) -> Option<IpAddr> {
 fn peer(i: usize, raw: RawPeer, errs: &mut Errors) -> Option<Peer> {
     let at = |f: &str| format!("bgp.peers[{i}].{f}");
     let name = policy_name(errs, &at("name"), &raw.name, "peer name");
+    let bfd = bfd(&at, &raw, errs);
     let target = match (&raw.address, &raw.interface) {
         (Some(a), None) => ip(errs, &at("address"), a).map(PeerTarget::Address),
         (None, Some(ifname)) => {
@@ -428,7 +446,48 @@ fn peer(i: usize, raw: RawPeer, errs: &mut Errors) -> Option<Peer> {
         ebgp_requires_policy: raw.ebgp_requires_policy.unwrap_or(true),
         next_hop_self: raw.next_hop_self,
         max_prefixes: max_prefixes?,
+        bfd: bfd?,
     })
+}
+
+/// `bfd = true` with optional timers; the timers alone are a mistake worth naming.
+fn bfd(at: &dyn Fn(&str) -> String, raw: &RawPeer, errs: &mut Errors) -> Option<Option<Bfd>> {
+    let fields = [
+        ("bfd_min_tx_ms", raw.bfd_min_tx_ms),
+        ("bfd_min_rx_ms", raw.bfd_min_rx_ms),
+        ("bfd_multiplier", raw.bfd_multiplier),
+    ];
+    if !raw.bfd {
+        let mut ok = true;
+        for (f, v) in fields {
+            if v.is_some() {
+                errs.push(at(f), "needs bfd = true (BFD is off for this peer)");
+                ok = false;
+            }
+        }
+        return ok.then_some(None);
+    }
+    let ms = |f: &str, v: Option<i64>, errs: &mut Errors| match v {
+        Some(v) => errs.int(at(f), v, 10, 60_000, "milliseconds"),
+        None => Some(DEFAULT_BFD_INTERVAL_MS),
+    };
+    let min_tx_ms = ms("bfd_min_tx_ms", raw.bfd_min_tx_ms, errs);
+    let min_rx_ms = ms("bfd_min_rx_ms", raw.bfd_min_rx_ms, errs);
+    let multiplier = match raw.bfd_multiplier {
+        Some(m) => errs.int(
+            at("bfd_multiplier"),
+            m,
+            1,
+            255,
+            "missed packets before down",
+        ),
+        None => Some(DEFAULT_BFD_MULTIPLIER),
+    };
+    Some(Some(Bfd {
+        min_tx_ms: min_tx_ms?,
+        min_rx_ms: min_rx_ms?,
+        multiplier: multiplier?,
+    }))
 }
 
 /// RFC 4271 §4.2: hold time 0 (no keepalives) or at least 3 seconds.

@@ -73,6 +73,11 @@ pub struct RawPeer {
     pub max_prefixes: Option<i64>,
     pub max_prefixes_action: Option<String>,
     pub max_prefixes_restart: Option<i64>,
+    #[serde(default)]
+    pub bfd: bool,
+    pub bfd_min_tx_ms: Option<i64>,
+    pub bfd_min_rx_ms: Option<i64>,
+    pub bfd_multiplier: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -488,3 +488,38 @@ fn pool_errors_name_the_field() {
     assert!(bgp.pools[0].aggregate);
     assert_eq!(bgp.adverts[0].pool.as_deref(), Some("public"));
 }
+
+#[test]
+fn bfd_defaults_and_timers() {
+    let c = Config::from_toml(&bgp("bfd = true", "")).unwrap();
+    let b = c.bgp.unwrap().peers[0].bfd.unwrap();
+    assert_eq!((b.min_tx_ms, b.min_rx_ms, b.multiplier), (300, 300, 3));
+    let c = Config::from_toml(&bgp(
+        "bfd = true\nbfd_min_tx_ms = 100\nbfd_min_rx_ms = 200\nbfd_multiplier = 5",
+        "",
+    ))
+    .unwrap();
+    let b = c.bgp.unwrap().peers[0].bfd.unwrap();
+    assert_eq!((b.min_tx_ms, b.min_rx_ms, b.multiplier), (100, 200, 5));
+    assert!(
+        Config::from_toml(&bgp("", "")).unwrap().bgp.unwrap().peers[0]
+            .bfd
+            .is_none()
+    );
+}
+
+#[test]
+fn bfd_errors() {
+    assert_error(
+        &bgp("bfd_min_tx_ms = 100", ""),
+        "bgp.peers[0].bfd_min_tx_ms: needs bfd = true (BFD is off for this peer)",
+    );
+    assert_error(
+        &bgp("bfd = true\nbfd_min_rx_ms = 5", ""),
+        "bgp.peers[0].bfd_min_rx_ms: 5 is out of range; use 10..=60000 (milliseconds)",
+    );
+    assert_error(
+        &bgp("bfd = true\nbfd_multiplier = 0", ""),
+        "bgp.peers[0].bfd_multiplier: 0 is out of range; use 1..=255 (missed packets before down)",
+    );
+}

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::bfd::BfdTimers;
 use crate::cmd::{require_binary, run, wait_for};
 use crate::error::{LabError, Result, io_err};
 use crate::lab::Host;
@@ -30,6 +31,8 @@ pub struct BirdPeer {
     pub extended_next_hop: bool,
     /// Graceful restart (RFC 4724) as the restarting speaker too, not only aware.
     pub graceful_restart: bool,
+    /// `bfd on;` (needs [`BirdConfig::bfd`]).
+    pub bfd: bool,
 }
 
 impl BirdPeer {
@@ -49,6 +52,7 @@ impl BirdPeer {
             interface: None,
             extended_next_hop: false,
             graceful_restart: false,
+            bfd: false,
         }
     }
 }
@@ -60,6 +64,8 @@ pub struct BirdConfig {
     pub peers: Vec<BirdPeer>,
     /// Prefixes announced from a static protocol (blackhole routes).
     pub statics: Vec<String>,
+    /// A `protocol bfd` with these timers on every interface.
+    pub bfd: Option<BfdTimers>,
     /// Appended verbatim.
     pub extra: String,
 }
@@ -70,6 +76,7 @@ impl BirdConfig {
             router_id,
             peers: Vec::new(),
             statics: Vec::new(),
+            bfd: None,
             extra: String::new(),
         }
     }
@@ -88,6 +95,14 @@ impl BirdConfig {
                 }
                 c.push_str("}\n");
             }
+        }
+        if let Some(t) = self.bfd {
+            let _ = writeln!(
+                c,
+                "protocol bfd {{\n  interface \"*\" {{ min rx interval {} ms; min tx interval {} ms; \
+                 multiplier {}; }};\n}}",
+                t.min_rx_ms, t.min_tx_ms, t.multiplier
+            );
         }
         for p in &self.peers {
             let _ = writeln!(c, "protocol bgp {} {{", p.name);
@@ -113,6 +128,9 @@ impl BirdConfig {
             }
             if p.graceful_restart {
                 c.push_str("  graceful restart on;\n");
+            }
+            if p.bfd {
+                c.push_str("  bfd on;\n");
             }
             if let Some(i) = &p.interface {
                 let _ = writeln!(c, "  interface \"{i}\";\n  direct;");
@@ -244,6 +262,27 @@ impl Bird {
         )
     }
 
+    /// `show bfd sessions`: (neighbor, state) of every BFD session ("Up", "Down", "Init").
+    pub fn bfd_sessions(&self) -> Result<Vec<(IpAddr, String)>> {
+        Ok(parse_bfd_sessions(&self.birdc("show bfd sessions")?))
+    }
+
+    /// Waits until the BFD session with `neighbor` is in `state`.
+    pub fn wait_bfd(&self, neighbor: IpAddr, state: &str, timeout: Duration) -> Result<()> {
+        wait_for(
+            &format!("BIRD BFD session {neighbor} {state}"),
+            timeout,
+            Duration::from_millis(100),
+            |last| {
+                let s = self.bfd_sessions()?;
+                *last = format!("{s:?}");
+                Ok(s.iter()
+                    .any(|(a, st)| *a == neighbor && st == state)
+                    .then_some(()))
+            },
+        )
+    }
+
     /// Routes BIRD imported from protocol `name` (both address families).
     pub fn routes_from(&self, name: &str) -> Result<Vec<BgpRoute>> {
         let mut routes = Vec::new();
@@ -272,6 +311,18 @@ impl Bird {
             },
         )
     }
+}
+
+/// Parses `show bfd sessions`: rows of "address interface state since interval timeout".
+pub(crate) fn parse_bfd_sessions(out: &str) -> Vec<(IpAddr, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let addr = w.next()?.parse().ok()?;
+            let state = w.nth(1)?.to_string();
+            Some((addr, state))
+        })
+        .collect()
 }
 
 /// Parses `show route all` output.
@@ -392,6 +443,20 @@ mod tests {
         assert_eq!(r[1].origin, Some(Origin::Incomplete));
         assert_eq!(r[1].next_hop, Some("2001:db8::2".parse().unwrap()));
         assert_eq!(r[2].next_hop, Some("fe80::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bfd_sessions_parse() {
+        let out = "bfd1:\nIP address                Interface  State      Since         Interval  Timeout\n\
+                   192.0.2.2                 eth0       Up         13:02:11.512    0.100    0.300\n\
+                   2001:db8::2               eth0       Down       13:02:10.001    1.000    0.000\n";
+        assert_eq!(
+            parse_bfd_sessions(out),
+            vec![
+                ("192.0.2.2".parse().unwrap(), "Up".to_string()),
+                ("2001:db8::2".parse().unwrap(), "Down".to_string())
+            ]
+        );
     }
 
     #[test]

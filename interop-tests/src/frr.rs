@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::bfd::BfdTimers;
 use crate::cmd::{require_binary, run, wait_for};
 use crate::error::{LabError, Result, io_err};
 use crate::lab::{Host, set_mode};
@@ -23,6 +24,8 @@ pub struct FrrNeighbor {
     pub multihop: Option<u8>,
     pub ipv4: bool,
     pub ipv6: bool,
+    /// `neighbor X bfd profile lab` (needs [`FrrConfig::bfd`]).
+    pub bfd: bool,
 }
 
 impl FrrNeighbor {
@@ -34,6 +37,7 @@ impl FrrNeighbor {
             multihop: None,
             ipv4: addr.is_ipv4(),
             ipv6: addr.is_ipv6(),
+            bfd: false,
         }
     }
 }
@@ -48,6 +52,9 @@ pub struct FrrConfig {
     pub networks: Vec<String>,
     /// Start zebra too (kernel routes); otherwise bgpd runs with `--no_zebra`.
     pub with_zebra: bool,
+    /// Run bfdd (and zebra, through which bgpd reaches it) with a `lab` profile of these
+    /// timers, for the neighbors with `bfd` set.
+    pub bfd: Option<BfdTimers>,
     /// Appended verbatim.
     pub extra: String,
 }
@@ -60,6 +67,7 @@ impl FrrConfig {
             neighbors: Vec::new(),
             networks: Vec::new(),
             with_zebra: false,
+            bfd: None,
             extra: String::new(),
         }
     }
@@ -78,6 +86,9 @@ impl FrrConfig {
             if let Some(ttl) = n.multihop {
                 let _ = writeln!(c, " neighbor {} ebgp-multihop {ttl}", n.addr);
             }
+            if n.bfd {
+                let _ = writeln!(c, " neighbor {} bfd profile lab", n.addr);
+            }
         }
         for (v6, afi) in [(false, "ipv4"), (true, "ipv6")] {
             let _ = writeln!(c, " address-family {afi} unicast");
@@ -94,6 +105,17 @@ impl FrrConfig {
         c.push_str(&self.extra);
         c
     }
+
+    /// bfdd's own config file: the `lab` profile (kept out of frr.conf, where bgpd and zebra
+    /// would trip over the `bfd` node).
+    pub fn render_bfdd(&self, hostname: &str) -> Option<String> {
+        let t = self.bfd?;
+        Some(format!(
+            "frr defaults traditional\nhostname {hostname}\nbfd\n profile lab\n  \
+             detect-multiplier {}\n  receive-interval {}\n  transmit-interval {}\n exit\nexit\n",
+            t.multiplier, t.min_rx_ms, t.min_tx_ms
+        ))
+    }
 }
 
 /// A running FRR (bgpd, and zebra if configured).
@@ -102,6 +124,7 @@ pub struct Frr {
     pub host: Host,
     pub bgpd: Process,
     pub zebra: Option<Process>,
+    pub bfdd: Option<Process>,
     pathspace: String,
 }
 
@@ -129,7 +152,9 @@ impl Frr {
                 .to_string_lossy()
                 .into_owned()
         };
-        let zebra = if config.with_zebra {
+        // bgpd reaches bfdd through zebra.
+        let with_zebra = config.with_zebra || config.bfd.is_some();
+        let zebra = if with_zebra {
             let args = [
                 "-N",
                 &ps,
@@ -152,11 +177,35 @@ impl Frr {
         } else {
             None
         };
+        let bfdd = if let Some(bfdd_conf) = config.render_bfdd(host.name()) {
+            require_binary(&format!("{FRR_LIB}/bfdd"), "frr")?;
+            let bconf = host.path("bfdd.conf");
+            std::fs::write(&bconf, bfdd_conf).map_err(io_err("writing bfdd.conf"))?;
+            set_mode(&bconf, 0o644)?;
+            let bconf = bconf.to_string_lossy().into_owned();
+            let ctl = run_dir.join("bfdd.sock").to_string_lossy().into_owned();
+            let args = [
+                "-N",
+                &ps,
+                "-f",
+                &bconf,
+                "-i",
+                &pid("bfdd"),
+                // bfdd 8.4 has no -S: it runs as user frr, like zebra.
+                "--bfdctl",
+                &ctl,
+                "--log",
+                "stdout",
+            ];
+            Some(host.spawn("bfdd", &format!("{FRR_LIB}/bfdd"), &strings(&args))?)
+        } else {
+            None
+        };
         let bgpd_pid = pid("bgpd");
         let mut args = vec![
             "-N", &ps, "-f", &conf, "-i", &bgpd_pid, "-S", "--log", "stdout",
         ];
-        if !config.with_zebra {
+        if !with_zebra {
             args.push("-Z");
         }
         let bgpd = host.spawn("bgpd", &format!("{FRR_LIB}/bgpd"), &strings(&args))?;
@@ -164,6 +213,7 @@ impl Frr {
             host: host.clone(),
             bgpd,
             zebra,
+            bfdd,
             pathspace: ps,
         };
         wait_for(
@@ -197,6 +247,33 @@ impl Frr {
             what: format!("vtysh '{command}'"),
             detail: format!("{e}: {out}"),
         })
+    }
+
+    /// bfdd's view of the single-hop session with `peer` (`show bfd peers json`), if any.
+    pub fn bfd_peer(&self, peer: IpAddr) -> Result<Option<Value>> {
+        let v = self.vtysh_json("show bfd peers json")?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| {
+                p["peer"].as_str() == Some(peer.to_string().as_str())
+                    && p["multihop"].as_bool() != Some(true)
+            })
+            .cloned())
+    }
+
+    /// Waits until bfdd's session with `peer` has `status` ("up", "down", ...).
+    pub fn wait_bfd(&self, peer: IpAddr, status: &str, timeout: Duration) -> Result<Value> {
+        wait_for(
+            &format!("FRR BFD peer {peer} {status}"),
+            timeout,
+            Duration::from_millis(100),
+            |last| {
+                let p = self.bfd_peer(peer)?;
+                *last = format!("{p:?}");
+                Ok(p.filter(|p| p["status"].as_str() == Some(status)))
+            },
+        )
     }
 
     /// The neighbor's state as FRR names it ("Established", "Active", ...).

@@ -6,6 +6,7 @@
 //! every process by PID, deletes every namespace and temp dir, and prints daemon logs if the test
 //! failed. Namespaces left by a killed test run are swept by the next `Lab::new`.
 
+pub mod bfd;
 pub mod bgpd;
 pub mod bird;
 pub mod cmd;
@@ -19,6 +20,7 @@ pub mod route;
 mod sys;
 pub mod wireguard;
 
+pub use bfd::BfdTimers;
 pub use bgpd::{Bgpd, BgpdConfig, BgpdPeer};
 pub use bird::{Bird, BirdConfig, BirdPeer};
 pub use error::{LabError, Result};

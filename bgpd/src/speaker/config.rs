@@ -41,6 +41,8 @@ pub struct PeerSpec {
     pub export: Policy,
     pub next_hop_self: bool,
     pub max_prefixes: Option<configs::MaxPrefixes>,
+    /// BFD to the peer's address (single hop, RFC 5881).
+    pub bfd: Option<crate::bfd::BfdConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -91,6 +93,11 @@ impl SpeakerConfig {
                     (IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), Some(i.clone()))
                 }
             };
+            if let (Some(_), Some(i)) = (&p.bfd, &interface) {
+                return Err(err(format!(
+                    "bfd with unnumbered peering (interface = {i:?}) is not supported yet; give the peer's address instead"
+                )));
+            }
             let ebgp = p.may_be_ebgp(bgp.local_asn);
             let policy = |name: &Option<String>, dir: &str| -> Result<Policy, ConfigError> {
                 match name {
@@ -183,6 +190,11 @@ impl SpeakerConfig {
                 export,
                 next_hop_self: p.next_hop_self,
                 max_prefixes: p.max_prefixes,
+                bfd: p.bfd.map(|b| crate::bfd::BfdConfig {
+                    desired_min_tx: Duration::from_millis(b.min_tx_ms.into()),
+                    required_min_rx: Duration::from_millis(b.min_rx_ms.into()),
+                    detect_mult: b.multiplier,
+                }),
             });
         }
         let adverts = bgp

@@ -136,11 +136,9 @@ impl Speaker {
             }
             None => None,
         };
-        let mut core = Core::new(
-            Rib::new(cfg.local_asn, cfg.router_id),
-            fib_tx,
-            cmd_tx.clone(),
-        );
+        let mut rib = Rib::new(cfg.local_asn, cfg.router_id);
+        rib.set_fib_tracking(cfg.fib.is_some());
+        let mut core = Core::new(rib, fib_tx, cmd_tx.clone());
         core.set_pools(&cfg.pools);
         let initial = cfg
             .adverts
@@ -184,6 +182,19 @@ impl Speaker {
     /// Stops every session. `notify`: send Cease/Administrative Shutdown; otherwise close the
     /// connections silently so graceful-restart peers keep our routes (RFC 4724).
     pub async fn stop(self, notify: bool) {
+        // BFD first, with AdminDown: the peers must not take our stop for a path failure
+        // (RFC 5882 §3.2), which would defeat graceful restart.
+        let bfd: Vec<_> = self
+            .handle
+            .registry
+            .lock()
+            .await
+            .bfd_sessions
+            .drain()
+            .collect();
+        for (_, b) in bfd {
+            b.stop().await;
+        }
         for p in self.handle.peers() {
             let _ = p.tx.send(PeerMsg::Shutdown { notify }).await;
         }

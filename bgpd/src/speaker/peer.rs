@@ -59,6 +59,14 @@ pub enum PeerMsg {
     Remove {
         subcode: u8,
     },
+    /// The peer's BFD session changed: Down takes the BGP session down at once.
+    Bfd(crate::bfd::BfdEvent),
+}
+
+impl From<crate::bfd::BfdEvent> for PeerMsg {
+    fn from(e: crate::bfd::BfdEvent) -> Self {
+        PeerMsg::Bfd(e)
+    }
 }
 
 impl From<(u64, Frame)> for PeerMsg {
@@ -358,6 +366,10 @@ impl Runner {
                 self.set_last_error(reason);
             }
             PeerMsg::Notice(reason) => self.set_last_error(reason),
+            PeerMsg::Bfd(crate::bfd::BfdEvent::Up) => {
+                info!(peer = %self.t.name, "BFD up");
+            }
+            PeerMsg::Bfd(crate::bfd::BfdEvent::Down { diag }) => self.bfd_down(diag).await,
             PeerMsg::Remove { subcode } => {
                 self.drop_candidate(None);
                 self.queue.push_back((
@@ -384,6 +396,24 @@ impl Runner {
             }
         }
         false
+    }
+
+    /// BFD says the path is gone: close the connection without a NOTIFICATION (nothing would
+    /// arrive) and report the session down now, not at the hold timer.
+    async fn bfd_down(&mut self, diag: crate::bfd::Diag) {
+        let state = self.primary.session.state();
+        if !matches!(
+            state,
+            State::OpenSent | State::OpenConfirm | State::Established
+        ) {
+            return;
+        }
+        warn!(peer = %self.t.name, ?state, %diag, "BFD down: closing the BGP session");
+        self.drop_candidate(None);
+        self.primary.close();
+        self.queue.push_back((Which::Primary, Event::TcpFailed));
+        self.drain().await;
+        self.set_last_error(format!("BFD down ({diag})"));
     }
 
     fn on_frame(&mut self, w: Which, bytes: Bytes) {

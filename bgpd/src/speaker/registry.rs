@@ -36,6 +36,10 @@ pub(crate) struct Registry {
     pub views: Arc<RwLock<Vec<Arc<PeerView>>>>,
     pub routes: Routes,
     pub tasks: HashMap<String, JoinHandle<()>>,
+    /// BFD sessions of the peers with `bfd = true`, by peer name.
+    pub bfd_sessions: HashMap<String, crate::bfd::SessionHandle>,
+    /// Started with the first BFD peer.
+    bfd: Option<crate::bfd::Service>,
     ev_tx: mpsc::Sender<CoreEvent>,
     cmds: mpsc::Sender<CoreCmd>,
     listener: Option<Arc<TcpListener>>,
@@ -56,6 +60,8 @@ impl Registry {
             views: Arc::new(RwLock::new(Vec::new())),
             routes: Arc::new(RwLock::new(RouteTable::default())),
             tasks: HashMap::new(),
+            bfd_sessions: HashMap::new(),
+            bfd: None,
             ev_tx,
             cmds,
             listener,
@@ -133,6 +139,24 @@ impl Registry {
             status: status.clone(),
             tx: tx.clone(),
         }));
+        if let Some(cfg) = spec.bfd {
+            let svc = self.bfd.get_or_insert_with(crate::bfd::Service::start);
+            match svc.spawn(
+                &spec.name,
+                spec.address,
+                spec.transport.local,
+                cfg,
+                tx.clone(),
+            ) {
+                Ok(h) => {
+                    self.bfd_sessions.insert(spec.name.clone(), h);
+                }
+                Err(e) => {
+                    warn!(peer = %spec.name, error = %e, "cannot start BFD");
+                    status.lock().unwrap().last_error = Some(format!("BFD: {e}"));
+                }
+            }
+        }
         let task = PeerTask {
             id: spec.id,
             name: spec.name.clone(),
@@ -168,6 +192,9 @@ impl Registry {
                 r.by_ip.remove(&view.address);
             }
             r.by_ifindex.retain(|_, tx| !tx.same_channel(&view.tx));
+        }
+        if let Some(b) = self.bfd_sessions.remove(name) {
+            b.stop().await;
         }
         let _ = view.tx.send(PeerMsg::Remove { subcode }).await;
         if let Some(t) = self.tasks.remove(name) {

@@ -1,0 +1,363 @@
+//! BFD, Bidirectional Forwarding Detection (RFC 5880 asynchronous mode, RFC 5881 single hop
+//! over IPv4 and IPv6).
+//!
+//! [`session`] and [`packet`] are sans-IO. The I/O here: a [`Service`] owns one receive socket
+//! per address family on UDP 3784 (datagrams whose TTL / hop limit is not 255 are dropped,
+//! RFC 5881 §5) and demultiplexes packets to sessions by Your Discriminator, or by source
+//! address while the peer does not know ours yet. Each session is a task with its own send
+//! socket (source port 49152-65535, TTL 255) that reports Up and Down to its owner.
+//!
+//! A session runs independently of the BGP session it protects (as FRR and BIRD do): it starts
+//! when the peer is configured and a BFD Up→Down takes BGP down at once. A Down because the
+//! peer signalled AdminDown is not a failure (RFC 5882 §3.2) and is not reported as one.
+//! Stopping a session sends AdminDown first, so the peer does not take it for a failure either.
+
+pub mod packet;
+pub mod session;
+mod sock;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+pub use packet::{BadPacket, BfdState, CONTROL_PORT, ControlPacket, Diag};
+pub use session::{Action, BfdConfig, Session};
+
+/// What a session tells its owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BfdEvent {
+    Up,
+    /// The session went from Up to Down: the path to the peer failed.
+    Down {
+        diag: Diag,
+    },
+}
+
+#[derive(Debug)]
+struct Entry {
+    peer: IpAddr,
+    tx: mpsc::Sender<ControlPacket>,
+}
+
+type Demux = Arc<RwLock<HashMap<u32, Entry>>>;
+
+/// The shared receive side and the discriminator allocator.
+#[derive(Debug)]
+pub struct Service {
+    demux: Demux,
+    next_disc: AtomicU32,
+    /// Why a family has no receive socket.
+    v4_error: Option<String>,
+    v6_error: Option<String>,
+    receivers: Vec<JoinHandle<()>>,
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+}
+
+/// IPv4-mapped IPv6 addresses compare as IPv4.
+fn canonical(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+impl Service {
+    /// Binds UDP 3784 for IPv4 and IPv6 and starts receiving. A family that cannot be bound
+    /// is reported when a session of that family is started.
+    pub fn start() -> Service {
+        let demux: Demux = Arc::default();
+        let mut receivers = Vec::new();
+        let mut errors = [None, None];
+        for (i, v6) in [false, true].into_iter().enumerate() {
+            match sock::bind_receive(v6) {
+                Ok(s) => receivers.push(tokio::spawn(receive(s, demux.clone()))),
+                Err(e) => {
+                    let fam = if v6 { "IPv6" } else { "IPv4" };
+                    warn!(error = %e, "cannot receive BFD over {fam} on UDP {CONTROL_PORT}");
+                    errors[i] = Some(format!("cannot bind UDP {CONTROL_PORT} ({fam}): {e}"));
+                }
+            }
+        }
+        let [v4_error, v6_error] = errors;
+        Service {
+            demux,
+            next_disc: AtomicU32::new((seed() as u32) | 1),
+            v4_error,
+            v6_error,
+            receivers,
+        }
+    }
+
+    fn alloc_disc(&self) -> u32 {
+        loop {
+            let d = self.next_disc.fetch_add(1, Ordering::Relaxed);
+            if d != 0 && !self.demux.read().unwrap().contains_key(&d) {
+                return d;
+            }
+        }
+    }
+
+    /// Starts a session to `peer` (sending from `local` if given) that reports to `notify`.
+    pub fn spawn<T: From<BfdEvent> + Send + 'static>(
+        &self,
+        name: &str,
+        peer: IpAddr,
+        local: Option<IpAddr>,
+        cfg: BfdConfig,
+        notify: mpsc::Sender<T>,
+    ) -> Result<SessionHandle, String> {
+        let peer = canonical(peer);
+        let missing = if peer.is_ipv4() {
+            &self.v4_error
+        } else {
+            &self.v6_error
+        };
+        if let Some(e) = missing {
+            return Err(e.clone());
+        }
+        let disc = self.alloc_disc();
+        let seed = seed() ^ u64::from(disc);
+        let sock = sock::bind_send(peer, local, seed)
+            .map_err(|e| format!("cannot bind a BFD source port: {e}"))?;
+        let (tx, rx) = mpsc::channel(64);
+        self.demux.write().unwrap().insert(disc, Entry { peer, tx });
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = SessionTask {
+            name: name.to_string(),
+            session: Session::new(cfg, disc, seed),
+            sock,
+            peer: SocketAddr::new(peer, CONTROL_PORT),
+            rx,
+            stop: stop_rx,
+            demux: self.demux.clone(),
+        };
+        let src = task.sock.local_addr().ok();
+        info!(peer = %name, remote = %peer, ?src, disc, tx_ms = cfg.desired_min_tx.as_millis(),
+              rx_ms = cfg.required_min_rx.as_millis(), mult = cfg.detect_mult, "BFD session started");
+        Ok(SessionHandle {
+            local_disc: disc,
+            stop: Some(stop_tx),
+            task: tokio::spawn(task.run(notify)),
+        })
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        for r in &self.receivers {
+            r.abort();
+        }
+    }
+}
+
+/// A running session; dropping it stops the session (AdminDown is sent).
+#[derive(Debug)]
+pub struct SessionHandle {
+    local_disc: u32,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl SessionHandle {
+    /// Our discriminator for this session.
+    pub fn local_disc(&self) -> u32 {
+        self.local_disc
+    }
+
+    /// Sends AdminDown to the peer and waits for the task to end.
+    pub async fn stop(self) {
+        let SessionHandle { stop, task, .. } = self;
+        if let Some(s) = stop {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+    }
+}
+
+async fn receive(sock: UdpSocket, demux: Demux) {
+    let mut buf = [0u8; 512];
+    loop {
+        let d = match sock::recv(&sock, &mut buf).await {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "BFD receive failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if d.ttl != Some(sock::TTL) {
+            debug!(from = %d.from, ttl = ?d.ttl, "BFD packet dropped: TTL is not 255 (RFC 5881 §5)");
+            continue;
+        }
+        let pkt = match ControlPacket::decode(&buf[..d.len.min(buf.len())]) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(from = %d.from, reason = %e, "BFD packet discarded");
+                continue;
+            }
+        };
+        let from = canonical(d.from.ip());
+        let map = demux.read().unwrap();
+        let entry = if pkt.your_disc != 0 {
+            map.get(&pkt.your_disc).filter(|e| e.peer == from)
+        } else {
+            map.values().find(|e| e.peer == from)
+        };
+        match entry {
+            Some(e) => {
+                let _ = e.tx.try_send(pkt);
+            }
+            None => debug!(from = %d.from, your_disc = pkt.your_disc,
+                           "BFD packet discarded: no session for it"),
+        }
+    }
+}
+
+struct SessionTask {
+    name: String,
+    session: Session,
+    sock: UdpSocket,
+    peer: SocketAddr,
+    rx: mpsc::Receiver<ControlPacket>,
+    stop: oneshot::Receiver<()>,
+    demux: Demux,
+}
+
+impl SessionTask {
+    async fn run<T: From<BfdEvent> + Send + 'static>(mut self, notify: mpsc::Sender<T>) {
+        let mut acts = self.session.start(Instant::now());
+        loop {
+            for a in acts.drain(..) {
+                self.act(a, &notify).await;
+            }
+            let deadline = self
+                .session
+                .next_deadline()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                p = self.rx.recv() => match p {
+                    Some(p) => acts = self.session.on_packet(&p, Instant::now()),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    acts = self.session.on_timer(Instant::now());
+                }
+                _ = &mut self.stop => {
+                    for a in self.session.admin_down(Instant::now()) {
+                        if let Action::Send(p) = a {
+                            let _ = self.sock.send_to(&p.encode(), self.peer).await;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        self.demux
+            .write()
+            .unwrap()
+            .remove(&self.session.local_disc());
+        info!(peer = %self.name, "BFD session stopped");
+    }
+
+    async fn act<T: From<BfdEvent>>(&mut self, a: Action, notify: &mpsc::Sender<T>) {
+        match a {
+            Action::Send(p) => {
+                if let Err(e) = self.sock.send_to(&p.encode(), self.peer).await {
+                    debug!(peer = %self.name, error = %e, "BFD send failed");
+                }
+            }
+            Action::StateChange { from, to, diag } => {
+                let remote = self.session.remote_state();
+                info!(peer = %self.name, %from, %to, %diag, remote_disc = self.session.remote_disc(),
+                      "BFD session state changed");
+                let ev = match (from, to) {
+                    (_, BfdState::Up) => Some(BfdEvent::Up),
+                    // RFC 5882 §3.2: the peer going AdminDown is not a path failure.
+                    (BfdState::Up, BfdState::Down) if remote != BfdState::AdminDown => {
+                        Some(BfdEvent::Down { diag })
+                    }
+                    _ => None,
+                };
+                if let Some(ev) = ev {
+                    let _ = notify.send(T::from(ev)).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session to 127.0.0.1 hears itself (its packets come back to port 3784 from the same
+    /// address) and comes up; then a Down packet for it with TTL 64 is dropped (RFC 5881 §5)
+    /// while the same packet with TTL 255 takes it down.
+    #[tokio::test]
+    async fn looped_session_comes_up_and_only_ttl_255_counts() {
+        let svc = Service::start();
+        if let Some(e) = &svc.v4_error {
+            eprintln!("skipped: {e}");
+            return;
+        }
+        let cfg = BfdConfig {
+            desired_min_tx: Duration::from_millis(50),
+            required_min_rx: Duration::from_millis(50),
+            detect_mult: 3,
+        };
+        let (tx, mut rx) = mpsc::channel::<BfdEvent>(8);
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let h = svc.spawn("self", lo, None, cfg, tx).unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(ev.unwrap(), Some(BfdEvent::Up));
+
+        let down = ControlPacket {
+            diag: Diag::CONTROL_DETECTION_TIME_EXPIRED,
+            state: BfdState::Down,
+            poll: false,
+            final_: false,
+            cpi: false,
+            demand: false,
+            detect_mult: 3,
+            my_disc: 0x5eed,
+            your_disc: h.local_disc(),
+            desired_min_tx_us: 1_000_000,
+            required_min_rx_us: 1_000_000,
+            required_min_echo_rx_us: 0,
+        };
+        let send = |ttl: u32| {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_ttl(ttl).unwrap();
+            s.send_to(&down.encode(), (lo, CONTROL_PORT)).unwrap();
+        };
+        send(64);
+        let ev = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+        assert!(ev.is_err(), "a TTL 64 packet was accepted: {ev:?}");
+        send(255);
+        let ev = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+        assert_eq!(
+            ev.unwrap(),
+            Some(BfdEvent::Down {
+                diag: Diag::NEIGHBOR_SIGNALED_SESSION_DOWN
+            })
+        );
+        h.stop().await;
+        assert!(svc.demux.read().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,183 @@
+//! BFD (RFC 5880/5881 single hop) between bgpd and the ToR's BFD: FRR's bfdd and BIRD's
+//! `protocol bfd` (tests named `frr_bfd_*` and `bird_bfd_*`). At 100 ms × 3 a cut of BFD and
+//! BGP (nftables drops on the node, the link stays up) must take bgpd's session down within
+//! 0.5 s although the hold time is 9 s, and the session must come back after the cut.
+//!
+//! Limits: the lab has no netem, so the "link failure" is an nftables drop of UDP 3784 and
+//! TCP 179 in the node's namespace (both directions); a carrier loss would also be noticed by
+//! the kernel, which would not prove that BFD did the work.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use api::bgp::SessionState;
+use interop_tests::bfd::{drop_bfd_and_bgp, restore_bfd_and_bgp};
+use interop_tests::*;
+
+const T: Duration = Duration::from_secs(30);
+const FAST: BfdTimers = BfdTimers {
+    min_tx_ms: 100,
+    min_rx_ms: 100,
+    multiplier: 3,
+};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn topology(name: &str) -> Result<(Lab, Host, Host)> {
+    let lab = Lab::new(name)?;
+    let tor = lab.host("tor")?;
+    let node = lab.host("node")?;
+    lab.link(
+        &tor,
+        &["192.0.2.1/24", "2001:db8::1/64"],
+        &node,
+        &["192.0.2.2/24", "2001:db8::2/64"],
+    )?;
+    Ok((lab, tor, node))
+}
+
+fn bgpd_with_bfd(node: &Host, address: &str) -> Result<Bgpd> {
+    let mut p = BgpdPeer::new("tor", address, 65000);
+    if address.contains(':') {
+        p.families = vec!["ipv6-unicast".into()];
+    }
+    p.extra = format!(
+        "bfd = true\nbfd_min_tx_ms = {}\nbfd_min_rx_ms = {}\nbfd_multiplier = {}\n",
+        FAST.min_tx_ms, FAST.min_rx_ms, FAST.multiplier
+    );
+    let cfg = BgpdConfig::new(65101, "192.0.2.2")
+        .peer(p)
+        .advert("10.244.1.0/24", &[], &[]);
+    Bgpd::start(node, &cfg.render())
+}
+
+/// Cuts BFD and BGP on the node and returns how long bgpd took to see its session down.
+fn cut_and_time_down(bgpd: &Bgpd, node: &Host) -> Result<Duration> {
+    let t0 = Instant::now();
+    drop_bfd_and_bgp(node)?;
+    loop {
+        let p = bgpd.peer("tor")?;
+        if p.state() != SessionState::Established {
+            let took = t0.elapsed();
+            assert!(
+                p.last_error.starts_with("BFD down"),
+                "session went down for another reason: {:?}",
+                p.last_error
+            );
+            return Ok(took);
+        }
+        if t0.elapsed() > Duration::from_secs(5) {
+            panic!("bgpd's session still Established 5 s after the cut");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn frr_bfd_100ms_x3_takes_bgp_down_within_half_a_second() -> Result<()> {
+    let (lab, tor_h, node_h) = topology("frr_bfd_cut")?;
+    let mut fc = FrrConfig::new(65000, "192.0.2.1".parse().unwrap());
+    let mut n = FrrNeighbor::new(ip("192.0.2.2"), 65101);
+    n.bfd = true;
+    fc.neighbors.push(n);
+    fc.networks = vec!["198.51.100.0/24".into()];
+    fc.bfd = Some(FAST);
+    let frr = Frr::start(&tor_h, &fc)?;
+    let bgpd = bgpd_with_bfd(&node_h, "192.0.2.1")?;
+
+    let t_up = Instant::now();
+    bgpd.wait_established("tor", T)?;
+    frr.wait_established(ip("192.0.2.2"), T)?;
+    // bfdd's view: Up with our 100 ms timers (after the Poll/Final that leaves the slow rate).
+    let peer = wait_for_frr_fast(&frr)?;
+    eprintln!(
+        "FRR BFD up {:?} after start: {}",
+        t_up.elapsed(),
+        serde_json::to_string(&peer).unwrap_or_default()
+    );
+
+    let took = cut_and_time_down(&bgpd, &node_h)?;
+    eprintln!("bgpd's session down {took:?} after the cut (hold time 9 s)");
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+    frr.wait_bfd(ip("192.0.2.2"), "down", Duration::from_secs(3))?;
+
+    restore_bfd_and_bgp(&node_h)?;
+    let t_back = Instant::now();
+    bgpd.wait_established("tor", T)?;
+    frr.wait_bfd(ip("192.0.2.2"), "up", T)?;
+    eprintln!(
+        "BGP and BFD back {:?} after the cut ended",
+        t_back.elapsed()
+    );
+    drop(lab);
+    Ok(())
+}
+
+fn wait_for_frr_fast(frr: &Frr) -> Result<serde_json::Value> {
+    let peer = ip("192.0.2.2");
+    let deadline = Instant::now() + T;
+    loop {
+        let p = frr.wait_bfd(peer, "up", T)?;
+        if p["remote-transmit-interval"].as_u64() == Some(100)
+            && p["remote-receive-interval"].as_u64() == Some(100)
+            && p["remote-detect-multiplier"].as_u64() == Some(3)
+        {
+            return Ok(p);
+        }
+        assert!(Instant::now() < deadline, "FRR never saw 100 ms × 3: {p}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn bird_bfd_cut(name: &str, tor_addr: &str, node_addr: &str) -> Result<()> {
+    let (lab, tor_h, node_h) = topology(name)?;
+    let mut bc = BirdConfig::new("192.0.2.1".parse().unwrap());
+    let mut p = BirdPeer::new("node", 65000, ip(node_addr), 65101);
+    p.hold_time = Some(9);
+    p.bfd = true;
+    bc.peers.push(p);
+    bc.statics = vec!["198.51.100.0/24".into(), "2001:db8:100::/48".into()];
+    bc.bfd = Some(FAST);
+    let bird = Bird::start(&tor_h, &bc)?;
+    let bgpd = bgpd_with_bfd(&node_h, tor_addr)?;
+
+    let t_up = Instant::now();
+    bgpd.wait_established("tor", T)?;
+    bird.wait_established("node", T)?;
+    bird.wait_bfd(ip(node_addr), "Up", T)?;
+    // Let the Poll/Final exchange move both sides to 100 ms.
+    std::thread::sleep(Duration::from_millis(500));
+    eprintln!(
+        "BIRD BFD up {:?} after start:\n{}",
+        t_up.elapsed(),
+        bird.birdc("show bfd sessions")?
+    );
+
+    let took = cut_and_time_down(&bgpd, &node_h)?;
+    eprintln!("bgpd's session down {took:?} after the cut (hold time 9 s)");
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+    bird.wait_bfd(ip(node_addr), "Down", Duration::from_secs(3))?;
+
+    restore_bfd_and_bgp(&node_h)?;
+    let t_back = Instant::now();
+    bgpd.wait_established("tor", T)?;
+    bird.wait_bfd(ip(node_addr), "Up", T)?;
+    eprintln!(
+        "BGP and BFD back {:?} after the cut ended",
+        t_back.elapsed()
+    );
+    drop(lab);
+    Ok(())
+}
+
+#[test]
+fn bird_bfd_100ms_x3_takes_bgp_down_within_half_a_second() -> Result<()> {
+    bird_bfd_cut("bird_bfd_cut", "192.0.2.1", "192.0.2.2")
+}
+
+#[test]
+fn bird_bfd_ipv6_takes_bgp_down_within_half_a_second() -> Result<()> {
+    bird_bfd_cut("bird_bfd_cut6", "2001:db8::1", "2001:db8::2")
+}
