@@ -280,13 +280,15 @@ impl Feeder {
         let reader_error = Arc::new(std::sync::Mutex::new(None));
         let (st, re) = (stop.clone(), reader_error.clone());
         let tx = ev_tx.clone();
-        let _detached = shared::spawn_in_netns(host, "feeder", move || {
-            let r = feed_session(feed, &tx, go_rx, st, re);
-            if let Err(e) = &r {
-                let _ = tx.send(FeedEvent::Error(e.clone()));
-            }
-            r
-        });
+        let _detached = host
+            .spawn_thread("feeder", move || {
+                let r = feed_session(feed, &tx, go_rx, st, re);
+                if let Err(e) = &r {
+                    let _ = tx.send(FeedEvent::Error(e.clone()));
+                }
+                r.map_err(interop_tests::LabError::Invalid)
+            })
+            .expect("spawning the feeder thread");
         Feeder {
             events,
             go,
@@ -522,7 +524,7 @@ impl Sut {
 
     fn kernel(&self) -> &'static str {
         match self {
-            Sut::Bgpd(_) => "no kernel FIB writer (bgpd has none yet)",
+            Sut::Bgpd(_) => "no [bgp.fib] configured, so bgpd installs nothing",
             Sut::Bird(_) => "no kernel protocol configured",
             Sut::Gobgp(_) => "no zebra (GoBGP default)",
             Sut::Frr(_) => "bgpd -Z, no zebra",

@@ -366,6 +366,48 @@ impl Host {
         Ok(Process(p))
     }
 
+    /// Runs `f` on a new thread inside this host's namespace and waits for it (scoped, so `f`
+    /// may borrow). A panic in `f` is passed on to the caller.
+    pub fn in_netns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let netns = self.netns.clone();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                sys::join_netns(&netns).map_err(io_err(format!("joining netns {netns}")))?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// Runs `fut` to completion on a current-thread tokio runtime inside this host's namespace
+    /// (the test process itself stays in the root namespace).
+    pub fn block_on<T: Send>(&self, fut: impl std::future::Future<Output = T> + Send) -> Result<T> {
+        self.in_netns(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(io_err("starting a tokio runtime"))
+                .map(|rt| rt.block_on(fut))
+        })?
+    }
+
+    /// Starts a long-lived thread inside this host's namespace.
+    pub fn spawn_thread<T: Send + 'static>(
+        &self,
+        name: &str,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<Result<T>>> {
+        let netns = self.netns.clone();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                sys::join_netns(&netns).map_err(io_err(format!("joining netns {netns}")))?;
+                f()
+            })
+            .map_err(io_err("spawning a thread"))
+    }
+
     /// Sends `count` pings at `interval` to `dst`; returns (transmitted, received).
     pub fn ping(&self, dst: &str, count: u32, interval: Duration) -> Result<PingStats> {
         crate::cmd::require_binary("ping", "iputils-ping")?;

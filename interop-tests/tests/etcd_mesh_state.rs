@@ -27,36 +27,9 @@ use ironmesh_meshd::kvstore::{
 use ironmesh_meshd::nodes::{LeaseConfig, NodeDecoder, NodeRecord, NodeRegistration};
 use ironmesh_meshd::schema::{Key, Resource, ResourceKind, Scope};
 
-/// Joins the network namespace `netns` on the calling thread.
-///
-/// unsafe: `setns(2)` takes a valid open fd (kept alive by `file` for the call) and a flag; it
-/// changes only the calling thread's namespace, which is why callers use a dedicated thread.
-#[allow(unsafe_code)]
-fn join_netns(netns: &str) {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::File::open(format!("/var/run/netns/{netns}"))
-        .unwrap_or_else(|e| panic!("opening netns {netns}: {e}"));
-    // SAFETY: the fd is valid for the duration of the call; CLONE_NEWNET is a plain flag.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns({netns}): {}", std::io::Error::last_os_error());
-}
-
-/// Runs `fut` to completion on a new thread inside `host`'s namespace (scoped, so the future
-/// may borrow the lab). A panic in the future propagates to the caller.
+/// Runs `fut` to completion inside `host`'s namespace (see `Host::block_on`).
 fn run_in<T: Send>(host: &Host, fut: impl std::future::Future<Output = T> + Send) -> T {
-    let netns = host.netns().to_owned();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            join_netns(&netns);
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime")
-                .block_on(fut)
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
+    host.block_on(fut).expect("joining the host's namespace")
 }
 
 struct Setup {

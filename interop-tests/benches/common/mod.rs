@@ -3,10 +3,7 @@
 //! with benchmark logging, and writing the JSON result.
 // Each benchmark uses a part of this module.
 #![allow(dead_code)]
-// setns(2) is the only unsafe call: it takes a file descriptor and a flag, no memory.
-#![allow(unsafe_code)]
 
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use interop_tests::{Bgpd, Host, LabError};
@@ -60,45 +57,9 @@ pub fn settle(pid: u32, since: Instant, limit: Duration) -> Option<Duration> {
     None
 }
 
-/// Runs `f` on a thread that has entered `host`'s network namespace: sockets it opens live in
-/// the host (as if run with `ip netns exec`). Other threads are unaffected.
+/// Runs `f` inside `host`'s network namespace (see `Host::in_netns`).
 pub fn in_netns<T: Send>(host: &Host, f: impl FnOnce() -> T + Send) -> Result<T, String> {
-    let path = format!("/run/netns/{}", host.netns());
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let ns = std::fs::File::open(&path).map_err(|e| format!("opening {path}: {e}"))?;
-            // SAFETY: setns takes a valid open fd and a flag; it changes only this thread's
-            // network namespace.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
-            }
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| format!("thread in {path} panicked"))?
-    })
-}
-
-/// Spawns a long-lived thread inside `host`'s network namespace (see [`in_netns`]).
-pub fn spawn_in_netns<T: Send + 'static>(
-    host: &Host,
-    name: &str,
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> std::thread::JoinHandle<Result<T, String>> {
-    let path = format!("/run/netns/{}", host.netns());
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let ns = std::fs::File::open(&path).map_err(|e| format!("opening {path}: {e}"))?;
-            // SAFETY: as in `in_netns`.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
-            }
-            f()
-        })
-        .expect("spawning a thread")
+    host.in_netns(f).map_err(|e| e.to_string())
 }
 
 /// Starts the lab's bgpd in `host` with `config` (TOML) and `info` logs: the lab's
