@@ -84,8 +84,9 @@ pub fn apply_ttl(
 /// What the reader task reports.
 #[derive(Debug)]
 pub enum Frame {
-    /// One whole message, header included (the FSM's codec decodes it).
-    Message(Bytes),
+    /// Whole messages, headers included, in order: all that one read completed (the FSM's
+    /// codec decodes them one at a time, so a context change applies to the next one).
+    Messages(Vec<Bytes>),
     /// A header whose length cannot be right: the stream is unusable (RFC 4271 §6.1).
     BadLength(u16),
     Closed(Option<io::Error>),
@@ -99,23 +100,31 @@ pub async fn read_frames<T: From<(u64, Frame)>>(
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
+        let mut frames = Vec::new();
+        let mut bad = None;
         while buf.len() >= HEADER_LEN {
             let len = u16::from_be_bytes([buf[16], buf[17]]);
             if (len as usize) < HEADER_LEN || len as usize > MAX_EXTENDED_MESSAGE_LEN {
-                let _ = tx.send(T::from((conn, Frame::BadLength(len)))).await;
-                return;
+                bad = Some(len);
+                break;
             }
             if buf.len() < len as usize {
                 break;
             }
-            let frame = buf.split_to(len as usize).freeze();
-            if tx
-                .send(T::from((conn, Frame::Message(frame))))
+            frames.push(buf.split_to(len as usize).freeze());
+        }
+        // One channel message per read, not per BGP message: a full table is ~100k UPDATEs.
+        if !frames.is_empty()
+            && tx
+                .send(T::from((conn, Frame::Messages(frames))))
                 .await
                 .is_err()
-            {
-                return;
-            }
+        {
+            return;
+        }
+        if let Some(len) = bad {
+            let _ = tx.send(T::from((conn, Frame::BadLength(len)))).await;
+            return;
         }
         buf.reserve(HEADER_LEN.max(16 * 1024));
         match rd.read_buf(&mut buf).await {

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::peer::{CoreEvent, PeerMsg};
+use super::peer::{CoreEvent, Outbound, PeerMsg};
 use crate::fib::FibMsg;
 use crate::fsm::DownReason;
 use crate::rib::{Advert, PeerId, PeerInfo, Rib, SessionInfo};
@@ -36,6 +36,7 @@ pub enum CoreCmd {
         PeerInfo,
         String,
         mpsc::Sender<PeerMsg>,
+        Outbound,
         Option<configs::MaxPrefixes>,
         oneshot::Sender<()>,
     ),
@@ -62,6 +63,7 @@ impl std::fmt::Debug for CoreCmd {
 struct CorePeer {
     name: String,
     tx: mpsc::Sender<PeerMsg>,
+    out: Outbound,
     /// Generation of the session the RIB considers up (0: none).
     generation: u64,
     max_prefixes: Option<configs::MaxPrefixes>,
@@ -122,7 +124,13 @@ impl Core {
         }
     }
 
-    pub fn add_peer(&mut self, info: PeerInfo, name: String, tx: mpsc::Sender<PeerMsg>) {
+    pub fn add_peer(
+        &mut self,
+        info: PeerInfo,
+        name: String,
+        tx: mpsc::Sender<PeerMsg>,
+        out: Outbound,
+    ) {
         let id = info.id;
         if let Err(e) = self.rib.add_peer(info) {
             warn!(peer = %name, error = %e, "peer not added to the RIB");
@@ -133,6 +141,7 @@ impl Core {
             CorePeer {
                 name,
                 tx,
+                out,
                 generation: 0,
                 max_prefixes: None,
                 over_limit_reported: false,
@@ -350,22 +359,24 @@ impl Core {
                     }
                 }
             }
-            CoreEvent::Update {
+            CoreEvent::Updates {
                 peer,
                 generation,
-                update,
+                updates,
             } => {
                 if !self.current(peer, generation) {
                     return;
                 }
-                let res = self.rib.apply_update(peer, &update);
-                self.check_max_prefixes(peer, res.as_ref().map(|o| o.over_limit).unwrap_or(0));
-                match res {
-                    Ok(o) if o.end_of_rib.is_some() => {
-                        info!(peer = %self.name(peer), family = ?o.end_of_rib, "End-of-RIB received")
+                for update in updates {
+                    let res = self.rib.apply_update(peer, &update);
+                    self.check_max_prefixes(peer, res.as_ref().map(|o| o.over_limit).unwrap_or(0));
+                    match res {
+                        Ok(o) if o.end_of_rib.is_some() => {
+                            info!(peer = %self.name(peer), family = ?o.end_of_rib, "End-of-RIB received")
+                        }
+                        Ok(_) => {}
+                        Err(e) => warn!(peer = %self.name(peer), error = %e, "UPDATE not applied"),
                     }
-                    Ok(_) => {}
-                    Err(e) => warn!(peer = %self.name(peer), error = %e, "UPDATE not applied"),
                 }
             }
             CoreEvent::RouteRefresh {
@@ -409,16 +420,13 @@ impl Core {
         }
     }
 
-    /// Hands encoded messages to a peer's session (dropped if that session is gone).
+    /// Hands encoded messages to a peer's session (dropped if that session is gone). Never
+    /// waits: the peer task may be waiting on us.
     async fn send_to(&self, peer: PeerId, bytes: bytes::Bytes) {
-        if let Some(p) = self.peers.get(&peer) {
-            let msg = PeerMsg::Send {
-                generation: p.generation,
-                bytes,
-            };
-            if p.tx.send(msg).await.is_err() {
-                debug!(peer = %p.name, "peer task gone");
-            }
+        if let Some(p) = self.peers.get(&peer)
+            && p.out.send((p.generation, bytes)).is_err()
+        {
+            debug!(peer = %p.name, "peer task gone");
         }
     }
 
@@ -511,9 +519,9 @@ impl Core {
                 let _ = reply.send(removed as u32);
             }
             CoreCmd::Query(q) => q(&self.rib),
-            CoreCmd::AddPeer(info, name, tx, max, ack) => {
+            CoreCmd::AddPeer(info, name, tx, out, max, ack) => {
                 let id = info.id;
-                self.add_peer(info, name, tx);
+                self.add_peer(info, name, tx, out);
                 if let Some(p) = self.peers.get_mut(&id) {
                     p.max_prefixes = max;
                 }

@@ -118,7 +118,8 @@ impl Speaker {
         };
         let listen_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
         let listener = listener.map(Arc::new);
-        let (ev_tx, ev_rx) = mpsc::channel(4096);
+        // Events carry batches (one read of UPDATEs each): a small bound keeps TCP backpressure.
+        let (ev_tx, ev_rx) = mpsc::channel(64);
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let fib_tx = match cfg.fib {
             Some(f) => {

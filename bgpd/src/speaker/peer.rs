@@ -26,14 +26,8 @@ use crate::wire::{Context, Message, MessageType, NotificationMsg, UpdateMsg, cea
 /// Messages into a peer task.
 #[derive(Debug)]
 pub enum PeerMsg {
-    Frame(u64, Frame),
     Connected(u64, std::io::Result<TcpStream>),
     Incoming(TcpStream),
-    /// Encoded UPDATEs from the core for session `generation`.
-    Send {
-        generation: u64,
-        bytes: Bytes,
-    },
     /// Stop the session (Cease / Administrative Shutdown, RFC 9003 text) and stay down.
     Stop {
         communication: Option<String>,
@@ -69,11 +63,12 @@ impl From<crate::bfd::BfdEvent> for PeerMsg {
     }
 }
 
-impl From<(u64, Frame)> for PeerMsg {
-    fn from((c, f): (u64, Frame)) -> Self {
-        PeerMsg::Frame(c, f)
-    }
-}
+/// Encoded messages from the core for session `generation`. An unbounded channel of its own:
+/// the core never waits on a peer (which may itself be waiting on the core).
+pub type Outbound = mpsc::UnboundedSender<(u64, Bytes)>;
+
+/// Frames read but not yet handled, per peer: a small bound gives TCP backpressure.
+const FRAME_BATCHES: usize = 4;
 
 /// Events from peer tasks to the core.
 #[derive(Debug)]
@@ -89,10 +84,11 @@ pub enum CoreEvent {
         generation: u64,
         reason: DownReason,
     },
-    Update {
+    /// UPDATEs in the order received (batched per read).
+    Updates {
         peer: PeerId,
         generation: u64,
-        update: Box<UpdateMsg>,
+        updates: Vec<UpdateMsg>,
     },
     RouteRefresh {
         peer: PeerId,
@@ -170,6 +166,8 @@ pub struct PeerTask {
     pub core: mpsc::Sender<CoreEvent>,
     pub rx: mpsc::Receiver<PeerMsg>,
     pub tx: mpsc::Sender<PeerMsg>,
+    /// Taken by `run`.
+    pub out_rx: Option<mpsc::UnboundedReceiver<(u64, Bytes)>>,
     pub start: bool,
     /// bgpd restarted gracefully: set the R bit until the first session is up.
     pub restarted: bool,
@@ -185,12 +183,17 @@ struct Runner {
     queue: VecDeque<(Which, Event)>,
     /// The candidate replaces the primary once the primary reports Down (collision lost).
     promote_pending: bool,
+    /// UPDATEs for the core, sent as one event per batch.
+    pending_updates: Vec<UpdateMsg>,
+    frames_tx: mpsc::Sender<(u64, Frame)>,
 }
 
 impl PeerTask {
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let mut session = Session::new(self.cfg.clone());
         session.set_restart_state(self.restarted);
+        let (frames_tx, mut frames_rx) = mpsc::channel(FRAME_BATCHES);
+        let mut out_rx = self.out_rx.take().expect("a peer task runs once");
         let mut r = Runner {
             primary: Conn::new(1, session),
             candidate: None,
@@ -198,6 +201,8 @@ impl PeerTask {
             generation: 0,
             queue: VecDeque::new(),
             promote_pending: false,
+            pending_updates: Vec::new(),
+            frames_tx,
             t: self,
         };
         if r.t.start {
@@ -213,9 +218,12 @@ impl PeerTask {
                         break;
                     }
                 }
+                Some((id, frame)) = frames_rx.recv() => r.on_frames(id, frame).await,
+                Some((generation, bytes)) = out_rx.recv() => r.on_outbound(generation, bytes).await,
                 _ = tokio::time::sleep_until(deadline.into()) => r.fire_timers(),
             }
             r.drain().await;
+            r.flush_updates().await;
         }
         r.primary.close();
         if let Some(mut c) = r.candidate.take() {
@@ -272,22 +280,6 @@ impl Runner {
     /// Returns true when the task must exit.
     async fn on_msg(&mut self, msg: PeerMsg) -> bool {
         match msg {
-            PeerMsg::Frame(id, frame) => {
-                let Some(w) = self.which(id) else {
-                    return false;
-                };
-                match frame {
-                    Frame::Message(bytes) => self.on_frame(w, bytes),
-                    Frame::BadLength(len) => self.queue.push_back((
-                        w,
-                        Event::DecodeError(crate::wire::DecodeError::BadMessageLength(len)),
-                    )),
-                    Frame::Closed(e) => {
-                        debug!(peer = %self.t.name, error = ?e, "connection closed");
-                        self.queue.push_back((w, Event::TcpFailed));
-                    }
-                }
-            }
             PeerMsg::Connected(id, res) => {
                 if id != self.primary.id || self.primary.session.state() != State::Connect {
                     return false; // a stale attempt
@@ -314,18 +306,6 @@ impl Runner {
                 }
             }
             PeerMsg::Incoming(stream) => self.incoming(stream),
-            PeerMsg::Send { generation, bytes } => {
-                if generation == self.generation {
-                    let w = self.established_conn();
-                    if let Some(w) = w {
-                        let n = count_messages(&bytes);
-                        if self.write(w, &bytes).await.is_ok() {
-                            let mut st = self.t.status.lock().unwrap();
-                            st.counters.updates_out += n;
-                        }
-                    }
-                }
-            }
             PeerMsg::Stop { communication } => {
                 self.drop_candidate(None);
                 self.queue
@@ -416,6 +396,43 @@ impl Runner {
         self.set_last_error(format!("BFD down ({diag})"));
     }
 
+    /// What a connection's reader saw.
+    async fn on_frames(&mut self, id: u64, frame: Frame) {
+        let Some(w) = self.which(id) else { return };
+        match frame {
+            Frame::Messages(frames) => {
+                // Decode each only after the previous one was handled: the KEEPALIVE
+                // that establishes the session changes the codec context.
+                for bytes in frames {
+                    let Some(w) = self.which(id) else { break };
+                    self.on_frame(w, bytes);
+                    self.drain().await;
+                }
+            }
+            Frame::BadLength(len) => self.queue.push_back((
+                w,
+                Event::DecodeError(crate::wire::DecodeError::BadMessageLength(len)),
+            )),
+            Frame::Closed(e) => {
+                debug!(peer = %self.t.name, error = ?e, "connection closed");
+                self.queue.push_back((w, Event::TcpFailed));
+            }
+        }
+    }
+
+    /// UPDATEs from the core, for the session they were made for.
+    async fn on_outbound(&mut self, generation: u64, bytes: Bytes) {
+        if generation != self.generation {
+            return;
+        }
+        if let Some(w) = self.established_conn() {
+            let n = count_messages(&bytes);
+            if self.write(w, &bytes).await.is_ok() {
+                self.t.status.lock().unwrap().counters.updates_out += n;
+            }
+        }
+    }
+
     fn on_frame(&mut self, w: Which, bytes: Bytes) {
         let Some(c) = self.conn(w) else { return };
         let ctx = c.ctx;
@@ -453,7 +470,7 @@ impl Runner {
     fn attach(&mut self, w: Which, stream: TcpStream, outgoing: bool) {
         let addrs = stream.local_addr().ok().zip(stream.peer_addr().ok());
         let (rd, wr) = stream.into_split();
-        let tx = self.t.tx.clone();
+        let tx = self.frames_tx.clone();
         let Some(c) = self.conn(w) else { return };
         c.close();
         let id = c.id;
@@ -630,6 +647,7 @@ impl Runner {
                     st.remote = Some(remote);
                     st.last_error = None;
                 }
+                self.flush_updates().await;
                 let _ = self
                     .t
                     .core
@@ -648,6 +666,7 @@ impl Runner {
                 }
                 if was_up {
                     info!(peer = %self.t.name, ?reason, "session down");
+                    self.flush_updates().await;
                     let _ = self
                         .t
                         .core
@@ -668,18 +687,9 @@ impl Runner {
                     }
                 }
             }
-            Action::Update(u) => {
-                let _ = self
-                    .t
-                    .core
-                    .send(CoreEvent::Update {
-                        peer: self.t.id,
-                        generation: self.generation,
-                        update: u,
-                    })
-                    .await;
-            }
+            Action::Update(u) => self.pending_updates.push(*u),
             Action::RouteRefresh(msg) => {
+                self.flush_updates().await;
                 let _ = self
                     .t
                     .core
@@ -691,6 +701,23 @@ impl Runner {
                     .await;
             }
         }
+    }
+
+    /// Hands the UPDATEs received so far to the core in one event.
+    async fn flush_updates(&mut self) {
+        if self.pending_updates.is_empty() {
+            return;
+        }
+        let updates = std::mem::take(&mut self.pending_updates);
+        let _ = self
+            .t
+            .core
+            .send(CoreEvent::Updates {
+                peer: self.t.id,
+                generation: self.generation,
+                updates,
+            })
+            .await;
     }
 
     async fn send_msg(&mut self, w: Which, m: &Message) -> std::io::Result<()> {

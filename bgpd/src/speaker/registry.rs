@@ -99,10 +99,12 @@ impl Registry {
                 .map(|m| m.limit),
         };
         let (ack_tx, ack_rx) = oneshot::channel();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
         let cmd = CoreCmd::AddPeer(
             info,
             spec.name.clone(),
             tx.clone(),
+            out_tx,
             spec.max_prefixes,
             ack_tx,
         );
@@ -166,6 +168,7 @@ impl Registry {
             core: self.ev_tx.clone(),
             rx,
             tx,
+            out_rx: Some(out_rx),
             start: true,
             restarted: self.restarted,
         };
