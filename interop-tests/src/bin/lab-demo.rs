@@ -149,7 +149,7 @@ fn main() -> Result<()> {
         }
         println!("Ctrl-C: tearing the lab down.");
     } else {
-        println!("Run `sudo scripts/demo --keep` to keep the lab up and explore it.");
+        println!("Run `scripts/demo --keep` to keep the lab up and explore it.");
     }
     drop(lab);
     println!("Lab torn down: no namespaces or daemons left.");
