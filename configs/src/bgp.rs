@@ -638,34 +638,36 @@ fn check_unique_peers(peers: &[Option<Peer>], errs: &mut Errors) {
     }
 }
 
-fn advert(i: usize, raw: RawAdvert, errs: &mut Errors) -> Option<Advert> {
-    let at = |f: &str| format!("bgp.adverts[{i}].{f}");
-    let prefix = match raw.prefix.parse::<IpNet>() {
+/// A prefix without host bits, or an error naming the field.
+fn prefix(errs: &mut Errors, path: String, raw: &str) -> Option<IpNet> {
+    match raw.parse::<IpNet>() {
         Ok(p) if p.trunc() != p => {
-            errs.push(
-                at("prefix"),
-                format!("{p} has host bits set; use {}", p.trunc()),
-            );
+            errs.push(path, format!("{p} has host bits set; use {}", p.trunc()));
             None
         }
         Ok(p) => Some(p),
         Err(_) => {
             errs.push(
-                at("prefix"),
-                format!(
-                    "{:?} is not a prefix; write e.g. \"10.1.0.0/24\" or \"2001:db8::/48\"",
-                    raw.prefix
-                ),
+                path,
+                format!("{raw:?} is not a prefix; write e.g. \"10.1.0.0/24\" or \"2001:db8::/48\""),
             );
             None
         }
-    };
-    let communities: Option<Vec<Community>> = raw
-        .communities
-        .iter()
+    }
+}
+
+/// Communities ("65000:100" or well-known names), each error naming its index.
+fn communities(errs: &mut Errors, path: String, raw: &[String]) -> Option<Vec<Community>> {
+    raw.iter()
         .enumerate()
-        .map(|(j, c)| errs.check(format!("{}[{j}]", at("communities")), c.parse()))
-        .collect();
+        .map(|(j, c)| errs.check(format!("{path}[{j}]"), c.parse()))
+        .collect()
+}
+
+fn advert(i: usize, raw: RawAdvert, errs: &mut Errors) -> Option<Advert> {
+    let at = |f: &str| format!("bgp.adverts[{i}].{f}");
+    let prefix = prefix(errs, at("prefix"), &raw.prefix);
+    let communities = communities(errs, at("communities"), &raw.communities);
     let large: Option<Vec<LargeCommunity>> = raw
         .large_communities
         .iter()
@@ -693,32 +695,8 @@ fn advert(i: usize, raw: RawAdvert, errs: &mut Errors) -> Option<Advert> {
 
 fn pool(i: usize, raw: RawPool, errs: &mut Errors) -> Option<Pool> {
     let at = |f: &str| format!("bgp.pools[{i}].{f}");
-    let prefix = match raw.prefix.parse::<IpNet>() {
-        Ok(p) if p.trunc() == p => Some(p),
-        Ok(p) => {
-            errs.push(
-                at("prefix"),
-                format!("{p} has host bits set; use {}", p.trunc()),
-            );
-            None
-        }
-        Err(_) => {
-            errs.push(
-                at("prefix"),
-                format!(
-                    "{:?} is not a prefix; write e.g. \"203.0.113.0/24\"",
-                    raw.prefix
-                ),
-            );
-            None
-        }
-    };
-    let communities: Option<Vec<Community>> = raw
-        .communities
-        .iter()
-        .enumerate()
-        .map(|(j, c)| errs.check(format!("{}[{j}]", at("communities")), c.parse()))
-        .collect();
+    let prefix = prefix(errs, at("prefix"), &raw.prefix);
+    let communities = communities(errs, at("communities"), &raw.communities);
     Some(Pool {
         name: raw.name,
         prefix: prefix?,
