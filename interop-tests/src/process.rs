@@ -62,11 +62,15 @@ impl Proc {
         Ok(())
     }
 
-    /// SIGTERM, then SIGKILL after `grace`. Idempotent.
+    /// SIGTERM, then SIGKILL after `grace`; with no grace, SIGKILL only. Idempotent.
     pub(crate) fn stop(&self, grace: Duration) {
         let mut guard = self.child.lock().unwrap();
         let Some(child) = guard.as_mut() else { return };
-        if let Ok(None) = child.try_wait() {
+        if grace.is_zero() {
+            // A crash: SIGKILL alone. A SIGTERM first would let the daemon say goodbye (BIRD
+            // sends a Cease) when it gets scheduled between the two signals.
+            let _ = child.kill();
+        } else if let Ok(None) = child.try_wait() {
             sys::signal(child.id(), libc::SIGTERM);
             let start = Instant::now();
             while start.elapsed() < grace {

@@ -181,3 +181,99 @@ fn bird_bfd_100ms_x3_takes_bgp_down_within_half_a_second() -> Result<()> {
 fn bird_bfd_ipv6_takes_bgp_down_within_half_a_second() -> Result<()> {
     bird_bfd_cut("bird_bfd_cut6", "2001:db8::1", "2001:db8::2")
 }
+
+/// The scenario: a node dual-homed to two BIRD ToRs with BFD at 100 ms × 3 and learned
+/// routes in its kernel (ECMP). ToR A goes silent: bgpd's session to A is down within 0.5 s and
+/// the kernel route moves to B alone; after the cut it comes back to ECMP.
+#[test]
+fn bird_bfd_cut_moves_kernel_routes_to_the_other_tor() -> Result<()> {
+    let lab = Lab::new("bird_bfd_ecmp")?;
+    let tor_a = lab.host("tora")?;
+    let tor_b = lab.host("torb")?;
+    let node = lab.host("node")?;
+    lab.link(&tor_a, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
+    lab.link(&tor_b, &["203.0.113.1/24"], &node, &["203.0.113.2/24"])?;
+    let mut birds = Vec::new();
+    for (host, id, asn, node_ip) in [
+        (&tor_a, "192.0.2.1", 65001, "192.0.2.2"),
+        (&tor_b, "203.0.113.1", 65002, "203.0.113.2"),
+    ] {
+        let mut bc = BirdConfig::new(id.parse().unwrap());
+        bc.bfd = Some(FAST);
+        let mut p = BirdPeer::new("node", asn, ip(node_ip), 65101);
+        p.bfd = true;
+        bc.peers.push(p);
+        bc.statics = vec!["198.51.100.0/24".into()];
+        birds.push(Bird::start(host, &bc)?);
+    }
+    let bfd = format!(
+        "bfd = true\nbfd_min_tx_ms = {}\nbfd_min_rx_ms = {}\nbfd_multiplier = {}\n",
+        FAST.min_tx_ms, FAST.min_rx_ms, FAST.multiplier
+    );
+    let mut a = BgpdPeer::new("tor-a", "192.0.2.1", 65001);
+    a.extra = format!("local_address = \"192.0.2.2\"\n{bfd}");
+    let mut b = BgpdPeer::new("tor-b", "203.0.113.1", 65002);
+    b.extra = format!("local_address = \"203.0.113.2\"\n{bfd}");
+    let toml = format!(
+        "{}\n[bgp.fib]\n",
+        BgpdConfig::new(65101, "192.0.2.2").peer(a).peer(b).render()
+    );
+    let bgpd = Bgpd::start(&node, &toml)?;
+    bgpd.wait_established("tor-a", T)?;
+    bgpd.wait_established("tor-b", T)?;
+    for (bird, node_ip) in birds.iter().zip(["192.0.2.2", "203.0.113.2"]) {
+        bird.wait_established("node", T)?;
+        bird.wait_bfd(ip(node_ip), "Up", T)?;
+    }
+    // Let the Poll/Final exchange move both sides to 100 ms.
+    std::thread::sleep(Duration::from_millis(500));
+    let route = || node.ip(&["route", "show", "198.51.100.0/24"]);
+    cmd::wait_for(
+        "an ECMP route via both ToRs",
+        T,
+        Duration::from_millis(50),
+        |last| {
+            let r = route()?;
+            *last = r.clone();
+            Ok((r.contains("via 192.0.2.1") && r.contains("via 203.0.113.1")).then_some(()))
+        },
+    )?;
+
+    let t0 = Instant::now();
+    drop_bfd_and_bgp(&tor_a)?;
+    cmd::wait_for(
+        "tor-a down by BFD",
+        Duration::from_millis(500),
+        Duration::from_millis(5),
+        |last| {
+            let p = bgpd.peer("tor-a")?;
+            *last = format!("{:?} {}", p.state(), p.last_error);
+            Ok((p.state() != SessionState::Established).then_some(()))
+        },
+    )?;
+    let down = t0.elapsed();
+    assert!(
+        bgpd.peer("tor-a")?.last_error.starts_with("BFD down"),
+        "down after {down:?}"
+    );
+    cmd::wait_for(
+        "the kernel route via B only",
+        Duration::from_secs(1),
+        Duration::from_millis(10),
+        |last| {
+            let r = route()?;
+            *last = r.clone();
+            Ok((r.contains("via 203.0.113.1") && !r.contains("192.0.2.1")).then_some(()))
+        },
+    )?;
+    assert_eq!(bgpd.peer("tor-b")?.state(), SessionState::Established);
+
+    restore_bfd_and_bgp(&tor_a)?;
+    bgpd.wait_established("tor-a", T)?;
+    cmd::wait_for("ECMP again", T, Duration::from_millis(50), |last| {
+        let r = route()?;
+        *last = r.clone();
+        Ok((r.contains("via 192.0.2.1") && r.contains("via 203.0.113.1")).then_some(()))
+    })?;
+    Ok(())
+}

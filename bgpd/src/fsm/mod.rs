@@ -117,6 +117,9 @@ pub enum DownReason {
     NotificationReceived(NotificationMsg),
     TcpFailed,
     ManualStop,
+    /// The speaker closed the session because BFD saw the forwarding path fail (RFC 5882):
+    /// unlike a plain TCP loss, no graceful restart (the path is gone, not the control plane).
+    BfdDown,
 }
 
 /// Outputs, to be carried out in order.

@@ -185,6 +185,8 @@ struct Runner {
     promote_pending: bool,
     /// UPDATEs for the core, sent as one event per batch.
     pending_updates: Vec<UpdateMsg>,
+    /// The session is being closed because BFD went down.
+    bfd_failed: bool,
     frames_tx: mpsc::Sender<(u64, Frame)>,
 }
 
@@ -202,6 +204,7 @@ impl PeerTask {
             queue: VecDeque::new(),
             promote_pending: false,
             pending_updates: Vec::new(),
+            bfd_failed: false,
             frames_tx,
             t: self,
         };
@@ -391,8 +394,10 @@ impl Runner {
         warn!(peer = %self.t.name, ?state, %diag, "BFD down: closing the BGP session");
         self.drop_candidate(None);
         self.primary.close();
+        self.bfd_failed = true;
         self.queue.push_back((Which::Primary, Event::TcpFailed));
         self.drain().await;
+        self.bfd_failed = false;
         self.set_last_error(format!("BFD down ({diag})"));
     }
 
@@ -660,6 +665,11 @@ impl Runner {
                     .await;
             }
             Action::Down(reason) => {
+                let reason = if self.bfd_failed && reason == DownReason::TcpFailed {
+                    DownReason::BfdDown
+                } else {
+                    reason
+                };
                 let was_up = self.conn(w).is_some_and(|c| c.established);
                 if let Some(c) = self.conn(w) {
                     c.established = false;
@@ -778,6 +788,7 @@ fn describe(r: &DownReason) -> String {
         }
         DownReason::TcpFailed => "connection lost".into(),
         DownReason::ManualStop => "stopped by operator".into(),
+        DownReason::BfdDown => "BFD down".into(),
     }
 }
 
