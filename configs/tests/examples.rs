@@ -93,10 +93,7 @@ fn two_clusters_details() {
             .is_some()
     );
     let peer = &c.bgp.unwrap().peers[0];
-    assert_eq!(
-        peer.target,
-        PeerTarget::Address("2001:db8:ff::1".parse().unwrap())
-    );
+    assert_eq!(peer.target, PeerTarget::Interface("eth1".into()));
     assert_eq!(peer.peer_asn, ironmesh_configs::PeerAsn::Any);
     assert_eq!(c.datapath.mode, DatapathMode::Vxlan { port: 8472 });
 }
