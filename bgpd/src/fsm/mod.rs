@@ -461,16 +461,20 @@ impl Session {
         }
     }
 
+    /// A TCP connection carries the session (a NOTIFICATION can be sent).
+    fn has_connection(&self) -> bool {
+        matches!(
+            self.state,
+            State::OpenSent | State::OpenConfirm | State::Established
+        )
+    }
+
     /// An error: NOTIFICATION (if connected), close, → Idle, restart after the idle hold.
     fn fail(&mut self, out: &mut Vec<Action>, n: NotificationMsg) {
         if self.state == State::Idle {
             return;
         }
-        let connected = matches!(
-            self.state,
-            State::OpenSent | State::OpenConfirm | State::Established
-        );
-        let notify = connected.then(|| n.clone());
+        let notify = self.has_connection().then(|| n.clone());
         self.down(out, DownReason::NotificationSent(n), notify);
     }
 
@@ -479,11 +483,8 @@ impl Session {
             out.push(Action::StopTimer(Timer::IdleHold));
             return;
         }
-        let connected = matches!(
-            self.state,
-            State::OpenSent | State::OpenConfirm | State::Established
-        );
-        self.down(out, reason, if connected { n } else { None });
+        let notify = if self.has_connection() { n } else { None };
+        self.down(out, reason, notify);
     }
 
     /// Common exit to Idle: optional NOTIFICATION, close, stop timers, report, schedule restart.

@@ -599,16 +599,7 @@ fn link_local_for(local: IpAddr) -> Option<Ipv6Addr> {
     if addr.is_unicast_link_local() {
         return None;
     }
-    let text = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
-    let rows: Vec<(Ipv6Addr, String)> = text
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let hex = f.first()?;
-            let v = u128::from_str_radix(hex, 16).ok()?;
-            Some((Ipv6Addr::from(v), f.get(5)?.to_string()))
-        })
-        .collect();
+    let rows = super::unnumbered::interface_addresses();
     let ifname = rows
         .iter()
         .find(|(a, _)| *a == addr)

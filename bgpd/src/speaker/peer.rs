@@ -21,7 +21,7 @@ use crate::fsm::{
     resolve_collision,
 };
 use crate::rib::PeerId;
-use crate::wire::{Context, Message, MessageType, NotificationMsg, UpdateMsg, cease_subcode};
+use crate::wire::{Context, Message, MessageType, UpdateMsg, cease_subcode};
 
 /// Messages into a peer task.
 #[derive(Debug)]
@@ -310,7 +310,7 @@ impl Runner {
             }
             PeerMsg::Incoming(stream) => self.incoming(stream),
             PeerMsg::Stop { communication } => {
-                self.drop_candidate(None);
+                self.drop_candidate();
                 self.queue
                     .push_back((Which::Primary, Event::ManualStop { communication }));
             }
@@ -354,7 +354,7 @@ impl Runner {
             }
             PeerMsg::Bfd(crate::bfd::BfdEvent::Down { diag }) => self.bfd_down(diag).await,
             PeerMsg::Remove { subcode } => {
-                self.drop_candidate(None);
+                self.drop_candidate();
                 self.queue.push_back((
                     Which::Primary,
                     Event::Cease {
@@ -392,7 +392,7 @@ impl Runner {
             return;
         }
         warn!(peer = %self.t.name, ?state, %diag, "BFD down: closing the BGP session");
-        self.drop_candidate(None);
+        self.drop_candidate();
         self.primary.close();
         self.bfd_failed = true;
         self.queue.push_back((Which::Primary, Event::TcpFailed));
@@ -543,34 +543,30 @@ impl Runner {
     fn check_collision(&mut self) {
         let Some(cand) = &self.candidate else { return };
         if cand.session.state() == State::Idle {
-            let mut c = self.candidate.take().unwrap();
-            c.close();
+            self.drop_candidate();
             return;
         }
-        let remote_id = self
-            .primary
-            .session
-            .peer_router_id()
-            .or(cand.session.peer_router_id());
-        let (out_state, in_state, primary_is_out) = if self.primary.outgoing {
-            (self.primary.session.state(), cand.session.state(), true)
+        // The candidate is always incoming. When the primary is too, keep the older one.
+        let primary_wins = if self.primary.outgoing {
+            let remote_id = self
+                .primary
+                .session
+                .peer_router_id()
+                .or(cand.session.peer_router_id());
+            let (out_state, in_state) = (self.primary.session.state(), cand.session.state());
+            match resolve_collision(self.t.cfg.router_id, remote_id, out_state, in_state) {
+                Some(keep) => keep == Connection::Outgoing,
+                None => return,
+            }
         } else {
-            // Both incoming: keep the older one.
-            (cand.session.state(), self.primary.session.state(), false)
+            true
         };
-        let keep = if !self.primary.outgoing {
-            Some(Connection::Incoming)
-        } else {
-            resolve_collision(self.t.cfg.router_id, remote_id, out_state, in_state)
-        };
-        let Some(keep) = keep else { return };
-        let primary_wins = (keep == Connection::Outgoing) == primary_is_out;
         let loser = if primary_wins {
             Which::Candidate
         } else {
             Which::Primary
         };
-        info!(peer = %self.t.name, ?keep, "connection collision resolved (RFC 4271 §6.8)");
+        info!(peer = %self.t.name, primary_wins, "connection collision resolved (RFC 4271 §6.8)");
         self.queue.push_back((
             loser,
             Event::Cease {
@@ -591,7 +587,7 @@ impl Runner {
         self.promote_pending = !primary_wins;
     }
 
-    fn drop_candidate(&mut self, _why: Option<NotificationMsg>) {
+    fn drop_candidate(&mut self) {
         if let Some(mut c) = self.candidate.take() {
             c.close();
         }

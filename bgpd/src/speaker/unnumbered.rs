@@ -12,15 +12,24 @@ use super::sockopt;
 
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
-/// Our own link-local addresses on interface `ifname` (from /proc/net/if_inet6).
-fn own_link_locals(ifname: &str) -> Vec<Ipv6Addr> {
+/// Every IPv6 address of this namespace with its interface name (/proc/net/if_inet6).
+pub(crate) fn interface_addresses() -> Vec<(Ipv6Addr, String)> {
     let text = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let a = Ipv6Addr::from(u128::from_str_radix(f.first()?, 16).ok()?);
-            (f.get(5) == Some(&ifname) && a.is_unicast_link_local()).then_some(a)
+            Some((a, f.get(5)?.to_string()))
         })
+        .collect()
+}
+
+/// Our own link-local addresses on interface `ifname`.
+fn own_link_locals(ifname: &str) -> Vec<Ipv6Addr> {
+    interface_addresses()
+        .into_iter()
+        .filter(|(a, i)| i == ifname && a.is_unicast_link_local())
+        .map(|(a, _)| a)
         .collect()
 }
 
