@@ -7,16 +7,16 @@
 //! the desired and the current Adj-RIB-Out as encoded UPDATE messages (§9.2: many prefixes per
 //! UPDATE, nothing the peer already has).
 //!
-//! Storage: one B-tree per family keyed by prefix holds every peer's path (Adj-RIB-In entries and
-//! Loc-RIB candidates are the same records, with flags); attribute sets are interned and shared.
+//! Storage: one hash table per family keyed by prefix holds every peer's path (Adj-RIB-In entries
+//! and Loc-RIB candidates are the same records, with flags); attribute sets are interned and
+//! shared. Views and UPDATE contents are sorted by prefix, so output is deterministic.
 //! Adj-RIB-In keeps post-import-policy attributes, and routes the policy rejected (or that loop)
 //! as received, so `received`/`accepted` counters and views show them; changing an import policy
 //! therefore needs a ROUTE-REFRESH to the peer (no soft-reconfiguration copy is kept).
 //!
-//! Not yet: graceful restart (a `peer_down_stale(id)` marking a peer's paths stale instead of
-//! flushing them, and a sweep at End-of-RIB or timer expiry, RFC 4724 §4.2 — a `STALE` path flag
-//! next to the others in `table::flags`), enhanced route refresh BoRR/EoRR markers (RFC 7313),
-//! ADD-PATH, route reflection and confederations, next-hop reachability checks.
+//! Graceful restart keeps a peer's paths with a `STALE` flag until End-of-RIB (RFC 4724 §4.2);
+//! enhanced route refresh marks and sweeps the same way (RFC 7313).
+//! Not yet: ADD-PATH, route reflection and confederations, next-hop reachability checks.
 
 mod decision;
 mod export;
@@ -41,7 +41,7 @@ use crate::wire::{
     MpUnreach, Origin, PathAttrs, Safi, UpdateBuilder, UpdateMsg,
 };
 use export::Source;
-use table::{Delta, Interner, Path, Paths, RibPrefix, Table, Upsert, flags};
+use table::{Delta, FastMap, Interner, Path, Paths, RibPrefix, Table, Upsert, flags};
 
 /// A configured peer's handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -220,8 +220,9 @@ struct Sync {
 pub(crate) struct Peer {
     info: PeerInfo,
     session: Option<SessionInfo>,
-    out4: BTreeMap<Ipv4Net, Arc<RouteAttrs>>,
-    out6: BTreeMap<Ipv6Net, Arc<RouteAttrs>>,
+    /// Adj-RIB-Out (unordered; views sort).
+    out4: FastMap<Ipv4Net, Arc<RouteAttrs>>,
+    out6: FastMap<Ipv6Net, Arc<RouteAttrs>>,
     delta4: Delta<Ipv4Net>,
     delta6: Delta<Ipv6Net>,
     sync: [Sync; 2],
@@ -278,8 +279,8 @@ impl Rib {
             Peer {
                 info,
                 session: None,
-                out4: BTreeMap::new(),
-                out6: BTreeMap::new(),
+                out4: FastMap::default(),
+                out6: FastMap::default(),
                 delta4: Delta::default(),
                 delta6: Delta::default(),
                 sync: [Sync::default(); 2],
@@ -606,10 +607,12 @@ impl Rib {
         let peer = self.peers.get(&id);
         let v4 = peer
             .into_iter()
-            .flat_map(|p| p.out4.iter().map(|(k, v)| (IpNet::V4(*k), &**v)));
+            .flat_map(|p| sorted(&p.out4).into_iter())
+            .map(|(k, v)| (IpNet::V4(*k), &**v));
         let v6 = peer
             .into_iter()
-            .flat_map(|p| p.out6.iter().map(|(k, v)| (IpNet::V6(*k), &**v)));
+            .flat_map(|p| sorted(&p.out6).into_iter())
+            .map(|(k, v)| (IpNet::V6(*k), &**v));
         v4.chain(v6)
     }
 
@@ -653,11 +656,17 @@ fn learned_route<P: RibPrefix>(p: P, path: &Path) -> RibRoute<'_> {
 
 fn view<P: RibPrefix>(t: &Table<P>) -> impl Iterator<Item = RibRoute<'_>> {
     let orig = t.originated.iter().map(|(p, a)| originated_route(*p, a));
-    let learned = t
-        .dests
-        .iter()
+    let learned = sorted(&t.dests)
+        .into_iter()
         .flat_map(|(p, paths)| paths.as_slice().iter().map(|x| learned_route(*p, x)));
     orig.chain(learned)
+}
+
+/// A hash map's entries in key order.
+fn sorted<K: Ord, V, S>(m: &HashMap<K, V, S>) -> Vec<(&K, &V)> {
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    v
 }
 
 fn routes_of<P: RibPrefix>(t: &Table<P>, p: P) -> impl Iterator<Item = RibRoute<'_>> {
@@ -832,21 +841,16 @@ struct Best<'a> {
     source: Source,
 }
 
-fn best_of<P: RibPrefix>(table: &Table<P>, p: P) -> Option<Best<'_>> {
-    if let Some(a) = table.originated.get(&p) {
-        return Some(Best {
-            attrs: a,
-            source: Source::Originated,
-        });
+impl<'a> Best<'a> {
+    fn learned(path: &'a Path) -> Self {
+        Best {
+            attrs: &path.attrs,
+            source: Source::Peer {
+                id: path.peer,
+                ibgp: path.has(flags::IBGP),
+            },
+        }
     }
-    let path = table.dests.get(&p)?.best()?;
-    Some(Best {
-        attrs: &path.attrs,
-        source: Source::Peer {
-            id: path.peer,
-            ibgp: path.has(flags::IBGP),
-        },
-    })
 }
 
 /// Runs the decision process for one prefix and stores the result in the path flags.
@@ -908,48 +912,62 @@ fn flush_family<P: RibPrefix>(
     dirty.dedup();
     let mut scratch = Vec::new();
     for &p in &dirty {
-        let originated = table.originated.contains_key(&p);
-        let before = table.fib_before.remove(&p).unwrap_or_default();
-        let track = fib.is_some();
-        let after = match table.dests.get_mut(&p) {
-            Some(paths) => {
-                decide(local_asn, peers, paths, originated, &mut scratch);
-                if track { paths.installed() } else { Vec::new() }
-            }
-            None => Vec::new(),
+        // One lookup per map and prefix: the decision, the FIB and the export share them.
+        let orig = table.originated.get(&p);
+        let before = if table.fib_before.is_empty() {
+            Vec::new()
+        } else {
+            table.fib_before.remove(&p).unwrap_or_default()
         };
-        if let Some(fib) = fib.as_deref_mut()
-            && before != after
-        {
-            fib.push(FibChange {
-                prefix: p.into(),
-                next_hops: after,
-            });
+        let mut paths = table.dests.get_mut(&p);
+        if let Some(paths) = paths.as_deref_mut() {
+            decide(local_asn, peers, paths, orig.is_some(), &mut scratch);
         }
-        let best = best_of(table, p);
+        if let Some(fib) = fib.as_deref_mut() {
+            let after = paths.as_deref().map(Paths::installed).unwrap_or_default();
+            if before != after {
+                fib.push(FibChange {
+                    prefix: p.into(),
+                    next_hops: after,
+                });
+            }
+        }
+        let best = match orig {
+            Some(attrs) => Some(Best {
+                attrs,
+                source: Source::Originated,
+            }),
+            None => paths.as_deref().and_then(Paths::best).map(Best::learned),
+        };
         for (&id, peer) in peers.iter_mut() {
             let resend = peer.sync[P::IDX].resend;
             update_out(local_asn, id, peer, interner, p, best.as_ref(), resend);
         }
     }
-    table.fib_before = HashMap::new();
+    table.fib_before = Default::default();
     // Full walks for peers that came up or asked for a refresh; dirty prefixes are done.
     for (&id, peer) in peers.iter_mut() {
         let sync = std::mem::take(&mut peer.sync[P::IDX]);
         if !sync.full {
             continue;
         }
-        let prefixes = table.originated.keys().chain(
-            table
-                .dests
-                .keys()
-                .filter(|k| !table.originated.contains_key(k)),
-        );
-        for &p in prefixes {
+        // In table order (cheapest); encode_family sorts each UPDATE's prefixes.
+        let originated = table.originated.iter().map(|(p, attrs)| {
+            let best = Best {
+                attrs,
+                source: Source::Originated,
+            };
+            (*p, Some(best))
+        });
+        let learned = table
+            .dests
+            .iter()
+            .filter(|(p, _)| !table.originated.contains_key(p))
+            .map(|(p, paths)| (*p, paths.best().map(Best::learned)));
+        for (p, best) in originated.chain(learned) {
             if dirty.binary_search(&p).is_ok() {
                 continue;
             }
-            let best = best_of(table, p);
             update_out(local_asn, id, peer, interner, p, best.as_ref(), sync.resend);
         }
     }
@@ -974,18 +992,18 @@ fn update_out<P: RibPrefix>(
         return;
     }
     let desired = best.and_then(|b| desired(local_asn, id, peer, interner, p, b));
-    let current = P::out(peer).get(&p);
-    match (desired, current) {
-        (Some(d), Some(c)) if Arc::ptr_eq(&d, c) && !resend => {}
-        (Some(d), _) => {
-            P::delta(peer).announce(p, &d);
-            P::out_mut(peer).insert(p, d);
+    match desired {
+        Some(d) => {
+            let prev = P::out_mut(peer).insert(p, d.clone());
+            if resend || !prev.is_some_and(|c| Arc::ptr_eq(&d, &c)) {
+                P::delta(peer).announce(p, &d);
+            }
         }
-        (None, Some(_)) => {
-            P::out_mut(peer).remove(&p);
-            P::delta(peer).withdrawn.push(p);
+        None => {
+            if P::out_mut(peer).remove(&p).is_some() {
+                P::delta(peer).withdrawn.push(p);
+            }
         }
-        (None, None) => {}
     }
 }
 
@@ -1024,7 +1042,15 @@ fn encode_family<P: RibPrefix>(
     buf: &mut BytesMut,
     errors: &mut Vec<(PeerId, EncodeError)>,
 ) {
-    let delta = std::mem::take(P::delta(peer));
+    let mut delta = std::mem::take(P::delta(peer));
+    // Prefix order within each UPDATE: the same table gives the same messages.
+    delta.withdrawn.sort_unstable();
+    for (_, prefixes) in &mut delta.groups {
+        prefixes.sort_unstable();
+    }
+    delta
+        .groups
+        .sort_unstable_by(|a, b| a.1.first().cmp(&b.1.first()));
     if !delta.withdrawn.is_empty()
         && let Err(e) = P::withdraw(builder, &delta.withdrawn, buf)
     {
