@@ -44,10 +44,10 @@ peer_asn = 65000
 import_policy = "from-fabric"
 export_policy = "originated-only"
 "#;
-    let cfg = configs::Config::from_toml(toml).unwrap();
-    let e = SpeakerConfig::from_config(&cfg).unwrap_err().to_string();
+    // Refused by the config itself, before bgpd sees it, naming what exists.
+    let e = configs::Config::from_toml(toml).unwrap_err().to_string();
     assert_eq!(
         e,
-        "bgp.peers[0] (tor): import_policy \"from-fabric\" is unknown; use accept-all, reject-all or originated-only"
+        "bgp.peers[0].import_policy: policy \"from-fabric\" is not defined; define it in [[bgp.policies]] or use one of: accept-all, reject-all, originated-only"
     );
 }

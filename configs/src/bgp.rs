@@ -9,7 +9,8 @@ use ipnet::IpNet;
 
 use crate::community::{Community, LargeCommunity};
 use crate::error::Errors;
-use crate::raw::{RawAdvert, RawAsn, RawBgp, RawPeer, RawPool};
+use crate::policy::BgpPolicy;
+use crate::raw::{RawAdvert, RawAsn, RawBgp, RawNames, RawPeer, RawPool};
 use crate::secret::Secret;
 
 pub const BGP_PORT: u16 = 179;
@@ -29,6 +30,8 @@ pub struct Bgp {
     pub fib: Option<Fib>,
     /// VIP pools; adverts name their pool.
     pub pools: Vec<Pool>,
+    /// `[[bgp.policies]]`, referenced by peers.
+    pub policies: Vec<BgpPolicy>,
 }
 
 /// `[[bgp.pools]]`: a LoadBalancer VIP pool. With `aggregate`, its VIPs are announced as the
@@ -110,8 +113,9 @@ pub struct Peer {
     pub keepalive: u16,
     pub passive: bool,
     pub families: Vec<Family>,
-    pub import_policy: Option<String>,
-    pub export_policy: Option<String>,
+    /// Policy names applied in order (a chain); empty: none configured.
+    pub import_policy: Vec<String>,
+    pub export_policy: Vec<String>,
     /// RFC 8212: an eBGP session without policy accepts and sends nothing.
     pub ebgp_requires_policy: bool,
     pub next_hop_self: bool,
@@ -210,6 +214,15 @@ pub(crate) fn validate(raw: RawBgp, errs: &mut Errors) -> Option<Bgp> {
         .map(|(i, p)| pool(i, p, errs))
         .collect();
     check_pools(&pools, &adverts, errs);
+    let policies = crate::policy::policies(errs, raw.policies);
+    if let Some(defined) = &policies {
+        for (i, p) in peers.iter().enumerate() {
+            let Some(p) = p else { continue };
+            let at = |f: &str| format!("bgp.peers[{i}].{f}");
+            crate::policy::check_references(errs, &at("import_policy"), &p.import_policy, defined);
+            crate::policy::check_references(errs, &at("export_policy"), &p.export_policy, defined);
+        }
+    }
 
     let router_id = match raw.router_id {
         Some(s) => match s.parse::<Ipv4Addr>() {
@@ -274,6 +287,7 @@ pub(crate) fn validate(raw: RawBgp, errs: &mut Errors) -> Option<Bgp> {
         adverts: adverts?,
         fib,
         pools: pools?,
+        policies: policies?,
     })
 }
 
@@ -380,14 +394,8 @@ fn peer(i: usize, raw: RawPeer, errs: &mut Errors) -> Option<Peer> {
     }
     let (hold_time, keepalive) = timers(i, raw.hold_time, raw.keepalive, errs);
     let families = families(errs, &at("families"), raw.families, &target);
-    let import_policy = raw
-        .import_policy
-        .as_deref()
-        .and_then(|p| policy_name(errs, &at("import_policy"), p, "policy name"));
-    let export_policy = raw
-        .export_policy
-        .as_deref()
-        .and_then(|p| policy_name(errs, &at("export_policy"), p, "policy name"));
+    let import_policy = policy_names(errs, &at("import_policy"), raw.import_policy);
+    let export_policy = policy_names(errs, &at("export_policy"), raw.export_policy);
     let max_prefixes = match raw.max_prefixes {
         None => {
             if raw.max_prefixes_action.is_some() || raw.max_prefixes_restart.is_some() {
@@ -441,8 +449,8 @@ fn peer(i: usize, raw: RawPeer, errs: &mut Errors) -> Option<Peer> {
         keepalive: keepalive?,
         passive: raw.passive,
         families: families?,
-        import_policy,
-        export_policy,
+        import_policy: import_policy?,
+        export_policy: export_policy?,
         ebgp_requires_policy: raw.ebgp_requires_policy.unwrap_or(true),
         next_hop_self: raw.next_hop_self,
         max_prefixes: max_prefixes?,
@@ -592,8 +600,30 @@ fn interface(errs: &mut Errors, path: &str, v: &str) -> Option<String> {
     }
 }
 
+/// A policy chain as written: one name or a non-empty list.
+fn policy_names(errs: &mut Errors, path: &str, raw: Option<RawNames>) -> Option<Vec<String>> {
+    if matches!(&raw, Some(RawNames::Many(v)) if v.is_empty()) {
+        errs.push(
+            path,
+            "is an empty list; name at least one policy or remove the field",
+        );
+        return None;
+    }
+    let names = raw.map(RawNames::into_vec).unwrap_or_default();
+    let mut ok = true;
+    for (i, n) in names.iter().enumerate() {
+        let at = if names.len() == 1 {
+            path.to_owned()
+        } else {
+            format!("{path}[{i}]")
+        };
+        ok &= policy_name(errs, &at, n, "policy name").is_some();
+    }
+    ok.then_some(names)
+}
+
 /// Names that appear in logs and the API: `[A-Za-z0-9_-]{1,64}`.
-fn policy_name(errs: &mut Errors, path: &str, v: &str, what: &str) -> Option<String> {
+pub(crate) fn policy_name(errs: &mut Errors, path: &str, v: &str, what: &str) -> Option<String> {
     let ok = (1..=64).contains(&v.len())
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');

@@ -12,6 +12,7 @@ mod encryption;
 mod error;
 mod mesh;
 mod node;
+mod policy;
 mod raw;
 mod secret;
 
@@ -28,6 +29,7 @@ pub use encryption::{Backend, DEFAULT_WIREGUARD_PORT, Encryption, EncryptionMode
 pub use error::{ConfigError, FieldError};
 pub use mesh::{EtcdEndpoint, Mesh, RemoteCluster, Tls};
 pub use node::{DEFAULT_STATE_DIR, Node};
+pub use policy::{BUILTIN_POLICIES, BgpPolicy, PolicyAction, PolicyRule, PrefixMatch};
 pub use secret::Secret;
 
 /// A node's whole configuration.
@@ -93,12 +95,12 @@ impl Config {
                 for (dir, set, effect) in [
                     (
                         "import_policy",
-                        p.import_policy.is_some(),
+                        !p.import_policy.is_empty(),
                         "no routes will be accepted",
                     ),
                     (
                         "export_policy",
-                        p.export_policy.is_some(),
+                        !p.export_policy.is_empty(),
                         "no routes will be advertised",
                     ),
                 ] {

@@ -38,6 +38,62 @@ pub struct RawBgp {
     pub fib: Option<RawFib>,
     #[serde(default)]
     pub pools: Vec<RawPool>,
+    #[serde(default)]
+    pub policies: Vec<RawPolicy>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub name: String,
+    pub default: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    #[serde(default)]
+    pub match_prefixes: Vec<String>,
+    #[serde(default)]
+    pub match_communities: Vec<String>,
+    #[serde(default)]
+    pub match_large_communities: Vec<String>,
+    pub match_as_path_contains: Option<i64>,
+    pub match_neighbor_as: Option<i64>,
+    pub match_origin_as: Option<i64>,
+    pub match_originated: Option<bool>,
+    pub match_family: Option<String>,
+    #[serde(default)]
+    pub add_communities: Vec<String>,
+    #[serde(default)]
+    pub remove_communities: Vec<String>,
+    #[serde(default)]
+    pub add_large_communities: Vec<String>,
+    #[serde(default)]
+    pub remove_large_communities: Vec<String>,
+    pub set_local_pref: Option<i64>,
+    pub set_med: Option<i64>,
+    pub prepend: Option<i64>,
+    pub action: Option<String>,
+}
+
+/// One name or a list of names (a policy chain).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawNames {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RawNames {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            RawNames::One(s) => vec![s],
+            RawNames::Many(v) => v,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,8 +121,8 @@ pub struct RawPeer {
     #[serde(default)]
     pub passive: bool,
     pub families: Option<Vec<String>>,
-    pub import_policy: Option<String>,
-    pub export_policy: Option<String>,
+    pub import_policy: Option<RawNames>,
+    pub export_policy: Option<RawNames>,
     pub ebgp_requires_policy: Option<bool>,
     #[serde(default)]
     pub next_hop_self: bool,

@@ -66,6 +66,13 @@ fn dual_homed_details() {
     assert_eq!(bgp.peers[2].peer_asn, PeerAsn::Any);
     assert_eq!(bgp.adverts[1].local_pref, Some(200));
     assert_eq!(
+        bgp.peers[0].export_policy,
+        vec!["originated-only", "plane-a"]
+    );
+    let names: Vec<&str> = bgp.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, vec!["from-fabric", "plane-a"]);
+    assert_eq!(bgp.policies[0].rules[1].prefixes.len(), 4);
+    assert_eq!(
         c.encryption.backend,
         Backend::WireGuard {
             listen_port: 51871,

@@ -19,8 +19,11 @@ use crate::wire::{
     Afi, AsPath, AsSegment, AsSegmentType, Community, LargeCommunity, PathAttrs, Safi,
 };
 
+mod compile;
 #[cfg(test)]
 mod tests;
+
+pub use compile::{chain, compile};
 
 /// How a rule ends (or the policy's default).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -118,6 +121,9 @@ pub struct Rule {
 pub struct Policy {
     pub rules: Vec<Rule>,
     pub default: Verdict,
+    /// The next policy of a chain: a route this one accepts goes on through it (with the
+    /// attributes as changed so far); a reject anywhere ends the chain.
+    pub then: Option<Box<Policy>>,
 }
 
 /// What a policy sees of a route.
@@ -163,6 +169,7 @@ impl Policy {
         Policy {
             rules: Vec::new(),
             default: Verdict::Accept,
+            then: None,
         }
     }
 
@@ -170,6 +177,7 @@ impl Policy {
         Policy {
             rules: Vec::new(),
             default: Verdict::Reject,
+            then: None,
         }
     }
 
@@ -182,7 +190,20 @@ impl Policy {
                 verdict: Verdict::Accept,
             }],
             default: Verdict::Reject,
+            then: None,
         }
+    }
+
+    /// Policies applied in order: each accepted route goes on to the next; `None` if empty.
+    pub fn chain(policies: Vec<Policy>) -> Option<Policy> {
+        policies.into_iter().rev().fold(None, |next, mut p| {
+            let mut last = &mut p;
+            while let Some(ref mut t) = last.then {
+                last = t;
+            }
+            last.then = next.map(Box::new);
+            Some(p)
+        })
     }
 
     /// Whether the outcome can depend on the prefix itself (prefix lists). When it cannot, the
@@ -196,30 +217,50 @@ impl Policy {
             }
         }
         self.rules.iter().any(|r| r.matches.iter().any(m))
+            || self.then.as_ref().is_some_and(|t| t.depends_on_prefix())
     }
 
-    /// Runs the rules over `route`.
+    /// Runs the rules over `route` (and on through the chain while accepted).
     pub fn apply<'a>(&self, route: &Route<'a>) -> Outcome<'a> {
         let mut attrs = Cow::Borrowed(route.attrs);
         let mut med_set = false;
+        let mut policy = Some(self);
+        while let Some(p) = policy {
+            if !p.run(route, &mut attrs, &mut med_set) {
+                return Outcome::Reject;
+            }
+            policy = p.then.as_deref();
+        }
+        Outcome::Accept { attrs, med_set }
+    }
+
+    /// One policy of a chain: true if it accepts.
+    fn run(&self, route: &Route<'_>, attrs: &mut Cow<'_, PathAttrs>, med_set: &mut bool) -> bool {
         for rule in &self.rules {
-            if !rule.matches.iter().all(|m| m.matches(route, &attrs)) {
+            if !rule.matches.iter().all(|m| m.matches(route, attrs)) {
                 continue;
             }
             for action in &rule.actions {
-                med_set |= matches!(action, Set::Med(_));
+                *med_set |= matches!(action, Set::Med(_));
                 action.apply(attrs.to_mut(), route.local_asn);
             }
             match rule.verdict {
-                Verdict::Accept => return Outcome::Accept { attrs, med_set },
-                Verdict::Reject => return Outcome::Reject,
+                Verdict::Accept => return true,
+                Verdict::Reject => return false,
                 Verdict::Continue => {}
             }
         }
-        match self.default {
-            Verdict::Accept => Outcome::Accept { attrs, med_set },
-            Verdict::Reject | Verdict::Continue => Outcome::Reject,
-        }
+        self.default == Verdict::Accept
+    }
+}
+
+/// The policies bgpd defines itself (configs::BUILTIN_POLICIES).
+pub fn builtin(name: &str) -> Option<Policy> {
+    match name {
+        "accept-all" => Some(Policy::accept_all()),
+        "reject-all" => Some(Policy::reject_all()),
+        "originated-only" => Some(Policy::originated_only()),
+        _ => None,
     }
 }
 

@@ -35,6 +35,7 @@ fn one(matches: Vec<Match>) -> Policy {
             verdict: Verdict::Accept,
         }],
         default: Verdict::Reject,
+        then: None,
     }
 }
 
@@ -172,6 +173,7 @@ fn actions_modify_a_copy_and_continue_goes_on() {
             },
         ],
         default: Verdict::Reject,
+        then: None,
     };
     let a = attrs(&[65010]);
     let Outcome::Accept {
@@ -206,6 +208,7 @@ fn a_continue_default_rejects() {
     let p = Policy {
         rules: vec![],
         default: Verdict::Continue,
+        then: None,
     };
     assert!(!accepts(&p, "10.0.0.0/8", &attrs(&[1])));
 }
@@ -225,4 +228,109 @@ fn prepend_onto_a_path_starting_with_a_set() {
     let mut none = None;
     prepend(&mut none, 65000, 2);
     assert_eq!(none, Some(AsPath::from_sequence([65000, 65000])));
+}
+
+/// The attributes an accepted route leaves the policy with.
+fn accepted(o: Outcome<'_>) -> PathAttrs {
+    match o {
+        Outcome::Accept { attrs, .. } => attrs.into_owned(),
+        Outcome::Reject => panic!("rejected"),
+    }
+}
+
+const CONFIG: &str = r#"
+[node]
+name = "n1"
+cluster = "c1"
+[bgp]
+local_asn = 65000
+router_id = "192.0.2.1"
+[[bgp.peers]]
+name = "tor"
+address = "192.0.2.2"
+peer_asn = 65010
+import_policy = "from-tor"
+export_policy = ["originated-only", "tag"]
+
+[[bgp.policies]]
+name = "from-tor"
+[[bgp.policies.rules]]
+match_communities = ["65010:666"]
+action = "reject"
+[[bgp.policies.rules]]
+match_prefixes = ["10.0.0.0/8 le 24"]
+set_local_pref = 200
+remove_communities = ["65010:1"]
+add_communities = ["65000:7"]
+action = "accept"
+
+[[bgp.policies]]
+name = "tag"
+default = "accept"
+[[bgp.policies.rules]]
+match_family = "ipv6-unicast"
+action = "reject"
+[[bgp.policies.rules]]
+prepend = 2
+add_large_communities = ["65000:1:2"]
+action = "continue"
+"#;
+
+fn configured(names: &[&str]) -> Policy {
+    let c = configs::Config::from_toml(CONFIG).unwrap();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    chain(&names, &c.bgp.unwrap().policies)
+        .expect("known names")
+        .expect("non-empty")
+}
+
+#[test]
+fn configured_import_policy_matches_and_sets() {
+    let p = configured(&["from-tor"]);
+    let a = attrs(&[65010, 65020]);
+    let out = accepted(run(&p, "10.1.2.0/24", &a, false));
+    assert_eq!(out.local_pref, Some(200));
+    assert_eq!(out.communities, vec![Community::new(65000, 7)]);
+    // Outside the prefix list (too specific, or not covered): the default rejects.
+    assert!(!accepts(&p, "10.1.2.0/25", &a));
+    assert!(!accepts(&p, "192.0.2.0/24", &a));
+    // The blackhole community is refused before the prefix rule.
+    let mut bad = a.clone();
+    bad.communities.push(Community::new(65010, 666));
+    assert!(!accepts(&p, "10.1.2.0/24", &bad));
+    assert!(p.depends_on_prefix());
+}
+
+#[test]
+fn configured_chain_runs_in_order_and_stops_at_a_reject() {
+    let p = configured(&["originated-only", "tag"]);
+    let a = attrs(&[]);
+    // Learned routes stop at the first policy.
+    assert!(!run(&p, "10.0.0.0/24", &a, false).is_accept());
+    // Ours go on through "tag": prepended twice, tagged, accepted by its default.
+    let out = accepted(run(&p, "10.0.0.0/24", &a, true));
+    assert_eq!(out.as_path, Some(AsPath::from_sequence(vec![65000, 65000])));
+    assert_eq!(
+        out.large_communities,
+        vec![LargeCommunity {
+            global_admin: 65000,
+            local_data1: 1,
+            local_data2: 2
+        }]
+    );
+    // "tag" rejects IPv6 even though the first policy accepted it.
+    assert!(!run(&p, "2001:db8::/48", &a, true).is_accept());
+    assert!(!p.depends_on_prefix(), "family is not a prefix match");
+}
+
+#[test]
+fn chain_of_nothing_is_none_and_unknown_names_are_refused() {
+    assert_eq!(Policy::chain(Vec::new()), None);
+    let c = configs::Config::from_toml(CONFIG).unwrap();
+    assert!(chain(&["nope".to_string()], &c.bgp.unwrap().policies).is_none());
+    // A chain of chains keeps every link.
+    let inner = Policy::chain(vec![Policy::originated_only(), Policy::accept_all()]).unwrap();
+    let outer = Policy::chain(vec![inner, Policy::reject_all()]).unwrap();
+    let a = attrs(&[]);
+    assert!(!run(&outer, "10.0.0.0/24", &a, true).is_accept());
 }

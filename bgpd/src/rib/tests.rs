@@ -587,6 +587,7 @@ fn an_identical_reannouncement_produces_nothing() {
             verdict: Verdict::Accept,
         }],
         default: Verdict::Accept,
+        then: None,
     };
     rib.remove_peer(PeerId(1)).unwrap();
     rib.add_peer(p1).unwrap();
@@ -1045,6 +1046,7 @@ fn import_policy_rejects_and_sets() {
             },
         ],
         default: Verdict::Reject,
+        then: None,
     };
     let mut rib = rib_with(vec![p1, peer(2, ASN)]);
     rib.apply_update(
@@ -1076,6 +1078,7 @@ fn export_policy_med_survives_towards_ebgp() {
             verdict: Verdict::Accept,
         }],
         default: Verdict::Accept,
+        then: None,
     };
     let mut rib = rib_with(vec![peer(1, 65010), p2]);
     rib.apply_update(

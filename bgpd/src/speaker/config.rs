@@ -61,16 +61,6 @@ pub struct SpeakerConfig {
     pub advert_pool: std::collections::BTreeMap<IpNet, String>,
 }
 
-/// The policies a peer may name until policy definitions come to the config.
-pub fn builtin_policy(name: &str) -> Option<Policy> {
-    match name {
-        "accept-all" => Some(Policy::accept_all()),
-        "reject-all" => Some(Policy::reject_all()),
-        "originated-only" => Some(Policy::originated_only()),
-        _ => None,
-    }
-}
-
 impl SpeakerConfig {
     pub fn from_config(c: &configs::Config) -> Result<SpeakerConfig, ConfigError> {
         let bgp = c.bgp.as_ref().ok_or(ConfigError::NoBgp)?;
@@ -99,16 +89,15 @@ impl SpeakerConfig {
                 )));
             }
             let ebgp = p.may_be_ebgp(bgp.local_asn);
-            let policy = |name: &Option<String>, dir: &str| -> Result<Policy, ConfigError> {
-                match name {
-                    Some(n) => builtin_policy(n).ok_or_else(|| {
-                        err(format!(
-                            "{dir}_policy {n:?} is unknown; use accept-all, reject-all or originated-only"
-                        ))
-                    }),
+            let policy = |names: &[String], dir: &str| -> Result<Policy, ConfigError> {
+                match crate::policy::chain(names, &bgp.policies) {
+                    None => Err(err(format!(
+                        "{dir}_policy {names:?} names an undefined policy; define it in [[bgp.policies]]"
+                    ))),
+                    Some(Some(p)) => Ok(p),
                     // RFC 8212: no eBGP import/export without a policy, unless opted out.
-                    None if ebgp && p.ebgp_requires_policy => Ok(Policy::reject_all()),
-                    None => Ok(Policy::accept_all()),
+                    Some(None) if ebgp && p.ebgp_requires_policy => Ok(Policy::reject_all()),
+                    Some(None) => Ok(Policy::accept_all()),
                 }
             };
             let import = policy(&p.import_policy, "import")?;
