@@ -1,6 +1,7 @@
 //! BGP-4 speaker: wire codec, sans-IO FSM, RIBs, policy, speaker I/O.
 
 pub mod bfd;
+pub mod bmp;
 pub mod cli;
 pub mod fib;
 pub mod fsm;

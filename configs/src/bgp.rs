@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use crate::community::{Community, LargeCommunity};
 use crate::error::Errors;
 use crate::policy::BgpPolicy;
-use crate::raw::{RawAdvert, RawAsn, RawBgp, RawNames, RawPeer, RawPool};
+use crate::raw::{RawAdvert, RawAsn, RawBgp, RawBmp, RawNames, RawPeer, RawPool};
 use crate::secret::Secret;
 
 pub const BGP_PORT: u16 = 179;
@@ -32,6 +32,8 @@ pub struct Bgp {
     pub pools: Vec<Pool>,
     /// `[[bgp.policies]]`, referenced by peers.
     pub policies: Vec<BgpPolicy>,
+    /// `[bgp.bmp]`: BMP (RFC 7854) monitoring stations to export to.
+    pub bmp_collectors: Vec<SocketAddr>,
 }
 
 /// `[[bgp.pools]]`: a LoadBalancer VIP pool. With `aggregate`, its VIPs are announced as the
@@ -214,6 +216,7 @@ pub(crate) fn validate(raw: RawBgp, errs: &mut Errors) -> Option<Bgp> {
         .map(|(i, p)| pool(i, p, errs))
         .collect();
     check_pools(&pools, &adverts, errs);
+    let bmp_collectors = bmp(errs, raw.bmp);
     let policies = crate::policy::policies(errs, raw.policies);
     if let Some(defined) = &policies {
         for (i, p) in peers.iter().enumerate() {
@@ -288,6 +291,7 @@ pub(crate) fn validate(raw: RawBgp, errs: &mut Errors) -> Option<Bgp> {
         fib,
         pools: pools?,
         policies: policies?,
+        bmp_collectors: bmp_collectors?,
     })
 }
 
@@ -598,6 +602,47 @@ fn interface(errs: &mut Errors, path: &str, v: &str) -> Option<String> {
         errs.push(path, format!("{v:?} is not a Linux interface name; use 1..=15 characters without '/', ':' or spaces"));
         None
     }
+}
+
+/// `collectors = ["192.0.2.9:11019", "[2001:db8::9]:11019"]`: distinct, with a port.
+fn bmp(errs: &mut Errors, raw: Option<RawBmp>) -> Option<Vec<SocketAddr>> {
+    let Some(raw) = raw else {
+        return Some(Vec::new());
+    };
+    if raw.collectors.is_empty() {
+        errs.push(
+            "bgp.bmp.collectors",
+            "is empty; list at least one \"address:port\" or remove [bgp.bmp]",
+        );
+        return None;
+    }
+    let mut out: Vec<SocketAddr> = Vec::new();
+    let mut ok = true;
+    for (i, c) in raw.collectors.iter().enumerate() {
+        let at = format!("bgp.bmp.collectors[{i}]");
+        match c.parse::<SocketAddr>() {
+            Ok(a) if a.port() == 0 => {
+                errs.push(
+                    at,
+                    format!("{c:?} has port 0; give the collector's port (often 11019)"),
+                );
+                ok = false;
+            }
+            Ok(a) if out.contains(&a) => {
+                errs.push(
+                    at,
+                    format!("{c:?} is listed twice; list each collector once"),
+                );
+                ok = false;
+            }
+            Ok(a) => out.push(a),
+            Err(_) => {
+                errs.push(at, format!("{c:?} is not an address:port; write \"192.0.2.9:11019\" or \"[2001:db8::9]:11019\""));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 /// A policy chain as written: one name or a non-empty list.

@@ -40,6 +40,13 @@ pub struct RawBgp {
     pub pools: Vec<RawPool>,
     #[serde(default)]
     pub policies: Vec<RawPolicy>,
+    pub bmp: Option<RawBmp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBmp {
+    pub collectors: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

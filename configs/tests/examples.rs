@@ -73,6 +73,10 @@ fn dual_homed_details() {
     assert_eq!(names, vec!["from-fabric", "plane-a"]);
     assert_eq!(bgp.policies[0].rules[1].prefixes.len(), 4);
     assert_eq!(
+        bgp.bmp_collectors,
+        vec!["10.10.0.50:11019".parse::<std::net::SocketAddr>().unwrap()]
+    );
+    assert_eq!(
         c.encryption.backend,
         Backend::WireGuard {
             listen_port: 51871,

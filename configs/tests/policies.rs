@@ -204,3 +204,26 @@ fn other_mistakes_are_named() {
         "bgp.peers[0].import_policy: is an empty list; name at least one policy or remove the field",
     );
 }
+
+#[test]
+fn bmp_collectors_are_checked() {
+    let bmp = |list: &str| with("", &format!("[bgp.bmp]\ncollectors = {list}\n"));
+    let c = Config::from_toml(&bmp("[\"192.0.2.9:11019\", \"[2001:db8::9]:11019\"]")).unwrap();
+    assert_eq!(c.bgp.unwrap().bmp_collectors.len(), 2);
+    assert_error(
+        &bmp("[]"),
+        "bgp.bmp.collectors: is empty; list at least one \"address:port\" or remove [bgp.bmp]",
+    );
+    assert_error(
+        &bmp("[\"192.0.2.9\"]"),
+        "bgp.bmp.collectors[0]: \"192.0.2.9\" is not an address:port; write \"192.0.2.9:11019\" or \"[2001:db8::9]:11019\"",
+    );
+    assert_error(
+        &bmp("[\"192.0.2.9:0\"]"),
+        "bgp.bmp.collectors[0]: \"192.0.2.9:0\" has port 0; give the collector's port (often 11019)",
+    );
+    assert_error(
+        &bmp("[\"192.0.2.9:11019\", \"192.0.2.9:11019\"]"),
+        "bgp.bmp.collectors[1]: \"192.0.2.9:11019\" is listed twice; list each collector once",
+    );
+}

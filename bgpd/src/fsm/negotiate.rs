@@ -27,6 +27,9 @@ pub struct Negotiated {
     pub extended_next_hop: Vec<ExtNextHopEntry>,
     /// The peer's GR capability, if it sent one.
     pub peer_graceful_restart: Option<GracefulRestart>,
+    /// Both OPENs as exchanged (BMP Peer Up, RFC 7854 §4.10).
+    pub sent_open: OpenMsg,
+    pub received_open: OpenMsg,
 }
 
 impl Negotiated {
@@ -124,5 +127,7 @@ pub fn negotiate(ours: &OpenMsg, keepalive_cfg: Option<u16>, theirs: &OpenMsg) -
             Capability::GracefulRestart(gr) => Some(gr.clone()),
             _ => None,
         }),
+        sent_open: ours.clone(),
+        received_open: theirs.clone(),
     }
 }

@@ -589,6 +589,60 @@ impl Rib {
         self.loc_rib().filter(move |r| r.peer == Some(id))
     }
 
+    /// The peer's post-policy Adj-RIB-In (accepted routes) as UPDATE messages encoded with
+    /// `ctx`, one End-of-RIB per negotiated family after them (BMP's initial dump, RFC 7854
+    /// §5), and the number of routes.
+    pub fn adj_rib_in_updates(&self, id: PeerId, ctx: Context) -> (Vec<Bytes>, u64) {
+        let mut groups: Vec<(&RouteAttrs, Vec<IpNet>)> = Vec::new();
+        let mut index: HashMap<*const RouteAttrs, usize> = HashMap::new();
+        for r in self.adj_rib_in(id).filter(|r| r.accepted) {
+            let at = *index
+                .entry(r.attrs as *const RouteAttrs)
+                .or_insert_with(|| {
+                    groups.push((r.attrs, Vec::new()));
+                    groups.len() - 1
+                });
+            groups[at].1.push(r.prefix);
+        }
+        let b = UpdateBuilder::new(ctx);
+        let mut buf = BytesMut::new();
+        let mut n = 0u64;
+        for (attrs, prefixes) in &groups {
+            let Some(nh) = attrs.next_hop else { continue };
+            let v4: Vec<Ipv4Net> = prefixes
+                .iter()
+                .filter_map(|p| match p {
+                    IpNet::V4(p) => Some(*p),
+                    IpNet::V6(_) => None,
+                })
+                .collect();
+            let v6: Vec<Ipv6Net> = prefixes
+                .iter()
+                .filter_map(|p| match p {
+                    IpNet::V6(p) => Some(*p),
+                    IpNet::V4(_) => None,
+                })
+                .collect();
+            if !v4.is_empty() && b.announce_ipv4(&attrs.attrs, nh, &v4, &mut buf).is_ok() {
+                n += v4.len() as u64;
+            }
+            if !v6.is_empty() && b.announce_ipv6(&attrs.attrs, nh, &v6, &mut buf).is_ok() {
+                n += v6.len() as u64;
+            }
+        }
+        let families = self
+            .peers
+            .get(&id)
+            .and_then(|p| p.session.as_ref())
+            .map(|s| s.families.clone())
+            .unwrap_or_default();
+        for (afi, safi) in families {
+            let eor = Message::Update(Box::new(UpdateMsg::end_of_rib_marker(afi, safi)));
+            let _ = eor.encode(&mut buf, &ctx);
+        }
+        (split_messages(buf.freeze()), n)
+    }
+
     /// The routes to one prefix: originated first, then learned.
     pub fn routes(&self, prefix: IpNet) -> Vec<RibRoute<'_>> {
         match prefix.trunc() {
@@ -1073,4 +1127,14 @@ fn encode_family<P: RibPrefix>(
     }
     // Dropped rather than cleared: after a full table these buffers are large.
     drop(delta);
+}
+
+/// Splits concatenated BGP messages (each with its header) into one `Bytes` each.
+fn split_messages(mut all: Bytes) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    while all.len() >= crate::wire::HEADER_LEN {
+        let len = usize::from(u16::from_be_bytes([all[16], all[17]])).max(crate::wire::HEADER_LEN);
+        out.push(all.split_to(len.min(all.len())));
+    }
+    out
 }

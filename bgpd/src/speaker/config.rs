@@ -56,6 +56,9 @@ pub struct SpeakerConfig {
     pub adverts: Vec<Advert>,
     /// Install learned routes into the kernel (table, protocol id).
     pub fib: Option<configs::Fib>,
+    /// BMP monitoring stations (RFC 7854) and the sysName we give them.
+    pub bmp_collectors: Vec<std::net::SocketAddr>,
+    pub sys_name: String,
     /// VIP pools, and the pool of each configured advert that names one.
     pub pools: Vec<configs::Pool>,
     pub advert_pool: std::collections::BTreeMap<IpNet, String>,
@@ -213,6 +216,8 @@ impl SpeakerConfig {
             peers,
             adverts,
             fib: bgp.fib,
+            bmp_collectors: bgp.bmp_collectors.clone(),
+            sys_name: c.node.name.to_string(),
             pools: bgp.pools.clone(),
             advert_pool: bgp
                 .adverts

@@ -2,18 +2,20 @@
 //! commands. After each batch it flushes the RIB and hands each peer its encoded UPDATEs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::peer::{CoreEvent, Outbound, PeerMsg};
+use crate::bmp::{BmpEvent, BmpSink};
 use crate::fib::FibMsg;
 use crate::fsm::DownReason;
+use crate::fsm::Negotiated;
 use crate::rib::{Advert, PeerId, PeerInfo, Rib, SessionInfo};
 use crate::wire::{
-    Afi, Community, GracefulRestart, Message, RouteRefreshMsg, RouteRefreshSubtype, Safi,
+    Afi, Community, Context, GracefulRestart, Message, RouteRefreshMsg, RouteRefreshSubtype, Safi,
 };
 
 /// A read-only look at the RIB, run inside the core task.
@@ -97,6 +99,10 @@ pub struct Core {
     /// Messages to send around the next flush's UPDATEs (BoRR before, EoRR after).
     before_flush: Vec<(PeerId, bytes::Bytes)>,
     after_flush: Vec<(PeerId, bytes::Bytes)>,
+    /// BMP exporters (RFC 7854); empty when none is configured.
+    bmp: BmpSink,
+    /// Codec context of each up peer, to re-encode UPDATEs for BMP.
+    bmp_ctx: HashMap<PeerId, Context>,
 }
 
 impl Core {
@@ -121,7 +127,49 @@ impl Core {
             enhanced_rr: Default::default(),
             before_flush: Vec::new(),
             after_flush: Vec::new(),
+            bmp: BmpSink::default(),
+            bmp_ctx: HashMap::new(),
         }
+    }
+
+    pub fn set_bmp(&mut self, sink: BmpSink) {
+        self.bmp = sink;
+    }
+
+    /// BMP Peer Up (RFC 7854 §4.10) for a session that just came up.
+    fn bmp_up(&mut self, peer: PeerId, n: &Negotiated, local: SocketAddr, remote: SocketAddr) {
+        if self.bmp.is_empty() {
+            return;
+        }
+        let ctx = n.context();
+        let open = |m: &crate::wire::OpenMsg| {
+            let mut b = bytes::BytesMut::new();
+            let _ = Message::Open(m.clone()).encode(&mut b, &ctx);
+            b.freeze()
+        };
+        let header = crate::bmp::PeerHeader {
+            flags: if n.four_octet_as {
+                0
+            } else {
+                crate::bmp::msg::peer_flags::A
+            },
+            address: remote.ip(),
+            asn: n.peer_asn,
+            bgp_id: n.peer_router_id,
+            seconds: 0,
+            micros: 0,
+        };
+        self.bmp_ctx.insert(peer, ctx);
+        self.bmp
+            .send(BmpEvent::Up(std::sync::Arc::new(crate::bmp::PeerUp {
+                peer,
+                header,
+                local,
+                remote,
+                sent_open: open(&n.sent_open),
+                received_open: open(&n.received_open),
+                ctx,
+            })));
     }
 
     pub fn add_peer(
@@ -275,7 +323,9 @@ impl Core {
                 generation,
                 negotiated,
                 local,
+                remote,
             } => {
+                self.bmp_up(peer, &negotiated, local, remote);
                 // The peer's ASN ("any") and router id are known now.
                 if let Some(mut info) = self.rib.peer_info(peer).cloned()
                     && (info.asn != negotiated.peer_asn
@@ -330,6 +380,12 @@ impl Core {
                 reason,
             } => {
                 if self.current(peer, generation) {
+                    if self.bmp_ctx.remove(&peer).is_some() {
+                        self.bmp.send(BmpEvent::Down {
+                            peer,
+                            reason: reason.clone(),
+                        });
+                    }
                     let restart = self.restart_caps.get(&peer).map(|gr| gr.restart_time);
                     match (&reason, restart) {
                         // RFC 4724 §4.2: no NOTIFICATION and the peer can restart gracefully:
@@ -366,6 +422,19 @@ impl Core {
             } => {
                 if !self.current(peer, generation) {
                     return;
+                }
+                if let Some(ctx) = self.bmp_ctx.get(&peer) {
+                    // Pre-policy route monitoring: each UPDATE as received (re-encoded).
+                    for update in &updates {
+                        let mut b = bytes::BytesMut::new();
+                        let m = Message::Update(Box::new(update.clone()));
+                        if m.encode(&mut b, ctx).is_ok() {
+                            self.bmp.send(BmpEvent::Update {
+                                peer,
+                                pdu: b.freeze(),
+                            });
+                        }
+                    }
                 }
                 for update in updates {
                     let res = self.rib.apply_update(peer, &update);

@@ -97,6 +97,7 @@ pub struct Speaker {
     handle: SpeakerHandle,
     listen_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
+    bmp: crate::bmp::BmpSink,
 }
 
 impl Speaker {
@@ -141,6 +142,18 @@ impl Speaker {
         rib.set_fib_tracking(cfg.fib.is_some());
         let mut core = Core::new(rib, fib_tx, cmd_tx.clone());
         core.set_pools(&cfg.pools);
+        let bmp = if cfg.bmp_collectors.is_empty() {
+            crate::bmp::BmpSink::default()
+        } else {
+            let q = cmd_tx.clone();
+            let dump: crate::bmp::DumpFn = Arc::new(move |f| {
+                let q = q.clone();
+                Box::pin(async move { q.send(CoreCmd::Query(f)).await.is_ok() })
+            });
+            info!(collectors = ?cfg.bmp_collectors, "exporting to BMP collectors");
+            crate::bmp::start(&cfg.bmp_collectors, &cfg.sys_name, dump)
+        };
+        core.set_bmp(bmp.clone());
         let initial = cfg
             .adverts
             .iter()
@@ -168,6 +181,7 @@ impl Speaker {
             },
             listen_addr,
             tasks,
+            bmp,
         })
     }
 
@@ -205,6 +219,8 @@ impl Speaker {
         for (_, t) in peer_tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), t).await;
         }
+        // BMP sessions end with a Termination after the Peer Downs above.
+        self.bmp.shutdown(std::time::Duration::from_secs(1)).await;
         for t in self.tasks {
             t.abort();
         }

@@ -78,6 +78,7 @@ pub enum CoreEvent {
         generation: u64,
         negotiated: Box<Negotiated>,
         local: SocketAddr,
+        remote: SocketAddr,
     },
     Down {
         peer: PeerId,
@@ -657,6 +658,7 @@ impl Runner {
                         generation: self.generation,
                         negotiated: neg,
                         local,
+                        remote,
                     })
                     .await;
             }

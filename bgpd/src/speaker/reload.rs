@@ -83,6 +83,11 @@ pub fn plan(old: &SpeakerConfig, new: &SpeakerConfig) -> Result<ReloadPlan, Relo
         format!("{:?}", old.listen),
         format!("{:?}", new.listen),
     )?;
+    global(
+        "bgp.bmp.collectors",
+        format!("{:?}", old.bmp_collectors),
+        format!("{:?}", new.bmp_collectors),
+    )?;
     let mut p = ReloadPlan::default();
     for n in &new.peers {
         match old.peers.iter().find(|o| o.name == n.name) {
