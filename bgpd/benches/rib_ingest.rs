@@ -252,6 +252,7 @@ fn session(ctx: Context) -> SessionInfo {
         local_v6: Some("2001:db8::254".parse().unwrap()),
         local_v6_link_local: Some("fe80::254".parse().unwrap()),
         ipv4_over_ipv6_next_hop: false,
+        long_lived_gr: false,
     }
 }
 

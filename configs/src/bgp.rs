@@ -125,7 +125,17 @@ pub struct Peer {
     pub max_prefixes: Option<MaxPrefixes>,
     /// BFD (RFC 5880/5881 single hop) to the peer: a BFD down takes the session down.
     pub bfd: Option<Bfd>,
+    /// Restart time we advertise (RFC 4724 §3): how long the peer keeps our routes while
+    /// bgpd restarts. Seconds.
+    pub graceful_restart_time: u16,
+    /// Long-lived graceful restart (RFC 9494): after the restart time, routes are kept this
+    /// much longer as LLGR_STALE (least preferred). Both ways: we advertise it and, when the
+    /// peer does too, keep its routes so. Seconds; `None` disables LLGR.
+    pub long_lived_stale_time: Option<u32>,
 }
+
+/// Our advertised restart time unless configured (RFC 4724 §3).
+pub const DEFAULT_GRACEFUL_RESTART_TIME: u16 = 120;
 
 /// BFD timers of a peer (RFC 5880 §6.8.2-6.8.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,6 +450,29 @@ fn peer(i: usize, raw: RawPeer, errs: &mut Errors) -> Option<Peer> {
             }
         }
     };
+    // RFC 4724 §3: 12 bits; RFC 9494 §3: 24 bits.
+    let graceful_restart_time = match raw.graceful_restart_time {
+        Some(t) => errs.int(
+            at("graceful_restart_time"),
+            t,
+            0,
+            4095,
+            "seconds (12 bits, RFC 4724)",
+        ),
+        None => Some(DEFAULT_GRACEFUL_RESTART_TIME),
+    };
+    let long_lived_stale_time = match raw.long_lived_stale_time {
+        Some(t) => errs
+            .int(
+                at("long_lived_stale_time"),
+                t,
+                1,
+                16_777_215,
+                "seconds (24 bits, RFC 9494)",
+            )
+            .map(Some),
+        None => Some(None),
+    };
     Some(Peer {
         name: name?,
         target: target?,
@@ -459,6 +492,8 @@ fn peer(i: usize, raw: RawPeer, errs: &mut Errors) -> Option<Peer> {
         next_hop_self: raw.next_hop_self,
         max_prefixes: max_prefixes?,
         bfd: bfd?,
+        graceful_restart_time: graceful_restart_time?,
+        long_lived_stale_time: long_lived_stale_time?,
     })
 }
 

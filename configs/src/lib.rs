@@ -20,8 +20,8 @@ use std::path::Path;
 
 pub use bgp::{
     Advert, BGP_PORT, Bfd, Bgp, DEFAULT_BFD_INTERVAL_MS, DEFAULT_BFD_MULTIPLIER,
-    DEFAULT_FIB_PROTOCOL, DEFAULT_FIB_TABLE, DEFAULT_HOLD_TIME, Family, Fib, MaxPrefixAction,
-    MaxPrefixes, Peer, PeerAsn, PeerTarget, Pool,
+    DEFAULT_FIB_PROTOCOL, DEFAULT_FIB_TABLE, DEFAULT_GRACEFUL_RESTART_TIME, DEFAULT_HOLD_TIME,
+    Family, Fib, MaxPrefixAction, MaxPrefixes, Peer, PeerAsn, PeerTarget, Pool,
 };
 pub use community::{Community, LargeCommunity};
 pub use datapath::{DEFAULT_BPFFS, DEFAULT_VXLAN_PORT, Datapath, DatapathMode};

@@ -523,3 +523,31 @@ fn bfd_errors() {
         "bgp.peers[0].bfd_multiplier: 0 is out of range; use 1..=255 (missed packets before down)",
     );
 }
+
+#[test]
+fn restart_times_are_range_checked() {
+    let c = ironmesh_configs::Config::from_toml(&bgp(
+        "graceful_restart_time = 30\nlong_lived_stale_time = 86400",
+        "",
+    ))
+    .unwrap();
+    let p = &c.bgp.unwrap().peers[0];
+    assert_eq!(
+        (p.graceful_restart_time, p.long_lived_stale_time),
+        (30, Some(86400))
+    );
+    let d = ironmesh_configs::Config::from_toml(&bgp("", "")).unwrap();
+    let p = &d.bgp.unwrap().peers[0];
+    assert_eq!(
+        (p.graceful_restart_time, p.long_lived_stale_time),
+        (120, None)
+    );
+    assert_error(
+        &bgp("graceful_restart_time = 5000", ""),
+        "bgp.peers[0].graceful_restart_time: 5000 is out of range; use 0..=4095 (seconds (12 bits, RFC 4724))",
+    );
+    assert_error(
+        &bgp("long_lived_stale_time = 0", ""),
+        "bgp.peers[0].long_lived_stale_time: 0 is out of range; use 1..=16777215 (seconds (24 bits, RFC 9494))",
+    );
+}

@@ -33,6 +33,10 @@ pub struct BirdPeer {
     pub graceful_restart: bool,
     /// `bfd on;` (needs [`BirdConfig::bfd`]).
     pub bfd: bool,
+    /// `graceful restart time N;` (with `graceful_restart`).
+    pub graceful_restart_time: Option<u16>,
+    /// Long-lived graceful restart (RFC 9494) with this stale time.
+    pub long_lived_stale_time: Option<u32>,
 }
 
 impl BirdPeer {
@@ -53,6 +57,8 @@ impl BirdPeer {
             extended_next_hop: false,
             graceful_restart: false,
             bfd: false,
+            graceful_restart_time: None,
+            long_lived_stale_time: None,
         }
     }
 }
@@ -128,6 +134,15 @@ impl BirdConfig {
             }
             if p.graceful_restart {
                 c.push_str("  graceful restart on;\n");
+            }
+            if let Some(t) = p.graceful_restart_time {
+                let _ = writeln!(c, "  graceful restart time {t};");
+            }
+            if let Some(t) = p.long_lived_stale_time {
+                let _ = writeln!(
+                    c,
+                    "  long lived graceful restart on;\n  long lived stale time {t};"
+                );
             }
             if p.bfd {
                 c.push_str("  bfd on;\n");

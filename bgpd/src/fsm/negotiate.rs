@@ -33,6 +33,21 @@ pub struct Negotiated {
 }
 
 impl Negotiated {
+    /// RFC 9494: when both sides sent the LLGR capability, the time the peer's routes may be
+    /// kept long-lived stale: the smaller of the two largest per-family stale times.
+    pub fn long_lived_stale_time(&self) -> Option<u32> {
+        let max = |o: &OpenMsg| {
+            o.capabilities.iter().find_map(|c| match c {
+                Capability::LongLivedGracefulRestart(f) => {
+                    Some(f.iter().map(|f| f.stale_time).max().unwrap_or(0))
+                }
+                _ => None,
+            })
+        };
+        let (ours, theirs) = (max(&self.sent_open)?, max(&self.received_open)?);
+        Some(ours.min(theirs)).filter(|&t| t > 0)
+    }
+
     /// The codec context for this session.
     pub fn context(&self) -> Context {
         Context {

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::policy::neighbor_as;
-use crate::wire::{Origin, PathAttrs};
+use crate::wire::{Community, Origin, PathAttrs};
 
 /// LOCAL_PREF assumed when absent (eBGP-learned routes), as most implementations do.
 pub const DEFAULT_LOCAL_PREF: u32 = 100;
@@ -90,6 +90,10 @@ pub fn select(
         return multipath.first().copied();
     }
     let s = multipath;
+    // RFC 9494 §4.3: a long-lived stale route loses to any route that is not.
+    keep_min(cands, s, |c| {
+        c.attrs.communities.contains(&Community::LLGR_STALE)
+    });
     // §9.1.1: highest degree of preference.
     keep_min(cands, s, |c| std::cmp::Reverse(c.local_pref()));
     // a) shortest AS_PATH (AS_SET counts 1, confederation segments 0).

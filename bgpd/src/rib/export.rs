@@ -78,6 +78,10 @@ pub(crate) fn export(
     if c.contains(&Community::NO_ADVERTISE) {
         return None;
     }
+    // RFC 9494 §4.5: long-lived stale routes only to peers that know what they are.
+    if c.contains(&Community::LLGR_STALE) && !session.long_lived_gr {
+        return None;
+    }
     if !peer.ibgp
         && (c.contains(&Community::NO_EXPORT) || c.contains(&Community::NO_EXPORT_SUBCONFED))
     {

@@ -76,6 +76,8 @@ pub struct SessionInfo {
     pub local_v6_link_local: Option<Ipv6Addr>,
     /// RFC 8950 negotiated for IPv4 unicast: IPv4 routes may carry an IPv6 next hop.
     pub ipv4_over_ipv6_next_hop: bool,
+    /// Both sides sent the long-lived graceful restart capability (RFC 9494).
+    pub long_lived_gr: bool,
 }
 
 impl SessionInfo {
@@ -99,6 +101,7 @@ impl SessionInfo {
                     && e.nlri_safi == Safi::UNICAST.0 as u16
                     && e.next_hop_afi == Afi::IPV6
             }),
+            long_lived_gr: n.long_lived_stale_time().is_some(),
         }
     }
 
@@ -358,6 +361,31 @@ impl Rib {
     pub fn sweep_stale(&mut self, id: PeerId) -> usize {
         self.interner.request_sweep();
         self.v4.sweep_stale(id) + self.v6.sweep_stale(id)
+    }
+
+    /// RFC 9494 §4.2: the peer's restart time ran out and it negotiated LLGR: its stale paths
+    /// stay as long-lived stale (LLGR_STALE added, least preferred), except those marked
+    /// NO_LLGR, which go. Returns (kept, removed).
+    pub fn enter_long_lived_stale(&mut self, id: PeerId) -> (usize, usize) {
+        let Rib {
+            v4, v6, interner, ..
+        } = self;
+        let mut tag = |a: &Arc<RouteAttrs>| -> Option<Arc<RouteAttrs>> {
+            let c = &a.attrs.communities;
+            if c.contains(&Community::NO_LLGR) {
+                return None;
+            }
+            if c.contains(&Community::LLGR_STALE) {
+                return Some(a.clone());
+            }
+            let mut t = (**a).clone();
+            t.attrs.communities.push(Community::LLGR_STALE);
+            Some(interner.intern(t))
+        };
+        let (k4, r4) = v4.long_lived_stale(id, &mut tag);
+        let (k6, r6) = v6.long_lived_stale(id, &mut tag);
+        self.interner.request_sweep();
+        (k4 + k6, r4 + r6)
     }
 
     /// RFC 7313 §4: the peer begins re-sending a family (BoRR): its paths there become stale

@@ -298,6 +298,46 @@ impl<P: RibPrefix> Table<P> {
         n
     }
 
+    /// Re-tags (or with `None` removes) every stale path of `peer`; returns (kept, removed).
+    pub fn long_lived_stale(
+        &mut self,
+        peer: PeerId,
+        tag: &mut impl FnMut(&Arc<RouteAttrs>) -> Option<Arc<RouteAttrs>>,
+    ) -> (usize, usize) {
+        let mut gone = Vec::new();
+        let mut kept = 0;
+        let Table {
+            dests,
+            originated,
+            dirty,
+            fib_before,
+        } = self;
+        for (prefix, paths) in dests.iter_mut() {
+            let Some(at) = paths
+                .as_slice()
+                .iter()
+                .position(|p| p.peer == peer && p.has(flags::STALE))
+            else {
+                continue;
+            };
+            match tag(&paths.as_slice()[at].attrs) {
+                Some(a) => {
+                    if !Arc::ptr_eq(&a, &paths.as_slice()[at].attrs) {
+                        let orig = originated.contains_key(prefix);
+                        Self::touch(dirty, fib_before, orig, *prefix, Some(paths));
+                        paths.as_mut_slice()[at].attrs = a;
+                    }
+                    kept += 1;
+                }
+                None => gone.push(*prefix),
+            }
+        }
+        for prefix in &gone {
+            self.remove(*prefix, peer);
+        }
+        (kept, gone.len())
+    }
+
     /// Removes the stale paths of `peer`; returns how many.
     pub fn sweep_stale(&mut self, peer: PeerId) -> usize {
         let stale: Vec<P> = self

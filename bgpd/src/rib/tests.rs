@@ -65,6 +65,7 @@ fn session() -> SessionInfo {
         local_v6: Some("2001:db8::254".parse().unwrap()),
         local_v6_link_local: Some("fe80::254".parse().unwrap()),
         ipv4_over_ipv6_next_hop: false,
+        long_lived_gr: false,
     }
 }
 
@@ -1225,6 +1226,109 @@ fn gr_sweep_after_the_restart_time_removes_every_stale_route() {
     let out = rib.flush();
     assert_eq!(out.fib.len(), 2);
     assert!(out.fib.iter().all(|f| f.next_hops.is_empty()));
+}
+
+// ---- long-lived graceful restart, receiving speaker (RFC 9494 §4) ----
+
+#[test]
+fn llgr_keeps_stale_routes_tagged_and_drops_no_llgr_ones() {
+    let mut rib = rib_with(vec![peer(1, 65010)]);
+    let mut no_llgr = attrs(&[65010]);
+    no_llgr.communities.push(Community::NO_LLGR);
+    rib.apply_update(
+        PeerId(1),
+        &announce("192.0.2.1", attrs(&[65010]), &["198.51.100.0/24"]),
+    )
+    .unwrap();
+    rib.apply_update(
+        PeerId(1),
+        &announce("192.0.2.1", no_llgr, &["203.0.113.0/24"]),
+    )
+    .unwrap();
+    rib.flush();
+    rib.peer_down_graceful(PeerId(1)).unwrap();
+    assert_eq!(rib.enter_long_lived_stale(PeerId(1)), (1, 1));
+    let out = rib.flush();
+    // The tagged route stays installed; the NO_LLGR one goes.
+    assert_eq!(
+        out.fib,
+        vec![FibChange {
+            prefix: net("203.0.113.0/24"),
+            next_hops: vec![]
+        }]
+    );
+    let best = rib.best(net("198.51.100.0/24")).unwrap();
+    assert!(
+        best.attrs
+            .attrs
+            .communities
+            .contains(&Community::LLGR_STALE)
+    );
+    // A fresh route from the peer replaces the long-lived stale one (untagged).
+    rib.peer_up(PeerId(1), session()).unwrap();
+    rib.apply_update(
+        PeerId(1),
+        &announce("192.0.2.1", attrs(&[65010]), &["198.51.100.0/24"]),
+    )
+    .unwrap();
+    rib.flush();
+    let best = rib.best(net("198.51.100.0/24")).unwrap();
+    assert!(
+        !best
+            .attrs
+            .attrs
+            .communities
+            .contains(&Community::LLGR_STALE)
+    );
+}
+
+#[test]
+fn llgr_stale_loses_to_any_fresh_route_even_with_higher_local_pref() {
+    let mut rib = rib_with(vec![peer(1, ASN), peer(2, 65020)]);
+    let mut preferred = attrs(&[]);
+    preferred.local_pref = Some(500);
+    preferred.communities.push(Community::LLGR_STALE);
+    rib.apply_update(
+        PeerId(1),
+        &announce("192.0.2.1", preferred, &["198.51.100.0/24"]),
+    )
+    .unwrap();
+    rib.apply_update(
+        PeerId(2),
+        &announce(
+            "192.0.2.2",
+            attrs(&[65020, 65030, 65040]),
+            &["198.51.100.0/24"],
+        ),
+    )
+    .unwrap();
+    rib.flush();
+    assert_eq!(best_peer(&rib, "198.51.100.0/24"), Some(PeerId(2)));
+}
+
+#[test]
+fn llgr_stale_routes_go_only_to_peers_that_negotiated_llgr() {
+    let mut rib = rib_with(vec![peer(1, 65010), peer(2, 65020), peer(3, 65030)]);
+    let mut llgr = session();
+    llgr.long_lived_gr = true;
+    rib.peer_up(PeerId(3), llgr).unwrap();
+    rib.flush();
+    rib.apply_update(
+        PeerId(1),
+        &announce("192.0.2.1", attrs(&[65010]), &["198.51.100.0/24"]),
+    )
+    .unwrap();
+    rib.flush();
+    rib.peer_down_graceful(PeerId(1)).unwrap();
+    rib.enter_long_lived_stale(PeerId(1));
+    let out = rib.flush();
+    // Peer 2 (no LLGR) gets a withdrawal; peer 3 the route with LLGR_STALE.
+    let to2 = sent(&out, 2, &CTX4);
+    assert_eq!(to2.len(), 1);
+    assert_eq!(to2[0].withdrawn, vec![n4("198.51.100.0/24")]);
+    let to3 = sent(&out, 3, &CTX4);
+    assert_eq!(to3[0].nlri, vec![n4("198.51.100.0/24")]);
+    assert!(to3[0].attrs.communities.contains(&Community::LLGR_STALE));
 }
 
 // ---- enhanced route refresh (RFC 7313 §4) ----

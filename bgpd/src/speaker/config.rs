@@ -12,11 +12,12 @@ use crate::fsm::{PeerAs, SessionConfig};
 use crate::policy::Policy;
 use crate::rib::{Advert, PeerId};
 use crate::wire::{
-    Afi, Capability, Community, ExtNextHopEntry, GrFamily, GracefulRestart, LargeCommunity, Safi,
+    Afi, Capability, Community, ExtNextHopEntry, GrFamily, GracefulRestart, LargeCommunity,
+    LlgrFamily, Safi,
 };
 
 /// Graceful restart time we advertise (RFC 4724 §3), seconds.
-pub const RESTART_TIME: u16 = 120;
+pub const RESTART_TIME: u16 = configs::DEFAULT_GRACEFUL_RESTART_TIME;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -133,7 +134,7 @@ impl SpeakerConfig {
             caps.push(Capability::GracefulRestart(GracefulRestart {
                 restart_state: false,
                 notification: false,
-                restart_time: RESTART_TIME,
+                restart_time: p.graceful_restart_time,
                 families: families
                     .iter()
                     .map(|&(afi, safi)| GrFamily {
@@ -143,6 +144,20 @@ impl SpeakerConfig {
                     })
                     .collect(),
             }));
+            // RFC 9494 §3: long-lived stale time per family, forwarding preserved.
+            if let Some(stale_time) = p.long_lived_stale_time {
+                caps.push(Capability::LongLivedGracefulRestart(
+                    families
+                        .iter()
+                        .map(|&(afi, safi)| LlgrFamily {
+                            afi,
+                            safi,
+                            forwarding: true,
+                            stale_time,
+                        })
+                        .collect(),
+                ));
+            }
             let session = SessionConfig {
                 local_asn,
                 router_id: bgp.router_id,

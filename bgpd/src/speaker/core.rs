@@ -82,6 +82,10 @@ pub struct Core {
     converged: bool,
     /// The graceful restart capability each peer sent in its last session.
     restart_caps: HashMap<PeerId, GracefulRestart>,
+    /// Long-lived stale time per peer, when both sides sent LLGR (RFC 9494).
+    llgr_time: HashMap<PeerId, u32>,
+    /// Peers whose stale routes are in the long-lived phase.
+    llgr_phase: std::collections::HashSet<PeerId>,
     /// Bumped on every graceful down, so an old restart timer cannot sweep a newer stale set.
     stale_epoch: HashMap<PeerId, u64>,
     /// For timers that come back as commands.
@@ -118,6 +122,8 @@ impl Core {
             converged: false,
             restart_caps: HashMap::new(),
             stale_epoch: HashMap::new(),
+            llgr_time: HashMap::new(),
+            llgr_phase: Default::default(),
             self_tx,
             peers: HashMap::new(),
             adverts: BTreeMap::new(),
@@ -364,6 +370,11 @@ impl Core {
                     Some(gr) => self.restart_caps.insert(peer, gr.clone()),
                     None => self.restart_caps.remove(&peer),
                 };
+                match negotiated.long_lived_stale_time() {
+                    Some(t) => self.llgr_time.insert(peer, t),
+                    None => self.llgr_time.remove(&peer),
+                };
+                self.llgr_phase.remove(&peer);
                 match self.rib.peer_up(peer, session) {
                     Ok(()) => {
                         if let Some(p) = self.peers.get_mut(&peer) {
@@ -597,11 +608,29 @@ impl Core {
                 let _ = ack.send(());
             }
             CoreCmd::SweepStale(peer, epoch) => {
-                if self.stale_epoch.get(&peer) == Some(&epoch) {
-                    let n = self.rib.sweep_stale(peer);
-                    if n > 0 {
-                        info!(peer = %self.name(peer), stale = n, "restart time over: stale routes removed");
-                    }
+                if self.stale_epoch.get(&peer) != Some(&epoch) {
+                    return;
+                }
+                // RFC 9494 §4.2: with LLGR the routes stay, long-lived stale, for its time
+                // (unless the peer is back: then its End-of-RIB or this timer ends them).
+                if let Some(&secs) = self.llgr_time.get(&peer)
+                    && !self.rib.is_up(peer)
+                    && self.llgr_phase.insert(peer)
+                {
+                    let (kept, removed) = self.rib.enter_long_lived_stale(peer);
+                    info!(peer = %self.name(peer), kept, removed, long_lived_stale_time = secs,
+                          "restart time over: routes kept as long-lived stale (LLGR_STALE)");
+                    let tx = self.self_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_secs(secs.into())).await;
+                        let _ = tx.send(CoreCmd::SweepStale(peer, epoch)).await;
+                    });
+                    return;
+                }
+                self.llgr_phase.remove(&peer);
+                let n = self.rib.sweep_stale(peer);
+                if n > 0 {
+                    info!(peer = %self.name(peer), stale = n, "restart time over: stale routes removed");
                 }
             }
             CoreCmd::RemovePeer(id, ack) => {
