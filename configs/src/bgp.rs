@@ -123,7 +123,8 @@ pub struct Peer {
     pub next_hop_self: bool,
     /// Limit on prefixes accepted from this peer.
     pub max_prefixes: Option<MaxPrefixes>,
-    /// BFD (RFC 5880/5881 single hop) to the peer: a BFD down takes the session down.
+    /// BFD (RFC 5880; single hop RFC 5881, or multihop RFC 5883 with `multihop_ttl`) to the
+    /// peer: a BFD down takes the session down.
     pub bfd: Option<Bfd>,
     /// Restart time we advertise (RFC 4724 §3): how long the peer keeps our routes while
     /// bgpd restarts. Seconds.
@@ -146,6 +147,8 @@ pub struct Bfd {
     pub min_rx_ms: u32,
     /// Detect Mult.
     pub multiplier: u8,
+    /// Multihop only (RFC 5883 §5): drop packets arriving with a lower TTL; `None`: any.
+    pub min_ttl: Option<u8>,
 }
 
 /// FRR's defaults: 300 ms × 3.
@@ -503,6 +506,7 @@ fn bfd(at: &dyn Fn(&str) -> String, raw: &RawPeer, errs: &mut Errors) -> Option<
         ("bfd_min_tx_ms", raw.bfd_min_tx_ms),
         ("bfd_min_rx_ms", raw.bfd_min_rx_ms),
         ("bfd_multiplier", raw.bfd_multiplier),
+        ("bfd_min_ttl", raw.bfd_min_ttl),
     ];
     if !raw.bfd {
         let mut ok = true;
@@ -530,10 +534,22 @@ fn bfd(at: &dyn Fn(&str) -> String, raw: &RawPeer, errs: &mut Errors) -> Option<
         ),
         None => Some(DEFAULT_BFD_MULTIPLIER),
     };
+    let min_ttl = match raw.bfd_min_ttl {
+        Some(_) if raw.multihop_ttl.is_none() => {
+            errs.push(
+                at("bfd_min_ttl"),
+                "only applies to multihop BFD (set multihop_ttl); single-hop BFD always requires TTL 255",
+            );
+            None
+        }
+        Some(t) => errs.int(at("bfd_min_ttl"), t, 1, 255, "a TTL").map(Some),
+        None => Some(None),
+    };
     Some(Some(Bfd {
         min_tx_ms: min_tx_ms?,
         min_rx_ms: min_rx_ms?,
         multiplier: multiplier?,
+        min_ttl: min_ttl?,
     }))
 }
 

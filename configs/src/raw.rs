@@ -141,6 +141,7 @@ pub struct RawPeer {
     pub bfd_min_tx_ms: Option<i64>,
     pub bfd_min_rx_ms: Option<i64>,
     pub bfd_multiplier: Option<i64>,
+    pub bfd_min_ttl: Option<i64>,
     pub graceful_restart_time: Option<i64>,
     pub long_lived_stale_time: Option<i64>,
 }

@@ -551,3 +551,17 @@ fn restart_times_are_range_checked() {
         "bgp.peers[0].long_lived_stale_time: 0 is out of range; use 1..=16777215 (seconds (24 bits, RFC 9494))",
     );
 }
+
+#[test]
+fn bfd_min_ttl_is_for_multihop_only() {
+    assert_error(
+        &bgp("bfd = true\nbfd_min_ttl = 250", ""),
+        "bgp.peers[0].bfd_min_ttl: only applies to multihop BFD (set multihop_ttl); single-hop BFD always requires TTL 255",
+    );
+    let c = ironmesh_configs::Config::from_toml(&bgp(
+        "multihop_ttl = 3\nbfd = true\nbfd_min_ttl = 250",
+        "",
+    ))
+    .unwrap();
+    assert_eq!(c.bgp.unwrap().peers[0].bfd.unwrap().min_ttl, Some(250));
+}

@@ -277,3 +277,81 @@ fn bird_bfd_cut_moves_kernel_routes_to_the_other_tor() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// RFC 5883: an eBGP multihop session through a router, with multihop BFD on UDP 4784 at
+/// 100 ms × 3 against BIRD. The router stops forwarding: bgpd's session is down within half a
+/// second (hold time 9 s), for BFD.
+#[test]
+fn bird_bfd_multihop_takes_bgp_down_within_half_a_second() -> Result<()> {
+    let lab = Lab::new("bird_bfd_mh")?;
+    let tor = lab.host("tor")?;
+    let r = lab.host("r")?;
+    let node = lab.host("node")?;
+    lab.link(&tor, &["192.0.2.1/24"], &r, &["192.0.2.254/24"])?;
+    lab.link(&r, &["198.18.1.1/24"], &node, &["198.18.1.2/24"])?;
+    tor.route_add("198.18.1.0/24 via 192.0.2.254")?;
+    node.route_add("192.0.2.0/24 via 198.18.1.1")?;
+
+    let mut bc = BirdConfig::new("192.0.2.1".parse().unwrap());
+    let mut p = BirdPeer::new("node", 65000, ip("198.18.1.2"), 65101);
+    p.local_addr = Some(ip("192.0.2.1"));
+    p.multihop = Some(2);
+    p.hold_time = Some(9);
+    p.bfd = true;
+    bc.peers.push(p);
+    bc.statics = vec!["198.51.100.0/24".into()];
+    bc.extra = format!(
+        "protocol bfd {{\n  multihop {{ min rx interval {} ms; min tx interval {} ms; multiplier {}; }};\n}}\n",
+        FAST.min_rx_ms, FAST.min_tx_ms, FAST.multiplier
+    );
+    let bird = Bird::start(&tor, &bc)?;
+    let mut peer = BgpdPeer::new("tor", "192.0.2.1", 65000);
+    peer.extra = format!(
+        "local_address = \"198.18.1.2\"\nmultihop_ttl = 2\nbfd = true\nbfd_min_tx_ms = {}\nbfd_min_rx_ms = {}\nbfd_multiplier = {}\n",
+        FAST.min_tx_ms, FAST.min_rx_ms, FAST.multiplier
+    );
+    let bgpd = Bgpd::start(
+        &node,
+        &BgpdConfig::new(65101, "198.18.1.2")
+            .peer(peer)
+            .advert("10.244.1.0/24", &[], &[])
+            .render(),
+    )?;
+    bgpd.wait_established("tor", T)?;
+    bird.wait_established("node", T)?;
+    bird.wait_bfd(ip("198.18.1.2"), "Up", T)?;
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The router in between stops forwarding.
+    let script = r.path("cut.nft");
+    std::fs::write(
+        &script,
+        "table inet mh_cut {\n  chain cut { type filter hook forward priority 0; policy drop; }\n}\n",
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    r.exec("nft", &["-f", &script.to_string_lossy()])?;
+    let took = loop {
+        let p = bgpd.peer("tor")?;
+        if p.state() != SessionState::Established {
+            assert!(
+                p.last_error.starts_with("BFD down"),
+                "session went down for another reason: {:?}",
+                p.last_error
+            );
+            break t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "still Established 5 s after the cut"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    eprintln!("multihop: bgpd's session down {took:?} after the cut (hold time 9 s)");
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+
+    r.exec("nft", &["delete", "table", "inet", "mh_cut"])?;
+    bgpd.wait_established("tor", T)?;
+    bird.wait_bfd(ip("198.18.1.2"), "Up", T)?;
+    Ok(())
+}

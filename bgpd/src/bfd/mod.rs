@@ -1,11 +1,14 @@
 //! BFD, Bidirectional Forwarding Detection (RFC 5880 asynchronous mode, RFC 5881 single hop
-//! over IPv4 and IPv6).
+//! and RFC 5883 multihop, over IPv4 and IPv6).
 //!
 //! [`session`] and [`packet`] are sans-IO. The I/O here: a [`Service`] owns one receive socket
-//! per address family on UDP 3784 (datagrams whose TTL / hop limit is not 255 are dropped,
-//! RFC 5881 §5) and demultiplexes packets to sessions by Your Discriminator, or by source
-//! address while the peer does not know ours yet. Each session is a task with its own send
-//! socket (source port 49152-65535, TTL 255) that reports Up and Down to its owner.
+//! per address family on UDP 3784 (single hop: datagrams whose TTL / hop limit is not 255 are
+//! dropped, RFC 5881 §5) and one on UDP 4784 (multihop: the TTL must be at least the
+//! session's configured minimum, RFC 5883 §5; any by default, since e.g. BIRD sends TTL 64),
+//! and demultiplexes packets to sessions by Your
+//! Discriminator, or by source address while the peer does not know ours yet, never across
+//! the two kinds. Each session is a task with its own send socket (source port 49152-65535,
+//! TTL 255) that reports Up and Down to its owner.
 //!
 //! A session runs independently of the BGP session it protects (as FRR and BIRD do): it starts
 //! when the peer is configured and a BFD Up→Down takes BGP down at once. A Down because the
@@ -27,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-pub use packet::{BadPacket, BfdState, CONTROL_PORT, ControlPacket, Diag};
+pub use packet::{BadPacket, BfdState, CONTROL_PORT, ControlPacket, Diag, MULTIHOP_PORT};
 pub use session::{Action, BfdConfig, Session};
 
 /// What a session tells its owner.
@@ -43,6 +46,9 @@ pub enum BfdEvent {
 #[derive(Debug)]
 struct Entry {
     peer: IpAddr,
+    multihop: bool,
+    /// Lowest TTL / hop limit accepted: 255 single hop, 256 - hops multihop.
+    min_ttl: u8,
     tx: mpsc::Sender<ControlPacket>,
 }
 
@@ -53,9 +59,8 @@ type Demux = Arc<RwLock<HashMap<u32, Entry>>>;
 pub struct Service {
     demux: Demux,
     next_disc: AtomicU32,
-    /// Why a family has no receive socket.
-    v4_error: Option<String>,
-    v6_error: Option<String>,
+    /// Why a (family, kind) has no receive socket: [v4 single, v6 single, v4 multi, v6 multi].
+    errors: [Option<String>; 4],
     receivers: Vec<JoinHandle<()>>,
 }
 
@@ -78,28 +83,34 @@ fn canonical(a: IpAddr) -> IpAddr {
 }
 
 impl Service {
-    /// Binds UDP 3784 for IPv4 and IPv6 and starts receiving. A family that cannot be bound
-    /// is reported when a session of that family is started.
+    /// Binds UDP 3784 and 4784 for IPv4 and IPv6 and starts receiving. A socket that cannot
+    /// be bound is reported when a session that needs it is started.
     pub fn start() -> Service {
         let demux: Demux = Arc::default();
         let mut receivers = Vec::new();
-        let mut errors = [None, None];
-        for (i, v6) in [false, true].into_iter().enumerate() {
-            match sock::bind_receive(v6) {
-                Ok(s) => receivers.push(tokio::spawn(receive(s, demux.clone()))),
+        let mut errors = [None, None, None, None];
+        for (i, (multihop, v6)) in [(false, false), (false, true), (true, false), (true, true)]
+            .into_iter()
+            .enumerate()
+        {
+            let port = if multihop {
+                MULTIHOP_PORT
+            } else {
+                CONTROL_PORT
+            };
+            match sock::bind_receive(v6, port) {
+                Ok(s) => receivers.push(tokio::spawn(receive(s, demux.clone(), multihop))),
                 Err(e) => {
                     let fam = if v6 { "IPv6" } else { "IPv4" };
-                    warn!(error = %e, "cannot receive BFD over {fam} on UDP {CONTROL_PORT}");
-                    errors[i] = Some(format!("cannot bind UDP {CONTROL_PORT} ({fam}): {e}"));
+                    warn!(error = %e, "cannot receive BFD over {fam} on UDP {port}");
+                    errors[i] = Some(format!("cannot bind UDP {port} ({fam}): {e}"));
                 }
             }
         }
-        let [v4_error, v6_error] = errors;
         Service {
             demux,
             next_disc: AtomicU32::new((seed() as u32) | 1),
-            v4_error,
-            v6_error,
+            errors,
             receivers,
         }
     }
@@ -123,33 +134,43 @@ impl Service {
         notify: mpsc::Sender<T>,
     ) -> Result<SessionHandle, String> {
         let peer = canonical(peer);
-        let missing = if peer.is_ipv4() {
-            &self.v4_error
-        } else {
-            &self.v6_error
-        };
-        if let Some(e) = missing {
+        let kind = usize::from(cfg.multihop.is_some()) * 2 + usize::from(peer.is_ipv6());
+        if let Some(e) = &self.errors[kind] {
             return Err(e.clone());
         }
+        // RFC 5883 §5: an optional minimum TTL for multihop.
+        let (multihop, min_ttl, port) = match cfg.multihop {
+            Some(min_ttl) => (true, min_ttl, MULTIHOP_PORT),
+            None => (false, sock::TTL, CONTROL_PORT),
+        };
         let disc = self.alloc_disc();
         let seed = seed() ^ u64::from(disc);
         let sock = sock::bind_send(peer, local, seed)
             .map_err(|e| format!("cannot bind a BFD source port: {e}"))?;
         let (tx, rx) = mpsc::channel(64);
-        self.demux.write().unwrap().insert(disc, Entry { peer, tx });
+        self.demux.write().unwrap().insert(
+            disc,
+            Entry {
+                peer,
+                multihop,
+                min_ttl,
+                tx,
+            },
+        );
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = SessionTask {
             name: name.to_string(),
             session: Session::new(cfg, disc, seed),
             sock,
-            peer: SocketAddr::new(peer, CONTROL_PORT),
+            peer: SocketAddr::new(peer, port),
             rx,
             stop: stop_rx,
             demux: self.demux.clone(),
         };
         let src = task.sock.local_addr().ok();
         info!(peer = %name, remote = %peer, ?src, disc, tx_ms = cfg.desired_min_tx.as_millis(),
-              rx_ms = cfg.required_min_rx.as_millis(), mult = cfg.detect_mult, "BFD session started");
+              rx_ms = cfg.required_min_rx.as_millis(), mult = cfg.detect_mult, multihop,
+              "BFD session started");
         Ok(SessionHandle {
             local_disc: disc,
             stop: Some(stop_tx),
@@ -190,7 +211,7 @@ impl SessionHandle {
     }
 }
 
-async fn receive(sock: UdpSocket, demux: Demux) {
+async fn receive(sock: UdpSocket, demux: Demux, multihop: bool) {
     let mut buf = [0u8; 512];
     loop {
         let d = match sock::recv(&sock, &mut buf).await {
@@ -201,7 +222,8 @@ async fn receive(sock: UdpSocket, demux: Demux) {
                 continue;
             }
         };
-        if d.ttl != Some(sock::TTL) {
+        // RFC 5881 §5: single hop needs 255; multihop is checked per session below.
+        if !multihop && d.ttl != Some(sock::TTL) {
             debug!(from = %d.from, ttl = ?d.ttl, "BFD packet dropped: TTL is not 255 (RFC 5881 §5)");
             continue;
         }
@@ -214,12 +236,17 @@ async fn receive(sock: UdpSocket, demux: Demux) {
         };
         let from = canonical(d.from.ip());
         let map = demux.read().unwrap();
+        let ours = |e: &&Entry| e.peer == from && e.multihop == multihop;
         let entry = if pkt.your_disc != 0 {
-            map.get(&pkt.your_disc).filter(|e| e.peer == from)
+            map.get(&pkt.your_disc).filter(ours)
         } else {
-            map.values().find(|e| e.peer == from)
+            map.values().find(ours)
         };
         match entry {
+            Some(e) if d.ttl.unwrap_or(0) < e.min_ttl => {
+                debug!(from = %d.from, ttl = ?d.ttl, min = e.min_ttl,
+                       "BFD packet dropped: TTL below the configured minimum (RFC 5883 §5)");
+            }
             Some(e) => {
                 let _ = e.tx.try_send(pkt);
             }
@@ -306,20 +333,25 @@ impl SessionTask {
 mod tests {
     use super::*;
 
+    /// Both tests bind the BFD ports of this namespace: unicast datagrams reach only one of
+    /// two services bound to the same port, so they must not overlap.
+    static PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// A session to 127.0.0.1 hears itself (its packets come back to port 3784 from the same
     /// address) and comes up; then a Down packet for it with TTL 64 is dropped (RFC 5881 §5)
     /// while the same packet with TTL 255 takes it down.
     #[tokio::test]
     async fn looped_session_comes_up_and_only_ttl_255_counts() {
+        let _one_at_a_time = PORTS.lock().await;
         let svc = Service::start();
-        if let Some(e) = &svc.v4_error {
-            eprintln!("skipped: {e}");
-            return;
+        if let Some(e) = &svc.errors[0] {
+            panic!("{e} (BFD needs root or CAP_NET_BIND_SERVICE for port 3784)");
         }
         let cfg = BfdConfig {
             desired_min_tx: Duration::from_millis(50),
             required_min_rx: Duration::from_millis(50),
             detect_mult: 3,
+            multihop: None,
         };
         let (tx, mut rx) = mpsc::channel::<BfdEvent>(8);
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
@@ -359,5 +391,68 @@ mod tests {
         );
         h.stop().await;
         assert!(svc.demux.read().unwrap().is_empty());
+        // Let the aborted receivers close their sockets before the next test binds.
+        drop(svc);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    /// RFC 5883: a multihop session to 127.0.0.1 (minimum TTL 253) hears itself on port 4784
+    /// and comes up; a Down packet with TTL 250 is dropped, one sent to the single-hop port is
+    /// not its business, and TTL 253 takes it down.
+    #[tokio::test]
+    async fn multihop_session_checks_hops_and_port() {
+        let _one_at_a_time = PORTS.lock().await;
+        let svc = Service::start();
+        if let Some(e) = &svc.errors[2] {
+            panic!("{e} (BFD needs root or CAP_NET_BIND_SERVICE for port 4784)");
+        }
+        let cfg = BfdConfig {
+            desired_min_tx: Duration::from_millis(50),
+            required_min_rx: Duration::from_millis(50),
+            detect_mult: 3,
+            multihop: Some(253),
+        };
+        let (tx, mut rx) = mpsc::channel::<BfdEvent>(8);
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let h = svc.spawn("self-mh", lo, None, cfg, tx).unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(ev.unwrap(), Some(BfdEvent::Up));
+        let down = ControlPacket {
+            diag: Diag::CONTROL_DETECTION_TIME_EXPIRED,
+            state: BfdState::Down,
+            poll: false,
+            final_: false,
+            cpi: false,
+            demand: false,
+            detect_mult: 3,
+            my_disc: 0x5eed,
+            your_disc: h.local_disc(),
+            desired_min_tx_us: 1_000_000,
+            required_min_rx_us: 1_000_000,
+            required_min_echo_rx_us: 0,
+        };
+        let send = |ttl: u32, port: u16| {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_ttl(ttl).unwrap();
+            s.send_to(&down.encode(), (lo, port)).unwrap();
+        };
+        send(250, MULTIHOP_PORT);
+        send(255, CONTROL_PORT);
+        let ev = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+        assert!(
+            ev.is_err(),
+            "a packet with too many hops or to port 3784 was accepted: {ev:?}"
+        );
+        send(253, MULTIHOP_PORT);
+        let ev = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+        assert_eq!(
+            ev.unwrap(),
+            Some(BfdEvent::Down {
+                diag: Diag::NEIGHBOR_SIGNALED_SESSION_DOWN
+            })
+        );
+        h.stop().await;
+        drop(svc);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

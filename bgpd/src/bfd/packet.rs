@@ -17,6 +17,8 @@ use std::fmt;
 pub const PACKET_LEN: usize = 24;
 /// The UDP port of single-hop BFD Control packets (RFC 5881 §4).
 pub const CONTROL_PORT: u16 = 3784;
+/// Destination port of multihop BFD Control packets (RFC 5883 §5).
+pub const MULTIHOP_PORT: u16 = 4784;
 /// Source ports of BFD Control packets (RFC 5881 §4).
 pub const SOURCE_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
 /// Version 1 (RFC 5880).

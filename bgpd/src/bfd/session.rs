@@ -16,6 +16,9 @@ pub struct BfdConfig {
     pub required_min_rx: Duration,
     /// bfd.DetectMult.
     pub detect_mult: u8,
+    /// Multihop (RFC 5883) with the lowest TTL / hop limit accepted (1: any, as peers like
+    /// BIRD send multihop BFD with TTL 64); `None`: single hop (TTL 255 only, RFC 5881 §5).
+    pub multihop: Option<u8>,
 }
 
 impl Default for BfdConfig {
@@ -24,6 +27,7 @@ impl Default for BfdConfig {
             desired_min_tx: Duration::from_millis(300),
             required_min_rx: Duration::from_millis(300),
             detect_mult: 3,
+            multihop: None,
         }
     }
 }
@@ -323,6 +327,7 @@ mod tests {
             desired_min_tx: 100 * MS,
             required_min_rx: 100 * MS,
             detect_mult: 3,
+            multihop: None,
         }
     }
 

@@ -16,7 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use super::packet::{CONTROL_PORT, SOURCE_PORTS};
+use super::packet::SOURCE_PORTS;
 
 /// The TTL / hop limit single-hop BFD requires (RFC 5881 §5).
 pub const TTL: u8 = 255;
@@ -39,17 +39,18 @@ fn set_int(fd: RawFd, level: i32, name: i32, v: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// The receive socket of one address family: `0.0.0.0:3784` or `[::]:3784` (IPv6 only).
-pub fn bind_receive(v6: bool) -> io::Result<UdpSocket> {
+/// The receive socket of one address family and port: `0.0.0.0:<port>` or `[::]:<port>` (IPv6
+/// only); port 3784 single hop, 4784 multihop.
+pub fn bind_receive(v6: bool, port: u16) -> io::Result<UdpSocket> {
     let (domain, addr) = if v6 {
         (
             Domain::IPV6,
-            SocketAddr::from((Ipv6Addr::UNSPECIFIED, CONTROL_PORT)),
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
         )
     } else {
         (
             Domain::IPV4,
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, CONTROL_PORT)),
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
         )
     };
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;

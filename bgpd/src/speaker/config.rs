@@ -201,6 +201,8 @@ impl SpeakerConfig {
                     desired_min_tx: Duration::from_millis(b.min_tx_ms.into()),
                     required_min_rx: Duration::from_millis(b.min_rx_ms.into()),
                     detect_mult: b.multiplier,
+                    // RFC 5883: a multihop BGP session gets a multihop BFD session.
+                    multihop: p.multihop_ttl.map(|_| b.min_ttl.unwrap_or(1)),
                 }),
             });
         }
