@@ -126,13 +126,118 @@ struct ct_value {
 };
 
 /* ------------------------------------------------------------------ *
+ * Endpoints (local pods) and identity policy.
+ * ------------------------------------------------------------------ */
+
+/* endpoints: a local pod's address -> the endpoint it belongs to. */
+struct endpoint_key {
+	__u8 addr[16];  /* network order; IPv4 in addr[0..4], rest zero */
+	__u8 family;    /* IRONMESH_FAMILY_* */
+	__u8 pad[3];    /* zero */
+};
+
+struct endpoint_info {
+	__u32 id;       /* endpoint id: the key of its policy in `policy` */
+	__u32 identity; /* the pod's security identity */
+	__u32 ifindex;  /* host side of its veth (0 = unknown) */
+	__u32 flags;    /* zero (reserved) */
+};
+
+#define POLICY_DIR_INGRESS 0 /* traffic to the endpoint */
+#define POLICY_DIR_EGRESS  1 /* traffic from the endpoint */
+
+/* policy_key.identity: any peer. */
+#define POLICY_ANY_IDENTITY 0
+/*
+ * policy_key.identity of the marker entry {SELECTED, 0, 0, dir} whose
+ * presence says "a policy selects this endpoint in direction dir", which
+ * makes it default-deny in that direction (Kubernetes NetworkPolicy).
+ * Identities are 24-bit, so no peer has this one.
+ */
+#define POLICY_SELECTED_IDENTITY 0xffffffff
+
+/*
+ * One rule of an endpoint's policy. dport 0 = any port, proto 0 = any
+ * protocol (then dport is 0 too). A packet matches up to six keys:
+ * {peer, ANY} x {(proto, port), (proto, any), (any, any)}; a DENY among
+ * them wins over an ALLOW.
+ */
+struct policy_key {
+	__u32 identity; /* peer identity, POLICY_ANY_IDENTITY, or POLICY_SELECTED_IDENTITY */
+	__be16 dport;   /* network order; 0 = any */
+	__u8 proto;     /* IPPROTO_*; 0 = any */
+	__u8 dir;       /* POLICY_DIR_* */
+};
+
+#define POLICY_ALLOW    1
+#define POLICY_DENY     2
+#define POLICY_SELECTED 3 /* value of the marker entry */
+
+struct policy_value {
+	__u8 action;  /* POLICY_ALLOW / POLICY_DENY / POLICY_SELECTED */
+	__u8 pad[3];  /* zero */
+};
+
+/* ------------------------------------------------------------------ *
+ * Node-wide configuration: one element of the `config` array.
+ * ------------------------------------------------------------------ */
+#define POLICY_MODE_DEFAULT 0 /* enforce where a policy selects the endpoint */
+#define POLICY_MODE_ALWAYS  1 /* every endpoint is default-deny both ways */
+#define POLICY_MODE_NEVER   2 /* no enforcement at all */
+
+#define ROUTING_STACK  0 /* hand packets to the kernel stack (no redirect) */
+#define ROUTING_NATIVE 1 /* bpf_fib_lookup + bpf_redirect_neigh */
+#define ROUTING_VXLAN  2 /* remote pods via the `external` VXLAN device */
+
+/* dp_config.flags */
+#define CONFIG_F_TRACE (1 << 0) /* trace events (to/from overlay, FIB redirect) */
+
+struct dp_config {
+	__u8 policy_mode;     /* POLICY_MODE_* */
+	__u8 routing_mode;    /* ROUTING_* */
+	__u16 flags;          /* CONFIG_F_* */
+	__u32 tunnel_ifindex; /* the VXLAN `external` device (ROUTING_VXLAN) */
+};
+
+/*
+ * skb->mark set by the overlay program for the programs behind it:
+ * MARK_MAGIC_IDENTITY in the top byte, the source identity (from the VNI)
+ * in the low 24 bits.
+ */
+#define MARK_MAGIC_MASK     0xff000000
+#define MARK_MAGIC_IDENTITY 0x4e000000
+#define MARK_IDENTITY_MASK  0x00ffffff
+
+/* ------------------------------------------------------------------ *
  * Events (ring buffer), read by the agent (`ironctl monitor`).
  * ------------------------------------------------------------------ */
 #define EVENT_DROP           1
-#define EVENT_POLICY_VERDICT 2 /* reserved for the policy step */
+#define EVENT_POLICY_VERDICT 2 /* a new flow met an enforced policy */
+#define EVENT_TRACE          3 /* routing decisions, when CONFIG_F_TRACE is set */
 
+/* event.reason of EVENT_DROP */
 #define DROP_NO_BACKEND      1 /* service without a usable backend */
 #define DROP_FAMILY_MISMATCH 2 /* backend of the other address family */
+#define DROP_POLICY_DENIED   3 /* a deny rule matched */
+#define DROP_POLICY_DEFAULT  4 /* enforced, and no rule allows it */
+#define DROP_NO_TUNNEL_KEY   5 /* overlay packet without tunnel metadata */
+#define DROP_TUNNEL_KEY      6 /* bpf_skb_set_tunnel_key failed */
+#define DROP_CT_FULL         7 /* conntrack update failed */
+
+/* event.reason of EVENT_POLICY_VERDICT */
+#define VERDICT_ALLOWED      1
+#define VERDICT_DENIED       2
+#define VERDICT_DEFAULT_DENY 3
+
+/* event.reason of EVENT_TRACE */
+#define TRACE_TO_OVERLAY   1 /* tunnel key set, redirected to the VXLAN device */
+#define TRACE_FROM_OVERLAY 2 /* decapsulated; identity from the VNI */
+#define TRACE_FIB_REDIRECT 3 /* bpf_fib_lookup + bpf_redirect_neigh */
+
+/* event.dir */
+#define EVENT_DIR_INGRESS POLICY_DIR_INGRESS
+#define EVENT_DIR_EGRESS  POLICY_DIR_EGRESS
+#define EVENT_DIR_NONE    0xff
 
 struct event {
 	__u64 ts_ns;
@@ -143,11 +248,16 @@ struct event {
 	__be16 sport;
 	__be16 dport;
 	__u8 type;     /* EVENT_* */
-	__u8 reason;   /* DROP_* */
+	__u8 reason;   /* DROP_* / VERDICT_* / TRACE_* */
 	__u8 proto;
 	__u8 family;
 	__u32 svc_id;
 	__u32 ifindex;
+	__u32 endpoint_id;     /* local endpoint concerned, 0 if none */
+	__u8 dir;              /* EVENT_DIR_* */
+	__u8 pad[3];
+	__be32 tunnel_endpoint; /* TRACE_TO_OVERLAY: remote node, as the kernel holds it */
+	__u32 tunnel_id;        /* TRACE_*_OVERLAY: the VNI as the kernel holds it */
 };
 
 /* ------------------------------------------------------------------ *
@@ -222,6 +332,51 @@ struct {
 	__uint(max_entries, CONNTRACK_MAX_ENTRIES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conntrack SEC(".maps");
+
+#define ENDPOINTS_MAX_ENTRIES     65536
+#define POLICY_MAX_ENTRIES        65536 /* endpoints with a policy */
+#define POLICY_RULES_MAX          16384 /* rules of one endpoint's policy */
+#define CONFIG_MAX_ENTRIES        1
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct endpoint_key);
+	__type(value, struct endpoint_info);
+	__uint(max_entries, ENDPOINTS_MAX_ENTRIES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} endpoints SEC(".maps");
+
+/*
+ * policy: endpoint id -> that endpoint's whole policy, an inner hash map.
+ * The agent builds a new inner map completely, then swaps it in with one
+ * update of the outer map: a packet sees the old policy or the new one,
+ * never a half-applied mix. No entry = no policy selects the endpoint.
+ */
+/* Sizes, not __type: clang emits the key/value structs behind the
+ * __array pointer only as forward declarations. */
+struct policy_rules {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(key_size, sizeof(struct policy_key));
+	__uint(value_size, sizeof(struct policy_value));
+	__uint(max_entries, POLICY_RULES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, POLICY_MAX_ENTRIES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct policy_rules);
+} policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct dp_config);
+	__uint(max_entries, CONFIG_MAX_ENTRIES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} config SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -21,6 +21,9 @@
 
 #include "ironmesh.h"
 
+/* A BPF-to-BPF call: its stack frame is not added to its caller's. */
+#define NOINLINE __attribute__((noinline, unused))
+
 char LICENSE[] SEC("license") = "GPL"; /* bpf_skb_*, ktime and ringbuf helpers */
 
 #define IP_CSUM_OFF   (ETH_HLEN + __builtin_offsetof(struct iphdr, check))
@@ -152,25 +155,46 @@ static __always_inline __u32 identity_of(const __u32 addr[4], __u8 family)
 	return v ? v->identity : IDENTITY_WORLD;
 }
 
-static __always_inline int drop_with_event(struct __sk_buff *skb, const struct tuple *t,
-					   __u8 reason, __u32 svc_id)
+/*
+ * Reserves an event with the packet's addresses and ports filled in; the
+ * caller sets the rest and submits it. NULL when the ring buffer is full
+ * (the event is lost, the packet is not affected).
+ */
+static __always_inline struct event *event_reserve(struct __sk_buff *skb, const struct tuple *t,
+						   __u8 type, __u8 reason, __u32 src_identity,
+						   __u32 dst_identity)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
+	if (!e)
+		return NULL;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->src_identity = src_identity;
+	e->dst_identity = dst_identity;
+	__builtin_memcpy(e->saddr, t->saddr, 16);
+	__builtin_memcpy(e->daddr, t->daddr, 16);
+	e->sport = t->sport;
+	e->dport = t->dport;
+	e->type = type;
+	e->reason = reason;
+	e->proto = t->proto;
+	e->family = t->family;
+	e->ifindex = skb->ifindex;
+	e->dir = EVENT_DIR_NONE;
+	return e;
+}
+
+/* Drops the packet with an event naming both ends by their IP cache identities. */
+static __always_inline int drop_with_event(struct __sk_buff *skb, const struct tuple *t,
+					   __u8 reason, __u32 svc_id)
+{
+	struct event *e = event_reserve(skb, t, EVENT_DROP, reason,
+					identity_of(t->saddr, t->family),
+					identity_of(t->daddr, t->family));
+
 	if (e) {
-		e->ts_ns = bpf_ktime_get_ns();
-		e->src_identity = identity_of(t->saddr, t->family);
-		e->dst_identity = identity_of(t->daddr, t->family);
-		__builtin_memcpy(e->saddr, t->saddr, 16);
-		__builtin_memcpy(e->daddr, t->daddr, 16);
-		e->sport = t->sport;
-		e->dport = t->dport;
-		e->type = EVENT_DROP;
-		e->reason = reason;
-		e->proto = t->proto;
-		e->family = t->family;
 		e->svc_id = svc_id;
-		e->ifindex = skb->ifindex;
 		bpf_ringbuf_submit(e, 0);
 	}
 	return TC_ACT_SHOT;
@@ -283,105 +307,167 @@ static __always_inline struct backend *select_backend(const struct tuple *t,
 	return bpf_map_lookup_elem(&backends, &id);
 }
 
+#define LB_NONE        0 /* not for a service */
+#define LB_ESTABLISHED 1 /* translated for an established service flow */
+#define LB_NEW         2 /* a new service flow: backend chosen, conntrack written */
+
+/* After a DNAT: the tuple as the packet now is. */
+static __always_inline void tuple_set_dst(struct tuple *t, const __u8 addr[16], __be16 port)
+{
+	__builtin_memcpy(t->daddr, addr, 16);
+	t->dport = port;
+}
+
 /*
  * Client -> service: DNAT to a backend chosen by conntrack (established) or
  * by the service's selection (new). Non-service traffic is left untouched.
+ * Returns TC_ACT_OK (continue with `*tp`, updated to the translated packet)
+ * or TC_ACT_SHOT. `*state` says what the packet was (LB_*).
  */
-static __always_inline int lb_egress(struct __sk_buff *skb)
+static NOINLINE int lb_egress(struct __sk_buff *skb, struct tuple *tp, int *state)
 {
-	struct tuple t;
+	const struct tuple *t = tp;
 	struct svc_key sk;
 	struct svc_value *svc;
-	struct ct_key fwd_key, rev_key;
-	struct ct_value *ct, fwd, rev;
+	/* One key and one value, reused: the stack is shared with the caller. */
+	struct ct_key key;
+	struct ct_value *ct, v;
 	struct backend *be = NULL;
-	__u32 backend_id = 0;
+	__u32 backend_id = 0, svc_id;
 	__u64 now;
 
-	if (parse_tuple(skb, &t) != PARSE_OK)
+	if (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP)
 		return TC_ACT_OK;
-
 	__builtin_memset(&sk, 0, sizeof(sk));
-	__builtin_memcpy(sk.addr, t.daddr, 16);
-	sk.dport = t.dport;
-	sk.proto = t.proto;
-	sk.family = t.family;
+	__builtin_memcpy(sk.addr, t->daddr, 16);
+	sk.dport = t->dport;
+	sk.proto = t->proto;
+	sk.family = t->family;
 	svc = bpf_map_lookup_elem(&services, &sk);
 	if (!svc)
 		return TC_ACT_OK;
+	svc_id = svc->id;
 
-	now = bpf_ktime_get_ns();
-	ct_key_of(&fwd_key, &t, CT_DIR_FORWARD);
-	ct = bpf_map_lookup_elem(&conntrack, &fwd_key);
-	if (ct && ct->svc_id == svc->id) {
+	ct_key_of(&key, t, CT_DIR_FORWARD);
+	ct = bpf_map_lookup_elem(&conntrack, &key);
+	if (ct && ct->svc_id == svc_id) {
 		/* Established: keep the backend unless it is gone or quarantined. */
 		backend_id = ct->backend_id;
 		be = bpf_map_lookup_elem(&backends, &backend_id);
 		if (be && be->state != BACKEND_QUARANTINED) {
-			ct->last_seen_ns = now;
-			if (nat_rewrite(skb, &t, 0, ct->nat_addr, ct->nat_port) < 0)
+			ct->last_seen_ns = bpf_ktime_get_ns();
+			if (nat_rewrite(skb, t, 0, ct->nat_addr, ct->nat_port) < 0)
 				return TC_ACT_SHOT;
+			tuple_set_dst(tp, ct->nat_addr, ct->nat_port);
+			*state = LB_ESTABLISHED;
 			return TC_ACT_OK;
 		}
 	}
 
-	be = select_backend(&t, svc, &backend_id);
+	now = bpf_ktime_get_ns();
+	be = select_backend(t, svc, &backend_id);
 	if (!be)
-		return drop_with_event(skb, &t, DROP_NO_BACKEND, svc->id);
-	if (be->family != t.family)
-		return drop_with_event(skb, &t, DROP_FAMILY_MISMATCH, svc->id);
+		return drop_with_event(skb, t, DROP_NO_BACKEND, svc_id);
+	if (be->family != t->family)
+		return drop_with_event(skb, t, DROP_FAMILY_MISMATCH, svc_id);
 
-	__builtin_memset(&fwd, 0, sizeof(fwd));
-	__builtin_memcpy(fwd.nat_addr, be->addr, 16);
-	fwd.nat_port = be->port;
-	fwd.flags = CT_F_SERVICE;
-	fwd.backend_id = backend_id;
-	fwd.svc_id = svc->id;
-	fwd.last_seen_ns = now;
+	/*
+	 * The reply comes from the backend to the client; restore VIP:port as
+	 * its source. Reply entry first: a forward entry must never exist
+	 * without its reverse.
+	 */
+	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memcpy(key.saddr, be->addr, 16);
+	__builtin_memcpy(key.daddr, t->saddr, 16);
+	key.sport = be->port;
+	key.dport = t->sport;
+	key.proto = t->proto;
+	key.family = t->family;
+	key.dir = CT_DIR_REPLY;
+	__builtin_memset(&v, 0, sizeof(v));
+	__builtin_memcpy(v.nat_addr, t->daddr, 16);
+	v.nat_port = t->dport;
+	v.flags = CT_F_SERVICE;
+	v.backend_id = backend_id;
+	v.svc_id = svc_id;
+	v.last_seen_ns = now;
+	if (bpf_map_update_elem(&conntrack, &key, &v, BPF_ANY) < 0)
+		return drop_with_event(skb, t, DROP_CT_FULL, svc_id);
 
-	/* The reply comes from the backend to the client; restore VIP:port as its source. */
-	__builtin_memset(&rev_key, 0, sizeof(rev_key));
-	__builtin_memcpy(rev_key.saddr, be->addr, 16);
-	__builtin_memcpy(rev_key.daddr, t.saddr, 16);
-	rev_key.sport = be->port;
-	rev_key.dport = t.sport;
-	rev_key.proto = t.proto;
-	rev_key.family = t.family;
-	rev_key.dir = CT_DIR_REPLY;
-	__builtin_memset(&rev, 0, sizeof(rev));
-	__builtin_memcpy(rev.nat_addr, t.daddr, 16);
-	rev.nat_port = t.dport;
-	rev.flags = CT_F_SERVICE;
-	rev.backend_id = backend_id;
-	rev.svc_id = svc->id;
-	rev.last_seen_ns = now;
-
-	/* Reply entry first: a forward entry must never exist without its reverse. */
-	if (bpf_map_update_elem(&conntrack, &rev_key, &rev, BPF_ANY) < 0 ||
-	    bpf_map_update_elem(&conntrack, &fwd_key, &fwd, BPF_ANY) < 0)
+	ct_key_of(&key, t, CT_DIR_FORWARD);
+	__builtin_memcpy(v.nat_addr, be->addr, 16);
+	v.nat_port = be->port;
+	if (bpf_map_update_elem(&conntrack, &key, &v, BPF_ANY) < 0)
+		return drop_with_event(skb, t, DROP_CT_FULL, svc_id);
+	if (nat_rewrite(skb, t, 0, v.nat_addr, v.nat_port) < 0)
 		return TC_ACT_SHOT;
-	if (nat_rewrite(skb, &t, 0, fwd.nat_addr, fwd.nat_port) < 0)
+	tuple_set_dst(tp, v.nat_addr, v.nat_port);
+	*state = LB_NEW;
+	return TC_ACT_OK;
+}
+
+/* The reply entry `t` matches, if `t` is the reply of a flow we saw leave or arrive. */
+static __always_inline struct ct_value *ct_reply_of(const struct tuple *t)
+{
+	struct ct_key key;
+
+	ct_key_of(&key, t, CT_DIR_REPLY);
+	return bpf_map_lookup_elem(&conntrack, &key);
+}
+
+/* Backend -> client reply of a translated flow: restore VIP:port as the source. */
+static __always_inline int lb_reverse(struct __sk_buff *skb, const struct tuple *t,
+				      struct ct_value *ct)
+{
+	if (!(ct->flags & CT_F_SERVICE))
+		return TC_ACT_OK;
+	if (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP)
+		return TC_ACT_OK;
+	ct->last_seen_ns = bpf_ktime_get_ns();
+	if (nat_rewrite(skb, t, 1, ct->nat_addr, ct->nat_port) < 0)
 		return TC_ACT_SHOT;
 	return TC_ACT_OK;
 }
 
-/* Backend -> client reply of a translated flow: restore VIP:port as the source. */
-static __always_inline int lb_reverse(struct __sk_buff *skb)
+/*
+ * Remembers an allowed flow so its replies pass the policies of both ends
+ * (NetworkPolicy is stateful): the reply entry of `t`, unless one exists.
+ */
+static NOINLINE int ct_note_flow(const struct tuple *t)
 {
-	struct tuple t;
 	struct ct_key key;
-	struct ct_value *ct;
+	struct ct_value v;
 
-	if (parse_tuple(skb, &t) != PARSE_OK)
-		return TC_ACT_OK;
-	ct_key_of(&key, &t, CT_DIR_REPLY);
-	ct = bpf_map_lookup_elem(&conntrack, &key);
-	if (!ct || !(ct->flags & CT_F_SERVICE))
-		return TC_ACT_OK;
-	ct->last_seen_ns = bpf_ktime_get_ns();
-	if (nat_rewrite(skb, &t, 1, ct->nat_addr, ct->nat_port) < 0)
-		return TC_ACT_SHOT;
-	return TC_ACT_OK;
+	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memcpy(key.saddr, t->daddr, 16);
+	__builtin_memcpy(key.daddr, t->saddr, 16);
+	key.sport = t->dport;
+	key.dport = t->sport;
+	key.proto = t->proto;
+	key.family = t->family;
+	key.dir = CT_DIR_REPLY;
+	__builtin_memset(&v, 0, sizeof(v));
+	v.last_seen_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&conntrack, &key, &v, BPF_NOEXIST) < 0 &&
+	    !bpf_map_lookup_elem(&conntrack, &key))
+		return -1;
+	return 0;
+}
+
+/* Whether the reply entry of `t` exists (the flow is known). */
+static NOINLINE int ct_flow_known(const struct tuple *t)
+{
+	struct ct_key key;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memcpy(key.saddr, t->daddr, 16);
+	__builtin_memcpy(key.daddr, t->saddr, 16);
+	key.sport = t->dport;
+	key.dport = t->sport;
+	key.proto = t->proto;
+	key.family = t->family;
+	key.dir = CT_DIR_REPLY;
+	return bpf_map_lookup_elem(&conntrack, &key) != NULL;
 }
 
 #endif /* IRONMESH_LIB_H */

@@ -2,12 +2,47 @@
 /*
  * Traffic leaving a pod: tc *ingress* on the host side of the pod's veth
  * (what the pod sends arrives there). Service translation (DNAT to a
- * backend, conntrack). Policy is the next step.
+ * backend, conntrack); replies of known flows pass; everything else meets
+ * the source endpoint's egress policy towards the (translated) destination;
+ * then routing (native FIB redirect or VXLAN).
  */
-#include "lib.h"
+#include "route.h"
 
 SEC("classifier")
 int pod_egress(struct __sk_buff *skb)
 {
-	return lb_egress(skb);
+	struct dp_config *cfg = dp_config();
+	struct endpoint_info *ep;
+	struct flow_ids f = { .dir = POLICY_DIR_EGRESS };
+	struct tuple t;
+	__u32 src_id, dst_id;
+	int parsed = parse_tuple(skb, &t);
+	int lb = LB_NONE, rc;
+
+	if (parsed == PARSE_SKIP)
+		return TC_ACT_OK;
+	ep = endpoint_of(t.saddr, t.family);
+	src_id = ep ? ep->identity : 0; /* 0: looked up when needed */
+
+	if (parsed == PARSE_OK) {
+		rc = lb_egress(skb, &t, &lb);
+		if (rc != TC_ACT_OK)
+			return rc;
+	}
+	/* The reply of a flow an end allowed: no policy. (Never for a VIP.) */
+	if (lb == LB_NONE && ct_reply_of(&t))
+		return route_from_pod(skb, cfg, &t, src_id, 0);
+	dst_id = 0;
+	if (ep && !is_neighbour_discovery(skb, &t) && policy_applies(cfg, ep)) {
+		dst_id = identity_of(t.daddr, t.family);
+		f.src_id = src_id;
+		f.dst_id = dst_id;
+		f.new_flow = lb == LB_NEW || (lb == LB_NONE && !ct_flow_known(&t));
+		rc = policy_enforce(skb, cfg, ep, &t, &f);
+		if (rc != TC_ACT_OK)
+			return rc;
+		if (f.new_flow && lb == LB_NONE && ct_note_flow(&t) < 0)
+			return drop_with_event(skb, &t, DROP_CT_FULL, 0);
+	}
+	return route_from_pod(skb, cfg, &t, src_id, dst_id);
 }

@@ -1,13 +1,46 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Traffic entering a pod: tc *egress* on the host side of the pod's veth.
- * Reverse NAT of service replies (backend -> VIP:port as the source).
- * Policy is the next step.
+ * Replies of known flows pass (service replies get reverse NAT: backend ->
+ * VIP:port as the source); everything else meets the destination
+ * endpoint's ingress policy. The source identity comes from the overlay
+ * (skb->mark set by overlay_ingress from the VNI) or else the IP cache.
  */
-#include "lib.h"
+#include "policy.h"
+
+static __always_inline __u32 source_identity(struct __sk_buff *skb, const struct tuple *t)
+{
+	if ((skb->mark & MARK_MAGIC_MASK) == MARK_MAGIC_IDENTITY)
+		return skb->mark & MARK_IDENTITY_MASK;
+	return identity_of(t->saddr, t->family);
+}
 
 SEC("classifier")
 int pod_ingress(struct __sk_buff *skb)
 {
-	return lb_reverse(skb);
+	struct dp_config *cfg = dp_config();
+	struct endpoint_info *ep;
+	struct ct_value *ct;
+	struct flow_ids f = { .dir = POLICY_DIR_INGRESS };
+	struct tuple t;
+	int rc;
+
+	if (parse_tuple(skb, &t) == PARSE_SKIP)
+		return TC_ACT_OK;
+	ct = ct_reply_of(&t);
+	if (ct)
+		return lb_reverse(skb, &t, ct);
+
+	ep = endpoint_of(t.daddr, t.family);
+	if (!ep || is_neighbour_discovery(skb, &t) || !policy_applies(cfg, ep))
+		return TC_ACT_OK;
+	f.src_id = source_identity(skb, &t);
+	f.dst_id = ep->identity;
+	f.new_flow = !ct_flow_known(&t);
+	rc = policy_enforce(skb, cfg, ep, &t, &f);
+	if (rc != TC_ACT_OK)
+		return rc;
+	if (f.new_flow && ct_note_flow(&t) < 0)
+		return drop_with_event(skb, &t, DROP_CT_FULL, 0);
+	return TC_ACT_OK;
 }

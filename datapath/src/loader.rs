@@ -2,15 +2,13 @@
 //! they outlive the agent and are shared by every program object), and
 //! offers typed handles on the maps.
 
-use std::collections::HashMap as StdHashMap;
 use std::io;
 use std::mem::size_of;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
-use aya::maps::{HashMap, Map, MapData, MapError, MapInfo, MapType, RingBuf};
-use aya::programs::tc::SchedClassifierLinkId;
+use aya::maps::{Array, HashMap, HashOfMaps, Map, MapData, MapError, MapInfo, MapType, RingBuf};
 use aya::programs::{ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use ipnet::IpNet;
@@ -23,11 +21,16 @@ use crate::lb::{
 };
 use crate::maglev::{self, MaglevBackend};
 use crate::pin::{PinError, PinRoot, ensure_pin_dir};
+use crate::policy::{DpConfig, EndpointInfo, EndpointKey, PolicyKey, PolicyValue};
 
 static POD_EGRESS_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pod_egress.bpf.o"));
 static POD_INGRESS_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pod_ingress.bpf.o"));
+static HOST_INGRESS_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/host_ingress.bpf.o"));
+static OVERLAY_INGRESS_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay_ingress.bpf.o"));
 
 /// The tc programs, one per attach point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,18 +38,31 @@ pub enum Program {
     /// What a pod sends: service DNAT. Runs at tc *ingress* of the pod
     /// veth's host side (the pod's egress is the host side's ingress).
     PodEgress,
-    /// What a pod receives: reverse NAT of service replies. Runs at tc
-    /// *egress* of the pod veth's host side.
+    /// What a pod receives: reverse NAT of service replies, ingress policy.
+    /// Runs at tc *egress* of the pod veth's host side.
     PodIngress,
+    /// The node's uplink (tc ingress): native-routing fast path to local pods.
+    HostIngress,
+    /// The `external` VXLAN device (tc ingress): identity from the VNI.
+    OverlayIngress,
 }
 
 impl Program {
-    pub const ALL: [Program; 2] = [Program::PodEgress, Program::PodIngress];
+    pub const ALL: [Program; 4] = [
+        Program::PodEgress,
+        Program::PodIngress,
+        Program::HostIngress,
+        Program::OverlayIngress,
+    ];
+    /// The programs of a pod veth's host side.
+    pub const POD: [Program; 2] = [Program::PodEgress, Program::PodIngress];
 
     pub fn name(self) -> &'static str {
         match self {
             Program::PodEgress => "pod_egress",
             Program::PodIngress => "pod_ingress",
+            Program::HostIngress => "host_ingress",
+            Program::OverlayIngress => "overlay_ingress",
         }
     }
 
@@ -54,14 +70,18 @@ impl Program {
         match self {
             Program::PodEgress => POD_EGRESS_OBJ,
             Program::PodIngress => POD_INGRESS_OBJ,
+            Program::HostIngress => HOST_INGRESS_OBJ,
+            Program::OverlayIngress => OVERLAY_INGRESS_OBJ,
         }
     }
 
-    /// Where it attaches on the host side of a pod veth.
+    /// Where it attaches on its interface.
     pub fn attach_type(self) -> TcAttachType {
         match self {
-            Program::PodEgress => TcAttachType::Ingress,
             Program::PodIngress => TcAttachType::Egress,
+            Program::PodEgress | Program::HostIngress | Program::OverlayIngress => {
+                TcAttachType::Ingress
+            }
         }
     }
 }
@@ -94,7 +114,7 @@ const fn spec(
 }
 
 /// Every map of `bpf/ironmesh.h` (tests/abi.rs checks the C side agrees).
-pub const MAPS: [MapSpec; 7] = [
+pub const MAPS: [MapSpec; 10] = [
     spec(
         "ipcache",
         MapType::LpmTrie,
@@ -132,6 +152,15 @@ pub const MAPS: [MapSpec; 7] = [
         262_144,
     ),
     spec("events", MapType::RingBuf, 0, 0, 256 * 1024),
+    spec(
+        "endpoints",
+        MapType::Hash,
+        size_of::<EndpointKey>(),
+        size_of::<EndpointInfo>(),
+        65_536,
+    ),
+    spec("policy", MapType::HashOfMaps, 4, 4, 65_536),
+    spec("config", MapType::Array, 4, size_of::<DpConfig>(), 1),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -165,16 +194,30 @@ pub enum DatapathError {
     InvalidService(u32, &'static str),
     #[error("interface {0:?} has no programs of ours attached")]
     NotAttached(String),
+    #[error(
+        "interface {0:?} still runs our programs 2 s after their links were unpinned; \
+         something else holds the links (see `bpftool link`)"
+    )]
+    DetachTimeout(String),
+    #[error("link pin {}: {source}", .path.display())]
+    LinkPin {
+        path: std::path::PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("endpoint {0}: {1}")]
+    InvalidEndpoint(u32, &'static str),
 }
 
-fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DatapathError {
+pub(crate) fn map_err(map: &'static str) -> impl FnOnce(MapError) -> DatapathError {
     move |e| DatapathError::Map {
         map,
         source: Box::new(e),
     }
 }
 
-fn prog_err(program: &'static str) -> impl FnOnce(ProgramError) -> DatapathError {
+pub(crate) fn prog_err(program: &'static str) -> impl FnOnce(ProgramError) -> DatapathError {
     move |e| DatapathError::Program {
         program,
         source: Box::new(e),
@@ -191,7 +234,7 @@ fn is_not_found(e: &MapError) -> bool {
 }
 
 /// `Ok(None)` for a missing key.
-fn found<V>(r: Result<V, MapError>) -> Result<Option<V>, MapError> {
+pub(crate) fn found<V>(r: Result<V, MapError>) -> Result<Option<V>, MapError> {
     match r {
         Ok(v) => Ok(Some(v)),
         Err(e) if is_not_found(&e) => Ok(None),
@@ -200,7 +243,7 @@ fn found<V>(r: Result<V, MapError>) -> Result<Option<V>, MapError> {
 }
 
 /// Deleting what is already gone is fine (idempotent reconcilers).
-fn removed(r: Result<(), MapError>) -> Result<(), MapError> {
+pub(crate) fn removed(r: Result<(), MapError>) -> Result<(), MapError> {
     found(r).map(|_| ())
 }
 
@@ -252,7 +295,6 @@ pub const TC_ACT_SHOT: u32 = 2;
 pub struct Datapath {
     pin_root: PinRoot,
     objects: Vec<(Program, Ebpf)>,
-    links: StdHashMap<String, Vec<(Program, SchedClassifierLinkId)>>,
     ipcache: LpmTrie<MapData, [u8; 20], IpcacheValue>,
     services: HashMap<MapData, SvcKey, SvcValue>,
     backend_slots: HashMap<MapData, BackendSlotKey, u32>,
@@ -260,13 +302,15 @@ pub struct Datapath {
     maglev: HashMap<MapData, u32, MaglevTable>,
     conntrack: HashMap<MapData, CtKey, CtValue>,
     events: RingBuf<MapData>,
+    pub(crate) endpoints: HashMap<MapData, EndpointKey, EndpointInfo>,
+    pub(crate) policy: HashOfMaps<MapData, u32, HashMap<MapData, PolicyKey, PolicyValue>>,
+    pub(crate) config: Array<MapData, DpConfig>,
 }
 
 impl std::fmt::Debug for Datapath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Datapath")
             .field("pin_root", &self.pin_root)
-            .field("attached", &self.links.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -314,9 +358,13 @@ impl Datapath {
                 .try_into()
                 .map_err(map_err("conntrack"))?,
             events: take("events")?.try_into().map_err(map_err("events"))?,
+            endpoints: take("endpoints")?
+                .try_into()
+                .map_err(map_err("endpoints"))?,
+            policy: take("policy")?.try_into().map_err(map_err("policy"))?,
+            config: take("config")?.try_into().map_err(map_err("config"))?,
             pin_root: pin_root.clone(),
             objects,
-            links: StdHashMap::new(),
         })
     }
 
@@ -324,7 +372,7 @@ impl Datapath {
         &self.pin_root
     }
 
-    fn program(&self, program: Program) -> Result<&SchedClassifier, DatapathError> {
+    pub(crate) fn program(&self, program: Program) -> Result<&SchedClassifier, DatapathError> {
         let (_, ebpf) = self
             .objects
             .iter()
@@ -336,7 +384,10 @@ impl Datapath {
             .map_err(prog_err(program.name()))
     }
 
-    fn program_mut(&mut self, program: Program) -> Result<&mut SchedClassifier, DatapathError> {
+    pub(crate) fn program_mut(
+        &mut self,
+        program: Program,
+    ) -> Result<&mut SchedClassifier, DatapathError> {
         let (_, ebpf) = self
             .objects
             .iter_mut()
@@ -356,12 +407,29 @@ impl Datapath {
         packet: &[u8],
         repeat: u32,
     ) -> Result<RunOutput, DatapathError> {
+        self.run_with_mark(program, packet, repeat, 0)
+    }
+
+    /// [`Datapath::run`] with `skb->mark` preset (e.g. the identity mark the
+    /// overlay program hands to pod_ingress).
+    pub fn run_with_mark(
+        &self,
+        program: Program,
+        packet: &[u8],
+        repeat: u32,
+        mark: u32,
+    ) -> Result<RunOutput, DatapathError> {
         let mut out = vec![0u8; packet.len() + 256];
+        // struct __sk_buff up to and including `mark` (offset 8); the kernel
+        // accepts a shorter context and zero-fills the rest.
+        let mut ctx = [0u8; 12];
+        ctx[8..12].copy_from_slice(&mark.to_ne_bytes());
         let r = self
             .program(program)?
             .test_run(TestRunOptions {
                 data_in: Some(packet),
                 data_out: Some(&mut out),
+                ctx_in: (mark != 0).then_some(&ctx[..]),
                 repeat: repeat.max(1),
                 ..TestRunOptions::new()
             })
@@ -372,39 +440,6 @@ impl Datapath {
             packet: out,
             duration: r.duration,
         })
-    }
-
-    /// Attaches both programs to the host side of a pod veth (TCX links on
-    /// kernels >= 6.6, which `tc filter show` does not list: see
-    /// `bpftool net`). The links live as long as this `Datapath`.
-    pub fn attach(&mut self, host_veth: &str) -> Result<(), DatapathError> {
-        self.detach(host_veth).or_else(|e| match e {
-            DatapathError::NotAttached(_) => Ok(()),
-            e => Err(e),
-        })?;
-        let mut links = Vec::new();
-        for program in Program::ALL {
-            let id = self
-                .program_mut(program)?
-                .attach(host_veth, program.attach_type())
-                .map_err(prog_err(program.name()))?;
-            links.push((program, id));
-        }
-        self.links.insert(host_veth.to_owned(), links);
-        Ok(())
-    }
-
-    pub fn detach(&mut self, host_veth: &str) -> Result<(), DatapathError> {
-        let links = self
-            .links
-            .remove(host_veth)
-            .ok_or_else(|| DatapathError::NotAttached(host_veth.into()))?;
-        for (program, id) in links {
-            self.program_mut(program)?
-                .detach(id)
-                .map_err(prog_err(program.name()))?;
-        }
-        Ok(())
     }
 
     // ---- IP cache ----

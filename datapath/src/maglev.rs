@@ -102,6 +102,53 @@ pub fn table(backends: &[MaglevBackend]) -> Vec<u32> {
     table_of_size(backends, MAGLEV_TABLE_SIZE)
 }
 
+/// The flow hash pod_egress indexes a Maglev table with (`flow_hash` in
+/// bpf/lib.h: MurmurHash3 steps over the 5-tuple as the client sent it), so
+/// the agent and tests can tell which backend a flow gets.
+pub fn flow_hash(src: (IpAddr, u16), dst: (IpAddr, u16), proto: u8) -> u32 {
+    fn words(ip: IpAddr) -> [u32; 4] {
+        let b = crate::lb::addr_bytes(ip).0;
+        std::array::from_fn(|i| {
+            u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+        })
+    }
+    fn mix(h: u32, k: u32) -> u32 {
+        let k = k
+            .wrapping_mul(0xcc9e_2d51)
+            .rotate_left(15)
+            .wrapping_mul(0x1b87_3593);
+        (h ^ k)
+            .rotate_left(13)
+            .wrapping_mul(5)
+            .wrapping_add(0xe654_6b64)
+    }
+    let mut h = 0x1bad_f00du32;
+    for w in words(src.0).into_iter().chain(words(dst.0)) {
+        h = mix(h, w);
+    }
+    // The ports as the program holds them: network-order bytes read natively.
+    let sport = u32::from(u16::from_ne_bytes(src.1.to_be_bytes()));
+    let dport = u32::from(u16::from_ne_bytes(dst.1.to_be_bytes()));
+    h = mix(h, (sport << 16) | dport);
+    h = mix(h, u32::from(proto));
+    let mut h = h ^ 40;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// The backend id a flow gets from a service's Maglev `table`.
+pub fn pick(table: &[u32], src: (IpAddr, u16), dst: (IpAddr, u16), proto: u8) -> Option<u32> {
+    if table.is_empty() {
+        return None;
+    }
+    table
+        .get(flow_hash(src, dst, proto) as usize % table.len())
+        .copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

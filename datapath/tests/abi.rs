@@ -10,6 +10,7 @@ use ironmesh_datapath::events::*;
 use ironmesh_datapath::ipcache::*;
 use ironmesh_datapath::lb::*;
 use ironmesh_datapath::loader::MAPS;
+use ironmesh_datapath::policy::*;
 
 fn asserts() -> String {
     let mut c = String::from("#include \"ironmesh.h\"\n");
@@ -109,7 +110,55 @@ fn asserts() -> String {
         ]
     );
     layout!("event", RawEvent, [ts_ns, src_identity, dst_identity, saddr, daddr, sport, dport,
-        kind => type, reason, proto, family, svc_id, ifindex]);
+        kind => type, reason, proto, family, svc_id, ifindex, endpoint_id, dir, pad,
+        tunnel_endpoint, tunnel_id]);
+    layout!("endpoint_key", EndpointKey, [addr, family, pad]);
+    layout!(
+        "endpoint_info",
+        EndpointInfo,
+        [id, identity, ifindex, flags]
+    );
+    layout!("policy_key", PolicyKey, [identity, dport, proto, dir]);
+    layout!("policy_value", PolicyValue, [action, pad]);
+    layout!(
+        "dp_config",
+        DpConfig,
+        [policy_mode, routing_mode, flags, tunnel_ifindex]
+    );
+    for (name, value) in [
+        ("POLICY_DIR_INGRESS", u64::from(POLICY_DIR_INGRESS)),
+        ("POLICY_DIR_EGRESS", POLICY_DIR_EGRESS.into()),
+        ("POLICY_ANY_IDENTITY", POLICY_ANY_IDENTITY.into()),
+        ("POLICY_SELECTED_IDENTITY", POLICY_SELECTED_IDENTITY.into()),
+        ("POLICY_ALLOW", POLICY_ALLOW.into()),
+        ("POLICY_DENY", POLICY_DENY.into()),
+        ("POLICY_SELECTED", POLICY_SELECTED.into()),
+        ("POLICY_RULES_MAX", POLICY_RULES_MAX.into()),
+        ("POLICY_MODE_DEFAULT", POLICY_MODE_DEFAULT.into()),
+        ("POLICY_MODE_ALWAYS", POLICY_MODE_ALWAYS.into()),
+        ("POLICY_MODE_NEVER", POLICY_MODE_NEVER.into()),
+        ("ROUTING_STACK", ROUTING_STACK.into()),
+        ("ROUTING_NATIVE", ROUTING_NATIVE.into()),
+        ("ROUTING_VXLAN", ROUTING_VXLAN.into()),
+        ("CONFIG_F_TRACE", CONFIG_F_TRACE.into()),
+        ("MARK_MAGIC_IDENTITY", MARK_MAGIC_IDENTITY.into()),
+        ("MARK_IDENTITY_MASK", MARK_IDENTITY_MASK.into()),
+        ("EVENT_TRACE", EVENT_TRACE.into()),
+        ("EVENT_DIR_NONE", EVENT_DIR_NONE.into()),
+        ("DROP_POLICY_DENIED", DROP_POLICY_DENIED.into()),
+        ("DROP_POLICY_DEFAULT", DROP_POLICY_DEFAULT.into()),
+        ("DROP_NO_TUNNEL_KEY", DROP_NO_TUNNEL_KEY.into()),
+        ("DROP_TUNNEL_KEY", DROP_TUNNEL_KEY.into()),
+        ("DROP_CT_FULL", DROP_CT_FULL.into()),
+        ("VERDICT_ALLOWED", VERDICT_ALLOWED.into()),
+        ("VERDICT_DENIED", VERDICT_DENIED.into()),
+        ("VERDICT_DEFAULT_DENY", VERDICT_DEFAULT_DENY.into()),
+        ("TRACE_TO_OVERLAY", TRACE_TO_OVERLAY.into()),
+        ("TRACE_FROM_OVERLAY", TRACE_FROM_OVERLAY.into()),
+        ("TRACE_FIB_REDIRECT", TRACE_FIB_REDIRECT.into()),
+    ] {
+        check(name, value as usize);
+    }
     check("sizeof(struct maglev_table)", size_of::<MaglevTable>());
     check("MAGLEV_TABLE_SIZE", MAGLEV_TABLE_SIZE);
     check("SVC_F_MAGLEV", SVC_F_MAGLEV.into());

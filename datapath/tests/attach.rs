@@ -58,3 +58,62 @@ fn attaches_to_and_detaches_from_a_pod_veth() {
     .join()
     .unwrap();
 }
+
+fn ids(iface: &str, at: TcAttachType) -> Vec<u32> {
+    let (_, progs) = SchedClassifier::query_tcx(iface, at).unwrap();
+    progs.iter().map(|p| p.id()).collect()
+}
+
+#[test]
+fn links_outlive_the_agent_and_a_restart_replaces_them_in_place() {
+    let root = TestRoot::new();
+    std::thread::spawn(move || {
+        // SAFETY: as above: only this thread's network namespace changes.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+        let ok = Command::new("ip")
+            .args([
+                "link", "add", "lxc-up", "type", "veth", "peer", "name", "eth0",
+            ])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+
+        let mut first = Datapath::load(&root.0).unwrap();
+        first.attach("lxc-up").unwrap();
+        let before = ids("lxc-up", TcAttachType::Ingress);
+        assert_eq!(before.len(), 1);
+        drop(first); // the agent exits: its pinned links stay
+        assert_eq!(ids("lxc-up", TcAttachType::Ingress), before);
+        assert_eq!(
+            names("lxc-up", TcAttachType::Egress),
+            [Program::PodIngress.name()]
+        );
+
+        // The agent starts again (new program instances, same pinned maps).
+        let mut second = Datapath::load(&root.0).unwrap();
+        second.attach("lxc-up").unwrap();
+        // The old link is released asynchronously; wait for it (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while ids("lxc-up", TcAttachType::Ingress).len() > 1
+            || ids("lxc-up", TcAttachType::Egress).len() > 1
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "old link still attached"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let after = ids("lxc-up", TcAttachType::Ingress);
+        assert_eq!(after.len(), 1);
+        assert_ne!(after, before, "the new program replaced the old one");
+        assert_eq!(
+            names("lxc-up", TcAttachType::Egress),
+            [Program::PodIngress.name()]
+        );
+        second.detach("lxc-up").unwrap();
+        assert!(ids("lxc-up", TcAttachType::Ingress).is_empty());
+    })
+    .join()
+    .unwrap();
+}
