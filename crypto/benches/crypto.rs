@@ -13,8 +13,10 @@
 //! sent − received of 300 pings. The new record is handed over directly here; in a cluster the
 //! etcd watch latency adds to the window.
 //!
-//! Not measured yet (issue 5): iperf3 throughput through WireGuard vs plaintext. `scripts/bench
-//! crypto` writes the JSON to target/bench/crypto.json.
+//! **iperf3_wireguard_to_plain_ratio**: one iperf3 TCP stream for 5 s between two nodes over a
+//! veth pair, first in clear (node IPs), then through their wireguard-go tunnel; the ratio of
+//! received bit rates (plus both rates). `scripts/bench crypto` writes the JSON to
+//! target/bench/crypto.json.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -103,10 +105,13 @@ fn program(lab: &Lab, host: &Host, n: u32) -> Value {
     })
 }
 
-/// Two nodes, a 100/s ping through the tunnel, b rotates; returns (sent, received).
-fn rotation(lab: &Lab) -> (u32, u32) {
-    let a = lab.host("ra").unwrap();
-    let b = lab.host("rb").unwrap();
+type Side = (WgDevice, KeyStore, Reconciler<UserspaceBackend>);
+
+/// Two nodes `<p>a` and `<p>b` on one veth, each with a wireguard-go device programmed by the
+/// reconciler; node i's tunnel network is 10.99.i.0/24 (10.99.i.1 on its device).
+fn two_nodes(lab: &Lab, p: &str) -> (Host, Host, Vec<Side>) {
+    let a = lab.host(&format!("{p}a")).unwrap();
+    let b = lab.host(&format!("{p}b")).unwrap();
     lab.link(&a, &["192.0.2.1/24"], &b, &["192.0.2.2/24"])
         .unwrap();
     let policy = PeerPolicy {
@@ -116,7 +121,7 @@ fn rotation(lab: &Lab) -> (u32, u32) {
     let mut side = Vec::new();
     for (i, h) in [(1u8, &a), (2u8, &b)] {
         let dev = WgDevice::start(h, 51820).unwrap();
-        let store = KeyStore::load_or_create(lab.dir().join(format!("r{i}-state"))).unwrap();
+        let store = KeyStore::load_or_create(lab.dir().join(format!("{p}{i}-state"))).unwrap();
         let backend = UserspaceBackend::new(&dev.ifname);
         ensure_device(&backend, store.private_key(), 51820).unwrap();
         h.ip(&[
@@ -134,20 +139,77 @@ fn rotation(lab: &Lab) -> (u32, u32) {
         side.push((
             dev,
             store,
-            Reconciler::new(backend, format!("r{i}"), policy),
+            Reconciler::new(backend, format!("{p}{i}"), policy),
         ));
     }
-    let record = |i: u8, store: &KeyStore| MeshNode {
-        name: format!("r{i}"),
+    let recs = vec![record(p, 1, &side[0].1), record(p, 2, &side[1].1)];
+    for s in &side {
+        s.2.reconcile(&recs).unwrap();
+    }
+    (a, b, side)
+}
+
+fn record(p: &str, i: u8, store: &KeyStore) -> MeshNode {
+    MeshNode {
+        name: format!("{p}{i}"),
         wireguard_public_key: Some(store.public_key().to_string()),
         ipv4: Some(Ipv4Addr::new(192, 0, 2, i)),
         ipv6: None,
         pod_cidrs: vec![format!("10.99.{i}.0/24").parse().unwrap()],
-    };
-    let recs = vec![record(1, &side[0].1), record(2, &side[1].1)];
-    for s in &side {
-        s.2.reconcile(&recs).unwrap();
     }
+}
+
+/// One iperf3 TCP run of `seconds` from `a` to `dst` (server in `b`); bits per second received.
+fn iperf(a: &Host, b: &Host, dst: &str, seconds: u32) -> f64 {
+    let server = b
+        .spawn(
+            &format!("iperf3-server-{dst}"),
+            "iperf3",
+            &["-s", "-1", "-p", "5201"].map(String::from),
+        )
+        .unwrap();
+    let t = Instant::now();
+    while !b.exec("ss", &["-ltnH"]).unwrap().contains(":5201") {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "iperf3 server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = a
+        .exec(
+            "iperf3",
+            &[
+                "-c",
+                dst,
+                "-p",
+                "5201",
+                "-t",
+                &seconds.to_string(),
+                "--json",
+            ],
+        )
+        .expect("iperf3 client");
+    server.terminate();
+    let v: Value = serde_json::from_str(&out).expect("iperf3 JSON");
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("bits_per_second")
+}
+
+/// iperf3 through the underlay in clear, then through WireGuard: (plain, wireguard) bit/s.
+fn throughput(lab: &Lab) -> (f64, f64) {
+    let (a, b, _side) = two_nodes(lab, "t");
+    let warm = a.ping("10.99.2.1", 3, Duration::from_millis(50)).unwrap();
+    assert!(warm.received >= 2, "tunnel up: {warm:?}");
+    let plain = iperf(&a, &b, "192.0.2.2", 5);
+    let wg = iperf(&a, &b, "10.99.2.1", 5);
+    (plain, wg)
+}
+
+/// Two nodes, a 100/s ping through the tunnel, b rotates; returns (sent, received).
+fn rotation(lab: &Lab) -> (u32, u32) {
+    let (a, _b, mut side) = two_nodes(lab, "r");
     let warm = a.ping("10.99.2.1", 3, Duration::from_millis(50)).unwrap();
     assert!(warm.received >= 2, "tunnel up: {warm:?}");
 
@@ -172,7 +234,7 @@ fn rotation(lab: &Lab) -> (u32, u32) {
     std::thread::sleep(Duration::from_millis(1000));
     let (_, store_b, rec_b) = &mut side[1];
     rotate_key(store_b, rec_b.backend()).unwrap();
-    let recs = vec![record(1, &side[0].1), record(2, &side[1].1)];
+    let recs = vec![record("r", 1, &side[0].1), record("r", 2, &side[1].1)];
     for s in &side {
         s.2.reconcile(&recs).unwrap();
     }
@@ -221,9 +283,19 @@ fn main() {
     println!("rotation under 100 pings/s: {sent} sent, {received} received, {lost} lost");
     json["rotation_lost_packets"] = json!(lost);
     json["rotation_pings_sent"] = json!(sent);
+    let (plain, wg) = throughput(&lab);
+    let ratio = wg / plain;
+    println!(
+        "iperf3 TCP 5 s: plaintext {:.2} Gbit/s, WireGuard {:.3} Gbit/s, ratio {ratio:.3}",
+        plain / 1e9,
+        wg / 1e9
+    );
+    json["iperf3_plain_gbit_s"] = json!((plain / 1e7).round() / 100.0);
+    json["iperf3_wireguard_gbit_s"] = json!((wg / 1e6).round() / 1000.0);
+    json["iperf3_wireguard_to_plain_ratio"] = json!((ratio * 1e4).round() / 1e4);
     json["backend"] = json!("userspace-uapi (wireguard-go 0.0.20220316)");
     json["notes"] = json!(
-        "rotation: record handed over directly (no etcd latency); iperf3 WireGuard/plaintext ratio not measured yet"
+        "rotation: record handed over directly (no etcd latency); iperf3: one TCP stream over a veth pair, wireguard-go (userspace) vs clear, 2 shared cores: compare the ratio, not absolutes"
     );
     if let Ok(path) = std::env::var("IRONMESH_BENCH_JSON") {
         let text = serde_json::to_string_pretty(&json).unwrap() + "\n";

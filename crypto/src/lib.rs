@@ -2,9 +2,15 @@
 //!
 //! Today: WireGuard key material and its on-disk store ([`KeyStore`]), and [`wireguard`]: the
 //! device behind a backend trait (userspace UAPI now, kernel netlink next), the peer reconciler
-//! and key rotation. IPsec and the rollout modes come next (issue 5).
+//! and key rotation; [`rollout`]: the modes off / opportunistic / strict (tunnel routes, the
+//! nftables plaintext filter, per-node status, loss-free key rotation); [`ipsec`]: the key file
+//! (Cilium's format), per-node-pair keys, XFRM policies and states over [`netlink`], and SPI
+//! rotation as a sans-IO plan. See docs/encryption.md for what was verified on which kernel.
 
+pub mod ipsec;
 mod keys;
+pub mod netlink;
+pub mod rollout;
 mod store;
 pub mod wireguard;
 

@@ -5,6 +5,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use zeroize::Zeroizing;
 
@@ -96,6 +97,12 @@ impl KeyStore {
 
     pub fn public_key(&self) -> PublicKey {
         self.key.public_key()
+    }
+
+    /// Time since the key file was written (created or rotated: it is replaced, never edited).
+    pub fn key_age(&self, now: SystemTime) -> Option<Duration> {
+        let written = fs::metadata(&self.path).and_then(|m| m.modified()).ok()?;
+        Some(now.duration_since(written).unwrap_or_default())
     }
 }
 

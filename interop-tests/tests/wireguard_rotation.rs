@@ -3,8 +3,8 @@
 //!
 //! The loss window is the time between the rotating device taking the new key and the other
 //! nodes' reconcile (here: milliseconds, the record is handed over directly; in a cluster it is
-//! the etcd watch latency). A zero-loss rotation needs the overlap scheme of issue 5's rollout
-//! work (see docs/architecture.md); this test measures where we are.
+//! the etcd watch latency). This is the strict-mode case (no plaintext fallback); in
+//! opportunistic mode `NodeEncryption::rotate_key` loses nothing (`wireguard_rollout_rotation`).
 
 mod wireguard_support;
 

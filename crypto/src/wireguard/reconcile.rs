@@ -270,6 +270,10 @@ impl<B: WireGuardBackend> Reconciler<B> {
         &self.policy
     }
 
+    pub fn local_node(&self) -> &str {
+        &self.local_node
+    }
+
     fn apply(&self, changes: &[PeerChange]) -> Result<(), WgError> {
         if changes.is_empty() {
             return Ok(());

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod rollout;
+
 use std::time::Duration;
 
 use common::{ClusterName, NodeName};
