@@ -19,11 +19,10 @@
 //! Reserved identities (1..=255, cluster 0) are never allocated: local IDs start at
 //! [`IdentityLayout::MIN_LOCAL_ID`] and the cluster ID is at least 1.
 //!
-//! Not yet: reference counting and garbage collection. The plan, compatible with these keys:
-//! each node writes `identity-refs/<id>/<node>` under its lease while it uses an identity (a new
-//! kind; keys per lease bounded by sharding leases), and a collector deletes both allocation keys
-//! of an identity with no refs for a grace period, in a transaction comparing the by-labels
-//! key's mod_revision so a concurrent re-use wins.
+//! Garbage collection ([`crate::gc`]): each node writes `identity-refs/<id>/<node>` under its
+//! pooled leases while it uses an identity, guarded by the identity existing; the collector
+//! deletes both allocation keys of an identity unreferenced for a grace period, in a
+//! transaction requiring the refs range to be empty, so a node's reference always wins.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -214,6 +213,17 @@ impl IdentityAllocator {
                 self.remember(labels, id);
                 Ok(Some(id))
             }
+        }
+    }
+
+    /// Drops a cached identity (it was garbage-collected; the next allocation looks it up or
+    /// allocates again).
+    pub fn forget(&self, labels: &Labels) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(id) = st.by_labels.remove(labels)
+            && let Some(local) = self.numbering.local_of(id)
+        {
+            st.used.remove(&local);
         }
     }
 

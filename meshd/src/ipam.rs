@@ -20,10 +20,10 @@
 //! *different* mask sizes of one pool. Carving checks overlaps against every allocated CIDR it
 //! knows, which covers pools changed between releases.
 //!
-//! Not yet: release after a grace period. The plan: a per-cluster controller (the elected
-//! meshd) watches node records; when a node's record has been gone for the grace period it calls
-//! [`PodCidrAllocator::release`], which deletes both keys in a transaction guarded by their
-//! mod_revisions, so a node that came back in the meantime keeps its CIDRs.
+//! Release after a grace period: [`crate::gc::PodCidrGc`] calls
+//! [`PodCidrAllocator::release_if_node_absent`] once a node's record (leased) has been gone for
+//! the grace period; the transaction is guarded by the keys' mod_revisions and by the node record
+//! still being absent, so a node that came back in the meantime keeps its CIDRs.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -354,6 +354,33 @@ impl PodCidrAllocator {
     /// Releases all of the node's CIDRs now (no grace period: the caller decides when).
     /// Returns what was released.
     pub async fn release(&self, node: &NodeName) -> Result<Vec<IpNet>, IpamError> {
+        self.release_guarded(node, Vec::new()).await
+    }
+
+    /// Releases the node's CIDRs only if its node record is absent when the transaction
+    /// applies (a node that came back keeps them): the grace-period controller's release.
+    /// `Ok(None)`: the node record exists.
+    pub async fn release_if_node_absent(
+        &self,
+        node: &NodeName,
+    ) -> Result<Option<Vec<IpNet>>, IpamError> {
+        let record = self.key(Resource::Node(node.clone()));
+        if self.store.get(&record).await?.is_some() {
+            return Ok(None);
+        }
+        let guard = Compare::create_revision(record, CompareOp::Equal, 0);
+        match self.release_guarded(node, vec![guard]).await {
+            Ok(v) => Ok(Some(v)),
+            Err(IpamError::Contention { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn release_guarded(
+        &self,
+        node: &NodeName,
+        extra: Vec<Compare>,
+    ) -> Result<Vec<IpNet>, IpamError> {
         let node_key = self.key(Resource::PodCidrsOfNode(node.clone()));
         let Some(kv) = self.store.get(&node_key).await? else {
             return Ok(Vec::new());
@@ -364,6 +391,7 @@ impl PodCidrAllocator {
             CompareOp::Equal,
             kv.mod_revision,
         )];
+        when.extend(extra);
         let mut ops = vec![TxnOp::delete(node_key.clone(), None)];
         for cidr in &have.cidrs {
             let k = self.key(Resource::PodCidr(*cidr));

@@ -20,7 +20,6 @@ use tokio::sync::{mpsc, watch};
 
 use super::election::{self, Campaign, ElectionConfig, Leadership};
 use crate::kvstore::{Decoder, Kv, KvConfig, KvStore, Reflector, ReflectorConfig, ReflectorEvent};
-use crate::nodes::NodeRecord;
 use crate::schema::{Key, Resource, Scope};
 
 /// The value of `mirror/<remote>/synced`.
@@ -71,10 +70,7 @@ impl Decoder for MirrorDecoder {
     fn ignore(&self, key: &[u8]) -> bool {
         matches!(
             Key::parse_bytes(key),
-            Ok(Key::Resource {
-                resource: Resource::MirrorLeader(_),
-                ..
-            })
+            Ok(Key::Resource { resource, .. }) if !resource.kind().is_mirrored()
         )
     }
 
@@ -83,7 +79,7 @@ impl Decoder for MirrorDecoder {
             Key::Resource {
                 scope: Scope::Cluster(c),
                 resource,
-            } if c == self.remote && !matches!(resource, Resource::MirrorLeader(_)) => Ok(resource),
+            } if c == self.remote && resource.kind().is_mirrored() => Ok(resource),
             other => Err(format!(
                 "not a key of cluster {} to mirror: {other:?}",
                 self.remote
@@ -92,14 +88,7 @@ impl Decoder for MirrorDecoder {
     }
 
     fn decode_value(&self, key: &Resource, value: &[u8]) -> Result<Vec<u8>, String> {
-        match key {
-            Resource::Node(n) => {
-                NodeRecord::decode(&self.remote, n, value)?;
-            }
-            _ => {
-                serde_json::from_slice::<serde_json::Value>(value).map_err(|e| e.to_string())?;
-            }
-        }
+        crate::records::check_value(&self.remote, key, value)?;
         Ok(value.to_vec())
     }
 }
@@ -112,6 +101,12 @@ pub enum MirrorOp {
 }
 
 impl MirrorOp {
+    fn key(&self) -> &str {
+        match self {
+            MirrorOp::Put { key, .. } | MirrorOp::Delete { key } => key,
+        }
+    }
+
     fn txn_op(&self) -> TxnOp {
         match self {
             MirrorOp::Put { key, value } => TxnOp::put(key.clone(), value.clone(), None),
@@ -492,27 +487,88 @@ enum TermEnd {
     Retry(String),
 }
 
+/// Transactions in flight at once while writing a large batch of distinct keys (a first sync):
+/// etcd commits concurrent transactions together, so this divides the sync time.
+const PIPELINE: usize = 8;
+
 async fn write(
     local: &KvStore,
     key: &str,
     lead: Leadership,
     ops: &[MirrorOp],
 ) -> Result<(), TermEnd> {
+    // The synced marker (and the status after it) must land after every entry of the listing.
+    let marker = ops
+        .iter()
+        .position(|o| {
+            matches!(o, MirrorOp::Put { key, .. }
+                if matches!(Key::parse(key), Ok(Key::MirrorSynced { .. })))
+        })
+        .unwrap_or(ops.len());
+    let (entries, tail) = ops.split_at(marker);
+    let mut seen = std::collections::HashSet::new();
+    let distinct = entries.iter().all(|o| seen.insert(o.key()));
+    if distinct && entries.len() > BATCH {
+        write_pipelined(local, key, lead, entries).await?;
+    } else {
+        write_in_order(local, key, lead, entries).await?;
+    }
+    write_in_order(local, key, lead, tail).await
+}
+
+fn fenced(key: &str, lead: Leadership, chunk: &[MirrorOp]) -> Txn {
+    Txn::new()
+        .when([lead.fence(key)])
+        .and_then(chunk.iter().map(MirrorOp::txn_op).collect::<Vec<_>>())
+}
+
+fn lost() -> TermEnd {
+    TermEnd::Lost("the election key changed hands; not writing the mirror".into())
+}
+
+async fn write_in_order(
+    local: &KvStore,
+    key: &str,
+    lead: Leadership,
+    ops: &[MirrorOp],
+) -> Result<(), TermEnd> {
     for chunk in ops.chunks(BATCH) {
-        let txn = Txn::new()
-            .when([lead.fence(key)])
-            .and_then(chunk.iter().map(MirrorOp::txn_op).collect::<Vec<_>>());
         let resp = local
-            .txn(txn)
+            .txn(fenced(key, lead, chunk))
             .await
             .map_err(|e| TermEnd::Retry(e.to_string()))?;
         if !resp.succeeded() {
-            return Err(TermEnd::Lost(
-                "the election key changed hands; not writing the mirror".into(),
-            ));
+            return Err(lost());
         }
     }
     Ok(())
+}
+
+/// Writes chunks of distinct keys concurrently (order between them does not matter).
+async fn write_pipelined(
+    local: &KvStore,
+    key: &str,
+    lead: Leadership,
+    ops: &[MirrorOp],
+) -> Result<(), TermEnd> {
+    let mut set = tokio::task::JoinSet::new();
+    let mut chunks = ops.chunks(BATCH);
+    loop {
+        while set.len() < PIPELINE {
+            let Some(chunk) = chunks.next() else { break };
+            let (store, txn) = (local.clone(), fenced(key, lead, chunk));
+            set.spawn(async move { store.txn(txn).await });
+        }
+        let Some(done) = set.join_next().await else {
+            return Ok(());
+        };
+        match done {
+            Ok(Ok(resp)) if resp.succeeded() => {}
+            Ok(Ok(_)) => return Err(lost()),
+            Ok(Err(e)) => return Err(TermEnd::Retry(e.to_string())),
+            Err(e) => return Err(TermEnd::Retry(format!("mirror write task: {e}"))),
+        }
+    }
 }
 
 async fn mirror_once(
@@ -547,8 +603,11 @@ async fn mirror_loop(
 
     // Connect to the remote; while it is unreachable the mirror is stale (and kept).
     let mut backoff = Duration::from_millis(100);
+    // The remote's read-only user may read only the remote cluster's prefix: probe inside it.
+    let mut remote_etcd = cfg.remote_etcd.clone();
+    remote_etcd.probe_prefix = Scope::Cluster(cfg.remote.clone()).prefix();
     let remote = loop {
-        match KvStore::connect(&cfg.remote_etcd).await {
+        match KvStore::connect(&remote_etcd).await {
             Ok(s) => break s,
             Err(e) => {
                 if let Some(op) = state.on_stale(e.to_string(), me) {
@@ -583,7 +642,7 @@ async fn mirror_loop(
                 let mut ops = Vec::new();
                 let mut synced = matches!(ev, ReflectorEvent::Synced { .. });
                 ops.extend(state.on_event(ev, me));
-                while !synced && ops.len() < BATCH {
+                while !synced && ops.len() < BATCH * PIPELINE {
                     match rx.try_recv() {
                         Ok(ev) => {
                             synced = matches!(ev, ReflectorEvent::Synced { .. });
@@ -630,6 +689,7 @@ async fn mirror_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nodes::NodeRecord;
 
     fn node_value(cluster: &str, name: &str, ip: &str) -> Vec<u8> {
         let mut r = NodeRecord::new(cluster.parse().unwrap(), name.parse().unwrap());

@@ -11,15 +11,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::ClusterName;
+use common::{ClusterName, ServiceKey};
 use tokio::sync::watch;
 
 use super::mirror::{MirrorStatusValue, SyncedValue};
+use crate::endpoints::EndpointRecord;
 use crate::kvstore::{
     Decoder, KvStore, Reflector, ReflectorConfig, ReflectorEvent, ReflectorStatus,
 };
 use crate::nodes::NodeRecord;
-use crate::schema::{Key, ROOT, Resource, Scope, VERSION};
+use crate::schema::{Key, ROOT, Resource, ResourceKind, Scope, VERSION};
+use crate::services::{Backend, MergedService, ServiceRecord, merge_global};
 
 /// A key of the merged view.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,11 +48,11 @@ impl MergedDecoder {
             Key::Resource {
                 scope: Scope::Cluster(c),
                 resource,
-            } => *c == self.local && !matches!(resource, Resource::MirrorLeader(_)),
+            } => *c == self.local && resource.kind().is_mirrored(),
             Key::Resource {
                 scope: Scope::Mirror(r),
                 resource,
-            } => self.remotes.contains(r) && !matches!(resource, Resource::MirrorLeader(_)),
+            } => self.remotes.contains(r) && resource.kind().is_mirrored(),
             Key::MirrorSynced { remote } | Key::MirrorStatus { remote } => {
                 self.remotes.contains(remote)
             }
@@ -80,10 +82,7 @@ impl Decoder for MergedDecoder {
             Some(("clusters", c)) if c == self.local.as_ref() => {
                 matches!(
                     Key::parse_bytes(key),
-                    Ok(Key::Resource {
-                        resource: Resource::MirrorLeader(_),
-                        ..
-                    })
+                    Ok(Key::Resource { resource, .. }) if !resource.kind().is_mirrored()
                 )
             }
             Some(("mirror", r)) => !self.remotes.iter().any(|x| x.as_ref() == r),
@@ -110,20 +109,14 @@ impl Decoder for MergedDecoder {
 
     fn decode_value(&self, key: &ViewKey, value: &[u8]) -> Result<Vec<u8>, String> {
         match key {
-            ViewKey::Entry {
-                cluster,
-                resource: Resource::Node(n),
-            } => {
-                NodeRecord::decode(cluster, n, value)?;
+            ViewKey::Entry { cluster, resource } => {
+                crate::records::check_value(cluster, resource, value)?;
             }
             ViewKey::Synced(_) => {
                 serde_json::from_slice::<SyncedValue>(value).map_err(|e| e.to_string())?;
             }
             ViewKey::Status(_) => {
                 serde_json::from_slice::<MirrorStatusValue>(value).map_err(|e| e.to_string())?;
-            }
-            ViewKey::Entry { .. } => {
-                serde_json::from_slice::<serde_json::Value>(value).map_err(|e| e.to_string())?;
             }
         }
         Ok(value.to_vec())
@@ -268,6 +261,56 @@ impl MergedState {
                 _ => None,
             })
             .collect()
+    }
+
+    /// How many entries of `kind` each cluster has.
+    pub fn count(&self, cluster: &ClusterName, kind: ResourceKind) -> usize {
+        self.entries
+            .keys()
+            .filter(|(c, r)| c == cluster && r.kind() == kind)
+            .count()
+    }
+
+    /// Endpoint (IP cache) records of every cluster, labelled by their `cluster` field.
+    pub fn endpoints(&self) -> Vec<EndpointRecord> {
+        self.entries()
+            .filter_map(|(c, r, v)| match r {
+                Resource::Endpoint(ip) => EndpointRecord::decode(c, *ip, v).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Service records of every cluster (backends labelled by cluster).
+    pub fn services(&self) -> Vec<ServiceRecord> {
+        self.entries()
+            .filter_map(|(c, r, v)| match r {
+                Resource::Service(s) => ServiceRecord::decode(c, s, v).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The local cluster's services as served here: a global one with the backends of every
+    /// cluster that marks the same namespace/name global.
+    pub fn merged_services(&self) -> Vec<MergedService> {
+        let all = self.services();
+        all.iter()
+            .filter(|s| s.cluster == self.local)
+            .map(|l| merge_global(l, all.iter().filter(|r| r.service == l.service)))
+            .collect()
+    }
+
+    /// Every backend of a global service, in every cluster that marks it global.
+    pub fn global_backends(&self, service: &ServiceKey) -> Vec<Backend> {
+        let mut out: Vec<Backend> = self
+            .services()
+            .into_iter()
+            .filter(|s| s.global && &s.service == service)
+            .flat_map(|s| s.backends)
+            .collect();
+        out.sort();
+        out
     }
 }
 
@@ -470,5 +513,52 @@ mod tests {
         s.apply(node_ev("green", "g1", true));
         s.apply(synced_ev("green"));
         assert_eq!(s.nodes().len(), 1);
+    }
+
+    fn svc_ev(cluster: &str, backend: &str, global: bool) -> ReflectorEvent<ViewKey, Vec<u8>> {
+        let v = format!(
+            r#"{{"service":{{"namespace":"shop","name":"web"}},"cluster":"{cluster}","vips":["172.20.0.10"],"ports":[{{"port":80,"protocol":"tcp"}}],"backends":[{{"ip":"{backend}","port":8080}}],"global":{global},"affinity":"local"}}"#
+        );
+        ReflectorEvent::Upsert {
+            key: ViewKey::Entry {
+                cluster: c(cluster),
+                resource: Resource::Service("shop/web".parse().unwrap()),
+            },
+            value: v.into_bytes(),
+        }
+    }
+
+    #[test]
+    fn services_merge_across_clusters_labelled() {
+        let mut s = MergedState::new(c("red"));
+        s.apply(svc_ev("red", "10.1.0.5", true));
+        s.apply(svc_ev("green", "10.2.0.5", true));
+        let web: ServiceKey = "shop/web".parse().unwrap();
+        let all: Vec<String> = s
+            .global_backends(&web)
+            .iter()
+            .map(|b| format!("{}/{}", b.cluster.as_ref().unwrap(), b.ip))
+            .collect();
+        assert_eq!(all, ["red/10.1.0.5", "green/10.2.0.5"]);
+        let merged = s.merged_services();
+        assert_eq!(merged.len(), 1, "only the local record is served");
+        assert_eq!(merged[0].backends.len(), 2);
+        // Green stops marking it global: its backends leave red's service.
+        s.apply(svc_ev("green", "10.2.0.5", false));
+        assert_eq!(s.merged_services()[0].backends.len(), 1);
+        assert_eq!(s.count(&c("green"), ResourceKind::Services), 1);
+    }
+
+    #[test]
+    fn decoder_rejects_records_of_another_cluster() {
+        let d = dec();
+        let key = ViewKey::Entry {
+            cluster: c("green"),
+            resource: Resource::Endpoint("10.1.0.7".parse().unwrap()),
+        };
+        let red_ep = br#"{"ip":"10.1.0.7","cluster":"red","node":"r1","identity":65792}"#;
+        assert!(d.decode_value(&key, red_ep).is_err());
+        let green_ep = br#"{"ip":"10.1.0.7","cluster":"green","node":"g1","identity":131328}"#;
+        assert!(d.decode_value(&key, green_ep).is_ok());
     }
 }

@@ -8,7 +8,9 @@
 //! Errors say whether they are worth retrying ([`KvError::is_transient`]): the allocators retry
 //! transient errors (leader elections, a member that died, timeouts) within a deadline.
 
+pub mod auth;
 mod reflector;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,10 +22,24 @@ pub use reflector::{
     Cache, Change, Decoder, Reflector, ReflectorConfig, ReflectorEvent, ReflectorStatus, SyncState,
 };
 
+/// Whether this build can talk TLS to etcd (the `tls` feature).
+pub const TLS_SUPPORTED: bool = cfg!(feature = "tls");
+
+/// TLS to etcd: PEM files (needs meshd built with the `tls` feature).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA that signed etcd's server certificates (`--trusted-ca-file` of etcd).
+    pub ca: std::path::PathBuf,
+    /// Client certificate and key, when etcd runs with `--client-cert-auth`.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The name to check in the server certificate (default: the endpoint's host).
+    pub server_name: Option<String>,
+}
+
 /// How to reach an etcd cluster.
 #[derive(Clone)]
 pub struct KvConfig {
-    /// `http://host:port` URLs (https needs TLS support, not built yet).
+    /// `http://host:port` URLs, or `https://host:port` with [`tls`](Self::tls).
     pub endpoints: Vec<String>,
     /// How long start-up waits for the cluster to answer.
     pub connect_timeout: Duration,
@@ -31,6 +47,11 @@ pub struct KvConfig {
     pub op_timeout: Duration,
     /// User name and password, when etcd has auth enabled.
     pub user: Option<(String, String)>,
+    /// The key prefix of the liveness probe (a count-only read): a user restricted to a prefix
+    /// (a remote cluster's read-only user) must probe inside it. Default `ironmesh/`.
+    pub probe_prefix: String,
+    /// TLS material; required for `https://` endpoints.
+    pub tls: Option<TlsFiles>,
 }
 
 impl fmt::Debug for KvConfig {
@@ -40,6 +61,8 @@ impl fmt::Debug for KvConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("op_timeout", &self.op_timeout)
             .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .field("probe_prefix", &self.probe_prefix)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -51,6 +74,8 @@ impl KvConfig {
             connect_timeout: Duration::from_secs(5),
             op_timeout: Duration::from_secs(3),
             user: None,
+            probe_prefix: crate::schema::ROOT.into(),
+            tls: None,
         }
     }
 }
@@ -62,6 +87,8 @@ pub enum KvError {
     NoEndpoints,
     #[error("etcd endpoint {endpoint:?} is invalid: {detail}")]
     InvalidEndpoint { endpoint: String, detail: String },
+    #[error("etcd TLS setting {field}: {detail}")]
+    Tls { field: String, detail: String },
     #[error(
         "etcd is unreachable at {endpoints} (no answer within {timeout:?}): {detail}; check the addresses and that etcd runs"
     )]
@@ -153,6 +180,30 @@ impl KvError {
     }
 }
 
+/// With TLS configured, a connection that fails in the handshake (unknown issuer, no client
+/// certificate, transport closed by the server) is a TLS setting problem, not an auth one.
+fn tls_failure(cfg: &KvConfig, detail: &str) -> bool {
+    cfg.tls.is_some()
+        && [
+            "certificate",
+            "UnknownIssuer",
+            "transport error",
+            "handshake",
+            "tls",
+        ]
+        .iter()
+        .any(|w| detail.contains(w))
+}
+
+fn tls_error(detail: String) -> KvError {
+    KvError::Tls {
+        field: "tls".into(),
+        detail: format!(
+            "the TLS handshake with etcd failed ({detail}); check that `ca` signed etcd's server certificate and that `client_cert`/`client_key` are signed by a CA etcd trusts (--trusted-ca-file)"
+        ),
+    }
+}
+
 /// The error and its sources on one line (tonic hides the useful part in `source()`).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -208,6 +259,7 @@ pub struct KvStore {
     client: Client,
     endpoints: Arc<str>,
     op_timeout: Duration,
+    probe_prefix: Arc<str>,
 }
 
 impl fmt::Debug for KvStore {
@@ -236,6 +288,16 @@ impl KvStore {
                     detail: "write http://HOST:PORT".into(),
                 });
             }
+            if ep.starts_with("https://") != cfg.tls.is_some() {
+                return Err(KvError::InvalidEndpoint {
+                    endpoint: ep.clone(),
+                    detail: if cfg.tls.is_some() {
+                        "TLS is configured: write https://HOST:PORT".into()
+                    } else {
+                        "an https:// endpoint needs the TLS files (ca, client cert and key) configured".into()
+                    },
+                });
+            }
         }
         let endpoints: Arc<str> = cfg.endpoints.join(",").into();
         let mut opts = ConnectOptions::new()
@@ -246,35 +308,59 @@ impl KvStore {
         if let Some((u, p)) = &cfg.user {
             opts = opts.with_user(u.clone(), p.clone());
         }
+        if let Some(tls) = &cfg.tls {
+            opts = tls::apply(opts, tls)?;
+        }
         let unreachable = |detail: String| KvError::Unreachable {
             endpoints: endpoints.to_string(),
             timeout: cfg.connect_timeout,
             detail,
         };
-        let connect = Client::connect(cfg.endpoints.clone(), Some(opts));
-        let client = match tokio::time::timeout(cfg.connect_timeout, connect).await {
-            Err(_) => return Err(unreachable("connect timed out".into())),
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                return Err(match (&cfg.user, KvError::from_etcd("authenticate", e)) {
-                    (Some((user, _)), KvError::Etcd { detail, .. })
-                        if !detail.contains("Unavailable") =>
-                    {
-                        KvError::Auth {
-                            user: user.clone(),
-                            endpoints: endpoints.to_string(),
-                            detail,
-                        }
+        // Authentication happens in connect; a transient failure there (a member starting, a
+        // stream cancelled) is retried within the connect timeout.
+        let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
+        let client = loop {
+            let connect = Client::connect(cfg.endpoints.clone(), Some(opts.clone()));
+            let e = match tokio::time::timeout_at(deadline, connect).await {
+                Err(_) => return Err(unreachable("connect timed out".into())),
+                Ok(Ok(c)) => break c,
+                Ok(Err(e)) => KvError::from_etcd("authenticate", e),
+            };
+            let rejected = |d: &str| {
+                [
+                    "authentication failed",
+                    "InvalidArgument",
+                    "Unauthenticated",
+                    "PermissionDenied",
+                ]
+                .iter()
+                .any(|w| d.contains(w))
+            };
+            return Err(match (&cfg.user, e) {
+                (_, KvError::Etcd { detail, .. }) if tls_failure(cfg, &detail) => tls_error(detail),
+                (Some((user, _)), KvError::Etcd { detail, .. }) if rejected(&detail) => {
+                    KvError::Auth {
+                        user: user.clone(),
+                        endpoints: endpoints.to_string(),
+                        detail,
                     }
-                    (_, KvError::Etcd { detail, .. }) => unreachable(detail),
-                    (_, e) => e,
-                });
-            }
+                }
+                (_, e)
+                    if e.is_transient()
+                        && tokio::time::Instant::now() + Duration::from_millis(100) < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                (_, KvError::Etcd { detail, .. }) => unreachable(detail),
+                (_, e) => e,
+            });
         };
         let store = KvStore {
             client,
             endpoints: endpoints.clone(),
             op_timeout: cfg.op_timeout,
+            probe_prefix: cfg.probe_prefix.as_str().into(),
         };
         // The channel connects lazily: one read proves the cluster is there. Members that
         // refuse connections are skipped (retried within the connect timeout).
@@ -285,6 +371,9 @@ impl KvStore {
         match first.probe().await {
             Ok(_) => Ok(store),
             Err(KvError::Timeout { .. }) => Err(unreachable("no answer to a first read".into())),
+            Err(KvError::Etcd { detail, .. }) if tls_failure(cfg, &detail) => {
+                Err(tls_error(detail))
+            }
             Err(e) => Err(match e {
                 KvError::Etcd { detail, .. }
                     if detail.contains("Unauthenticated") || detail.contains("user name") =>
@@ -443,10 +532,11 @@ impl KvStore {
 
     /// A cheap linearizable read: fails when the cluster has no quorum reachable from here.
     pub async fn probe(&self) -> Result<i64, KvError> {
+        // One key (the prefix itself), count only: cheap whatever the prefix holds.
+        let key = self.probe_prefix.as_bytes();
         let r = self
             .timed("probe", |mut c| async move {
-                c.get("ironmesh/", Some(GetOptions::new().with_count_only()))
-                    .await
+                c.get(key, Some(GetOptions::new().with_count_only())).await
             })
             .await?;
         Ok(r.header().map(|h| h.revision()).unwrap_or(0))

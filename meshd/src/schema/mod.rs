@@ -82,13 +82,20 @@ pub enum ResourceKind {
     PodCidrsByNode,
     Endpoints,
     Services,
+    /// A LoadBalancer VIP allocated to a service (LB-IPAM).
+    Vips,
+    /// The reverse index of VIPs: service to its VIPs (the per-service allocation lock).
+    VipsByService,
+    /// A node's reference to an identity it uses (under a pooled lease of the node); the
+    /// identity GC never deletes an identity that has one. Local coordination: not mirrored.
+    IdentityRefs,
     /// Which meshd of the cluster mirrors a remote cluster (election key, under the
     /// leader's lease). Coordination, not state: the mirror does not copy it.
     MirrorLeader,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 8] = [
+    pub const ALL: [ResourceKind; 11] = [
         Self::Nodes,
         Self::Identities,
         Self::IdentitiesByLabels,
@@ -96,8 +103,17 @@ impl ResourceKind {
         Self::PodCidrsByNode,
         Self::Endpoints,
         Self::Services,
+        Self::Vips,
+        Self::VipsByService,
+        Self::IdentityRefs,
         Self::MirrorLeader,
     ];
+
+    /// Whether the federation mirror copies this kind to other clusters (coordination keys,
+    /// the election and identity references, stay local).
+    pub fn is_mirrored(self) -> bool {
+        !matches!(self, Self::MirrorLeader | Self::IdentityRefs)
+    }
 
     /// The path segment(s) of this kind, without slashes at the ends.
     pub fn segment(self) -> &'static str {
@@ -109,6 +125,9 @@ impl ResourceKind {
             Self::PodCidrsByNode => "ipam/podcidrs-by-node",
             Self::Endpoints => "endpoints",
             Self::Services => "services",
+            Self::Vips => "ipam/vips",
+            Self::VipsByService => "ipam/vips-by-service",
+            Self::IdentityRefs => "identity-refs",
             Self::MirrorLeader => "mirror-leader",
         }
     }
@@ -130,6 +149,12 @@ pub enum Resource {
     /// An endpoint (pod) IP to its identity and node.
     Endpoint(IpAddr),
     Service(ServiceKey),
+    /// A LoadBalancer VIP allocated to a service.
+    Vip(IpAddr),
+    /// The VIPs allocated to a service (the reverse index).
+    VipsOfService(ServiceKey),
+    /// Node `.1` uses identity `.0`.
+    IdentityRef(Identity, NodeName),
     /// The election key of the mirror of remote cluster `.0`.
     MirrorLeader(ClusterName),
 }
@@ -144,6 +169,9 @@ impl Resource {
             Resource::PodCidrsOfNode(_) => ResourceKind::PodCidrsByNode,
             Resource::Endpoint(_) => ResourceKind::Endpoints,
             Resource::Service(_) => ResourceKind::Services,
+            Resource::Vip(_) => ResourceKind::Vips,
+            Resource::VipsOfService(_) => ResourceKind::VipsByService,
+            Resource::IdentityRef(..) => ResourceKind::IdentityRefs,
             Resource::MirrorLeader(_) => ResourceKind::MirrorLeader,
         }
     }
@@ -158,8 +186,11 @@ impl fmt::Display for Resource {
             Resource::IdentityByLabels(l) if l.is_empty() => f.write_str(EMPTY_LABELS),
             Resource::IdentityByLabels(l) => f.write_str(&escape(&l.to_string())),
             Resource::PodCidr(net) => f.write_str(&escape(&net.to_string())),
-            Resource::Endpoint(ip) => write!(f, "{ip}"),
-            Resource::Service(s) => write!(f, "{}/{}", s.namespace(), s.name()),
+            Resource::Endpoint(ip) | Resource::Vip(ip) => write!(f, "{ip}"),
+            Resource::Service(s) | Resource::VipsOfService(s) => {
+                write!(f, "{}/{}", s.namespace(), s.name())
+            }
+            Resource::IdentityRef(id, node) => write!(f, "{id}/{node}"),
             Resource::MirrorLeader(c) => write!(f, "{c}"),
         }
     }
@@ -285,6 +316,8 @@ fn parse_any(key: &str) -> Result<Key, SchemaError> {
         "ipam" => match tail.split_once('/') {
             Some(("podcidrs", t)) => (ResourceKind::PodCidrs, t),
             Some(("podcidrs-by-node", t)) => (ResourceKind::PodCidrsByNode, t),
+            Some(("vips", t)) => (ResourceKind::Vips, t),
+            Some(("vips-by-service", t)) => (ResourceKind::VipsByService, t),
             _ => {
                 return Err(SchemaError::UnknownKind {
                     key: key.into(),
@@ -307,7 +340,11 @@ fn parse_any(key: &str) -> Result<Key, SchemaError> {
 }
 
 fn parse_resource(kind: ResourceKind, tail: &str) -> Result<Resource, String> {
-    if kind != ResourceKind::Services && tail.contains('/') {
+    let two_segments = matches!(
+        kind,
+        ResourceKind::Services | ResourceKind::VipsByService | ResourceKind::IdentityRefs
+    );
+    if !two_segments && tail.contains('/') {
         return Err(format!(
             "{} keys have one segment after the kind",
             kind.segment()
@@ -348,18 +385,36 @@ fn parse_resource(kind: ResourceKind, tail: &str) -> Result<Resource, String> {
             }
             Resource::PodCidr(net)
         }
-        ResourceKind::Endpoints => Resource::Endpoint(
-            tail.parse()
-                .map_err(|_| format!("{tail:?} is not an IP address"))?,
-        ),
-        ResourceKind::Services => Resource::Service(
-            tail.parse()
-                .map_err(|e: common::ServiceKeyError| e.to_string())?,
-        ),
+        ResourceKind::Endpoints => Resource::Endpoint(parse_ip(tail)?),
+        ResourceKind::Vips => Resource::Vip(parse_ip(tail)?),
+        ResourceKind::Services => Resource::Service(parse_service(tail)?),
+        ResourceKind::VipsByService => Resource::VipsOfService(parse_service(tail)?),
+        ResourceKind::IdentityRefs => {
+            let (id, node) = tail
+                .split_once('/')
+                .ok_or_else(|| "identity-refs keys are <identity>/<node>".to_string())?;
+            let raw: u32 = id
+                .parse()
+                .map_err(|_| format!("identity {id:?} is not a decimal number"))?;
+            Resource::IdentityRef(
+                Identity::from_raw(raw).map_err(|e| e.to_string())?,
+                NodeName::new(node).map_err(|e| e.to_string())?,
+            )
+        }
         ResourceKind::MirrorLeader => {
             Resource::MirrorLeader(ClusterName::new(tail).map_err(|e| e.to_string())?)
         }
     })
+}
+
+fn parse_ip(tail: &str) -> Result<IpAddr, String> {
+    tail.parse()
+        .map_err(|_| format!("{tail:?} is not an IP address"))
+}
+
+fn parse_service(tail: &str) -> Result<ServiceKey, String> {
+    tail.parse()
+        .map_err(|e: common::ServiceKeyError| e.to_string())
 }
 
 #[cfg(test)]

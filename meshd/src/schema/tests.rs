@@ -53,6 +53,18 @@ fn builds_the_documented_keys() {
             Resource::Service("default/web".parse().unwrap()),
             "ironmesh/v1/clusters/blue/services/default/web",
         ),
+        (
+            Resource::Vip("203.0.113.10".parse().unwrap()),
+            "ironmesh/v1/clusters/blue/ipam/vips/203.0.113.10",
+        ),
+        (
+            Resource::VipsOfService("default/web".parse().unwrap()),
+            "ironmesh/v1/clusters/blue/ipam/vips-by-service/default/web",
+        ),
+        (
+            Resource::IdentityRef(id, "worker-1".parse().unwrap()),
+            "ironmesh/v1/clusters/blue/identity-refs/65792/worker-1",
+        ),
     ];
     for (resource, text) in cases {
         let key = Key::cluster(&blue, resource.clone());
@@ -256,9 +268,16 @@ fn resource() -> impl Strategy<Value = Resource> {
         (1u32..=Identity::MAX).prop_map(|v| Resource::Identity(Identity::from_raw(v).unwrap())),
         labels.prop_map(Resource::IdentityByLabels),
         cidr.prop_map(Resource::PodCidr),
-        ip.prop_map(Resource::Endpoint),
+        ip.clone().prop_map(Resource::Endpoint),
+        ip.prop_map(Resource::Vip),
         ("[a-z0-9]{1,10}", "[a-z][a-z0-9]{0,10}")
             .prop_map(|(ns, n)| Resource::Service(ServiceKey::new(&ns, &n).unwrap())),
+        ("[a-z0-9]{1,10}", "[a-z][a-z0-9]{0,10}")
+            .prop_map(|(ns, n)| Resource::VipsOfService(ServiceKey::new(&ns, &n).unwrap())),
+        (1u32..=Identity::MAX, "[a-z0-9]{1,8}").prop_map(|(v, n)| Resource::IdentityRef(
+            Identity::from_raw(v).unwrap(),
+            NodeName::new(&n).unwrap()
+        )),
     ]
 }
 
@@ -280,9 +299,14 @@ proptest! {
         prop_assert_eq!(Key::parse(&text), Ok(k.clone()));
         if let Key::Resource { scope, resource } = &k {
             prop_assert!(text.starts_with(&scope.kind_prefix(resource.kind())));
-            // The name part never adds segments, except namespace/name for services.
+            // The name part never adds segments, except namespace/name for services and
+            // identity/node for identity references.
             let extra = resource.to_string().matches('/').count();
-            prop_assert_eq!(extra, usize::from(resource.kind() == ResourceKind::Services));
+            let two = matches!(
+                resource.kind(),
+                ResourceKind::Services | ResourceKind::VipsByService | ResourceKind::IdentityRefs
+            );
+            prop_assert_eq!(extra, usize::from(two));
         }
     }
 

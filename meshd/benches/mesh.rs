@@ -1,0 +1,502 @@
+//! `scripts/bench mesh`: meshd against real etcd 3.4 in the lab.
+//!
+//! Three etcd clusters (A: the remote being federated, B: a local cluster, C: a fresh local
+//! cluster), one member each by default (`MESH_BENCH_ETCD_MEMBERS=3` for three each), on one
+//! switch; meshd runs on a thread inside a client host. Measured:
+//!
+//! - identity allocations per second, 1 allocator and 3 concurrent allocators (distinct label
+//!   sets, each allocation one etcd transaction), with the p50 latency;
+//! - propagation latency p50/p99: a write of an endpoint in A until it is in B's merged view
+//!   (A's etcd → B's elected mirror → B's etcd → B's view), while 10k endpoints of A churn;
+//! - the time for a fresh meshd to sync 100k remote endpoints: mirror election, listing of A,
+//!   writing the mirror into C, the synced marker, C's merged view holding all of them
+//!   (`sync_100k_seconds`); and a node agent's part alone (a fresh merged view of C's mirror);
+//! - memory per entry of a node agent's merged view (RSS growth / entries).
+//!
+//! Sizes: `MESH_BENCH_SYNC` (100000), `MESH_BENCH_CHURN` (10000), `MESH_BENCH_PROBES` (300),
+//! `MESH_BENCH_IDENTITIES` (1000 per allocator).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{ClusterId, ClusterName, Identity, IdentityLayout, Labels, NodeName};
+use interop_tests::{EtcdCluster, Host, Lab};
+use ironmesh_meshd::endpoints::{EndpointPublisher, EndpointRecord};
+use ironmesh_meshd::federation::{MergedView, MirrorConfig, MirrorController, ViewChange};
+use ironmesh_meshd::identity::IdentityAllocator;
+use ironmesh_meshd::kvstore::{KvConfig, KvStore};
+use ironmesh_meshd::leases::{LeasePoolConfig, LeasedKeys};
+use ironmesh_meshd::schema::{Resource, ResourceKind};
+use serde_json::json;
+
+fn env_usize(key: &str, default: usize) -> usize {
+    match std::env::var(key) {
+        Ok(v) => v
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{key}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+fn name(s: &str) -> ClusterName {
+    s.parse().unwrap()
+}
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn kv_config(etcd: &EtcdCluster) -> KvConfig {
+    let mut cfg = KvConfig::new(etcd.members.iter().map(|m| m.client_url()));
+    cfg.connect_timeout = Duration::from_secs(5);
+    cfg.op_timeout = Duration::from_secs(5);
+    cfg
+}
+
+/// Endpoint `i` of a block: 10.<block>.x.y, distinct for i < 65536.
+fn ep(cluster: &str, node: &str, block: u8, i: usize, key: u8) -> EndpointRecord {
+    EndpointRecord {
+        ip: IpAddr::V4(Ipv4Addr::new(
+            block,
+            (i >> 16) as u8,
+            (i >> 8) as u8,
+            i as u8,
+        )),
+        cluster: name(cluster),
+        node: node.parse().unwrap(),
+        identity: Identity::from_raw(65792 + (i % 1000) as u32).unwrap(),
+        tunnel_endpoint: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 50))),
+        encrypt_key: key,
+    }
+}
+
+struct Results {
+    members: usize,
+    ids_1: (usize, f64, f64),
+    ids_3: (usize, f64, f64),
+    sync_entries: usize,
+    write_100k_s: f64,
+    sync_s: f64,
+    mirror_sync_s: f64,
+    agent_sync_s: f64,
+    bytes_per_entry: f64,
+    churn: usize,
+    churn_writes: usize,
+    prop: Vec<f64>,
+}
+
+async fn identity_rate(stores: &[KvStore], per: usize, tag: &str) -> (usize, f64, f64) {
+    let t = Instant::now();
+    let lat = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for (k, s) in stores.iter().enumerate() {
+        let alloc = IdentityAllocator::new(
+            s.clone(),
+            name("b"),
+            ClusterId::new(2).unwrap(),
+            IdentityLayout::default(),
+        );
+        let lat = lat.clone();
+        let tag = format!("{tag}-{k}");
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                let labels: Labels = format!("bench={tag}-{i}").parse().unwrap();
+                let t = Instant::now();
+                alloc.allocate(&labels).await.expect("identity allocation");
+                lat.lock().unwrap().push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n = per * stores.len();
+    let secs = t.elapsed().as_secs_f64();
+    let mut l = lat.lock().unwrap().clone();
+    l.sort_by(f64::total_cmp);
+    (n, n as f64 / secs, percentile(&l, 0.5))
+}
+
+async fn publish(
+    store: &KvStore,
+    cluster: &str,
+    nodes: usize,
+    block: u8,
+    total: usize,
+) -> Vec<EndpointPublisher> {
+    let per = total.div_ceil(nodes);
+    let pubs: Vec<EndpointPublisher> = (0..nodes)
+        .map(|n| {
+            EndpointPublisher::new(
+                name(cluster),
+                format!("{cluster}-n{n}").parse::<NodeName>().unwrap(),
+                LeasedKeys::new(store.clone(), LeasePoolConfig::new(30, 1000)),
+            )
+        })
+        .collect();
+    let mut futs = Vec::new();
+    for (n, p) in pubs.iter().enumerate() {
+        let recs: Vec<EndpointRecord> = (n * per..((n + 1) * per).min(total))
+            .map(|i| ep(cluster, &format!("{cluster}-n{n}"), block, i, 1))
+            .collect();
+        futs.push(async move {
+            for chunk in recs.chunks(1000) {
+                p.upsert(chunk).await.expect("publish");
+            }
+        });
+    }
+    futures_join(futs).await;
+    pubs
+}
+
+async fn futures_join<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
+    // A tiny join_all (no futures crate): poll all on this task.
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        futs.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if futs.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+fn mirror(
+    local: &KvStore,
+    local_name: &str,
+    remote: &EtcdCluster,
+    candidate: &str,
+) -> MirrorController {
+    MirrorController::spawn(
+        local.clone(),
+        MirrorConfig {
+            local: name(local_name),
+            remote: name("a"),
+            remote_etcd: kv_config(remote),
+            candidate: candidate.into(),
+            lease_ttl_secs: 5,
+            probe_interval: Duration::from_secs(1),
+        },
+    )
+}
+
+async fn run(a: &EtcdCluster, b: &EtcdCluster, c: &EtcdCluster, members: usize) -> Results {
+    let sync_n = env_usize("MESH_BENCH_SYNC", 100_000);
+    let churn_n = env_usize("MESH_BENCH_CHURN", 10_000);
+    let probes = env_usize("MESH_BENCH_PROBES", 300);
+    let per = env_usize("MESH_BENCH_IDENTITIES", 1000);
+    let sa = KvStore::connect(&kv_config(a)).await.expect("etcd A");
+    let sb = KvStore::connect(&kv_config(b)).await.expect("etcd B");
+    let sc = KvStore::connect(&kv_config(c)).await.expect("etcd C");
+
+    // Identities (in B's etcd): 1 allocator, then 3 with their own connections.
+    eprintln!("identities: 1 allocator x {per}...");
+    let ids_1 = identity_rate(std::slice::from_ref(&sb), per, "one").await;
+    let mut three = Vec::new();
+    for _ in 0..3 {
+        three.push(KvStore::connect(&kv_config(b)).await.expect("etcd B"));
+    }
+    eprintln!("identities: 3 allocators x {per}...");
+    let ids_3 = identity_rate(&three, per, "three").await;
+
+    // 100k endpoints in A, from 4 nodes.
+    eprintln!("writing {sync_n} endpoints into A...");
+    let t = Instant::now();
+    let _pubs = publish(&sa, "a", 4, 10, sync_n).await;
+    let write_100k_s = t.elapsed().as_secs_f64();
+
+    // A fresh meshd of cluster C: mirror + view, until the view holds them all.
+    eprintln!("fresh sync into C...");
+    let t = Instant::now();
+    let m_c = mirror(&sc, "c", a, "c-m1");
+    let view = MergedView::spawn(
+        sc.clone(),
+        name("c"),
+        [name("a")],
+        Duration::from_secs(1),
+        None,
+    );
+    let mut mirror_done: Option<f64> = None;
+    let ok = view
+        .wait_until(Duration::from_secs(300), |s| {
+            if mirror_done.is_none() && m_c.status().syncs > 0 {
+                mirror_done = Some(t.elapsed().as_secs_f64());
+            }
+            s.is_synced(&name("a")) && s.count(&name("a"), ResourceKind::Endpoints) >= sync_n
+        })
+        .await;
+    assert!(ok, "C never synced: {:?}", m_c.status());
+    let sync_s = t.elapsed().as_secs_f64();
+    let mirror_sync_s = mirror_done.unwrap_or(sync_s);
+    let sync_entries = view.with(|s| s.count(&name("a"), ResourceKind::Endpoints));
+    drop(view);
+
+    // A node agent alone: a fresh view of C's (complete) mirror; memory per entry.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kb();
+    let t = Instant::now();
+    let view = MergedView::spawn(
+        sc.clone(),
+        name("c"),
+        [name("a")],
+        Duration::from_secs(1),
+        None,
+    );
+    let ok = view
+        .wait_until(Duration::from_secs(120), |s| {
+            s.is_synced(&name("a")) && s.count(&name("a"), ResourceKind::Endpoints) >= sync_n
+        })
+        .await;
+    assert!(ok, "agent view never synced");
+    let agent_sync_s = t.elapsed().as_secs_f64();
+    let after = rss_kb();
+    let bytes_per_entry = (after.saturating_sub(before) as f64 * 1024.0) / sync_entries as f64;
+    drop(view);
+    drop(m_c);
+
+    // Propagation A -> B under churn.
+    eprintln!("propagation: B mirrors A ({sync_n} entries first)...");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let m_b = mirror(&sb, "b", a, "b-m1");
+    let view_b = MergedView::spawn(
+        sb.clone(),
+        name("b"),
+        [name("a")],
+        Duration::from_secs(1),
+        Some(tx),
+    );
+    assert!(
+        view_b
+            .wait_until(Duration::from_secs(300), |s| s.is_synced(&name("a"))
+                && s.count(&name("a"), ResourceKind::Endpoints) >= sync_n)
+            .await,
+        "B never synced: {:?}",
+        m_b.status()
+    );
+    while rx.try_recv().is_ok() {}
+    let sent: Arc<Mutex<HashMap<IpAddr, Instant>>> = Arc::default();
+    let lat: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let (s2, l2) = (sent.clone(), lat.clone());
+    let recv = tokio::spawn(async move {
+        while let Some(c) = rx.recv().await {
+            if let ViewChange::Upsert {
+                resource: Resource::Endpoint(ip),
+                ..
+            } = c
+                && let Some(t0) = s2.lock().unwrap().remove(&ip)
+            {
+                l2.lock().unwrap().push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    });
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn_pub = EndpointPublisher::new(
+        name("a"),
+        "a-churn".parse().unwrap(),
+        LeasedKeys::new(sa.clone(), LeasePoolConfig::new(30, 1000)),
+    );
+    let st = stop.clone();
+    let churn = async move {
+        let mut writes = 0usize;
+        let mut round = 0u8;
+        while !st.load(std::sync::atomic::Ordering::Relaxed) {
+            round = round.wrapping_add(1);
+            let recs: Vec<EndpointRecord> = (0..churn_n)
+                .map(|i| ep("a", "a-churn", 11, i, round))
+                .collect();
+            for chunk in recs.chunks(100) {
+                if st.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                churn_pub.upsert(chunk).await.expect("churn");
+                writes += chunk.len();
+            }
+        }
+        writes
+    };
+    let probe_pub = EndpointPublisher::new(
+        name("a"),
+        "a-probe".parse().unwrap(),
+        LeasedKeys::new(sa.clone(), LeasePoolConfig::new(30, 1000)),
+    );
+    let probing = async {
+        for i in 0..probes {
+            let r = ep("a", "a-probe", 12, i, 0);
+            sent.lock().unwrap().insert(r.ip, Instant::now());
+            probe_pub.upsert(&[r]).await.expect("probe");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let t = Instant::now();
+        while lat.lock().unwrap().len() < probes && t.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (churn_writes, ()) = tokio::join!(churn, probing);
+    recv.abort();
+    let mut prop = lat.lock().unwrap().clone();
+    assert_eq!(
+        prop.len(),
+        probes,
+        "probes lost: {} of {probes} seen",
+        prop.len()
+    );
+    prop.sort_by(f64::total_cmp);
+    drop(view_b);
+    drop(m_b);
+    Results {
+        members,
+        ids_1,
+        ids_3,
+        sync_entries,
+        write_100k_s,
+        sync_s,
+        mirror_sync_s,
+        agent_sync_s,
+        bytes_per_entry,
+        churn: churn_n,
+        churn_writes,
+        prop,
+    }
+}
+
+fn start_etcd(lab: &Lab, sw: &Host, tag: &str, net_octet: u8, members: usize) -> EtcdCluster {
+    let mut hosts = Vec::new();
+    for i in 0..members {
+        let h = lab.host(&format!("{tag}{i}")).expect("host");
+        let ip = format!("192.0.2.{}", net_octet as usize + i);
+        lab.attach(&h, &[&format!("{ip}/24")], sw).expect("attach");
+        hosts.push((h, ip.parse::<IpAddr>().unwrap()));
+    }
+    let refs: Vec<(&Host, IpAddr)> = hosts.iter().map(|(h, ip)| (h, *ip)).collect();
+    EtcdCluster::start(&refs).expect("etcd")
+}
+
+fn main() {
+    // `cargo test --all-targets` runs harness-less benches without --bench: do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("benchmark skipped: run it with `scripts/bench mesh`");
+        return;
+    }
+    let members = env_usize("MESH_BENCH_ETCD_MEMBERS", 1);
+    let lab = Lab::new("mbench").expect("lab (run as root)");
+    let sw = lab.switch("sw").expect("switch");
+    let a = start_etcd(&lab, &sw, "a", 11, members);
+    let b = start_etcd(&lab, &sw, "b", 21, members);
+    let c = start_etcd(&lab, &sw, "c", 31, members);
+    let client = lab.host("m").expect("host");
+    lab.attach(&client, &["192.0.2.100/24"], &sw)
+        .expect("attach");
+    let r = client
+        .block_on(run(&a, &b, &c, members))
+        .expect("joining the client namespace");
+
+    let p50 = percentile(&r.prop, 0.5);
+    let p99 = percentile(&r.prop, 0.99);
+    println!(
+        "meshd mesh benchmark (etcd 3.4, {} member(s) per cluster, lab netns)",
+        r.members
+    );
+    println!("{:<52} {:>14}", "metric", "value");
+    let rows: Vec<(String, String)> = vec![
+        (
+            "identity allocations/s, 1 allocator".into(),
+            format!("{:.0}", r.ids_1.1),
+        ),
+        (
+            "identity allocation p50 ms, 1 allocator".into(),
+            format!("{:.2}", r.ids_1.2),
+        ),
+        (
+            "identity allocations/s, 3 allocators".into(),
+            format!("{:.0}", r.ids_3.1),
+        ),
+        (
+            "identity allocation p50 ms, 3 allocators".into(),
+            format!("{:.2}", r.ids_3.2),
+        ),
+        (
+            format!("propagation p50 ms (A write -> B view, {} churn)", r.churn),
+            format!("{p50:.2}"),
+        ),
+        ("propagation p99 ms".into(), format!("{p99:.2}")),
+        (
+            "churn writes during probes".into(),
+            format!("{}", r.churn_writes),
+        ),
+        (
+            format!("write {} endpoints into A, s", r.sync_entries),
+            format!("{:.2}", r.write_100k_s),
+        ),
+        (
+            format!("fresh meshd sync of {} remote endpoints, s", r.sync_entries),
+            format!("{:.2}", r.sync_s),
+        ),
+        (
+            "  of which the mirror's copy (synced marker), s".into(),
+            format!("{:.2}", r.mirror_sync_s),
+        ),
+        (
+            "  node agent alone (fresh view of the mirror), s".into(),
+            format!("{:.2}", r.agent_sync_s),
+        ),
+        (
+            "memory per entry (node agent view), bytes".into(),
+            format!("{:.0}", r.bytes_per_entry),
+        ),
+    ];
+    for (k, v) in &rows {
+        println!("{k:<52} {v:>14}");
+    }
+    let out = json!({
+        "etcd_members_per_cluster": r.members,
+        "identity_allocs_per_s_1": r3(r.ids_1.1),
+        "identity_alloc_p50_ms_1": r3(r.ids_1.2),
+        "identity_allocs_per_s_3": r3(r.ids_3.1),
+        "identity_alloc_p50_ms_3": r3(r.ids_3.2),
+        "identities_allocated": r.ids_1.0 + r.ids_3.0,
+        "propagation_p50_ms": r3(p50),
+        "propagation_p99_ms": r3(p99),
+        "propagation_samples": r.prop.len(),
+        "churn_endpoints": r.churn,
+        "churn_writes": r.churn_writes,
+        "sync_entries": r.sync_entries,
+        "write_remote_seconds": r3(r.write_100k_s),
+        "sync_100k_seconds": r3(r.sync_s),
+        "mirror_sync_100k_seconds": r3(r.mirror_sync_s),
+        "agent_sync_100k_seconds": r3(r.agent_sync_s),
+        "memory_bytes_per_entry": r3(r.bytes_per_entry),
+        "targets": {"propagation_p99_ms": 100, "sync_100k_seconds": 5},
+    });
+    let path =
+        std::env::var("IRONMESH_BENCH_JSON").unwrap_or_else(|_| "target/bench/mesh.json".into());
+    if let Some(dir) = std::path::Path::new(&path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap() + "\n")
+        .unwrap_or_else(|e| panic!("writing {path}: {e}"));
+}

@@ -1,0 +1,118 @@
+//! etcd users and roles for one cluster's etcd (etcd v3 auth, as etcd 3.4 serves it): each
+//! cluster's meshd user writes only its own cluster's prefix (and the local mirrors), and each
+//! remote cluster gets a read-only user for this cluster's prefix, so a cluster can never write
+//! another cluster's keys.
+//!
+//! | user | role | permissions |
+//! |---|---|---|
+//! | `root` | `root` | everything (etcd requires it before `auth enable`) |
+//! | `<cluster>` (meshd) | `ironmesh-<cluster>` | read `ironmesh/`; readwrite `ironmesh/v1/clusters/<cluster>/` and `ironmesh/v1/mirror/` |
+//! | `<remote>-reader` | `ironmesh-<cluster>-read` | read `ironmesh/v1/clusters/<cluster>/` |
+//!
+//! [`provision`] is idempotent: users and roles that exist are kept (their passwords are not
+//! changed), permissions are granted again.
+
+use common::ClusterName;
+use etcd_client::Permission;
+
+use super::{KvError, KvStore};
+use crate::schema::{ROOT, Scope, VERSION};
+
+/// What to create in one cluster's etcd.
+#[derive(Clone)]
+pub struct AuthPlan {
+    pub cluster: ClusterName,
+    pub root_password: String,
+    /// This cluster's meshd password (user name: the cluster name).
+    pub meshd_password: String,
+    /// Remote clusters that read this cluster: (remote, password of `<remote>-reader`).
+    pub readers: Vec<(ClusterName, String)>,
+}
+
+impl std::fmt::Debug for AuthPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthPlan")
+            .field("cluster", &self.cluster)
+            .field(
+                "readers",
+                &self.readers.iter().map(|(r, _)| r).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// The user name of this cluster's meshd.
+pub fn meshd_user(cluster: &ClusterName) -> String {
+    cluster.to_string()
+}
+
+/// The user name a remote cluster reads this cluster's etcd with.
+pub fn reader_user(remote: &ClusterName) -> String {
+    format!("{remote}-reader")
+}
+
+fn exists(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("already exists")
+}
+
+/// Creates the users and roles of `plan` and enables auth. `store` must connect without auth
+/// (before the first run) or as root.
+pub async fn provision(store: &KvStore, plan: &AuthPlan) -> Result<(), KvError> {
+    let mut c = store.client();
+    let op = |what: &str| format!("auth provisioning: {what}");
+    macro_rules! tolerate {
+        ($what:expr, $call:expr) => {
+            match $call.await {
+                Ok(_) => {}
+                Err(e) if exists(&e) => {}
+                Err(e) => return Err(KvError::from_etcd(&op($what), e)),
+            }
+        };
+    }
+    let own = Scope::Cluster(plan.cluster.clone()).prefix();
+    let mirrors = format!("{ROOT}{VERSION}/mirror/");
+    tolerate!(
+        "add user root",
+        c.user_add("root", plan.root_password.clone(), None)
+    );
+    tolerate!("add role root", c.role_add("root"));
+    tolerate!("grant root", c.user_grant_role("root", "root"));
+
+    let rw = format!("ironmesh-{}", plan.cluster);
+    tolerate!("add the meshd role", c.role_add(rw.clone()));
+    for perm in [
+        Permission::read(ROOT).with_prefix(),
+        Permission::read_write(own.clone()).with_prefix(),
+        Permission::read_write(mirrors).with_prefix(),
+    ] {
+        tolerate!(
+            "grant the meshd role",
+            c.role_grant_permission(rw.clone(), perm)
+        );
+    }
+    let user = meshd_user(&plan.cluster);
+    tolerate!(
+        "add the meshd user",
+        c.user_add(user.clone(), plan.meshd_password.clone(), None)
+    );
+    tolerate!("grant the meshd user", c.user_grant_role(user, rw));
+
+    let ro = format!("ironmesh-{}-read", plan.cluster);
+    tolerate!("add the read-only role", c.role_add(ro.clone()));
+    tolerate!(
+        "grant the read-only role",
+        c.role_grant_permission(ro.clone(), Permission::read(own).with_prefix())
+    );
+    for (remote, password) in &plan.readers {
+        let u = reader_user(remote);
+        tolerate!(
+            "add a reader user",
+            c.user_add(u.clone(), password.clone(), None)
+        );
+        tolerate!("grant a reader user", c.user_grant_role(u, ro.clone()));
+    }
+    match c.auth_enable().await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(KvError::from_etcd(&op("enable auth"), e)),
+    }
+}

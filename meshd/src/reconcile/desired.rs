@@ -1,0 +1,293 @@
+//! The desired state of crypto, datapath and bgpd, maintained from merged-view changes
+//! (sans-IO).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use common::{ClusterName, Identity, NodeName, ReservedIdentity, ServiceKey};
+use ipnet::IpNet;
+
+use super::{FlushReport, Reconciler, Sink};
+use crate::endpoints::EndpointRecord;
+use crate::federation::ViewChange;
+use crate::lbipam::VipValue;
+use crate::nodes::NodeRecord;
+use crate::schema::Resource;
+use crate::services::{Frontend, FrontendSpec, ServiceRecord, frontends, merge_global};
+
+/// A node of the mesh.
+pub type PeerKey = (ClusterName, NodeName);
+
+/// One IP cache entry: what the datapath needs to send to and police an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpCacheEntry {
+    pub identity: Identity,
+    pub cluster: ClusterName,
+    pub node: Option<NodeName>,
+    /// Where to tunnel packets for this IP (absent: native routing / this node).
+    pub tunnel_endpoint: Option<IpAddr>,
+    pub encrypt_key: u8,
+}
+
+/// Why a prefix is advertised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Advert {
+    /// This node's PodCIDR.
+    PodCidr,
+    /// A LoadBalancer VIP of a service of this cluster (host route).
+    LoadBalancerVip(ServiceKey),
+}
+
+/// The four desired states of one node agent.
+#[derive(Debug)]
+pub struct MeshDesired {
+    local: ClusterName,
+    me: NodeName,
+    nodes: BTreeMap<PeerKey, NodeRecord>,
+    /// Node addresses: ip -> the nodes that claim it.
+    node_ips: BTreeMap<IpAddr, BTreeMap<PeerKey, ()>>,
+    endpoints: BTreeMap<IpAddr, BTreeMap<ClusterName, EndpointRecord>>,
+    services: BTreeMap<ServiceKey, BTreeMap<ClusterName, ServiceRecord>>,
+    frontends_of: BTreeMap<ServiceKey, Vec<Frontend>>,
+    pub peers: Reconciler<PeerKey, NodeRecord>,
+    pub ipcache: Reconciler<IpAddr, IpCacheEntry>,
+    pub services_out: Reconciler<Frontend, FrontendSpec>,
+    pub adverts: Reconciler<IpNet, Advert>,
+}
+
+fn node_addrs(n: &NodeRecord) -> Vec<IpAddr> {
+    n.ipv4
+        .map(IpAddr::V4)
+        .into_iter()
+        .chain(n.ipv6.map(IpAddr::V6))
+        .collect()
+}
+
+impl MeshDesired {
+    pub fn new(local: ClusterName, me: NodeName) -> Self {
+        Self {
+            local,
+            me,
+            nodes: BTreeMap::new(),
+            node_ips: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            services: BTreeMap::new(),
+            frontends_of: BTreeMap::new(),
+            peers: Reconciler::default(),
+            ipcache: Reconciler::default(),
+            services_out: Reconciler::default(),
+            adverts: Reconciler::default(),
+        }
+    }
+
+    /// Applies one merged-view change. Values that do not decode are skipped (the view
+    /// checked them already; this is belt and braces).
+    pub fn apply(&mut self, change: &ViewChange) {
+        match change {
+            ViewChange::Upsert {
+                cluster,
+                resource,
+                value,
+            } => self.upsert(cluster, resource, value),
+            ViewChange::Delete { cluster, resource } => self.delete(cluster, resource),
+            ViewChange::RemoteSynced(_) => {}
+        }
+    }
+
+    fn upsert(&mut self, cluster: &ClusterName, resource: &Resource, value: &[u8]) {
+        match resource {
+            Resource::Node(n) => {
+                if let Ok(rec) = NodeRecord::decode(cluster, n, value) {
+                    self.set_node(cluster, n, Some(rec));
+                }
+            }
+            Resource::Endpoint(ip) => {
+                if let Ok(rec) = EndpointRecord::decode(cluster, *ip, value) {
+                    self.endpoints
+                        .entry(*ip)
+                        .or_default()
+                        .insert(cluster.clone(), rec);
+                    self.refresh_ip(*ip);
+                }
+            }
+            Resource::Service(s) => {
+                if let Ok(rec) = ServiceRecord::decode(cluster, s, value) {
+                    self.services
+                        .entry(s.clone())
+                        .or_default()
+                        .insert(cluster.clone(), rec);
+                    self.refresh_service(s);
+                }
+            }
+            Resource::Vip(ip) if *cluster == self.local => {
+                if let Ok(v) = serde_json::from_slice::<VipValue>(value) {
+                    self.adverts
+                        .set(IpNet::from(*ip), Some(Advert::LoadBalancerVip(v.service)));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn delete(&mut self, cluster: &ClusterName, resource: &Resource) {
+        match resource {
+            Resource::Node(n) => self.set_node(cluster, n, None),
+            Resource::Endpoint(ip) => {
+                if let Some(m) = self.endpoints.get_mut(ip) {
+                    m.remove(cluster);
+                    if m.is_empty() {
+                        self.endpoints.remove(ip);
+                    }
+                }
+                self.refresh_ip(*ip);
+            }
+            Resource::Service(s) => {
+                if let Some(m) = self.services.get_mut(s) {
+                    m.remove(cluster);
+                    if m.is_empty() {
+                        self.services.remove(s);
+                    }
+                }
+                self.refresh_service(s);
+            }
+            Resource::Vip(ip) if *cluster == self.local => {
+                self.adverts.set(IpNet::from(*ip), None);
+            }
+            _ => {}
+        }
+    }
+
+    fn set_node(&mut self, cluster: &ClusterName, name: &NodeName, rec: Option<NodeRecord>) {
+        let key = (cluster.clone(), name.clone());
+        let is_me = *cluster == self.local && *name == self.me;
+        let old = match &rec {
+            Some(r) => self.nodes.insert(key.clone(), r.clone()),
+            None => self.nodes.remove(&key),
+        };
+        let mut touched: Vec<IpAddr> = Vec::new();
+        if let Some(o) = &old {
+            for ip in node_addrs(o) {
+                if let Some(m) = self.node_ips.get_mut(&ip) {
+                    m.remove(&key);
+                    if m.is_empty() {
+                        self.node_ips.remove(&ip);
+                    }
+                }
+                touched.push(ip);
+            }
+            if is_me {
+                for c in &o.pod_cidrs {
+                    self.adverts.set(*c, None);
+                }
+            }
+        }
+        if let Some(r) = &rec {
+            for ip in node_addrs(r) {
+                self.node_ips.entry(ip).or_default().insert(key.clone(), ());
+                touched.push(ip);
+            }
+            if is_me {
+                for c in &r.pod_cidrs {
+                    self.adverts.set(*c, Some(Advert::PodCidr));
+                }
+            }
+        }
+        if !is_me {
+            self.peers.set(key, rec);
+        }
+        for ip in touched {
+            self.refresh_ip(ip);
+        }
+    }
+
+    /// The IP cache entry of `ip`: an endpoint wins over a node address; among clusters the
+    /// local one wins, then the first by name (overlapping PodCIDRs are refused at config time
+    /// unless allowed, so this only orders a conflict deterministically).
+    fn refresh_ip(&mut self, ip: IpAddr) {
+        let pick = |m: Vec<&ClusterName>| -> Option<ClusterName> {
+            m.iter()
+                .find(|c| ***c == self.local)
+                .or_else(|| m.first())
+                .map(|c| (*c).clone())
+        };
+        let entry = if let Some(eps) = self.endpoints.get(&ip) {
+            pick(eps.keys().collect()).map(|c| {
+                let e = &eps[&c];
+                IpCacheEntry {
+                    identity: e.identity,
+                    cluster: c,
+                    node: Some(e.node.clone()),
+                    tunnel_endpoint: e.tunnel_endpoint,
+                    encrypt_key: e.encrypt_key,
+                }
+            })
+        } else if let Some(nodes) = self.node_ips.get(&ip) {
+            let key = nodes
+                .keys()
+                .find(|(c, _)| *c == self.local)
+                .or_else(|| nodes.keys().next())
+                .cloned();
+            key.map(|(c, n)| {
+                let me = c == self.local && n == self.me;
+                let rec = &self.nodes[&(c.clone(), n.clone())];
+                IpCacheEntry {
+                    identity: if me {
+                        ReservedIdentity::Host.into()
+                    } else {
+                        ReservedIdentity::RemoteNode.into()
+                    },
+                    encrypt_key: rec.ipsec_key_index.unwrap_or(0),
+                    cluster: c,
+                    node: Some(n),
+                    tunnel_endpoint: (!me).then_some(ip),
+                }
+            })
+        } else {
+            None
+        };
+        self.ipcache.set(ip, entry);
+    }
+
+    fn refresh_service(&mut self, s: &ServiceKey) {
+        let next: BTreeMap<Frontend, FrontendSpec> = match self.services.get(s) {
+            Some(m) => match m.get(&self.local) {
+                Some(local) => frontends(&merge_global(local, m.values()), &self.local),
+                None => BTreeMap::new(),
+            },
+            None => BTreeMap::new(),
+        };
+        for old in self.frontends_of.remove(s).unwrap_or_default() {
+            if !next.contains_key(&old) {
+                self.services_out.set(old, None);
+            }
+        }
+        self.frontends_of
+            .insert(s.clone(), next.keys().copied().collect());
+        for (f, spec) in next {
+            self.services_out.set(f, Some(spec));
+        }
+    }
+
+    /// Flushes all four reconcilers.
+    pub fn flush(
+        &mut self,
+        peers: &mut dyn Sink<PeerKey, NodeRecord>,
+        ipcache: &mut dyn Sink<IpAddr, IpCacheEntry>,
+        services: &mut dyn Sink<Frontend, FrontendSpec>,
+        adverts: &mut dyn Sink<IpNet, Advert>,
+    ) -> [FlushReport; 4] {
+        [
+            self.peers.flush(peers),
+            self.ipcache.flush(ipcache),
+            self.services_out.flush(services),
+            self.adverts.flush(adverts),
+        ]
+    }
+
+    pub fn pending(&self) -> usize {
+        self.peers.pending()
+            + self.ipcache.pending()
+            + self.services_out.pending()
+            + self.adverts.pending()
+    }
+}

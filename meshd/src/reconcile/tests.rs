@@ -1,0 +1,233 @@
+use std::net::IpAddr;
+
+use common::{ClusterName, Identity, ReservedIdentity};
+use ipnet::IpNet;
+
+use super::*;
+use crate::endpoints::EndpointRecord;
+use crate::lbipam::VipValue;
+use crate::schema::Resource;
+use crate::services::{Backend, BackendState, Protocol, ServicePort, ServiceRecord};
+
+fn c(s: &str) -> ClusterName {
+    s.parse().unwrap()
+}
+
+fn up(cluster: &str, resource: Resource, value: Vec<u8>) -> ViewChange {
+    ViewChange::Upsert {
+        cluster: c(cluster),
+        resource,
+        value,
+    }
+}
+
+fn del(cluster: &str, resource: Resource) -> ViewChange {
+    ViewChange::Delete {
+        cluster: c(cluster),
+        resource,
+    }
+}
+
+fn node(cluster: &str, name: &str, ip: &str, cidr: &str) -> (Resource, Vec<u8>) {
+    let mut r = NodeRecord::new(c(cluster), name.parse().unwrap());
+    r.ipv4 = Some(ip.parse().unwrap());
+    r.pod_cidrs = vec![cidr.parse().unwrap()];
+    (Resource::Node(name.parse().unwrap()), r.encode())
+}
+
+fn ep(cluster: &str, ip: &str, node: &str, id: u32) -> (Resource, Vec<u8>) {
+    let r = EndpointRecord {
+        ip: ip.parse().unwrap(),
+        cluster: c(cluster),
+        node: node.parse().unwrap(),
+        identity: Identity::from_raw(id).unwrap(),
+        tunnel_endpoint: Some("192.0.2.99".parse().unwrap()),
+        encrypt_key: 2,
+    };
+    (Resource::Endpoint(r.ip), r.encode())
+}
+
+fn svc(
+    cluster: &str,
+    backend_ip: &str,
+    affinity: crate::services::Affinity,
+) -> (Resource, Vec<u8>) {
+    let r = ServiceRecord {
+        service: "shop/web".parse().unwrap(),
+        cluster: c(cluster),
+        vips: vec!["172.20.0.10".parse().unwrap()],
+        ports: vec![ServicePort {
+            name: None,
+            port: 80,
+            protocol: Protocol::Tcp,
+        }],
+        backends: vec![Backend {
+            ip: backend_ip.parse().unwrap(),
+            port: 8080,
+            port_name: None,
+            node: None,
+            cluster: None,
+            zone: None,
+            state: BackendState::Active,
+        }],
+        global: true,
+        affinity,
+    };
+    (Resource::Service(r.service.clone()), r.encode())
+}
+
+struct Rec {
+    peers: RecordingSink<PeerKey, NodeRecord>,
+    ipcache: RecordingSink<IpAddr, IpCacheEntry>,
+    services: RecordingSink<Frontend, FrontendSpec>,
+    adverts: RecordingSink<IpNet, Advert>,
+}
+
+impl Rec {
+    fn new() -> Self {
+        Self {
+            peers: RecordingSink::default(),
+            ipcache: RecordingSink::default(),
+            services: RecordingSink::default(),
+            adverts: RecordingSink::default(),
+        }
+    }
+    fn flush(&self, d: &mut MeshDesired) -> [FlushReport; 4] {
+        d.flush(
+            &mut self.peers.clone(),
+            &mut self.ipcache.clone(),
+            &mut self.services.clone(),
+            &mut self.adverts.clone(),
+        )
+    }
+}
+
+#[test]
+fn reconciler_sends_only_differences_and_retries_failures() {
+    let mut r: Reconciler<u32, &str> = Reconciler::default();
+    let sink = RecordingSink::default();
+    r.set(1, Some("a"));
+    r.set(2, Some("b"));
+    r.set(2, None);
+    assert_eq!(r.pending(), 1, "2 was never applied: nothing to do for it");
+    let rep = r.flush(&mut sink.clone());
+    assert_eq!((rep.upserts, rep.removes, rep.failed), (1, 0, 0));
+    r.set(1, Some("a"));
+    assert_eq!(r.pending(), 0, "an unchanged value is not sent again");
+    sink.with(|s| s.refuse.insert(1));
+    r.set(1, Some("a2"));
+    assert_eq!(r.flush(&mut sink.clone()).failed, 1);
+    assert_eq!(sink.state()[&1], "a");
+    sink.with(|s| s.refuse.clear());
+    assert_eq!(r.flush(&mut sink.clone()).upserts, 1);
+    assert_eq!(sink.state()[&1], "a2");
+    // A consumer restart: resync sends everything again.
+    let fresh = RecordingSink::default();
+    r.resync();
+    r.flush(&mut fresh.clone());
+    assert_eq!(fresh.state(), sink.state());
+}
+
+#[test]
+fn desired_state_from_view_changes() {
+    let mut d = MeshDesired::new(c("red"), "r1".parse().unwrap());
+    let rec = Rec::new();
+    let (k, v) = node("red", "r1", "192.0.2.1", "10.1.1.0/24");
+    d.apply(&up("red", k, v));
+    let (k, v) = node("red", "r2", "192.0.2.2", "10.1.2.0/24");
+    d.apply(&up("red", k, v));
+    let (k, v) = node("green", "g1", "198.51.100.1", "10.2.1.0/24");
+    d.apply(&up("green", k, v));
+    let (k, v) = ep("red", "10.1.2.5", "r2", 65792);
+    d.apply(&up("red", k, v));
+    let (k, v) = ep("green", "10.2.1.5", "g1", 131328);
+    d.apply(&up("green", k, v));
+    let (k, v) = svc("red", "10.1.2.5", crate::services::Affinity::None);
+    d.apply(&up("red", k, v));
+    let (k, v) = svc("green", "10.2.1.5", crate::services::Affinity::None);
+    d.apply(&up("green", k.clone(), v));
+    let vip = VipValue {
+        service: "shop/web".parse().unwrap(),
+        pool: "203.0.113.0/28".parse().unwrap(),
+    };
+    let vip_ip: IpAddr = "203.0.113.1".parse().unwrap();
+    d.apply(&up(
+        "red",
+        Resource::Vip(vip_ip),
+        serde_json::to_vec(&vip).unwrap(),
+    ));
+    rec.flush(&mut d);
+
+    // Peers: every node but this one, of both clusters.
+    let peers: Vec<String> = rec
+        .peers
+        .state()
+        .keys()
+        .map(|(c, n)| format!("{c}/{n}"))
+        .collect();
+    assert_eq!(peers, ["green/g1", "red/r2"]);
+    // IP cache: endpoints with their identity, node addresses as host / remote-node.
+    let ipc = rec.ipcache.state();
+    assert_eq!(
+        ipc[&"10.2.1.5".parse::<IpAddr>().unwrap()].identity.raw(),
+        131328
+    );
+    assert_eq!(
+        ipc[&"10.2.1.5".parse::<IpAddr>().unwrap()].cluster,
+        c("green")
+    );
+    assert_eq!(ipc[&"10.2.1.5".parse::<IpAddr>().unwrap()].encrypt_key, 2);
+    assert_eq!(
+        ipc[&"192.0.2.1".parse::<IpAddr>().unwrap()].identity,
+        Identity::from(ReservedIdentity::Host)
+    );
+    assert_eq!(
+        ipc[&"198.51.100.1".parse::<IpAddr>().unwrap()].identity,
+        Identity::from(ReservedIdentity::RemoteNode)
+    );
+    assert_eq!(ipc.len(), 5);
+    // Services: the global service has both clusters' backends.
+    let svcs = rec.services.state();
+    assert_eq!(svcs.len(), 1);
+    let spec = svcs.values().next().unwrap();
+    let bs: Vec<String> = spec
+        .backends
+        .iter()
+        .map(|b| format!("{}/{}", b.cluster.as_ref().unwrap(), b.ip))
+        .collect();
+    assert_eq!(bs, ["red/10.1.2.5", "green/10.2.1.5"]);
+    // Adverts: this node's PodCIDR and the cluster's VIP.
+    let adv = rec.adverts.state();
+    assert_eq!(
+        adv[&"10.1.1.0/24".parse::<IpNet>().unwrap()],
+        Advert::PodCidr
+    );
+    assert!(matches!(
+        adv[&IpNet::from(vip_ip)],
+        Advert::LoadBalancerVip(_)
+    ));
+    assert_eq!(adv.len(), 2);
+
+    // Deletes propagate as removals; only the differences are sent.
+    let before = rec.ipcache.with(|s| s.upserts);
+    d.apply(&del("green", k));
+    d.apply(&del("green", Resource::Node("g1".parse().unwrap())));
+    let reports = rec.flush(&mut d);
+    assert_eq!(reports[0].removes, 1);
+    assert_eq!(
+        reports[1],
+        FlushReport {
+            upserts: 0,
+            removes: 1,
+            failed: 0
+        }
+    );
+    assert_eq!(rec.ipcache.with(|s| s.upserts), before);
+    let spec = rec.services.state().into_values().next().unwrap();
+    assert_eq!(
+        spec.backends.len(),
+        1,
+        "green's backends left with its service"
+    );
+    assert_eq!(d.pending(), 0);
+}
