@@ -258,3 +258,77 @@ fn bird_bgp_gr_tor_restart_keeps_kernel_routes() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// RFC 4724 §4.2 with a ToR that preserves forwarding (FRR with `preserve-fw-state`, so its
+/// restarted OPEN sets the F bit): across the ToR's crash and restart the node's kernel route
+/// never goes away, not even at re-establishment, and a prefix the ToR no longer announces is
+/// removed once its End-of-RIB arrives.
+#[test]
+fn frr_bgp_gr_tor_restart_keeps_kernel_routes_until_end_of_rib() -> Result<()> {
+    let lab = Lab::new("frr_gr_helper")?;
+    let tor = lab.host("tor")?;
+    let node = lab.host("node")?;
+    lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
+    let mut fc = FrrConfig::new(65000, "192.0.2.1".parse().unwrap());
+    fc.neighbors.push(FrrNeighbor::new(ip("192.0.2.2"), 65101));
+    fc.networks = vec!["198.51.100.0/24".into(), "198.18.5.0/24".into()];
+    fc.extra = " bgp graceful-restart\n bgp graceful-restart preserve-fw-state\n".into();
+    let frr = Frr::start(&tor, &fc)?;
+    let toml = format!(
+        "{}\n[bgp.fib]\n",
+        BgpdConfig::new(65101, "192.0.2.2")
+            .peer(BgpdPeer::new("tor", "192.0.2.1", 65000))
+            .render()
+    );
+    let bgpd = Bgpd::start(&node, &toml)?;
+    bgpd.wait_established("tor", T)?;
+    let kernel =
+        |p: &str| -> Result<bool> { Ok(node.ip(&["route", "show", p])?.contains("via 192.0.2.1")) };
+    cmd::wait_for(
+        "both routes in the node's kernel",
+        T,
+        Duration::from_millis(100),
+        |_| Ok((kernel("198.51.100.0/24")? && kernel("198.18.5.0/24")?).then_some(())),
+    )?;
+
+    // The ToR's bgpd crashes; it comes back announcing one prefix less.
+    frr.bgpd.kill();
+    fc.networks = vec!["198.51.100.0/24".into()];
+    std::fs::write(tor.path("frr.conf"), fc.render(tor.name())).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    frr.bgpd.restart()?;
+    // Watch the kept route the whole time: through re-establishment to convergence.
+    let start = std::time::Instant::now();
+    let mut samples = 0;
+    loop {
+        assert!(
+            kernel("198.51.100.0/24")?,
+            "the kernel route went away during the ToR's restart (sample {samples})"
+        );
+        samples += 1;
+        if !kernel("198.18.5.0/24")? {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the prefix the ToR dropped is still installed after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        bgpd.peer("tor")?.state(),
+        api::bgp::SessionState::Established
+    );
+    assert!(samples > 10, "too few samples ({samples}) to say anything");
+    // The F bit kept the stale routes past re-establishment (no early sweep).
+    let log = bgpd.process.log_tail(1 << 20);
+    assert!(
+        !log.contains("did not preserve forwarding state"),
+        "bgpd swept the stale routes at re-establishment"
+    );
+    assert!(
+        log.contains("End-of-RIB received"),
+        "no End-of-RIB from the restarted ToR"
+    );
+    Ok(())
+}
