@@ -323,3 +323,67 @@ async fn route_refresh_with_borr_eorr_keeps_routes() {
     a.stop(false).await;
     b.stop(false).await;
 }
+
+/// A reload that changes only policies keeps the session: a new export policy at A reaches B as
+/// changed attributes; a new import policy at B makes B ask A for a ROUTE-REFRESH and judge the
+/// re-sent routes by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_changes_apply_without_a_session_reset() {
+    use ironmesh_bgpd::policy::{Policy, Rule, Set, Verdict};
+    let (a, b) = pair("", "").await;
+    let (ha, hb) = (a.handle(), b.handle());
+    wait("the advert at B", async || {
+        loc_rib(&hb)
+            .await
+            .contains(&("10.244.1.0/24".into(), vec![65001]))
+    })
+    .await;
+    let since = hb.peers()[0].status.lock().unwrap().since;
+
+    // Export at A: originated-only, then prepend twice.
+    let prepend = Policy {
+        rules: vec![Rule {
+            matches: vec![],
+            actions: vec![Set::Prepend(2)],
+            verdict: Verdict::Accept,
+        }],
+        default: Verdict::Reject,
+        then: None,
+    };
+    let mut new_a = ha.reload_config_snapshot().await;
+    new_a.peers[0].export = Policy::chain(vec![Policy::originated_only(), prepend]).unwrap();
+    assert_eq!(ha.reload(new_a).await.unwrap(), Vec::<String>::new());
+    wait("the prepended path at B", async || {
+        loc_rib(&hb)
+            .await
+            .contains(&("10.244.1.0/24".into(), vec![65001, 65001, 65001]))
+    })
+    .await;
+
+    // Import at B: reject everything; the routes B holds are re-judged after a refresh.
+    let accepted = async |h: &SpeakerHandle| {
+        h.query(|rib| {
+            rib.loc_rib()
+                .filter(|r| r.peer.is_some() && r.accepted)
+                .count()
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(accepted(&hb).await, 1);
+    let mut new_b = hb.reload_config_snapshot().await;
+    new_b.peers[0].import = Policy::reject_all();
+    assert_eq!(hb.reload(new_b).await.unwrap(), Vec::<String>::new());
+    wait("the route rejected by B's new import policy", async || {
+        accepted(&hb).await == 0
+    })
+    .await;
+    for (h, who) in [(&ha, "A"), (&hb, "B")] {
+        assert_eq!(state(h).await, State::Established, "{who}");
+    }
+    assert_eq!(
+        hb.peers()[0].status.lock().unwrap().since,
+        since,
+        "a policy change reset the session"
+    );
+}

@@ -408,6 +408,30 @@ impl Rib {
         }
     }
 
+    /// Replaces a peer's policies. A new export policy re-evaluates its whole Adj-RIB-Out at the
+    /// next flush (only differences are sent); a new import policy applies to routes received
+    /// from now on, so the caller asks the peer for a ROUTE-REFRESH. Returns (import changed,
+    /// export changed).
+    pub fn set_policies(
+        &mut self,
+        id: PeerId,
+        import: Policy,
+        export: Policy,
+    ) -> Result<(bool, bool), RibError> {
+        let peer = self.peers.get_mut(&id).ok_or(RibError::UnknownPeer(id))?;
+        let import_changed = peer.info.import != import;
+        let export_changed = peer.info.export != export;
+        peer.info.import = import;
+        peer.info.export = export;
+        if export_changed && peer.session.is_some() {
+            peer.sync = [Sync {
+                full: true,
+                resend: false,
+            }; 2];
+        }
+        Ok((import_changed, export_changed))
+    }
+
     /// RFC 2918: the peer asked for a family again; the next flush re-sends all of it.
     pub fn route_refresh(&mut self, id: PeerId, afi: Afi, safi: Safi) -> Result<(), RibError> {
         let peer = self.peers.get_mut(&id).ok_or(RibError::UnknownPeer(id))?;

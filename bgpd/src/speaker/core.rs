@@ -13,6 +13,7 @@ use crate::bmp::{BmpEvent, BmpSink};
 use crate::fib::FibMsg;
 use crate::fsm::DownReason;
 use crate::fsm::Negotiated;
+use crate::policy::Policy;
 use crate::rib::{Advert, PeerId, PeerInfo, Rib, SessionInfo};
 use crate::wire::{
     Afi, Community, Context, GracefulRestart, Message, RouteRefreshMsg, RouteRefreshSubtype, Safi,
@@ -46,6 +47,8 @@ pub enum CoreCmd {
     RemovePeer(PeerId, oneshot::Sender<()>),
     /// The restart time of a gracefully restarting peer ran out (RFC 4724 §4.2).
     SweepStale(PeerId, u64),
+    /// New import and export policies for a peer, without a session reset; acknowledged.
+    SetPolicies(PeerId, Policy, Policy, oneshot::Sender<()>),
 }
 
 impl std::fmt::Debug for CoreCmd {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for CoreCmd {
             CoreCmd::AddPeer(..) => "AddPeer",
             CoreCmd::RemovePeer(..) => "RemovePeer",
             CoreCmd::SweepStale(..) => "SweepStale",
+            CoreCmd::SetPolicies(..) => "SetPolicies",
         })
     }
 }
@@ -632,6 +636,21 @@ impl Core {
                 if n > 0 {
                     info!(peer = %self.name(peer), stale = n, "restart time over: stale routes removed");
                 }
+            }
+            CoreCmd::SetPolicies(id, import, export, ack) => {
+                match self.rib.set_policies(id, import, export) {
+                    // RFC 2918: routes already received went through the old import policy;
+                    // ask the peer to send them again (RFC 7313 brackets them if negotiated).
+                    Ok((true, _)) if self.rib.is_up(id) => {
+                        for &(afi, safi) in self.families.get(&id).into_iter().flatten() {
+                            let rr = refresh_marker(afi, safi, RouteRefreshSubtype::Normal);
+                            self.before_flush.push((id, rr));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(peer = ?id, error = %e, "policy change not applied"),
+                }
+                let _ = ack.send(());
             }
             CoreCmd::RemovePeer(id, ack) => {
                 if self.peers.remove(&id).is_some() {

@@ -238,6 +238,24 @@ impl Registry {
             self.remove(&spec.name, cease_subcode::OTHER_CONFIGURATION_CHANGE)
                 .await;
         }
+        for spec in &p.policies {
+            // The running peer keeps its id (ids follow config order and may have moved).
+            let Some(id) = self
+                .current
+                .peers
+                .iter()
+                .find(|o| o.name == spec.name)
+                .map(|o| o.id)
+            else {
+                continue;
+            };
+            info!(peer = %spec.name, "reload: policy changed, applying without a session reset");
+            let (tx, rx) = oneshot::channel();
+            let cmd = CoreCmd::SetPolicies(id, spec.import.clone(), spec.export.clone(), tx);
+            if self.cmds.send(cmd).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
         self.current
             .peers
             .retain(|o| new.peers.iter().any(|n| n.name == o.name));

@@ -21,6 +21,9 @@ pub enum ReloadError {
 pub struct ReloadPlan {
     /// Peers (by name) whose settings changed: their sessions restart.
     pub restart: Vec<PeerSpec>,
+    /// Peers whose only change is their import or export policy: applied without touching the
+    /// session (export: Adj-RIB-Out re-evaluated; import: ROUTE-REFRESH asked of the peer).
+    pub policies: Vec<PeerSpec>,
     pub add: Vec<PeerSpec>,
     /// Names of peers to remove.
     pub remove: Vec<String>,
@@ -52,6 +55,16 @@ impl ReloadPlan {
 fn same(a: &PeerSpec, b: &PeerSpec) -> bool {
     PeerSpec {
         id: b.id,
+        ..a.clone()
+    } == *b
+}
+
+/// Same peer settings but for the policies.
+fn same_but_policies(a: &PeerSpec, b: &PeerSpec) -> bool {
+    PeerSpec {
+        id: b.id,
+        import: b.import.clone(),
+        export: b.export.clone(),
         ..a.clone()
     } == *b
 }
@@ -92,6 +105,7 @@ pub fn plan(old: &SpeakerConfig, new: &SpeakerConfig) -> Result<ReloadPlan, Relo
     for n in &new.peers {
         match old.peers.iter().find(|o| o.name == n.name) {
             Some(o) if same(o, n) => {}
+            Some(o) if same_but_policies(o, n) => p.policies.push(n.clone()),
             Some(_) => p.restart.push(n.clone()),
             None => p.add.push(n.clone()),
         }
@@ -154,6 +168,24 @@ mod tests {
         assert_eq!(p.restart[0].name, "b");
         assert_eq!(p.add[0].name, "c");
         assert_eq!(p.remove, vec!["a"]);
+    }
+
+    #[test]
+    fn a_policy_change_keeps_the_session() {
+        let a2 = A.replace(
+            "export_policy = \"originated-only\"",
+            "export_policy = \"reject-all\"",
+        );
+        let p = plan(&cfg(&format!("{A}{B}"), ""), &cfg(&format!("{a2}{B}"), "")).unwrap();
+        assert!(p.changed_peers().is_empty(), "{p:?}");
+        assert!(p.restart.is_empty());
+        assert_eq!(p.policies.len(), 1);
+        assert_eq!(p.policies[0].name, "a");
+        // A policy change together with another change restarts the session.
+        let a3 = a2.replace("peer_asn = 65000", "peer_asn = 65009");
+        let p = plan(&cfg(A, ""), &cfg(&a3, "")).unwrap();
+        assert_eq!(p.restart.len(), 1);
+        assert!(p.policies.is_empty());
     }
 
     #[test]
