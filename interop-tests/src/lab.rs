@@ -51,6 +51,10 @@ pub struct Link {
     pub b_if: String,
 }
 
+/// Stack of threads that run inside a host: whole daemons' futures (etcd clients with TLS,
+/// several meshd on one runtime) are large in debug builds, more than the default 2 MiB.
+const THREAD_STACK: usize = 16 << 20;
+
 pub(crate) fn random_hex(len: usize) -> String {
     let mut h = RandomState::new().build_hasher();
     h.write_u128(
@@ -371,12 +375,15 @@ impl Host {
     pub fn in_netns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
         let netns = self.netns.clone();
         std::thread::scope(|s| {
-            s.spawn(move || {
-                sys::join_netns(&netns).map_err(io_err(format!("joining netns {netns}")))?;
-                Ok(f())
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            std::thread::Builder::new()
+                .stack_size(THREAD_STACK)
+                .spawn_scoped(s, move || {
+                    sys::join_netns(&netns).map_err(io_err(format!("joining netns {netns}")))?;
+                    Ok(f())
+                })
+                .map_err(io_err("spawning a thread"))?
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
         })
     }
 
@@ -401,6 +408,7 @@ impl Host {
         let netns = self.netns.clone();
         std::thread::Builder::new()
             .name(name.into())
+            .stack_size(THREAD_STACK)
             .spawn(move || {
                 sys::join_netns(&netns).map_err(io_err(format!("joining netns {netns}")))?;
                 f()
