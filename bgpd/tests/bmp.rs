@@ -186,7 +186,21 @@ export_policy = "originated-only"
         }])
         .await
         .unwrap();
-    c.until("10.244.2.0/24", want("10.244.2.0/24")).await;
+    let flags = c.until("10.244.2.0/24", want("10.244.2.0/24")).await;
+    assert_eq!(
+        flags & peer_flags::L,
+        0,
+        "the UPDATE as received comes first"
+    );
+    // Then its post-policy state (L set): what the import policy let into the Adj-RIB-In.
+    let flags = c
+        .until("post-policy 10.244.2.0/24", want("10.244.2.0/24"))
+        .await;
+    assert_ne!(
+        flags & peer_flags::L,
+        0,
+        "post-policy route monitoring follows"
+    );
 
     // The collector goes away and comes back: a new BMP session carries the whole state, as
     // the post-policy Adj-RIB-In (L set), an End-of-RIB and the route count.

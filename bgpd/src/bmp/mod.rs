@@ -5,7 +5,9 @@
 //! exporter connects (retrying with backoff), sends Initiation, a Peer Up per established peer and
 //! then each such peer's post-policy Adj-RIB-In (L flag, §5) as Route Monitoring messages with a
 //! statistics report, and from then on, live, every UPDATE as received (pre-policy, L clear; the
-//! decoded UPDATE re-encoded with the session's codec context), Peer Up and Peer Down. A lost
+//! decoded UPDATE re-encoded with the session's codec context) followed by the post-policy
+//! state of the prefixes it touched (L set: accepted ones with their stored attributes, the
+//! rest withdrawn), Peer Up and Peer Down. A lost
 //! connection or an overflowed queue ends the BMP session (Termination "out of resources" when it
 //! can still be sent) and the next one starts again with the full state.
 
@@ -52,10 +54,12 @@ pub enum BmpEvent {
         peer: PeerId,
         reason: DownReason,
     },
-    /// A received UPDATE, whole message.
+    /// A received UPDATE, whole message (pre-policy), or the post-policy state of what it
+    /// changed (L flag).
     Update {
         peer: PeerId,
         pdu: Bytes,
+        post_policy: bool,
     },
     /// bgpd stops: send Termination and close.
     Shutdown,
@@ -281,10 +285,14 @@ impl Exporter {
                         BmpEvent::Down { peer, reason } => {
                             self.up.get(peer).map(|u| down_message(u, reason))
                         }
-                        BmpEvent::Update { peer, pdu } => self
-                            .up
-                            .get(peer)
-                            .map(|u| msg::route_monitoring(&stamped(&u.header, 0), pdu)),
+                        BmpEvent::Update {
+                            peer,
+                            pdu,
+                            post_policy,
+                        } => self.up.get(peer).map(|u| {
+                            let l = if *post_policy { msg::peer_flags::L } else { 0 };
+                            msg::route_monitoring(&stamped(&u.header, l), pdu)
+                        }),
                         BmpEvent::Shutdown => {
                             Some(msg::termination(msg::term_reason::ADMIN_CLOSE, "bgpd stopping"))
                         }

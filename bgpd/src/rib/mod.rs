@@ -645,43 +645,13 @@ impl Rib {
     /// `ctx`, one End-of-RIB per negotiated family after them (BMP's initial dump, RFC 7854
     /// §5), and the number of routes.
     pub fn adj_rib_in_updates(&self, id: PeerId, ctx: Context) -> (Vec<Bytes>, u64) {
-        let mut groups: Vec<(&RouteAttrs, Vec<IpNet>)> = Vec::new();
-        let mut index: HashMap<*const RouteAttrs, usize> = HashMap::new();
-        for r in self.adj_rib_in(id).filter(|r| r.accepted) {
-            let at = *index
-                .entry(r.attrs as *const RouteAttrs)
-                .or_insert_with(|| {
-                    groups.push((r.attrs, Vec::new()));
-                    groups.len() - 1
-                });
-            groups[at].1.push(r.prefix);
-        }
-        let b = UpdateBuilder::new(ctx);
+        let routes: Vec<(IpNet, &RouteAttrs)> = self
+            .adj_rib_in(id)
+            .filter(|r| r.accepted)
+            .map(|r| (r.prefix, r.attrs))
+            .collect();
         let mut buf = BytesMut::new();
-        let mut n = 0u64;
-        for (attrs, prefixes) in &groups {
-            let Some(nh) = attrs.next_hop else { continue };
-            let v4: Vec<Ipv4Net> = prefixes
-                .iter()
-                .filter_map(|p| match p {
-                    IpNet::V4(p) => Some(*p),
-                    IpNet::V6(_) => None,
-                })
-                .collect();
-            let v6: Vec<Ipv6Net> = prefixes
-                .iter()
-                .filter_map(|p| match p {
-                    IpNet::V6(p) => Some(*p),
-                    IpNet::V4(_) => None,
-                })
-                .collect();
-            if !v4.is_empty() && b.announce_ipv4(&attrs.attrs, nh, &v4, &mut buf).is_ok() {
-                n += v4.len() as u64;
-            }
-            if !v6.is_empty() && b.announce_ipv6(&attrs.attrs, nh, &v6, &mut buf).is_ok() {
-                n += v6.len() as u64;
-            }
-        }
+        let n = encode_routes(ctx, &routes, &[], &mut buf);
         let families = self
             .peers
             .get(&id)
@@ -693,6 +663,28 @@ impl Rib {
             let _ = eor.encode(&mut buf, &ctx);
         }
         (split_messages(buf.freeze()), n)
+    }
+
+    /// The post-policy state of `prefixes` in the peer's Adj-RIB-In as UPDATE messages: the
+    /// accepted ones announced with their stored attributes, the others (gone or rejected)
+    /// withdrawn. For BMP's post-policy route monitoring (RFC 7854 §4.3, L flag).
+    pub fn adj_rib_in_post_policy(
+        &self,
+        id: PeerId,
+        prefixes: &[IpNet],
+        ctx: Context,
+    ) -> Vec<Bytes> {
+        let mut announced = Vec::new();
+        let mut withdrawn = Vec::new();
+        for &p in prefixes {
+            match self.routes(p).into_iter().find(|r| r.peer == Some(id)) {
+                Some(r) if r.accepted => announced.push((r.prefix, r.attrs)),
+                _ => withdrawn.push(p),
+            }
+        }
+        let mut buf = BytesMut::new();
+        encode_routes(ctx, &announced, &withdrawn, &mut buf);
+        split_messages(buf.freeze())
     }
 
     /// The routes to one prefix: originated first, then learned.
@@ -1189,4 +1181,54 @@ fn split_messages(mut all: Bytes) -> Vec<Bytes> {
         out.push(all.split_to(len.min(all.len())));
     }
     out
+}
+
+/// Packed UPDATEs for `withdrawn` and for `announced` grouped by attribute set; returns the
+/// number of announced routes encoded.
+fn encode_routes(
+    ctx: Context,
+    announced: &[(IpNet, &RouteAttrs)],
+    withdrawn: &[IpNet],
+    buf: &mut BytesMut,
+) -> u64 {
+    let b = UpdateBuilder::new(ctx);
+    let (w4, w6) = split_families(withdrawn.iter().copied());
+    if !w4.is_empty() {
+        let _ = b.withdraw_ipv4(&w4, buf);
+    }
+    if !w6.is_empty() {
+        let _ = b.withdraw_ipv6(&w6, buf);
+    }
+    let mut groups: Vec<(&RouteAttrs, Vec<IpNet>)> = Vec::new();
+    let mut index: HashMap<*const RouteAttrs, usize> = HashMap::new();
+    for &(prefix, attrs) in announced {
+        let at = *index.entry(attrs as *const RouteAttrs).or_insert_with(|| {
+            groups.push((attrs, Vec::new()));
+            groups.len() - 1
+        });
+        groups[at].1.push(prefix);
+    }
+    let mut n = 0u64;
+    for (attrs, prefixes) in &groups {
+        let Some(nh) = attrs.next_hop else { continue };
+        let (v4, v6) = split_families(prefixes.iter().copied());
+        if !v4.is_empty() && b.announce_ipv4(&attrs.attrs, nh, &v4, buf).is_ok() {
+            n += v4.len() as u64;
+        }
+        if !v6.is_empty() && b.announce_ipv6(&attrs.attrs, nh, &v6, buf).is_ok() {
+            n += v6.len() as u64;
+        }
+    }
+    n
+}
+
+fn split_families(prefixes: impl Iterator<Item = IpNet>) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for p in prefixes {
+        match p {
+            IpNet::V4(p) => v4.push(p),
+            IpNet::V6(p) => v6.push(p),
+        }
+    }
+    (v4, v6)
 }

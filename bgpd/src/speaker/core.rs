@@ -438,17 +438,21 @@ impl Core {
                 if !self.current(peer, generation) {
                     return;
                 }
-                if let Some(ctx) = self.bmp_ctx.get(&peer) {
+                let bmp_ctx = self.bmp_ctx.get(&peer).copied();
+                let mut touched: Vec<IpNet> = Vec::new();
+                if let Some(ctx) = bmp_ctx {
                     // Pre-policy route monitoring: each UPDATE as received (re-encoded).
                     for update in &updates {
                         let mut b = bytes::BytesMut::new();
                         let m = Message::Update(Box::new(update.clone()));
-                        if m.encode(&mut b, ctx).is_ok() {
+                        if m.encode(&mut b, &ctx).is_ok() {
                             self.bmp.send(BmpEvent::Update {
                                 peer,
                                 pdu: b.freeze(),
+                                post_policy: false,
                             });
                         }
+                        touched.extend(prefixes_of(update));
                     }
                 }
                 for update in updates {
@@ -460,6 +464,19 @@ impl Core {
                         }
                         Ok(_) => {}
                         Err(e) => warn!(peer = %self.name(peer), error = %e, "UPDATE not applied"),
+                    }
+                }
+                if let Some(ctx) = bmp_ctx
+                    && !touched.is_empty()
+                {
+                    touched.sort_unstable();
+                    touched.dedup();
+                    for pdu in self.rib.adj_rib_in_post_policy(peer, &touched, ctx) {
+                        self.bmp.send(BmpEvent::Update {
+                            peer,
+                            pdu,
+                            post_policy: true,
+                        });
                     }
                 }
             }
@@ -724,4 +741,26 @@ fn link_local_for(local: IpAddr) -> Option<Ipv6Addr> {
     rows.into_iter()
         .find(|(a, i)| *i == ifname && a.is_unicast_link_local())
         .map(|(a, _)| a)
+}
+
+/// Every prefix an UPDATE announces or withdraws (unicast families).
+fn prefixes_of(u: &crate::wire::UpdateMsg) -> Vec<IpNet> {
+    use crate::wire::{MpReach, MpUnreach};
+    let mut v: Vec<IpNet> = u
+        .withdrawn
+        .iter()
+        .chain(&u.nlri)
+        .map(|p| IpNet::V4(*p))
+        .collect();
+    match &u.mp_reach {
+        Some(MpReach::Ipv4Unicast { nlri, .. }) => v.extend(nlri.iter().map(|p| IpNet::V4(*p))),
+        Some(MpReach::Ipv6Unicast { nlri, .. }) => v.extend(nlri.iter().map(|p| IpNet::V6(*p))),
+        _ => {}
+    }
+    match &u.mp_unreach {
+        Some(MpUnreach::Ipv4Unicast(w)) => v.extend(w.iter().map(|p| IpNet::V4(*p))),
+        Some(MpUnreach::Ipv6Unicast(w)) => v.extend(w.iter().map(|p| IpNet::V6(*p))),
+        _ => {}
+    }
+    v
 }
