@@ -133,6 +133,8 @@ export_policy = "originated-only"
     let capture = tcpdump(&mon_h, &mon_link.b_if, &pcap)?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
+    let connected = Arc::new(AtomicBool::new(false));
+    let connected2 = connected.clone();
     let collector = mon_h.spawn_thread("bmp-collector", move || {
         let l = TcpListener::bind("198.18.0.2:11019")
             .map_err(|e| LabError::Invalid(format!("collector bind: {e}")))?;
@@ -147,6 +149,7 @@ export_policy = "originated-only"
                 Err(e) => return Err(LabError::Invalid(format!("no BMP connection: {e}"))),
             }
         };
+        connected2.store(true, Ordering::Relaxed);
         s.set_nonblocking(false).ok();
         s.set_read_timeout(Some(Duration::from_millis(200))).ok();
         let mut total = 0usize;
@@ -160,7 +163,14 @@ export_policy = "originated-only"
         }
         Ok(total)
     })?;
-    // Then a live change: BIRD announces one more prefix.
+    // Then, once the BMP session is up and its dump sent, a live change: BIRD announces one
+    // more prefix.
+    wait_for(
+        "bgpd's BMP session",
+        Duration::from_secs(40),
+        Duration::from_millis(50),
+        |_| Ok(connected.load(Ordering::Relaxed).then_some(())),
+    )?;
     std::thread::sleep(Duration::from_secs(1));
     bc.statics.push("203.0.113.0/24".into());
     bird.reconfigure(&bc)?;
