@@ -8,15 +8,12 @@ use bytes::BytesMut;
 use ironmesh_bgpd::bmp::BmpMessage;
 use ironmesh_bgpd::bmp::msg::{down_reason, info_type, peer_flags, stat_type};
 use ironmesh_bgpd::rib::Advert;
-use ironmesh_bgpd::speaker::{Speaker, SpeakerConfig};
+
+mod support;
 use ironmesh_bgpd::wire::{Context, Message};
+use support::{start_a, start_b};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-
-fn cfg(toml: &str) -> SpeakerConfig {
-    let c = configs::Config::from_toml(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    SpeakerConfig::from_config(&c).unwrap()
-}
 
 const CTX: Context = Context {
     four_octet_as: true,
@@ -81,49 +78,15 @@ fn announced(pdu: &bytes::Bytes) -> (Vec<String>, bool) {
 async fn bmp_export_follows_sessions_and_updates() {
     let collector = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cport = collector.local_addr().unwrap().port();
-    let mut ca = cfg(r#"
-[node]
-name = "a"
-cluster = "lab"
-[bgp]
-local_asn = 65001
-router_id = "192.0.2.1"
-[[bgp.peers]]
-name = "b"
-address = "127.0.0.2"
-peer_asn = 65002
-passive = true
-import_policy = "accept-all"
-export_policy = "originated-only"
-[[bgp.adverts]]
-prefix = "10.244.1.0/24"
-"#);
-    ca.listen = Some("127.0.0.1:0".parse().unwrap());
-    let a = Speaker::start(ca).await.unwrap();
+    let a = start_a("").await;
     let port = a.listen_addr().unwrap().port();
-    let b = Speaker::start(cfg(&format!(
-        r#"
-[node]
-name = "b"
-cluster = "lab"
-[bgp]
-local_asn = 65002
-router_id = "192.0.2.2"
-listen_port = 0
-[bgp.bmp]
-collectors = ["127.0.0.1:{cport}"]
-[[bgp.peers]]
-name = "a"
-address = "127.0.0.1"
-port = {port}
-local_address = "127.0.0.2"
-peer_asn = 65001
-import_policy = "accept-all"
-export_policy = "originated-only"
-"#
-    )))
-    .await
-    .unwrap();
+    let b = start_b(
+        port,
+        &format!("[bgp.bmp]\ncollectors = [\"127.0.0.1:{cport}\"]"),
+        "",
+        "",
+    )
+    .await;
 
     // First BMP session: Initiation naming the node, Peer Up with both OPENs.
     let mut c = Collector::accept(&collector).await;

@@ -4,13 +4,11 @@
 use std::time::{Duration, Instant};
 
 use ironmesh_bgpd::rib::Advert;
-use ironmesh_bgpd::speaker::{Speaker, SpeakerConfig, metrics};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ironmesh_bgpd::speaker::metrics;
 
-fn cfg(toml: &str) -> SpeakerConfig {
-    let c = configs::Config::from_toml(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    SpeakerConfig::from_config(&c).unwrap()
-}
+mod support;
+use support::{start_a, start_b};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn http(addr: std::net::SocketAddr, request: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -51,26 +49,7 @@ async fn wait_metric(addr: std::net::SocketAddr, name: &str, want: f64) -> Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrape_follows_session_and_adverts() {
-    let mut ca = cfg(r#"
-[node]
-name = "a"
-cluster = "lab"
-[bgp]
-local_asn = 65001
-router_id = "192.0.2.1"
-[[bgp.peers]]
-name = "b"
-address = "127.0.0.2"
-peer_asn = 65002
-passive = true
-hold_time = 9
-import_policy = "accept-all"
-export_policy = "originated-only"
-[[bgp.adverts]]
-prefix = "10.244.1.0/24"
-"#);
-    ca.listen = Some("127.0.0.1:0".parse().unwrap());
-    let a = Speaker::start(ca).await.unwrap();
+    let a = start_a("").await;
     let port = a.listen_addr().unwrap().port();
     let listener = metrics::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let maddr = listener.local_addr().unwrap();
@@ -92,32 +71,13 @@ prefix = "10.244.1.0/24"
         "{text}"
     );
 
-    let b = Speaker::start(cfg(&format!(
-        r#"
-[node]
-name = "b"
-cluster = "lab"
-[bgp]
-local_asn = 65002
-router_id = "192.0.2.2"
-listen_port = 0
-[[bgp.peers]]
-name = "a"
-address = "127.0.0.1"
-port = {port}
-local_address = "127.0.0.2"
-peer_asn = 65001
-hold_time = 9
-import_policy = "accept-all"
-export_policy = "originated-only"
-[[bgp.adverts]]
-prefix = "10.244.2.0/24"
-[[bgp.adverts]]
-prefix = "10.244.3.0/24"
-"#
-    )))
-    .await
-    .unwrap();
+    let b = start_b(
+        port,
+        "",
+        "",
+        "[[bgp.adverts]]\nprefix = \"10.244.2.0/24\"\n[[bgp.adverts]]\nprefix = \"10.244.3.0/24\"\n",
+    )
+    .await;
 
     let text = wait_metric(maddr, "bgp_peer_state{peer=\"b\"}", 6.0).await;
     assert!(

@@ -2,27 +2,14 @@
 //! time, MD5 and the API handle. Real TCP, real codec, real FSM and RIB; ports chosen by the
 //! kernel (port 0).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ironmesh_bgpd::fsm::State;
 use ironmesh_bgpd::rib::Advert;
-use ironmesh_bgpd::speaker::{Speaker, SpeakerConfig, SpeakerHandle};
+use ironmesh_bgpd::speaker::{Speaker, SpeakerHandle};
 
-fn cfg(toml: &str) -> SpeakerConfig {
-    let c = configs::Config::from_toml(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    SpeakerConfig::from_config(&c).unwrap()
-}
-
-async fn wait(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(15) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
+mod support;
+use support::{start_a, start_b, wait};
 
 async fn state(h: &SpeakerHandle) -> State {
     h.peers()[0].status.lock().unwrap().state
@@ -51,55 +38,9 @@ async fn loc_rib(h: &SpeakerHandle) -> Vec<(String, Vec<u32>)> {
 
 /// A (AS 65001, listening, passive) and B (AS 65002, connecting from 127.0.0.2).
 async fn pair(md5_a: &str, md5_b: &str) -> (Speaker, Speaker) {
-    let mut ca = cfg(&format!(
-        r#"
-[node]
-name = "a"
-cluster = "lab"
-[bgp]
-local_asn = 65001
-router_id = "192.0.2.1"
-[[bgp.peers]]
-name = "b"
-address = "127.0.0.2"
-peer_asn = 65002
-passive = true
-hold_time = 9
-import_policy = "accept-all"
-export_policy = "originated-only"
-{md5_a}
-[[bgp.adverts]]
-prefix = "10.244.1.0/24"
-communities = ["65001:100"]
-"#
-    ));
-    // In the config file port 0 disables listening; tests let the kernel pick one.
-    ca.listen = Some("127.0.0.1:0".parse().unwrap());
-    let a = Speaker::start(ca).await.unwrap();
+    let a = start_a(md5_a).await;
     let port = a.listen_addr().unwrap().port();
-    let b = Speaker::start(cfg(&format!(
-        r#"
-[node]
-name = "b"
-cluster = "lab"
-[bgp]
-local_asn = 65002
-router_id = "192.0.2.2"
-listen_port = 0
-[[bgp.peers]]
-name = "a"
-address = "127.0.0.1"
-port = {port}
-local_address = "127.0.0.2"
-peer_asn = 65001
-hold_time = 9
-import_policy = "accept-all"
-export_policy = "originated-only"
-{md5_b}
-"#
-    )))
-    .await
-    .unwrap();
+    let b = start_b(port, "", md5_b, "").await;
     (a, b)
 }
 

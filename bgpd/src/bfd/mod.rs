@@ -337,28 +337,33 @@ mod tests {
     /// two services bound to the same port, so they must not overlap.
     static PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-    /// A session to 127.0.0.1 hears itself (its packets come back to port 3784 from the same
-    /// address) and comes up; then a Down packet for it with TTL 64 is dropped (RFC 5881 §5)
-    /// while the same packet with TTL 255 takes it down.
-    #[tokio::test]
-    async fn looped_session_comes_up_and_only_ttl_255_counts() {
-        let _one_at_a_time = PORTS.lock().await;
+    /// A looped-back session to 127.0.0.1 (it hears its own packets) that is Up, with the
+    /// service it runs in and its events.
+    async fn looped(
+        kind: usize,
+        multihop: Option<u8>,
+    ) -> (Service, SessionHandle, mpsc::Receiver<BfdEvent>) {
         let svc = Service::start();
-        if let Some(e) = &svc.errors[0] {
-            panic!("{e} (BFD needs root or CAP_NET_BIND_SERVICE for port 3784)");
+        if let Some(e) = &svc.errors[kind] {
+            panic!("{e} (BFD needs root or CAP_NET_BIND_SERVICE for ports 3784/4784)");
         }
         let cfg = BfdConfig {
             desired_min_tx: Duration::from_millis(50),
             required_min_rx: Duration::from_millis(50),
             detect_mult: 3,
-            multihop: None,
+            multihop,
         };
         let (tx, mut rx) = mpsc::channel::<BfdEvent>(8);
-        let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        let h = svc.spawn("self", lo, None, cfg, tx).unwrap();
+        let h = svc.spawn("self", LO, None, cfg, tx).unwrap();
         let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
         assert_eq!(ev.unwrap(), Some(BfdEvent::Up));
+        (svc, h, rx)
+    }
 
+    const LO: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// A Down for session `your_disc`, sent from 127.0.0.1 with `ttl` to `port`.
+    fn send_down(your_disc: u32, ttl: u32, port: u16) {
         let down = ControlPacket {
             diag: Diag::CONTROL_DETECTION_TIME_EXPIRED,
             state: BfdState::Down,
@@ -368,20 +373,29 @@ mod tests {
             demand: false,
             detect_mult: 3,
             my_disc: 0x5eed,
-            your_disc: h.local_disc(),
+            your_disc,
             desired_min_tx_us: 1_000_000,
             required_min_rx_us: 1_000_000,
             required_min_echo_rx_us: 0,
         };
-        let send = |ttl: u32| {
-            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            s.set_ttl(ttl).unwrap();
-            s.send_to(&down.encode(), (lo, CONTROL_PORT)).unwrap();
-        };
-        send(64);
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_ttl(ttl).unwrap();
+        s.send_to(&down.encode(), (LO, port)).unwrap();
+    }
+
+    /// Nothing for a while, then the session goes down because the peer said so; then stop.
+    async fn dropped_then_down(
+        svc: Service,
+        h: SessionHandle,
+        rx: &mut mpsc::Receiver<BfdEvent>,
+        go: impl FnOnce(),
+    ) {
         let ev = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
-        assert!(ev.is_err(), "a TTL 64 packet was accepted: {ev:?}");
-        send(255);
+        assert!(
+            ev.is_err(),
+            "a packet that should be dropped was accepted: {ev:?}"
+        );
+        go();
         let ev = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
         assert_eq!(
             ev.unwrap(),
@@ -396,63 +410,28 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    /// A session to 127.0.0.1 hears itself (its packets come back to port 3784 from the same
+    /// address) and comes up; then a Down packet for it with TTL 64 is dropped (RFC 5881 §5)
+    /// while the same packet with TTL 255 takes it down.
+    #[tokio::test]
+    async fn looped_session_comes_up_and_only_ttl_255_counts() {
+        let _one_at_a_time = PORTS.lock().await;
+        let (svc, h, mut rx) = looped(0, None).await;
+        let disc = h.local_disc();
+        send_down(disc, 64, CONTROL_PORT);
+        dropped_then_down(svc, h, &mut rx, || send_down(disc, 255, CONTROL_PORT)).await;
+    }
+
     /// RFC 5883: a multihop session to 127.0.0.1 (minimum TTL 253) hears itself on port 4784
     /// and comes up; a Down packet with TTL 250 is dropped, one sent to the single-hop port is
     /// not its business, and TTL 253 takes it down.
     #[tokio::test]
     async fn multihop_session_checks_hops_and_port() {
         let _one_at_a_time = PORTS.lock().await;
-        let svc = Service::start();
-        if let Some(e) = &svc.errors[2] {
-            panic!("{e} (BFD needs root or CAP_NET_BIND_SERVICE for port 4784)");
-        }
-        let cfg = BfdConfig {
-            desired_min_tx: Duration::from_millis(50),
-            required_min_rx: Duration::from_millis(50),
-            detect_mult: 3,
-            multihop: Some(253),
-        };
-        let (tx, mut rx) = mpsc::channel::<BfdEvent>(8);
-        let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        let h = svc.spawn("self-mh", lo, None, cfg, tx).unwrap();
-        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
-        assert_eq!(ev.unwrap(), Some(BfdEvent::Up));
-        let down = ControlPacket {
-            diag: Diag::CONTROL_DETECTION_TIME_EXPIRED,
-            state: BfdState::Down,
-            poll: false,
-            final_: false,
-            cpi: false,
-            demand: false,
-            detect_mult: 3,
-            my_disc: 0x5eed,
-            your_disc: h.local_disc(),
-            desired_min_tx_us: 1_000_000,
-            required_min_rx_us: 1_000_000,
-            required_min_echo_rx_us: 0,
-        };
-        let send = |ttl: u32, port: u16| {
-            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            s.set_ttl(ttl).unwrap();
-            s.send_to(&down.encode(), (lo, port)).unwrap();
-        };
-        send(250, MULTIHOP_PORT);
-        send(255, CONTROL_PORT);
-        let ev = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
-        assert!(
-            ev.is_err(),
-            "a packet with too many hops or to port 3784 was accepted: {ev:?}"
-        );
-        send(253, MULTIHOP_PORT);
-        let ev = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
-        assert_eq!(
-            ev.unwrap(),
-            Some(BfdEvent::Down {
-                diag: Diag::NEIGHBOR_SIGNALED_SESSION_DOWN
-            })
-        );
-        h.stop().await;
-        drop(svc);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (svc, h, mut rx) = looped(2, Some(253)).await;
+        let disc = h.local_disc();
+        send_down(disc, 250, MULTIHOP_PORT);
+        send_down(disc, 255, CONTROL_PORT);
+        dropped_then_down(svc, h, &mut rx, || send_down(disc, 253, MULTIHOP_PORT)).await;
     }
 }
