@@ -8,6 +8,12 @@ pub mod bgp {
     tonic::include_proto!("ironmesh.bgp.v1");
 }
 
+#[allow(clippy::all, missing_debug_implementations)]
+pub mod mesh {
+    //! `ironmesh.mesh.v1`: meshd's API (status, merged nodes, identities, services).
+    tonic::include_proto!("ironmesh.mesh.v1");
+}
+
 #[cfg(test)]
 mod tests {
     use super::bgp::*;

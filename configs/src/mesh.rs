@@ -2,13 +2,19 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+
+use ipnet::IpNet;
 
 use common::{ClusterId, ClusterName, IdentityLayout};
 
 use crate::error::Errors;
 use crate::node::absolute_path;
-use crate::raw::{RawMesh, RawTls};
+use crate::raw::{RawMesh, RawPodCidrPool, RawTls};
+
+/// Default TTL (seconds) of the leases meshd holds: its node record and mirror elections.
+pub const DEFAULT_LEASE_TTL: u32 = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mesh {
@@ -17,6 +23,21 @@ pub struct Mesh {
     pub identity: IdentityLayout,
     pub tls: Option<Tls>,
     pub remote_clusters: Vec<RemoteCluster>,
+    /// Cluster pools the nodes' PodCIDRs are carved from (empty: meshd allocates none).
+    pub pod_cidr_pools: Vec<PodCidrPool>,
+    /// The node's addresses in its record (absent: meshd uses the first global address).
+    pub node_ipv4: Option<Ipv4Addr>,
+    pub node_ipv6: Option<Ipv6Addr>,
+    /// TTL of meshd's leases in seconds: a dead node's record (and a dead mirror's
+    /// election key) goes after about this long.
+    pub lease_ttl_secs: u32,
+}
+
+/// `[[mesh.pod_cidr_pools]]`: each node gets one `/node_mask` of `cidr` per family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodCidrPool {
+    pub cidr: IpNet,
+    pub node_mask: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,13 +223,115 @@ pub(crate) fn validate(
             _ => None,
         });
     }
+    let pools = pod_cidr_pools(errs, &raw.pod_cidr_pools);
+    let node_ipv4 = address(errs, "mesh.node_ipv4", raw.node_ipv4.as_deref());
+    let node_ipv6 = address(errs, "mesh.node_ipv6", raw.node_ipv6.as_deref());
+    let lease_ttl_secs = match raw.lease_ttl {
+        Some(v) => errs.int(
+            "mesh.lease_ttl",
+            v,
+            2,
+            3600,
+            "seconds; a dead node is noticed after about this long",
+        ),
+        None => Some(DEFAULT_LEASE_TTL),
+    };
     Some(Mesh {
+        pod_cidr_pools: pools?,
+        node_ipv4: node_ipv4?,
+        node_ipv6: node_ipv6?,
+        lease_ttl_secs: lease_ttl_secs?,
         etcd_endpoints: etcd_endpoints?,
         cluster_id: cluster_id?,
         identity: identity?,
         tls: own_tls?,
         remote_clusters: remotes.into_iter().collect::<Option<_>>()?,
     })
+}
+
+fn address<T: std::str::FromStr>(
+    errs: &mut Errors,
+    path: &str,
+    v: Option<&str>,
+) -> Option<Option<T>> {
+    let Some(v) = v else { return Some(None) };
+    match v.parse() {
+        Ok(a) => Some(Some(a)),
+        Err(_) => {
+            let fam = if path.ends_with("ipv4") {
+                "IPv4"
+            } else {
+                "IPv6"
+            };
+            errs.push(
+                path,
+                format!(
+                    "{v:?} is not an {fam} address; write it like \"{}\"",
+                    if fam == "IPv4" {
+                        "192.0.2.10"
+                    } else {
+                        "2001:db8::10"
+                    }
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn pod_cidr_pools(errs: &mut Errors, raw: &[RawPodCidrPool]) -> Option<Vec<PodCidrPool>> {
+    let mut out: Vec<Option<PodCidrPool>> = Vec::new();
+    for (i, p) in raw.iter().enumerate() {
+        let at = |f: &str| format!("mesh.pod_cidr_pools[{i}].{f}");
+        let cidr = match p.cidr.parse::<IpNet>() {
+            Ok(c) if c.trunc() == c => Some(c),
+            Ok(c) => {
+                errs.push(
+                    at("cidr"),
+                    format!("{c} has host bits set; write the network, {}", c.trunc()),
+                );
+                None
+            }
+            Err(_) => {
+                errs.push(
+                    at("cidr"),
+                    format!(
+                        "{:?} is not a CIDR; write it like \"10.244.0.0/16\"",
+                        p.cidr
+                    ),
+                );
+                None
+            }
+        };
+        let mask = cidr.and_then(|c| {
+            errs.int(
+                at("node_mask"),
+                p.node_mask,
+                i64::from(c.prefix_len()),
+                i64::from(c.max_prefix_len()),
+                &format!(
+                    "the size of each node's PodCIDR, at least the pool's /{}",
+                    c.prefix_len()
+                ),
+            )
+        });
+        if let Some(c) = cidr {
+            let clash = out.iter().enumerate().find(|(_, o)| {
+                o.is_some_and(|o| o.cidr.contains(&c.network()) || c.contains(&o.cidr.network()))
+            });
+            if let Some((j, _)) = clash {
+                errs.push(
+                    at("cidr"),
+                    format!("{c} overlaps mesh.pod_cidr_pools[{j}]; pools must be disjoint"),
+                );
+            }
+        }
+        out.push(match (cidr, mask) {
+            (Some(cidr), Some(node_mask)) => Some(PodCidrPool { cidr, node_mask }),
+            _ => None,
+        });
+    }
+    out.into_iter().collect()
 }
 
 fn check_cluster_id(

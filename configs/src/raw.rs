@@ -193,6 +193,18 @@ pub struct RawMesh {
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub remote_clusters: Vec<RawRemoteCluster>,
+    #[serde(default)]
+    pub pod_cidr_pools: Vec<RawPodCidrPool>,
+    pub node_ipv4: Option<String>,
+    pub node_ipv6: Option<String>,
+    pub lease_ttl: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPodCidrPool {
+    pub cidr: String,
+    pub node_mask: i64,
 }
 
 #[derive(Debug, Deserialize)]

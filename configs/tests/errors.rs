@@ -565,3 +565,33 @@ fn bfd_min_ttl_is_for_multihop_only() {
     .unwrap();
     assert_eq!(c.bgp.unwrap().peers[0].bfd.unwrap().min_ttl, Some(250));
 }
+
+#[test]
+fn mesh_agent_settings() {
+    let ok = Config::from_toml(&format!(
+        "{NODE}{MESH}node_ipv4 = \"192.0.2.10\"\nlease_ttl = 3\npod_cidr_pools = [{{ cidr = \"10.244.0.0/16\", node_mask = 24 }}, {{ cidr = \"fd00:10::/48\", node_mask = 64 }}]\n"
+    ))
+    .unwrap();
+    let m = ok.mesh.unwrap();
+    assert_eq!(m.pod_cidr_pools.len(), 2);
+    assert_eq!(m.lease_ttl_secs, 3);
+    assert_eq!(m.node_ipv4, Some("192.0.2.10".parse().unwrap()));
+    assert_error(
+        &format!("{NODE}{MESH}pod_cidr_pools = [{{ cidr = \"10.244.0.0/16\", node_mask = 8 }}]\n"),
+        "mesh.pod_cidr_pools[0].node_mask: 8 is out of range; use 16..=32 (the size of each node's PodCIDR, at least the pool's /16)",
+    );
+    assert_error(
+        &format!(
+            "{NODE}{MESH}pod_cidr_pools = [{{ cidr = \"10.244.0.0/16\", node_mask = 24 }}, {{ cidr = \"10.244.128.0/17\", node_mask = 24 }}]\n"
+        ),
+        "mesh.pod_cidr_pools[1].cidr: 10.244.128.0/17 overlaps mesh.pod_cidr_pools[0]; pools must be disjoint",
+    );
+    assert_error(
+        &format!("{NODE}{MESH}node_ipv4 = \"fd00::1\"\n"),
+        "mesh.node_ipv4: \"fd00::1\" is not an IPv4 address; write it like \"192.0.2.10\"",
+    );
+    assert_error(
+        &format!("{NODE}{MESH}lease_ttl = 1\n"),
+        "mesh.lease_ttl: 1 is out of range; use 2..=3600 (seconds; a dead node is noticed after about this long)",
+    );
+}

@@ -2,6 +2,8 @@
 //! unreachable daemon, an API error), 2 usage.
 
 mod bgp;
+mod mesh;
+mod monitor;
 mod summary;
 mod table;
 mod view;
@@ -26,6 +28,10 @@ enum Command {
     Config(ConfigCommand),
     /// Inspect and drive bgpd over its API: peers, routes, adverts, drain.
     Bgp(bgp::BgpArgs),
+    /// Inspect meshd over its API: mesh status, nodes, identities, services of every cluster.
+    Mesh(mesh::MeshArgs),
+    /// Follow the datapath's drop, policy-verdict and trace events, like `hubble observe`.
+    Monitor(monitor::MonitorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +47,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Config(ConfigCommand::Check { file }) => check(&file),
+        Command::Mesh(args) => match mesh::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ironctl: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Monitor(args) => match monitor::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ironctl: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bgp(args) => match bgp::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -17,6 +17,7 @@
 //! etcd is the only replication engine: everything shared goes through its transactions,
 //! leases and watches.
 
+pub mod agent;
 pub mod endpoints;
 pub mod federation;
 pub mod gc;

@@ -1,0 +1,131 @@
+//! What the agent runs with: the validated node config turned into meshd's own settings.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{ClusterId, ClusterName, IdentityLayout, NodeName};
+
+use super::AgentError;
+use crate::ipam::Pool;
+use crate::kvstore::{KvConfig, TlsFiles};
+
+/// One remote cluster to mirror.
+#[derive(Debug, Clone)]
+pub struct RemoteSpec {
+    pub name: ClusterName,
+    pub id: ClusterId,
+    pub etcd: KvConfig,
+}
+
+/// Everything [`run`](super::run) needs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node: NodeName,
+    pub cluster: ClusterName,
+    pub cluster_id: ClusterId,
+    pub layout: IdentityLayout,
+    pub state_dir: PathBuf,
+    pub local_etcd: KvConfig,
+    pub remotes: Vec<RemoteSpec>,
+    pub pools: Vec<Pool>,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    /// TTL of the node record's lease and of the mirror elections.
+    pub lease_ttl_secs: i64,
+    /// Publish the WireGuard public key of `<state_dir>/wireguard.key` in the node record.
+    pub wireguard: bool,
+    /// The gRPC API's Unix socket (`None`: no API).
+    pub api_socket: Option<PathBuf>,
+    /// Prometheus metrics listen address (`None`: off).
+    pub metrics: Option<SocketAddr>,
+    /// Wait between attempts to reach the local etcd.
+    pub retry_interval: Duration,
+    /// How often remote etcds and the local one are probed (a cut link is silence).
+    pub probe_interval: Duration,
+    pub gc_interval: Duration,
+    pub identity_grace: Duration,
+    pub pod_cidr_grace: Duration,
+}
+
+/// The API socket's default: `<state_dir>/meshd.sock`.
+pub fn default_api_socket(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("meshd.sock")
+}
+
+fn kv_config(
+    endpoints: &[configs::EtcdEndpoint],
+    tls: Option<&configs::Tls>,
+    field: &str,
+) -> Result<KvConfig, AgentError> {
+    let mut kv = KvConfig::new(endpoints.iter().map(ToString::to_string));
+    if let Some(t) = tls {
+        let ca = t.ca_file.clone().ok_or_else(|| AgentError::Config {
+            field: format!("{field}.ca_file"),
+            detail: "meshd needs the CA that signed etcd's certificates; set ca_file".into(),
+        })?;
+        kv.tls = Some(TlsFiles {
+            ca,
+            client_cert: t.client.clone(),
+            server_name: None,
+        });
+    }
+    Ok(kv)
+}
+
+impl AgentConfig {
+    /// Builds the agent's settings from a validated node config (`[node]` and `[mesh]`).
+    pub fn from_config(cfg: &configs::Config) -> Result<Self, AgentError> {
+        let mesh = cfg.mesh.as_ref().ok_or(AgentError::NoMesh)?;
+        let remotes = mesh
+            .remote_clusters
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Ok(RemoteSpec {
+                    name: r.name.clone(),
+                    id: r.id,
+                    etcd: kv_config(
+                        &r.endpoints,
+                        r.tls.as_ref(),
+                        &format!("mesh.remote_clusters[{i}].tls"),
+                    )?,
+                })
+            })
+            .collect::<Result<Vec<_>, AgentError>>()?;
+        let pools = mesh
+            .pod_cidr_pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Pool::new(p.cidr, p.node_mask).map_err(|e| AgentError::Config {
+                    field: format!("mesh.pod_cidr_pools[{i}]"),
+                    detail: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, AgentError>>()?;
+        let wireguard = cfg.encryption.mode != configs::EncryptionMode::Off
+            && matches!(cfg.encryption.backend, configs::Backend::WireGuard { .. });
+        Ok(AgentConfig {
+            node: cfg.node.name.clone(),
+            cluster: cfg.node.cluster.clone(),
+            cluster_id: mesh.cluster_id,
+            layout: mesh.identity,
+            state_dir: cfg.node.state_dir.clone(),
+            local_etcd: kv_config(&mesh.etcd_endpoints, mesh.tls.as_ref(), "mesh.tls")?,
+            remotes,
+            pools,
+            ipv4: mesh.node_ipv4,
+            ipv6: mesh.node_ipv6,
+            lease_ttl_secs: i64::from(mesh.lease_ttl_secs),
+            wireguard,
+            api_socket: Some(default_api_socket(&cfg.node.state_dir)),
+            metrics: None,
+            retry_interval: Duration::from_secs(2),
+            probe_interval: Duration::from_secs(1),
+            gc_interval: Duration::from_secs(30),
+            identity_grace: Duration::from_secs(300),
+            pod_cidr_grace: Duration::from_secs(600),
+        })
+    }
+}

@@ -1,0 +1,181 @@
+//! Merged-view state to API messages (pure functions, unit-tested).
+
+use api::mesh as pb;
+use common::{ClusterId, ClusterName, Labels, NodeName};
+
+use crate::federation::{MergedState, MirrorRole, MirrorStatus};
+use crate::identity::IdentityValue;
+use crate::nodes::{NodeHealth, NodeRecord};
+use crate::schema::{Resource, ResourceKind};
+use crate::services::{Affinity, Backend, BackendState, Protocol, ServiceRecord, select_backends};
+
+/// Entry counts of one cluster in the merged view.
+pub fn counts(st: &MergedState, cluster: &ClusterName) -> pb::Counts {
+    let n = |k| st.count(cluster, k) as u64;
+    pb::Counts {
+        nodes: n(ResourceKind::Nodes),
+        endpoints: n(ResourceKind::Endpoints),
+        identities: n(ResourceKind::Identities),
+        services: n(ResourceKind::Services),
+    }
+}
+
+/// One remote as this node sees it: from the mirror's keys in the local etcd (`st`; `None`
+/// before the local etcd answered) and this meshd's own mirror controller (`mirror`).
+pub fn remote_status(
+    name: &ClusterName,
+    id: ClusterId,
+    st: Option<&MergedState>,
+    mirror: Option<&MirrorStatus>,
+) -> pb::RemoteClusterStatus {
+    let synced = st.and_then(|s| s.synced(name));
+    let status = st.and_then(|s| s.mirror_status(name));
+    let stale = status.is_some_and(|s| s.stale);
+    let local_is_mirror = mirror.is_some_and(|m| m.role == MirrorRole::Leader);
+    let error = status
+        .and_then(|s| s.error.clone())
+        .or_else(|| {
+            mirror
+                .and_then(|m| m.last_error.clone())
+                .filter(|_| local_is_mirror)
+        })
+        .unwrap_or_default();
+    pb::RemoteClusterStatus {
+        name: name.to_string(),
+        id: u32::from(id.get()),
+        connected: synced.is_some() && status.is_some() && !stale,
+        stale,
+        synced: synced.is_some(),
+        last_sync_unix_ms: synced.map_or(0, |s| s.at_unix_ms),
+        stale_since_unix_ms: status.and_then(|s| s.stale_since_unix_ms).unwrap_or(0),
+        mirror_leader: status.map(|s| s.leader.clone()).unwrap_or_default(),
+        local_is_mirror,
+        counts: st.map(|s| counts(s, name)),
+        error: if stale || !local_is_mirror {
+            error
+        } else {
+            String::new()
+        },
+    }
+}
+
+fn labels(l: &Labels) -> std::collections::HashMap<String, String> {
+    l.iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+pub fn node(r: &NodeRecord, local_cluster: &ClusterName, me: &NodeName) -> pb::Node {
+    pb::Node {
+        name: r.name.to_string(),
+        cluster: r.cluster.to_string(),
+        ipv4: r.ipv4.map(|a| a.to_string()).unwrap_or_default(),
+        ipv6: r.ipv6.map(|a| a.to_string()).unwrap_or_default(),
+        pod_cidrs: r.pod_cidrs.iter().map(ToString::to_string).collect(),
+        wireguard_public_key: r.wireguard_public_key.clone().unwrap_or_default(),
+        ipsec_key_index: r.ipsec_key_index.map(u32::from),
+        labels: labels(&r.labels),
+        health: match r.health {
+            NodeHealth::Ready => "ready",
+            NodeHealth::NotReady => "not-ready",
+        }
+        .into(),
+        local: &r.cluster == local_cluster && &r.name == me,
+    }
+}
+
+/// Identities of every cluster, ordered by cluster then number (malformed values skipped).
+pub fn identities(st: &MergedState) -> Vec<pb::Identity> {
+    st.entries()
+        .filter_map(|(c, r, v)| match r {
+            Resource::Identity(id) => {
+                let v: IdentityValue = serde_json::from_slice(v).ok()?;
+                Some(pb::Identity {
+                    id: id.raw(),
+                    cluster: c.to_string(),
+                    labels: labels(&v.labels),
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn backend(b: &Backend) -> pb::Backend {
+    pb::Backend {
+        ip: b.ip.to_string(),
+        port: u32::from(b.port),
+        port_name: b.port_name.clone().unwrap_or_default(),
+        node: b.node.as_ref().map(ToString::to_string).unwrap_or_default(),
+        cluster: b
+            .cluster
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        zone: b.zone.clone().unwrap_or_default(),
+        state: match b.state {
+            BackendState::Active => "active",
+            BackendState::Terminating => "terminating",
+            BackendState::Quarantined => "quarantined",
+        }
+        .into(),
+    }
+}
+
+fn record(s: &ServiceRecord) -> pb::Service {
+    pb::Service {
+        namespace: s.service.namespace().to_string(),
+        name: s.service.name().to_string(),
+        cluster: s.cluster.to_string(),
+        vips: s.vips.iter().map(ToString::to_string).collect(),
+        ports: s
+            .ports
+            .iter()
+            .map(|p| pb::ServicePort {
+                name: p.name.clone().unwrap_or_default(),
+                port: u32::from(p.port),
+                protocol: match p.protocol {
+                    Protocol::Tcp => "tcp",
+                    Protocol::Udp => "udp",
+                    Protocol::Sctp => "sctp",
+                }
+                .into(),
+            })
+            .collect(),
+        backends: s.backends.iter().map(backend).collect(),
+        global: s.global,
+        affinity: match s.affinity {
+            Affinity::None => "none",
+            Affinity::Local => "local",
+            Affinity::Remote => "remote",
+        }
+        .into(),
+        global_backends: Vec::new(),
+        selected_backends: Vec::new(),
+    }
+}
+
+/// Services of every cluster; the local cluster's carry their merged (global) and selected
+/// (after affinity) backends.
+pub fn services(st: &MergedState, local: &ClusterName) -> Vec<pb::Service> {
+    let merged = st.merged_services();
+    st.services()
+        .iter()
+        .map(|s| {
+            let mut out = record(s);
+            if &s.cluster == local
+                && let Some(m) = merged.iter().find(|m| m.service == s.service)
+            {
+                if m.global {
+                    out.global_backends = m.backends.iter().map(backend).collect();
+                }
+                out.selected_backends = select_backends(m, local).iter().map(backend).collect();
+            }
+            out
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "convert_tests.rs"]
+mod tests;

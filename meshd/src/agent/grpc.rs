@@ -1,0 +1,92 @@
+//! The gRPC API of meshd (`api/proto/mesh.proto`) over the agent's shared state.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use api::mesh as pb;
+use tonic::{Request, Response, Status};
+
+use super::AgentError;
+use super::state::Shared;
+
+#[derive(Debug)]
+pub struct MeshApi {
+    shared: Arc<Shared>,
+}
+
+impl MeshApi {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        MeshApi { shared }
+    }
+
+    /// Lists need the merged view: refuse (UNAVAILABLE, saying why) until etcd answered.
+    fn ready(&self) -> Result<(), Status> {
+        if self.shared.ready() {
+            return Ok(());
+        }
+        let st = self.shared.status();
+        Err(Status::unavailable(format!(
+            "meshd has not reached its local etcd at {} yet: {}",
+            st.etcd_endpoints, st.etcd_error
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::mesh_server::Mesh for MeshApi {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(self.shared.status()))
+    }
+
+    async fn list_nodes(
+        &self,
+        _: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        self.ready()?;
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: self.shared.nodes(),
+        }))
+    }
+
+    async fn list_identities(
+        &self,
+        _: Request<pb::ListIdentitiesRequest>,
+    ) -> Result<Response<pb::ListIdentitiesResponse>, Status> {
+        self.ready()?;
+        Ok(Response::new(pb::ListIdentitiesResponse {
+            identities: self.shared.identities(),
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        _: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        self.ready()?;
+        Ok(Response::new(pb::ListServicesResponse {
+            services: self.shared.services(),
+        }))
+    }
+}
+
+/// Binds the API on the Unix socket `path` now (so a bad path fails at start) and returns
+/// the server, which serves until `shutdown` completes.
+pub fn serve(
+    shared: Arc<Shared>,
+    path: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static, AgentError>
+{
+    let incoming = api::unix::bind(path).map_err(|source| AgentError::Api {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    tracing::info!(socket = %path.display(), "API listening");
+    let svc = pb::mesh_server::MeshServer::new(MeshApi::new(shared));
+    Ok(tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, shutdown))
+}

@@ -1,0 +1,275 @@
+//! Prometheus metrics, rendered at scrape time from the same status the API returns (nothing
+//! is counted on the hot path for them), served by a small HTTP/1.1 server (`GET /metrics`,
+//! one request per connection, bounded request size, read timeout and concurrency), as bgpd's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use api::mesh as pb;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use super::state::Shared;
+
+const MAX_REQUEST: usize = 8 * 1024;
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_CONNECTIONS: usize = 16;
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabel {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EntryLabel {
+    cluster: String,
+    kind: &'static str,
+}
+
+fn gauge(reg: &mut Registry, name: &str, help: &str, v: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(v);
+    reg.register(name, help, g);
+}
+
+fn entries(f: &Family<EntryLabel, Gauge>, cluster: &str, c: Option<&pb::Counts>) {
+    let c = c.cloned().unwrap_or_default();
+    for (kind, n) in [
+        ("nodes", c.nodes),
+        ("endpoints", c.endpoints),
+        ("identities", c.identities),
+        ("services", c.services),
+    ] {
+        f.get_or_create(&EntryLabel {
+            cluster: cluster.into(),
+            kind,
+        })
+        .set(n as i64);
+    }
+}
+
+/// The OpenMetrics text of one status snapshot; `now_ms` is the Unix time in ms.
+pub fn render(st: &pb::StatusResponse, now_ms: u64) -> String {
+    let mut reg = Registry::with_prefix("meshd");
+    gauge(
+        &mut reg,
+        "local_etcd_connected",
+        "The local etcd answers (1) or not (0)",
+        i64::from(st.etcd_connected),
+    );
+    gauge(
+        &mut reg,
+        "node_registered",
+        "This node's record is registered under a lease",
+        i64::from(st.registered),
+    );
+    gauge(
+        &mut reg,
+        "pod_cidrs_allocated",
+        "PodCIDRs allocated to this node",
+        st.pod_cidrs.len() as i64,
+    );
+    let connected = Family::<ClusterLabel, Gauge>::default();
+    let stale = Family::<ClusterLabel, Gauge>::default();
+    let synced = Family::<ClusterLabel, Gauge>::default();
+    let leader = Family::<ClusterLabel, Gauge>::default();
+    let age = Family::<ClusterLabel, Gauge>::default();
+    let ents = Family::<EntryLabel, Gauge>::default();
+    entries(&ents, &st.cluster, st.local_counts.as_ref());
+    for r in &st.remotes {
+        let l = ClusterLabel {
+            cluster: r.name.clone(),
+        };
+        connected.get_or_create(&l).set(i64::from(r.connected));
+        stale.get_or_create(&l).set(i64::from(r.stale));
+        synced.get_or_create(&l).set(i64::from(r.synced));
+        leader.get_or_create(&l).set(i64::from(r.local_is_mirror));
+        let secs = if r.last_sync_unix_ms == 0 {
+            -1
+        } else {
+            (now_ms.saturating_sub(r.last_sync_unix_ms) / 1000) as i64
+        };
+        age.get_or_create(&l).set(secs);
+        entries(&ents, &r.name, r.counts.as_ref());
+    }
+    reg.register(
+        "remote_connected",
+        "The remote cluster's mirror is synced and not stale",
+        connected,
+    );
+    reg.register(
+        "remote_stale",
+        "The remote etcd is unreachable; its last good state is kept",
+        stale,
+    );
+    reg.register(
+        "remote_synced",
+        "The remote's mirror has its synced marker",
+        synced,
+    );
+    reg.register(
+        "remote_mirror_leader",
+        "This meshd is the elected mirror of the remote",
+        leader,
+    );
+    reg.register(
+        "remote_sync_age_seconds",
+        "Seconds since the last complete listing of the remote (-1: never)",
+        age,
+    );
+    reg.register(
+        "entries",
+        "Entries of the merged view per cluster and kind",
+        ents,
+    );
+    let mut out = String::new();
+    let _ = encode(&mut out, &reg);
+    out
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => return,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let stream = tokio::select! {
+            _ = &mut shutdown => return,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &shared).await {
+                tracing::debug!(error = %e, "metrics: connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn answer(mut s: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let head = tokio::time::timeout(READ_TIMEOUT, async {
+        let mut chunk = [0u8; 1024];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                return Ok(Some(end));
+            }
+            if buf.len() > MAX_REQUEST {
+                return Ok(None);
+            }
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    let (status, body) = match head {
+        Err(_) => ("408 Request Timeout", String::new()),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(None)) => ("431 Request Header Fields Too Large", String::new()),
+        Ok(Ok(Some(end))) => {
+            let line = buf[..end].split(|b| *b == b'\r').next().unwrap_or_default();
+            let mut parts = line.split(|b| *b == b' ');
+            let (method, target) = (parts.next(), parts.next());
+            let path = target.map(|t| t.split(|b| *b == b'?').next().unwrap_or_default());
+            match (method, path) {
+                (Some(b"GET"), Some(b"/metrics")) => ("200 OK", render(&shared.status(), now_ms())),
+                (Some(b"GET"), _) => ("404 Not Found", String::new()),
+                _ => ("405 Method Not Allowed", String::new()),
+            }
+        }
+    };
+    let ctype = if status.starts_with("200") {
+        CONTENT_TYPE
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(resp.as_bytes()).await?;
+    s.shutdown().await
+}
+
+/// Binds the listener before anything starts (a bad address fails at once).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_remote_gauges() {
+        let st = pb::StatusResponse {
+            cluster: "red".into(),
+            etcd_connected: true,
+            pod_cidrs: vec!["10.1.3.0/24".into()],
+            local_counts: Some(pb::Counts {
+                nodes: 2,
+                ..Default::default()
+            }),
+            remotes: vec![pb::RemoteClusterStatus {
+                name: "green".into(),
+                stale: true,
+                synced: true,
+                last_sync_unix_ms: 10_000,
+                local_is_mirror: true,
+                counts: Some(pb::Counts {
+                    nodes: 3,
+                    endpoints: 7,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = render(&st, 25_500);
+        for want in [
+            "meshd_local_etcd_connected 1",
+            "meshd_pod_cidrs_allocated 1",
+            "meshd_remote_connected{cluster=\"green\"} 0",
+            "meshd_remote_stale{cluster=\"green\"} 1",
+            "meshd_remote_mirror_leader{cluster=\"green\"} 1",
+            "meshd_remote_sync_age_seconds{cluster=\"green\"} 15",
+            "meshd_entries{cluster=\"green\",kind=\"endpoints\"} 7",
+            "meshd_entries{cluster=\"red\",kind=\"nodes\"} 2",
+        ] {
+            assert!(text.contains(want), "{want} missing in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The meshd agent: the per-node daemon around the library (see `docs/architecture.md`).
+//!
+//! [`run`] binds its API socket and metrics listener first (so a bad path fails at once and
+//! `ironctl mesh status` says what meshd waits for), then reaches the local etcd (retrying
+//! while it is unreachable), takes its PodCIDRs by transaction, registers its node record on
+//! a lease, joins the mirror election of every remote cluster (mirroring while elected), and
+//! runs the merged view and the garbage collectors until `shutdown` completes. On a clean
+//! stop it resigns its mirror elections and revokes its node lease, so others take over and
+//! its record goes at once.
+
+pub mod addrs;
+pub mod cli;
+mod config;
+pub mod convert;
+pub mod grpc;
+pub mod metrics;
+mod node;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::{AgentConfig, RemoteSpec, default_api_socket};
+use tokio::sync::watch;
+
+use crate::kvstore::{KvError, KvStore};
+use state::Shared;
+
+/// Why the agent could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "the config has no [mesh] section; meshd needs mesh.etcd_endpoints and mesh.cluster_id"
+    )]
+    NoMesh,
+    #[error("{field}: {detail}")]
+    Config { field: String, detail: String },
+    #[error("cannot serve the API on {path}: {source}; pass --api with a writable path")]
+    Api {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot serve metrics on {addr}: {source}; pass --metrics with a free address")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the node's WireGuard key: {0}")]
+    Keys(#[from] crypto::StoreError),
+    #[error("the local etcd: {0}")]
+    Etcd(KvError),
+    #[error("PodCIDR allocation: {0}")]
+    Ipam(crate::ipam::IpamError),
+    #[error("API server failed: {0}")]
+    ApiServer(#[from] tonic::transport::Error),
+}
+
+/// Completes once `stop` turned true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Runs `op` until it succeeds; a transient failure is logged and retried every `every`.
+/// `None`: the agent was asked to stop meanwhile.
+async fn retrying<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
+    what: &str,
+    every: Duration,
+    stop: &watch::Receiver<bool>,
+    mut transient: impl FnMut(&E) -> bool,
+    mut op: impl FnMut() -> Fut,
+) -> Result<Option<T>, E> {
+    loop {
+        let r = tokio::select! {
+            r = op() => r,
+            _ = stopped(stop.clone()) => return Ok(None),
+        };
+        match r {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) if transient(&e) => {
+                tracing::error!("{what}: {e}; retrying in {}s", every.as_secs_f32());
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped(stop.clone()) => return Ok(None),
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` completes (see the module docs).
+pub async fn run(
+    cfg: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let metrics_listener = match cfg.metrics {
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .await
+                .map_err(|source| AgentError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    let wireguard_key = if cfg.wireguard {
+        let ks = crypto::KeyStore::load_or_create(&cfg.state_dir)?;
+        Some(ks.public_key().to_string())
+    } else {
+        None
+    };
+    let shared = Arc::new(Shared::new(
+        cfg.node.clone(),
+        cfg.cluster.clone(),
+        cfg.cluster_id,
+        cfg.local_etcd.endpoints.join(","),
+        cfg.remotes.iter().map(|r| (r.name.clone(), r.id)).collect(),
+    ));
+    let (stop_tx, stop) = watch::channel(false);
+    let api = match &cfg.api_socket {
+        Some(path) => Some(tokio::spawn(grpc::serve(
+            shared.clone(),
+            path,
+            stopped(stop.clone()),
+        )?)),
+        None => None,
+    };
+    let metrics = metrics_listener.map(|l| {
+        tracing::info!(addr = ?l.local_addr().ok(), "metrics listening");
+        tokio::spawn(metrics::serve(l, shared.clone(), stopped(stop.clone())))
+    });
+    let signal_tx = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = signal_tx.send(true);
+    });
+
+    let result = node::serve(&cfg, &shared, wireguard_key, stop.clone()).await;
+    let _ = stop_tx.send(true);
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
+    if let Some(api) = api {
+        match api.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "API server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "API task failed"),
+        }
+    }
+    if let Some(path) = &cfg.api_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// Connects to the local etcd, retrying while it is unreachable. `None`: stopped meanwhile.
+async fn connect_local(
+    cfg: &AgentConfig,
+    shared: &Shared,
+    stop: &watch::Receiver<bool>,
+) -> Result<Option<KvStore>, AgentError> {
+    let r = retrying(
+        "cannot reach the local etcd",
+        cfg.retry_interval,
+        stop,
+        |e: &KvError| {
+            shared.set_etcd_error(Some(e.to_string()));
+            e.is_transient()
+        },
+        || KvStore::connect(&cfg.local_etcd),
+    )
+    .await
+    .map_err(AgentError::Etcd)?;
+    if r.is_some() {
+        shared.set_etcd_error(None);
+        tracing::info!(endpoints = %cfg.local_etcd.endpoints.join(","), "connected to the local etcd");
+    }
+    Ok(r)
+}

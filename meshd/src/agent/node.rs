@@ -1,0 +1,186 @@
+//! The agent's life once started: local etcd, PodCIDRs, node record, mirrors, merged view,
+//! garbage collection; and the clean stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::state::Shared;
+use super::{AgentConfig, AgentError, addrs, connect_local, retrying, stopped};
+use crate::federation::{MergedView, MirrorConfig, MirrorController};
+use crate::gc::{GcController, IdentityGc, PodCidrGc};
+use crate::ipam::{IpamError, PodCidrAllocator};
+use crate::kvstore::{KvError, KvStore};
+use crate::nodes::{LeaseConfig, NodeRecord, NodeRegistration};
+
+/// How long a clean stop waits for each lease revocation.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Aborts a task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The garbage collectors: both with pools, identities only without (no PodCIDRs to release).
+/// Held only to be dropped at stop (which stops the collectors).
+#[derive(Debug)]
+struct Gc {
+    _both: Option<GcController>,
+    _identities: Option<AbortOnDrop>,
+}
+
+fn spawn_gc(cfg: &AgentConfig, store: &KvStore, ipam: Option<Arc<PodCidrAllocator>>) -> Gc {
+    let mut ids = IdentityGc::new(store.clone(), cfg.cluster.clone(), cfg.identity_grace);
+    match ipam {
+        Some(ipam) => {
+            let cidrs =
+                PodCidrGc::new(store.clone(), cfg.cluster.clone(), ipam, cfg.pod_cidr_grace);
+            Gc {
+                _both: Some(GcController::spawn(ids, cidrs, cfg.gc_interval)),
+                _identities: None,
+            }
+        }
+        None => {
+            let every = cfg.gc_interval;
+            Gc {
+                _both: None,
+                _identities: Some(AbortOnDrop(tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        if let Err(e) = ids.run_once().await {
+                            tracing::warn!(error = %e, "identity garbage collection failed; retrying");
+                        }
+                    }
+                }))),
+            }
+        }
+    }
+}
+
+fn ipam_transient(e: &IpamError) -> bool {
+    matches!(e, IpamError::Kv(k) if k.is_transient())
+}
+
+/// The node record: configured addresses, else the first global ones.
+fn record(cfg: &AgentConfig, pod_cidrs: Vec<ipnet::IpNet>, wg: Option<String>) -> NodeRecord {
+    let mut r = NodeRecord::new(cfg.cluster.clone(), cfg.node.clone());
+    let (v4, v6) = if cfg.ipv4.is_none() && cfg.ipv6.is_none() {
+        addrs::discover()
+    } else {
+        (None, None)
+    };
+    r.ipv4 = cfg.ipv4.or(v4);
+    r.ipv6 = cfg.ipv6.or(v6);
+    r.pod_cidrs = pod_cidrs;
+    r.wireguard_public_key = wg;
+    r
+}
+
+/// Runs the node's part of the mesh until `stop`; returns early only on a permanent error.
+pub(super) async fn serve(
+    cfg: &AgentConfig,
+    shared: &Shared,
+    wireguard_key: Option<String>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let Some(store) = connect_local(cfg, shared, &stop).await? else {
+        return Ok(());
+    };
+    let ipam = match cfg.pools.is_empty() {
+        true => None,
+        false => Some(Arc::new(
+            PodCidrAllocator::new(store.clone(), cfg.cluster.clone(), cfg.pools.clone())
+                .map_err(AgentError::Ipam)?,
+        )),
+    };
+    let cidrs = match &ipam {
+        Some(a) => {
+            let got = retrying(
+                "PodCIDR allocation",
+                cfg.retry_interval,
+                &stop,
+                ipam_transient,
+                || a.allocate(&cfg.node),
+            )
+            .await
+            .map_err(AgentError::Ipam)?;
+            match got {
+                Some(c) => c,
+                None => return Ok(()),
+            }
+        }
+        None => Vec::new(),
+    };
+    let rec = record(cfg, cidrs, wireguard_key);
+    let lease = LeaseConfig::with_ttl(cfg.lease_ttl_secs);
+    let reg = retrying(
+        "registering the node record",
+        cfg.retry_interval,
+        &stop,
+        KvError::is_transient,
+        || NodeRegistration::register(store.clone(), rec.clone(), lease),
+    )
+    .await
+    .map_err(AgentError::Etcd)?;
+    let Some(reg) = reg else { return Ok(()) };
+    tracing::info!(
+        node = %rec.name, cluster = %rec.cluster, ipv4 = ?rec.ipv4, ipv6 = ?rec.ipv6,
+        pod_cidrs = ?rec.pod_cidrs, lease = reg.status().lease_id, "node registered"
+    );
+    shared.set_record(Some(rec));
+
+    let view = Arc::new(MergedView::spawn(
+        store.clone(),
+        cfg.cluster.clone(),
+        cfg.remotes.iter().map(|r| r.name.clone()),
+        cfg.probe_interval,
+        None,
+    ));
+    shared.set_view(view.clone());
+    let mirrors: Vec<MirrorController> = cfg
+        .remotes
+        .iter()
+        .map(|r| {
+            let m = MirrorController::spawn(
+                store.clone(),
+                MirrorConfig {
+                    local: cfg.cluster.clone(),
+                    remote: r.name.clone(),
+                    remote_etcd: r.etcd.clone(),
+                    candidate: cfg.node.to_string(),
+                    lease_ttl_secs: cfg.lease_ttl_secs,
+                    probe_interval: cfg.probe_interval,
+                },
+            );
+            shared.add_mirror(r.name.clone(), m.watch_status());
+            m
+        })
+        .collect();
+    let gc = spawn_gc(cfg, &store, ipam);
+
+    stopped(stop).await;
+    tracing::info!("stopping: resigning mirror elections and revoking the node lease");
+    drop(gc);
+    for m in mirrors {
+        if tokio::time::timeout(STOP_TIMEOUT, m.resign())
+            .await
+            .is_err()
+        {
+            tracing::warn!("resigning a mirror election timed out; its lease will expire");
+        }
+    }
+    shared.set_record(None);
+    match tokio::time::timeout(STOP_TIMEOUT, reg.deregister()).await {
+        Ok(Ok(())) => tracing::info!("node lease revoked"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "revoking the node lease failed; it will expire"),
+        Err(_) => tracing::warn!("revoking the node lease timed out; it will expire"),
+    }
+    drop(view);
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! What the agent shares with its API and metrics: the parts that exist once the local etcd
+//! answered (merged view, mirror controllers' status, the registered record), and why not yet.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use api::mesh as pb;
+use common::{ClusterId, ClusterName, NodeName};
+use tokio::sync::watch;
+
+use super::convert;
+use crate::federation::{MergedView, MirrorStatus};
+use crate::kvstore::SyncState;
+use crate::nodes::NodeRecord;
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Why the local etcd is not (yet) usable.
+    etcd_error: Option<String>,
+    view: Option<Arc<MergedView>>,
+    mirrors: BTreeMap<ClusterName, watch::Receiver<MirrorStatus>>,
+    record: Option<NodeRecord>,
+}
+
+/// The agent's state as the API and metrics read it.
+#[derive(Debug)]
+pub struct Shared {
+    pub node: NodeName,
+    pub cluster: ClusterName,
+    pub cluster_id: ClusterId,
+    pub etcd_endpoints: String,
+    pub remotes: Vec<(ClusterName, ClusterId)>,
+    started: Instant,
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    pub fn new(
+        node: NodeName,
+        cluster: ClusterName,
+        cluster_id: ClusterId,
+        etcd_endpoints: String,
+        remotes: Vec<(ClusterName, ClusterId)>,
+    ) -> Self {
+        Shared {
+            node,
+            cluster,
+            cluster_id,
+            etcd_endpoints,
+            remotes,
+            started: Instant::now(),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_etcd_error(&self, e: Option<String>) {
+        self.lock().etcd_error = e;
+    }
+
+    pub fn set_view(&self, v: Arc<MergedView>) {
+        self.lock().view = Some(v);
+    }
+
+    pub fn add_mirror(&self, remote: ClusterName, status: watch::Receiver<MirrorStatus>) {
+        self.lock().mirrors.insert(remote, status);
+    }
+
+    pub fn set_record(&self, r: Option<NodeRecord>) {
+        self.lock().record = r;
+    }
+
+    fn view(&self) -> Option<Arc<MergedView>> {
+        self.lock().view.clone()
+    }
+
+    /// The whole status, as the API returns it (and metrics render it).
+    pub fn status(&self) -> pb::StatusResponse {
+        let (etcd_error, view, mirrors, record) = {
+            let g = self.lock();
+            let mirrors: BTreeMap<ClusterName, MirrorStatus> = g
+                .mirrors
+                .iter()
+                .map(|(c, rx)| (c.clone(), rx.borrow().clone()))
+                .collect();
+            (
+                g.etcd_error.clone(),
+                g.view.clone(),
+                mirrors,
+                g.record.clone(),
+            )
+        };
+        let reflector = view.as_ref().map(|v| v.reflector_status());
+        let etcd_connected = reflector
+            .as_ref()
+            .is_some_and(|r| r.state == SyncState::Synced);
+        let etcd_error = match (&reflector, etcd_error) {
+            (_, Some(e)) => e,
+            (Some(r), None) if !etcd_connected => r
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "listing the local etcd".into()),
+            _ => String::new(),
+        };
+        let remotes_of = |st: Option<&crate::federation::MergedState>| {
+            self.remotes
+                .iter()
+                .map(|(name, id)| convert::remote_status(name, *id, st, mirrors.get(name)))
+                .collect::<Vec<_>>()
+        };
+        let (local_counts, remotes) = match &view {
+            Some(v) => v.with(|st| {
+                (
+                    Some(convert::counts(st, &self.cluster)),
+                    remotes_of(Some(st)),
+                )
+            }),
+            None => (None, remotes_of(None)),
+        };
+        pb::StatusResponse {
+            node: self.node.to_string(),
+            cluster: self.cluster.to_string(),
+            cluster_id: u32::from(self.cluster_id.get()),
+            etcd_connected,
+            etcd_endpoints: self.etcd_endpoints.clone(),
+            etcd_error,
+            pod_cidrs: record
+                .as_ref()
+                .map(|r| r.pod_cidrs.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            ipv4: record
+                .as_ref()
+                .and_then(|r| r.ipv4)
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            ipv6: record
+                .as_ref()
+                .and_then(|r| r.ipv6)
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            registered: record.is_some(),
+            local_counts,
+            remotes,
+            uptime_secs: self.started.elapsed().as_secs(),
+        }
+    }
+
+    pub fn nodes(&self) -> Vec<pb::Node> {
+        self.view()
+            .map(|v| {
+                v.with(|st| {
+                    st.nodes()
+                        .iter()
+                        .map(|n| convert::node(n, &self.cluster, &self.node))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn identities(&self) -> Vec<pb::Identity> {
+        self.view()
+            .map(|v| v.with(convert::identities))
+            .unwrap_or_default()
+    }
+
+    pub fn services(&self) -> Vec<pb::Service> {
+        self.view()
+            .map(|v| v.with(|st| convert::services(st, &self.cluster)))
+            .unwrap_or_default()
+    }
+
+    /// The merged view exists (the local etcd answered once).
+    pub fn ready(&self) -> bool {
+        self.view().is_some()
+    }
+}
