@@ -398,6 +398,12 @@ impl Rib {
         }
     }
 
+    /// RFC 4724 §4.2: the restarted peer did not preserve forwarding for `afi` (no F bit):
+    /// its stale routes of that family go now. Returns how many.
+    pub fn sweep_stale_family(&mut self, id: PeerId, afi: Afi) -> usize {
+        self.end_refresh(id, afi)
+    }
+
     /// RFC 7313 §4 (EoRR): what the peer did not re-send is gone. Returns how many.
     pub fn end_refresh(&mut self, id: PeerId, afi: Afi) -> usize {
         self.interner.request_sweep();

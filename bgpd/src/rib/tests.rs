@@ -1228,6 +1228,30 @@ fn gr_sweep_after_the_restart_time_removes_every_stale_route() {
     assert!(out.fib.iter().all(|f| f.next_hops.is_empty()));
 }
 
+#[test]
+fn gr_stale_routes_go_per_family_without_the_f_bit() {
+    let mut rib = restarted_peer();
+    let nh6 = MpNextHop::Ipv6 {
+        global: "2001:db8::1".parse().unwrap(),
+        link_local: None,
+    };
+    rib.peer_up(PeerId(1), session()).unwrap();
+    rib.apply_update(
+        PeerId(1),
+        &announce6(nh6, attrs(&[65010]), &["2001:db8:100::/48"]),
+    )
+    .unwrap();
+    rib.flush();
+    rib.peer_down_graceful(PeerId(1)).unwrap();
+    // Back, with the F bit for IPv6 only: the IPv4 stale routes go, the IPv6 one stays.
+    rib.peer_up(PeerId(1), session()).unwrap();
+    assert_eq!(rib.sweep_stale_family(PeerId(1), Afi::IPV4), 2);
+    assert_eq!(rib.sweep_stale_family(PeerId(1), Afi::IPV4), 0);
+    rib.flush();
+    assert_eq!(best_peer(&rib, "198.51.100.0/24"), None);
+    assert_eq!(best_peer(&rib, "2001:db8:100::/48"), Some(PeerId(1)));
+}
+
 // ---- long-lived graceful restart, receiving speaker (RFC 9494 §4) ----
 
 #[test]

@@ -357,17 +357,22 @@ impl Core {
                 }
                 // RFC 4724 §4.2: stale routes survive only for families whose forwarding
                 // state the restarted peer says it preserved.
-                let preserved = negotiated.peer_graceful_restart.as_ref().is_some_and(|gr| {
-                    negotiated.families.iter().all(|(a, s)| {
-                        gr.families
-                            .iter()
-                            .any(|f| f.afi == *a && f.safi == *s && f.forwarding)
-                    })
-                });
-                if !preserved {
-                    let n = self.rib.sweep_stale(peer);
+                // Per AFI: a family without the F bit (or no longer negotiated) loses them.
+                let preserved = |afi: Afi| {
+                    negotiated.families.contains(&(afi, Safi::UNICAST))
+                        && negotiated.peer_graceful_restart.as_ref().is_some_and(|gr| {
+                            gr.families
+                                .iter()
+                                .any(|f| f.afi == afi && f.safi == Safi::UNICAST && f.forwarding)
+                        })
+                };
+                for afi in [Afi::IPV4, Afi::IPV6] {
+                    if preserved(afi) {
+                        continue;
+                    }
+                    let n = self.rib.sweep_stale_family(peer, afi);
                     if n > 0 {
-                        info!(peer = %self.name(peer), stale = n, "peer did not preserve forwarding state: stale routes removed");
+                        info!(peer = %self.name(peer), ?afi, stale = n, "peer did not preserve forwarding state: stale routes removed");
                     }
                 }
                 match &negotiated.peer_graceful_restart {
