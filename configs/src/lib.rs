@@ -27,7 +27,10 @@ pub use community::{Community, LargeCommunity};
 pub use datapath::{DEFAULT_BPFFS, DEFAULT_VXLAN_PORT, Datapath, DatapathMode};
 pub use encryption::{Backend, DEFAULT_WIREGUARD_PORT, Encryption, EncryptionMode};
 pub use error::{ConfigError, FieldError};
-pub use mesh::{DEFAULT_LEASE_TTL, EtcdEndpoint, Mesh, PodCidrPool, RemoteCluster, Tls};
+pub use mesh::{
+    AdvertiseVips, DEFAULT_LEASE_TTL, DEFAULT_WIREGUARD_DEVICE, EtcdEndpoint, Mesh, PodCidrPool,
+    RemoteCluster, Tls,
+};
 pub use node::{DEFAULT_STATE_DIR, Node};
 pub use policy::{BUILTIN_POLICIES, BgpPolicy, PolicyAction, PolicyRule, PrefixMatch};
 pub use secret::Secret;

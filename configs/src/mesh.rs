@@ -31,6 +31,36 @@ pub struct Mesh {
     /// TTL of meshd's leases in seconds: a dead node's record (and a dead mirror's
     /// election key) goes after about this long.
     pub lease_ttl_secs: u32,
+    /// bgpd's API socket: meshd sends it this node's adverts (absent: meshd drives no bgpd).
+    pub bgpd_socket: Option<PathBuf>,
+    /// Which LoadBalancer VIPs this node advertises over BGP.
+    pub advertise_vips: AdvertiseVips,
+    /// The WireGuard device meshd configures when `[encryption]` uses WireGuard.
+    pub wireguard_device: String,
+}
+
+/// Default of `mesh.wireguard_device`.
+pub const DEFAULT_WIREGUARD_DEVICE: &str = "ironmesh-wg0";
+
+/// `mesh.advertise_vips`: which LoadBalancer VIPs a node announces to its BGP peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdvertiseVips {
+    /// Only VIPs of services with an active backend on this node (`"local-backends"`), so
+    /// the ToR spreads traffic over the nodes that serve it (ECMP).
+    #[default]
+    LocalBackends,
+    /// Every VIP of the cluster (`"all"`), whatever node hosts its backends.
+    All,
+}
+
+impl AdvertiseVips {
+    /// The name as written in config.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdvertiseVips::LocalBackends => "local-backends",
+            AdvertiseVips::All => "all",
+        }
+    }
 }
 
 /// `[[mesh.pod_cidr_pools]]`: each node gets one `/node_mask` of `cidr` per family.
@@ -236,7 +266,44 @@ pub(crate) fn validate(
         ),
         None => Some(DEFAULT_LEASE_TTL),
     };
+    let bgpd_socket = match raw.bgpd_socket.as_deref() {
+        Some(v) => absolute_path(errs, "mesh.bgpd_socket", v).map(Some),
+        None => Some(None),
+    };
+    let advertise_vips = match raw.advertise_vips.as_deref() {
+        None | Some("local-backends") => Some(AdvertiseVips::LocalBackends),
+        Some("all") => Some(AdvertiseVips::All),
+        Some(other) => {
+            errs.push(
+                "mesh.advertise_vips",
+                format!("{other:?} is not a choice; use \"local-backends\" (VIPs of services with an active backend on this node) or \"all\""),
+            );
+            None
+        }
+    };
+    let wireguard_device = match raw.wireguard_device.as_deref() {
+        None => Some(DEFAULT_WIREGUARD_DEVICE.to_string()),
+        Some(d)
+            if (1..=15).contains(&d.len())
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) =>
+        {
+            Some(d.to_string())
+        }
+        Some(d) => {
+            errs.push(
+                "mesh.wireguard_device",
+                format!(
+                    "{d:?} is not an interface name; use 1 to 15 letters, digits, '-', '_' or '.'"
+                ),
+            );
+            None
+        }
+    };
     Some(Mesh {
+        wireguard_device: wireguard_device?,
+        bgpd_socket: bgpd_socket?,
+        advertise_vips: advertise_vips?,
         pod_cidr_pools: pools?,
         node_ipv4: node_ipv4?,
         node_ipv6: node_ipv6?,

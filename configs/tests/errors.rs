@@ -595,3 +595,43 @@ fn mesh_agent_settings() {
         "mesh.lease_ttl: 1 is out of range; use 2..=3600 (seconds; a dead node is noticed after about this long)",
     );
 }
+
+#[test]
+fn mesh_bgpd_settings() {
+    let m = Config::from_toml(&format!("{NODE}{MESH}"))
+        .unwrap()
+        .mesh
+        .unwrap();
+    assert_eq!(m.bgpd_socket, None);
+    assert_eq!(
+        m.advertise_vips,
+        ironmesh_configs::AdvertiseVips::LocalBackends
+    );
+    let m = Config::from_toml(&format!(
+        "{NODE}{MESH}bgpd_socket = \"/run/ironmesh/bgpd.sock\"\nadvertise_vips = \"all\"\n"
+    ))
+    .unwrap()
+    .mesh
+    .unwrap();
+    assert_eq!(
+        m.bgpd_socket.as_deref(),
+        Some(std::path::Path::new("/run/ironmesh/bgpd.sock"))
+    );
+    assert_eq!(m.advertise_vips, ironmesh_configs::AdvertiseVips::All);
+    assert_error(
+        &format!("{NODE}{MESH}bgpd_socket = \"bgpd.sock\"\n"),
+        "mesh.bgpd_socket: \"bgpd.sock\" is not an absolute path; write it starting with '/'",
+    );
+    assert_eq!(
+        m.wireguard_device,
+        ironmesh_configs::DEFAULT_WIREGUARD_DEVICE
+    );
+    assert_error(
+        &format!("{NODE}{MESH}wireguard_device = \"a/b\"\n"),
+        "mesh.wireguard_device: \"a/b\" is not an interface name; use 1 to 15 letters, digits, '-', '_' or '.'",
+    );
+    assert_error(
+        &format!("{NODE}{MESH}advertise_vips = \"some\"\n"),
+        "mesh.advertise_vips: \"some\" is not a choice; use \"local-backends\" (VIPs of services with an active backend on this node) or \"all\"",
+    );
+}

@@ -2,6 +2,7 @@
 //! unreachable daemon, an API error), 2 usage.
 
 mod bgp;
+mod encryption;
 mod mesh;
 mod monitor;
 mod summary;
@@ -30,6 +31,8 @@ enum Command {
     Bgp(bgp::BgpArgs),
     /// Inspect meshd over its API: mesh status, nodes, identities, services of every cluster.
     Mesh(mesh::MeshArgs),
+    /// This node's encryption via meshd: mode, key age, WireGuard peers, handshakes.
+    Encryption(encryption::EncryptionArgs),
     /// Follow the datapath's drop, policy-verdict and trace events, like `hubble observe`.
     Monitor(monitor::MonitorArgs),
 }
@@ -48,6 +51,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config(ConfigCommand::Check { file }) => check(&file),
         Command::Mesh(args) => match mesh::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ironctl: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Encryption(args) => match encryption::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ironctl: {e}");

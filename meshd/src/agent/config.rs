@@ -7,8 +7,10 @@ use std::time::Duration;
 use common::{ClusterId, ClusterName, IdentityLayout, NodeName};
 
 use super::AgentError;
+use super::sinks::wireguard::WireGuardSettings;
 use crate::ipam::Pool;
 use crate::kvstore::{KvConfig, TlsFiles};
+use crate::reconcile::VipAdverts;
 
 /// One remote cluster to mirror.
 #[derive(Debug, Clone)]
@@ -35,6 +37,12 @@ pub struct AgentConfig {
     pub lease_ttl_secs: i64,
     /// Publish the WireGuard public key of `<state_dir>/wireguard.key` in the node record.
     pub wireguard: bool,
+    /// WireGuard peers, routes and filter (`None`: encryption off or not WireGuard).
+    pub encryption: Option<WireGuardSettings>,
+    /// bgpd's API socket: this node's adverts go there (`None`: no BGP).
+    pub bgpd_socket: Option<PathBuf>,
+    /// Which LoadBalancer VIPs are advertised.
+    pub vip_adverts: VipAdverts,
     /// The gRPC API's Unix socket (`None`: no API).
     pub api_socket: Option<PathBuf>,
     /// Prometheus metrics listen address (`None`: off).
@@ -106,6 +114,24 @@ impl AgentConfig {
             .collect::<Result<Vec<_>, AgentError>>()?;
         let wireguard = cfg.encryption.mode != configs::EncryptionMode::Off
             && matches!(cfg.encryption.backend, configs::Backend::WireGuard { .. });
+        let encryption = match cfg.encryption.backend {
+            configs::Backend::WireGuard {
+                listen_port,
+                persistent_keepalive,
+            } if wireguard => Some(WireGuardSettings {
+                mode: match cfg.encryption.mode {
+                    configs::EncryptionMode::Off => crypto::rollout::EncryptionMode::Off,
+                    configs::EncryptionMode::Opportunistic => {
+                        crypto::rollout::EncryptionMode::Opportunistic
+                    }
+                    configs::EncryptionMode::Strict => crypto::rollout::EncryptionMode::Strict,
+                },
+                device: mesh.wireguard_device.clone(),
+                listen_port,
+                persistent_keepalive,
+            }),
+            _ => None,
+        };
         Ok(AgentConfig {
             node: cfg.node.name.clone(),
             cluster: cfg.node.cluster.clone(),
@@ -119,6 +145,12 @@ impl AgentConfig {
             ipv6: mesh.node_ipv6,
             lease_ttl_secs: i64::from(mesh.lease_ttl_secs),
             wireguard,
+            encryption,
+            bgpd_socket: mesh.bgpd_socket.clone(),
+            vip_adverts: match mesh.advertise_vips {
+                configs::AdvertiseVips::All => VipAdverts::All,
+                configs::AdvertiseVips::LocalBackends => VipAdverts::LocalBackends,
+            },
             api_socket: Some(default_api_socket(&cfg.node.state_dir)),
             metrics: None,
             retry_interval: Duration::from_secs(2),

@@ -70,6 +70,25 @@ impl pb::mesh_server::Mesh for MeshApi {
             services: self.shared.services(),
         }))
     }
+
+    async fn encryption_status(
+        &self,
+        _: Request<pb::EncryptionStatusRequest>,
+    ) -> Result<Response<pb::EncryptionStatusResponse>, Status> {
+        let Some(src) = self.shared.encryption() else {
+            return Ok(Response::new(pb::EncryptionStatusResponse {
+                node: self.shared.node.to_string(),
+                enabled: false,
+                reason: self.shared.encryption_off(),
+                mode: "off".into(),
+                ..Default::default()
+            }));
+        };
+        let st = tokio::task::spawn_blocking(move || src.status())
+            .await
+            .map_err(|e| Status::internal(format!("encryption status task failed: {e}")))?;
+        Ok(Response::new(st))
+    }
 }
 
 /// Binds the API on the Unix socket `path` now (so a bad path fails at start) and returns

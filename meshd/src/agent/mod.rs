@@ -15,7 +15,9 @@ pub mod convert;
 pub mod grpc;
 pub mod metrics;
 mod node;
+pub mod sinks;
 pub mod state;
+mod wiring;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::state::Shared;
+use super::wiring;
 use super::{AgentConfig, AgentError, addrs, connect_local, retrying, stopped};
 use crate::federation::{MergedView, MirrorConfig, MirrorController};
 use crate::gc::{GcController, IdentityGc, PodCidrGc};
@@ -133,16 +134,20 @@ pub(super) async fn serve(
         node = %rec.name, cluster = %rec.cluster, ipv4 = ?rec.ipv4, ipv6 = ?rec.ipv6,
         pod_cidrs = ?rec.pod_cidrs, lease = reg.status().lease_id, "node registered"
     );
-    shared.set_record(Some(rec));
+    shared.set_record(Some(rec.clone()));
 
+    let (changes_tx, mut reconcile) = wiring::start(cfg, shared, &rec)?;
     let view = Arc::new(MergedView::spawn(
         store.clone(),
         cfg.cluster.clone(),
         cfg.remotes.iter().map(|r| r.name.clone()),
         cfg.probe_interval,
-        None,
+        changes_tx,
     ));
     shared.set_view(view.clone());
+    if let Some(r) = &mut reconcile {
+        r.arm(view.clone());
+    }
     let mirrors: Vec<MirrorController> = cfg
         .remotes
         .iter()
@@ -166,6 +171,7 @@ pub(super) async fn serve(
 
     stopped(stop).await;
     tracing::info!("stopping: resigning mirror elections and revoking the node lease");
+    drop(reconcile);
     drop(gc);
     for m in mirrors {
         if tokio::time::timeout(STOP_TIMEOUT, m.resign())

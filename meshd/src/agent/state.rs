@@ -10,6 +10,7 @@ use common::{ClusterId, ClusterName, NodeName};
 use tokio::sync::watch;
 
 use super::convert;
+use super::sinks::wireguard::EncryptionStatusSource;
 use crate::federation::{MergedView, MirrorStatus};
 use crate::kvstore::SyncState;
 use crate::nodes::NodeRecord;
@@ -21,6 +22,9 @@ struct Inner {
     view: Option<Arc<MergedView>>,
     mirrors: BTreeMap<ClusterName, watch::Receiver<MirrorStatus>>,
     record: Option<NodeRecord>,
+    encryption: Option<EncryptionStatusSource>,
+    /// Why there is no encryption status (mode off, not started yet, device missing).
+    encryption_off: String,
 }
 
 /// The agent's state as the API and metrics read it.
@@ -72,6 +76,22 @@ impl Shared {
 
     pub fn set_record(&self, r: Option<NodeRecord>) {
         self.lock().record = r;
+    }
+
+    pub fn set_encryption(&self, e: Option<EncryptionStatusSource>) {
+        self.lock().encryption = e;
+    }
+
+    pub fn encryption(&self) -> Option<EncryptionStatusSource> {
+        self.lock().encryption.clone()
+    }
+
+    pub fn set_encryption_off(&self, why: impl Into<String>) {
+        self.lock().encryption_off = why.into();
+    }
+
+    pub fn encryption_off(&self) -> String {
+        self.lock().encryption_off.clone()
     }
 
     fn view(&self) -> Option<Arc<MergedView>> {

@@ -13,7 +13,9 @@ use crate::federation::ViewChange;
 use crate::lbipam::VipValue;
 use crate::nodes::NodeRecord;
 use crate::schema::Resource;
-use crate::services::{Frontend, FrontendSpec, ServiceRecord, frontends, merge_global};
+use crate::services::{
+    BackendState, Frontend, FrontendSpec, ServiceRecord, frontends, merge_global,
+};
 
 /// A node of the mesh.
 pub type PeerKey = (ClusterName, NodeName);
@@ -38,6 +40,18 @@ pub enum Advert {
     LoadBalancerVip(ServiceKey),
 }
 
+/// Which LoadBalancer VIPs of the cluster this node advertises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VipAdverts {
+    /// Every VIP allocated in the cluster.
+    #[default]
+    All,
+    /// Only VIPs of services with an active backend on this node, so each ToR spreads the
+    /// VIP's traffic over the nodes that serve it (ECMP) and a node that loses its last
+    /// backend withdraws its announcement.
+    LocalBackends,
+}
+
 /// The four desired states of one node agent.
 #[derive(Debug)]
 pub struct MeshDesired {
@@ -49,6 +63,9 @@ pub struct MeshDesired {
     endpoints: BTreeMap<IpAddr, BTreeMap<ClusterName, EndpointRecord>>,
     services: BTreeMap<ServiceKey, BTreeMap<ClusterName, ServiceRecord>>,
     frontends_of: BTreeMap<ServiceKey, Vec<Frontend>>,
+    vip_adverts: VipAdverts,
+    /// The cluster's LoadBalancer VIPs (`ipam/vips/<ip>`) and their services.
+    lb_vips: BTreeMap<IpAddr, ServiceKey>,
     pub peers: Reconciler<PeerKey, NodeRecord>,
     pub ipcache: Reconciler<IpAddr, IpCacheEntry>,
     pub services_out: Reconciler<Frontend, FrontendSpec>,
@@ -73,11 +90,19 @@ impl MeshDesired {
             endpoints: BTreeMap::new(),
             services: BTreeMap::new(),
             frontends_of: BTreeMap::new(),
+            vip_adverts: VipAdverts::default(),
+            lb_vips: BTreeMap::new(),
             peers: Reconciler::default(),
             ipcache: Reconciler::default(),
             services_out: Reconciler::default(),
             adverts: Reconciler::default(),
         }
+    }
+
+    /// Chooses which VIPs are advertised (default: [`VipAdverts::All`]).
+    pub fn with_vip_adverts(mut self, mode: VipAdverts) -> Self {
+        self.vip_adverts = mode;
+        self
     }
 
     /// Applies one merged-view change. Values that do not decode are skipped (the view
@@ -117,12 +142,13 @@ impl MeshDesired {
                         .or_default()
                         .insert(cluster.clone(), rec);
                     self.refresh_service(s);
+                    self.refresh_vips_of(s);
                 }
             }
             Resource::Vip(ip) if *cluster == self.local => {
                 if let Ok(v) = serde_json::from_slice::<VipValue>(value) {
-                    self.adverts
-                        .set(IpNet::from(*ip), Some(Advert::LoadBalancerVip(v.service)));
+                    self.lb_vips.insert(*ip, v.service);
+                    self.refresh_vip(*ip);
                 }
             }
             _ => {}
@@ -149,9 +175,11 @@ impl MeshDesired {
                     }
                 }
                 self.refresh_service(s);
+                self.refresh_vips_of(s);
             }
             Resource::Vip(ip) if *cluster == self.local => {
-                self.adverts.set(IpNet::from(*ip), None);
+                self.lb_vips.remove(ip);
+                self.refresh_vip(*ip);
             }
             _ => {}
         }
@@ -246,6 +274,41 @@ impl MeshDesired {
             None
         };
         self.ipcache.set(ip, entry);
+    }
+
+    /// Whether this node hosts an active backend of the local cluster's record of `s`.
+    fn has_local_backend(&self, s: &ServiceKey) -> bool {
+        self.services
+            .get(s)
+            .and_then(|m| m.get(&self.local))
+            .is_some_and(|r| {
+                r.backends
+                    .iter()
+                    .any(|b| b.state == BackendState::Active && b.node.as_ref() == Some(&self.me))
+            })
+    }
+
+    fn refresh_vip(&mut self, ip: IpAddr) {
+        let advert = self.lb_vips.get(&ip).and_then(|s| {
+            let on = match self.vip_adverts {
+                VipAdverts::All => true,
+                VipAdverts::LocalBackends => self.has_local_backend(s),
+            };
+            on.then(|| Advert::LoadBalancerVip(s.clone()))
+        });
+        self.adverts.set(IpNet::from(ip), advert);
+    }
+
+    fn refresh_vips_of(&mut self, s: &ServiceKey) {
+        let ips: Vec<IpAddr> = self
+            .lb_vips
+            .iter()
+            .filter(|(_, svc)| *svc == s)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in ips {
+            self.refresh_vip(ip);
+        }
     }
 
     fn refresh_service(&mut self, s: &ServiceKey) {

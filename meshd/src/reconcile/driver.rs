@@ -48,11 +48,22 @@ impl ReconcileDriver {
     pub fn spawn(
         local: ClusterName,
         me: NodeName,
+        changes: mpsc::UnboundedReceiver<ViewChange>,
+        sinks: Sinks,
+        retry_interval: Duration,
+    ) -> Self {
+        Self::spawn_with(MeshDesired::new(local, me), changes, sinks, retry_interval)
+    }
+
+    /// As [`spawn`](Self::spawn), from a configured (e.g. [`MeshDesired::with_vip_adverts`])
+    /// and empty desired state.
+    pub fn spawn_with(
+        desired: MeshDesired,
         mut changes: mpsc::UnboundedReceiver<ViewChange>,
         mut sinks: Sinks,
         retry_interval: Duration,
     ) -> Self {
-        let desired = Arc::new(Mutex::new(MeshDesired::new(local, me)));
+        let desired = Arc::new(Mutex::new(desired));
         let (tx, flushes) = watch::channel(0u64);
         let d = desired.clone();
         let task = tokio::spawn(async move {

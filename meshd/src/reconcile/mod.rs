@@ -21,7 +21,7 @@ mod recording;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
-pub use desired::{Advert, IpCacheEntry, MeshDesired, PeerKey};
+pub use desired::{Advert, IpCacheEntry, MeshDesired, PeerKey, VipAdverts};
 pub use driver::{ReconcileDriver, Sinks};
 pub use recording::{Recorded, RecordingSink};
 

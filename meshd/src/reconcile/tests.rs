@@ -231,3 +231,85 @@ fn desired_state_from_view_changes() {
     );
     assert_eq!(d.pending(), 0);
 }
+
+/// `shop/web` of red with one backend per (node, state).
+fn svc_on(backends: &[(&str, BackendState)]) -> (Resource, Vec<u8>) {
+    let (k, v) = svc("red", "10.1.2.5", crate::services::Affinity::None);
+    let mut r = ServiceRecord::decode(&c("red"), &"shop/web".parse().unwrap(), &v).unwrap();
+    r.backends = backends
+        .iter()
+        .enumerate()
+        .map(|(i, (n, state))| Backend {
+            ip: format!("10.1.1.{}", i + 10).parse().unwrap(),
+            port: 8080,
+            port_name: None,
+            node: Some(n.parse().unwrap()),
+            cluster: None,
+            zone: None,
+            state: *state,
+        })
+        .collect();
+    (k, r.encode())
+}
+
+#[test]
+fn vips_follow_local_active_backends() {
+    let mut d = MeshDesired::new(c("red"), "r1".parse().unwrap())
+        .with_vip_adverts(VipAdverts::LocalBackends);
+    let vip_ip: IpAddr = "203.0.113.1".parse().unwrap();
+    let vip = serde_json::to_vec(&VipValue {
+        service: "shop/web".parse().unwrap(),
+        pool: "203.0.113.0/28".parse().unwrap(),
+    })
+    .unwrap();
+    let vip_net = IpNet::from(vip_ip);
+    // The VIP alone, or with a backend on another node or a terminating one here: no advert.
+    d.apply(&up("red", Resource::Vip(vip_ip), vip.clone()));
+    assert_eq!(d.adverts.get(&vip_net), None);
+    let (k, v) = svc_on(&[
+        ("r2", BackendState::Active),
+        ("r1", BackendState::Terminating),
+    ]);
+    d.apply(&up("red", k.clone(), v));
+    assert_eq!(d.adverts.get(&vip_net), None);
+    // An active backend here: advertised; the same service in another cluster does not count.
+    let (k2, v2) = svc_on(&[("r1", BackendState::Active)]);
+    d.apply(&up("red", k2, v2));
+    assert!(matches!(
+        d.adverts.get(&vip_net),
+        Some(Advert::LoadBalancerVip(_))
+    ));
+    // Its last local backend goes: withdrawn; back, then the VIP released: withdrawn.
+    let (k, v) = svc_on(&[("r2", BackendState::Active)]);
+    d.apply(&up("red", k.clone(), v));
+    assert_eq!(d.adverts.get(&vip_net), None);
+    let (_, v) = svc_on(&[("r1", BackendState::Active)]);
+    d.apply(&up("red", k.clone(), v));
+    assert!(d.adverts.get(&vip_net).is_some());
+    d.apply(&del("red", Resource::Vip(vip_ip)));
+    assert_eq!(d.adverts.get(&vip_net), None);
+    d.apply(&up("red", Resource::Vip(vip_ip), vip));
+    assert!(d.adverts.get(&vip_net).is_some());
+    d.apply(&del("red", k));
+    assert_eq!(d.adverts.get(&vip_net), None);
+    // A green record with a backend named like this node is another cluster's node.
+    let mut g = MeshDesired::new(c("red"), "r1".parse().unwrap())
+        .with_vip_adverts(VipAdverts::LocalBackends);
+    let (k, v) = svc_on(&[("r1", BackendState::Active)]);
+    let mut r = ServiceRecord::decode(&c("red"), &"shop/web".parse().unwrap(), &v).unwrap();
+    r.cluster = c("green");
+    for b in &mut r.backends {
+        b.cluster = None;
+    }
+    g.apply(&up(
+        "red",
+        Resource::Vip(vip_ip),
+        serde_json::to_vec(&VipValue {
+            service: "shop/web".parse().unwrap(),
+            pool: "203.0.113.0/28".parse().unwrap(),
+        })
+        .unwrap(),
+    ));
+    g.apply(&up("green", k, r.encode()));
+    assert_eq!(g.adverts.get(&vip_net), None);
+}

@@ -1,0 +1,276 @@
+//! `ironctl encryption status`: this node's encryption as meshd runs it (mode, backend, key
+//! age, WireGuard peers configured vs expected, handshakes), from meshd's `EncryptionStatus`.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use api::mesh as pb;
+use api::mesh::mesh_client::MeshClient;
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::table::{Align, Table, human_duration, key_values, shorten};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Args)]
+pub struct EncryptionArgs {
+    /// meshd's API socket (meshd's --api; by default <node.state_dir>/meshd.sock).
+    #[arg(
+        long = "meshd",
+        value_name = "PATH",
+        env = "IRONMESH_MESHD_SOCKET",
+        default_value = "/var/lib/ironmesh/meshd.sock",
+        global = true
+    )]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
+    #[command(subcommand)]
+    command: EncryptionCommand,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Text and a peer table for people.
+    Table,
+    /// JSON for scripts (stable field names).
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum EncryptionCommand {
+    /// Mode, backend, key age, peers configured vs expected, last handshake, per peer.
+    Status,
+}
+
+/// One peer, as printed.
+#[derive(Debug, Serialize)]
+struct PeerRow {
+    node: String,
+    path: String,
+    public_key: String,
+    last_handshake_unix: Option<u64>,
+    last_handshake_ago_seconds: Option<u64>,
+    rx_bytes: u64,
+    tx_bytes: u64,
+}
+
+/// The node's status, as printed (JSON field names are stable).
+#[derive(Debug, Serialize)]
+struct StatusView {
+    node: String,
+    enabled: bool,
+    reason: String,
+    mode: String,
+    backend: String,
+    device: String,
+    public_key: String,
+    key_age_seconds: Option<u64>,
+    peers_configured: u32,
+    peers_expected: u32,
+    peers_handshaked: u32,
+    last_handshake_unix: Option<u64>,
+    last_handshake_ago_seconds: Option<u64>,
+    tunnel_prefixes: u32,
+    ready_for_strict: bool,
+    rejected: Vec<String>,
+    last_error: String,
+    peers: Vec<PeerRow>,
+}
+
+fn ago(now: u64, t: Option<u64>) -> Option<u64> {
+    t.map(|t| now.saturating_sub(t))
+}
+
+fn view(s: pb::EncryptionStatusResponse, now: u64) -> StatusView {
+    StatusView {
+        last_handshake_ago_seconds: ago(now, s.last_handshake_unix),
+        peers: s
+            .peers
+            .into_iter()
+            .map(|p| PeerRow {
+                last_handshake_ago_seconds: ago(now, p.last_handshake_unix),
+                node: p.node,
+                path: p.path,
+                public_key: p.public_key,
+                last_handshake_unix: p.last_handshake_unix,
+                rx_bytes: p.rx_bytes,
+                tx_bytes: p.tx_bytes,
+            })
+            .collect(),
+        node: s.node,
+        enabled: s.enabled,
+        reason: s.reason,
+        mode: s.mode,
+        backend: s.backend,
+        device: s.device,
+        public_key: s.public_key,
+        key_age_seconds: s.key_age_seconds,
+        peers_configured: s.peers_configured,
+        peers_expected: s.peers_expected,
+        peers_handshaked: s.peers_handshaked,
+        last_handshake_unix: s.last_handshake_unix,
+        tunnel_prefixes: s.tunnel_prefixes,
+        ready_for_strict: s.ready_for_strict,
+        rejected: s.rejected,
+        last_error: s.last_error,
+    }
+}
+
+fn since(secs: Option<u64>) -> String {
+    secs.map(|s| format!("{} ago", human_duration(s)))
+        .unwrap_or_else(|| "never".into())
+}
+
+fn text(v: &StatusView) -> String {
+    let mut out = format!("Encryption of node {}\n", v.node);
+    if !v.enabled {
+        out.push_str(&key_values(&[
+            ("mode", v.mode.clone()),
+            ("why", v.reason.clone()),
+        ]));
+        return out;
+    }
+    out.push_str(&key_values(&[
+        ("mode", v.mode.clone()),
+        ("backend", format!("{} ({})", v.backend, v.device)),
+        ("public key", v.public_key.clone()),
+        (
+            "key age",
+            v.key_age_seconds.map(human_duration).unwrap_or_default(),
+        ),
+        (
+            "peers",
+            format!(
+                "{} configured / {} expected, {} with a fresh handshake",
+                v.peers_configured, v.peers_expected, v.peers_handshaked
+            ),
+        ),
+        ("last handshake", since(v.last_handshake_ago_seconds)),
+        ("tunnel prefixes", v.tunnel_prefixes.to_string()),
+        ("ready for strict", v.ready_for_strict.to_string()),
+        ("rejected", v.rejected.join(", ")),
+        ("last error", v.last_error.clone()),
+    ]));
+    if !v.peers.is_empty() {
+        let mut t = Table::new(&[
+            ("PEER", Align::Left),
+            ("PATH", Align::Left),
+            ("KEY", Align::Left),
+            ("HANDSHAKE", Align::Right),
+            ("RX", Align::Right),
+            ("TX", Align::Right),
+        ]);
+        for p in &v.peers {
+            t.row(vec![
+                p.node.clone(),
+                p.path.clone(),
+                shorten(&p.public_key, 12),
+                since(p.last_handshake_ago_seconds),
+                p.rx_bytes.to_string(),
+                p.tx_bytes.to_string(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&t.render());
+    }
+    out
+}
+
+/// Runs an `encryption` command; the error is the message to print.
+pub fn run(args: EncryptionArgs) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let EncryptionCommand::Status = args.command;
+    let path = args.socket.clone();
+    let st = rt.block_on(async move {
+        let ch = match tokio::time::timeout(CALL_TIMEOUT, api::unix::connect(&path)).await {
+            Ok(Ok(ch)) => ch,
+            Ok(Err(_)) => {
+                return Err(format!(
+                    "cannot reach meshd at {}: is meshd running? (--meshd or IRONMESH_MESHD_SOCKET; meshd's --api)",
+                    path.display()
+                ));
+            }
+            Err(_) => return Err(format!("meshd at {} did not answer", path.display())),
+        };
+        let mut c = MeshClient::new(ch);
+        match tokio::time::timeout(
+            CALL_TIMEOUT,
+            c.encryption_status(pb::EncryptionStatusRequest {}),
+        )
+        .await
+        {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(format!("meshd: {}", s.message())),
+            Err(_) => Err(format!(
+                "meshd did not answer within {}s",
+                CALL_TIMEOUT.as_secs()
+            )),
+        }
+    })?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let v = view(st, now);
+    if args.output == Output::Json {
+        let s = serde_json::to_string_pretty(&v).map_err(|e| format!("cannot encode JSON: {e}"))?;
+        println!("{s}");
+    } else {
+        print!("{}", text(&v));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_and_json() {
+        let s = pb::EncryptionStatusResponse {
+            node: "n1".into(),
+            enabled: true,
+            mode: "opportunistic".into(),
+            backend: "userspace".into(),
+            device: "wg0".into(),
+            public_key: "k".into(),
+            key_age_seconds: Some(90),
+            peers_configured: 2,
+            peers_expected: 2,
+            peers_handshaked: 1,
+            last_handshake_unix: Some(995),
+            peers: vec![pb::EncryptionPeer {
+                node: "green/g1".into(),
+                path: "tunnel".into(),
+                public_key: "abcdefghijklmnopqrstuvwxyz".into(),
+                last_handshake_unix: Some(995),
+                rx_bytes: 10,
+                tx_bytes: 20,
+            }],
+            ..Default::default()
+        };
+        let v = view(s, 1000);
+        let t = text(&v);
+        assert!(t.contains("2 configured / 2 expected"), "{t}");
+        assert!(t.contains("1m30s"), "{t}");
+        assert!(t.contains("green/g1") && t.contains("5s ago"), "{t}");
+        let j: serde_json::Value = serde_json::to_value(&v).unwrap();
+        assert_eq!(j["peers"][0]["last_handshake_ago_seconds"], 5);
+        let off = view(
+            pb::EncryptionStatusResponse {
+                node: "n1".into(),
+                mode: "off".into(),
+                reason: "encryption is off".into(),
+                ..Default::default()
+            },
+            1000,
+        );
+        assert!(text(&off).contains("encryption is off"));
+    }
+}

@@ -1,0 +1,27 @@
+//! The agent's reconciler sinks: meshd's desired state applied to the real components.
+//!
+//! | sink | component | how |
+//! |---|---|---|
+//! | [`bgp::BgpAdverts`] | bgpd | `AddAdverts`/`RemoveAdverts` over bgpd's API socket, resynced after every reconnect |
+//! | [`wireguard::WireGuardPeers`] | crypto | `NodeEncryption` steps: WireGuard peers, tunnel routes, nftables filter |
+//!
+//! A component that is not configured gets a [`NullSink`].
+
+pub mod bgp;
+pub mod wireguard;
+
+use crate::reconcile::{Sink, SinkError};
+
+/// Accepts everything and does nothing: the sink of a component this node does not run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl<K, V> Sink<K, V> for NullSink {
+    fn upsert(&mut self, _key: &K, _value: &V) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn remove(&mut self, _key: &K) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

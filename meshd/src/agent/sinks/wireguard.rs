@@ -1,0 +1,339 @@
+//! WireGuard peers from meshd: every node of every cluster (from the merged view) becomes a
+//! peer of this node's device through `crypto::rollout::NodeEncryption`, which also owns the
+//! tunnel routes (table 202) and the nftables filter of the `[encryption]` mode.
+//!
+//! The [`Sink`] half records the node list and wakes a worker thread (the device, netlink and
+//! `nft` calls are blocking); the worker steps the node's encryption on every change and every
+//! second (handshakes move peers into the tunnel, see the rollout module), and answers the
+//! `EncryptionStatus` RPC. The device is a userspace one (wireguard-go's UAPI socket
+//! `/var/run/wireguard/<device>.sock`), started by the operator or the node's service manager.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use api::mesh as pb;
+use common::{ClusterName, NodeName};
+use crypto::KeyStore;
+use crypto::rollout::{EncryptionMode, NetlinkRoutes, NftFilter, NodeEncryption};
+use crypto::wireguard::{MeshNode, PeerPolicy, Reconciler, UserspaceBackend, ensure_device};
+
+use crate::nodes::NodeRecord;
+use crate::reconcile::{PeerKey, Sink, SinkError};
+
+/// How often the encryption is stepped without a node change.
+const TICK: Duration = Duration::from_secs(1);
+
+type Agent = NodeEncryption<UserspaceBackend, NetlinkRoutes, NftFilter>;
+
+/// How this node encrypts (from `[encryption]` and `[mesh] wireguard_device`).
+#[derive(Debug, Clone)]
+pub struct WireGuardSettings {
+    pub mode: EncryptionMode,
+    pub device: String,
+    pub listen_port: u16,
+    pub persistent_keepalive: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireGuardSinkError {
+    #[error(
+        "WireGuard device {device}: {detail}; start it first (wireguard-go {device}) or set mesh.wireguard_device"
+    )]
+    Device { device: String, detail: String },
+    #[error("cannot start the encryption thread: {0}")]
+    Thread(String),
+}
+
+#[derive(Debug)]
+struct Inner {
+    local: ClusterName,
+    me: NodeName,
+    settings: WireGuardSettings,
+    nodes: Mutex<BTreeMap<PeerKey, NodeRecord>>,
+    /// `None` until the device answered.
+    agent: Mutex<Option<Agent>>,
+    store: KeyStore,
+    last_error: Mutex<Option<String>>,
+}
+
+/// The sink the reconcile driver writes peers to.
+#[derive(Debug, Clone)]
+pub struct WireGuardPeerSink {
+    inner: Arc<Inner>,
+    wake: mpsc::Sender<()>,
+}
+
+impl Sink<PeerKey, NodeRecord> for WireGuardPeerSink {
+    fn upsert(&mut self, key: &PeerKey, value: &NodeRecord) -> Result<(), SinkError> {
+        self.inner
+            .nodes
+            .lock()
+            .expect("nodes lock")
+            .insert(key.clone(), value.clone());
+        let _ = self.wake.send(());
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &PeerKey) -> Result<(), SinkError> {
+        self.inner.nodes.lock().expect("nodes lock").remove(key);
+        let _ = self.wake.send(());
+        Ok(())
+    }
+}
+
+/// The node's WireGuard encryption. The worker ends once this and every sink clone are
+/// dropped (peers, routes and filter stay, so traffic keeps flowing while meshd restarts).
+#[derive(Debug)]
+pub struct WireGuardPeers {
+    sink: WireGuardPeerSink,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+fn mesh_node(local: &ClusterName, r: &NodeRecord) -> MeshNode {
+    MeshNode {
+        name: peer_name(local, &r.cluster, &r.name),
+        wireguard_public_key: r.wireguard_public_key.clone(),
+        ipv4: r.ipv4,
+        ipv6: r.ipv6,
+        pod_cidrs: r.pod_cidrs.clone(),
+    }
+}
+
+/// `node` in the own cluster, `cluster/node` for the others (names are unique per cluster).
+fn peer_name(local: &ClusterName, cluster: &ClusterName, node: &NodeName) -> String {
+    if cluster == local {
+        node.to_string()
+    } else {
+        format!("{cluster}/{node}")
+    }
+}
+
+impl Inner {
+    fn mesh(&self) -> Vec<MeshNode> {
+        self.nodes
+            .lock()
+            .expect("nodes lock")
+            .values()
+            .map(|r| mesh_node(&self.local, r))
+            .collect()
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        let mut last = self.last_error.lock().expect("error lock");
+        if let Some(msg) = &e
+            && last.as_ref() != Some(msg)
+        {
+            tracing::warn!("{msg}; retrying every {}s", TICK.as_secs());
+        }
+        *last = e;
+    }
+
+    /// The device with our key and port, and the encryption agent on it.
+    fn open(&self) -> Result<Agent, WireGuardSinkError> {
+        let s = &self.settings;
+        let backend = UserspaceBackend::new(&s.device);
+        ensure_device(&backend, self.store.private_key(), s.listen_port).map_err(|e| {
+            WireGuardSinkError::Device {
+                device: s.device.clone(),
+                detail: e.to_string(),
+            }
+        })?;
+        let policy = PeerPolicy {
+            listen_port: s.listen_port,
+            node_encryption: false,
+            persistent_keepalive: s.persistent_keepalive,
+        };
+        let mut agent = NodeEncryption::new(
+            Reconciler::new(backend, self.me.to_string(), policy),
+            NetlinkRoutes::new(&s.device),
+            NftFilter,
+        );
+        agent.set_mode(s.mode);
+        tracing::info!(device = %s.device, mode = %s.mode, "WireGuard encryption started");
+        Ok(agent)
+    }
+
+    /// Opens the device if needed, then steps the encryption once.
+    fn step(&self) {
+        let mut agent = self.agent.lock().expect("agent lock");
+        if agent.is_none() {
+            match self.open() {
+                Ok(a) => *agent = Some(a),
+                Err(e) => return self.set_error(Some(e.to_string())),
+            }
+        }
+        let Some(agent) = agent.as_ref() else { return };
+        match agent.step(&self.mesh(), SystemTime::now()) {
+            Ok(rep) => {
+                if !rep.is_quiet() {
+                    tracing::info!(
+                        peers = ?rep.peers.changes.len(), routes_added = ?rep.routes_added,
+                        routes_removed = ?rep.routes_removed, filter = rep.filter_changed,
+                        "encryption stepped"
+                    );
+                }
+                self.set_error(None);
+            }
+            Err(e) => self.set_error(Some(format!("encryption step failed: {e}"))),
+        }
+    }
+}
+
+impl WireGuardPeers {
+    /// Starts the worker: it sets the device's key and port (retrying every second while the
+    /// device is missing), then steps. `own` is this node's record (its PodCIDRs shape the
+    /// filter); the sink adds every other node.
+    pub fn spawn(
+        settings: &WireGuardSettings,
+        own: NodeRecord,
+        store: KeyStore,
+    ) -> Result<Self, WireGuardSinkError> {
+        let local = own.cluster.clone();
+        let me = own.name.clone();
+        let mut nodes = BTreeMap::new();
+        nodes.insert((local.clone(), me.clone()), own);
+        let inner = Arc::new(Inner {
+            local,
+            me,
+            settings: settings.clone(),
+            nodes: Mutex::new(nodes),
+            agent: Mutex::new(None),
+            store,
+            last_error: Mutex::new(None),
+        });
+        let (wake, rx) = mpsc::channel::<()>();
+        let worker = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("encryption".into())
+            .spawn(move || {
+                loop {
+                    worker.step();
+                    match rx.recv_timeout(TICK) {
+                        Ok(()) => while rx.try_recv().is_ok() {},
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            })
+            .map_err(|e| WireGuardSinkError::Thread(e.to_string()))?;
+        Ok(Self {
+            sink: WireGuardPeerSink { inner, wake },
+            _thread: thread,
+        })
+    }
+
+    pub fn sink(&self) -> WireGuardPeerSink {
+        self.sink.clone()
+    }
+
+    /// A status source for the API (shares the worker's state).
+    pub fn status_source(&self) -> EncryptionStatusSource {
+        EncryptionStatusSource(self.sink.inner.clone())
+    }
+}
+
+/// Answers `EncryptionStatus` from the worker's state.
+#[derive(Debug, Clone)]
+pub struct EncryptionStatusSource(Arc<Inner>);
+
+impl EncryptionStatusSource {
+    /// Blocking (reads the device over its UAPI socket).
+    pub fn status(&self) -> pb::EncryptionStatusResponse {
+        let inner = &self.0;
+        let nodes = inner.mesh();
+        let now = SystemTime::now();
+        let age = inner.store.key_age(now);
+        let mut agent = inner.agent.lock().expect("agent lock");
+        let Some(agent) = agent.as_mut() else {
+            return pb::EncryptionStatusResponse {
+                node: inner.me.to_string(),
+                enabled: true,
+                reason: format!("waiting for WireGuard device {}", inner.settings.device),
+                mode: inner.settings.mode.to_string(),
+                device: inner.settings.device.clone(),
+                last_error: inner
+                    .last_error
+                    .lock()
+                    .expect("error lock")
+                    .clone()
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+        };
+        let st = agent.status(&nodes, age, now);
+        let last_error = inner
+            .last_error
+            .lock()
+            .expect("error lock")
+            .clone()
+            .unwrap_or_default();
+        match st {
+            Ok(s) => pb::EncryptionStatusResponse {
+                node: inner.me.to_string(),
+                enabled: s.mode != EncryptionMode::Off,
+                reason: String::new(),
+                mode: s.mode.to_string(),
+                backend: s.backend,
+                device: s.device,
+                public_key: s.public_key,
+                key_age_seconds: s.key_age_seconds,
+                peers_configured: s.peers_configured as u32,
+                peers_expected: s.peers_expected as u32,
+                peers_handshaked: s.peers_handshaked as u32,
+                last_handshake_unix: s.last_handshake_unix,
+                tunnel_prefixes: s.tunnel_prefixes as u32,
+                ready_for_strict: s.ready_for_strict,
+                peers: s
+                    .peers
+                    .into_iter()
+                    .map(|p| pb::EncryptionPeer {
+                        node: p.node,
+                        path: serde_json::to_value(p.path)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        public_key: p.public_key.unwrap_or_default(),
+                        last_handshake_unix: p.last_handshake_unix,
+                        rx_bytes: p.rx_bytes,
+                        tx_bytes: p.tx_bytes,
+                    })
+                    .collect(),
+                rejected: s.rejected,
+                last_error,
+            },
+            Err(e) => pb::EncryptionStatusResponse {
+                node: inner.me.to_string(),
+                enabled: true,
+                reason: format!("cannot read the encryption state: {e}"),
+                last_error,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_of_other_clusters_are_named_by_cluster() {
+        let red: ClusterName = "red".parse().unwrap();
+        let green: ClusterName = "green".parse().unwrap();
+        let mut r = NodeRecord::new(green.clone(), "g1".parse().unwrap());
+        r.ipv4 = Some("198.51.100.1".parse().unwrap());
+        r.pod_cidrs = vec!["10.2.1.0/24".parse().unwrap()];
+        r.wireguard_public_key = Some("k".into());
+        let n = mesh_node(&red, &r);
+        assert_eq!(n.name, "green/g1");
+        assert_eq!(n.pod_cidrs, r.pod_cidrs);
+        assert_eq!(n.wireguard_public_key.as_deref(), Some("k"));
+        assert_eq!(
+            peer_name(&red, &red, &"r2".parse().unwrap()),
+            "r2",
+            "own cluster: the bare node name, as the local node is named"
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! The reconcile driver wired to the components this node runs: bgpd's adverts
+//! (`mesh.bgpd_socket`) and WireGuard peers (`[encryption]` with WireGuard). Components not
+//! configured get a [`NullSink`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::sinks::NullSink;
+use super::sinks::bgp::BgpAdverts;
+use super::sinks::wireguard::WireGuardPeers;
+use super::state::Shared;
+use super::{AgentConfig, AgentError};
+use crate::federation::{MergedView, ViewChange};
+use crate::nodes::NodeRecord;
+use crate::reconcile::{MeshDesired, ReconcileDriver, Sinks};
+
+/// The driver and the components it drives; dropped at stop. What they applied stays, so the
+/// node keeps forwarding (and announcing) while meshd restarts.
+#[derive(Debug)]
+pub(super) struct Reconcile {
+    driver: Arc<ReconcileDriver>,
+    bgp: Option<BgpAdverts>,
+    _wireguard: Option<WireGuardPeers>,
+    armed: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Reconcile {
+    fn drop(&mut self) {
+        if let Some(t) = &self.armed {
+            t.abort();
+        }
+    }
+}
+
+/// How long after the merged view's first listing the desired state counts as complete
+/// (the driver applies the listing as one batch, in milliseconds).
+const SETTLE: Duration = Duration::from_millis(500);
+
+impl Reconcile {
+    /// Once `view` listed the local etcd and the driver applied it, tells the consumers
+    /// that remove what a previous meshd left (bgpd's ledger) that the desired state is
+    /// complete.
+    pub(super) fn arm(&mut self, view: Arc<MergedView>) {
+        let Some(bgp) = self.bgp.as_ref().map(BgpAdverts::sink) else {
+            return;
+        };
+        let driver = self.driver.clone();
+        self.armed = Some(tokio::spawn(async move {
+            while !view
+                .wait_until(Duration::from_secs(3600), |s| s.listed())
+                .await
+            {}
+            tokio::time::sleep(SETTLE).await;
+            for _ in 0..200 {
+                if driver.with(|d| d.pending()) == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tracing::info!("desired state complete: stale adverts of a previous meshd may go");
+            bgp.set_complete();
+        }));
+    }
+}
+
+/// The sender the merged view feeds the driver with, and what to drop at stop.
+pub(super) type Started = (Option<mpsc::UnboundedSender<ViewChange>>, Option<Reconcile>);
+
+/// Starts the driver when this node drives a component (no driver otherwise).
+pub(super) fn start(
+    cfg: &AgentConfig,
+    shared: &Shared,
+    own: &NodeRecord,
+) -> Result<Started, AgentError> {
+    let wireguard = match &cfg.encryption {
+        Some(settings) => {
+            let store = crypto::KeyStore::load_or_create(&cfg.state_dir)?;
+            match WireGuardPeers::spawn(settings, own.clone(), store) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!("{e}; no encryption on this node");
+                    shared.set_encryption_off(e.to_string());
+                    None
+                }
+            }
+        }
+        None => {
+            shared.set_encryption_off(
+                "encryption is off (set [encryption] mode and the WireGuard backend)",
+            );
+            None
+        }
+    };
+    if let Some(w) = &wireguard {
+        shared.set_encryption(Some(w.status_source()));
+    }
+    let bgp = cfg.bgpd_socket.as_ref().map(|socket| {
+        if let Err(e) = std::fs::create_dir_all(&cfg.state_dir) {
+            tracing::warn!(dir = %cfg.state_dir.display(), error = %e, "cannot create the state dir");
+        }
+        tracing::info!(socket = %socket.display(), vips = ?cfg.vip_adverts, "driving bgpd's adverts");
+        BgpAdverts::spawn(
+            socket.clone(),
+            cfg.state_dir.join("bgp-adverts.json"),
+            cfg.retry_interval,
+        )
+    });
+    if bgp.is_none() && wireguard.is_none() {
+        return Ok((None, None));
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let desired =
+        MeshDesired::new(cfg.cluster.clone(), cfg.node.clone()).with_vip_adverts(cfg.vip_adverts);
+    let sinks = Sinks {
+        peers: match &wireguard {
+            Some(w) => Box::new(w.sink()),
+            None => Box::new(NullSink),
+        },
+        ipcache: Box::new(NullSink),
+        services: Box::new(NullSink),
+        adverts: match &bgp {
+            Some(b) => Box::new(b.sink()),
+            None => Box::new(NullSink),
+        },
+    };
+    let driver = ReconcileDriver::spawn_with(desired, rx, sinks, Duration::from_secs(1));
+    Ok((
+        Some(tx),
+        Some(Reconcile {
+            driver: Arc::new(driver),
+            bgp,
+            _wireguard: wireguard,
+            armed: None,
+        }),
+    ))
+}
