@@ -43,6 +43,9 @@ pub struct AgentConfig {
     pub bgpd_socket: Option<PathBuf>,
     /// Which LoadBalancer VIPs are advertised.
     pub vip_adverts: VipAdverts,
+    /// `datapath.bpffs`: the IP cache and services go to the maps pinned there, when the
+    /// datapath pinned them (`None`: no datapath sink).
+    pub datapath_pin_root: Option<PathBuf>,
     /// The gRPC API's Unix socket (`None`: no API).
     pub api_socket: Option<PathBuf>,
     /// Prometheus metrics listen address (`None`: off).
@@ -151,6 +154,7 @@ impl AgentConfig {
                 configs::AdvertiseVips::All => VipAdverts::All,
                 configs::AdvertiseVips::LocalBackends => VipAdverts::LocalBackends,
             },
+            datapath_pin_root: Some(cfg.datapath.bpffs.clone()),
             api_socket: Some(default_api_socket(&cfg.node.state_dir)),
             metrics: None,
             retry_interval: Duration::from_secs(2),

@@ -1,6 +1,7 @@
 //! The reconcile driver wired to the components this node runs: bgpd's adverts
-//! (`mesh.bgpd_socket`) and WireGuard peers (`[encryption]` with WireGuard). Components not
-//! configured get a [`NullSink`].
+//! (`mesh.bgpd_socket`), WireGuard peers (`[encryption]` with WireGuard) and the eBPF maps
+//! (IP cache and services, when `datapath.bpffs` holds the datapath's pinned maps). Components
+//! not configured get a [`NullSink`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::sinks::NullSink;
 use super::sinks::bgp::BgpAdverts;
+use super::sinks::datapath::DatapathMaps;
 use super::sinks::wireguard::WireGuardPeers;
 use super::state::Shared;
 use super::{AgentConfig, AgentError};
@@ -23,6 +25,7 @@ pub(super) struct Reconcile {
     driver: Arc<ReconcileDriver>,
     bgp: Option<BgpAdverts>,
     _wireguard: Option<WireGuardPeers>,
+    _datapath: Option<DatapathMaps>,
     armed: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -107,7 +110,25 @@ pub(super) fn start(
             cfg.retry_interval,
         )
     });
-    if bgp.is_none() && wireguard.is_none() {
+    let datapath = match &cfg.datapath_pin_root {
+        Some(root) => match DatapathMaps::open(root, cfg.cluster.clone()) {
+            Ok(Some(d)) => {
+                tracing::info!(pin_root = %root.display(), "driving the datapath's IP cache and services");
+                Some(d)
+            }
+            Ok(None) => {
+                tracing::info!(pin_root = %root.display(),
+                    "no datapath maps pinned there; the IP cache and services are not programmed");
+                None
+            }
+            Err(e) => {
+                tracing::error!("{e}; the IP cache and services are not programmed");
+                None
+            }
+        },
+        None => None,
+    };
+    if bgp.is_none() && wireguard.is_none() && datapath.is_none() {
         return Ok((None, None));
     }
     let (tx, rx) = mpsc::unbounded_channel();
@@ -118,8 +139,14 @@ pub(super) fn start(
             Some(w) => Box::new(w.sink()),
             None => Box::new(NullSink),
         },
-        ipcache: Box::new(NullSink),
-        services: Box::new(NullSink),
+        ipcache: match &datapath {
+            Some(d) => Box::new(d.ipcache_sink()),
+            None => Box::new(NullSink),
+        },
+        services: match &datapath {
+            Some(d) => Box::new(d.service_sink()),
+            None => Box::new(NullSink),
+        },
         adverts: match &bgp {
             Some(b) => Box::new(b.sink()),
             None => Box::new(NullSink),
@@ -132,6 +159,7 @@ pub(super) fn start(
             driver: Arc::new(driver),
             bgp,
             _wireguard: wireguard,
+            _datapath: datapath,
             armed: None,
         }),
     ))

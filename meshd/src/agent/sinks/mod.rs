@@ -4,10 +4,12 @@
 //! |---|---|---|
 //! | [`bgp::BgpAdverts`] | bgpd | `AddAdverts`/`RemoveAdverts` over bgpd's API socket, resynced after every reconnect |
 //! | [`wireguard::WireGuardPeers`] | crypto | `NodeEncryption` steps: WireGuard peers, tunnel routes, nftables filter |
+//! | [`datapath::DatapathMaps`] | datapath | IP cache and service entries written to the maps pinned under `datapath.bpffs` |
 //!
 //! A component that is not configured gets a [`NullSink`].
 
 pub mod bgp;
+pub mod datapath;
 pub mod wireguard;
 
 use crate::reconcile::{Sink, SinkError};

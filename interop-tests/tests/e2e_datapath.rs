@@ -1,0 +1,429 @@
+//! meshd programs the node's eBPF maps (issue 8, wiring): one node running a one-member etcd,
+//! the datapath loaded into a per-test pin root with three pods attached (by `ironmesh-cni`
+//! and this test, standing in for the datapath loader), and the meshd binary with
+//! `[datapath] bpffs` at that pin root.
+//!
+//! - meshd's own node address reaches the pinned IP cache (host identity);
+//! - endpoint records written into etcd reach the IP cache within 1 s, with their identity;
+//! - a service record reaches the services map within 1 s (Maglev table), and the client pod
+//!   reaching the VIP is answered by exactly the backend Maglev predicts, both backends used;
+//! - deleting the service and an endpoint removes them from the maps within 1 s.
+//!
+//! Needs root, bpffs; builds meshd and ironmesh-cni.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Identity, ReservedIdentity};
+use datapath::lb::Proto;
+use datapath::maglev;
+use datapath::pin::{PinRoot, bpffs_mounted};
+use datapath::{Config, Datapath, Endpoint};
+use interop_tests::bgpd::cargo_binary;
+use interop_tests::*;
+use ironmesh_meshd::endpoints::EndpointRecord;
+use ironmesh_meshd::services::{
+    Affinity, Backend, BackendState, Protocol, ServicePort, ServiceRecord,
+};
+
+const T: Duration = Duration::from_secs(20);
+const NODE: &str = "n1";
+const CLUSTER: &str = "red";
+const PORT: u16 = 5432;
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const POD_CIDR: &str = "10.244.1.0/24";
+
+/// Removes the per-test pin root and its pins (maps and links), also when the test panics.
+struct Pins(PinRoot);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(self.0.path()) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(self.0.path());
+    }
+}
+
+/// Stops the echo servers when the test ends, however it ends.
+struct Stop(Arc<AtomicBool>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Builds `package`'s binary `bin` with the profile of this test binary; returns its path.
+fn build(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&workspace)
+        .args(["build", "-p", package, "--bin", bin]);
+    if std::env::current_exe()
+        .unwrap()
+        .components()
+        .any(|c| c.as_os_str() == "release")
+    {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("running cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build of {bin} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cargo_binary(bin).unwrap()
+}
+
+fn ifindex(host: &Host, name: &str) -> u32 {
+    let out = host.ip(&["-o", "link", "show", name]).unwrap();
+    out.split(':').next().unwrap().trim().parse().unwrap()
+}
+
+/// One CNI ADD as a runtime calls it, in the node's netns: (pod IP, host-side veth).
+fn cni_add(cni: &Path, node: &Host, data_dir: &Path, pod: &Host, id: &str) -> (Ipv4Addr, String) {
+    let conf = serde_json::json!({
+        "cniVersion": "1.1.0",
+        "name": "mesh",
+        "type": "ironmesh-cni",
+        "dataDir": data_dir,
+        "mtu": 1500,
+        "ipam": {"type": "ironmesh", "podCIDR": POD_CIDR},
+        "runtimeConfig": {"labels": {"app": id}},
+    });
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", node.netns()])
+        .arg(cni)
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", format!("/var/run/netns/{}", pod.netns()))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env(
+            "CNI_ARGS",
+            format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "CNI ADD {id}: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let addr = r["ips"][0]["address"].as_str().unwrap();
+    let ip: Ipv4Addr = addr.split('/').next().unwrap().parse().unwrap();
+    let host_if = r["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i.get("sandbox").is_none())
+        .expect("the host-side interface in the result")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (ip, host_if)
+}
+
+/// A TCP server in `pod` answering `who` with the pod's name, until `stop` (or 60 s).
+fn who_server(pod: &Host, stop: Arc<AtomicBool>) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let name = pod.name().to_string();
+    pod.spawn_thread("who", move || {
+        let l = TcpListener::bind(("0.0.0.0", PORT)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        ready_tx.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                    let mut buf = [0u8; 8];
+                    if let Ok(n) = s.read(&mut buf)
+                        && &buf[..n] == b"who"
+                    {
+                        let _ = s.write_all(name.as_bytes());
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+}
+
+/// Connects from `pod` to `dst`, asks `who`: (answer, local port).
+fn ask(pod: &Host, dst: SocketAddr) -> Result<(String, u16), String> {
+    pod.in_netns(move || {
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2))
+            .map_err(|e| format!("connect {dst}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let port = s.local_addr().map_err(|e| e.to_string())?.port();
+        s.write_all(b"who").map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), port))
+    })
+    .unwrap()
+}
+
+/// Polls `check` every 10 ms until it holds; fails after `limit`. Returns the time it took.
+fn within(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{what}: not within {limit:?} (waited {:?})",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn endpoint(ip: Ipv4Addr, identity: u32) -> EndpointRecord {
+    EndpointRecord {
+        ip: IpAddr::V4(ip),
+        cluster: CLUSTER.parse().unwrap(),
+        node: NODE.parse().unwrap(),
+        identity: Identity::from_raw(identity).unwrap(),
+        tunnel_endpoint: None,
+        encrypt_key: 0,
+    }
+}
+
+fn service(backends: &[Ipv4Addr]) -> ServiceRecord {
+    ServiceRecord {
+        service: "shop/db".parse().unwrap(),
+        cluster: CLUSTER.parse().unwrap(),
+        vips: vec![IpAddr::V4(VIP)],
+        ports: vec![ServicePort {
+            name: None,
+            port: PORT,
+            protocol: Protocol::Tcp,
+        }],
+        backends: backends
+            .iter()
+            .map(|ip| Backend {
+                ip: IpAddr::V4(*ip),
+                port: PORT,
+                port_name: None,
+                node: Some(NODE.parse().unwrap()),
+                cluster: None,
+                zone: None,
+                state: BackendState::Active,
+            })
+            .collect(),
+        global: false,
+        affinity: Affinity::None,
+    }
+}
+
+#[test]
+fn e2e_datapath_ipcache_services_and_maglev_via_meshd() -> Result<()> {
+    let meshd_bin = build("ironmesh-meshd", "meshd");
+    let cni = build("ironmesh-cni", "ironmesh-cni");
+    let lab = Lab::new("e2e_dp")?;
+    let tor = lab.host("tor")?;
+    let node = lab.host("node")?;
+    lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
+
+    let root = PinRoot::new(format!("/sys/fs/bpf/{}-node", lab.id())).unwrap();
+    assert!(
+        bpffs_mounted(root.path()).unwrap(),
+        "bpffs is not mounted on /sys/fs/bpf: run scripts/setup"
+    );
+    let _pins = Pins(root.clone());
+    // The datapath loader's part: programs, config, pods attached with their endpoints.
+    let mut dp = Datapath::load(&root).unwrap();
+    dp.set_config(&Config::default()).unwrap();
+    let data_dir = lab.dir().join("node-cni");
+    let mut pods = Vec::new();
+    for (i, name) in ["c1", "b1", "b2"].into_iter().enumerate() {
+        let pod = lab.host(name)?;
+        let (ip, host_if) = cni_add(&cni, &node, &data_dir, &pod, name);
+        dp.upsert_endpoint(&Endpoint {
+            id: i as u32 + 1,
+            identity: 1000 + i as u32,
+            ifindex: ifindex(&node, &host_if),
+            addresses: vec![IpAddr::V4(ip)],
+        })
+        .unwrap();
+        node.in_netns(|| dp.attach(&host_if)).unwrap().unwrap();
+        pods.push((pod, ip));
+    }
+    let stop = Stop(Arc::new(AtomicBool::new(false)));
+    for (pod, _) in &pods[1..] {
+        who_server(pod, stop.0.clone());
+    }
+    let (c1, b1, b2) = (&pods[0], &pods[1], &pods[2]);
+
+    let etcd = EtcdCluster::start(&[(&node, "192.0.2.2".parse().unwrap())])?;
+    let state = node.path("meshd-state");
+    let conf = node.path("meshd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[node]\nname = \"{NODE}\"\ncluster = \"{CLUSTER}\"\nstate_dir = {state:?}\n\n\
+             [mesh]\netcd_endpoints = [\"{}\"]\ncluster_id = 1\nlease_ttl = 4\n\
+             node_ipv4 = \"192.0.2.2\"\n\
+             pod_cidr_pools = [{{ cidr = \"10.1.0.0/16\", node_mask = 24 }}]\n\n\
+             [datapath]\nmode = \"native\"\nbpffs = {:?}\n",
+            etcd.endpoints(),
+            root.path()
+        ),
+    )
+    .unwrap();
+    // `ip netns exec` gives the daemon a private mount namespace with a fresh /sys (no bpffs
+    // there); nsenter puts meshd back into this test's mount namespace (the netns stays), so
+    // it sees the pins as the datapath loader does. nsenter execs: the PID is meshd's.
+    let mnt = format!("--mount=/proc/{}/ns/mnt", std::process::id());
+    let meshd_path = meshd_bin.display().to_string();
+    let args: Vec<String> = [
+        mnt.as_str(),
+        "--",
+        meshd_path.as_str(),
+        "--config",
+        &conf.display().to_string(),
+        "--api",
+        &node.path("meshd.sock").display().to_string(),
+        "--log",
+        "info,ironmesh_meshd=debug",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let meshd = node.spawn("meshd", "nsenter", &args)?;
+
+    // meshd's own node record: its address is the host in the IP cache.
+    let node_ip: IpAddr = "192.0.2.2".parse().unwrap();
+    within("the node address in the IP cache", T, || {
+        assert!(meshd.is_running(), "meshd died: {}", meshd.log_tail(3000));
+        dp.ipcache_lookup(node_ip).unwrap().is_some()
+    });
+    let v = dp.ipcache_lookup(node_ip).unwrap().unwrap();
+    assert_eq!(
+        v.identity().unwrap(),
+        Identity::from(ReservedIdentity::Host)
+    );
+    assert_eq!(v.tunnel_endpoint(), None);
+
+    // Endpoints: in the IP cache within 1 s.
+    for (i, (_, ip)) in pods.iter().enumerate() {
+        let rec = endpoint(*ip, 1000 + i as u32);
+        etcd.put(0, &rec.key(), std::str::from_utf8(&rec.encode()).unwrap())?;
+        let ip = IpAddr::V4(*ip);
+        let took = within(
+            "an endpoint in the IP cache",
+            Duration::from_secs(1),
+            || {
+                dp.ipcache_lookup(ip)
+                    .unwrap()
+                    .is_some_and(|v| v.identity == 1000 + i as u32)
+            },
+        );
+        eprintln!("endpoint {ip} in the IP cache after {took:?}");
+    }
+
+    // The service: in the services map within 1 s, with a Maglev table.
+    let svc = service(&[b1.1, b2.1]);
+    etcd.put(0, &svc.key(), std::str::from_utf8(&svc.encode()).unwrap())?;
+    let vip = IpAddr::V4(VIP);
+    let took = within("the service in the map", Duration::from_secs(1), || {
+        dp.service(vip, PORT, Proto::Tcp)
+            .unwrap()
+            .is_some_and(|s| s.backend_count == 2)
+    });
+    eprintln!("service {VIP}:{PORT} in the map after {took:?}");
+    let sv = dp.service(vip, PORT, Proto::Tcp).unwrap().unwrap();
+    let table = dp
+        .maglev_table(sv.id)
+        .unwrap()
+        .expect("a Maglev table for the service");
+    let backend_name = |id: u32| -> String {
+        let b = dp
+            .backend(id)
+            .unwrap()
+            .expect("the picked backend is in the map");
+        let ip = b.ip().unwrap();
+        pods.iter()
+            .find(|(_, p)| IpAddr::V4(*p) == ip)
+            .map(|(h, _)| h.name().to_string())
+            .unwrap_or_else(|| panic!("backend {ip} is no pod"))
+    };
+    let backend_ids: Vec<u32> = {
+        let mut ids = table.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    assert_eq!(backend_ids.len(), 2, "two backends in the Maglev table");
+
+    // The client reaches the VIP; each flow lands where Maglev says.
+    let dst = SocketAddr::new(vip, PORT);
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..12 {
+        let (got, port) = ask(&c1.0, dst).unwrap_or_else(|e| panic!("via the VIP: {e}"));
+        let id = maglev::pick(&table, (IpAddr::V4(c1.1), port), (vip, PORT), 6).unwrap();
+        assert_eq!(got, backend_name(id), "the backend Maglev predicts");
+        *seen.entry(got).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 2, "12 flows over both backends: {seen:?}");
+
+    // Deleting the service removes it (and its backends) within 1 s.
+    etcd.etcdctl(0, &["del", &svc.key()])?;
+    within(
+        "the service gone from the map",
+        Duration::from_secs(1),
+        || dp.service(vip, PORT, Proto::Tcp).unwrap().is_none(),
+    );
+    within("the backends gone", Duration::from_secs(1), || {
+        backend_ids
+            .iter()
+            .all(|id| dp.backend(*id).unwrap().is_none())
+    });
+    assert!(
+        ask(&c1.0, dst).is_err(),
+        "the VIP still answers without a service"
+    );
+
+    // Deleting an endpoint removes its IP cache entry within 1 s; the others stay.
+    let rec = endpoint(b2.1, 1002);
+    etcd.etcdctl(0, &["del", &rec.key()])?;
+    within(
+        "the endpoint gone from the IP cache",
+        Duration::from_secs(1),
+        || dp.ipcache_lookup(IpAddr::V4(b2.1)).unwrap().is_none(),
+    );
+    assert!(dp.ipcache_lookup(IpAddr::V4(b1.1)).unwrap().is_some());
+
+    assert!(meshd.is_running(), "meshd died: {}", meshd.log_tail(3000));
+    meshd.terminate();
+    drop(stop);
+    Ok(())
+}

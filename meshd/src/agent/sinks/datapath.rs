@@ -1,0 +1,456 @@
+//! The node's eBPF maps from meshd: the IP cache (endpoint IPs and node addresses → identity,
+//! tunnel endpoint, key index) and the services (VIP:port/proto → backends, Maglev), written
+//! through the `datapath` crate's typed handles on the maps pinned under `datapath.bpffs`.
+//!
+//! meshd does not create the datapath: the sink is on only when the pin root already holds
+//! the datapath's maps (whoever loads and attaches the programs pinned them). meshd opens
+//! them with [`datapath::Datapath::load`] (the only way the crate offers to get map handles:
+//! it also loads, but never attaches, the programs; pinned maps are reused as they are and a
+//! layout of another version is refused).
+//!
+//! Ids: the datapath wants a service id (never 0) per frontend and a backend id per backend
+//! (shared by the services that use it). Both are derived from a hash of the frontend / the
+//! backend's address and port (probing past ids in use), so a restarted meshd picks the same
+//! ids as its predecessor for what is still there; a frontend already in the map keeps its id.
+//! Backends are reference-counted across services and deleted with their last user.
+//!
+//! Both halves write the maps directly (one syscall per entry; a Maglev table is one update)
+//! from the reconcile driver. An error names the map and the key; the key is retried.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use common::ClusterName;
+use datapath::ipcache::{F_REMOTE_CLUSTER, IpcacheValue};
+use datapath::lb::{BackendState as DpState, Proto};
+use datapath::loader::MAPS;
+use datapath::pin::PinRoot;
+use datapath::{Backend as DpBackend, Datapath, Service};
+use ipnet::IpNet;
+
+use crate::reconcile::{IpCacheEntry, Sink, SinkError};
+use crate::services::{BackendState, Frontend, FrontendSpec, Protocol};
+
+/// The map operations the sinks need (the real [`Datapath`], or a fake in tests). Errors are
+/// the datapath's messages (they name the map).
+pub trait Maps: Send {
+    fn ipcache_upsert(&mut self, ip: IpAddr, value: IpcacheValue) -> Result<(), String>;
+    fn ipcache_remove(&mut self, ip: IpAddr) -> Result<(), String>;
+    /// The id of the service in the map at this key, if any.
+    fn service_id(&self, vip: IpAddr, port: u16, proto: Proto) -> Result<Option<u32>, String>;
+    fn upsert_service(&mut self, svc: &Service) -> Result<(), String>;
+    fn remove_service(&mut self, vip: IpAddr, port: u16, proto: Proto) -> Result<(), String>;
+    fn remove_backend(&mut self, id: u32) -> Result<(), String>;
+}
+
+impl Maps for Datapath {
+    fn ipcache_upsert(&mut self, ip: IpAddr, value: IpcacheValue) -> Result<(), String> {
+        Datapath::ipcache_upsert(self, IpNet::from(ip), value).map_err(|e| e.to_string())
+    }
+
+    fn ipcache_remove(&mut self, ip: IpAddr) -> Result<(), String> {
+        Datapath::ipcache_remove(self, IpNet::from(ip)).map_err(|e| e.to_string())
+    }
+
+    fn service_id(&self, vip: IpAddr, port: u16, proto: Proto) -> Result<Option<u32>, String> {
+        Datapath::service(self, vip, port, proto)
+            .map(|s| s.map(|v| v.id))
+            .map_err(|e| e.to_string())
+    }
+
+    fn upsert_service(&mut self, svc: &Service) -> Result<(), String> {
+        Datapath::upsert_service(self, svc).map_err(|e| e.to_string())
+    }
+
+    fn remove_service(&mut self, vip: IpAddr, port: u16, proto: Proto) -> Result<(), String> {
+        Datapath::remove_service(self, vip, port, proto).map_err(|e| e.to_string())
+    }
+
+    fn remove_backend(&mut self, id: u32) -> Result<(), String> {
+        Datapath::remove_backend(self, id).map_err(|e| e.to_string())
+    }
+}
+
+/// Why the datapath sinks could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathSinkError {
+    #[error("datapath.bpffs {}: {detail}", .pin_root.display())]
+    PinRoot { pin_root: PathBuf, detail: String },
+    #[error("opening the datapath maps under {}: {detail}", .pin_root.display())]
+    Open { pin_root: PathBuf, detail: String },
+}
+
+/// Whether `pin_root` holds every map of the datapath (the datapath was loaded there).
+pub fn maps_pinned(pin_root: &Path) -> bool {
+    MAPS.iter().all(|m| pin_root.join(m.name).exists())
+}
+
+type BackendAddr = (IpAddr, u16);
+
+#[derive(Debug)]
+struct Programmed {
+    id: u32,
+    proto: Proto,
+    backends: BTreeSet<BackendAddr>,
+}
+
+#[derive(Debug)]
+struct BackendRef {
+    id: u32,
+    users: usize,
+}
+
+struct State<M> {
+    maps: M,
+    local: ClusterName,
+    /// Frontends in the map, with their id and the backends they use.
+    services: BTreeMap<Frontend, Programmed>,
+    svc_ids: BTreeSet<u32>,
+    backends: BTreeMap<BackendAddr, BackendRef>,
+    backend_ids: BTreeSet<u32>,
+    /// Backends no service uses any more whose deletion failed; retried at the next change.
+    orphans: BTreeSet<BackendAddr>,
+}
+
+/// FNV-1a 32, never 0.
+fn hash_id(parts: &[&[u8]]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for p in parts {
+        for b in *p {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h.max(1)
+}
+
+fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// The first id from `start` (wrapping, skipping 0) not in `used`.
+fn free_id(start: u32, used: &BTreeSet<u32>) -> u32 {
+    let mut id = start.max(1);
+    while used.contains(&id) {
+        id = id.wrapping_add(1).max(1);
+    }
+    id
+}
+
+fn proto_of(p: Protocol) -> Option<Proto> {
+    match p {
+        Protocol::Tcp => Some(Proto::Tcp),
+        Protocol::Udp => Some(Proto::Udp),
+        Protocol::Sctp => None,
+    }
+}
+
+fn state_of(s: BackendState) -> DpState {
+    match s {
+        BackendState::Active => DpState::Active,
+        BackendState::Terminating => DpState::Terminating,
+        BackendState::Quarantined => DpState::Quarantined,
+    }
+}
+
+fn frontend_name(f: &Frontend) -> String {
+    let vip = match f.vip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    format!("{vip}:{}/{:?}", f.port, f.protocol).to_lowercase()
+}
+
+impl<M: Maps> State<M> {
+    fn ipcache_value(&self, e: &IpCacheEntry) -> IpcacheValue {
+        let mut v = IpcacheValue::new(e.identity).with_key_index(e.encrypt_key);
+        // The datapath tunnels over IPv4 only; an IPv6 tunnel endpoint is left out.
+        if let Some(IpAddr::V4(t)) = e.tunnel_endpoint {
+            v = v.with_tunnel(t);
+        }
+        if e.cluster != self.local {
+            v = v.with_flags(F_REMOTE_CLUSTER);
+        }
+        v
+    }
+
+    fn backend_id(&mut self, addr: BackendAddr) -> u32 {
+        if let Some(b) = self.backends.get(&addr) {
+            return b.id;
+        }
+        let port = addr.1.to_be_bytes();
+        let id = free_id(
+            hash_id(&[b"backend", &ip_bytes(addr.0), &port]),
+            &self.backend_ids,
+        );
+        self.backend_ids.insert(id);
+        self.backends.insert(addr, BackendRef { id, users: 0 });
+        self.orphans.insert(addr);
+        id
+    }
+
+    /// Deletes backends no service uses; a failure leaves them for the next change.
+    fn sweep(&mut self) {
+        for addr in std::mem::take(&mut self.orphans) {
+            let Some(b) = self.backends.get(&addr) else {
+                continue;
+            };
+            if b.users > 0 {
+                continue;
+            }
+            let id = b.id;
+            match self.maps.remove_backend(id) {
+                Ok(()) => {
+                    self.backends.remove(&addr);
+                    self.backend_ids.remove(&id);
+                }
+                Err(e) => {
+                    tracing::warn!(backend = %format!("{}:{}", addr.0, addr.1), id, error = %e,
+                        "datapath: deleting an unused backend failed; will retry");
+                    self.orphans.insert(addr);
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, addrs: impl IntoIterator<Item = BackendAddr>) {
+        for a in addrs {
+            if let Some(b) = self.backends.get_mut(&a) {
+                b.users = b.users.saturating_sub(1);
+                if b.users == 0 {
+                    self.orphans.insert(a);
+                }
+            }
+        }
+    }
+
+    fn upsert_service(&mut self, f: &Frontend, spec: &FrontendSpec) -> Result<(), SinkError> {
+        let name = frontend_name(f);
+        let Some(proto) = proto_of(f.protocol) else {
+            tracing::warn!(service = %spec.service, frontend = %name,
+                "datapath: SCTP services are not load-balanced by the datapath; skipped");
+            return Ok(());
+        };
+        let err = |e: String| SinkError(format!("datapath map services, key {name}: {e}"));
+        let id = match self.services.get(f) {
+            Some(p) => p.id,
+            None => {
+                let existing = self.maps.service_id(f.vip, f.port, proto).map_err(err)?;
+                match existing {
+                    Some(id) if id != 0 && !self.svc_ids.contains(&id) => id,
+                    _ => free_id(
+                        hash_id(&[
+                            b"service",
+                            &ip_bytes(f.vip),
+                            &f.port.to_be_bytes(),
+                            &[proto.number()],
+                        ]),
+                        &self.svc_ids,
+                    ),
+                }
+            }
+        };
+        // A dual-stack service lists backends of both families; a VIP gets its own family's.
+        let mut by_addr: BTreeMap<BackendAddr, DpState> = BTreeMap::new();
+        for b in &spec.backends {
+            if b.ip.is_ipv4() == f.vip.is_ipv4() {
+                let s = state_of(b.state);
+                by_addr
+                    .entry((b.ip, b.port))
+                    .and_modify(|old| {
+                        if s == DpState::Active {
+                            *old = s;
+                        }
+                    })
+                    .or_insert(s);
+            }
+        }
+        let backends: Vec<DpBackend> = by_addr
+            .iter()
+            .map(|(&(ip, port), &state)| DpBackend {
+                id: self.backend_id((ip, port)),
+                ip,
+                port,
+                state,
+            })
+            .collect();
+        let svc = Service {
+            id,
+            vip: f.vip,
+            port: f.port,
+            proto,
+            maglev: true,
+            backends,
+        };
+        if let Err(e) = self.maps.upsert_service(&svc) {
+            self.sweep();
+            return Err(err(e));
+        }
+        let now: BTreeSet<BackendAddr> = by_addr.keys().copied().collect();
+        for a in &now {
+            if let Some(b) = self.backends.get_mut(a) {
+                b.users += 1;
+            }
+        }
+        self.svc_ids.insert(id);
+        let old = self.services.insert(
+            *f,
+            Programmed {
+                id,
+                proto,
+                backends: now,
+            },
+        );
+        if let Some(old) = old {
+            self.release(old.backends);
+        }
+        self.sweep();
+        Ok(())
+    }
+
+    fn remove_service(&mut self, f: &Frontend) -> Result<(), SinkError> {
+        let name = frontend_name(f);
+        let proto = match self.services.get(f) {
+            Some(p) => p.proto,
+            None => match proto_of(f.protocol) {
+                Some(p) => p,
+                None => return Ok(()),
+            },
+        };
+        self.maps
+            .remove_service(f.vip, f.port, proto)
+            .map_err(|e| SinkError(format!("datapath map services, key {name}: {e}")))?;
+        if let Some(old) = self.services.remove(f) {
+            self.svc_ids.remove(&old.id);
+            self.release(old.backends);
+        }
+        self.sweep();
+        Ok(())
+    }
+}
+
+/// The datapath maps of this node, shared by the two sinks.
+pub struct DatapathMaps<M: Maps = Datapath> {
+    state: Arc<Mutex<State<M>>>,
+}
+
+impl<M: Maps> std::fmt::Debug for DatapathMaps<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatapathMaps")
+    }
+}
+
+impl<M: Maps> Clone for DatapathMaps<M> {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl DatapathMaps<Datapath> {
+    /// Opens the maps pinned under `pin_root`; `Ok(None)` when the datapath is not there.
+    pub fn open(pin_root: &Path, local: ClusterName) -> Result<Option<Self>, DatapathSinkError> {
+        if !maps_pinned(pin_root) {
+            return Ok(None);
+        }
+        let root = PinRoot::new(pin_root).map_err(|e| DatapathSinkError::PinRoot {
+            pin_root: pin_root.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let dp = Datapath::load(&root).map_err(|e| DatapathSinkError::Open {
+            pin_root: pin_root.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        Ok(Some(Self::with_maps(dp, local)))
+    }
+}
+
+impl<M: Maps> DatapathMaps<M> {
+    pub fn with_maps(maps: M, local: ClusterName) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State {
+                maps,
+                local,
+                services: BTreeMap::new(),
+                svc_ids: BTreeSet::new(),
+                backends: BTreeMap::new(),
+                backend_ids: BTreeSet::new(),
+                orphans: BTreeSet::new(),
+            })),
+        }
+    }
+
+    pub fn ipcache_sink(&self) -> DatapathIpCache<M> {
+        DatapathIpCache(self.clone())
+    }
+
+    pub fn service_sink(&self) -> DatapathServices<M> {
+        DatapathServices(self.clone())
+    }
+
+    /// Reads the maps (tests).
+    pub fn with<T>(&self, f: impl FnOnce(&M) -> T) -> T {
+        f(&self.state.lock().expect("datapath lock").maps)
+    }
+
+    /// The service id and backend ids in use (tests, status).
+    pub fn ids(&self) -> (BTreeMap<Frontend, u32>, BTreeMap<(IpAddr, u16), u32>) {
+        let s = self.state.lock().expect("datapath lock");
+        (
+            s.services.iter().map(|(f, p)| (*f, p.id)).collect(),
+            s.backends.iter().map(|(a, b)| (*a, b.id)).collect(),
+        )
+    }
+}
+
+/// The IP cache half.
+#[derive(Debug, Clone)]
+pub struct DatapathIpCache<M: Maps = Datapath>(DatapathMaps<M>);
+
+impl<M: Maps> Sink<IpAddr, IpCacheEntry> for DatapathIpCache<M> {
+    fn upsert(&mut self, key: &IpAddr, value: &IpCacheEntry) -> Result<(), SinkError> {
+        let mut s = self.0.state.lock().expect("datapath lock");
+        let v = s.ipcache_value(value);
+        s.maps
+            .ipcache_upsert(*key, v)
+            .map_err(|e| SinkError(format!("datapath map ipcache, key {key}: {e}")))
+    }
+
+    fn remove(&mut self, key: &IpAddr) -> Result<(), SinkError> {
+        let mut s = self.0.state.lock().expect("datapath lock");
+        s.maps
+            .ipcache_remove(*key)
+            .map_err(|e| SinkError(format!("datapath map ipcache, key {key}: {e}")))
+    }
+}
+
+/// The services half.
+#[derive(Debug, Clone)]
+pub struct DatapathServices<M: Maps = Datapath>(DatapathMaps<M>);
+
+impl<M: Maps> Sink<Frontend, FrontendSpec> for DatapathServices<M> {
+    fn upsert(&mut self, key: &Frontend, value: &FrontendSpec) -> Result<(), SinkError> {
+        self.0
+            .state
+            .lock()
+            .expect("datapath lock")
+            .upsert_service(key, value)
+    }
+
+    fn remove(&mut self, key: &Frontend) -> Result<(), SinkError> {
+        self.0
+            .state
+            .lock()
+            .expect("datapath lock")
+            .remove_service(key)
+    }
+}
+
+#[cfg(test)]
+mod tests;
