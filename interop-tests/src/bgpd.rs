@@ -1,7 +1,7 @@
 //! ironmesh's bgpd in a host, queried over its gRPC API (Unix socket, reachable from the test
 //! process whatever the namespace).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use api::bgp as pb;
@@ -39,6 +39,31 @@ pub fn cargo_binary(name: &str) -> Result<PathBuf> {
         "{name} not found next to {}: build it with `cargo build -p interop-tests --bin {name}`",
         exe.display()
     )))
+}
+
+/// Builds workspace binaries (`(package, bin)` pairs) with the profile of the running test
+/// binary (cargo inside `cargo test` works: no lock is held while tests run) and returns their
+/// paths, in order. For daemons the lab runs that interop-tests does not build itself.
+pub fn build_binaries(bins: &[(&str, &str)]) -> Result<Vec<PathBuf>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(&workspace).arg("build");
+    for (package, bin) in bins {
+        cmd.args(["-p", package, "--bin", bin]);
+    }
+    let exe = std::env::current_exe().map_err(io_err("locating the test binary"))?;
+    if exe.components().any(|c| c.as_os_str() == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().map_err(io_err("running cargo build"))?;
+    if !out.status.success() {
+        return Err(LabError::Invalid(format!(
+            "cargo build of {bins:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    bins.iter().map(|(_, bin)| cargo_binary(bin)).collect()
 }
 
 fn rt() -> Result<tokio::runtime::Runtime> {

@@ -9,11 +9,10 @@
 //! - bgpd restarted (its API adverts are in memory only): meshd resyncs and the routes return.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use interop_tests::bgpd::{BgpdConfig, BgpdPeer, cargo_binary};
+use interop_tests::bgpd::{self, BgpdConfig, BgpdPeer};
 use interop_tests::route::find;
 use interop_tests::*;
 use ironmesh_meshd::lbipam::VipValue;
@@ -33,25 +32,9 @@ fn ip(s: &str) -> IpAddr {
 
 /// Builds meshd with the profile of this test binary; returns its path.
 fn build_meshd() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&workspace)
-        .args(["build", "-p", "ironmesh-meshd", "--bin", "meshd"]);
-    if std::env::current_exe()
+    bgpd::build_binaries(&[("ironmesh-meshd", "meshd")])
         .unwrap()
-        .components()
-        .any(|c| c.as_os_str() == "release")
-    {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().expect("running cargo build");
-    assert!(
-        out.status.success(),
-        "cargo build of meshd failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    cargo_binary("meshd").unwrap()
+        .remove(0)
 }
 
 /// The service `shop/web` of red with the VIP and one backend per (node, state).

@@ -24,7 +24,7 @@ use datapath::lb::Proto;
 use datapath::maglev;
 use datapath::pin::{PinRoot, bpffs_mounted};
 use datapath::{Config, Datapath, Endpoint};
-use interop_tests::bgpd::cargo_binary;
+use interop_tests::bgpd;
 use interop_tests::*;
 use ironmesh_meshd::endpoints::EndpointRecord;
 use ironmesh_meshd::services::{
@@ -63,25 +63,7 @@ impl Drop for Stop {
 
 /// Builds `package`'s binary `bin` with the profile of this test binary; returns its path.
 fn build(package: &str, bin: &str) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&workspace)
-        .args(["build", "-p", package, "--bin", bin]);
-    if std::env::current_exe()
-        .unwrap()
-        .components()
-        .any(|c| c.as_os_str() == "release")
-    {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().expect("running cargo build");
-    assert!(
-        out.status.success(),
-        "cargo build of {bin} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    cargo_binary(bin).unwrap()
+    bgpd::build_binaries(&[(package, bin)]).unwrap().remove(0)
 }
 
 fn ifindex(host: &Host, name: &str) -> u32 {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use interop_tests::bgpd::cargo_binary;
+use interop_tests::bgpd;
 use interop_tests::cmd::wait_for;
 use interop_tests::*;
 use serde_json::Value;
@@ -22,37 +22,8 @@ const T: Duration = Duration::from_secs(30);
 
 /// Builds meshd and ironctl with the profile of this test binary; returns their paths.
 fn build_binaries() -> (PathBuf, PathBuf) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&workspace).args([
-        "build",
-        "-p",
-        "ironmesh-meshd",
-        "--bin",
-        "meshd",
-        "-p",
-        "ironctl",
-        "--bin",
-        "ironctl",
-    ]);
-    if std::env::current_exe()
-        .unwrap()
-        .components()
-        .any(|c| c.as_os_str() == "release")
-    {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().expect("running cargo build");
-    assert!(
-        out.status.success(),
-        "cargo build of meshd/ironctl failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        cargo_binary("meshd").unwrap(),
-        cargo_binary("ironctl").unwrap(),
-    )
+    let b = bgpd::build_binaries(&[("ironmesh-meshd", "meshd"), ("ironctl", "ironctl")]).unwrap();
+    (b[0].clone(), b[1].clone())
 }
 
 struct Node {
