@@ -195,6 +195,38 @@ fn gobgp_bgp_gr_restart_keeps_routes() -> Result<()> {
     Ok(())
 }
 
+/// `prefix` is in the node's kernel table via the ToR.
+fn in_kernel(node: &Host, prefix: &str) -> Result<bool> {
+    Ok(node
+        .ip(&["route", "show", prefix])?
+        .contains("via 192.0.2.1"))
+}
+
+/// bgpd on `node` installing learned routes, peered with the ToR at 192.0.2.1, once both of
+/// the ToR's routes are in the kernel.
+fn node_with_fib(node: &Host) -> Result<Bgpd> {
+    let toml = format!(
+        "{}\n[bgp.fib]\n",
+        BgpdConfig::new(65101, "192.0.2.2")
+            .peer(BgpdPeer::new("tor", "192.0.2.1", 65000))
+            .render()
+    );
+    let bgpd = Bgpd::start(node, &toml)?;
+    bgpd.wait_established("tor", T)?;
+    cmd::wait_for(
+        "both routes in the node's kernel",
+        T,
+        Duration::from_millis(100),
+        |_| {
+            Ok(
+                (in_kernel(node, "198.51.100.0/24")? && in_kernel(node, "198.18.5.0/24")?)
+                    .then_some(()),
+            )
+        },
+    )?;
+    Ok(bgpd)
+}
+
 /// bgpd as the receiving speaker (helper): the ToR (BIRD, graceful restart on) crashes; the
 /// node's kernel routes stay while it restarts; after its End-of-RIB only what it no longer
 /// announces is removed.
@@ -210,22 +242,8 @@ fn bird_bgp_gr_tor_restart_keeps_kernel_routes() -> Result<()> {
     bc.peers.push(p);
     bc.statics = vec!["198.51.100.0/24".into(), "198.18.5.0/24".into()];
     let bird = Bird::start(&tor, &bc)?;
-    let toml = format!(
-        "{}\n[bgp.fib]\n",
-        BgpdConfig::new(65101, "192.0.2.2")
-            .peer(BgpdPeer::new("tor", "192.0.2.1", 65000))
-            .render()
-    );
-    let bgpd = Bgpd::start(&node, &toml)?;
-    bgpd.wait_established("tor", T)?;
-    let kernel =
-        |p: &str| -> Result<bool> { Ok(node.ip(&["route", "show", p])?.contains("via 192.0.2.1")) };
-    cmd::wait_for(
-        "both routes in the node's kernel",
-        T,
-        Duration::from_millis(100),
-        |_| Ok((kernel("198.51.100.0/24")? && kernel("198.18.5.0/24")?).then_some(())),
-    )?;
+    let bgpd = node_with_fib(&node)?;
+    let kernel = |p: &str| in_kernel(&node, p);
 
     // The ToR crashes; the next start announces one prefix less.
     bird.process.kill();
@@ -274,22 +292,8 @@ fn frr_bgp_gr_tor_restart_keeps_kernel_routes_until_end_of_rib() -> Result<()> {
     fc.networks = vec!["198.51.100.0/24".into(), "198.18.5.0/24".into()];
     fc.extra = " bgp graceful-restart\n bgp graceful-restart preserve-fw-state\n".into();
     let frr = Frr::start(&tor, &fc)?;
-    let toml = format!(
-        "{}\n[bgp.fib]\n",
-        BgpdConfig::new(65101, "192.0.2.2")
-            .peer(BgpdPeer::new("tor", "192.0.2.1", 65000))
-            .render()
-    );
-    let bgpd = Bgpd::start(&node, &toml)?;
-    bgpd.wait_established("tor", T)?;
-    let kernel =
-        |p: &str| -> Result<bool> { Ok(node.ip(&["route", "show", p])?.contains("via 192.0.2.1")) };
-    cmd::wait_for(
-        "both routes in the node's kernel",
-        T,
-        Duration::from_millis(100),
-        |_| Ok((kernel("198.51.100.0/24")? && kernel("198.18.5.0/24")?).then_some(())),
-    )?;
+    let bgpd = node_with_fib(&node)?;
+    let kernel = |p: &str| in_kernel(&node, p);
 
     // The ToR's bgpd crashes; it comes back announcing one prefix less.
     frr.bgpd.kill();
