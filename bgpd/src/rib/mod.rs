@@ -234,6 +234,20 @@ pub(crate) struct Peer {
     eor_received: Vec<(Afi, Safi)>,
 }
 
+impl Peer {
+    /// Forgets what belonged to the session: its Adj-RIB-Out, pending changes and sync state.
+    fn end_session(&mut self) {
+        self.session = None;
+        self.out4.clear();
+        self.out6.clear();
+        self.delta4.clear();
+        self.delta6.clear();
+        self.sync = [Sync::default(); 2];
+        self.send_eor = false;
+        self.eor_received.clear();
+    }
+}
+
 /// The RIBs of one speaker.
 #[derive(Debug)]
 pub struct Rib {
@@ -325,15 +339,8 @@ impl Rib {
         let peer = peers.get_mut(&id).ok_or(RibError::UnknownPeer(id))?;
         v4.remove_peer(id, |_| {});
         v6.remove_peer(id, |_| {});
-        peer.session = None;
-        peer.out4.clear();
-        peer.out6.clear();
-        peer.delta4.clear();
-        peer.delta6.clear();
-        peer.sync = [Sync::default(); 2];
-        peer.send_eor = false;
+        peer.end_session();
         peer.counters = PeerCounters::default();
-        peer.eor_received.clear();
         self.interner.request_sweep();
         Ok(())
     }
@@ -345,14 +352,8 @@ impl Rib {
         let Rib { peers, v4, v6, .. } = self;
         let peer = peers.get_mut(&id).ok_or(RibError::UnknownPeer(id))?;
         let kept = v4.mark_stale(id) + v6.mark_stale(id);
-        peer.session = None;
-        peer.out4.clear();
-        peer.out6.clear();
-        peer.delta4.clear();
-        peer.delta6.clear();
-        peer.sync = [Sync::default(); 2];
-        peer.send_eor = false;
-        peer.eor_received.clear();
+        // The counters stay: the paths they count stay too.
+        peer.end_session();
         Ok(kept)
     }
 
