@@ -383,8 +383,8 @@ impl Rib {
             t.attrs.communities.push(Community::LLGR_STALE);
             Some(interner.intern(t))
         };
-        let (k4, r4) = v4.long_lived_stale(id, &mut tag);
-        let (k6, r6) = v6.long_lived_stale(id, &mut tag);
+        let (k4, r4) = v4.retag_stale(id, &mut tag);
+        let (k6, r6) = v6.retag_stale(id, &mut tag);
         self.interner.request_sweep();
         (k4 + k6, r4 + r6)
     }

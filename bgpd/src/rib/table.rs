@@ -299,7 +299,7 @@ impl<P: RibPrefix> Table<P> {
     }
 
     /// Re-tags (or with `None` removes) every stale path of `peer`; returns (kept, removed).
-    pub fn long_lived_stale(
+    pub fn retag_stale(
         &mut self,
         peer: PeerId,
         tag: &mut impl FnMut(&Arc<RouteAttrs>) -> Option<Arc<RouteAttrs>>,
@@ -340,21 +340,7 @@ impl<P: RibPrefix> Table<P> {
 
     /// Removes the stale paths of `peer`; returns how many.
     pub fn sweep_stale(&mut self, peer: PeerId) -> usize {
-        let stale: Vec<P> = self
-            .dests
-            .iter()
-            .filter(|(_, paths)| {
-                paths
-                    .as_slice()
-                    .iter()
-                    .any(|p| p.peer == peer && p.has(flags::STALE))
-            })
-            .map(|(prefix, _)| *prefix)
-            .collect();
-        for prefix in &stale {
-            self.remove(*prefix, peer);
-        }
-        stale.len()
+        self.retag_stale(peer, &mut |_| None).1
     }
 
     /// Sets (or with `None` removes) a locally originated route.
