@@ -141,9 +141,9 @@ fn stamped(h: &PeerHeader, flags: u8) -> PeerHeader {
 fn down_message(up: &PeerUp, reason: &DownReason) -> Bytes {
     let h = stamped(&up.header, 0);
     let pdu = |n: &crate::wire::NotificationMsg| {
-        let mut b = bytes::BytesMut::new();
-        let _ = Message::Notification(n.clone()).encode(&mut b, &up.ctx);
-        b
+        Message::Notification(n.clone())
+            .to_bytes(&up.ctx)
+            .unwrap_or_default()
     };
     match reason {
         DownReason::NotificationSent(n) => {

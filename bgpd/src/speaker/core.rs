@@ -152,11 +152,8 @@ impl Core {
             return;
         }
         let ctx = n.context();
-        let open = |m: &crate::wire::OpenMsg| {
-            let mut b = bytes::BytesMut::new();
-            let _ = Message::Open(m.clone()).encode(&mut b, &ctx);
-            b.freeze()
-        };
+        let open =
+            |m: &crate::wire::OpenMsg| Message::Open(m.clone()).to_bytes(&ctx).unwrap_or_default();
         let header = crate::bmp::PeerHeader {
             flags: if n.four_octet_as {
                 0
@@ -448,12 +445,11 @@ impl Core {
                 if let Some(ctx) = bmp_ctx {
                     // Pre-policy route monitoring: each UPDATE as received (re-encoded).
                     for update in &updates {
-                        let mut b = bytes::BytesMut::new();
                         let m = Message::Update(Box::new(update.clone()));
-                        if m.encode(&mut b, &ctx).is_ok() {
+                        if let Ok(pdu) = m.to_bytes(&ctx) {
                             self.bmp.send(BmpEvent::Update {
                                 peer,
-                                pdu: b.freeze(),
+                                pdu,
                                 post_policy: false,
                             });
                         }
