@@ -10,6 +10,7 @@ pub mod bfd;
 pub mod bgpd;
 pub mod bird;
 pub mod cmd;
+pub mod cni;
 pub mod error;
 pub mod etcd;
 pub mod frr;

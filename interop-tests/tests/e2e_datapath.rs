@@ -14,7 +14,6 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -82,49 +81,7 @@ fn cni_add(cni: &Path, node: &Host, data_dir: &Path, pod: &Host, id: &str) -> (I
         "ipam": {"type": "ironmesh", "podCIDR": POD_CIDR},
         "runtimeConfig": {"labels": {"app": id}},
     });
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", node.netns()])
-        .arg(cni)
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", format!("/var/run/netns/{}", pod.netns()))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env(
-            "CNI_ARGS",
-            format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "CNI ADD {id}: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let addr = r["ips"][0]["address"].as_str().unwrap();
-    let ip: Ipv4Addr = addr.split('/').next().unwrap().parse().unwrap();
-    let host_if = r["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i.get("sandbox").is_none())
-        .expect("the host-side interface in the result")["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (ip, host_if)
+    interop_tests::cni::add(cni, node, pod, id, &conf).unwrap()
 }
 
 /// A TCP server in `pod` answering `who` with the pod's name, until `stop` (or 60 s).

@@ -1,0 +1,68 @@
+//! The CNI plugin (`ironmesh-cni`) driven exactly as a container runtime calls it.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::error::{LabError, Result, io_err};
+use crate::lab::Host;
+
+/// One CNI ADD in `node`'s netns for pod `pod` (container id and pod name `id`): the CNI
+/// environment, `conf` on stdin. Returns the pod's IPv4 address and the host-side veth.
+pub fn add(
+    cni: &Path,
+    node: &Host,
+    pod: &Host,
+    id: &str,
+    conf: &serde_json::Value,
+) -> Result<(Ipv4Addr, String)> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", node.netns()])
+        .arg(cni)
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", format!("/var/run/netns/{}", pod.netns()))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env(
+            "CNI_ARGS",
+            format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io_err("starting the CNI plugin"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(conf.to_string().as_bytes())
+        .map_err(io_err("writing the CNI config"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(io_err("waiting for the CNI plugin"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let bad = |what: &str| {
+        LabError::Invalid(format!(
+            "CNI ADD {id}: {what}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    };
+    if !out.status.success() {
+        return Err(bad("failed"));
+    }
+    let r: serde_json::Value = serde_json::from_str(&stdout).map_err(|_| bad("not JSON"))?;
+    let ip = r["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| bad("no IPv4 address in the result"))?;
+    let host_if = r["interfaces"]
+        .as_array()
+        .and_then(|l| l.iter().find(|i| i.get("sandbox").is_none()))
+        .and_then(|i| i["name"].as_str())
+        .ok_or_else(|| bad("no host-side interface in the result"))?;
+    Ok((ip, host_if.to_string()))
+}
