@@ -376,22 +376,41 @@ fn etcd_mesh_agent_two_clusters_failover_and_cut() -> Result<()> {
         services["selected_backends"][0]["ip"], "10.1.0.5",
         "{services}"
     );
-    let ids = ctl(&ironctl, &nodes[1], "identities").unwrap();
-    let mut got: Vec<String> = ids
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            format!(
-                "{}/{}/{}",
-                i["cluster"].as_str().unwrap(),
-                i["id"],
-                i["labels"]["app"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
-    got.sort();
-    assert_eq!(got, ["green/131328/web", "red/65792/web"], "{ids}");
+    // Both clusters' identities, once green's has come through the mirror.
+    let identities = |ids: &Value| -> Vec<String> {
+        let mut got: Vec<String> = ids
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}/{}/{}",
+                    i["cluster"].as_str().unwrap(),
+                    i["id"],
+                    i["labels"]["app"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    let want = ["green/131328/web", "red/65792/web"];
+    wait_for(
+        "both clusters' identities at r2",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        |last| match ctl(&ironctl, &nodes[1], "identities") {
+            Ok(ids) => {
+                *last = ids.to_string();
+                Ok((identities(&ids) == want).then_some(()))
+            }
+            Err(e) => {
+                *last = e;
+                Ok(None)
+            }
+        },
+    )
+    .unwrap();
 
     let leader = mirrors(&ironctl, &red)[0];
     let (dead, survivor) = if leader == "r1" {
