@@ -2,7 +2,9 @@
 //! and 100k services and 100k IP cache entries, side by side with kube-proxy-style iptables
 //! DNAT chains holding the same services, and service map updates per second. Prints a
 //! table; writes JSON to $IRONMESH_BENCH_JSON. Root, bpffs and iptables (scripts/setup).
-//! `scripts/bench datapath --ours-only` skips the iptables side (and the JSON).
+//! Then iperf3 pod-to-pod throughput across two nodes: native and VXLAN through our programs
+//! vs plain veth routing without BPF, measured one after the other in the same run (ratios).
+//! `scripts/bench datapath --ours-only` skips the iptables and iperf3 sides (and the JSON).
 //!
 //! How it measures:
 //! - ours: one BPF_PROG_TEST_RUN per packet on a fresh copy (`repeat` would re-run the
@@ -31,6 +33,9 @@ use ironmesh_datapath::lb::{BackendState, Proto};
 use ironmesh_datapath::pin::PinRoot;
 use ironmesh_datapath::{Backend, Datapath, Endpoint, Program, Service};
 
+#[path = "support/throughput.rs"]
+mod throughput;
+
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 const SIZES: [u32; 3] = [1_000, 10_000, 100_000];
@@ -42,6 +47,9 @@ const ESTABLISHED_RUNS: u32 = 100_000;
 /// cost is mixed into the figures.
 const NEW_FLOW_RUNS: u32 = 20_000;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+const IPERF_SECONDS: u32 = 5;
+/// Runs per mode; the median is reported.
+const IPERF_ROUNDS: usize = 3;
 
 fn vip(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(0xc612_0000 + i) // 198.18.0.0/15, the benchmarking range
@@ -424,6 +432,28 @@ fn main() -> Res<()> {
         return Ok(());
     }
     let ipt = iptables_in_netns()?;
+    let cni = interop_tests::bgpd::build_binaries(&[("ironmesh-cni", "ironmesh-cni")])?.remove(0);
+    // The three modes' labs side by side; runs alternate so load changes hit all alike.
+    let setups = throughput::Mode::ALL
+        .into_iter()
+        .map(|mode| throughput::setup(&cni, mode))
+        .collect::<Res<Vec<_>>>()?;
+    let mut runs: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for _ in 0..IPERF_ROUNDS {
+        for s in &setups {
+            let bps = s.iperf(IPERF_SECONDS)?;
+            eprintln!("iperf3 {}: {:.2} Gbit/s", s.mode.name(), bps / 1e9);
+            runs.entry(s.mode.name()).or_default().push(bps);
+        }
+    }
+    drop(setups);
+    let tput: BTreeMap<&str, f64> = runs
+        .into_iter()
+        .map(|(mode, mut v)| {
+            v.sort_by(f64::total_cmp);
+            (mode, v[v.len() / 2])
+        })
+        .collect();
 
     println!(
         "pod_egress via BPF_PROG_TEST_RUN, {IPCACHE_ENTRIES} IP cache entries; \
@@ -458,12 +488,23 @@ fn main() -> Res<()> {
         ours.updates_per_s, ipt.backend
     );
 
+    let gbit = |mode: &str| tput[mode] / 1e9;
+    println!(
+        "iperf3 pod to pod, one TCP stream {IPERF_SECONDS} s, median of {IPERF_ROUNDS}: plain veth routing {:.2} Gbit/s, \
+         native {:.2} ({:.2}x), VXLAN {:.2} ({:.2}x)",
+        gbit("plain"),
+        gbit("native"),
+        gbit("native") / gbit("plain"),
+        gbit("vxlan"),
+        gbit("vxlan") / gbit("plain"),
+    );
+
     let obj = |m: &BTreeMap<u32, f64>| {
         let fields: Vec<String> = m.iter().map(|(k, v)| format!("\"{k}\": {v:.1}")).collect();
         format!("{{{}}}", fields.join(", "))
     };
     let json = format!(
-        "{{\n  \"ns_per_packet\": {},\n  \"ns_per_packet_one_hot_flow\": {},\n  \"ns_per_new_flow\": {},\n  \"ns_floor\": {:.1},\n  \"ns_not_a_service\": {:.1},\n  \"ipcache_entries\": {IPCACHE_ENTRIES},\n  \"iptables_ns_per_new_flow\": {},\n  \"iptables_ratio\": {},\n  \"iptables_ratio_10k\": {:.2},\n  \"iptables_load_s\": {},\n  \"service_upserts_per_s\": {},\n  \"service_updates_per_s\": {:.0},\n  \"iptables\": {:?},\n  \"notes\": \"ns_per_packet: established flows (conntrack hit); ratio: iptables nat rules per new connection (time above an empty chain) / our new-flow time\"\n}}\n",
+        "{{\n  \"ns_per_packet\": {},\n  \"ns_per_packet_one_hot_flow\": {},\n  \"ns_per_new_flow\": {},\n  \"ns_floor\": {:.1},\n  \"ns_not_a_service\": {:.1},\n  \"ipcache_entries\": {IPCACHE_ENTRIES},\n  \"iptables_ns_per_new_flow\": {},\n  \"iptables_ratio\": {},\n  \"iptables_ratio_10k\": {:.2},\n  \"iptables_load_s\": {},\n  \"service_upserts_per_s\": {},\n  \"service_updates_per_s\": {:.0},\n  \"iptables\": {:?},\n  \"iperf3_gbit_s\": {{\"plain\": {:.3}, \"native\": {:.3}, \"vxlan\": {:.3}}},\n  \"iperf3_native_to_plain_ratio\": {:.3},\n  \"iperf3_vxlan_to_plain_ratio\": {:.3},\n  \"notes\": \"ns_per_packet: established flows (conntrack hit); ratio: iptables nat rules per new connection (time above an empty chain) / our new-flow time\"\n}}\n",
         obj(&ours.established_ns),
         obj(&ours.hot_ns),
         obj(&ours.new_flow_ns),
@@ -476,6 +517,11 @@ fn main() -> Res<()> {
         obj(&ours.upserts_per_s),
         ours.updates_per_s,
         ipt.backend,
+        gbit("plain"),
+        gbit("native"),
+        gbit("vxlan"),
+        gbit("native") / gbit("plain"),
+        gbit("vxlan") / gbit("plain"),
     );
     match std::env::var_os("IRONMESH_BENCH_JSON") {
         Some(path) => {

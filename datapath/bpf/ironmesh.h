@@ -122,7 +122,7 @@ struct ct_value {
 	__u32 backend_id;
 	__u32 svc_id;
 	__u32 pad2;
-	__u64 last_seen_ns; /* bpf_ktime_get_ns() */
+	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns(): CLOCK_MONOTONIC, tick resolution */
 };
 
 /* ------------------------------------------------------------------ *

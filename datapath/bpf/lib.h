@@ -3,9 +3,11 @@
  * Code shared by the tc programs: packet parsing, service selection,
  * connection tracking, NAT with checksum fix-ups, events.
  *
- * Headers are read with bpf_skb_load_bytes and written with
- * bpf_skb_store_bytes, so non-linear skbs need no pull and the verifier
- * needs no packet-pointer revalidation after each helper call.
+ * The common TCP/UDP headers are read in place (parse_tuple_direct); the rest
+ * with bpf_skb_load_bytes, so non-linear skbs need no pull. Writes go through
+ * bpf_skb_store_bytes and the checksum helpers, which know the skb's checksum
+ * state (CHECKSUM_PARTIAL from local pods), so no packet pointer needs
+ * revalidation after a helper call.
  */
 #ifndef IRONMESH_LIB_H
 #define IRONMESH_LIB_H
@@ -51,10 +53,62 @@ enum parse_result {
 	PARSE_SKIP,      /* not IP, or malformed: passed untouched */
 };
 
+/*
+ * The common case read in place: TCP or UDP over IPv4 (no options) or IPv6
+ * (no extension headers) with the headers in the linear area. Anything else
+ * (-1) takes the bpf_skb_load_bytes path below.
+ */
+static __always_inline int parse_tuple_direct(struct __sk_buff *skb, struct tuple *t)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		__be16 *ports = (void *)(ip + 1);
+
+		if ((void *)(ports + 2) > data_end || ip->version != 4 || ip->ihl != 5 ||
+		    (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP) ||
+		    (ip->frag_off & bpf_htons(IP_OFFSET)))
+			return -1;
+		t->family = IRONMESH_FAMILY_IPV4;
+		t->saddr[0] = ip->saddr;
+		t->daddr[0] = ip->daddr;
+		t->proto = ip->protocol;
+		t->l4_off = ETH_HLEN + sizeof(*ip);
+		t->sport = ports[0];
+		t->dport = ports[1];
+		return PARSE_OK;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		__be16 *ports = (void *)(ip6 + 1);
+
+		if ((void *)(ports + 2) > data_end || ip6->version != 6 ||
+		    (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP))
+			return -1;
+		t->family = IRONMESH_FAMILY_IPV6;
+		__builtin_memcpy(t->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(t->daddr, &ip6->daddr, 16);
+		t->proto = ip6->nexthdr;
+		t->l4_off = ETH_HLEN + sizeof(*ip6);
+		t->sport = ports[0];
+		t->dport = ports[1];
+		return PARSE_OK;
+	}
+	return -1;
+}
+
 static __always_inline int parse_tuple(struct __sk_buff *skb, struct tuple *t)
 {
 	__be16 eth_proto;
 
+	__builtin_memset(t, 0, sizeof(*t));
+	if (parse_tuple_direct(skb, t) == PARSE_OK)
+		return PARSE_OK;
 	__builtin_memset(t, 0, sizeof(*t));
 	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &eth_proto, 2) < 0)
 		return PARSE_SKIP;
@@ -212,6 +266,40 @@ static __always_inline __u64 l4_csum_flags(const struct tuple *t)
 }
 
 /*
+ * Stores in place when the bytes are in the linear area (cheaper than
+ * bpf_skb_store_bytes), else through the helper. Checksums are the caller's.
+ */
+static __always_inline int store_be32(struct __sk_buff *skb, __u32 off, __be32 v)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__be32 *p;
+
+	if (off > 128)
+		return bpf_skb_store_bytes(skb, off, &v, sizeof(v), 0);
+	p = data + off;
+	if ((void *)(p + 1) > data_end)
+		return bpf_skb_store_bytes(skb, off, &v, sizeof(v), 0);
+	*p = v;
+	return 0;
+}
+
+static __always_inline int store_be16(struct __sk_buff *skb, __u32 off, __be16 v)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__be16 *p;
+
+	if (off > 128)
+		return bpf_skb_store_bytes(skb, off, &v, sizeof(v), 0);
+	p = data + off;
+	if ((void *)(p + 1) > data_end)
+		return bpf_skb_store_bytes(skb, off, &v, sizeof(v), 0);
+	*p = v;
+	return 0;
+}
+
+/*
  * Rewrites one address (source or destination) and one port, fixing the
  * IPv4 header checksum and the L4 checksum (whose pseudo-header covers the
  * addresses). `new_addr` is 16 bytes in network order (IPv4 in the first 4).
@@ -234,8 +322,7 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct tuple
 			return -1;
 		if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_ip, new_ip, sizeof(new_ip)) < 0)
 			return -1;
-		if (bpf_skb_store_bytes(skb, source ? IP_SADDR_OFF : IP_DADDR_OFF, &new_ip,
-					sizeof(new_ip), 0) < 0)
+		if (store_be32(skb, source ? IP_SADDR_OFF : IP_DADDR_OFF, new_ip) < 0)
 			return -1;
 	} else {
 		__u32 old_ip[4], new_ip[4];
@@ -254,7 +341,7 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct tuple
 	if (new_port != old_port) {
 		if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port, mangled | sizeof(new_port)) < 0)
 			return -1;
-		if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) < 0)
+		if (store_be16(skb, port_off, new_port) < 0)
 			return -1;
 	}
 	return 0;
@@ -355,7 +442,7 @@ static NOINLINE int lb_egress(struct __sk_buff *skb, struct tuple *tp, int *stat
 		backend_id = ct->backend_id;
 		be = bpf_map_lookup_elem(&backends, &backend_id);
 		if (be && be->state != BACKEND_QUARANTINED) {
-			ct->last_seen_ns = bpf_ktime_get_ns();
+			ct->last_seen_ns = bpf_ktime_get_coarse_ns();
 			if (nat_rewrite(skb, t, 0, ct->nat_addr, ct->nat_port) < 0)
 				return TC_ACT_SHOT;
 			tuple_set_dst(tp, ct->nat_addr, ct->nat_port);
@@ -364,7 +451,7 @@ static NOINLINE int lb_egress(struct __sk_buff *skb, struct tuple *tp, int *stat
 		}
 	}
 
-	now = bpf_ktime_get_ns();
+	now = bpf_ktime_get_coarse_ns();
 	be = select_backend(t, svc, &backend_id);
 	if (!be)
 		return drop_with_event(skb, t, DROP_NO_BACKEND, svc_id);
@@ -423,7 +510,7 @@ static __always_inline int lb_reverse(struct __sk_buff *skb, const struct tuple 
 		return TC_ACT_OK;
 	if (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP)
 		return TC_ACT_OK;
-	ct->last_seen_ns = bpf_ktime_get_ns();
+	ct->last_seen_ns = bpf_ktime_get_coarse_ns();
 	if (nat_rewrite(skb, t, 1, ct->nat_addr, ct->nat_port) < 0)
 		return TC_ACT_SHOT;
 	return TC_ACT_OK;
@@ -447,7 +534,7 @@ static NOINLINE int ct_note_flow(const struct tuple *t)
 	key.family = t->family;
 	key.dir = CT_DIR_REPLY;
 	__builtin_memset(&v, 0, sizeof(v));
-	v.last_seen_ns = bpf_ktime_get_ns();
+	v.last_seen_ns = bpf_ktime_get_coarse_ns();
 	if (bpf_map_update_elem(&conntrack, &key, &v, BPF_NOEXIST) < 0 &&
 	    !bpf_map_lookup_elem(&conntrack, &key))
 		return -1;
