@@ -497,6 +497,7 @@ pub fn json_event(e: &Event, labels: &Labeler) -> JsonEvent {
                 DropReason::NoTunnelKey => "no-tunnel-key",
                 DropReason::TunnelKey => "tunnel-key",
                 DropReason::ConntrackFull => "conntrack-full",
+                DropReason::Spoofed => "spoofed",
             }
             .to_string(),
         ),

@@ -190,7 +190,8 @@ struct policy_value {
 #define ROUTING_VXLAN  2 /* remote pods via the `external` VXLAN device */
 
 /* dp_config.flags */
-#define CONFIG_F_TRACE (1 << 0) /* trace events (to/from overlay, FIB redirect) */
+#define CONFIG_F_TRACE      (1 << 0) /* trace events (to/from overlay, FIB redirect) */
+#define CONFIG_F_ANTI_SPOOF (1 << 1) /* pods may send only from their own addresses */
 
 struct dp_config {
 	__u8 policy_mode;     /* POLICY_MODE_* */
@@ -223,6 +224,7 @@ struct dp_config {
 #define DROP_NO_TUNNEL_KEY   5 /* overlay packet without tunnel metadata */
 #define DROP_TUNNEL_KEY      6 /* bpf_skb_set_tunnel_key failed */
 #define DROP_CT_FULL         7 /* conntrack update failed */
+#define DROP_SPOOFED         8 /* a pod sent from an address that is not its own */
 
 /* event.reason of EVENT_POLICY_VERDICT */
 #define VERDICT_ALLOWED      1

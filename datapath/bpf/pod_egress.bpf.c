@@ -4,7 +4,9 @@
  * (what the pod sends arrives there). Service translation (DNAT to a
  * backend, conntrack); replies of known flows pass; everything else meets
  * the source endpoint's egress policy towards the (translated) destination;
- * then routing (native FIB redirect or VXLAN).
+ * then routing (native FIB redirect or VXLAN). With anti-spoofing on, a pod
+ * may only send from its own addresses (else its egress policy could be
+ * dodged by picking another source).
  */
 #include "route.h"
 
@@ -22,6 +24,8 @@ int pod_egress(struct __sk_buff *skb)
 	if (parsed == PARSE_SKIP)
 		return TC_ACT_OK;
 	ep = endpoint_of(t.saddr, t.family);
+	if (cfg && (cfg->flags & CONFIG_F_ANTI_SPOOF) && spoofed(skb, &t, ep))
+		return drop_with_event(skb, &t, DROP_SPOOFED, 0);
 	src_id = ep ? ep->identity : 0; /* 0: looked up when needed */
 
 	if (parsed == PARSE_OK) {

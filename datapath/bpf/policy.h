@@ -36,6 +36,27 @@ static __always_inline struct endpoint_info *endpoint_of(const __u32 addr[4], __
 	return bpf_map_lookup_elem(&endpoints, &key);
 }
 
+/*
+ * A source that is not the sending pod's own: no endpoint has it, or the
+ * endpoint that has it sits behind another veth. IPv6 link-local and the
+ * unspecified address (neighbour discovery, DAD) are every pod's own.
+ */
+static __always_inline int spoofed(struct __sk_buff *skb, const struct tuple *t,
+				   const struct endpoint_info *ep)
+{
+	if (ep)
+		return ep->ifindex && ep->ifindex != skb->ifindex;
+	if (t->family == IRONMESH_FAMILY_IPV6) {
+		__u32 w0 = bpf_ntohl(t->saddr[0]);
+
+		if ((w0 & 0xffc00000) == 0xfe800000)
+			return 0;
+		if (!(t->saddr[0] | t->saddr[1] | t->saddr[2] | t->saddr[3]))
+			return 0;
+	}
+	return 1;
+}
+
 /* IPv6 neighbour discovery is never policed (like ARP for IPv4). */
 static __always_inline int is_neighbour_discovery(struct __sk_buff *skb, const struct tuple *t)
 {

@@ -26,6 +26,7 @@ pub const DROP_POLICY_DEFAULT: u8 = 4;
 pub const DROP_NO_TUNNEL_KEY: u8 = 5;
 pub const DROP_TUNNEL_KEY: u8 = 6;
 pub const DROP_CT_FULL: u8 = 7;
+pub const DROP_SPOOFED: u8 = 8;
 
 pub const VERDICT_ALLOWED: u8 = 1;
 pub const VERDICT_DENIED: u8 = 2;
@@ -161,6 +162,8 @@ pub enum DropReason {
     TunnelKey,
     /// The conntrack map refused an entry.
     ConntrackFull,
+    /// A pod sent from an address that is not its own (anti-spoofing).
+    Spoofed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +196,7 @@ impl TryFrom<RawEvent> for Event {
             (EVENT_DROP, DROP_NO_TUNNEL_KEY) => EventKind::Drop(DropReason::NoTunnelKey),
             (EVENT_DROP, DROP_TUNNEL_KEY) => EventKind::Drop(DropReason::TunnelKey),
             (EVENT_DROP, DROP_CT_FULL) => EventKind::Drop(DropReason::ConntrackFull),
+            (EVENT_DROP, DROP_SPOOFED) => EventKind::Drop(DropReason::Spoofed),
             (EVENT_POLICY_VERDICT, VERDICT_ALLOWED) => EventKind::PolicyVerdict(Verdict::Allowed),
             (EVENT_POLICY_VERDICT, VERDICT_DENIED) => EventKind::PolicyVerdict(Verdict::Denied),
             (EVENT_POLICY_VERDICT, VERDICT_DEFAULT_DENY) => {
@@ -279,6 +283,7 @@ impl Event {
                     DropReason::NoTunnelKey => "no tunnel key".into(),
                     DropReason::TunnelKey => "tunnel key refused".into(),
                     DropReason::ConntrackFull => "conntrack full".into(),
+                    DropReason::Spoofed => "source address spoofed".into(),
                 }
             ),
             EventKind::PolicyVerdict(v) => format!(

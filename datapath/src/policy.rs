@@ -35,6 +35,7 @@ pub const ROUTING_STACK: u8 = 0;
 pub const ROUTING_NATIVE: u8 = 1;
 pub const ROUTING_VXLAN: u8 = 2;
 pub const CONFIG_F_TRACE: u16 = 1 << 0;
+pub const CONFIG_F_ANTI_SPOOF: u16 = 1 << 1;
 
 pub const MARK_MAGIC_IDENTITY: u32 = 0x4e00_0000;
 pub const MARK_IDENTITY_MASK: u32 = 0x00ff_ffff;
@@ -152,6 +153,10 @@ pub struct Config {
     pub routing: Routing,
     /// Trace events for routing decisions (to/from overlay, FIB redirects).
     pub trace: bool,
+    /// Lets pods send from addresses not their own. Off (checked) by default: a pod that
+    /// picks another source would otherwise dodge its egress policy. Until a config is
+    /// written at all, nothing is checked.
+    pub allow_spoofed_sources: bool,
 }
 
 impl Config {
@@ -168,7 +173,12 @@ impl Config {
                 PolicyMode::Never => POLICY_MODE_NEVER,
             },
             routing_mode,
-            flags: if self.trace { CONFIG_F_TRACE } else { 0 },
+            flags: if self.trace { CONFIG_F_TRACE } else { 0 }
+                | if self.allow_spoofed_sources {
+                    0
+                } else {
+                    CONFIG_F_ANTI_SPOOF
+                },
             tunnel_ifindex,
         }
     }
@@ -439,16 +449,29 @@ mod tests {
             policy_mode: PolicyMode::Always,
             routing: Routing::Vxlan { ifindex: 9 },
             trace: true,
+            allow_spoofed_sources: false,
         };
         assert_eq!(
             c.raw(),
             DpConfig {
                 policy_mode: POLICY_MODE_ALWAYS,
                 routing_mode: ROUTING_VXLAN,
-                flags: CONFIG_F_TRACE,
+                flags: CONFIG_F_TRACE | CONFIG_F_ANTI_SPOOF,
                 tunnel_ifindex: 9
             }
         );
-        assert_eq!(Config::default().raw(), DpConfig::default());
+        // Anti-spoofing is on unless allowed explicitly.
+        assert_eq!(
+            Config::default().raw(),
+            DpConfig {
+                flags: CONFIG_F_ANTI_SPOOF,
+                ..DpConfig::default()
+            }
+        );
+        let open = Config {
+            allow_spoofed_sources: true,
+            ..Config::default()
+        };
+        assert_eq!(open.raw(), DpConfig::default());
     }
 }
