@@ -42,6 +42,8 @@ int pod_egress(struct __sk_buff *skb)
 		f.src_id = src_id;
 		f.dst_id = dst_id;
 		f.new_flow = lb == LB_NEW || (lb == LB_NONE && !ct_flow_known(&t));
+		if (lb == LB_NONE && f.new_flow && icmp_error_of_known_flow(skb, &t, 0))
+			return route_from_pod(skb, cfg, &t, src_id, dst_id);
 		rc = policy_enforce(skb, cfg, ep, &t, &f);
 		if (rc != TC_ACT_OK)
 			return rc;

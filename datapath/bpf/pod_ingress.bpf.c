@@ -2,7 +2,8 @@
 /*
  * Traffic entering a pod: tc *egress* on the host side of the pod's veth.
  * Replies of known flows pass (service replies get reverse NAT: backend ->
- * VIP:port as the source); everything else meets the destination
+ * VIP:port as the source), and so do ICMP errors about them; everything else
+ * meets the destination
  * endpoint's ingress policy. The source identity comes from the overlay
  * (skb->mark set by overlay_ingress from the VNI) or else the IP cache.
  */
@@ -37,6 +38,8 @@ int pod_ingress(struct __sk_buff *skb)
 	f.src_id = source_identity(skb, &t);
 	f.dst_id = ep->identity;
 	f.new_flow = !ct_flow_known(&t);
+	if (f.new_flow && icmp_error_of_known_flow(skb, &t, 1))
+		return TC_ACT_OK;
 	rc = policy_enforce(skb, cfg, ep, &t, &f);
 	if (rc != TC_ACT_OK)
 		return rc;

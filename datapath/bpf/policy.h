@@ -150,6 +150,66 @@ static __always_inline int policy_verdict(const struct dp_config *cfg,
 	return enforced ? POL_DEFAULT_DENY : POL_UNENFORCED;
 }
 
+static __always_inline int addr_eq(const __u32 a[4], const __u32 b[4])
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+/*
+ * An ICMP error about a flow the endpoint is part of passes its policy, as
+ * the flow's replies do (else path MTU discovery breaks under default-deny).
+ * Errors are RFC 792 destination unreachable, time exceeded and parameter
+ * problem, and RFC 4443 §3 types 1-4; their body starts with the offending
+ * packet, which the endpoint sent (`ours_is_src`: the error comes to it) or
+ * received (it sends the error). The flow is known when that packet's reply
+ * entry exists (ct_note_flow wrote it when the flow was allowed).
+ */
+static NOINLINE int icmp_error_of_known_flow(struct __sk_buff *skb, const struct tuple *t,
+					     int ours_is_src)
+{
+	struct tuple inner;
+	__u32 off = t->l4_off + 8;
+	__u8 type;
+
+	if (t->proto != IPPROTO_ICMP && t->proto != IPPROTO_ICMPV6)
+		return 0;
+	if (bpf_skb_load_bytes(skb, t->l4_off, &type, 1) < 0)
+		return 0;
+	__builtin_memset(&inner, 0, sizeof(inner));
+	if (t->family == IRONMESH_FAMILY_IPV4) {
+		struct iphdr ip;
+
+		if (t->proto != IPPROTO_ICMP || (type != 3 && type != 11 && type != 12))
+			return 0;
+		if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0 || ip.version != 4)
+			return 0;
+		inner.family = IRONMESH_FAMILY_IPV4;
+		inner.saddr[0] = ip.saddr;
+		inner.daddr[0] = ip.daddr;
+		inner.proto = ip.protocol;
+		off += (ip.ihl & 0xf) * 4;
+	} else {
+		struct ipv6hdr ip6;
+
+		if (t->proto != IPPROTO_ICMPV6 || type < 1 || type > 4)
+			return 0;
+		if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0 || ip6.version != 6)
+			return 0;
+		inner.family = IRONMESH_FAMILY_IPV6;
+		__builtin_memcpy(inner.saddr, &ip6.saddr, 16);
+		__builtin_memcpy(inner.daddr, &ip6.daddr, 16);
+		inner.proto = ip6.nexthdr;
+		off += sizeof(ip6);
+	}
+	/* The error concerns the endpoint's own packet, not a stranger's. */
+	if (ours_is_src ? !addr_eq(inner.saddr, t->daddr) : !addr_eq(inner.daddr, t->saddr))
+		return 0;
+	if ((inner.proto == IPPROTO_TCP || inner.proto == IPPROTO_UDP) &&
+	    bpf_skb_load_bytes(skb, off, &inner.sport, 4) < 0)
+		return 0;
+	return ct_flow_known(&inner);
+}
+
 /* The packet's ends and what is known of its flow, for policy_enforce. */
 struct flow_ids {
 	__u32 src_id;   /* identity of the packet's source */
