@@ -1,9 +1,10 @@
 //! Endpoint records: what ADD attached, with its labels, for meshd to register.
 //!
-//! The plugin does not talk to meshd yet: it writes one JSON file per attachment under
-//! `<dataDir>/<network>/endpoints/` and removes it on DEL. meshd (its endpoint reconciler, not
-//! written yet) is to read these, resolve the labels to an identity and program the datapath
-//! maps. Until then nothing consumes them.
+//! The plugin does not talk to meshd: it writes one JSON file per attachment under
+//! `<dataDir>/<network>/endpoints/` and removes it on DEL. meshd reads them
+//! (`mesh.cni_endpoints_dir`, meshd/src/agent/endpoints/): it resolves the labels (pod name
+//! left out, cluster added) to an identity, publishes the endpoint records, programs the
+//! endpoints map and attaches the pod programs to the host veth; a removed file undoes that.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;

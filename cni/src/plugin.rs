@@ -8,8 +8,9 @@
 //!   veth's MAC (nothing has to answer ARP/ND for it), and a default route via the gateway;
 //! - host: `<pod ip>/32 dev im<hash>`; the node forwards between pods and to the world.
 //!
-//! Endpoint registration with meshd is not done here (yet): ADD writes an endpoint record
-//! (see [`crate::endpoint`]) for meshd to pick up.
+//! The plugin does not talk to meshd: ADD writes an endpoint record (see [`crate::endpoint`])
+//! and DEL removes it; meshd watches those records (`mesh.cni_endpoints_dir`), registers the
+//! endpoint and attaches the datapath programs to the host veth.
 
 use std::collections::BTreeSet;
 use std::fs::File;

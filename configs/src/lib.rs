@@ -24,12 +24,15 @@ pub use bgp::{
     Family, Fib, MaxPrefixAction, MaxPrefixes, Peer, PeerAsn, PeerTarget, Pool,
 };
 pub use community::{Community, LargeCommunity};
-pub use datapath::{DEFAULT_BPFFS, DEFAULT_VXLAN_PORT, Datapath, DatapathMode};
+pub use datapath::{
+    DEFAULT_BPFFS, DEFAULT_VXLAN_DEVICE, DEFAULT_VXLAN_PORT, Datapath, DatapathMode,
+    PolicyEnforcement,
+};
 pub use encryption::{Backend, DEFAULT_WIREGUARD_PORT, Encryption, EncryptionMode};
 pub use error::{ConfigError, FieldError};
 pub use mesh::{
-    AdvertiseVips, DEFAULT_LEASE_TTL, DEFAULT_WIREGUARD_DEVICE, EtcdEndpoint, Mesh, PodCidrPool,
-    RemoteCluster, Tls,
+    AdvertiseVips, DEFAULT_CNI_ENDPOINTS_DIR, DEFAULT_LEASE_TTL, DEFAULT_WIREGUARD_DEVICE,
+    EtcdEndpoint, Mesh, PodCidrPool, RemoteCluster, Tls,
 };
 pub use node::{DEFAULT_STATE_DIR, Node};
 pub use policy::{BUILTIN_POLICIES, BgpPolicy, PolicyAction, PolicyRule, PrefixMatch};

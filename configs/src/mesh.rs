@@ -37,10 +37,17 @@ pub struct Mesh {
     pub advertise_vips: AdvertiseVips,
     /// The WireGuard device meshd configures when `[encryption]` uses WireGuard.
     pub wireguard_device: String,
+    /// Where the CNI plugin writes one endpoint record per pod attachment
+    /// (`<dataDir>/<network>/endpoints`); meshd registers them.
+    pub cni_endpoints_dir: PathBuf,
 }
 
 /// Default of `mesh.wireguard_device`.
 pub const DEFAULT_WIREGUARD_DEVICE: &str = "ironmesh-wg0";
+
+/// Default of `mesh.cni_endpoints_dir`: the CNI plugin's default `dataDir`
+/// (`/var/lib/ironmesh/cni`) and the network name `ironmesh`.
+pub const DEFAULT_CNI_ENDPOINTS_DIR: &str = "/var/lib/ironmesh/cni/ironmesh/endpoints";
 
 /// `mesh.advertise_vips`: which LoadBalancer VIPs a node announces to its BGP peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -300,7 +307,15 @@ pub(crate) fn validate(
             None
         }
     };
+    let cni_endpoints_dir = absolute_path(
+        errs,
+        "mesh.cni_endpoints_dir",
+        raw.cni_endpoints_dir
+            .as_deref()
+            .unwrap_or(DEFAULT_CNI_ENDPOINTS_DIR),
+    );
     Some(Mesh {
+        cni_endpoints_dir: cni_endpoints_dir?,
         wireguard_device: wireguard_device?,
         bgpd_socket: bgpd_socket?,
         advertise_vips: advertise_vips?,

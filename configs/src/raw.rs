@@ -201,6 +201,7 @@ pub struct RawMesh {
     pub bgpd_socket: Option<String>,
     pub advertise_vips: Option<String>,
     pub wireguard_device: Option<String>,
+    pub cni_endpoints_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,6 +240,10 @@ pub struct RawDatapath {
     pub mode: Option<String>,
     pub vxlan_port: Option<i64>,
     pub bpffs: Option<String>,
+    pub load: Option<bool>,
+    pub uplinks: Option<Vec<String>>,
+    pub vxlan_device: Option<String>,
+    pub policy_enforcement: Option<String>,
 }
 
 /// An ASN as written: a number, or a string ("any" or asdot).

@@ -107,4 +107,6 @@ fn two_clusters_details() {
     assert_eq!(peer.target, PeerTarget::Interface("eth1".into()));
     assert_eq!(peer.peer_asn, ironmesh_configs::PeerAsn::Any);
     assert_eq!(c.datapath.mode, DatapathMode::Vxlan { port: 8472 });
+    assert!(c.datapath.load);
+    assert_eq!(c.datapath.uplinks, ["eth0"]);
 }

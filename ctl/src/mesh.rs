@@ -1,5 +1,5 @@
 //! `ironctl mesh ...`: meshd's gRPC API on its Unix socket (status, nodes, identities,
-//! services of every cluster in the mesh).
+//! services of every cluster in the mesh; this cluster's network policies).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,6 +10,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 use tonic::transport::Channel;
 
+mod policy;
 mod view;
 
 use view::{IdentityRow, NodeRow, ServiceRow};
@@ -53,6 +54,9 @@ enum MeshCommand {
     Identities,
     /// Services of every cluster, with the merged backends of global services.
     Services,
+    /// This cluster's network policies: apply (from a JSON/TOML file), list, delete.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// Runs a `mesh` command; the error is the message to print.
@@ -107,6 +111,7 @@ async fn run_async(args: MeshArgs) -> Result<(), String> {
                 .collect();
             (view::services_table(&rows), json_of(&rows)?)
         }
+        MeshCommand::Policy(cmd) => policy::run(&mut c, cmd).await?,
     };
     if json {
         println!("{value}");

@@ -106,6 +106,32 @@ fn mesh_status_while_etcd_is_unreachable() {
         );
     }
 
+    // Policies: list refuses the same way; apply checks the record first and names the field.
+    let out = ironctl(&["mesh", "--meshd", s, "policy", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has not reached its local etcd"));
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"namespace":"shop","name":"p","ingress":[{"from":[{}]}]}"#,
+    )
+    .unwrap();
+    let out = ironctl(&[
+        "mesh",
+        "--meshd",
+        s,
+        "policy",
+        "apply",
+        "-f",
+        bad.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ingress[0].from[0]: a peer has exactly one of selector or cidr"),
+        "{err}"
+    );
+
     let _ = stop_tx.send(());
     let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
     assert!(matches!(r, Ok(Ok(Ok(())))), "clean stop: {r:?}");

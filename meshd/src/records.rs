@@ -29,6 +29,9 @@ pub fn check_value(cluster: &ClusterName, resource: &Resource, value: &[u8]) -> 
         Resource::PodCidrsOfNode(_) => json::<NodeCidrsValue>(value),
         Resource::Vip(_) => json::<VipValue>(value),
         Resource::VipsOfService(_) => json::<ServiceVipsValue>(value),
+        Resource::Policy(k) => crate::policy::PolicyRecord::decode(k, value)
+            .map(drop)
+            .map_err(|e| e.to_string()),
         Resource::IdentityRef(..) | Resource::MirrorLeader(_) => json::<serde_json::Value>(value),
     }
 }

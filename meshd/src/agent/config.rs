@@ -7,6 +7,7 @@ use std::time::Duration;
 use common::{ClusterId, ClusterName, IdentityLayout, NodeName};
 
 use super::AgentError;
+use super::datapath_owner::OwnerSettings;
 use super::sinks::wireguard::WireGuardSettings;
 use crate::ipam::Pool;
 use crate::kvstore::{KvConfig, TlsFiles};
@@ -46,6 +47,15 @@ pub struct AgentConfig {
     /// `datapath.bpffs`: the IP cache and services go to the maps pinned there, when the
     /// datapath pinned them (`None`: no datapath sink).
     pub datapath_pin_root: Option<PathBuf>,
+    /// `datapath.load`: meshd loads, configures and attaches the datapath itself (then the
+    /// sink above uses that datapath).
+    pub datapath_owner: Option<OwnerSettings>,
+    /// `mesh.cni_endpoints_dir`: the CNI plugin's endpoint records, registered by meshd.
+    pub cni_endpoints_dir: Option<PathBuf>,
+    /// How often the CNI endpoint dir is read.
+    pub endpoint_poll: Duration,
+    /// Endpoint records name this node's IPv4 address as their tunnel endpoint (VXLAN mode).
+    pub tunnel: bool,
     /// The gRPC API's Unix socket (`None`: no API).
     pub api_socket: Option<PathBuf>,
     /// Prometheus metrics listen address (`None`: off).
@@ -155,6 +165,24 @@ impl AgentConfig {
                 configs::AdvertiseVips::LocalBackends => VipAdverts::LocalBackends,
             },
             datapath_pin_root: Some(cfg.datapath.bpffs.clone()),
+            datapath_owner: cfg.datapath.load.then(|| OwnerSettings {
+                pin_root: cfg.datapath.bpffs.clone(),
+                uplinks: cfg.datapath.uplinks.clone(),
+                vxlan: match cfg.datapath.mode {
+                    configs::DatapathMode::Vxlan { port } => {
+                        Some((cfg.datapath.vxlan_device.clone(), port))
+                    }
+                    configs::DatapathMode::Native => None,
+                },
+                policy_mode: match cfg.datapath.policy_enforcement {
+                    configs::PolicyEnforcement::Default => datapath::PolicyMode::Default,
+                    configs::PolicyEnforcement::Always => datapath::PolicyMode::Always,
+                    configs::PolicyEnforcement::Never => datapath::PolicyMode::Never,
+                },
+            }),
+            cni_endpoints_dir: Some(mesh.cni_endpoints_dir.clone()),
+            endpoint_poll: Duration::from_millis(200),
+            tunnel: matches!(cfg.datapath.mode, configs::DatapathMode::Vxlan { .. }),
             api_socket: Some(default_api_socket(&cfg.node.state_dir)),
             metrics: None,
             retry_interval: Duration::from_secs(2),

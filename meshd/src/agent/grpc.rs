@@ -4,10 +4,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use api::mesh as pb;
+use common::ServiceKey;
 use tonic::{Request, Response, Status};
 
 use super::AgentError;
 use super::state::Shared;
+use crate::policy::PolicyRecord;
+use crate::schema::{Key, Resource};
 
 #[derive(Debug)]
 pub struct MeshApi {
@@ -17,6 +20,13 @@ pub struct MeshApi {
 impl MeshApi {
     pub fn new(shared: Arc<Shared>) -> Self {
         MeshApi { shared }
+    }
+
+    fn store(&self) -> Result<crate::kvstore::KvStore, Status> {
+        self.ready()?;
+        self.shared
+            .store()
+            .ok_or_else(|| Status::unavailable("meshd has not reached its local etcd yet"))
     }
 
     /// Lists need the merged view: refuse (UNAVAILABLE, saying why) until etcd answered.
@@ -88,6 +98,50 @@ impl pb::mesh_server::Mesh for MeshApi {
             .await
             .map_err(|e| Status::internal(format!("encryption status task failed: {e}")))?;
         Ok(Response::new(st))
+    }
+
+    async fn apply_policy(
+        &self,
+        req: Request<pb::ApplyPolicyRequest>,
+    ) -> Result<Response<pb::ApplyPolicyResponse>, Status> {
+        let p = PolicyRecord::parse(req.into_inner().json.as_bytes())
+            .map_err(|e| Status::invalid_argument(format!("the policy: {e}")))?;
+        let key = p
+            .key(&self.shared.cluster)
+            .map_err(|e| Status::invalid_argument(format!("the policy: {e}")))?;
+        self.store()?
+            .put(&key, p.encode(), None)
+            .await
+            .map_err(|e| Status::unavailable(format!("writing {key}: {e}")))?;
+        tracing::info!(key, "policy applied");
+        Ok(Response::new(pb::ApplyPolicyResponse { key }))
+    }
+
+    async fn list_policies(
+        &self,
+        _: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        self.ready()?;
+        Ok(Response::new(pb::ListPoliciesResponse {
+            policies: self.shared.policies(),
+        }))
+    }
+
+    async fn delete_policy(
+        &self,
+        req: Request<pb::DeletePolicyRequest>,
+    ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
+        let r = req.into_inner();
+        let k = ServiceKey::new(&r.namespace, &r.name)
+            .map_err(|e| Status::invalid_argument(format!("the policy name: {e}")))?;
+        let key = Key::cluster(&self.shared.cluster, Resource::Policy(k)).to_string();
+        let deleted = self
+            .store()?
+            .delete(&key)
+            .await
+            .map_err(|e| Status::unavailable(format!("deleting {key}: {e}")))?;
+        tracing::info!(key, deleted, "policy delete");
+        Ok(Response::new(pb::DeletePolicyResponse { deleted }))
     }
 }
 

@@ -12,6 +12,8 @@ pub mod addrs;
 pub mod cli;
 mod config;
 pub mod convert;
+pub mod datapath_owner;
+pub mod endpoints;
 pub mod grpc;
 pub mod metrics;
 mod node;
@@ -55,6 +57,8 @@ pub enum AgentError {
     Etcd(KvError),
     #[error("PodCIDR allocation: {0}")]
     Ipam(crate::ipam::IpamError),
+    #[error(transparent)]
+    Datapath(#[from] datapath_owner::OwnerError),
     #[error("API server failed: {0}")]
     ApiServer(#[from] tonic::transport::Error),
 }

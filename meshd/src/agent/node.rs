@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::endpoints::{self, LocalEndpoints, Settings};
 use super::state::Shared;
 use super::wiring;
 use super::{AgentConfig, AgentError, addrs, connect_local, retrying, stopped};
@@ -137,13 +138,39 @@ pub(super) async fn serve(
     shared.set_record(Some(rec.clone()));
 
     let (changes_tx, mut reconcile) = wiring::start(cfg, shared, &rec)?;
+    let (changes_tx, policy_inputs) = endpoints::inputs::tap(cfg.cluster.clone(), changes_tx);
     let view = Arc::new(MergedView::spawn(
         store.clone(),
         cfg.cluster.clone(),
         cfg.remotes.iter().map(|r| r.name.clone()),
         cfg.probe_interval,
-        changes_tx,
+        Some(changes_tx),
     ));
+    let local_endpoints = cfg.cni_endpoints_dir.as_ref().map(|dir| {
+        LocalEndpoints::spawn(
+            Settings {
+                dir: dir.clone(),
+                cluster: cfg.cluster.clone(),
+                cluster_id: cfg.cluster_id,
+                layout: cfg.layout,
+                node: cfg.node.clone(),
+                tunnel_endpoint: if cfg.tunnel {
+                    rec.ipv4.map(std::net::IpAddr::V4)
+                } else {
+                    None
+                },
+                ledger: cfg.state_dir.join("endpoints.json"),
+                poll: cfg.endpoint_poll,
+                lease_ttl_secs: cfg.lease_ttl_secs,
+            },
+            store.clone(),
+            reconcile.as_ref().and_then(|r| r.datapath()),
+            view.clone(),
+            policy_inputs,
+            stop.clone(),
+        )
+    });
+    shared.set_store(store.clone());
     shared.set_view(view.clone());
     if let Some(r) = &mut reconcile {
         r.arm(view.clone());
@@ -171,6 +198,7 @@ pub(super) async fn serve(
 
     stopped(stop).await;
     tracing::info!("stopping: resigning mirror elections and revoking the node lease");
+    drop(local_endpoints);
     drop(reconcile);
     drop(gc);
     for m in mirrors {

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::convert;
 use super::sinks::wireguard::EncryptionStatusSource;
 use crate::federation::{MergedView, MirrorStatus};
-use crate::kvstore::SyncState;
+use crate::kvstore::{KvStore, SyncState};
 use crate::nodes::NodeRecord;
 
 #[derive(Debug, Default)]
@@ -22,6 +22,8 @@ struct Inner {
     view: Option<Arc<MergedView>>,
     mirrors: BTreeMap<ClusterName, watch::Receiver<MirrorStatus>>,
     record: Option<NodeRecord>,
+    /// The local etcd, once connected (policy writes from the API).
+    store: Option<KvStore>,
     encryption: Option<EncryptionStatusSource>,
     /// Why there is no encryption status (mode off, not started yet, device missing).
     encryption_off: String,
@@ -64,6 +66,33 @@ impl Shared {
 
     pub fn set_etcd_error(&self, e: Option<String>) {
         self.lock().etcd_error = e;
+    }
+
+    pub fn set_store(&self, s: KvStore) {
+        self.lock().store = Some(s);
+    }
+
+    pub fn store(&self) -> Option<KvStore> {
+        self.lock().store.clone()
+    }
+
+    /// This cluster's policies from the merged view: (namespace, name, JSON).
+    pub fn policies(&self) -> Vec<pb::Policy> {
+        let Some(v) = self.view() else {
+            return Vec::new();
+        };
+        v.with(|st| {
+            st.entries()
+                .filter_map(|(c, r, value)| match r {
+                    crate::schema::Resource::Policy(k) if *c == self.cluster => Some(pb::Policy {
+                        namespace: k.namespace().to_string(),
+                        name: k.name().to_string(),
+                        json: String::from_utf8_lossy(value).into_owned(),
+                    }),
+                    _ => None,
+                })
+                .collect()
+        })
     }
 
     pub fn set_view(&self, v: Arc<MergedView>) {

@@ -1,6 +1,7 @@
 //! The reconcile driver wired to the components this node runs: bgpd's adverts
 //! (`mesh.bgpd_socket`), WireGuard peers (`[encryption]` with WireGuard) and the eBPF maps
-//! (IP cache and services, when `datapath.bpffs` holds the datapath's pinned maps). Components
+//! (IP cache and services: the datapath meshd loads with `datapath.load`, or the maps pinned
+//! under `datapath.bpffs` by another loader). Components
 //! not configured get a [`NullSink`].
 
 use std::sync::Arc;
@@ -42,6 +43,11 @@ impl Drop for Reconcile {
 const SETTLE: Duration = Duration::from_millis(500);
 
 impl Reconcile {
+    /// The datapath this node's sinks write to, if any (shared with the local endpoints).
+    pub(super) fn datapath(&self) -> Option<DatapathMaps> {
+        self._datapath.clone()
+    }
+
     /// Once `view` listed the local etcd and the driver applied it, tells the consumers
     /// that remove what a previous meshd left (bgpd's ledger) that the desired state is
     /// complete.
@@ -110,8 +116,12 @@ pub(super) fn start(
             cfg.retry_interval,
         )
     });
-    let datapath = match &cfg.datapath_pin_root {
-        Some(root) => match DatapathMaps::open(root, cfg.cluster.clone()) {
+    let datapath = match (&cfg.datapath_owner, &cfg.datapath_pin_root) {
+        (Some(owner), _) => Some(DatapathMaps::with_maps(
+            super::datapath_owner::load(owner)?,
+            cfg.cluster.clone(),
+        )),
+        (None, Some(root)) => match DatapathMaps::open(root, cfg.cluster.clone()) {
             Ok(Some(d)) => {
                 tracing::info!(pin_root = %root.display(), "driving the datapath's IP cache and services");
                 Some(d)
@@ -126,7 +136,7 @@ pub(super) fn start(
                 None
             }
         },
-        None => None,
+        (None, None) => None,
     };
     if bgp.is_none() && wireguard.is_none() && datapath.is_none() {
         return Ok((None, None));

@@ -92,10 +92,12 @@ pub enum ResourceKind {
     /// Which meshd of the cluster mirrors a remote cluster (election key, under the
     /// leader's lease). Coordination, not state: the mirror does not copy it.
     MirrorLeader,
+    /// A network policy (`policies/<namespace>/<name>`), enforced by the cluster's own nodes.
+    Policies,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 11] = [
+    pub const ALL: [ResourceKind; 12] = [
         Self::Nodes,
         Self::Identities,
         Self::IdentitiesByLabels,
@@ -107,6 +109,7 @@ impl ResourceKind {
         Self::VipsByService,
         Self::IdentityRefs,
         Self::MirrorLeader,
+        Self::Policies,
     ];
 
     /// Whether the federation mirror copies this kind to other clusters (coordination keys,
@@ -129,6 +132,7 @@ impl ResourceKind {
             Self::VipsByService => "ipam/vips-by-service",
             Self::IdentityRefs => "identity-refs",
             Self::MirrorLeader => "mirror-leader",
+            Self::Policies => "policies",
         }
     }
 }
@@ -157,6 +161,8 @@ pub enum Resource {
     IdentityRef(Identity, NodeName),
     /// The election key of the mirror of remote cluster `.0`.
     MirrorLeader(ClusterName),
+    /// A network policy, named `<namespace>/<name>` as a service is.
+    Policy(ServiceKey),
 }
 
 impl Resource {
@@ -173,6 +179,7 @@ impl Resource {
             Resource::VipsOfService(_) => ResourceKind::VipsByService,
             Resource::IdentityRef(..) => ResourceKind::IdentityRefs,
             Resource::MirrorLeader(_) => ResourceKind::MirrorLeader,
+            Resource::Policy(_) => ResourceKind::Policies,
         }
     }
 }
@@ -187,7 +194,7 @@ impl fmt::Display for Resource {
             Resource::IdentityByLabels(l) => f.write_str(&escape(&l.to_string())),
             Resource::PodCidr(net) => f.write_str(&escape(&net.to_string())),
             Resource::Endpoint(ip) | Resource::Vip(ip) => write!(f, "{ip}"),
-            Resource::Service(s) | Resource::VipsOfService(s) => {
+            Resource::Service(s) | Resource::VipsOfService(s) | Resource::Policy(s) => {
                 write!(f, "{}/{}", s.namespace(), s.name())
             }
             Resource::IdentityRef(id, node) => write!(f, "{id}/{node}"),
@@ -342,7 +349,10 @@ fn parse_any(key: &str) -> Result<Key, SchemaError> {
 fn parse_resource(kind: ResourceKind, tail: &str) -> Result<Resource, String> {
     let two_segments = matches!(
         kind,
-        ResourceKind::Services | ResourceKind::VipsByService | ResourceKind::IdentityRefs
+        ResourceKind::Services
+            | ResourceKind::VipsByService
+            | ResourceKind::IdentityRefs
+            | ResourceKind::Policies
     );
     if !two_segments && tail.contains('/') {
         return Err(format!(
@@ -389,6 +399,7 @@ fn parse_resource(kind: ResourceKind, tail: &str) -> Result<Resource, String> {
         ResourceKind::Vips => Resource::Vip(parse_ip(tail)?),
         ResourceKind::Services => Resource::Service(parse_service(tail)?),
         ResourceKind::VipsByService => Resource::VipsOfService(parse_service(tail)?),
+        ResourceKind::Policies => Resource::Policy(parse_service(tail)?),
         ResourceKind::IdentityRefs => {
             let (id, node) = tail
                 .split_once('/')

@@ -54,6 +54,10 @@ fn builds_the_documented_keys() {
             "ironmesh/v1/clusters/blue/services/default/web",
         ),
         (
+            Resource::Policy("shop/allow-client".parse().unwrap()),
+            "ironmesh/v1/clusters/blue/policies/shop/allow-client",
+        ),
+        (
             Resource::Vip("203.0.113.10".parse().unwrap()),
             "ironmesh/v1/clusters/blue/ipam/vips/203.0.113.10",
         ),
@@ -146,12 +150,17 @@ fn rejects_foreign_and_versioned_keys() {
 #[test]
 fn rejects_unknown_kinds_separately() {
     assert_eq!(
-        err("ironmesh/v1/clusters/a/policies/p"),
+        err("ironmesh/v1/clusters/a/quotas/p"),
         SchemaError::UnknownKind {
-            key: "ironmesh/v1/clusters/a/policies/p".into(),
-            kind: "policies".into()
+            key: "ironmesh/v1/clusters/a/quotas/p".into(),
+            kind: "quotas".into()
         }
     );
+    // Policies are named <namespace>/<name>, as services.
+    assert!(matches!(
+        err("ironmesh/v1/clusters/a/policies/p"),
+        SchemaError::Malformed { .. }
+    ));
     assert!(
         matches!(err("ironmesh/v1/clusters/a/ipam/nodecidrs/x"), SchemaError::UnknownKind { kind, .. } if kind == "ipam/nodecidrs")
     );

@@ -2,11 +2,11 @@
 //! tunnel endpoint, key index) and the services (VIP:port/proto → backends, Maglev), written
 //! through the `datapath` crate's typed handles on the maps pinned under `datapath.bpffs`.
 //!
-//! meshd does not create the datapath: the sink is on only when the pin root already holds
-//! the datapath's maps (whoever loads and attaches the programs pinned them). meshd opens
-//! them with [`datapath::Datapath::load`] (the only way the crate offers to get map handles:
-//! it also loads, but never attaches, the programs; pinned maps are reused as they are and a
-//! layout of another version is refused).
+//! With `datapath.load`, meshd loads and attaches the datapath itself
+//! ([`super::super::datapath_owner`]) and the sink uses that. Otherwise the sink is on only
+//! when the pin root already holds the datapath's maps (whoever loads the programs pinned
+//! them): meshd opens them with [`datapath::Datapath::load`] (which also loads, but does not
+//! attach, the programs; pinned maps are reused and a layout of another version is refused).
 //!
 //! Ids: the datapath wants a service id (never 0) per frontend and a backend id per backend
 //! (shared by the services that use it). Both are derived from a hash of the frontend / the
@@ -392,6 +392,11 @@ impl<M: Maps> DatapathMaps<M> {
 
     pub fn service_sink(&self) -> DatapathServices<M> {
         DatapathServices(self.clone())
+    }
+
+    /// Changes the maps directly (local endpoints, policy, CIDR peers).
+    pub fn with_mut<T>(&self, f: impl FnOnce(&mut M) -> T) -> T {
+        f(&mut self.state.lock().expect("datapath lock").maps)
     }
 
     /// Reads the maps (tests).

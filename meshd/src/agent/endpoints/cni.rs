@@ -1,0 +1,168 @@
+//! The CNI plugin's endpoint records (`<dataDir>/<network>/endpoints/<containerID>-<ifname>.json`,
+//! written by `ironmesh-cni` on ADD, removed on DEL), read as meshd sees them.
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use common::{ClusterName, Labels};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::LABEL_CLUSTER;
+
+/// The pod name label: left out of identities (one identity per pod would defeat them).
+pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
+
+/// One record as the CNI plugin writes it (cni/src/endpoint.rs; unknown fields ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CniEndpoint {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+    #[serde(default)]
+    pub netns: String,
+    pub host_ifname: String,
+    pub addresses: Vec<IpAddr>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl CniEndpoint {
+    /// The identity labels: the pod's labels without its name, plus the cluster label.
+    pub fn identity_labels(&self, cluster: &ClusterName) -> Result<Labels, String> {
+        let pairs = self
+            .labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != LABEL_POD_NAME && k.as_str() != LABEL_CLUSTER)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain([(LABEL_CLUSTER.to_string(), cluster.to_string())]);
+        Labels::from_pairs(pairs).map_err(|e| format!("labels: {e}"))
+    }
+
+    fn check(&self, stem: &str) -> Result<(), String> {
+        if self.addresses.is_empty() {
+            return Err("no addresses; a pod is found by its addresses".into());
+        }
+        if self.host_ifname.is_empty() || self.host_ifname.len() > 15 {
+            return Err(format!(
+                "hostIfname {:?} is not an interface name",
+                self.host_ifname
+            ));
+        }
+        let expected = format!("{}-{}", self.container_id, self.ifname);
+        if stem != expected {
+            return Err(format!(
+                "the file is named {stem}.json but the record is {expected}; \
+                 the CNI plugin names records <containerID>-<ifname>.json"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one read of the directory found: records by file stem, and bad files with why.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub records: BTreeMap<String, CniEndpoint>,
+    pub bad: BTreeMap<PathBuf, String>,
+}
+
+/// Parses one record file's bytes.
+pub fn parse(stem: &str, bytes: &[u8]) -> Result<CniEndpoint, String> {
+    let ep: CniEndpoint =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a record: {e}"))?;
+    ep.check(stem)?;
+    Ok(ep)
+}
+
+/// Reads every `*.json` in `dir` (temp files and others are not records). `Err`: the
+/// directory could not be read (not: it does not exist, which means no endpoints).
+pub fn scan(dir: &Path) -> std::io::Result<Scan> {
+    let mut out = Scan::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let Some(stem) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let stem = stem.to_string();
+        match std::fs::read(&path) {
+            Ok(bytes) => match parse(&stem, &bytes) {
+                Ok(ep) => {
+                    out.records.insert(stem, ep);
+                }
+                Err(why) => {
+                    out.bad.insert(path, why);
+                }
+            },
+            // Removed between listing and reading: gone.
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                out.bad.insert(path, e.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"containerID":"c1","ifname":"eth0","netns":"/var/run/netns/p",
+        "hostIfname":"im0123456789a","addresses":["10.244.1.2"],
+        "labels":{"app":"web","io.kubernetes.pod.namespace":"shop","io.kubernetes.pod.name":"web-0"},
+        "podUid":"u1"}"#;
+
+    #[test]
+    fn identity_labels_drop_the_pod_name_and_add_the_cluster() {
+        let ep = parse("c1-eth0", GOOD.as_bytes()).unwrap();
+        let l = ep.identity_labels(&"red".parse().unwrap()).unwrap();
+        assert_eq!(
+            l.to_string(),
+            "app=web,io.ironmesh.cluster=red,io.kubernetes.pod.namespace=shop"
+        );
+    }
+
+    #[test]
+    fn a_directory_with_bad_files_keeps_the_good_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(scan(&dir.path().join("absent")).unwrap().records.is_empty());
+        std::fs::write(dir.path().join("c1-eth0.json"), GOOD).unwrap();
+        std::fs::write(dir.path().join("c2-eth0.json"), "{not json").unwrap();
+        std::fs::write(dir.path().join("c9-eth0.json"), GOOD).unwrap();
+        std::fs::write(dir.path().join("c3-eth0.json.tmp"), "partial").unwrap();
+        let s = scan(dir.path()).unwrap();
+        assert_eq!(s.records.keys().collect::<Vec<_>>(), ["c1-eth0"]);
+        assert_eq!(s.bad.len(), 2);
+        let why = &s.bad[&dir.path().join("c9-eth0.json")];
+        assert!(
+            why.contains("named c9-eth0.json but the record is c1-eth0"),
+            "{why}"
+        );
+        assert!(s.bad[&dir.path().join("c2-eth0.json")].starts_with("not a record"));
+    }
+
+    #[test]
+    fn records_without_addresses_or_with_bad_labels_are_refused() {
+        let no_addr = GOOD.replace(r#"["10.244.1.2"]"#, "[]");
+        assert!(
+            parse("c1-eth0", no_addr.as_bytes())
+                .unwrap_err()
+                .contains("no addresses")
+        );
+        let bad = GOOD.replace(r#""app":"web""#, r#""app":"-web-""#);
+        let ep = parse("c1-eth0", bad.as_bytes()).unwrap();
+        assert!(ep.identity_labels(&"red".parse().unwrap()).is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! The pure part of policy: which policies select an endpoint, and its whole datapath policy
+//! (peer identities resolved from every identity known, local and remote clusters). No I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use common::{Identity, Labels};
+use datapath::EndpointPolicy;
+use datapath::policy::{Action, Direction, Peer, PortMatch, Rule};
+use ipnet::IpNet;
+
+use super::{LABEL_NAMESPACE, PolicyPeer, PolicyPort, PolicyRecord};
+
+/// First and end (exclusive) of the node-local CIDR identities: cluster bits 0 with a local
+/// part of at least 256 is never allocated by any cluster (cluster ids start at 1), and stays
+/// below 2^14 for every identity layout.
+pub const CIDR_IDENTITY_FIRST: u32 = 0x0100;
+pub const CIDR_IDENTITY_END: u32 = 0x4000;
+
+/// Node-local identities for the CIDR peers of the policies (the IP cache maps each CIDR to
+/// its identity). Stable: a CIDR keeps its number while it is in use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CidrIdentities {
+    pub by_cidr: BTreeMap<IpNet, u32>,
+}
+
+fn fnv(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+impl CidrIdentities {
+    /// Keeps the numbers of CIDRs still wanted, numbers new ones (hash, then probing);
+    /// returns the CIDRs dropped. CIDRs beyond the range's capacity get no identity.
+    pub fn assign(&mut self, wanted: &BTreeSet<IpNet>) -> Vec<IpNet> {
+        let gone: Vec<IpNet> = self
+            .by_cidr
+            .keys()
+            .filter(|c| !wanted.contains(c))
+            .copied()
+            .collect();
+        for c in &gone {
+            self.by_cidr.remove(c);
+        }
+        let mut used: BTreeSet<u32> = self.by_cidr.values().copied().collect();
+        let span = CIDR_IDENTITY_END - CIDR_IDENTITY_FIRST;
+        for c in wanted {
+            if self.by_cidr.contains_key(c) || used.len() as u32 >= span {
+                continue;
+            }
+            let mut n = fnv(c.to_string().as_bytes()) % span;
+            while used.contains(&(CIDR_IDENTITY_FIRST + n)) {
+                n = (n + 1) % span;
+            }
+            used.insert(CIDR_IDENTITY_FIRST + n);
+            self.by_cidr.insert(*c, CIDR_IDENTITY_FIRST + n);
+        }
+        gone
+    }
+}
+
+/// Every CIDR the policies name.
+pub fn cidrs<'a>(policies: impl IntoIterator<Item = &'a PolicyRecord>) -> BTreeSet<IpNet> {
+    let mut out = BTreeSet::new();
+    for p in policies {
+        let peers = p
+            .ingress
+            .iter()
+            .flat_map(|r| &r.from)
+            .chain(p.egress.iter().flat_map(|r| &r.to));
+        out.extend(peers.filter_map(|x| x.cidr));
+    }
+    out
+}
+
+/// Whether `policy` applies to an endpoint with `labels` (same namespace, selector matches).
+pub fn selects(policy: &PolicyRecord, labels: &Labels) -> bool {
+    labels.get(LABEL_NAMESPACE) == Some(policy.namespace.as_str())
+        && policy.endpoint_selector.matches(labels)
+}
+
+fn peer_matches(policy: &PolicyRecord, peer: &PolicyPeer, labels: &Labels) -> bool {
+    let Some(sel) = &peer.selector else {
+        return false;
+    };
+    let ns = labels.get(LABEL_NAMESPACE);
+    let ns_ok = match &peer.namespaces {
+        None => ns == Some(policy.namespace.as_str()),
+        Some(list) => list.iter().any(|n| n == "*" || Some(n.as_str()) == ns),
+    };
+    ns_ok && sel.matches(labels)
+}
+
+fn peers(
+    policy: &PolicyRecord,
+    list: &[PolicyPeer],
+    identities: &BTreeMap<Identity, Labels>,
+    cidr_ids: &CidrIdentities,
+) -> Vec<Peer> {
+    if list.is_empty() {
+        return vec![Peer::Any];
+    }
+    let mut out = Vec::new();
+    for p in list {
+        if let Some(net) = p.cidr {
+            out.extend(cidr_ids.by_cidr.get(&net).map(|id| Peer::Identity(*id)));
+            continue;
+        }
+        out.extend(
+            identities
+                .iter()
+                .filter(|(_, l)| peer_matches(policy, p, l))
+                .map(|(id, _)| Peer::Identity(id.raw())),
+        );
+    }
+    out
+}
+
+fn ports(list: &[PolicyPort]) -> Vec<PortMatch> {
+    if list.is_empty() {
+        return vec![PortMatch::Any];
+    }
+    list.iter()
+        .map(|p| match p.port {
+            Some(port) => PortMatch::Port(p.protocol.number(), port),
+            None => PortMatch::Proto(p.protocol.number()),
+        })
+        .collect()
+}
+
+/// The whole policy of an endpoint with `labels`; `None` when no policy selects it (the
+/// endpoint is then not policed in the default enforcement mode). Rules are in a stable
+/// order (policies by name, identities by number), without duplicates.
+pub fn endpoint_policy<'a>(
+    policies: impl IntoIterator<Item = &'a PolicyRecord>,
+    identities: &BTreeMap<Identity, Labels>,
+    cidr_ids: &CidrIdentities,
+    labels: &Labels,
+) -> Option<EndpointPolicy> {
+    let mut out = EndpointPolicy::default();
+    let mut selected = false;
+    let mut seen = HashSet::new();
+    let mut add = |out: &mut EndpointPolicy, r: Rule| {
+        if seen.insert(r) {
+            out.rules.push(r);
+        }
+    };
+    for p in policies {
+        if !selects(p, labels) {
+            continue;
+        }
+        selected = true;
+        let (ingress, egress) = p.types();
+        if ingress {
+            out.ingress_selected = true;
+            for r in &p.ingress {
+                for peer in peers(p, &r.from, identities, cidr_ids) {
+                    for pm in ports(&r.ports) {
+                        let rule = Rule {
+                            direction: Direction::Ingress,
+                            peer,
+                            ports: pm,
+                            action: Action::Allow,
+                        };
+                        add(&mut out, rule);
+                    }
+                }
+            }
+        }
+        if egress {
+            out.egress_selected = true;
+            for r in &p.egress {
+                for peer in peers(p, &r.to, identities, cidr_ids) {
+                    for pm in ports(&r.ports) {
+                        let rule = Rule {
+                            direction: Direction::Egress,
+                            peer,
+                            ports: pm,
+                            action: Action::Allow,
+                        };
+                        add(&mut out, rule);
+                    }
+                }
+            }
+        }
+    }
+    selected.then_some(out)
+}
