@@ -164,10 +164,23 @@ fn etcd_mesh_federation_mirror_view_cut_and_failover() -> Result<()> {
         assert_eq!(leaders.len(), 1, "exactly one mirror");
         let leader = leaders[0];
         let other = 1 - leader;
-        assert!(matches!(
-            meshds[other].as_ref().unwrap().status().role,
-            MirrorRole::Follower { .. }
-        ));
+        // The other one learns of the leader from its election watch: bounded wait.
+        let follower = tokio::time::timeout(
+            Duration::from_secs(5),
+            meshds[other]
+                .as_ref()
+                .unwrap()
+                .watch_status()
+                .wait_for(|s| matches!(s.role, MirrorRole::Follower { .. })),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        assert!(
+            follower,
+            "red-m{} is no follower: {:?}",
+            other + 1,
+            meshds[other].as_ref().unwrap().status()
+        );
         eprintln!(
             "mirror: red-m{} elected; first sync in view after {first_sync:?}",
             leader + 1
@@ -427,6 +440,14 @@ fn etcd_mesh_federation_start_while_cut_keeps_state() -> Result<()> {
             "not synced: {:?}",
             view.nodes()
         );
+        // The mirror counts a batch after its write returns; the view may see the write first.
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            m1.watch_status().wait_for(|s| s.syncs >= 1),
+        )
+        .await
+        .expect("the mirror never counted its sync")
+        .unwrap();
         let st = m1.status();
         eprintln!(
             "started while cut: synced {:?} after the restore, {} put(s), {} delete(s)",
