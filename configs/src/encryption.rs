@@ -1,10 +1,15 @@
 //! `[encryption]`: node-to-node encryption of pod traffic.
 
+use std::path::PathBuf;
+
 use crate::error::Errors;
 use crate::raw::RawEncryption;
 
 /// Cilium's WireGuard port, so firewalls written for it carry over.
 pub const DEFAULT_WIREGUARD_PORT: u16 = 51871;
+
+/// Default of `encryption.ipsec.key_file` (Cilium's format: `SPI rfc4106(gcm(aes)) KEY 128`).
+pub const DEFAULT_IPSEC_KEY_FILE: &str = "/etc/ironmesh/ipsec.key";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EncryptionMode {
@@ -36,10 +41,13 @@ pub enum Backend {
     Ipsec,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encryption {
     pub mode: EncryptionMode,
     pub backend: Backend,
+    /// `encryption.ipsec.key_file`: the IPsec key file meshd loads (and watches) with
+    /// `backend = "ipsec"`; unused with WireGuard.
+    pub ipsec_key_file: PathBuf,
 }
 
 impl Default for Encryption {
@@ -50,6 +58,7 @@ impl Default for Encryption {
                 listen_port: DEFAULT_WIREGUARD_PORT,
                 persistent_keepalive: 0,
             },
+            ipsec_key_file: PathBuf::from(DEFAULT_IPSEC_KEY_FILE),
         }
     }
 }
@@ -99,6 +108,16 @@ pub(crate) fn validate(raw: Option<RawEncryption>, errs: &mut Errors) -> Option<
             })
         }
         "ipsec" => {
+            if let Some(k) = raw.ipsec.as_ref().and_then(|i| i.key_file.as_deref())
+                && !k.starts_with('/')
+            {
+                errs.push(
+                    "encryption.ipsec.key_file",
+                    format!(
+                        "{k:?} is not an absolute path; write e.g. \"{DEFAULT_IPSEC_KEY_FILE}\""
+                    ),
+                );
+            }
             if raw.wireguard.is_some() {
                 errs.push(
                     "encryption.wireguard",
@@ -115,8 +134,59 @@ pub(crate) fn validate(raw: Option<RawEncryption>, errs: &mut Errors) -> Option<
             None
         }
     };
+    if raw.ipsec.is_some() && matches!(backend, Some(Backend::WireGuard { .. })) {
+        errs.push(
+            "encryption.ipsec",
+            "is set but backend is \"wireguard\"; remove the section or set backend = \"ipsec\"",
+        );
+    }
+    let ipsec_key_file = raw
+        .ipsec
+        .and_then(|i| i.key_file)
+        .unwrap_or_else(|| DEFAULT_IPSEC_KEY_FILE.into());
     Some(Encryption {
         mode: mode?,
         backend: backend?,
+        ipsec_key_file: PathBuf::from(ipsec_key_file),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Backend, Config};
+
+    const NODE: &str = "[node]\nname = \"n1\"\ncluster = \"c1\"\n";
+
+    #[test]
+    fn ipsec_key_file_default_set_and_checked() {
+        let c = Config::from_toml(&format!("{NODE}[encryption]\nbackend = \"ipsec\"\n")).unwrap();
+        assert_eq!(c.encryption.backend, Backend::Ipsec);
+        assert_eq!(
+            c.encryption.ipsec_key_file,
+            std::path::Path::new(super::DEFAULT_IPSEC_KEY_FILE)
+        );
+        let c = Config::from_toml(&format!(
+            "{NODE}[encryption]\nbackend = \"ipsec\"\n[encryption.ipsec]\nkey_file = \"/k\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.encryption.ipsec_key_file, std::path::Path::new("/k"));
+        let e = Config::from_toml(&format!(
+            "{NODE}[encryption]\nbackend = \"ipsec\"\n[encryption.ipsec]\nkey_file = \"k\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("encryption.ipsec.key_file: \"k\" is not an absolute path"),
+            "{e}"
+        );
+        let e = Config::from_toml(&format!(
+            "{NODE}[encryption]\n[encryption.ipsec]\nkey_file = \"/k\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("encryption.ipsec: is set but backend is \"wireguard\""),
+            "{e}"
+        );
+    }
 }

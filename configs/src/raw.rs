@@ -175,6 +175,13 @@ pub struct RawEncryption {
     pub mode: Option<String>,
     pub backend: Option<String>,
     pub wireguard: Option<RawWireGuard>,
+    pub ipsec: Option<RawIpsec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpsec {
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

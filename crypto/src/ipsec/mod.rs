@@ -11,9 +11,11 @@ pub mod derive;
 pub mod keyfile;
 pub mod node;
 pub mod rotation;
+pub mod sa;
 pub mod xfrm;
 
 pub use derive::{PairKeys, directional_key, pair_keys};
 pub use keyfile::{IpsecKey, KeyFileError, LineError};
 pub use node::{IpsecNode, PolicySync};
+pub use sa::SaId;
 pub use xfrm::{Dir, Policy, Sa, Xfrm, XfrmError, XfrmPeer};

@@ -47,6 +47,16 @@ impl IpsecNode {
         }
     }
 
+    /// This node's name (the key derivation's local identity).
+    pub fn local(&self) -> &str {
+        &self.local
+    }
+
+    /// The shared key of `spi`, while this node keeps it.
+    pub fn key(&self, spi: u8) -> Option<&IpsecKey> {
+        self.keys.get(&spi)
+    }
+
     pub fn rotation(&self) -> &Rotation {
         &self.rotation
     }

@@ -27,7 +27,7 @@ const XFRM_MSG_UPDPOLICY: u16 = 25;
 const XFRMA_TMPL: u16 = 5;
 const XFRMA_ALG_AEAD: u16 = 18;
 const XFRMA_MARK: u16 = 21;
-const IPPROTO_ESP: u8 = 50;
+pub(super) const IPPROTO_ESP: u8 = 50;
 const XFRM_MODE_TUNNEL: u8 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -60,6 +60,10 @@ pub struct Policy {
     pub tmpl_dst: IpAddr,
     pub mark: Option<(u32, u32)>,
     pub priority: u32,
+    /// The template is optional (`level use`): packets that were not transformed still pass
+    /// the check. Linux allows it on `in`/`fwd` policies only (a tunnel-mode optional
+    /// template on `out` is refused with EINVAL); ironmesh uses it in opportunistic mode.
+    pub optional: bool,
 }
 
 /// A remote node as IPsec needs it.
@@ -87,6 +91,7 @@ pub fn policies(peer: &XfrmPeer, spi: u8) -> [Policy; 3] {
         tmpl_dst: peer.local_ip,
         mark: None,
         priority: POLICY_PRIORITY,
+        optional: false,
     };
     [
         Policy {
@@ -97,6 +102,7 @@ pub fn policies(peer: &XfrmPeer, spi: u8) -> [Policy; 3] {
             tmpl_dst: peer.remote_ip,
             mark: Some(out_mark(spi)),
             priority: POLICY_PRIORITY,
+            optional: false,
         },
         inbound(Dir::In),
         inbound(Dir::Fwd),
@@ -125,11 +131,11 @@ pub enum XfrmError {
     MixedFamilies(String),
 }
 
-fn family(ip: IpAddr) -> u16 {
+pub(super) fn family(ip: IpAddr) -> u16 {
     if ip.is_ipv4() { AF_INET } else { AF_INET6 }
 }
 
-fn addr16(ip: IpAddr) -> [u8; 16] {
+pub(super) fn addr16(ip: IpAddr) -> [u8; 16] {
     let mut out = [0u8; 16];
     match ip {
         IpAddr::V4(a) => out[..4].copy_from_slice(&a.octets()),
@@ -157,16 +163,19 @@ fn selector(src: IpNet, dst: IpNet) -> [u8; SELECTOR_LEN] {
     s
 }
 
-/// `struct xfrm_lifetime_cfg` with no limits.
+/// `struct xfrm_lifetime_cfg` with no limits: byte and packet limits `XFRM_INF` (all ones),
+/// the four expiry times 0 (= never, as `ip xfrm` sends them). All ones in the times is not
+/// "never": Linux adds the add time to it, overflows, and expires the object at its first
+/// timer run (about a second later).
 fn lifetime_cfg() -> [u8; 64] {
     let mut l = [0u8; 64];
-    for chunk in l.chunks_exact_mut(8) {
+    for chunk in l[..32].chunks_exact_mut(8) {
         chunk.copy_from_slice(&u64::MAX.to_ne_bytes());
     }
     l
 }
 
-fn mark_bytes((v, m): (u32, u32)) -> [u8; 8] {
+pub(super) fn mark_bytes((v, m): (u32, u32)) -> [u8; 8] {
     let mut out = [0u8; 8];
     out[..4].copy_from_slice(&v.to_ne_bytes());
     out[4..].copy_from_slice(&m.to_ne_bytes());
@@ -192,6 +201,7 @@ pub fn encode_policy(p: &Policy) -> Result<netlink::Msg, XfrmError> {
     tmpl[28..44].copy_from_slice(&addr16(p.tmpl_src));
     tmpl[44..48].copy_from_slice(&REQID.to_ne_bytes());
     tmpl[48] = XFRM_MODE_TUNNEL;
+    tmpl[50] = u8::from(p.optional);
     for algos in tmpl[52..64].chunks_exact_mut(4) {
         algos.copy_from_slice(&u32::MAX.to_ne_bytes()); // any algorithm (as `ip xfrm` sets)
     }
@@ -229,12 +239,13 @@ pub fn decode_policy(b: &[u8]) -> Option<Policy> {
         _ => return None,
     };
     let priority = netlink::u32_at(info, 152)?;
-    let (mut tmpl, mut mark) = (None, None);
+    let (mut tmpl, mut mark, mut optional) = (None, None, false);
     for (kind, v) in netlink::attrs(&b[POLICY_INFO_LEN..]) {
         match kind {
             XFRMA_TMPL if v.len() >= TMPL_LEN => {
                 let tfam = u16::from_ne_bytes([v[24], v[25]]);
                 tmpl = Some((addr_from(&v[28..44], tfam)?, addr_from(&v[0..16], tfam)?));
+                optional = v[50] != 0;
             }
             XFRMA_MARK => mark = Some((netlink::u32_at(v, 0)?, netlink::u32_at(v, 4)?)),
             _ => {}
@@ -249,6 +260,7 @@ pub fn decode_policy(b: &[u8]) -> Option<Policy> {
         tmpl_dst,
         mark,
         priority,
+        optional,
     })
 }
 
@@ -284,7 +296,7 @@ pub fn encode_sa(sa: &Sa<'_>) -> netlink::Msg {
 /// XFRM over netlink in the calling thread's network namespace.
 #[derive(Debug)]
 pub struct Xfrm {
-    nl: Netlink,
+    pub(super) nl: Netlink,
 }
 
 impl Xfrm {
@@ -356,80 +368,5 @@ impl Xfrm {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn peer() -> XfrmPeer {
-        XfrmPeer {
-            node: "n2".into(),
-            local_ip: "192.0.2.1".parse().unwrap(),
-            remote_ip: "192.0.2.2".parse().unwrap(),
-            local_pods: "10.244.1.0/24".parse().unwrap(),
-            remote_pods: "10.244.2.0/24".parse().unwrap(),
-        }
-    }
-
-    #[test]
-    fn policy_encoding_round_trips_through_the_decoder() {
-        for p in policies(&peer(), 3) {
-            let bytes = encode_policy(&p).unwrap().bytes(1);
-            assert_eq!(
-                bytes.len(),
-                16 + POLICY_INFO_LEN + 4 + TMPL_LEN + if p.mark.is_some() { 12 } else { 0 }
-            );
-            assert_eq!(decode_policy(&bytes[16..]).as_ref(), Some(&p));
-        }
-        let [out, inb, fwd] = policies(&peer(), 3);
-        assert_eq!(out.mark, Some((0x3e00, 0xff00)));
-        assert_eq!(
-            (inb.dir, fwd.dir, inb.src),
-            (Dir::In, Dir::Fwd, peer().remote_pods)
-        );
-    }
-
-    #[test]
-    fn sa_layout_matches_linux_xfrm_h() {
-        let key = crate::ipsec::keyfile::parse(
-            std::path::Path::new("k"),
-            "5 rfc4106(gcm(aes)) 000102030405060708090a0b0c0d0e0f10111213 128",
-        )
-        .unwrap();
-        let sa = Sa {
-            src: "192.0.2.1".parse().unwrap(),
-            dst: "192.0.2.2".parse().unwrap(),
-            key: &key,
-            mark: Some(out_mark(5)),
-        };
-        let b = encode_sa(&sa).bytes(1);
-        let info = &b[16..16 + SA_INFO_LEN];
-        assert_eq!(&info[56..60], &[192, 0, 2, 2], "id.daddr");
-        assert_eq!(&info[72..76], &[0, 0, 0, 5], "id.spi, network order");
-        assert_eq!(info[76], IPPROTO_ESP);
-        assert_eq!(&info[80..84], &[192, 0, 2, 1], "saddr");
-        assert_eq!((info[214], info[215]), (XFRM_MODE_TUNNEL, 32));
-        let attrs: Vec<_> = netlink::attrs(&b[16 + SA_INFO_LEN..]).collect();
-        assert_eq!(attrs[0].0, XFRMA_ALG_AEAD);
-        let aead = attrs[0].1;
-        assert!(aead.starts_with(b"rfc4106(gcm(aes))\0"));
-        assert_eq!(netlink::u32_at(aead, 64), Some(160), "key bits incl. salt");
-        assert_eq!(netlink::u32_at(aead, 68), Some(128), "ICV bits");
-        assert_eq!(aead[72..], key.expose()[..]);
-        assert_eq!(attrs[1], (XFRMA_MARK, &mark_bytes((0x5e00, 0xff00))[..]));
-    }
-
-    #[test]
-    fn mixed_families_and_garbage_are_refused() {
-        let mut p = policies(&peer(), 1)[0].clone();
-        p.dst = "2001:db8::/64".parse().unwrap();
-        assert!(
-            encode_policy(&p)
-                .unwrap_err()
-                .to_string()
-                .contains("families differ")
-        );
-        assert_eq!(decode_policy(&[0u8; 10]), None);
-        let mut short = encode_policy(&policies(&peer(), 1)[1]).unwrap().bytes(1);
-        short.truncate(16 + POLICY_INFO_LEN + 8);
-        assert_eq!(decode_policy(&short[16..]), None, "template cut short");
-    }
-}
+#[path = "xfrm_tests.rs"]
+mod tests;

@@ -8,6 +8,7 @@ use common::{ClusterId, ClusterName, IdentityLayout, NodeName};
 
 use super::AgentError;
 use super::datapath_owner::OwnerSettings;
+use super::sinks::ipsec::IpsecSettings;
 use super::sinks::wireguard::WireGuardSettings;
 use crate::ipam::Pool;
 use crate::kvstore::{KvConfig, TlsFiles};
@@ -40,6 +41,8 @@ pub struct AgentConfig {
     pub wireguard: bool,
     /// WireGuard peers, routes and filter (`None`: encryption off or not WireGuard).
     pub encryption: Option<WireGuardSettings>,
+    /// XFRM policies and SAs per peer (`None`: encryption off or not IPsec).
+    pub ipsec: Option<IpsecSettings>,
     /// bgpd's API socket: this node's adverts go there (`None`: no BGP).
     pub bgpd_socket: Option<PathBuf>,
     /// Which LoadBalancer VIPs are advertised.
@@ -127,18 +130,25 @@ impl AgentConfig {
             .collect::<Result<Vec<_>, AgentError>>()?;
         let wireguard = cfg.encryption.mode != configs::EncryptionMode::Off
             && matches!(cfg.encryption.backend, configs::Backend::WireGuard { .. });
+        let mode = match cfg.encryption.mode {
+            configs::EncryptionMode::Off => crypto::rollout::EncryptionMode::Off,
+            configs::EncryptionMode::Opportunistic => {
+                crypto::rollout::EncryptionMode::Opportunistic
+            }
+            configs::EncryptionMode::Strict => crypto::rollout::EncryptionMode::Strict,
+        };
+        let ipsec = (cfg.encryption.mode != configs::EncryptionMode::Off
+            && cfg.encryption.backend == configs::Backend::Ipsec)
+            .then(|| IpsecSettings {
+                mode,
+                key_file: cfg.encryption.ipsec_key_file.clone(),
+            });
         let encryption = match cfg.encryption.backend {
             configs::Backend::WireGuard {
                 listen_port,
                 persistent_keepalive,
             } if wireguard => Some(WireGuardSettings {
-                mode: match cfg.encryption.mode {
-                    configs::EncryptionMode::Off => crypto::rollout::EncryptionMode::Off,
-                    configs::EncryptionMode::Opportunistic => {
-                        crypto::rollout::EncryptionMode::Opportunistic
-                    }
-                    configs::EncryptionMode::Strict => crypto::rollout::EncryptionMode::Strict,
-                },
+                mode,
                 device: mesh.wireguard_device.clone(),
                 listen_port,
                 persistent_keepalive,
@@ -159,6 +169,7 @@ impl AgentConfig {
             lease_ttl_secs: i64::from(mesh.lease_ttl_secs),
             wireguard,
             encryption,
+            ipsec,
             bgpd_socket: mesh.bgpd_socket.clone(),
             vip_adverts: match mesh.advertise_vips {
                 configs::AdvertiseVips::All => VipAdverts::All,

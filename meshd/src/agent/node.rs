@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crypto::ipsec::rotation::Announce;
+
 use super::endpoints::{self, LocalEndpoints, Settings};
+use super::sinks::ipsec::plan;
 use super::state::Shared;
 use super::wiring;
 use super::{AgentConfig, AgentError, addrs, connect_local, retrying, stopped};
@@ -82,6 +85,46 @@ fn record(cfg: &AgentConfig, pod_cidrs: Vec<ipnet::IpNet>, wg: Option<String>) -
     r.pod_cidrs = pod_cidrs;
     r.wireguard_public_key = wg;
     r
+}
+
+/// Until `stop`: publishes this node's IPsec announce (the SPI it sends with in
+/// `ipsec_key_index`, the SPIs it accepts in a label) in its node record whenever it changes.
+async fn publish_ipsec(
+    cfg: &AgentConfig,
+    shared: &Shared,
+    reg: &NodeRegistration,
+    rec: &NodeRecord,
+    mut announce: watch::Receiver<Option<Announce>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let current = announce.borrow_and_update().clone();
+        if let Some(a) = current {
+            let r = plan::with_announce(rec, &a);
+            while reg.record() != r {
+                match reg.update(r.clone()).await {
+                    Ok(()) => {
+                        tracing::info!(spi = a.sends, accepts = ?a.accepts, "IPsec announce published in the node record");
+                        shared.set_record(Some(r.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "publishing the IPsec announce failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(cfg.retry_interval) => {}
+                            _ = stop.wait_for(|s| *s) => return,
+                        }
+                    }
+                }
+            }
+        }
+        let closed = tokio::select! {
+            changed = announce.changed() => changed.is_err(),
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        if closed {
+            return stopped(stop).await;
+        }
+    }
 }
 
 /// Runs the node's part of the mesh until `stop`; returns early only on a permanent error.
@@ -196,7 +239,10 @@ pub(super) async fn serve(
         .collect();
     let gc = spawn_gc(cfg, &store, ipam);
 
-    stopped(stop).await;
+    match reconcile.as_ref().and_then(|r| r.ipsec_announce()) {
+        Some(announce) => publish_ipsec(cfg, shared, &reg, &rec, announce, stop).await,
+        None => stopped(stop).await,
+    }
     tracing::info!("stopping: resigning mirror elections and revoking the node lease");
     drop(local_endpoints);
     drop(reconcile);

@@ -10,7 +10,7 @@ use common::{ClusterId, ClusterName, NodeName};
 use tokio::sync::watch;
 
 use super::convert;
-use super::sinks::wireguard::EncryptionStatusSource;
+use super::sinks::EncryptionStatusSource;
 use crate::federation::{MergedView, MirrorStatus};
 use crate::kvstore::{KvStore, SyncState};
 use crate::nodes::NodeRecord;

@@ -1,5 +1,6 @@
 //! The reconcile driver wired to the components this node runs: bgpd's adverts
-//! (`mesh.bgpd_socket`), WireGuard peers (`[encryption]` with WireGuard) and the eBPF maps
+//! (`mesh.bgpd_socket`), WireGuard peers or IPsec XFRM policies and SAs (`[encryption]`
+//! backend) and the eBPF maps
 //! (IP cache and services: the datapath meshd loads with `datapath.load`, or the maps pinned
 //! under `datapath.bpffs` by another loader). Components
 //! not configured get a [`NullSink`].
@@ -9,10 +10,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::sinks::NullSink;
 use super::sinks::bgp::BgpAdverts;
 use super::sinks::datapath::DatapathMaps;
+use super::sinks::ipsec::IpsecPeers;
 use super::sinks::wireguard::WireGuardPeers;
+use super::sinks::{EncryptionStatusSource, NullSink};
 use super::state::Shared;
 use super::{AgentConfig, AgentError};
 use crate::federation::{MergedView, ViewChange};
@@ -26,6 +28,7 @@ pub(super) struct Reconcile {
     driver: Arc<ReconcileDriver>,
     bgp: Option<BgpAdverts>,
     _wireguard: Option<WireGuardPeers>,
+    ipsec: Option<IpsecPeers>,
     _datapath: Option<DatapathMaps>,
     armed: Option<tokio::task::JoinHandle<()>>,
 }
@@ -46,6 +49,13 @@ impl Reconcile {
     /// The datapath this node's sinks write to, if any (shared with the local endpoints).
     pub(super) fn datapath(&self) -> Option<DatapathMaps> {
         self._datapath.clone()
+    }
+
+    /// This node's IPsec announce, to publish in its node record (IPsec backend only).
+    pub(super) fn ipsec_announce(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<Option<crypto::ipsec::rotation::Announce>>> {
+        self.ipsec.as_ref().map(IpsecPeers::announce)
     }
 
     /// Once `view` listed the local etcd and the driver applied it, tells the consumers
@@ -95,16 +105,31 @@ pub(super) fn start(
                 }
             }
         }
+        None if cfg.ipsec.is_some() => None,
         None => {
             shared.set_encryption_off(
-                "encryption is off (set [encryption] mode and the WireGuard backend)",
+                "encryption is off (set [encryption] mode and the WireGuard or IPsec backend)",
             );
             None
         }
     };
     if let Some(w) = &wireguard {
-        shared.set_encryption(Some(w.status_source()));
+        shared.set_encryption(Some(EncryptionStatusSource::WireGuard(w.status_source())));
     }
+    let ipsec = match &cfg.ipsec {
+        Some(settings) => match IpsecPeers::spawn(settings, own.clone()) {
+            Ok(i) => {
+                shared.set_encryption(Some(EncryptionStatusSource::Ipsec(i.status_source())));
+                Some(i)
+            }
+            Err(e) => {
+                tracing::error!("{e}; no encryption on this node");
+                shared.set_encryption_off(e.to_string());
+                None
+            }
+        },
+        None => None,
+    };
     let bgp = cfg.bgpd_socket.as_ref().map(|socket| {
         if let Err(e) = std::fs::create_dir_all(&cfg.state_dir) {
             tracing::warn!(dir = %cfg.state_dir.display(), error = %e, "cannot create the state dir");
@@ -138,16 +163,17 @@ pub(super) fn start(
         },
         (None, None) => None,
     };
-    if bgp.is_none() && wireguard.is_none() && datapath.is_none() {
+    if bgp.is_none() && wireguard.is_none() && ipsec.is_none() && datapath.is_none() {
         return Ok((None, None));
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let desired =
         MeshDesired::new(cfg.cluster.clone(), cfg.node.clone()).with_vip_adverts(cfg.vip_adverts);
     let sinks = Sinks {
-        peers: match &wireguard {
-            Some(w) => Box::new(w.sink()),
-            None => Box::new(NullSink),
+        peers: match (&wireguard, &ipsec) {
+            (Some(w), _) => Box::new(w.sink()),
+            (None, Some(i)) => Box::new(i.sink()),
+            (None, None) => Box::new(NullSink),
         },
         ipcache: match &datapath {
             Some(d) => Box::new(d.ipcache_sink()),
@@ -169,6 +195,7 @@ pub(super) fn start(
             driver: Arc::new(driver),
             bgp,
             _wireguard: wireguard,
+            ipsec,
             _datapath: datapath,
             armed: None,
         }),
