@@ -102,6 +102,12 @@ impl Msg {
     }
 }
 
+impl Drop for Msg {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.buf);
+    }
+}
+
 /// One message of a reply: its type and payload (after the 16-byte header).
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -177,7 +183,9 @@ impl Netlink {
 
     fn send(&self, msg: &Msg) -> Result<u32, NetlinkError> {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        self.sock.send(&msg.bytes(seq))?;
+        // Zeroized after the send: messages may carry keys (XFRM SAs, WireGuard).
+        let bytes = zeroize::Zeroizing::new(msg.bytes(seq));
+        self.sock.send(&bytes)?;
         Ok(seq)
     }
 

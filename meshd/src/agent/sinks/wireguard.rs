@@ -17,7 +17,9 @@ use api::mesh as pb;
 use common::{ClusterName, NodeName};
 use crypto::KeyStore;
 use crypto::rollout::{EncryptionMode, NetlinkRoutes, NftFilter, NodeEncryption};
-use crypto::wireguard::{MeshNode, PeerPolicy, Reconciler, UserspaceBackend, ensure_device};
+use crypto::wireguard::{
+    MeshNode, PeerPolicy, Reconciler, WireGuardBackend, backend_for, ensure_device,
+};
 
 use crate::nodes::NodeRecord;
 use crate::reconcile::{PeerKey, Sink, SinkError};
@@ -25,7 +27,7 @@ use crate::reconcile::{PeerKey, Sink, SinkError};
 /// How often the encryption is stepped without a node change.
 const TICK: Duration = Duration::from_secs(1);
 
-type Agent = NodeEncryption<UserspaceBackend, NetlinkRoutes, NftFilter>;
+type Agent = NodeEncryption<Box<dyn WireGuardBackend>, NetlinkRoutes, NftFilter>;
 
 /// How this node encrypts (from `[encryption]` and `[mesh] wireguard_device`).
 #[derive(Debug, Clone)]
@@ -133,7 +135,8 @@ impl Inner {
     /// The device with our key and port, and the encryption agent on it.
     fn open(&self) -> Result<Agent, WireGuardSinkError> {
         let s = &self.settings;
-        let backend = UserspaceBackend::new(&s.device);
+        let backend = backend_for(&s.device);
+        let kind = backend.kind();
         ensure_device(&backend, self.store.private_key(), s.listen_port).map_err(|e| {
             WireGuardSinkError::Device {
                 device: s.device.clone(),
@@ -151,7 +154,7 @@ impl Inner {
             NftFilter,
         );
         agent.set_mode(s.mode);
-        tracing::info!(device = %s.device, mode = %s.mode, "WireGuard encryption started");
+        tracing::info!(device = %s.device, mode = %s.mode, backend = kind, "WireGuard encryption started");
         Ok(agent)
     }
 
