@@ -50,15 +50,25 @@ struct ipcache_value {
 /* svc_value.flags */
 #define SVC_F_MAGLEV (1 << 0) /* pick with the Maglev table, else random slot */
 
+/*
+ * svc_key.scope: who uses the entry. A VIP:port can have both entries, each
+ * with its own service id (so its own Maglev table / slots).
+ */
+#define SVC_SCOPE_INTERNAL 0 /* pods (pod_egress): every backend of the service */
+#define SVC_SCOPE_EXTERNAL 1 /* the uplink (host_ingress): this node's backends only
+			      * (externalTrafficPolicy=Local: no SNAT, replies from the VIP) */
+
 /* Maglev lookup table size per service: a prime (Maglev paper §3.4, M >> N). */
 #define MAGLEV_TABLE_SIZE 16381
 
-/* services: VIP:port/proto -> service. */
+/* services: VIP:port/proto/scope -> service. */
 struct svc_key {
 	__u8 addr[16];   /* VIP, network order; IPv4 in addr[0..4], rest zero */
 	__be16 dport;    /* network order */
 	__u8 proto;      /* IPPROTO_TCP / IPPROTO_UDP */
 	__u8 family;     /* IRONMESH_FAMILY_* */
+	__u8 scope;      /* SVC_SCOPE_* */
+	__u8 pad[3];     /* zero */
 };
 
 struct svc_value {
@@ -112,7 +122,11 @@ struct ct_key {
 };
 
 /* ct_value.flags */
-#define CT_F_SERVICE (1 << 0) /* entry of a service translation */
+#define CT_F_SERVICE  (1 << 0) /* entry of a service translation */
+#define CT_F_EXTERNAL (1 << 1) /* of an external (uplink -> local backend) flow: the
+				* reply is reverse-translated by the backend's pod_egress */
+#define CT_F_VERDICT_PENDING (1 << 2) /* reply entry of a new external flow whose first
+				       * packet has not met the backend's ingress policy */
 
 struct ct_value {
 	__u8 nat_addr[16]; /* forward: backend (new daddr); reply: VIP (new saddr) */

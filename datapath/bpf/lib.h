@@ -408,10 +408,14 @@ static __always_inline void tuple_set_dst(struct tuple *t, const __u8 addr[16], 
 /*
  * Client -> service: DNAT to a backend chosen by conntrack (established) or
  * by the service's selection (new). Non-service traffic is left untouched.
+ * `scope` picks the service entry: SVC_SCOPE_INTERNAL from pods (pod_egress),
+ * SVC_SCOPE_EXTERNAL from the uplink (host_ingress; local backends only, and
+ * the conntrack entries are marked CT_F_EXTERNAL so the backend's pod_egress
+ * reverse-translates the reply).
  * Returns TC_ACT_OK (continue with `*tp`, updated to the translated packet)
  * or TC_ACT_SHOT. `*state` says what the packet was (LB_*).
  */
-static NOINLINE int lb_egress(struct __sk_buff *skb, struct tuple *tp, int *state)
+static NOINLINE int lb_egress(struct __sk_buff *skb, struct tuple *tp, int *state, __u8 scope)
 {
 	const struct tuple *t = tp;
 	struct svc_key sk;
@@ -430,6 +434,7 @@ static NOINLINE int lb_egress(struct __sk_buff *skb, struct tuple *tp, int *stat
 	sk.dport = t->dport;
 	sk.proto = t->proto;
 	sk.family = t->family;
+	sk.scope = scope;
 	svc = bpf_map_lookup_elem(&services, &sk);
 	if (!svc)
 		return TC_ACT_OK;
@@ -474,7 +479,9 @@ static NOINLINE int lb_egress(struct __sk_buff *skb, struct tuple *tp, int *stat
 	__builtin_memset(&v, 0, sizeof(v));
 	__builtin_memcpy(v.nat_addr, t->daddr, 16);
 	v.nat_port = t->dport;
-	v.flags = CT_F_SERVICE;
+	v.flags = scope == SVC_SCOPE_EXTERNAL
+			  ? CT_F_SERVICE | CT_F_EXTERNAL | CT_F_VERDICT_PENDING
+			  : CT_F_SERVICE;
 	v.backend_id = backend_id;
 	v.svc_id = svc_id;
 	v.last_seen_ns = now;
@@ -484,6 +491,7 @@ static NOINLINE int lb_egress(struct __sk_buff *skb, struct tuple *tp, int *stat
 	ct_key_of(&key, t, CT_DIR_FORWARD);
 	__builtin_memcpy(v.nat_addr, be->addr, 16);
 	v.nat_port = be->port;
+	v.flags &= ~CT_F_VERDICT_PENDING;
 	if (bpf_map_update_elem(&conntrack, &key, &v, BPF_ANY) < 0)
 		return drop_with_event(skb, t, DROP_CT_FULL, svc_id);
 	if (nat_rewrite(skb, t, 0, v.nat_addr, v.nat_port) < 0)
@@ -502,17 +510,41 @@ static __always_inline struct ct_value *ct_reply_of(const struct tuple *t)
 	return bpf_map_lookup_elem(&conntrack, &key);
 }
 
-/* Backend -> client reply of a translated flow: restore VIP:port as the source. */
+/*
+ * Backend -> client reply of a translated east-west flow, in the client's
+ * pod_ingress: restore VIP:port as the source. External flows' replies are
+ * translated by the backend's pod_egress (lb_reverse_external), never here.
+ */
 static __always_inline int lb_reverse(struct __sk_buff *skb, const struct tuple *t,
 				      struct ct_value *ct)
 {
-	if (!(ct->flags & CT_F_SERVICE))
+	if ((ct->flags & (CT_F_SERVICE | CT_F_EXTERNAL)) != CT_F_SERVICE)
 		return TC_ACT_OK;
 	if (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP)
 		return TC_ACT_OK;
 	ct->last_seen_ns = bpf_ktime_get_coarse_ns();
 	if (nat_rewrite(skb, t, 1, ct->nat_addr, ct->nat_port) < 0)
 		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}
+
+/*
+ * Backend -> external client reply, in the backend's pod_egress: restore
+ * VIP:port as the source and update `*tp` to the translated packet.
+ * Returns TC_ACT_OK or TC_ACT_SHOT.
+ */
+static __always_inline int lb_reverse_external(struct __sk_buff *skb, struct tuple *tp,
+					       struct ct_value *ct)
+{
+	__u8 vip[16];
+	__be16 port = ct->nat_port;
+
+	__builtin_memcpy(vip, ct->nat_addr, 16);
+	ct->last_seen_ns = bpf_ktime_get_coarse_ns();
+	if (nat_rewrite(skb, tp, 1, vip, port) < 0)
+		return TC_ACT_SHOT;
+	__builtin_memcpy(tp->saddr, vip, 16);
+	tp->sport = port;
 	return TC_ACT_OK;
 }
 
@@ -539,6 +571,37 @@ static NOINLINE int ct_note_flow(const struct tuple *t)
 	    !bpf_map_lookup_elem(&conntrack, &key))
 		return -1;
 	return 0;
+}
+
+#define CT_UNKNOWN 0 /* no reply entry: a new flow */
+#define CT_KNOWN   1
+#define CT_PENDING 2 /* known, but its first packet has not met the policy (external flow) */
+
+/*
+ * Whether the reply entry of `t` exists (the flow is known): CT_*. With
+ * `done`, a pending entry is marked as having met the policy.
+ */
+static NOINLINE int ct_flow_state(const struct tuple *t, int done)
+{
+	struct ct_key key;
+	struct ct_value *v;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memcpy(key.saddr, t->daddr, 16);
+	__builtin_memcpy(key.daddr, t->saddr, 16);
+	key.sport = t->dport;
+	key.dport = t->sport;
+	key.proto = t->proto;
+	key.family = t->family;
+	key.dir = CT_DIR_REPLY;
+	v = bpf_map_lookup_elem(&conntrack, &key);
+	if (!v)
+		return CT_UNKNOWN;
+	if (!(v->flags & CT_F_VERDICT_PENDING))
+		return CT_KNOWN;
+	if (done)
+		v->flags &= ~CT_F_VERDICT_PENDING;
+	return CT_PENDING;
 }
 
 /* Whether the reply entry of `t` exists (the flow is known). */

@@ -2,7 +2,9 @@
 /*
  * Traffic leaving a pod: tc *ingress* on the host side of the pod's veth
  * (what the pod sends arrives there). Service translation (DNAT to a
- * backend, conntrack); replies of known flows pass; everything else meets
+ * backend, conntrack); replies of known flows pass (a local backend's
+ * replies to an external client get VIP:port back as their source and leave
+ * through the FIB); everything else meets
  * the source endpoint's egress policy towards the (translated) destination;
  * then routing (native FIB redirect or VXLAN). With anti-spoofing on, a pod
  * may only send from its own addresses (else its egress policy could be
@@ -29,13 +31,21 @@ int pod_egress(struct __sk_buff *skb)
 	src_id = ep ? ep->identity : 0; /* 0: looked up when needed */
 
 	if (parsed == PARSE_OK) {
-		rc = lb_egress(skb, &t, &lb);
+		rc = lb_egress(skb, &t, &lb, SVC_SCOPE_INTERNAL);
 		if (rc != TC_ACT_OK)
 			return rc;
 	}
 	/* The reply of a flow an end allowed: no policy. (Never for a VIP.) */
-	if (lb == LB_NONE && ct_reply_of(&t))
-		return route_from_pod(skb, cfg, &t, src_id, 0);
+	if (lb == LB_NONE) {
+		struct ct_value *ct = ct_reply_of(&t);
+
+		if (ct) {
+			/* A local backend answering an external client: VIP:port back. */
+			if (ct->flags & CT_F_EXTERNAL)
+				return reply_external(skb, cfg, &t, ct, src_id);
+			return route_from_pod(skb, cfg, &t, src_id, 0);
+		}
+	}
 	dst_id = 0;
 	if (ep && !is_neighbour_discovery(skb, &t) && policy_applies(cfg, ep)) {
 		dst_id = identity_of(t.daddr, t.family);

@@ -24,7 +24,7 @@ int pod_ingress(struct __sk_buff *skb)
 	struct ct_value *ct;
 	struct flow_ids f = { .dir = POLICY_DIR_INGRESS };
 	struct tuple t;
-	int rc;
+	int rc, known;
 
 	if (parse_tuple(skb, &t) == PARSE_SKIP)
 		return TC_ACT_OK;
@@ -37,13 +37,21 @@ int pod_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	f.src_id = source_identity(skb, &t);
 	f.dst_id = ep->identity;
-	f.new_flow = !ct_flow_known(&t);
-	if (f.new_flow && icmp_error_of_known_flow(skb, &t, 1))
+	/*
+	 * An external flow's reply entry exists before its first packet gets
+	 * here (host_ingress wrote it): pending until that packet passes, so it
+	 * still counts as new (verdict event).
+	 */
+	known = ct_flow_state(&t, 0);
+	f.new_flow = known != CT_KNOWN;
+	if (known == CT_UNKNOWN && icmp_error_of_known_flow(skb, &t, 1))
 		return TC_ACT_OK;
 	rc = policy_enforce(skb, cfg, ep, &t, &f);
 	if (rc != TC_ACT_OK)
 		return rc;
-	if (f.new_flow && ct_note_flow(&t) < 0)
+	if (known == CT_PENDING)
+		ct_flow_state(&t, 1);
+	else if (known == CT_UNKNOWN && ct_note_flow(&t) < 0)
 		return drop_with_event(skb, &t, DROP_CT_FULL, 0);
 	return TC_ACT_OK;
 }

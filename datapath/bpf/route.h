@@ -172,4 +172,21 @@ static NOINLINE int route_from_pod(struct __sk_buff *skb, const struct dp_config
 	return TC_ACT_OK;
 }
 
+/*
+ * A local backend's reply to an external client (CT_F_EXTERNAL): source back
+ * to VIP:port, then out through the FIB in every routing mode. The stack
+ * would see a packet from the VIP arrive on a pod's veth and could refuse it
+ * (strict rp_filter, or a martian if the VIP is a local address).
+ * Without a config (no routing set up) the stack gets it.
+ */
+static NOINLINE int reply_external(struct __sk_buff *skb, const struct dp_config *cfg,
+				   struct tuple *t, struct ct_value *ct, __u32 src_id)
+{
+	if (lb_reverse_external(skb, t, ct) != TC_ACT_OK)
+		return TC_ACT_SHOT;
+	if (!cfg)
+		return TC_ACT_OK;
+	return fib_redirect(skb, cfg, t, src_id, 0);
+}
+
 #endif /* IRONMESH_ROUTE_H */

@@ -12,6 +12,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::ipcache::{FAMILY_IPV4, FAMILY_IPV6};
 
 pub const SVC_F_MAGLEV: u16 = 1 << 0;
+/// `svc_key.scope` of the entry pods use (pod_egress): every backend.
+pub const SVC_SCOPE_INTERNAL: u8 = 0;
+/// `svc_key.scope` of the entry the uplink uses (host_ingress): this node's
+/// backends only (externalTrafficPolicy=Local).
+pub const SVC_SCOPE_EXTERNAL: u8 = 1;
 /// Slots in each service's Maglev table: a prime, as the paper requires.
 pub const MAGLEV_TABLE_SIZE: usize = 16381;
 
@@ -22,6 +27,12 @@ pub const BACKEND_QUARANTINED: u8 = 2;
 pub const CT_DIR_FORWARD: u8 = 0;
 pub const CT_DIR_REPLY: u8 = 1;
 pub const CT_F_SERVICE: u8 = 1 << 0;
+/// Entry of an external flow (uplink -> local backend): its reply is
+/// reverse-translated by the backend's pod_egress, never by a pod_ingress.
+pub const CT_F_EXTERNAL: u8 = 1 << 1;
+/// Reply entry of a new external flow whose first packet has not yet passed
+/// the backend's ingress policy (so that packet still gets a verdict event).
+pub const CT_F_VERDICT_PENDING: u8 = 1 << 2;
 
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
@@ -63,7 +74,28 @@ impl Proto {
     }
 }
 
-/// `struct svc_key`: VIP:port/proto.
+/// Which entry of a VIP:port/proto: the one pods use, or the one external
+/// clients arriving on the uplink use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Scope {
+    /// pod_egress: every backend of the service (east-west).
+    #[default]
+    Internal,
+    /// host_ingress: only this node's backends (externalTrafficPolicy=Local:
+    /// no SNAT, the client sees replies from VIP:port).
+    External,
+}
+
+impl Scope {
+    pub fn raw(self) -> u8 {
+        match self {
+            Scope::Internal => SVC_SCOPE_INTERNAL,
+            Scope::External => SVC_SCOPE_EXTERNAL,
+        }
+    }
+}
+
+/// `struct svc_key`: VIP:port/proto/scope.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct SvcKey {
@@ -72,22 +104,34 @@ pub struct SvcKey {
     pub dport: u16,
     pub proto: u8,
     pub family: u8,
+    /// `SVC_SCOPE_*`.
+    pub scope: u8,
+    pub pad: [u8; 3],
 }
 
-const _: () = assert!(size_of::<SvcKey>() == 20);
+const _: () = assert!(size_of::<SvcKey>() == 24);
 const _: () = assert!(offset_of!(SvcKey, addr) == 0);
 const _: () = assert!(offset_of!(SvcKey, dport) == 16);
 const _: () = assert!(offset_of!(SvcKey, proto) == 18);
 const _: () = assert!(offset_of!(SvcKey, family) == 19);
+const _: () = assert!(offset_of!(SvcKey, scope) == 20);
+const _: () = assert!(offset_of!(SvcKey, pad) == 21);
 
 impl SvcKey {
+    /// The internal (pod) entry's key.
     pub fn new(vip: IpAddr, port: u16, proto: Proto) -> Self {
+        Self::scoped(vip, port, proto, Scope::Internal)
+    }
+
+    pub fn scoped(vip: IpAddr, port: u16, proto: Proto, scope: Scope) -> Self {
         let (addr, family) = addr_bytes(vip);
         Self {
             addr,
             dport: port.to_be(),
             proto: proto.number(),
             family,
+            scope: scope.raw(),
+            pad: [0; 3],
         }
     }
 

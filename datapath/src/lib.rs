@@ -16,6 +16,7 @@ pub mod policy;
 mod policy_maps;
 
 pub use events::{Event, EventReader};
+pub use lb::Scope;
 pub use loader::{Backend, Datapath, DatapathError, Program, RunOutput, Service};
 pub use policy::{Config, Endpoint, EndpointPolicy, PolicyMode, Routing};
 

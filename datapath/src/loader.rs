@@ -17,7 +17,7 @@ use crate::events::{Event, RawEvent};
 use crate::ipcache::{IpcacheKey, IpcacheValue};
 use crate::lb::{
     BackendSlotKey, BackendState, BackendValue, CtKey, CtValue, MaglevTable, Proto, SVC_F_MAGLEV,
-    SvcKey, SvcValue, addr_bytes,
+    Scope, SvcKey, SvcValue, addr_bytes,
 };
 use crate::maglev::{self, MaglevBackend};
 use crate::pin::{PinError, PinRoot, ensure_pin_dir};
@@ -271,6 +271,7 @@ pub struct Service {
 }
 
 impl Service {
+    /// The key of its internal (pod) entry.
     pub fn key(&self) -> SvcKey {
         SvcKey::new(self.vip, self.port, self.proto)
     }
@@ -475,6 +476,22 @@ impl Datapath {
     /// Backends that left the service are not deleted (another service may
     /// share them): use [`Datapath::remove_backend`].
     pub fn upsert_service(&mut self, svc: &Service) -> Result<(), DatapathError> {
+        self.upsert_scoped(svc, Scope::Internal)
+    }
+
+    /// Creates or replaces the *external* entry of a VIP:port/proto: the one
+    /// host_ingress uses for clients arriving on the uplink. `svc.backends`
+    /// must be this node's backends only (externalTrafficPolicy=Local: no
+    /// SNAT, the backend replies through its pod_egress, which restores
+    /// VIP:port). Its id must differ from the internal entry's (each id has
+    /// its own Maglev table / slots). Same ordering and rules as
+    /// [`Datapath::upsert_service`]; an entry without active backends drops
+    /// new flows with a `no_backend` event and keeps established ones.
+    pub fn upsert_external_service(&mut self, svc: &Service) -> Result<(), DatapathError> {
+        self.upsert_scoped(svc, Scope::External)
+    }
+
+    fn upsert_scoped(&mut self, svc: &Service, scope: Scope) -> Result<(), DatapathError> {
         if svc.id == 0 {
             return Err(DatapathError::InvalidService(0, "id 0 is reserved"));
         }
@@ -485,7 +502,24 @@ impl Datapath {
                 "backends must be of the VIP's address family",
             ));
         }
-        let key = svc.key();
+        let key = SvcKey::scoped(svc.vip, svc.port, svc.proto, scope);
+        let other = SvcKey {
+            scope: match scope {
+                Scope::Internal => Scope::External,
+                Scope::External => Scope::Internal,
+            }
+            .raw(),
+            ..key
+        };
+        if found(self.services.get(&other, 0))
+            .map_err(map_err("services"))?
+            .is_some_and(|o| o.id == svc.id)
+        {
+            return Err(DatapathError::InvalidService(
+                svc.id,
+                "the internal and external entries of a VIP need different ids",
+            ));
+        }
         let old = found(self.services.get(&key, 0)).map_err(map_err("services"))?;
 
         for b in &svc.backends {
@@ -574,7 +608,21 @@ impl Datapath {
         port: u16,
         proto: Proto,
     ) -> Result<(), DatapathError> {
-        let key = SvcKey::new(vip, port, proto);
+        self.remove_scoped(SvcKey::new(vip, port, proto))
+    }
+
+    /// Removes the external entry of a VIP (not its backends); absent is fine.
+    /// Established external flows then pass host_ingress untranslated.
+    pub fn remove_external_service(
+        &mut self,
+        vip: IpAddr,
+        port: u16,
+        proto: Proto,
+    ) -> Result<(), DatapathError> {
+        self.remove_scoped(SvcKey::scoped(vip, port, proto, Scope::External))
+    }
+
+    fn remove_scoped(&mut self, key: SvcKey) -> Result<(), DatapathError> {
         let Some(old) = found(self.services.get(&key, 0)).map_err(map_err("services"))? else {
             return Ok(());
         };
@@ -590,6 +638,20 @@ impl Datapath {
         proto: Proto,
     ) -> Result<Option<SvcValue>, DatapathError> {
         found(self.services.get(&SvcKey::new(vip, port, proto), 0)).map_err(map_err("services"))
+    }
+
+    /// The external entry of a VIP, if any.
+    pub fn external_service(
+        &self,
+        vip: IpAddr,
+        port: u16,
+        proto: Proto,
+    ) -> Result<Option<SvcValue>, DatapathError> {
+        found(
+            self.services
+                .get(&SvcKey::scoped(vip, port, proto, Scope::External), 0),
+        )
+        .map_err(map_err("services"))
     }
 
     /// The Maglev table a service uses now.

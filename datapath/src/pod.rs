@@ -16,7 +16,7 @@ macro_rules! no_padding {
     };
 }
 no_padding!(IpcacheValue: u32, [u8; 4], u8, u8, [u8; 2]);
-no_padding!(SvcKey: [u8; 16], u16, u8, u8);
+no_padding!(SvcKey: [u8; 16], u16, u8, u8, u8, [u8; 3]);
 no_padding!(SvcValue: u32, u16, u16);
 no_padding!(BackendSlotKey: u32, u32);
 no_padding!(BackendValue: [u8; 16], u16, u8, u8);

@@ -86,7 +86,7 @@ fn asserts() -> String {
             check(concat!("__builtin_offsetof(struct ", $c, ", ", stringify!($f), ")"), offset_of!($rust, $f));
         };
     }
-    layout!("svc_key", SvcKey, [addr, dport, proto, family]);
+    layout!("svc_key", SvcKey, [addr, dport, proto, family, scope, pad]);
     layout!("svc_value", SvcValue, [id, backend_count, flags]);
     layout!("backend_slot_key", BackendSlotKey, [svc_id, slot]);
     layout!("backend", BackendValue, [addr, port, family, state]);
@@ -168,6 +168,10 @@ fn asserts() -> String {
     check("CT_DIR_FORWARD", CT_DIR_FORWARD.into());
     check("CT_DIR_REPLY", CT_DIR_REPLY.into());
     check("CT_F_SERVICE", CT_F_SERVICE.into());
+    check("CT_F_EXTERNAL", CT_F_EXTERNAL.into());
+    check("CT_F_VERDICT_PENDING", CT_F_VERDICT_PENDING.into());
+    check("SVC_SCOPE_INTERNAL", SVC_SCOPE_INTERNAL.into());
+    check("SVC_SCOPE_EXTERNAL", SVC_SCOPE_EXTERNAL.into());
     check("EVENT_DROP", EVENT_DROP.into());
     check("EVENT_POLICY_VERDICT", EVENT_POLICY_VERDICT.into());
     check("DROP_NO_BACKEND", DROP_NO_BACKEND.into());

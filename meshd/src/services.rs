@@ -159,6 +159,9 @@ pub struct Frontend {
 pub struct FrontendSpec {
     pub service: ServiceKey,
     pub backends: Vec<Backend>,
+    /// The VIP is a LoadBalancer VIP of the service (LB-IPAM): reached from outside the
+    /// cluster too, so the datapath also programs its external entry (this node's backends).
+    pub load_balancer: bool,
 }
 
 /// A service as the local cluster serves it, backends of every cluster merged for a global one.
@@ -256,6 +259,7 @@ pub fn frontends(s: &MergedService, local: &ClusterName) -> BTreeMap<Frontend, F
                 FrontendSpec {
                     service: s.service.clone(),
                     backends: backends.clone(),
+                    load_balancer: false,
                 },
             );
         }

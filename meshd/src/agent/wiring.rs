@@ -142,14 +142,14 @@ pub(super) fn start(
         )
     });
     let datapath = match (&cfg.datapath_owner, &cfg.datapath_pin_root) {
-        (Some(owner), _) => Some(DatapathMaps::with_maps(
-            super::datapath_owner::load(owner)?,
-            cfg.cluster.clone(),
-        )),
+        (Some(owner), _) => Some(
+            DatapathMaps::with_maps(super::datapath_owner::load(owner)?, cfg.cluster.clone())
+                .with_node(cfg.node.clone()),
+        ),
         (None, Some(root)) => match DatapathMaps::open(root, cfg.cluster.clone()) {
             Ok(Some(d)) => {
                 tracing::info!(pin_root = %root.display(), "driving the datapath's IP cache and services");
-                Some(d)
+                Some(d.with_node(cfg.node.clone()))
             }
             Ok(None) => {
                 tracing::info!(pin_root = %root.display(),

@@ -147,8 +147,12 @@ impl MeshDesired {
             }
             Resource::Vip(ip) if *cluster == self.local => {
                 if let Ok(v) = serde_json::from_slice::<VipValue>(value) {
-                    self.lb_vips.insert(*ip, v.service);
+                    let old = self.lb_vips.insert(*ip, v.service.clone());
                     self.refresh_vip(*ip);
+                    if let Some(old) = old.filter(|o| *o != v.service) {
+                        self.refresh_service(&old);
+                    }
+                    self.refresh_service(&v.service);
                 }
             }
             _ => {}
@@ -178,8 +182,11 @@ impl MeshDesired {
                 self.refresh_vips_of(s);
             }
             Resource::Vip(ip) if *cluster == self.local => {
-                self.lb_vips.remove(ip);
+                let old = self.lb_vips.remove(ip);
                 self.refresh_vip(*ip);
+                if let Some(old) = old {
+                    self.refresh_service(&old);
+                }
             }
             _ => {}
         }
@@ -326,7 +333,9 @@ impl MeshDesired {
         }
         self.frontends_of
             .insert(s.clone(), next.keys().copied().collect());
-        for (f, spec) in next {
+        for (f, mut spec) in next {
+            // A LoadBalancer VIP (LB-IPAM) is also reached from outside the cluster.
+            spec.load_balancer = self.lb_vips.get(&f.vip) == Some(s);
             self.services_out.set(f, Some(spec));
         }
     }

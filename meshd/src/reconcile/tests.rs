@@ -313,3 +313,40 @@ fn vips_follow_local_active_backends() {
     g.apply(&up("green", k, r.encode()));
     assert_eq!(g.adverts.get(&vip_net), None);
 }
+
+#[test]
+fn frontends_of_a_load_balancer_vip_are_marked_whichever_arrives_first() {
+    use crate::services::Frontend;
+    let lb_ip: IpAddr = "203.0.113.1".parse().unwrap();
+    let vip = serde_json::to_vec(&VipValue {
+        service: "shop/web".parse().unwrap(),
+        pool: "203.0.113.0/28".parse().unwrap(),
+    })
+    .unwrap();
+    let (k, v) = svc_on(&[("r1", BackendState::Active)]);
+    let mut r = ServiceRecord::decode(&c("red"), &"shop/web".parse().unwrap(), &v).unwrap();
+    r.vips.push(lb_ip);
+    let v = r.encode();
+    let fe = |ip: IpAddr| Frontend {
+        vip: ip,
+        port: 80,
+        protocol: Protocol::Tcp,
+    };
+    let cluster_ip = fe("172.20.0.10".parse().unwrap());
+    for vip_first in [true, false] {
+        let mut d = MeshDesired::new(c("red"), "r1".parse().unwrap());
+        if vip_first {
+            d.apply(&up("red", Resource::Vip(lb_ip), vip.clone()));
+        }
+        d.apply(&up("red", k.clone(), v.clone()));
+        if !vip_first {
+            assert!(!d.services_out.get(&fe(lb_ip)).unwrap().load_balancer);
+            d.apply(&up("red", Resource::Vip(lb_ip), vip.clone()));
+        }
+        assert!(d.services_out.get(&fe(lb_ip)).unwrap().load_balancer);
+        assert!(!d.services_out.get(&cluster_ip).unwrap().load_balancer);
+        // Released: an internal frontend only.
+        d.apply(&del("red", Resource::Vip(lb_ip)));
+        assert!(!d.services_out.get(&fe(lb_ip)).unwrap().load_balancer);
+    }
+}

@@ -14,6 +14,15 @@
 //! ids as its predecessor for what is still there; a frontend already in the map keeps its id.
 //! Backends are reference-counted across services and deleted with their last user.
 //!
+//! LoadBalancer VIPs (`FrontendSpec::load_balancer`) are also reached from outside the
+//! cluster: the frontend gets a second, *external* entry ([`Datapath::upsert_external_service`],
+//! used by host_ingress on the uplink) holding only this node's backends
+//! (externalTrafficPolicy=Local: no SNAT, replies leave from the VIP). It has its own id
+//! (hash of "service-external" and the frontend, same probing and restart rules) and is
+//! removed when this node has no backend of the frontend left (active or terminating:
+//! terminating ones keep their established flows; with no active one, new flows are dropped
+//! with an event while the node withdraws its announcement).
+//!
 //! Both halves write the maps directly (one syscall per entry; a Maglev table is one update)
 //! from the reconcile driver. An error names the map and the key; the key is retried.
 
@@ -22,7 +31,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use common::ClusterName;
+use common::{ClusterName, NodeName};
 use datapath::ipcache::{F_REMOTE_CLUSTER, IpcacheValue};
 use datapath::lb::{BackendState as DpState, Proto};
 use datapath::loader::MAPS;
@@ -43,6 +52,20 @@ pub trait Maps: Send {
     fn upsert_service(&mut self, svc: &Service) -> Result<(), String>;
     fn remove_service(&mut self, vip: IpAddr, port: u16, proto: Proto) -> Result<(), String>;
     fn remove_backend(&mut self, id: u32) -> Result<(), String>;
+    /// The id of the external entry at this key, if any.
+    fn external_service_id(
+        &self,
+        vip: IpAddr,
+        port: u16,
+        proto: Proto,
+    ) -> Result<Option<u32>, String>;
+    fn upsert_external_service(&mut self, svc: &Service) -> Result<(), String>;
+    fn remove_external_service(
+        &mut self,
+        vip: IpAddr,
+        port: u16,
+        proto: Proto,
+    ) -> Result<(), String>;
 }
 
 impl Maps for Datapath {
@@ -70,6 +93,30 @@ impl Maps for Datapath {
 
     fn remove_backend(&mut self, id: u32) -> Result<(), String> {
         Datapath::remove_backend(self, id).map_err(|e| e.to_string())
+    }
+
+    fn external_service_id(
+        &self,
+        vip: IpAddr,
+        port: u16,
+        proto: Proto,
+    ) -> Result<Option<u32>, String> {
+        Datapath::external_service(self, vip, port, proto)
+            .map(|s| s.map(|v| v.id))
+            .map_err(|e| e.to_string())
+    }
+
+    fn upsert_external_service(&mut self, svc: &Service) -> Result<(), String> {
+        Datapath::upsert_external_service(self, svc).map_err(|e| e.to_string())
+    }
+
+    fn remove_external_service(
+        &mut self,
+        vip: IpAddr,
+        port: u16,
+        proto: Proto,
+    ) -> Result<(), String> {
+        Datapath::remove_external_service(self, vip, port, proto).map_err(|e| e.to_string())
     }
 }
 
@@ -105,8 +152,12 @@ struct BackendRef {
 struct State<M> {
     maps: M,
     local: ClusterName,
+    /// This node (its backends make the external entries); `None`: no external entries.
+    node: Option<NodeName>,
     /// Frontends in the map, with their id and the backends they use.
     services: BTreeMap<Frontend, Programmed>,
+    /// External entries of LoadBalancer frontends (this node's backends).
+    external: BTreeMap<Frontend, Programmed>,
     svc_ids: BTreeSet<u32>,
     backends: BTreeMap<BackendAddr, BackendRef>,
     backend_ids: BTreeSet<u32>,
@@ -255,30 +306,8 @@ impl<M: Maps> State<M> {
                 }
             }
         };
-        // A dual-stack service lists backends of both families; a VIP gets its own family's.
-        let mut by_addr: BTreeMap<BackendAddr, DpState> = BTreeMap::new();
-        for b in &spec.backends {
-            if b.ip.is_ipv4() == f.vip.is_ipv4() {
-                let s = state_of(b.state);
-                by_addr
-                    .entry((b.ip, b.port))
-                    .and_modify(|old| {
-                        if s == DpState::Active {
-                            *old = s;
-                        }
-                    })
-                    .or_insert(s);
-            }
-        }
-        let backends: Vec<DpBackend> = by_addr
-            .iter()
-            .map(|(&(ip, port), &state)| DpBackend {
-                id: self.backend_id((ip, port)),
-                ip,
-                port,
-                state,
-            })
-            .collect();
+        let by_addr = by_addr(f, spec.backends.iter());
+        let backends = self.dp_backends(&by_addr);
         let svc = Service {
             id,
             vip: f.vip,
@@ -309,7 +338,103 @@ impl<M: Maps> State<M> {
         if let Some(old) = old {
             self.release(old.backends);
         }
+        let r = self.sync_external(f, spec, proto);
         self.sweep();
+        r
+    }
+
+    fn dp_backends(&mut self, by_addr: &BTreeMap<BackendAddr, DpState>) -> Vec<DpBackend> {
+        by_addr
+            .iter()
+            .map(|(&(ip, port), &state)| DpBackend {
+                id: self.backend_id((ip, port)),
+                ip,
+                port,
+                state,
+            })
+            .collect()
+    }
+
+    /// The external entry of `f`: this node's backends when `f` is a LoadBalancer VIP and
+    /// the node has any; else none.
+    fn sync_external(
+        &mut self,
+        f: &Frontend,
+        spec: &FrontendSpec,
+        proto: Proto,
+    ) -> Result<(), SinkError> {
+        let name = frontend_name(f);
+        let err = |e: String| SinkError(format!("datapath map services, external key {name}: {e}"));
+        let local: BTreeMap<BackendAddr, DpState> = match &self.node {
+            Some(me) if spec.load_balancer => by_addr(
+                f,
+                spec.backends.iter().filter(|b| {
+                    b.node.as_ref() == Some(me)
+                        && b.cluster.as_ref().is_none_or(|c| *c == self.local)
+                }),
+            ),
+            _ => BTreeMap::new(),
+        };
+        if local.is_empty() {
+            // Also clears an entry a predecessor left for a frontend no longer external here.
+            self.maps
+                .remove_external_service(f.vip, f.port, proto)
+                .map_err(err)?;
+            if let Some(old) = self.external.remove(f) {
+                self.svc_ids.remove(&old.id);
+                self.release(old.backends);
+            }
+            return Ok(());
+        }
+        let id = match self.external.get(f) {
+            Some(p) => p.id,
+            None => {
+                let existing = self
+                    .maps
+                    .external_service_id(f.vip, f.port, proto)
+                    .map_err(err)?;
+                match existing {
+                    Some(id) if id != 0 && !self.svc_ids.contains(&id) => id,
+                    _ => free_id(
+                        hash_id(&[
+                            b"service-external",
+                            &ip_bytes(f.vip),
+                            &f.port.to_be_bytes(),
+                            &[proto.number()],
+                        ]),
+                        &self.svc_ids,
+                    ),
+                }
+            }
+        };
+        let backends = self.dp_backends(&local);
+        let svc = Service {
+            id,
+            vip: f.vip,
+            port: f.port,
+            proto,
+            maglev: true,
+            backends,
+        };
+        self.maps.upsert_external_service(&svc).map_err(err)?;
+        let now: BTreeSet<BackendAddr> = local.keys().copied().collect();
+        for a in &now {
+            if let Some(b) = self.backends.get_mut(a) {
+                b.users += 1;
+            }
+        }
+        self.svc_ids.insert(id);
+        let old = self.external.insert(
+            *f,
+            Programmed {
+                id,
+                proto,
+                backends: now,
+            },
+        );
+        if let Some(old) = old {
+            self.release(old.backends);
+        }
         Ok(())
     }
 
@@ -329,9 +454,42 @@ impl<M: Maps> State<M> {
             self.svc_ids.remove(&old.id);
             self.release(old.backends);
         }
+        let r = self
+            .maps
+            .remove_external_service(f.vip, f.port, proto)
+            .map_err(|e| SinkError(format!("datapath map services, external key {name}: {e}")));
+        if r.is_ok()
+            && let Some(old) = self.external.remove(f)
+        {
+            self.svc_ids.remove(&old.id);
+            self.release(old.backends);
+        }
         self.sweep();
-        Ok(())
+        r
     }
+}
+
+/// A frontend's backends by address: a dual-stack service lists backends of both families, a
+/// VIP gets its own family's; an address listed twice is active if any listing is.
+fn by_addr<'a>(
+    f: &Frontend,
+    backends: impl Iterator<Item = &'a crate::services::Backend>,
+) -> BTreeMap<BackendAddr, DpState> {
+    let mut by_addr: BTreeMap<BackendAddr, DpState> = BTreeMap::new();
+    for b in backends {
+        if b.ip.is_ipv4() == f.vip.is_ipv4() {
+            let s = state_of(b.state);
+            by_addr
+                .entry((b.ip, b.port))
+                .and_modify(|old| {
+                    if s == DpState::Active {
+                        *old = s;
+                    }
+                })
+                .or_insert(s);
+        }
+    }
+    by_addr
 }
 
 /// The datapath maps of this node, shared by the two sinks.
@@ -377,13 +535,28 @@ impl<M: Maps> DatapathMaps<M> {
             state: Arc::new(Mutex::new(State {
                 maps,
                 local,
+                node: None,
                 services: BTreeMap::new(),
+                external: BTreeMap::new(),
                 svc_ids: BTreeSet::new(),
                 backends: BTreeMap::new(),
                 backend_ids: BTreeSet::new(),
                 orphans: BTreeSet::new(),
             })),
         }
+    }
+
+    /// This node's name: LoadBalancer frontends then get an external entry with the
+    /// backends on this node. Without it, no external entries are programmed.
+    pub fn with_node(self, node: NodeName) -> Self {
+        self.state.lock().expect("datapath lock").node = Some(node);
+        self
+    }
+
+    /// The external entries' ids (tests, status).
+    pub fn external_ids(&self) -> BTreeMap<Frontend, u32> {
+        let s = self.state.lock().expect("datapath lock");
+        s.external.iter().map(|(f, p)| (*f, p.id)).collect()
     }
 
     pub fn ipcache_sink(&self) -> DatapathIpCache<M> {

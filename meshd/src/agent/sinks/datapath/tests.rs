@@ -14,6 +14,7 @@ use crate::services::{Backend, BackendState, Frontend, FrontendSpec, Protocol};
 struct Fake {
     ipcache: BTreeMap<IpAddr, IpcacheValue>,
     services: BTreeMap<(IpAddr, u16, Proto), Service>,
+    external: BTreeMap<(IpAddr, u16, Proto), Service>,
     backends: BTreeMap<u32, ()>,
     /// Fails every write of this map ("ipcache" or "services").
     fail: Option<&'static str>,
@@ -60,6 +61,33 @@ impl Maps for Fake {
         self.backends.remove(&id);
         Ok(())
     }
+    fn external_service_id(
+        &self,
+        vip: IpAddr,
+        port: u16,
+        proto: Proto,
+    ) -> Result<Option<u32>, String> {
+        Ok(self.external.get(&(vip, port, proto)).map(|s| s.id))
+    }
+    fn upsert_external_service(&mut self, svc: &Service) -> Result<(), String> {
+        self.check("services")?;
+        for b in &svc.backends {
+            self.backends.insert(b.id, ());
+        }
+        self.external
+            .insert((svc.vip, svc.port, svc.proto), svc.clone());
+        Ok(())
+    }
+    fn remove_external_service(
+        &mut self,
+        vip: IpAddr,
+        port: u16,
+        proto: Proto,
+    ) -> Result<(), String> {
+        self.check("services")?;
+        self.external.remove(&(vip, port, proto));
+        Ok(())
+    }
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -99,7 +127,146 @@ fn spec(backends: &[(&str, BackendState)]) -> FrontendSpec {
                 state: *state,
             })
             .collect(),
+        load_balancer: false,
     }
+}
+
+/// A LoadBalancer frontend's spec: backends as (address, node, state).
+fn lb_spec(backends: &[(&str, &str, BackendState)]) -> FrontendSpec {
+    FrontendSpec {
+        service: "shop/web".parse().unwrap(),
+        backends: backends
+            .iter()
+            .map(|(a, node, state)| Backend {
+                ip: ip(a),
+                port: 8080,
+                port_name: None,
+                node: Some(node.parse().unwrap()),
+                cluster: Some("red".parse().unwrap()),
+                zone: None,
+                state: *state,
+            })
+            .collect(),
+        load_balancer: true,
+    }
+}
+
+fn external_backends(
+    m: &DatapathMaps<Fake>,
+    vip: &str,
+) -> Option<Vec<(IpAddr, datapath::lb::BackendState)>> {
+    m.with(|f| {
+        f.external
+            .get(&(ip(vip), 80, Proto::Tcp))
+            .map(|s| s.backends.iter().map(|b| (b.ip, b.state)).collect())
+    })
+}
+
+#[test]
+fn load_balancer_frontends_get_an_external_entry_with_this_nodes_backends() {
+    use datapath::lb::BackendState as Dp;
+    let m = maps().with_node("n1".parse().unwrap());
+    let mut sink = m.service_sink();
+    let lb = fe("203.0.113.10", 80);
+    sink.upsert(
+        &lb,
+        &lb_spec(&[
+            ("10.1.0.10", "n1", BackendState::Active),
+            ("10.1.0.11", "n1", BackendState::Terminating),
+            ("10.2.0.10", "n2", BackendState::Active),
+        ]),
+    )
+    .unwrap();
+    // Internal: every backend; external: this node's, with their states.
+    m.with(|f| {
+        assert_eq!(
+            f.services[&(ip("203.0.113.10"), 80, Proto::Tcp)]
+                .backends
+                .len(),
+            3
+        )
+    });
+    assert_eq!(
+        external_backends(&m, "203.0.113.10").unwrap(),
+        [
+            (ip("10.1.0.10"), Dp::Active),
+            (ip("10.1.0.11"), Dp::Terminating)
+        ]
+    );
+    let (ids, backend_ids) = m.ids();
+    let ext_id = m.external_ids()[&lb];
+    assert_ne!(ext_id, ids[&lb]);
+    assert_ne!(ext_id, 0);
+
+    // A ClusterIP frontend (not a LoadBalancer VIP) gets no external entry.
+    let cip = fe("10.96.0.10", 80);
+    sink.upsert(&cip, &spec(&[("10.1.0.10", BackendState::Active)]))
+        .unwrap();
+    assert!(external_backends(&m, "10.96.0.10").is_none());
+
+    // The same state in a fresh meshd over the same maps: same ids.
+    let fake = m.with(|f| Fake {
+        services: f.services.clone(),
+        external: f.external.clone(),
+        backends: f.backends.clone(),
+        ..Fake::default()
+    });
+    let m2 = DatapathMaps::with_maps(fake, "red".parse().unwrap()).with_node("n1".parse().unwrap());
+    m2.service_sink()
+        .upsert(&lb, &lb_spec(&[("10.1.0.10", "n1", BackendState::Active)]))
+        .unwrap();
+    assert_eq!(m2.external_ids()[&lb], ext_id);
+    assert_eq!(m2.ids().0[&lb], ids[&lb]);
+
+    // The node's backends leave: the entry goes, the local backend stays while the
+    // ClusterIP frontend uses it, the others are deleted.
+    sink.upsert(&lb, &lb_spec(&[("10.2.0.10", "n2", BackendState::Active)]))
+        .unwrap();
+    assert!(external_backends(&m, "203.0.113.10").is_none());
+    assert!(m.external_ids().is_empty());
+    m.with(|f| {
+        assert!(
+            f.backends
+                .contains_key(&backend_ids[&(ip("10.1.0.10"), 8080)])
+        );
+        assert!(
+            !f.backends
+                .contains_key(&backend_ids[&(ip("10.1.0.11"), 8080)])
+        );
+    });
+    // Back, then the VIP stops being a LoadBalancer VIP: gone again.
+    let back = lb_spec(&[("10.1.0.10", "n1", BackendState::Active)]);
+    sink.upsert(&lb, &back).unwrap();
+    assert_eq!(m.external_ids()[&lb], ext_id);
+    sink.upsert(
+        &lb,
+        &FrontendSpec {
+            load_balancer: false,
+            ..back.clone()
+        },
+    )
+    .unwrap();
+    assert!(external_backends(&m, "203.0.113.10").is_none());
+    // Removing the frontend removes both entries.
+    sink.upsert(&lb, &back).unwrap();
+    sink.remove(&lb).unwrap();
+    sink.remove(&cip).unwrap();
+    m.with(|f| {
+        assert!(f.services.is_empty() && f.external.is_empty());
+        assert!(f.backends.is_empty());
+    });
+    assert!(m.external_ids().is_empty() && m.ids().0.is_empty());
+}
+
+#[test]
+fn without_a_node_name_no_external_entry_is_programmed() {
+    let m = maps();
+    let lb = fe("203.0.113.10", 80);
+    m.service_sink()
+        .upsert(&lb, &lb_spec(&[("10.1.0.10", "n1", BackendState::Active)]))
+        .unwrap();
+    assert!(external_backends(&m, "203.0.113.10").is_none());
+    m.with(|f| assert_eq!(f.services.len(), 1));
 }
 
 fn maps() -> DatapathMaps<Fake> {
