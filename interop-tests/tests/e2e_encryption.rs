@@ -58,11 +58,30 @@ fn wg_tx_bytes(n: &Node) -> u64 {
         .sum()
 }
 
-// Flaky in CI (2 of 5 runs): one pair of nodes never completes a WireGuard handshake within
-// 30 s (one side keeps answering the other's initiations, the other never accepts them). Run
-// it by hand with `--ignored` until that is understood; see the issue 8 note.
+/// What a failed handshake or path is diagnosed with: rules, table 202, the device as `wg`
+/// shows it (keys public only, endpoints, latest handshakes) and the nft counters.
+fn diag(n: &Node) -> String {
+    format!(
+        "{}: rules:\n{}\ntable 202:\n{}\nwg:\n{}\nnft:\n{}",
+        n.host.name(),
+        n.host.ip(&["rule"]).unwrap_or_default(),
+        n.host
+            .ip(&["route", "show", "table", "202"])
+            .unwrap_or_default(),
+        n.host
+            .exec("wg", &["show", &n.dev.ifname])
+            .unwrap_or_default(),
+        n.host
+            .exec("nft", &["list", "table", "inet", "ironmesh_crypto"])
+            .unwrap_or_default()
+    )
+}
+
+// Was flaky (CI 2 of 5, here 1 of 33 runs): a pair that added each other at the same moment
+// crossed initiations, and with keepalive 5 s they crossed again every 5 s. meshd now programs
+// at least 6 s (`crypto::wireguard::effective_keepalive`, `wireguard_handshake_crossing`).
+// A failure prints every node's `wg show`, rules, table 202 and nft table.
 #[test]
-#[ignore = "flaky: one node pair's WireGuard handshake sometimes never completes (issue 8 note)"]
 fn e2e_encryption_opportunistic_pods_ping_through_wireguard() -> Result<()> {
     let (meshd_bin, ironctl) = build_binaries();
     let lab = Lab::new("e2e_encryption")?;
@@ -180,7 +199,14 @@ fn e2e_encryption_opportunistic_pods_ping_through_wireguard() -> Result<()> {
                 }
             },
         )
-        .unwrap_or_else(|e| panic!("{e}\nmeshd log:\n{}", n.meshd.log_tail(4000)));
+        .unwrap_or_else(|e| {
+            let all: Vec<String> = nodes.iter().map(diag).collect();
+            panic!(
+                "{e}\n{}\nmeshd log:\n{}",
+                all.join("\n"),
+                n.meshd.log_tail(4000)
+            )
+        });
         assert_eq!(st["mode"], "opportunistic", "{st}");
         assert_eq!(st["device"], n.dev.ifname.as_str(), "{st}");
         let ago = st["last_handshake_ago_seconds"]
@@ -191,6 +217,9 @@ fn e2e_encryption_opportunistic_pods_ping_through_wireguard() -> Result<()> {
         for p in st["peers"].as_array().unwrap() {
             assert!(p["last_handshake_ago_seconds"].as_u64().is_some(), "{st}");
         }
+        // The configured 5 s keepalive is programmed as 6 s.
+        let wg = n.host.exec("wg", &["show", &n.dev.ifname])?;
+        assert!(wg.contains("persistent keepalive: every 6 seconds"), "{wg}");
     }
     // The tunnel routes (table 202) follow at meshd's next step.
     for (idx, n) in nodes.iter().enumerate() {
@@ -229,20 +258,14 @@ fn e2e_encryption_opportunistic_pods_ping_through_wireguard() -> Result<()> {
                 Duration::from_millis(20),
             )?;
             let sent = wg_tx_bytes(&nodes[a]) - before;
-            assert_eq!(stats.received, COUNT, "p{} -> p{}: {stats:?}", a + 1, b + 1);
-            let diag = |n: &Node| {
-                format!(
-                    "{}: rules:\n{}\ntable 202:\n{}\nwg:\n{}",
-                    n.host.name(),
-                    n.host.ip(&["rule"]).unwrap_or_default(),
-                    n.host
-                        .ip(&["route", "show", "table", "202"])
-                        .unwrap_or_default(),
-                    n.host
-                        .exec("wg", &["show", &n.dev.ifname])
-                        .unwrap_or_default()
-                )
-            };
+            // `ping -c N -w D` sends until N replies came: on a busy machine late replies make
+            // it send more and exit with some still in flight (seen: 12/12, 25/23).
+            assert!(
+                stats.received >= COUNT,
+                "p{} -> p{}: {stats:?}",
+                a + 1,
+                b + 1
+            );
             assert!(
                 sent >= u64::from(COUNT) * 84,
                 "p{} -> p{}: the device sent only {sent} bytes for {COUNT} pings: not through WireGuard\n{}\n{}",

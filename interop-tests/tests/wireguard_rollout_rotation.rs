@@ -3,9 +3,8 @@
 //! tunnel, takes the new key, and re-enters the tunnel per peer after the first handshake with
 //! the new key; the other nodes do the same when they see its new record.
 //!
-//! Limits: userspace WireGuard (wireguard-go); records handed over directly (no etcd). In
-//! strict mode a rotation still loses the packets of the record propagation window (see
-//! `wireguard_rotation`): no plaintext fallback is allowed there.
+//! Limits: userspace WireGuard (wireguard-go); records handed over directly (no etcd). Strict
+//! mode has no plaintext fallback: `wireguard_rotation_strict` covers it.
 
 mod wireguard_support;
 

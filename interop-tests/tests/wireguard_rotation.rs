@@ -3,8 +3,9 @@
 //!
 //! The loss window is the time between the rotating device taking the new key and the other
 //! nodes' reconcile (here: milliseconds, the record is handed over directly; in a cluster it is
-//! the etcd watch latency). This is the strict-mode case (no plaintext fallback); in
-//! opportunistic mode `NodeEncryption::rotate_key` loses nothing (`wireguard_rollout_rotation`).
+//! the etcd watch latency). This is the bare reconciler (no agent, routes or filter); the
+//! agent loses nothing in opportunistic (`wireguard_rollout_rotation`) and strict mode
+//! (`wireguard_rotation_strict`).
 
 mod wireguard_support;
 

@@ -112,9 +112,11 @@ impl<B: WireGuardBackend, R: TunnelRoutes, F: PlaintextFilter> NodeEncryption<B,
         self.reconciler.local_node()
     }
 
+    /// Adds the routes of `want`, removes those in neither `want` nor `keep`.
     fn sync_routes(
         &self,
         want: &BTreeSet<IpNet>,
+        keep: &BTreeSet<IpNet>,
         added: &mut Vec<IpNet>,
         removed: &mut Vec<IpNet>,
     ) -> Result<(), RouteError> {
@@ -123,7 +125,10 @@ impl<B: WireGuardBackend, R: TunnelRoutes, F: PlaintextFilter> NodeEncryption<B,
             self.routes.put(*p)?;
             added.push(*p);
         }
-        for p in have.keys().filter(|p| !want.contains(p)) {
+        for p in have
+            .keys()
+            .filter(|p| !want.contains(p) && !keep.contains(p))
+        {
             self.routes.delete(*p)?;
             removed.push(*p);
         }
@@ -156,7 +161,9 @@ impl<B: WireGuardBackend, R: TunnelRoutes, F: PlaintextFilter> NodeEncryption<B,
             now,
             self.rotated_at,
         );
-        self.sync_routes(&tunnel, &mut added, &mut removed)?;
+        // Strict: a peer being re-keyed keeps its route while the reconcile replaces it.
+        let held = plan::held_through_reconcile(mode, nodes, &desired.nodes);
+        self.sync_routes(&tunnel, &held, &mut added, &mut removed)?;
         // Peers, then routes to peers that are now ready, then tightening the filter.
         let peers = self.reconciler.reconcile(&keyed)?;
         let after = backend.device()?;
@@ -169,7 +176,7 @@ impl<B: WireGuardBackend, R: TunnelRoutes, F: PlaintextFilter> NodeEncryption<B,
             now,
             self.rotated_at,
         );
-        self.sync_routes(&tunnel, &mut added, &mut removed)?;
+        self.sync_routes(&tunnel, &BTreeSet::new(), &mut added, &mut removed)?;
         if mode == EncryptionMode::Off {
             self.routes.rules(false)?;
         }
@@ -186,13 +193,13 @@ impl<B: WireGuardBackend, R: TunnelRoutes, F: PlaintextFilter> NodeEncryption<B,
         })
     }
 
-    /// Rotates the node's key. In opportunistic mode without loss: every peer's traffic first
-    /// leaves the tunnel (handshakes older than now stop counting), then the device takes the
-    /// new key; each peer moves back into the tunnel after its first handshake with the new
-    /// key (the other nodes do the same when they see the new record). In strict mode
-    /// traffic to and from this node is dropped until the other nodes have the new record
-    /// (the propagation time): rotate in opportunistic mode, or accept that window.
-    /// Returns the new public key, to publish.
+    /// Rotates the node's key. Opportunistic: every peer's traffic first leaves the tunnel
+    /// (handshakes older than now stop counting), then the device takes the new key; each peer
+    /// moves back into the tunnel after its first handshake with the new key. Strict: the routes
+    /// stay; this node's traffic waits in the daemon's staging queue (128 packets per peer)
+    /// until each peer has the new record and handshakes, while the peers' traffic still
+    /// arrives on the old sessions. Publish the returned key at once: the propagation time is
+    /// what the staging queue must absorb.
     pub fn rotate_key(
         &mut self,
         store: &mut KeyStore,

@@ -297,3 +297,49 @@ fn ready_for_strict_needs_tunnels_and_quiet_counters() {
     assert_eq!(json["mode"], "opportunistic");
     assert_eq!(json["peers"][0]["path"], "tunnel");
 }
+
+/// n2 rotates its key (its record now names k2b). Strict: n2's route stays while the old
+/// peer is replaced by the new one (a gap would let the drop rule eat n2's traffic);
+/// opportunistic: the route leaves first and comes back after a handshake with k2b.
+#[test]
+fn a_peer_rotating_its_key_keeps_its_route_in_strict() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let (k2, k2b) = (
+        PrivateKey::generate().public_key(),
+        PrivateKey::generate().public_key(),
+    );
+    let before = [node(1, None), node(2, Some(k2))];
+    let after = [node(1, None), node(2, Some(k2b))];
+    let (mut a, log) = agent();
+    a.set_mode(EncryptionMode::Strict);
+    a.step(&before, now).unwrap();
+    take(&log);
+
+    let r = a.step(&after, now).unwrap();
+    assert_eq!(take(&log), ["peer remove", "peer add"]);
+    assert_eq!(r.paths["n2"], PeerPath::Tunnel);
+    assert!(r.routes_removed.is_empty() && r.routes_added.is_empty());
+
+    // Rotated once more and gone from the list at once: no peer to hold the route for.
+    let r = a.step(&before[..1], now).unwrap();
+    assert_eq!(
+        take(&log),
+        ["route del 10.244.2.0/24", "peer remove", "filter drop"]
+    );
+    assert!(r.paths.is_empty());
+
+    a.set_mode(EncryptionMode::Opportunistic);
+    a.step(&before, now).unwrap();
+    handshake(&a, &k2, now - Duration::from_secs(1));
+    a.step(&before, now).unwrap();
+    take(&log);
+    let r = a.step(&after, now).unwrap();
+    assert_eq!(
+        take(&log),
+        ["route del 10.244.2.0/24", "peer remove", "peer add"]
+    );
+    assert_eq!(r.paths["n2"], PeerPath::PlainAwaitingHandshake);
+    handshake(&a, &k2b, now);
+    a.step(&after, now).unwrap();
+    assert_eq!(take(&log), ["route put 10.244.2.0/24"]);
+}

@@ -84,6 +84,27 @@ pub fn paths(
     (out, tunnel)
 }
 
+/// Routes that stay while the peers are reconciled, even if the device does not have the
+/// node's (new) key yet: in strict mode, every node with a desired peer. A re-keyed node's
+/// peer is replaced by the reconcile that follows; dropping its route meanwhile would make
+/// the strict filter drop its traffic for that moment. Opportunistic falls back to clear
+/// instead (its traffic waits for a handshake with the new key), so nothing is held there.
+pub fn held_through_reconcile(
+    mode: EncryptionMode,
+    nodes: &[MeshNode],
+    peers: &BTreeMap<PublicKey, String>,
+) -> BTreeSet<IpNet> {
+    if mode != EncryptionMode::Strict {
+        return BTreeSet::new();
+    }
+    let named: BTreeSet<&str> = peers.values().map(String::as_str).collect();
+    nodes
+        .iter()
+        .filter(|n| named.contains(n.name.as_str()))
+        .flat_map(|n| n.pod_cidrs.iter().map(IpNet::trunc))
+        .collect()
+}
+
 /// The filter for `mode`: none when off, counting when opportunistic, dropping when strict.
 pub fn filter(
     mode: EncryptionMode,
@@ -245,6 +266,20 @@ mod tests {
             rotated,
         );
         assert_eq!(p["n2"], PeerPath::Tunnel);
+    }
+
+    /// Strict holds the routes of nodes that keep a peer (n2 re-keyed); a node without a
+    /// desired peer (n3, no key) and every node in opportunistic mode are not held.
+    #[test]
+    fn strict_holds_routes_of_peers_through_the_reconcile() {
+        let k2b = PrivateKey::generate().public_key();
+        let nodes = [node(1, None), node(2, Some(k2b)), node(3, None)];
+        let peers: BTreeMap<_, _> = [(k2b, "n2".into())].into();
+        let held = held_through_reconcile(EncryptionMode::Strict, &nodes, &peers);
+        assert_eq!(held, ["10.244.2.0/24".parse().unwrap()].into());
+        for mode in [EncryptionMode::Opportunistic, EncryptionMode::Off] {
+            assert!(held_through_reconcile(mode, &nodes, &peers).is_empty());
+        }
     }
 
     #[test]

@@ -27,12 +27,14 @@ use ipnet::IpNet;
 use crate::keys::{PrivateKey, PublicKey};
 
 pub mod genl;
+mod keepalive;
 pub mod kernel;
 pub mod reconcile;
 mod rotate;
 pub mod uapi;
 mod userspace;
 
+pub use keepalive::{MIN_PERSISTENT_KEEPALIVE, effective_keepalive};
 pub use kernel::KernelBackend;
 pub use reconcile::{
     MeshNode, NodeRejected, PeerPolicy, ReconcileReport, Reconciler, RejectReason, desired_peers,

@@ -35,7 +35,8 @@ pub struct PeerPolicy {
     pub listen_port: u16,
     /// Also encrypt node-to-node traffic: the node IPs join the peer's allowed IPs.
     pub node_encryption: bool,
-    /// Seconds, 0 = off. On, it also makes a new or re-keyed peer handshake at once.
+    /// Seconds, 0 = off. On, it also makes a new or re-keyed peer handshake at once. 1–5 are
+    /// programmed as 6 ([`super::effective_keepalive`]).
     pub persistent_keepalive: u16,
 }
 
@@ -169,7 +170,7 @@ fn peer_for(
         public_key: key,
         endpoint: Some(SocketAddr::new(ip, policy.listen_port)),
         allowed_ips,
-        persistent_keepalive: policy.persistent_keepalive,
+        persistent_keepalive: super::effective_keepalive(policy.persistent_keepalive),
     })
 }
 
@@ -255,6 +256,14 @@ pub struct Reconciler<B> {
 
 impl<B: WireGuardBackend> Reconciler<B> {
     pub fn new(backend: B, local_node: impl Into<String>, policy: PeerPolicy) -> Self {
+        let k = policy.persistent_keepalive;
+        if k != super::effective_keepalive(k) {
+            tracing::warn!(
+                configured = k,
+                programmed = super::effective_keepalive(k),
+                "persistent keepalive at or below 5 s (REKEY_TIMEOUT) can stall handshakes; raised"
+            );
+        }
         Self {
             backend,
             local_node: local_node.into(),

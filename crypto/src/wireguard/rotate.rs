@@ -3,9 +3,10 @@
 //! Rotation order: the new key is stored first (atomically), then put on the device, then its
 //! public key is returned for the caller to publish in the node record (meshd's job). Peers
 //! pick it up when their reconcilers see the new record: the old peer is removed and the new
-//! one added with persistent keepalive, which makes them handshake at once. Between the device
-//! taking the key and a peer reconciling, that peer cannot reach this node: the loss window is
-//! the record's propagation time (measured by the `wireguard_rotation` lab test).
+//! one added with persistent keepalive, which makes them handshake at once. Until then the
+//! peers' traffic to this node still arrives on the old sessions (the device keeps them for
+//! receiving) and this node's traffic to them waits in the daemon's staging queue (128 packets
+//! per peer). Switching before publishing is deliberate: see `docs/encryption.md`.
 
 use std::path::PathBuf;
 

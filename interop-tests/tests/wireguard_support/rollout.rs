@@ -51,6 +51,15 @@ impl RolloutHost {
             .to_string()
     }
 
+    /// `wg show <if> public-key` in the node: the key the daemon really uses.
+    pub fn wg_public_key(&self) -> String {
+        self.host
+            .exec("wg", &["show", &self.dev.ifname, "public-key"])
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
     pub fn pod_ip(&self) -> String {
         pod_ip(self.index)
     }
