@@ -212,7 +212,9 @@ fn dump_logs(inner: &LabInner) {
 
 fn teardown(inner: &LabInner) {
     let procs: Vec<_> = inner.procs.lock().unwrap().drain(..).collect();
-    for p in &procs {
+    // Last started, first stopped: clients (meshd) before the servers they say goodbye to
+    // (etcd), or each waits out its grace on a dead server.
+    for p in procs.iter().rev() {
         p.stop(Duration::from_secs(3));
     }
     for ns in inner.hosts.lock().unwrap().drain(..) {

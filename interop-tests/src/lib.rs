@@ -16,6 +16,7 @@ pub mod etcd;
 pub mod frr;
 pub mod gobgp;
 pub mod lab;
+pub mod mesh;
 pub mod process;
 pub mod route;
 mod sys;

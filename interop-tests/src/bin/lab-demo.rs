@@ -1,149 +1,134 @@
-//! The lab demo: a ToR and a node in network namespaces, the BGP sessions between them and the
-//! routes each learned, printed readably. `--keep` leaves the lab up until Ctrl-C.
-//!
-//! The ToR is FRR; the node runs ironmesh's bgpd, queried over its gRPC API.
+//! The lab demo: two clusters meshed over BGP and WireGuard (see `interop_tests::mesh`), and a
+//! short tour of it: the ToRs' sessions and routes (the VIP's ECMP paths), the mesh and
+//! encryption status as `ironctl` shows them, a cross-cluster pod-to-pod request, one denied
+//! by policy with the datapath monitor's explanation, the global service, and the VIP reached
+//! from an external client. `--keep` leaves the lab up until Ctrl-C.
 
-use std::net::IpAddr;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use api::bgp::RibKind;
-use interop_tests::route::find;
-use interop_tests::*;
-
-const TOR_AS: u32 = 65000;
-const NODE_AS: u32 = 65101;
-const T: Duration = Duration::from_secs(30);
+use interop_tests::mesh::services::{LB_PORT, LB_VIP, WEB_VIP};
+use interop_tests::mesh::{APP_PORT, Bins, MeshLab, Node, Plane, Side, probe};
 
 fn main() -> Result<()> {
     let keep = std::env::args().any(|a| a == "--keep");
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))
-        .context("installing Ctrl-C handler")?;
-    let started = Instant::now();
+        .context("installing the Ctrl-C handler")?;
     let check = |step: &str| -> Result<()> {
         if stop.load(Ordering::SeqCst) {
-            bail!("interrupted during {step}; lab torn down");
+            bail!("interrupted during {step}; the lab is torn down");
         }
         Ok(())
     };
+    let bins = Bins::find()?;
+    println!("ironmesh lab demo: two clusters, two ToRs, an external client (about 10 s) ...");
+    let started = Instant::now();
+    let mesh = match MeshLab::start_with("demo", bins, Plane::from_env(), &stop) {
+        Ok(m) => m,
+        Err(e) if stop.load(Ordering::SeqCst) => bail!("{e} (Ctrl-C); the lab is torn down"),
+        Err(e) => return Err(e.into()),
+    };
+    check("the start")?;
+    println!("Lab up in {:.1} s.\n", mesh.startup.as_secs_f64());
+    topology(&mesh);
 
-    println!("ironmesh lab demo: building a ToR and a node in network namespaces ...");
-    let lab = Lab::new("demo")?;
-    let tor = lab.host("tor")?;
-    let node = lab.host("node1")?;
-    lab.link(
-        &tor,
-        &["192.0.2.1/24", "2001:db8::1/64"],
-        &node,
-        &["192.0.2.2/24", "2001:db8::2/64"],
-    )?;
-    check("topology")?;
-
-    let ip = |s: &str| -> IpAddr { s.parse().expect("literal address") };
-    let mut fc = FrrConfig::new(TOR_AS, "192.0.2.1".parse()?);
-    fc.neighbors
-        .push(FrrNeighbor::new(ip("192.0.2.2"), NODE_AS));
-    fc.neighbors
-        .push(FrrNeighbor::new(ip("2001:db8::2"), NODE_AS));
-    fc.networks = vec!["0.0.0.0/0".into(), "::/0".into()];
-    let frr = Frr::start(&tor, &fc)?;
-    check("ToR start")?;
-
-    let mut tor6 = BgpdPeer::new("tor-v6", "2001:db8::1", TOR_AS);
-    tor6.families = vec!["ipv6-unicast".into()];
-    let cfg = BgpdConfig::new(NODE_AS, "192.0.2.2")
-        .peer(BgpdPeer::new("tor-v4", "192.0.2.1", TOR_AS))
-        .peer(tor6)
-        .advert("10.244.1.0/24", &[], &[])
-        .advert("2001:db8:244:1::/64", &[], &[]);
-    let bgpd = Bgpd::start(&node, &cfg.render())?;
-    // A LoadBalancer VIP, added at run time over the API as meshd will.
-    bgpd.add_adverts(vec![interop_tests::bgpd::advert(
-        "203.0.113.10/32",
-        &["65101:100"],
-        &["65101:1:10"],
-    )])?;
-    check("node start")?;
-
-    for n in [ip("192.0.2.2"), ip("2001:db8::2")] {
-        frr.wait_established(n, T)?;
-    }
-    let tor_v4 = frr.wait_routes(ip("192.0.2.2"), T, |r| r.len() >= 2)?;
-    let tor_v6 = frr.wait_routes(ip("2001:db8::2"), T, |r| !r.is_empty())?;
-    let node_in = bgpd.wait_routes(RibKind::AdjIn, "tor-v4", T, |r| {
-        find(r, "0.0.0.0/0").is_some()
-    })?;
-    let node_in6 = bgpd.wait_routes(RibKind::AdjIn, "tor-v6", T, |r| find(r, "::/0").is_some())?;
-    check("convergence")?;
-
-    println!();
-    println!("Topology");
-    println!(
-        "  tor   FRR bgpd, AS {TOR_AS}     192.0.2.1  2001:db8::1   (netns {})",
-        tor.netns()
-    );
-    println!("   |    veth");
-    println!(
-        "  node1 ironmesh bgpd, AS {NODE_AS} 192.0.2.2  2001:db8::2   (netns {})",
-        node.netns()
-    );
-    println!();
-    println!("BGP sessions, as the ToR (FRR) sees them");
-    println!("  {:<14} {:>7}  {:<12}", "NEIGHBOR", "AS", "STATE");
-    for n in [ip("192.0.2.2"), ip("2001:db8::2")] {
-        println!("  {:<14} {:>7}  {:<12}", n, NODE_AS, frr.neighbor_state(n)?);
-    }
-    println!();
-    println!("BGP sessions, as node1's bgpd sees them");
-    println!(
-        "  {:<8} {:<14} {:>7}  {:<12} CAPABILITIES",
-        "PEER", "ADDRESS", "AS", "STATE"
-    );
-    for p in bgpd.peers()? {
+    title("1. BGP at the ToRs");
+    for side in [Side::Red, Side::Blue] {
+        let tor = mesh.tor(side);
         println!(
-            "  {:<8} {:<14} {:>7}  {:<12} {}",
-            p.name,
-            p.address,
-            p.peer_asn,
-            format!("{:?}", p.state()),
-            p.capabilities.join(",")
+            "{} ToR ({}): sessions",
+            mesh.cluster(side).name,
+            tor.daemon()
         );
+        indent(&tor.show_sessions()?);
+        println!("{} ToR: BGP routes", mesh.cluster(side).name);
+        indent(&tor.show_routes()?);
     }
-    println!();
-    print_routes(
-        "Routes the ToR learned from node1 (PodCIDRs and a LoadBalancer VIP)",
-        &[tor_v4, tor_v6].concat(),
-    );
-    // The ToR reflects node1's own routes back; bgpd keeps them in Adj-RIB-In but never selects
-    // them (AS loop, RFC 4271 §9.1.2).
-    let (looped, learned): (Vec<_>, Vec<_>) = [node_in, node_in6]
-        .concat()
-        .into_iter()
-        .partition(|r| r.as_path.contains(&NODE_AS));
-    print_routes("Routes node1 learned from the ToR", &learned);
     println!(
-        "  ({} reflected routes carrying AS {NODE_AS} stay unselected: AS-path loop, RFC 4271 §9.1.2)\n",
-        looped.len()
+        "The LoadBalancer VIP {LB_VIP}: BIRD has a path from each red node with a local backend, in the kernel as one ECMP route:"
     );
-    println!("Converged in {:.1} s.", started.elapsed().as_secs_f64());
+    indent(
+        &mesh
+            .red_tor
+            .host()
+            .ip(&["route", "show", &LB_VIP.to_string()])?,
+    );
+    check("the BGP tour")?;
+
+    title("2. The mesh, as meshd on red/n1 (then blue/n1) sees it");
+    let red1 = mesh.red.node("n1");
+    let api = red1.api.display().to_string();
+    for what in ["status", "nodes", "identities"] {
+        println!("$ ironctl mesh --meshd {api} {what}");
+        indent(&mesh.ironctl(&["mesh", "--meshd", &api, what])?);
+    }
+    let blue_api = mesh.blue.node("n1").api.display().to_string();
+    println!("$ ironctl mesh --meshd {blue_api} status");
+    indent(&mesh.ironctl(&["mesh", "--meshd", &blue_api, "status"])?);
+
+    title("3. Encryption (WireGuard, opportunistic), red/n1");
+    println!("$ ironctl encryption --meshd {api} status");
+    indent(&mesh.ironctl(&["encryption", "--meshd", &api, "status"])?);
+    check("the mesh tour")?;
+
+    title("4. Pod to pod across clusters");
+    let client = mesh.pod(Side::Red, "n1", "client");
+    let web = mesh.pod(Side::Blue, "n1", "web");
+    let tx = red1.wg_tx_bytes()?;
+    let answer = probe::ask(&client.host, web.addr());
+    let sent = red1.wg_tx_bytes()? - tx;
+    println!(
+        "red/n1/client {} -> blue/n1/web {}:{APP_PORT}: {}",
+        client.ip,
+        web.ip,
+        show(&answer)
+    );
+    println!(
+        "  route on red/n1: {}  WireGuard sent {sent} bytes for it",
+        red1.host
+            .ip(&[
+                "route",
+                "get",
+                &web.ip.to_string(),
+                "from",
+                &client.ip.to_string(),
+                "iif",
+                &client.host_if
+            ])?
+            .lines()
+            .next()
+            .unwrap_or("")
+    );
+    policy_denied(&mesh)?;
+    check("the pod tour")?;
+
+    title("5. Services");
+    println!("shop/web is global with affinity local (backends in both clusters):");
+    for _ in 0..2 {
+        let a = probe::ask(&client.host, (WEB_VIP, APP_PORT).into());
+        println!("  red/n1/client -> {WEB_VIP}:{APP_PORT}: {}", show(&a));
+    }
+    println!("shop/front's VIP from the external client (ECMP over red/n1 and red/n2):");
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..8 {
+        let a = probe::ask(&mesh.client, (LB_VIP, LB_PORT).into());
+        *seen.entry(show(&a)).or_default() += 1;
+    }
+    for (answer, n) in &seen {
+        println!("  client -> {LB_VIP}:{LB_PORT}: {answer} ({n} of 8 connections)");
+    }
+    println!(
+        "\nTour done {:.1} s after the start.",
+        started.elapsed().as_secs_f64()
+    );
 
     if keep {
-        println!();
-        println!("The lab stays up until Ctrl-C. Explore it:");
-        println!(
-            "  ip netns exec {} vtysh -N {} -c 'show bgp summary'",
-            tor.netns(),
-            tor.netns()
-        );
-        println!(
-            "  target/debug/ironctl bgp peers --bgpd {}",
-            bgpd.api.display()
-        );
-        println!("  ip netns exec {} ip route", node.netns());
+        explore(&mesh);
         while !stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -151,49 +136,131 @@ fn main() -> Result<()> {
     } else {
         println!("Run `scripts/demo --keep` to keep the lab up and explore it.");
     }
-    drop(lab);
+    drop(mesh);
     println!("Lab torn down: no namespaces or daemons left.");
     Ok(())
 }
 
-fn print_routes(title: &str, routes: &[BgpRoute]) {
-    println!("{title}");
+fn title(t: &str) {
+    println!("\n== {t} ==");
+}
+
+fn indent(text: &str) {
+    for l in text.lines().filter(|l| !l.trim().is_empty()) {
+        println!("  {l}");
+    }
+}
+
+fn show(r: &std::result::Result<String, String>) -> String {
+    match r {
+        Ok(a) => format!("answered by {a}"),
+        Err(e) => format!("FAILED ({e})"),
+    }
+}
+
+fn topology(mesh: &MeshLab) {
+    let names = |side| {
+        mesh.cluster(side)
+            .nodes
+            .iter()
+            .map(|n: &Node| format!("{} {} (AS {}, pods {})", n.name, n.ip, n.asn, n.pod_cidr))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("Topology (lab {}):", mesh.lab.id());
+    println!("  client 172.16.1.10 -- red ToR: BIRD 2, AS 65010 ==eBGP== blue ToR: FRR, AS 65020");
     println!(
-        "  {:<22} {:<16} {:<12} {:<14} {:<14}",
-        "PREFIX", "NEXT HOP", "AS PATH", "COMMUNITIES", "LARGE"
+        "  red  (cluster 1, 3-member etcd 192.0.2.21-23):    {}",
+        names(Side::Red)
     );
-    for r in routes {
-        let nh = r
-            .next_hop
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "-".into());
-        let path: Vec<String> = r.as_path.iter().map(u32::to_string).collect();
-        let comm: Vec<String> = r
-            .communities
-            .iter()
-            .map(|(a, b)| format!("{a}:{b}"))
-            .collect();
-        let large: Vec<String> = r
-            .large_communities
-            .iter()
-            .map(|(a, b, c)| format!("{a}:{b}:{c}"))
-            .collect();
+    println!(
+        "  blue (cluster 2, 3-member etcd 198.51.100.21-23): {}",
+        names(Side::Blue)
+    );
+    println!("  every node: bgpd (eBGP to its ToR, routes into the kernel), meshd, wireguard-go");
+}
+
+/// red/n2/other -> blue/n1/web is denied by blue web's policy (applied with `ironctl mesh policy
+/// apply`, or written into the maps by the lab with `IRONMESH_MESH_PLANE=lab`); the datapath
+/// monitor on blue/n1 explains the drop.
+fn policy_denied(mesh: &MeshLab) -> Result<()> {
+    let other = mesh.pod(Side::Red, "n2", "other");
+    let web = mesh.pod(Side::Blue, "n1", "web");
+    let blue1 = mesh.blue.node("n1");
+    if mesh.plane == Plane::Meshd {
+        let api = blue1.api.display().to_string();
+        println!("$ ironctl mesh --meshd {api} policy list");
+        indent(&mesh.ironctl(&["mesh", "--meshd", &api, "policy", "list"])?);
+    } else {
         println!(
-            "  {:<22} {:<16} {:<12} {:<14} {:<14}",
-            r.prefix.to_string(),
-            nh,
-            path.join(" "),
-            if comm.is_empty() {
-                "-".into()
-            } else {
-                comm.join(" ")
-            },
-            if large.is_empty() {
-                "-".into()
-            } else {
-                large.join(" ")
-            },
+            "(blue web's policy is written into the datapath by the lab: IRONMESH_MESH_PLANE=lab)"
         );
     }
-    println!();
+    let monitor = Command::new(&mesh.bins.ironctl)
+        .args(["monitor", "--pin-root"])
+        .arg(blue1.dp.pin_root())
+        .arg("--endpoints")
+        .arg(&blue1.cni_dir)
+        .args(["--type", "drop", "--count", "1", "--timeout", "8"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting ironctl monitor")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let answer = probe::ask(&other.host, web.addr());
+    println!(
+        "red/n2/other {} -> blue/n1/web {}:{APP_PORT}: {}",
+        other.ip,
+        web.ip,
+        match &answer {
+            Ok(a) => format!("answered by {a} (policy NOT enforced!)"),
+            Err(e) => format!("denied ({e})"),
+        }
+    );
+    let out = monitor.wait_with_output()?;
+    println!(
+        "$ ironctl monitor --pin-root {} --endpoints {} --type drop   (on blue/n1)",
+        blue1.dp.pin_root().display(),
+        blue1.cni_dir.display()
+    );
+    indent(&String::from_utf8_lossy(&out.stdout));
+    println!(
+        "  (id {} is red's app=other, id {} blue's app=web: see `ironctl mesh identities`)",
+        other.identity, web.identity
+    );
+    Ok(())
+}
+
+fn explore(mesh: &MeshLab) {
+    println!("\nThe lab stays up until Ctrl-C. Explore it (as root, from the repository root):");
+    for side in [Side::Red, Side::Blue] {
+        println!("  {}", mesh.tor(side).cli_hint());
+    }
+    for n in mesh.nodes() {
+        let api = n.api.display();
+        println!("  # {}/{} (netns {})", n.cluster, n.name, n.host.netns());
+        println!("  target/debug/ironctl mesh --meshd {api} status");
+        println!("  target/debug/ironctl encryption --meshd {api} status");
+        println!(
+            "  target/debug/ironctl bgp --bgpd {} routes",
+            n.bgpd.api.display()
+        );
+        println!(
+            "  target/debug/ironctl monitor --pin-root {} --endpoints {}",
+            n.dp.pin_root().display(),
+            n.cni_dir.display()
+        );
+        println!(
+            "  ip netns exec {} ip route; ip -n {} rule",
+            n.host.netns(),
+            n.host.netns()
+        );
+    }
+    let c = mesh.pod(Side::Red, "n1", "client");
+    println!(
+        "  ip netns exec {} ping {}    # red client -> blue web",
+        c.host.netns(),
+        mesh.pod(Side::Blue, "n1", "web").ip
+    );
+    println!("  Configs and logs: {}", mesh.dir().display());
 }

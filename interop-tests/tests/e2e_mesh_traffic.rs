@@ -1,0 +1,231 @@
+//! The two-cluster lab (`interop_tests::mesh`), traffic stories; each test builds its own lab.
+//!
+//! - pod to pod across clusters: over the routes bgpd learned from the ToRs, through
+//!   WireGuard (the device's counters grow; the ToR link carries UDP to the WireGuard port and
+//!   no plain pod packet), and app=other denied by blue web's policy with a drop event;
+//! - the global service fails over from the local backends to the remote cluster's and back;
+//! - the LoadBalancer VIP: ECMP at the BIRD ToR, both nodes answer the external client; a node
+//!   losing its last backend withdraws the VIP within 1 s.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use datapath::events::{DropReason, EventKind};
+use interop_tests::mesh::services::{self, LB_PORT, LB_VIP, WEB_VIP};
+use interop_tests::mesh::{APP_PORT, Bins, MeshLab, Side, WG_PORT, probe};
+use ironmesh_meshd::services::BackendState;
+
+fn start(name: &str) -> MeshLab {
+    MeshLab::start(name, Bins::build().unwrap()).unwrap()
+}
+
+/// Asks `dst` from `from` until the answer satisfies `ok`, polling every 50 ms; the time it
+/// took. Fails after `limit`.
+fn until(
+    from: &interop_tests::Host,
+    dst: SocketAddr,
+    limit: Duration,
+    ok: impl Fn(&str) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    let mut last = Err(String::from("not asked"));
+    while start.elapsed() < limit {
+        last = probe::ask(from, dst);
+        if last.as_deref().is_ok_and(&ok) {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{dst} not as expected within {limit:?}: last {last:?}");
+}
+
+#[test]
+fn e2e_mesh_pod_to_pod_across_clusters_encrypted_over_bgp_routes() {
+    let mesh = start("e2e_mesh_p2p");
+    eprintln!("lab up in {:?}", mesh.startup);
+    let (red1, blue1) = (mesh.red.node("n1"), mesh.blue.node("n1"));
+    // The other cluster's PodCIDRs and segment are in each node's kernel, learned over BGP
+    // (via its ToR, bgpd's protocol 201).
+    for (node, remote, tor) in [
+        (red1, &mesh.blue, "192.0.2.1"),
+        (blue1, &mesh.red, "198.51.100.1"),
+    ] {
+        let mut want: Vec<String> = remote
+            .nodes
+            .iter()
+            .map(|n| n.pod_cidr.to_string())
+            .collect();
+        let [a, b, c, _] = remote.nodes[0].ip.octets();
+        want.push(format!("{a}.{b}.{c}.0/24"));
+        for prefix in want {
+            let r = node.host.ip(&["route", "show", "exact", &prefix]).unwrap();
+            assert!(
+                r.contains(&format!("via {tor}")) && r.contains("proto 201"),
+                "{}/{}: {prefix}: {r:?}",
+                node.cluster,
+                node.name
+            );
+        }
+    }
+
+    let client = mesh.pod(Side::Red, "n1", "client");
+    let webs: Vec<_> = mesh.blue.pods("web").collect();
+    let link_if = "eth0"; // the red ToR's first link: the one to the blue ToR
+    let cap = probe::Capture::start(mesh.red_tor.host(), link_if, "p2p").unwrap();
+    let tx = red1.wg_tx_bytes().unwrap();
+    for web in &webs {
+        for _ in 0..5 {
+            let a = probe::ask(&client.host, web.addr());
+            assert_eq!(a.as_deref(), Ok(web.answer().as_str()), "to {}", web.ip);
+        }
+        let ping = client
+            .host
+            .ping(&web.ip.to_string(), 5, Duration::from_millis(50))
+            .unwrap();
+        assert_eq!(ping.received, 5, "ping {}: {ping:?}", web.ip);
+    }
+    let sent = red1.wg_tx_bytes().unwrap() - tx;
+    cap.stop().unwrap();
+    // 20 TCP exchanges and 10 echo requests, each at least one encrypted packet of >= 32 bytes
+    // of WireGuard overhead plus the inner packet.
+    assert!(sent >= 30 * 80, "WireGuard sent only {sent} bytes");
+    let wg = cap.packets(&format!("udp port {WG_PORT}")).unwrap();
+    let plain = cap.packets("net 10.0.0.0/8").unwrap();
+    assert!(
+        wg.len() >= 30,
+        "{} WireGuard packets on the ToR link",
+        wg.len()
+    );
+    assert!(
+        plain.is_empty(),
+        "plain pod packets on the ToR link: {plain:?}"
+    );
+    // The WireGuard packets go between the node addresses.
+    assert!(
+        wg.iter()
+            .any(|l| l.contains("192.0.2.11.") && l.contains("198.51.100.1")),
+        "{wg:?}"
+    );
+
+    // app=other is denied by blue web's policy; blue/n1's datapath says why.
+    let other = mesh.pod(Side::Red, "n2", "other");
+    let web = mesh.pod(Side::Blue, "n1", "web");
+    let mut events = blue1.dp.events().unwrap();
+    assert!(
+        probe::ask(&other.host, web.addr()).is_err(),
+        "app=other reached blue web"
+    );
+    let mut seen = Vec::new();
+    let drop = loop {
+        match events.next_timeout(Duration::from_secs(3)).unwrap() {
+            Some(e) if e.src.0 == IpAddr::V4(other.ip) && matches!(e.kind, EventKind::Drop(_)) => {
+                break e;
+            }
+            Some(e) => seen.push(e),
+            None => panic!("no drop event for {} -> {}: {seen:?}", other.ip, web.ip),
+        }
+    };
+    assert_eq!(drop.kind, EventKind::Drop(DropReason::PolicyDefaultDeny));
+    assert_eq!(
+        (drop.src_identity, drop.dst_identity, drop.dst),
+        (other.identity, web.identity, (IpAddr::V4(web.ip), APP_PORT)),
+        "the remote source's identity comes from the IP cache meshd programmed"
+    );
+    assert_eq!(
+        probe::ask(&client.host, web.addr()).as_deref(),
+        Ok(web.answer().as_str()),
+        "app=client still admitted"
+    );
+}
+
+#[test]
+fn e2e_mesh_global_service_fails_over_to_the_remote_cluster() {
+    let mesh = start("e2e_mesh_global");
+    let client = mesh.pod(Side::Red, "n1", "client");
+    let vip: SocketAddr = (WEB_VIP, APP_PORT).into();
+    // Affinity local: red's backends only.
+    for _ in 0..6 {
+        let a = probe::ask(&client.host, vip).unwrap();
+        assert!(a.starts_with("red/") && a.ends_with("/web"), "{a}");
+    }
+    // Red's backends go: blue's answer (cross-cluster, through the tunnel).
+    let mut gone = services::web(&mesh.red, |_| BackendState::Active);
+    gone.backends.clear();
+    services::put(&mesh.red, &gone).unwrap();
+    let took = until(&client.host, vip, Duration::from_secs(10), |a| {
+        a.starts_with("blue/")
+    });
+    eprintln!("failover to blue after {took:?}");
+    let mut answered = BTreeSet::new();
+    for _ in 0..8 {
+        let a = probe::ask(&client.host, vip).unwrap();
+        assert!(a.starts_with("blue/") && a.ends_with("/web"), "{a}");
+        answered.insert(a);
+    }
+    eprintln!("answered by {answered:?}");
+    // They come back: local again.
+    services::put(
+        &mesh.red,
+        &services::web(&mesh.red, |_| BackendState::Active),
+    )
+    .unwrap();
+    let took = until(&client.host, vip, Duration::from_secs(10), |a| {
+        a.starts_with("red/")
+    });
+    eprintln!("back to red after {took:?}");
+    for _ in 0..4 {
+        let a = probe::ask(&client.host, vip).unwrap();
+        assert!(a.starts_with("red/"), "{a}");
+    }
+}
+
+#[test]
+fn e2e_mesh_vip_ecmp_at_the_tor_and_withdraw_within_1s() {
+    let mesh = start("e2e_mesh_vip");
+    let red1 = Ipv4Addr::new(192, 0, 2, 11);
+    let red2 = Ipv4Addr::new(192, 0, 2, 12);
+    let mut hops = mesh.red_tor.vip_next_hops().unwrap();
+    hops.sort();
+    assert_eq!(
+        hops,
+        vec![red1, red2],
+        "one ECMP path per node with a backend"
+    );
+    let vip: SocketAddr = (LB_VIP, LB_PORT).into();
+    let mut answered = BTreeSet::new();
+    for _ in 0..16 {
+        answered.insert(probe::ask(&mesh.client, vip).unwrap());
+    }
+    assert_eq!(
+        answered,
+        BTreeSet::from(["red/n1/web".to_string(), "red/n2/web".to_string()]),
+        "16 connections from the external client over both paths"
+    );
+
+    // red/n2's only backend terminates: n2 withdraws the VIP, the ToR keeps n1's path.
+    let start = Instant::now();
+    let front = services::front(&mesh.red, |p| {
+        if p.node == "n2" {
+            BackendState::Terminating
+        } else {
+            BackendState::Active
+        }
+    });
+    services::put(&mesh.red, &front).unwrap();
+    let hops = mesh.wait_vip_paths(1, Duration::from_secs(5)).unwrap();
+    let took = start.elapsed();
+    eprintln!("VIP path of red/n2 gone from the ToR's kernel after {took:?}");
+    assert_eq!(hops, vec![red1]);
+    assert!(took < Duration::from_secs(1), "withdraw took {took:?}");
+    for _ in 0..8 {
+        assert_eq!(probe::ask(&mesh.client, vip).as_deref(), Ok("red/n1/web"));
+    }
+    // Back: both paths again.
+    services::put(
+        &mesh.red,
+        &services::front(&mesh.red, |_| BackendState::Active),
+    )
+    .unwrap();
+    mesh.wait_vip_paths(2, Duration::from_secs(5)).unwrap();
+}
