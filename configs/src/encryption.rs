@@ -1,6 +1,7 @@
 //! `[encryption]`: node-to-node encryption of pod traffic.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::error::Errors;
 use crate::raw::RawEncryption;
@@ -10,6 +11,13 @@ pub const DEFAULT_WIREGUARD_PORT: u16 = 51871;
 
 /// Default of `encryption.ipsec.key_file` (Cilium's format: `SPI rfc4106(gcm(aes)) KEY 128`).
 pub const DEFAULT_IPSEC_KEY_FILE: &str = "/etc/ironmesh/ipsec.key";
+
+/// The shortest `encryption.wireguard.rotate_every`: each rotation must be done (record
+/// propagated, every peer re-handshaked: well under a second in the lab) long before the next.
+pub const MIN_ROTATE_EVERY: Duration = Duration::from_secs(10);
+
+/// The longest: ten years (beyond that the schedule is meaningless; leave it unset instead).
+const MAX_ROTATE_EVERY: Duration = Duration::from_secs(3650 * 86_400);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EncryptionMode {
@@ -37,6 +45,9 @@ pub enum Backend {
     WireGuard {
         listen_port: u16,
         persistent_keepalive: u16,
+        /// `encryption.wireguard.rotate_every`: meshd replaces the node's key once it is this
+        /// old (age from the key file's mtime, so restarts keep it). `None`: only on command.
+        rotate_every: Option<Duration>,
     },
     Ipsec,
 }
@@ -57,6 +68,7 @@ impl Default for Encryption {
             backend: Backend::WireGuard {
                 listen_port: DEFAULT_WIREGUARD_PORT,
                 persistent_keepalive: 0,
+                rotate_every: None,
             },
             ipsec_key_file: PathBuf::from(DEFAULT_IPSEC_KEY_FILE),
         }
@@ -102,9 +114,14 @@ pub(crate) fn validate(raw: Option<RawEncryption>, errs: &mut Errors) -> Option<
                 ),
                 None => Some(0),
             };
+            let rotate = match wg.and_then(|w| w.rotate_every.as_deref()) {
+                Some(t) => rotate_every(t, errs).map(Some),
+                None => Some(None),
+            };
             Some(Backend::WireGuard {
                 listen_port: listen_port?,
                 persistent_keepalive: keepalive?,
+                rotate_every: rotate?,
             })
         }
         "ipsec" => {
@@ -151,8 +168,42 @@ pub(crate) fn validate(raw: Option<RawEncryption>, errs: &mut Errors) -> Option<
     })
 }
 
+/// `encryption.wireguard.rotate_every`: a duration in `MIN_ROTATE_EVERY..=MAX_ROTATE_EVERY`.
+fn rotate_every(text: &str, errs: &mut Errors) -> Option<Duration> {
+    const FIELD: &str = "encryption.wireguard.rotate_every";
+    let d = match crate::duration::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            errs.push(FIELD, e);
+            return None;
+        }
+    };
+    if d < MIN_ROTATE_EVERY {
+        errs.push(
+            FIELD,
+            format!(
+                "{text:?} is too short: at least {} (each rotation re-keys every peer); write e.g. \"24h\", or remove the field to rotate only with `ironctl encryption rotate`",
+                crate::duration::format(MIN_ROTATE_EVERY)
+            ),
+        );
+        return None;
+    }
+    if d > MAX_ROTATE_EVERY {
+        errs.push(
+            FIELD,
+            format!(
+                "{text:?} is too long: at most 3650d; remove the field to rotate only on command"
+            ),
+        );
+        return None;
+    }
+    Some(d)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::{Backend, Config};
 
     const NODE: &str = "[node]\nname = \"n1\"\ncluster = \"c1\"\n";
@@ -188,5 +239,58 @@ mod tests {
             e.contains("encryption.ipsec: is set but backend is \"wireguard\""),
             "{e}"
         );
+    }
+
+    fn wg(extra: &str) -> Result<Config, crate::ConfigError> {
+        Config::from_toml(&format!(
+            "{NODE}[encryption]\nmode = \"strict\"\n[encryption.wireguard]\n{extra}"
+        ))
+    }
+
+    fn rotate_every(c: &Config) -> Option<Duration> {
+        match c.encryption.backend {
+            Backend::WireGuard { rotate_every, .. } => rotate_every,
+            Backend::Ipsec => panic!("wireguard expected"),
+        }
+    }
+
+    #[test]
+    fn rotate_every_off_by_default_and_parsed() {
+        assert_eq!(rotate_every(&wg("").unwrap()), None);
+        let c = Config::from_toml(NODE).unwrap();
+        assert_eq!(rotate_every(&c), None);
+        for (t, secs) in [
+            ("24h", 86_400),
+            ("10s", 10),
+            ("1h30m", 5400),
+            ("7d", 604_800),
+        ] {
+            let c = wg(&format!("rotate_every = \"{t}\"\n")).unwrap();
+            assert_eq!(rotate_every(&c), Some(Duration::from_secs(secs)), "{t}");
+        }
+    }
+
+    #[test]
+    fn rotate_every_refused_with_field_and_fix() {
+        for (t, needle) in [
+            ("0s", "\"0s\" is too short: at least 10s"),
+            ("9s", "is too short: at least 10s"),
+            ("5", "has no unit"),
+            ("1y", "is not a unit; use s, m, h or d"),
+            ("3651d", "is too long: at most 3650d"),
+        ] {
+            let e = wg(&format!("rotate_every = \"{t}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("encryption.wireguard.rotate_every: ") && e.contains(needle),
+                "{t}: {e}"
+            );
+        }
+        let e = wg("rotate_every = \"1s\"\n").unwrap_err().to_string();
+        assert!(e.contains("remove the field"), "{e}");
+        // A number instead of a string is a type error naming the line.
+        let e = wg("rotate_every = 86400\n").unwrap_err().to_string();
+        assert!(e.contains("rotate_every"), "{e}");
     }
 }

@@ -8,6 +8,7 @@
 mod bgp;
 mod community;
 mod datapath;
+mod duration;
 mod encryption;
 mod error;
 mod mesh;
@@ -28,7 +29,10 @@ pub use datapath::{
     DEFAULT_BPFFS, DEFAULT_VXLAN_DEVICE, DEFAULT_VXLAN_PORT, Datapath, DatapathMode,
     PolicyEnforcement,
 };
-pub use encryption::{Backend, DEFAULT_WIREGUARD_PORT, Encryption, EncryptionMode};
+pub use duration::format as format_duration;
+pub use encryption::{
+    Backend, DEFAULT_WIREGUARD_PORT, Encryption, EncryptionMode, MIN_ROTATE_EVERY,
+};
 pub use error::{ConfigError, FieldError};
 pub use mesh::{
     AdvertiseVips, DEFAULT_CNI_ENDPOINTS_DIR, DEFAULT_LEASE_TTL, DEFAULT_WIREGUARD_DEVICE,

@@ -40,6 +40,10 @@ pub struct Mesh {
     /// Where the CNI plugin writes one endpoint record per pod attachment
     /// (`<dataDir>/<network>/endpoints`); meshd registers them.
     pub cni_endpoints_dir: PathBuf,
+    /// Revoke the node's lease when meshd stops, so the other nodes drop it at once (for
+    /// decommissioning). Off by default: a restarted meshd takes its record back before the
+    /// lease runs out, and peers keep their WireGuard peer, routes and entries meanwhile.
+    pub deregister_on_stop: bool,
 }
 
 /// Default of `mesh.wireguard_device`.
@@ -315,6 +319,7 @@ pub(crate) fn validate(
             .unwrap_or(DEFAULT_CNI_ENDPOINTS_DIR),
     );
     Some(Mesh {
+        deregister_on_stop: raw.deregister_on_stop.unwrap_or(false),
         cni_endpoints_dir: cni_endpoints_dir?,
         wireguard_device: wireguard_device?,
         bgpd_socket: bgpd_socket?,

@@ -189,6 +189,7 @@ pub struct RawIpsec {
 pub struct RawWireGuard {
     pub listen_port: Option<i64>,
     pub persistent_keepalive: Option<i64>,
+    pub rotate_every: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +210,7 @@ pub struct RawMesh {
     pub advertise_vips: Option<String>,
     pub wireguard_device: Option<String>,
     pub cni_endpoints_dir: Option<String>,
+    pub deregister_on_stop: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -575,7 +575,17 @@ fn mesh_agent_settings() {
     let m = ok.mesh.unwrap();
     assert_eq!(m.pod_cidr_pools.len(), 2);
     assert_eq!(m.lease_ttl_secs, 3);
+    assert!(!m.deregister_on_stop, "a stop keeps the record by default");
     assert_eq!(m.node_ipv4, Some("192.0.2.10".parse().unwrap()));
+    let leave = Config::from_toml(&format!("{NODE}{MESH}deregister_on_stop = true\n")).unwrap();
+    assert!(leave.mesh.unwrap().deregister_on_stop);
+    assert!(
+        Config::from_toml(&format!("{NODE}{MESH}deregister_on_stop = \"yes\"\n"))
+            .unwrap_err()
+            .to_string()
+            .contains("deregister_on_stop"),
+        "a non-boolean is refused naming the field"
+    );
     assert_error(
         &format!("{NODE}{MESH}pod_cidr_pools = [{{ cidr = \"10.244.0.0/16\", node_mask = 8 }}]\n"),
         "mesh.pod_cidr_pools[0].node_mask: 8 is out of range; use 16..=32 (the size of each node's PodCIDR, at least the pool's /16)",

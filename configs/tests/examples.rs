@@ -80,7 +80,8 @@ fn dual_homed_details() {
         c.encryption.backend,
         Backend::WireGuard {
             listen_port: 51871,
-            persistent_keepalive: 25
+            persistent_keepalive: 25,
+            rotate_every: Some(std::time::Duration::from_secs(86_400)),
         }
     );
     assert_eq!(c.mesh.as_ref().unwrap().etcd_endpoints.len(), 3);

@@ -1,7 +1,9 @@
 //! `ironctl encryption status`: this node's encryption as meshd runs it (mode, backend, key
 //! age, WireGuard peers configured vs expected, handshakes), from meshd's `EncryptionStatus`.
+//! `ironctl encryption rotate`: a new WireGuard key now (`RotateKey`), published in the node
+//! record for the peers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use api::mesh as pb;
@@ -43,6 +45,53 @@ enum Output {
 enum EncryptionCommand {
     /// Mode, backend, key age, peers configured vs expected, last handshake, per peer.
     Status,
+    /// Replace this node's WireGuard key now; peers pick it up from the node record.
+    Rotate,
+}
+
+/// A rotation, as printed (JSON field names are stable).
+#[derive(Debug, Serialize)]
+struct RotateView {
+    node: String,
+    public_key: String,
+    previous_public_key: String,
+    rotated_at_unix_ms: u64,
+    published: bool,
+    published_after_ms: Option<u64>,
+    note: String,
+}
+
+fn rotate_view(r: pb::RotateKeyResponse) -> RotateView {
+    RotateView {
+        published_after_ms: r.published.then_some(r.published_after_ms),
+        node: r.node,
+        public_key: r.public_key,
+        previous_public_key: r.previous_public_key,
+        rotated_at_unix_ms: r.rotated_at_unix_ms,
+        published: r.published,
+        note: r.note,
+    }
+}
+
+fn rotate_text(v: &RotateView) -> String {
+    let at = v.rotated_at_unix_ms;
+    let mut out = format!("Rotated the WireGuard key of node {}\n", v.node);
+    out.push_str(&key_values(&[
+        ("public key", v.public_key.clone()),
+        ("previous key", v.previous_public_key.clone()),
+        (
+            "rotated at",
+            format!("{}.{:03} (unix time)", at / 1000, at % 1000),
+        ),
+        (
+            "node record",
+            match v.published_after_ms {
+                Some(ms) => format!("carries the new key ({ms} ms after the rotation)"),
+                None => format!("not updated yet: {}", v.note),
+            },
+        ),
+    ]));
+    out
 }
 
 /// One peer, as printed.
@@ -179,39 +228,56 @@ fn text(v: &StatusView) -> String {
     out
 }
 
+async fn connect(path: &Path) -> Result<tonic::transport::Channel, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, api::unix::connect(path)).await {
+        Ok(Ok(ch)) => Ok(ch),
+        Ok(Err(_)) => Err(format!(
+            "cannot reach meshd at {}: is meshd running? (--meshd or IRONMESH_MESHD_SOCKET; meshd's --api)",
+            path.display()
+        )),
+        Err(_) => Err(format!("meshd at {} did not answer", path.display())),
+    }
+}
+
+/// The answer of a call, or meshd's message (which says what to do).
+async fn answer<T>(
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(format!("meshd: {}", s.message())),
+        Err(_) => Err(format!(
+            "meshd did not answer within {}s",
+            CALL_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 /// Runs an `encryption` command; the error is the message to print.
 pub fn run(args: EncryptionArgs) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let EncryptionCommand::Status = args.command;
     let path = args.socket.clone();
-    let st = rt.block_on(async move {
-        let ch = match tokio::time::timeout(CALL_TIMEOUT, api::unix::connect(&path)).await {
-            Ok(Ok(ch)) => ch,
-            Ok(Err(_)) => {
-                return Err(format!(
-                    "cannot reach meshd at {}: is meshd running? (--meshd or IRONMESH_MESHD_SOCKET; meshd's --api)",
-                    path.display()
-                ));
-            }
-            Err(_) => return Err(format!("meshd at {} did not answer", path.display())),
-        };
-        let mut c = MeshClient::new(ch);
-        match tokio::time::timeout(
-            CALL_TIMEOUT,
-            c.encryption_status(pb::EncryptionStatusRequest {}),
-        )
-        .await
-        {
-            Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) => Err(format!("meshd: {}", s.message())),
-            Err(_) => Err(format!(
-                "meshd did not answer within {}s",
-                CALL_TIMEOUT.as_secs()
-            )),
+    if let EncryptionCommand::Rotate = args.command {
+        let r = rt.block_on(async move {
+            let mut c = MeshClient::new(connect(&path).await?);
+            answer(c.rotate_key(pb::RotateKeyRequest {})).await
+        })?;
+        let v = rotate_view(r);
+        if args.output == Output::Json {
+            let s =
+                serde_json::to_string_pretty(&v).map_err(|e| format!("cannot encode JSON: {e}"))?;
+            println!("{s}");
+        } else {
+            print!("{}", rotate_text(&v));
         }
+        return Ok(());
+    }
+    let st = rt.block_on(async move {
+        let mut c = MeshClient::new(connect(&path).await?);
+        answer(c.encryption_status(pb::EncryptionStatusRequest {})).await
     })?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -272,5 +338,32 @@ mod tests {
             1000,
         );
         assert!(text(&off).contains("encryption is off"));
+    }
+
+    #[test]
+    fn rotate_text_and_json() {
+        let r = pb::RotateKeyResponse {
+            node: "n1".into(),
+            public_key: "NEW".into(),
+            previous_public_key: "OLD".into(),
+            rotated_at_unix_ms: 1_700_000_000_123,
+            published: true,
+            published_after_ms: 7,
+            note: String::new(),
+        };
+        let v = rotate_view(r.clone());
+        let t = rotate_text(&v);
+        assert!(t.contains("NEW") && t.contains("OLD"), "{t}");
+        assert!(t.contains("1700000000.123"), "{t}");
+        assert!(t.contains("carries the new key (7 ms"), "{t}");
+        let j = serde_json::to_value(&v).unwrap();
+        assert_eq!(j["published_after_ms"], 7);
+        let late = rotate_view(pb::RotateKeyResponse {
+            published: false,
+            note: "etcd unreachable".into(),
+            ..r
+        });
+        assert!(rotate_text(&late).contains("not updated yet: etcd unreachable"));
+        assert!(serde_json::to_value(&late).unwrap()["published_after_ms"].is_null());
     }
 }

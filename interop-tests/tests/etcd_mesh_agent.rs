@@ -247,7 +247,12 @@ fn etcd_mesh_agent_two_clusters_failover_and_cut() -> Result<()> {
         } else {
             // g2 names no address: meshd takes the first global one (its own switch's).
             let ipv4 = (name == "g1").then_some(own);
-            config(&h, name, "green", 2, &green_ep, ("red", 1, &red_ep), ipv4)
+            let toml = config(&h, name, "green", 2, &green_ep, ("red", 1, &red_ep), ipv4);
+            if name == "g2" {
+                toml.replace("lease_ttl = ", "deregister_on_stop = true\nlease_ttl = ")
+            } else {
+                toml
+            }
         };
         let extra: &[&str] = if name == "r1" {
             &["--metrics", METRICS]
@@ -496,7 +501,41 @@ fn etcd_mesh_agent_two_clusters_failover_and_cut() -> Result<()> {
         );
     }
 
-    // A clean stop (SIGTERM) revokes the node lease: the record goes well before the TTL.
+    // A clean stop (SIGTERM) keeps the node record: a restart within the lease TTL takes it
+    // back, and no other node ever sees g1 gone.
+    nodes[2].meshd.terminate();
+    let stopped = Instant::now();
+    let mut down_for = Duration::ZERO;
+    let mut restarted = false;
+    while stopped.elapsed() < Duration::from_secs(LEASE_TTL * 2) {
+        let seen = ctl(&ironctl, &nodes[0], "nodes").map(|v| node_set(&v));
+        assert_eq!(
+            seen.as_ref().map(|s| s.contains("green/g1")),
+            Ok(true),
+            "g1's record went {:?} after a clean stop ({down_for:?} down)",
+            stopped.elapsed()
+        );
+        if !restarted && stopped.elapsed() >= Duration::from_secs(LEASE_TTL / 2) {
+            down_for = stopped.elapsed();
+            assert!(
+                nodes[2].meshd.log_tail(20_000).contains("node record kept"),
+                "the stop did not say it kept the record"
+            );
+            nodes[2].meshd.restart()?;
+            restarted = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_status(
+        &ironctl,
+        &nodes[2],
+        "g1 back",
+        Duration::from_secs(30),
+        |s| remote(s)["connected"] == true,
+    );
+    eprintln!("g1 was down {down_for:?}; its record stayed in red's view throughout");
+
+    // g2 has mesh.deregister_on_stop: its lease is revoked, the record goes well before the TTL.
     nodes[3].meshd.terminate();
     let stopped = Instant::now();
     let mut without = all.clone();

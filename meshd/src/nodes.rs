@@ -5,12 +5,15 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{ClusterName, Labels, NodeName};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+mod retry;
+use retry::{Backoff, FailureLog, Verdict};
 
 use crate::kvstore::{Decoder, KvError, KvStore};
 use crate::schema::{Key, Resource, ResourceKind, Scope};
@@ -121,6 +124,9 @@ impl Decoder for NodeDecoder {
         NodeRecord::decode(self.cluster(), key, value)
     }
 }
+
+/// A run of keep-alive failures is warned about once per this period.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Registration settings.
 #[derive(Debug, Clone, Copy)]
@@ -238,6 +244,35 @@ async fn put_with_new_lease(
     Ok(lease)
 }
 
+/// Failures of the keep-alive task: reported in the status, logged without flooding.
+struct Failures<'a> {
+    status: &'a watch::Sender<RegistrationStatus>,
+    log: FailureLog,
+}
+
+impl Failures<'_> {
+    fn failed(&mut self, e: String) {
+        match self.log.failed(Instant::now()) {
+            Verdict::Warn { quiet: 0 } => {
+                tracing::warn!(error = %e, "node lease keep-alive failed; retrying")
+            }
+            Verdict::Warn { quiet } => tracing::warn!(
+                error = %e, failures_since_last_warning = quiet,
+                "node lease keep-alive still failing; retrying"
+            ),
+            Verdict::Quiet => tracing::debug!(error = %e, "node lease keep-alive failed"),
+        }
+        self.status.send_modify(|s| s.last_error = Some(e));
+    }
+
+    fn renewed(&mut self) {
+        if let Some(d) = self.log.recovered(Instant::now()) {
+            tracing::info!(after = ?d, "node lease renewed again");
+        }
+        self.status.send_modify(|s| s.last_error = None);
+    }
+}
+
 async fn keepalive(
     store: KvStore,
     cfg: LeaseConfig,
@@ -245,10 +280,11 @@ async fn keepalive(
     record: watch::Receiver<NodeRecord>,
     status: watch::Sender<RegistrationStatus>,
 ) {
-    let fail = |e: String| {
-        tracing::warn!(error = %e, "node lease keep-alive failed; retrying");
-        status.send_modify(|s| s.last_error = Some(e));
+    let mut failures = Failures {
+        status: &status,
+        log: FailureLog::new(WARN_EVERY),
     };
+    let mut backoff = Backoff::new(cfg.keepalive_interval);
     loop {
         // (Re)open the keep-alive stream; if the lease is gone, register again.
         let mut client = store.client();
@@ -268,28 +304,30 @@ async fn keepalive(
                         status.send_modify(|s| {
                             s.lease_id = l;
                             s.re_registrations += 1;
-                            s.last_error = None;
                         });
+                        failures.renewed();
+                        backoff.reset();
                     }
-                    Err(e) => fail(e.to_string()),
+                    Err(e) => failures.failed(e.to_string()),
                 }
                 tokio::time::sleep(cfg.keepalive_interval).await;
                 continue;
             }
             Ok(Err(e)) => {
                 let e = KvError::from_etcd("lease keep-alive", e);
-                // A refused connection (one member down) is retried at once.
+                // A refused connection (one member down) is retried soon, then less often
+                // while no member answers.
                 let pause = if e.never_sent() {
-                    Duration::from_millis(20)
+                    backoff.pause()
                 } else {
                     cfg.keepalive_interval
                 };
-                fail(e.to_string());
+                failures.failed(e.to_string());
                 tokio::time::sleep(pause).await;
                 continue;
             }
             Err(_) => {
-                fail("opening the keep-alive stream timed out".into());
+                failures.failed("opening the keep-alive stream timed out".into());
                 continue;
             }
         };
@@ -297,27 +335,28 @@ async fn keepalive(
         loop {
             tokio::time::sleep(cfg.keepalive_interval).await;
             if let Err(e) = keeper.keep_alive().await {
-                fail(e.to_string());
+                failures.failed(e.to_string());
                 break;
             }
             match tokio::time::timeout(store.op_timeout(), responses.message()).await {
                 Ok(Ok(Some(r))) if r.ttl() > 0 => {
-                    status.send_modify(|s| s.last_error = None);
+                    failures.renewed();
+                    backoff.reset();
                 }
                 Ok(Ok(Some(_))) => {
-                    fail(format!("lease {lease} expired"));
+                    failures.failed(format!("lease {lease} expired"));
                     break;
                 }
                 Ok(Ok(None)) => {
-                    fail("keep-alive stream ended".into());
+                    failures.failed("keep-alive stream ended".into());
                     break;
                 }
                 Ok(Err(e)) => {
-                    fail(e.to_string());
+                    failures.failed(e.to_string());
                     break;
                 }
                 Err(_) => {
-                    fail("keep-alive response timed out".into());
+                    failures.failed("keep-alive response timed out".into());
                     break;
                 }
             }

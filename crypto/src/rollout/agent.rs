@@ -95,6 +95,13 @@ impl<B: WireGuardBackend, R: TunnelRoutes, F: PlaintextFilter> NodeEncryption<B,
         self.mode = mode;
     }
 
+    /// Handshakes before `t` do not count (made with an older key). A restarted agent passes
+    /// the key file's mtime: after a rotation its predecessor did, the handshakes made with the
+    /// old key must not move traffic back into the tunnel before the peers have the new one.
+    pub fn set_key_written(&mut self, t: Option<SystemTime>) {
+        self.rotated_at = t;
+    }
+
     /// Whether the node record should carry the public key now.
     pub fn publishes_key(&self) -> bool {
         self.mode != EncryptionMode::Off

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod flows;
+pub mod meshd;
 pub mod rollout;
 
 use std::time::Duration;

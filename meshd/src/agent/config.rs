@@ -37,6 +37,9 @@ pub struct AgentConfig {
     pub ipv6: Option<Ipv6Addr>,
     /// TTL of the node record's lease and of the mirror elections.
     pub lease_ttl_secs: i64,
+    /// `mesh.deregister_on_stop`: revoke the node lease on stop (else it runs out unless
+    /// meshd comes back first, so a restart does not disturb the other nodes).
+    pub deregister_on_stop: bool,
     /// Publish the WireGuard public key of `<state_dir>/wireguard.key` in the node record.
     pub wireguard: bool,
     /// WireGuard peers, routes and filter (`None`: encryption off or not WireGuard).
@@ -147,11 +150,13 @@ impl AgentConfig {
             configs::Backend::WireGuard {
                 listen_port,
                 persistent_keepalive,
+                rotate_every,
             } if wireguard => Some(WireGuardSettings {
                 mode,
                 device: mesh.wireguard_device.clone(),
                 listen_port,
                 persistent_keepalive,
+                rotate_every,
             }),
             _ => None,
         };
@@ -167,6 +172,7 @@ impl AgentConfig {
             ipv4: mesh.node_ipv4,
             ipv6: mesh.node_ipv6,
             lease_ttl_secs: i64::from(mesh.lease_ttl_secs),
+            deregister_on_stop: mesh.deregister_on_stop,
             wireguard,
             encryption,
             ipsec,

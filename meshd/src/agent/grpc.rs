@@ -8,9 +8,13 @@ use common::ServiceKey;
 use tonic::{Request, Response, Status};
 
 use super::AgentError;
+use super::sinks::EncryptionStatusSource;
 use super::state::Shared;
 use crate::policy::PolicyRecord;
 use crate::schema::{Key, Resource};
+
+#[path = "grpc_rotate.rs"]
+mod rotate;
 
 #[derive(Debug)]
 pub struct MeshApi {
@@ -98,6 +102,29 @@ impl pb::mesh_server::Mesh for MeshApi {
             .await
             .map_err(|e| Status::internal(format!("encryption status task failed: {e}")))?;
         Ok(Response::new(st))
+    }
+
+    async fn rotate_key(
+        &self,
+        _: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::RotateKeyResponse>, Status> {
+        let src = match self.shared.encryption() {
+            Some(EncryptionStatusSource::WireGuard(w)) => w,
+            Some(EncryptionStatusSource::Ipsec(_)) => {
+                return Err(Status::failed_precondition(
+                    "this node encrypts with IPsec, whose keys meshd does not generate: rotate by \
+                     adding a key line with the next SPI to encryption.ipsec.key_file on every \
+                     node (meshd reloads it within a second; see docs/encryption.md, SPI rotation)",
+                ));
+            }
+            None => {
+                return Err(Status::failed_precondition(format!(
+                    "no WireGuard encryption runs on this node, so there is no key to rotate: {}",
+                    self.shared.encryption_off()
+                )));
+            }
+        };
+        rotate::rotate_key(src).await.map(Response::new)
     }
 
     async fn apply_policy(

@@ -5,8 +5,9 @@
 //! while it is unreachable), takes its PodCIDRs by transaction, registers its node record on
 //! a lease, joins the mirror election of every remote cluster (mirroring while elected), and
 //! runs the merged view and the garbage collectors until `shutdown` completes. On a clean
-//! stop it resigns its mirror elections and revokes its node lease, so others take over and
-//! its record goes at once.
+//! stop it resigns its mirror elections (others take over) and stops renewing its node lease:
+//! a restart takes the record back before the lease runs out, so the other nodes see no change
+//! (`mesh.deregister_on_stop` revokes it instead, for decommissioning).
 
 pub mod addrs;
 pub mod cli;

@@ -241,9 +241,12 @@ pub(super) async fn serve(
 
     match reconcile.as_ref().and_then(|r| r.ipsec_announce()) {
         Some(announce) => publish_ipsec(cfg, shared, &reg, &rec, announce, stop).await,
-        None => stopped(stop).await,
+        None => match reconcile.as_ref().and_then(|r| r.wireguard_key()) {
+            Some(key) => key.run(shared, &reg, cfg.retry_interval, stop).await,
+            None => stopped(stop).await,
+        },
     }
-    tracing::info!("stopping: resigning mirror elections and revoking the node lease");
+    tracing::info!("stopping: resigning mirror elections");
     drop(local_endpoints);
     drop(reconcile);
     drop(gc);
@@ -256,10 +259,22 @@ pub(super) async fn serve(
         }
     }
     shared.set_record(None);
-    match tokio::time::timeout(STOP_TIMEOUT, reg.deregister()).await {
-        Ok(Ok(())) => tracing::info!("node lease revoked"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "revoking the node lease failed; it will expire"),
-        Err(_) => tracing::warn!("revoking the node lease timed out; it will expire"),
+    if !cfg.deregister_on_stop {
+        // A restart takes the record back with a new lease before this one runs out, so the
+        // other nodes keep this node's peer, routes and entries throughout.
+        tracing::info!(
+            ttl_secs = cfg.lease_ttl_secs,
+            "node record kept: it goes when its lease runs out unless meshd is back first"
+        );
+        reg.stop();
+    } else {
+        match tokio::time::timeout(STOP_TIMEOUT, reg.deregister()).await {
+            Ok(Ok(())) => tracing::info!("node lease revoked (mesh.deregister_on_stop)"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "revoking the node lease failed; it will expire")
+            }
+            Err(_) => tracing::warn!("revoking the node lease timed out; it will expire"),
+        }
     }
     drop(view);
     Ok(())

@@ -58,13 +58,20 @@ impl Reconcile {
         self.ipsec.as_ref().map(IpsecPeers::announce)
     }
 
-    /// Once `view` listed the local etcd and the driver applied it, tells the consumers
-    /// that remove what a previous meshd left (bgpd's ledger) that the desired state is
-    /// complete.
+    /// What keeps the node record's WireGuard public key current (WireGuard backend only).
+    pub(super) fn wireguard_key(&self) -> Option<super::sinks::wireguard::publish::KeyPublication> {
+        self._wireguard.as_ref().map(WireGuardPeers::publication)
+    }
+
+    /// Once `view` listed the local etcd and the driver applied it, tells the consumers that
+    /// must not act on a partial node list that the desired state is complete: bgpd's ledger
+    /// (removes what a previous meshd left) and the WireGuard worker (removes unknown peers).
     pub(super) fn arm(&mut self, view: Arc<MergedView>) {
-        let Some(bgp) = self.bgp.as_ref().map(BgpAdverts::sink) else {
+        let bgp = self.bgp.as_ref().map(BgpAdverts::sink);
+        let wireguard = self._wireguard.as_ref().map(WireGuardPeers::completion);
+        if bgp.is_none() && wireguard.is_none() {
             return;
-        };
+        }
         let driver = self.driver.clone();
         self.armed = Some(tokio::spawn(async move {
             while !view
@@ -78,8 +85,13 @@ impl Reconcile {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tracing::info!("desired state complete: stale adverts of a previous meshd may go");
-            bgp.set_complete();
+            if let Some(w) = wireguard {
+                w.set_complete();
+            }
+            if let Some(bgp) = bgp {
+                tracing::info!("desired state complete: stale adverts of a previous meshd may go");
+                bgp.set_complete();
+            }
         }));
     }
 }

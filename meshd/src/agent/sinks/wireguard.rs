@@ -5,13 +5,27 @@
 //! The [`Sink`] half records the node list and wakes a worker thread (the device, netlink and
 //! `nft` calls are blocking); the worker steps the node's encryption on every change and every
 //! second (handshakes move peers into the tunnel, see the rollout module), and answers the
-//! `EncryptionStatus` RPC. The device is a userspace one (wireguard-go's UAPI socket
+//! `EncryptionStatus` RPC. It steps only once the driver applied the first listing of the node
+//! records ([`WireGuardPeers::set_complete`]): a restarted meshd stepping with only its own
+//! record would remove every peer (and, in strict mode, every tunnel route) for that moment.
+//!
+//! Key rotation (`RotateKey`, or `encryption.wireguard.rotate_every`): [`rotation`]. The key
+//! the node record should carry is handed to the node's publisher ([`publish`]).
+//!
+//! The device is a userspace one (wireguard-go's UAPI socket
 //! `/var/run/wireguard/<device>.sock`), started by the operator or the node's service manager.
 
+pub mod publish;
+pub mod rotation;
+pub mod schedule;
+
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
 
 use api::mesh as pb;
 use common::{ClusterName, NodeName};
@@ -36,6 +50,8 @@ pub struct WireGuardSettings {
     pub device: String,
     pub listen_port: u16,
     pub persistent_keepalive: u16,
+    /// `encryption.wireguard.rotate_every`; `None`: only on command.
+    pub rotate_every: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +72,17 @@ struct Inner {
     nodes: Mutex<BTreeMap<PeerKey, NodeRecord>>,
     /// `None` until the device answered.
     agent: Mutex<Option<Agent>>,
-    store: KeyStore,
+    /// Locked after `agent` when both are needed.
+    store: Mutex<KeyStore>,
     last_error: Mutex<Option<String>>,
+    /// The driver applied the first listing: the node list is whole.
+    complete: AtomicBool,
+    /// The public key the node record should carry (read by [`publish`]).
+    key_want: watch::Sender<String>,
+    /// The public key last written to the node record.
+    key_published: watch::Sender<Option<String>>,
+    /// When the schedule last failed to rotate (retried after [`schedule::RETRY`]).
+    schedule_failed: Mutex<Option<SystemTime>>,
 }
 
 /// The sink the reconcile driver writes peers to.
@@ -137,12 +162,23 @@ impl Inner {
         let s = &self.settings;
         let backend = backend_for(&s.device);
         let kind = backend.kind();
-        ensure_device(&backend, self.store.private_key(), s.listen_port).map_err(|e| {
+        let store = self.store.lock().expect("store lock");
+        ensure_device(&backend, store.private_key(), s.listen_port).map_err(|e| {
             WireGuardSinkError::Device {
                 device: s.device.clone(),
                 detail: e.to_string(),
             }
         })?;
+        // The device has the stored key: the record may carry it (after a rotation whose
+        // device step failed, this is where the new key gets published).
+        let public = store.public_key().to_string();
+        self.key_want.send_if_modified(|k| {
+            let changed = *k != public;
+            k.clone_from(&public);
+            changed
+        });
+        let written = rotation::key_written(&store);
+        drop(store);
         let policy = PeerPolicy {
             listen_port: s.listen_port,
             node_encryption: false,
@@ -154,6 +190,7 @@ impl Inner {
             NftFilter,
         );
         agent.set_mode(s.mode);
+        agent.set_key_written(written);
         tracing::info!(device = %s.device, mode = %s.mode, backend = kind, "WireGuard encryption started");
         Ok(agent)
     }
@@ -167,6 +204,10 @@ impl Inner {
                 Err(e) => return self.set_error(Some(e.to_string())),
             }
         }
+        if !self.complete.load(Ordering::Acquire) {
+            return;
+        }
+        self.scheduled_rotation(&mut agent);
         let Some(agent) = agent.as_ref() else { return };
         match agent.step(&self.mesh(), SystemTime::now()) {
             Ok(rep) => {
@@ -197,14 +238,20 @@ impl WireGuardPeers {
         let me = own.name.clone();
         let mut nodes = BTreeMap::new();
         nodes.insert((local.clone(), me.clone()), own);
+        let (key_want, _) = watch::channel(store.public_key().to_string());
+        let (key_published, _) = watch::channel(None);
         let inner = Arc::new(Inner {
             local,
             me,
             settings: settings.clone(),
             nodes: Mutex::new(nodes),
             agent: Mutex::new(None),
-            store,
+            store: Mutex::new(store),
             last_error: Mutex::new(None),
+            complete: AtomicBool::new(false),
+            key_want,
+            key_published,
+            schedule_failed: Mutex::new(None),
         });
         let (wake, rx) = mpsc::channel::<()>();
         let worker = inner.clone();
@@ -231,9 +278,32 @@ impl WireGuardPeers {
         self.sink.clone()
     }
 
+    /// What tells the worker the node list is whole.
+    pub fn completion(&self) -> Completion {
+        Completion(self.sink.clone())
+    }
+
+    /// What the node's publisher needs to keep the record's public key current.
+    pub fn publication(&self) -> publish::KeyPublication {
+        publish::KeyPublication::new(&self.sink.inner)
+    }
+
     /// A status source for the API (shares the worker's state).
     pub fn status_source(&self) -> EncryptionStatusSource {
         EncryptionStatusSource(self.sink.inner.clone())
+    }
+}
+
+/// Tells the worker that the driver applied the first listing: it may step.
+#[derive(Debug)]
+pub struct Completion(WireGuardPeerSink);
+
+impl Completion {
+    pub fn set_complete(&self) {
+        if !self.0.inner.complete.swap(true, Ordering::AcqRel) {
+            tracing::info!("node records loaded: stepping the encryption");
+            let _ = self.0.wake.send(());
+        }
     }
 }
 
@@ -247,7 +317,7 @@ impl EncryptionStatusSource {
         let inner = &self.0;
         let nodes = inner.mesh();
         let now = SystemTime::now();
-        let age = inner.store.key_age(now);
+        let age = inner.store.lock().expect("store lock").key_age(now);
         let mut agent = inner.agent.lock().expect("agent lock");
         let Some(agent) = agent.as_mut() else {
             return pb::EncryptionStatusResponse {

@@ -1,0 +1,100 @@
+//! Durations written as in `rotate_every = "24h"`: whole numbers with a unit (`s`, `m`, `h`,
+//! `d`), several allowed in order (`"1h30m"`).
+
+use std::time::Duration;
+
+/// Parses `"90s"`, `"30m"`, `"24h"`, `"7d"`, `"1h30m"`; the error says what is wrong.
+pub(crate) fn parse(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("is empty; write e.g. \"24h\", \"30m\" or \"7d\"".into());
+    }
+    let mut total: u64 = 0;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "{text:?} is not a duration; write a number and a unit (s, m, h, d), e.g. \"24h\""
+            ));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?}: the number is too large"))?;
+        let unit = rest[digits..].chars().next().ok_or_else(|| {
+            format!("{text:?} has no unit; add one of s, m, h, d (e.g. \"{n}h\")")
+        })?;
+        let secs = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            other => {
+                return Err(format!(
+                    "{text:?}: {other:?} is not a unit; use s, m, h or d"
+                ));
+            }
+        };
+        total = n
+            .checked_mul(secs)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("{text:?} is too long"))?;
+        rest = &rest[digits + unit.len_utf8()..];
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Formats whole seconds back into the largest exact units (`86400` → `"1d"`, `90` → `"1m30s"`).
+pub fn format(d: Duration) -> String {
+    let mut s = d.as_secs();
+    if s == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if s >= len {
+            out.push_str(&format!("{}{unit}", s / len));
+            s %= len;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units_and_compounds() {
+        for (t, secs) in [
+            ("90s", 90),
+            ("30m", 1800),
+            ("24h", 86_400),
+            ("7d", 604_800),
+            ("1h30m", 5400),
+            (" 10s ", 10),
+        ] {
+            assert_eq!(parse(t), Ok(Duration::from_secs(secs)), "{t}");
+        }
+        assert_eq!(format(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format(Duration::from_secs(86_400)), "1d");
+    }
+
+    #[test]
+    fn refuses_garbage_with_a_hint() {
+        for (t, needle) in [
+            ("", "is empty"),
+            ("24", "has no unit"),
+            ("h", "is not a duration"),
+            ("5w", "is not a unit"),
+            ("-5s", "is not a duration"),
+            ("99999999999999999999s", "too large"),
+            ("999999999999999999d", "too long"),
+        ] {
+            let e = parse(t).unwrap_err();
+            assert!(e.contains(needle), "{t}: {e}");
+        }
+    }
+}
