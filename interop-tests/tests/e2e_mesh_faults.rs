@@ -1,21 +1,25 @@
 //! The two-cluster lab (`interop_tests::mesh`) under faults; each test builds its own lab.
 //!
 //! - the BIRD ToR crashes and restarts: BGP reconverges, cross-cluster and VIP traffic return;
+//! - the FRR ToR's daemons (bgpd, zebra) crash and restart with the same config: its sessions
+//!   to both blue nodes and to BIRD re-establish, it relearns every PodCIDR and the VIP, and
+//!   cross-cluster pod traffic through it returns (time to traffic back printed);
 //! - red's etcd leader is killed: requests keep flowing, every red meshd is connected to the
 //!   survivors within 4 s (its watch on the dead member fails first), and a service change
 //!   written afterwards still takes effect;
 //! - red is cut off from blue's whole etcd: cross-cluster traffic to known endpoints keeps
 //!   flowing, `ironctl mesh status` says blue is stale, and it recovers when restored;
-//! - meshd crashes and restarts: an established cross-cluster TCP flow keeps answering all
-//!   along; after a graceful restart (which revokes the node's lease, so the other nodes drop
-//!   it as a WireGuard peer and its packets are lost until it is back) the same flow resumes.
+//! - meshd crashes and restarts, then stops gracefully and restarts (its node record is kept
+//!   through a stop): an established cross-cluster TCP flow keeps answering all along.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use interop_tests::cmd::wait_for;
 use interop_tests::mesh::services::{self, LB_PORT, LB_VIP, WEB_VIP};
-use interop_tests::mesh::{APP_PORT, Bins, MeshLab, Node, Side, T, probe};
+use interop_tests::mesh::{APP_PORT, Bins, MeshLab, Node, Side, T, TorKind, probe};
 use ironmesh_meshd::services::BackendState;
 use serde_json::Value;
 
@@ -37,6 +41,52 @@ fn until_answered(from: &interop_tests::Host, dst: SocketAddr, limit: Duration) 
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// One request on a new connection, everything within 300 ms (so a lost SYN is seen fast).
+fn ask_quick(from: &interop_tests::Host, dst: SocketAddr) -> bool {
+    let t = Duration::from_millis(300);
+    from.in_netns(|| {
+        let mut s = TcpStream::connect_timeout(&dst, t).ok()?;
+        s.set_read_timeout(Some(t)).ok()?;
+        s.write_all(b"who").ok()?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).ok()?;
+        (n > 0).then_some(())
+    })
+    .is_ok_and(|r| r.is_some())
+}
+
+/// Runs `f` while asking `dst` from `from` every 50 ms ([`ask_quick`]); `f`'s result and each
+/// request's (time sent, answered).
+fn asking_during<T>(
+    from: &interop_tests::Host,
+    dst: SocketAddr,
+    f: impl FnOnce() -> T,
+) -> (T, Vec<(Instant, bool)>) {
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let done = AtomicBool::new(false);
+    let called = Instant::now();
+    std::thread::scope(|s| {
+        let asker = s.spawn(|| {
+            let mut asked = Vec::new();
+            while !done.load(Ordering::Relaxed) && called.elapsed() < 3 * T {
+                let t = Instant::now();
+                asked.push((t, ask_quick(from, dst)));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            asked
+        });
+        let guard = Done(&done);
+        let r = f();
+        drop(guard);
+        (r, asker.join().expect("the asking thread"))
+    })
 }
 
 fn mesh_status(mesh: &MeshLab, n: &Node) -> Value {
@@ -84,6 +134,107 @@ fn e2e_mesh_tor_restart_bgp_reconverges_and_traffic_returns() {
     for _ in 0..5 {
         assert_eq!(probe::ask(&client.host, web.addr()), Ok(web.answer()));
     }
+}
+
+#[test]
+fn e2e_mesh_frr_tor_restart_sessions_routes_and_traffic_return() {
+    let mesh = start("e2e_mesh_frr");
+    let client = mesh.pod(Side::Red, "n1", "client");
+    let webs: Vec<_> = mesh.blue.pods("web").collect();
+    for w in &webs {
+        assert_eq!(probe::ask(&client.host, w.addr()), Ok(w.answer()));
+    }
+    let tor = &mesh.blue_tor;
+    let TorKind::Frr(frr) = &tor.kind else {
+        panic!("the blue ToR is not FRR")
+    };
+    let zebra = frr.zebra.as_ref().expect("the blue ToR runs zebra");
+    let before = (frr.bgpd.pid().unwrap(), zebra.pid().unwrap());
+
+    // Asked all along from before the kill, every 50 ms: when the traffic is back.
+    let (start, asked) = asking_during(&client.host, webs[0].addr(), || {
+        std::thread::sleep(Duration::from_millis(300)); // asked before the kill too
+        let start = Instant::now();
+        tor.crash_and_restart().unwrap();
+        let after = (frr.bgpd.pid().unwrap(), zebra.pid().unwrap());
+        assert!(
+            after.0 != before.0 && after.1 != before.1,
+            "bgpd and zebra are new processes: {before:?} -> {after:?}"
+        );
+        eprintln!(
+            "FRR bgpd and zebra back {:?} after the kill",
+            start.elapsed()
+        );
+        // Both blue nodes and the BIRD ToR.
+        tor.wait_sessions(T).unwrap();
+        let sessions = start.elapsed();
+        for n in &mesh.blue.nodes {
+            let state = frr.neighbor_state(IpAddr::V4(n.ip)).unwrap();
+            assert_eq!(state, "Established", "FRR's session to blue/{}", n.name);
+        }
+        eprintln!("FRR sessions Established {sessions:?} after the kill");
+        // Every PodCIDR (blue's from its nodes, red's through BIRD) and the VIP, in FRR's kernel.
+        let mut want: Vec<String> = mesh.nodes().map(|n| n.pod_cidr.to_string()).collect();
+        want.push(LB_VIP.to_string());
+        tor.wait_kernel_routes(&want, T).unwrap();
+        eprintln!(
+            "FRR's kernel has every PodCIDR and the VIP {:?} after the kill",
+            start.elapsed()
+        );
+        for w in &webs {
+            until_answered(&client.host, w.addr(), T);
+        }
+        eprintln!(
+            "both blue web pods answer {:?} after the kill",
+            start.elapsed()
+        );
+        start
+    });
+    // Times from the kill of the requests sent after it.
+    let after: Vec<(Duration, bool)> = asked
+        .iter()
+        .filter_map(|(t, ok)| Some((t.checked_duration_since(start)?, *ok)))
+        .collect();
+    let failed: Vec<Duration> = after.iter().filter(|a| !a.1).map(|a| a.0).collect();
+    let back = after
+        .iter()
+        .find(|a| a.1 && failed.last().is_none_or(|l| a.0 > *l))
+        .map(|a| a.0);
+    eprintln!(
+        "FRR ToR restart: {} requests red/n1/client -> blue/n1/web after the kill, {} failed \
+         (sent from {:?} to {:?}); traffic back (first answered after the last failure) {back:?} \
+         after the kill",
+        after.len(),
+        failed.len(),
+        failed.first(),
+        failed.last(),
+    );
+    assert!(
+        asked.iter().any(|(t, ok)| *t < start && *ok),
+        "answered before the kill: {asked:?}"
+    );
+    let back = back.unwrap_or_else(|| panic!("no answer after the last failure: {after:?}"));
+    assert!(back < T, "traffic back after {back:?}");
+    // The routes are BGP's again on every blue node (learned from the restarted ToR).
+    for n in &mesh.blue.nodes {
+        for r in &mesh.red.nodes {
+            let route = n
+                .host
+                .ip(&["route", "show", "exact", &r.pod_cidr.to_string()])
+                .unwrap();
+            assert!(
+                route.contains("via 198.51.100.1") && route.contains("proto 201"),
+                "{}: {route}",
+                n.name
+            );
+        }
+    }
+    for w in &webs {
+        for _ in 0..5 {
+            assert_eq!(probe::ask(&client.host, w.addr()), Ok(w.answer()));
+        }
+    }
+    assert!(probe::ask(&mesh.client, (LB_VIP, LB_PORT).into()).is_ok());
 }
 
 #[test]
@@ -242,22 +393,21 @@ fn e2e_mesh_meshd_crash_and_graceful_restart_established_flow_survives() {
     assert_eq!(flow.ask(), Ok(web.answer()));
     assert_eq!(probe::ask(&client.host, web.addr()), Ok(web.answer()));
 
-    // A graceful restart: meshd revokes its node lease on the way out, so blue/n1 drops red/n1
-    // as a WireGuard peer and red/n1's packets are lost until meshd is back; the same
-    // connection carries on once it is (TCP retransmits).
+    // A graceful restart, as in an upgrade: meshd keeps its node record on the way out
+    // (`mesh.deregister_on_stop` is off), so the other nodes change nothing and the same
+    // connection answers all along.
     red1.meshd.terminate();
-    std::thread::sleep(Duration::from_secs(1)); // down for a second, as in an upgrade
+    let stopped = Instant::now();
+    while stopped.elapsed() < Duration::from_secs(1) {
+        assert_eq!(flow.ask(), Ok(web.answer()), "while meshd is stopped");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     red1.meshd.restart().unwrap();
     let restarted = Instant::now();
-    let back = loop {
-        // A late answer to an earlier ask may arrive first: the same server, so a prefix.
-        match flow.ask() {
-            Ok(a) if a.starts_with(&web.answer()) => break restarted.elapsed(),
-            r => assert!(
-                restarted.elapsed() < Duration::from_secs(20),
-                "the flow did not come back after a graceful restart: {r:?}"
-            ),
-        }
-    };
-    eprintln!("after a graceful meshd restart the flow answered again {back:?} later");
+    while restarted.elapsed() < Duration::from_secs(4) {
+        assert_eq!(flow.ask(), Ok(web.answer()), "after a graceful restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    red1.wait_encrypted(&mesh.bins.ironctl, 3, T).unwrap();
+    assert_eq!(probe::ask(&client.host, web.addr()), Ok(web.answer()));
 }

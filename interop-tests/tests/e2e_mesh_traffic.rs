@@ -4,14 +4,17 @@
 //!   WireGuard (the device's counters grow; the ToR link carries UDP to the WireGuard port and
 //!   no plain pod packet), and app=other denied by blue web's policy with a drop event;
 //! - the global service fails over from the local backends to the remote cluster's and back;
-//! - the LoadBalancer VIP: ECMP at the BIRD ToR, both nodes answer the external client; a node
-//!   losing its last backend withdraws the VIP within 1 s.
+//! - the LoadBalancer VIP: ECMP at the BIRD ToR, both nodes answer the external client, each
+//!   flow translated by the datapath of the node it reached (its conntrack entry: external, to
+//!   that node's web pod; no VIP address and no nftables NAT on any node); a node losing its
+//!   last backend withdraws the VIP within 1 s.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use datapath::events::{DropReason, EventKind};
+use datapath::lb::Proto;
 use interop_tests::mesh::services::{self, LB_PORT, LB_VIP, WEB_VIP};
 use interop_tests::mesh::{APP_PORT, Bins, MeshLab, Side, WG_PORT, probe};
 use ironmesh_meshd::services::BackendState;
@@ -192,16 +195,52 @@ fn e2e_mesh_vip_ecmp_at_the_tor_and_withdraw_within_1s() {
         vec![red1, red2],
         "one ECMP path per node with a backend"
     );
-    let vip: SocketAddr = (LB_VIP, LB_PORT).into();
-    let mut answered = BTreeSet::new();
-    for _ in 0..16 {
-        answered.insert(probe::ask(&mesh.client, vip).unwrap());
+    // Nothing but the datapath translates the VIP: no node has it as an address or NATs it.
+    for n in mesh.nodes() {
+        let found = services::stand_ins(n).unwrap();
+        assert!(found.is_empty(), "{}/{}: {found:?}", n.cluster, n.name);
     }
+    let vip: SocketAddr = (LB_VIP, LB_PORT).into();
+    let mut per_node = BTreeMap::<String, u32>::new();
+    for i in 0..16 {
+        let mut flow = probe::Flow::open(&mesh.client, vip).unwrap();
+        let answer = flow.ask().unwrap();
+        // Exactly one red node's datapath translated it: its external entry, its own web pod.
+        let mut by = Vec::new();
+        for n in &mesh.red.nodes {
+            if let Some(f) = services::vip_flow(n, flow.local).unwrap() {
+                by.push((n, f));
+            }
+        }
+        assert_eq!(by.len(), 1, "flow {i} from {}: {by:?}", flow.local);
+        let (n, f) = &by[0];
+        let web = mesh.pod(Side::Red, &n.name, "web");
+        assert_eq!(
+            answer,
+            web.answer(),
+            "flow {i}: answered by the node's own pod"
+        );
+        assert_eq!(f.backend, web.addr(), "flow {i}: DNAT to the local pod");
+        assert!(f.external && f.external_id != 0, "flow {i}: {f:?}");
+        assert_eq!(f.svc_id, f.external_id, "flow {i}: the external entry's");
+        *per_node.entry(answer).or_default() += 1;
+    }
+    eprintln!("16 connections from the external client: {per_node:?}");
     assert_eq!(
-        answered,
-        BTreeSet::from(["red/n1/web".to_string(), "red/n2/web".to_string()]),
+        per_node.keys().collect::<Vec<_>>(),
+        ["red/n1/web", "red/n2/web"],
         "16 connections from the external client over both paths"
     );
+    // Blue has no LoadBalancer service: no external entry there.
+    for n in &mesh.blue.nodes {
+        let ext =
+            n.dp.with(|d| {
+                d.external_service(IpAddr::V4(LB_VIP), LB_PORT, Proto::Tcp)
+                    .map_err(|e| interop_tests::LabError::Invalid(e.to_string()))
+            })
+            .unwrap();
+        assert_eq!(ext, None, "blue/{}", n.name);
+    }
 
     // red/n2's only backend terminates: n2 withdraws the VIP, the ToR keeps n1's path.
     let start = Instant::now();

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use interop_tests::mesh::services::{LB_PORT, LB_VIP, WEB_VIP};
-use interop_tests::mesh::{APP_PORT, Bins, MeshLab, Node, Plane, Side, probe};
+use interop_tests::mesh::services::{self, LB_PORT, LB_VIP, WEB_VIP};
+use interop_tests::mesh::{APP_PORT, Bins, MeshLab, Node, Side, probe};
 
 fn main() -> Result<()> {
     let keep = std::env::args().any(|a| a == "--keep");
@@ -28,7 +28,7 @@ fn main() -> Result<()> {
     let bins = Bins::find()?;
     println!("ironmesh lab demo: two clusters, two ToRs, an external client (about 10 s) ...");
     let started = Instant::now();
-    let mesh = match MeshLab::start_with("demo", bins, Plane::from_env(), &stop) {
+    let mesh = match MeshLab::start_with("demo", bins, &stop) {
         Ok(m) => m,
         Err(e) if stop.load(Ordering::SeqCst) => bail!("{e} (Ctrl-C); the lab is torn down"),
         Err(e) => return Err(e.into()),
@@ -113,15 +113,7 @@ fn main() -> Result<()> {
         let a = probe::ask(&client.host, (WEB_VIP, APP_PORT).into());
         println!("  red/n1/client -> {WEB_VIP}:{APP_PORT}: {}", show(&a));
     }
-    println!("shop/front's VIP from the external client (ECMP over red/n1 and red/n2):");
-    let mut seen = std::collections::BTreeMap::<String, u32>::new();
-    for _ in 0..8 {
-        let a = probe::ask(&mesh.client, (LB_VIP, LB_PORT).into());
-        *seen.entry(show(&a)).or_default() += 1;
-    }
-    for (answer, n) in &seen {
-        println!("  client -> {LB_VIP}:{LB_PORT}: {answer} ({n} of 8 connections)");
-    }
+    vip_from_outside(&mesh)?;
     println!(
         "\nTour done {:.1} s after the start.",
         started.elapsed().as_secs_f64()
@@ -181,21 +173,14 @@ fn topology(mesh: &MeshLab) {
 }
 
 /// red/n2/other -> blue/n1/web is denied by blue web's policy (applied with `ironctl mesh policy
-/// apply`, or written into the maps by the lab with `IRONMESH_MESH_PLANE=lab`); the datapath
-/// monitor on blue/n1 explains the drop.
+/// apply`); the datapath monitor on blue/n1 explains the drop.
 fn policy_denied(mesh: &MeshLab) -> Result<()> {
     let other = mesh.pod(Side::Red, "n2", "other");
     let web = mesh.pod(Side::Blue, "n1", "web");
     let blue1 = mesh.blue.node("n1");
-    if mesh.plane == Plane::Meshd {
-        let api = blue1.api.display().to_string();
-        println!("$ ironctl mesh --meshd {api} policy list");
-        indent(&mesh.ironctl(&["mesh", "--meshd", &api, "policy", "list"])?);
-    } else {
-        println!(
-            "(blue web's policy is written into the datapath by the lab: IRONMESH_MESH_PLANE=lab)"
-        );
-    }
+    let api = blue1.api.display().to_string();
+    println!("$ ironctl mesh --meshd {api} policy list");
+    indent(&mesh.ironctl(&["mesh", "--meshd", &api, "policy", "list"])?);
     let monitor = Command::new(&mesh.bins.ironctl)
         .args(["monitor", "--pin-root"])
         .arg(blue1.dp.pin_root())
@@ -228,6 +213,57 @@ fn policy_denied(mesh: &MeshLab) -> Result<()> {
         "  (id {} is red's app=other, id {} blue's app=web: see `ironctl mesh identities`)",
         other.identity, web.identity
     );
+    Ok(())
+}
+
+/// shop/front's VIP from the external client: ECMP at the ToR, translated by the datapath of
+/// the red node the flow reached (its external entry, conntrack), nothing configured by the lab.
+fn vip_from_outside(mesh: &MeshLab) -> Result<()> {
+    println!("shop/front's VIP from the external client (ECMP over red/n1 and red/n2):");
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    let mut example = None;
+    for _ in 0..8 {
+        let mut flow = probe::Flow::open(&mesh.client, (LB_VIP, LB_PORT).into());
+        let a = flow.as_mut().map_err(|e| e.clone()).and_then(|f| f.ask());
+        *seen.entry(show(&a)).or_default() += 1;
+        if let (Ok(f), None) = (&flow, &example) {
+            for n in &mesh.red.nodes {
+                if let Some(v) = services::vip_flow(n, f.local)? {
+                    example = Some((f.local, n, v));
+                }
+            }
+        }
+    }
+    for (answer, n) in &seen {
+        println!("  client -> {LB_VIP}:{LB_PORT}: {answer} ({n} of 8 connections)");
+    }
+    match example {
+        Some((c, n, v)) => println!(
+            "  translated by the datapath: red/{}'s conntrack has {c} -> {LB_VIP}:{LB_PORT} \
+             DNATed to {} (external entry id {}{}), no SNAT",
+            n.name,
+            v.backend,
+            v.svc_id,
+            if v.external {
+                ", reply reverse-NATed in pod_egress"
+            } else {
+                ""
+            },
+        ),
+        None => println!("  (no red node's datapath has a conntrack entry for these flows!)"),
+    }
+    for n in &mesh.red.nodes {
+        let s = services::stand_ins(n)?;
+        println!(
+            "  red/{}: VIP address or nftables NAT: {}",
+            n.name,
+            if s.is_empty() {
+                "none".into()
+            } else {
+                s.join("; ")
+            }
+        );
+    }
     Ok(())
 }
 

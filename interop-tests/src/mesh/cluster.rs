@@ -6,7 +6,6 @@ use std::sync::atomic::AtomicBool;
 
 use super::Bins;
 use super::node::{Node, Pod, start_node};
-use super::plane::Plane;
 use crate::error::{LabError, Result};
 use crate::etcd::EtcdCluster;
 use crate::lab::{Host, Lab};
@@ -162,7 +161,6 @@ pub(super) struct Ctx<'a> {
     pub lab: &'a Lab,
     pub bins: &'a Bins,
     pub stop: &'a Arc<AtomicBool>,
-    pub plane: Plane,
 }
 
 /// Starts both nodes of a cluster (in parallel) and their pods.
@@ -173,12 +171,7 @@ pub(super) fn start(
     etcd: EtcdCluster,
     remote_endpoints: &str,
 ) -> Result<Cluster> {
-    let Ctx {
-        lab,
-        bins,
-        stop,
-        plane,
-    } = ctx;
+    let Ctx { lab, bins, stop } = ctx;
     let nodes = std::thread::scope(|s| {
         let handles: Vec<_> = hosts
             .nodes
@@ -186,9 +179,7 @@ pub(super) fn start(
             .enumerate()
             .map(|(i, h)| {
                 let (plan, etcd) = (&plan, &etcd);
-                s.spawn(move || {
-                    start_node(lab, bins, plan, i, h, etcd, remote_endpoints, stop, plane)
-                })
+                s.spawn(move || start_node(lab, bins, plan, i, h, etcd, remote_endpoints, stop))
             })
             .collect();
         handles

@@ -19,11 +19,13 @@
 //! `shop/front`, a LoadBalancer VIP 203.0.113.10:80 on red's web pods, announced by every red
 //! node with a local backend (ECMP at the BIRD ToR).
 //!
-//! By default ([`Plane::Meshd`]) meshd loads the datapath, registers the pods from the CNI's
-//! endpoint records and programs blue web's policy (`ironctl mesh policy apply`: only
-//! app=client may reach it); with `IRONMESH_MESH_PLANE=lab` the lab stands in for all three
-//! ([`plane`]). The VIP's translation for traffic from outside is always the lab's (nftables on
-//! the nodes): the datapath translates services for pods only.
+//! meshd loads the datapath (host_ingress on the uplink, native routing), registers the pods
+//! from the CNI's endpoint records and programs blue web's policy (`ironctl mesh policy
+//! apply`: only app=client may reach it); the lab only waits for it ([`plane`]). The VIP is
+//! translated for the external client by the datapath too: host_ingress on a red node's uplink
+//! DNATs it to that node's web pod (the external entry meshd programs for a LoadBalancer VIP),
+//! and the pod's pod_egress restores VIP:80 on the reply. No VIP address on any node, no
+//! nftables NAT, the client's address preserved ([`services::vip_flow`] shows the flow).
 
 mod cluster;
 mod node;
@@ -40,8 +42,7 @@ use std::time::{Duration, Instant};
 
 pub use cluster::Cluster;
 pub use node::{Node, Pod};
-pub use plane::Plane;
-pub use tor::Tor;
+pub use tor::{Tor, TorKind};
 
 use crate::bgpd::{build_binaries, cargo_binary};
 use crate::cmd::wait_for;
@@ -107,8 +108,6 @@ pub struct MeshLab {
     pub blue_tor: Tor,
     pub client: Host,
     pub bins: Bins,
-    /// Who owns the datapath, pod registration and policy.
-    pub plane: Plane,
     /// How long [`MeshLab::start`] took.
     pub startup: Duration,
     stop: Arc<AtomicBool>,
@@ -119,20 +118,15 @@ pub struct MeshLab {
 impl MeshLab {
     /// Builds the whole topology and waits until it is ready: BGP sessions up, every PodCIDR at
     /// both ToRs, the VIP with one path per red node at the BIRD ToR, and every node encrypting
-    /// to every other node of both clusters. The plane is [`Plane::from_env`] (meshd unless
-    /// `IRONMESH_MESH_PLANE=lab`). On failure the daemons' logs are printed before teardown.
+    /// to every other node of both clusters. On failure the daemons' logs are printed before
+    /// teardown.
     pub fn start(name: &str, bins: Bins) -> Result<MeshLab> {
-        Self::start_with(name, bins, Plane::from_env(), &AtomicBool::new(false))
+        Self::start_with(name, bins, &AtomicBool::new(false))
     }
 
-    /// [`MeshLab::start`] with a chosen plane, giving up between steps once `cancel` is set
-    /// (the demo's Ctrl-C); what was started is torn down.
-    pub fn start_with(
-        name: &str,
-        bins: Bins,
-        plane: Plane,
-        cancel: &AtomicBool,
-    ) -> Result<MeshLab> {
+    /// [`MeshLab::start`], giving up between steps once `cancel` is set (the demo's Ctrl-C);
+    /// what was started is torn down.
+    pub fn start_with(name: &str, bins: Bins, cancel: &AtomicBool) -> Result<MeshLab> {
         let step = |what: &str| {
             if cancel.load(Ordering::SeqCst) {
                 Err(LabError::Invalid(format!("interrupted before {what}")))
@@ -149,7 +143,7 @@ impl MeshLab {
                 lab.dump_logs();
             }
         };
-        let (red_tor, blue_tor, client, red, blue) = match build(&lab, &bins, plane, &stop, &step) {
+        let (red_tor, blue_tor, client, red, blue) = match build(&lab, &bins, &stop, &step) {
             Ok(parts) => parts,
             Err(e) => {
                 dump(&lab);
@@ -163,7 +157,6 @@ impl MeshLab {
             blue_tor,
             client,
             bins,
-            plane,
             startup: Duration::ZERO,
             stop,
             lab,
@@ -186,19 +179,7 @@ impl MeshLab {
         self.blue_tor.wait_sessions(T)?;
         let cidrs: Vec<String> = self.nodes().map(|n| n.pod_cidr.to_string()).collect();
         for tor in [&self.red_tor, &self.blue_tor] {
-            wait_for(
-                &format!("every PodCIDR at {}", tor.host().name()),
-                T,
-                Duration::from_millis(250),
-                |last| {
-                    let have = tor.kernel_routes()?;
-                    *last = have.clone();
-                    Ok(cidrs
-                        .iter()
-                        .all(|c| have.contains(c.as_str()))
-                        .then_some(()))
-                },
-            )?;
+            tor.wait_kernel_routes(&cidrs, T)?;
         }
         self.wait_vip_paths(self.red.nodes.len(), T)?;
         let peers = self.nodes().count() as u64 - 1;
@@ -271,7 +252,6 @@ impl Drop for MeshLab {
 fn build(
     lab: &Lab,
     bins: &Bins,
-    plane: Plane,
     stop: &Arc<AtomicBool>,
     step: &dyn Fn(&str) -> Result<()>,
 ) -> Result<(Tor, Tor, Host, Cluster, Cluster)> {
@@ -313,12 +293,7 @@ fn build(
 
     let red_ep = red_etcd.endpoints();
     let blue_ep = blue_etcd.endpoints();
-    let ctx = cluster::Ctx {
-        lab,
-        bins,
-        stop,
-        plane,
-    };
+    let ctx = cluster::Ctx { lab, bins, stop };
     let (red, blue) = std::thread::scope(|s| {
         let a = s.spawn(|| cluster::start(ctx, red_plan, red_hosts, red_etcd, &blue_ep));
         let b = s.spawn(|| cluster::start(ctx, blue_plan, blue_hosts, blue_etcd, &red_ep));

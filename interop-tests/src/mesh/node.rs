@@ -11,7 +11,7 @@ use ipnet::Ipv4Net;
 use serde_json::Value;
 
 use super::cluster::{Plan, toml_list};
-use super::plane::{self, NodeDatapath, Plane};
+use super::plane::{self, NodeDatapath};
 use super::{APP_PORT, Bins, T, WG_PORT, probe};
 use crate::bgpd::{Bgpd, BgpdConfig, BgpdPeer};
 use crate::cmd::wait_for;
@@ -77,12 +77,11 @@ pub(super) fn start_node(
     etcd: &EtcdCluster,
     remote_endpoints: &str,
     stop: &Arc<AtomicBool>,
-    plane: Plane,
 ) -> Result<Node> {
     let name = format!("n{}", i + 1);
     let ip = plan.node_ip(i);
-    // The datapath's maps are pinned before meshd starts: meshd opens them once at start.
-    let dp = NodeDatapath::new(plane, host, lab.id())?;
+    // meshd loads the datapath into this (emptied) pin root and attaches it.
+    let dp = NodeDatapath::new(host, lab.id())?;
     let wg = WgDevice::start(host, WG_PORT)?;
     host.ip(&["link", "set", &wg.ifname, "up"])?;
     let api = host.path("meshd.sock");
@@ -96,7 +95,8 @@ pub(super) fn start_node(
          [encryption.wireguard]\nlisten_port = {WG_PORT}\npersistent_keepalive = 5\n\n\
          [mesh]\netcd_endpoints = {eps}\ncluster_id = {id}\nlease_ttl = 4\n\
          node_ipv4 = \"{ip}\"\nbgpd_socket = {bgpd_sock:?}\nwireguard_device = \"{wg}\"\n\
-         pod_cidr_pools = [{{ cidr = \"{pool}\", node_mask = 24 }}]\n{cni_eps}\n\
+         pod_cidr_pools = [{{ cidr = \"{pool}\", node_mask = 24 }}]\n\
+         cni_endpoints_dir = {cni_eps:?}\n\n\
          [[mesh.remote_clusters]]\nname = \"{remote}\"\nid = {remote_id}\nendpoints = {reps}\n\n\
          {datapath}",
         c = plan.name,
@@ -107,10 +107,7 @@ pub(super) fn start_node(
         pool = plan.pool,
         reps = toml_list(remote_endpoints),
         datapath = dp.meshd_config(),
-        cni_eps = match plane {
-            Plane::Meshd => format!("cni_endpoints_dir = {:?}\n", cni_dir.join("mesh/endpoints")),
-            Plane::Lab => String::new(),
-        },
+        cni_eps = cni_dir.join("mesh/endpoints"),
     );
     std::fs::write(&conf, text).map_err(io_err("writing meshd.toml"))?;
     let meshd = plane::spawn_meshd(host, &bins.meshd, &conf, &api)?;
@@ -175,8 +172,7 @@ pub(super) fn start_node(
             identity: 0,
             endpoint_id: k as u32 + 1,
         };
-        (pod.identity, pod.endpoint_id) = plane::register_pod(host, &dp, plan, etcd, &pod)?;
-        dp.attach_pod(host, &pod)?;
+        (pod.identity, pod.endpoint_id) = plane::register_pod(&dp, plan, etcd, &pod)?;
         if *app == "web" {
             probe::serve(&pod.host, pod.answer(), stop.clone())?;
         }

@@ -1,8 +1,13 @@
 //! The lab's services, written into etcd as records (as an operator or a Kubernetes
 //! controller would): `shop/web`, global with affinity local, a ClusterIP and a backend in
 //! every web pod of both clusters; `shop/front`, red's LoadBalancer VIP on red's web pods.
+//! The VIP is translated for the external client by the datapath meshd programs (the external
+//! entry on each red node, its local web pod): [`vip_flow`] and [`stand_ins`] show it.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use datapath::ipcache::FAMILY_IPV4;
+use datapath::lb::{CT_DIR_FORWARD, CT_F_EXTERNAL, CtKey, Proto};
 
 use ironmesh_meshd::lbipam::VipValue;
 use ironmesh_meshd::schema::{Key, Resource};
@@ -11,9 +16,9 @@ use ironmesh_meshd::services::{
 };
 
 use super::cluster::Cluster;
-use super::node::Pod;
-use super::{APP_PORT, MeshLab, plane};
-use crate::error::Result;
+use super::node::{Node, Pod};
+use super::{APP_PORT, MeshLab};
+use crate::error::{LabError, Result};
 
 /// `shop/web`'s ClusterIP (the same in both clusters).
 pub const WEB_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
@@ -77,7 +82,7 @@ pub fn put(cluster: &Cluster, s: &ServiceRecord) -> Result<()> {
     cluster.etcd.put(0, &s.key(), &value)
 }
 
-/// Every service of the lab, the VIP's LB-IPAM key and its north-south translation.
+/// Every service of the lab and the VIP's LB-IPAM key.
 pub(super) fn install(mesh: &MeshLab) -> Result<()> {
     let active = |_: &Pod| BackendState::Active;
     put(&mesh.red, &web(&mesh.red, active))?;
@@ -95,10 +100,72 @@ pub(super) fn install(mesh: &MeshLab) -> Result<()> {
     mesh.red
         .etcd
         .put(0, &key, &serde_json::to_string(&value).expect("JSON value"))?;
-    for n in &mesh.red.nodes {
-        if let Some(web) = n.pods.iter().find(|p| p.app == "web") {
-            plane::north_south(&n.host, n.ip, web.ip)?;
-        }
-    }
     Ok(())
+}
+
+/// A flow from outside to the VIP as `node`'s datapath holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipFlow {
+    /// The id of the VIP's external entry (host_ingress's) on the node.
+    pub external_id: u32,
+    /// Its conntrack entry's service id: the external entry's.
+    pub svc_id: u32,
+    /// The backend the flow was DNATed to.
+    pub backend: SocketAddr,
+    /// The entry is marked external (the reply gets VIP:port back in pod_egress).
+    pub external: bool,
+}
+
+/// The datapath's view on `node` of the flow from `client` (as the client sees its socket)
+/// to the VIP: `None` if the node has no conntrack entry for it (it did not translate it).
+pub fn vip_flow(node: &Node, client: SocketAddr) -> Result<Option<VipFlow>> {
+    let dp_err = |e: datapath::DatapathError| LabError::Invalid(format!("datapath: {e}"));
+    node.dp.with(|d| {
+        let key = CtKey::new(
+            (client.ip(), client.port()),
+            (IpAddr::V4(LB_VIP), LB_PORT),
+            Proto::Tcp,
+            CT_DIR_FORWARD,
+        );
+        let Some(ct) = d.conntrack_get(&key).map_err(dp_err)? else {
+            return Ok(None);
+        };
+        let ext = d
+            .external_service(IpAddr::V4(LB_VIP), LB_PORT, Proto::Tcp)
+            .map_err(dp_err)?;
+        let ip = datapath::lb::addr_from(&ct.nat_addr, FAMILY_IPV4)
+            .ok_or_else(|| LabError::Invalid(format!("conntrack entry {ct:?}")))?;
+        Ok(Some(VipFlow {
+            external_id: ext.map_or(0, |e| e.id),
+            svc_id: ct.svc_id,
+            backend: SocketAddr::new(ip, ct.nat_port()),
+            external: ct.flags & CT_F_EXTERNAL != 0,
+        }))
+    })
+}
+
+/// What a lab stand-in for the datapath's VIP translation would leave on `node`: the VIP as
+/// a local address, or an nftables NAT chain or rule. Empty: none.
+pub fn stand_ins(node: &Node) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let addrs = node.host.ip(&["-4", "-o", "addr"])?;
+    let vip = format!(" {LB_VIP}/");
+    found.extend(
+        addrs
+            .lines()
+            .filter(|l| l.contains(&vip))
+            .map(|l| format!("address: {}", l.trim())),
+    );
+    let rules = node.host.exec("nft", &["list", "ruleset"])?;
+    found.extend(
+        rules
+            .lines()
+            .filter(|l| {
+                ["type nat", "dnat", "snat", "masquerade", "redirect"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .map(|l| format!("nftables: {}", l.trim())),
+    );
+    Ok(found)
 }

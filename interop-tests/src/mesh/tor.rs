@@ -7,11 +7,13 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::time::Duration;
 
 use super::cluster::Plan;
 use super::services::LB_VIP;
 use crate::bird::{Bird, BirdConfig};
+use crate::cmd::wait_for;
 use crate::error::Result;
 use crate::frr::{Frr, FrrConfig, FrrNeighbor};
 use crate::lab::Host;
@@ -148,6 +150,25 @@ impl Tor {
         self.host().ip(&["-4", "route"])
     }
 
+    /// Waits until the ToR's kernel has a route for each of `prefixes` (as `ip route` prints
+    /// them: `10.1.0.0/24`, or a host address without `/32`).
+    pub fn wait_kernel_routes(&self, prefixes: &[String], timeout: Duration) -> Result<()> {
+        wait_for(
+            &format!("{prefixes:?} at {}", self.host().name()),
+            timeout,
+            Duration::from_millis(100),
+            |last| {
+                let have = self.kernel_routes()?;
+                let ok = prefixes.iter().all(|p| {
+                    have.lines()
+                        .any(|l| l.split_whitespace().next() == Some(p.as_str()))
+                });
+                *last = have;
+                Ok(ok.then_some(()))
+            },
+        )
+    }
+
     /// The next hops of the VIP's kernel route (one per ECMP path; empty: no route).
     pub fn vip_next_hops(&self) -> Result<Vec<Ipv4Addr>> {
         let out = self
@@ -177,14 +198,46 @@ impl Tor {
         }
     }
 
-    /// Kills the BGP daemon (SIGKILL: a crash) and starts it again with the same config.
+    /// Kills the ToR's routing daemons by PID (SIGKILL: a crash) and starts them again with
+    /// the same config: BIRD; FRR's bgpd and zebra (bfdd too if any). zebra comes back first
+    /// (its zserv socket recreated), then bgpd.
     pub fn crash_and_restart(&self) -> Result<()> {
-        let p = match &self.kind {
-            TorKind::Bird(b) => &b.process,
-            TorKind::Frr(f) => &f.bgpd,
+        let f = match &self.kind {
+            TorKind::Bird(b) => {
+                b.process.kill();
+                return b.process.restart();
+            }
+            TorKind::Frr(f) => f,
         };
-        p.kill();
-        p.restart()
+        f.bgpd.kill();
+        for p in [&f.bfdd, &f.zebra].into_iter().flatten() {
+            p.kill();
+        }
+        // The socket a killed zebra leaves: waiting for the new one must not see it.
+        let zserv = Path::new("/var/run/frr")
+            .join(f.host.netns())
+            .join("zserv.api");
+        let _ = std::fs::remove_file(&zserv);
+        if let Some(z) = &f.zebra {
+            z.restart()?;
+            wait_for(
+                "the restarted zebra's zserv socket",
+                Duration::from_secs(10),
+                Duration::from_millis(50),
+                |_| Ok(zserv.exists().then_some(())),
+            )?;
+        }
+        if let Some(b) = &f.bfdd {
+            b.restart()?;
+        }
+        f.bgpd.restart()?;
+        wait_for(
+            "the restarted bgpd's vty",
+            Duration::from_secs(15),
+            Duration::from_millis(100),
+            |_| Ok(f.vtysh(&["show bgp summary json"]).ok()),
+        )
+        .map(drop)
     }
 
     /// The exact command to query this ToR by hand.
