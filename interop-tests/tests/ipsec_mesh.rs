@@ -2,7 +2,8 @@
 //! running the meshd binary with `[encryption] backend = "ipsec"` and a Cilium-format key
 //! file. Every node must get XFRM policies for every other node (read back with
 //! `ip xfrm policy`, field by field), attempt the ESP SAs and report this kernel's refusal per
-//! peer in `ironctl encryption status -o json`; pods keep reaching each other in
+//! peer in `ironctl encryption status -o json` (each node publishes a distinct
+//! `ipsec_node_id`; the inbound SA attempted for each peer carries that peer's own SPI); pods keep reaching each other in
 //! opportunistic mode; a policy deleted by hand comes back; a malformed key file is reported
 //! by file and line while the rest keeps working; a new SPI in the key files rotates through
 //! the node records; a dead node's policies go within about a second of its record; strict
@@ -191,6 +192,31 @@ fn config(name: &str, state: &Path, key: &Path, etcd: &str, i: usize, mode: &str
     )
 }
 
+/// Per peer, the SPI of the inbound SA node `i` attempted first (from the refusal in
+/// `rejected`: `"n2: inbound SA: … (SA spi 0x30010002 192.0.2.2 -> 192.0.2.1: …"`).
+fn inbound_spis(st: &Value, i: usize) -> std::collections::BTreeMap<String, u32> {
+    st["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|r| {
+            let (peer, rest) = r.split_once(": ").unwrap();
+            assert!(rest.starts_with("inbound SA: "), "inbound SAs first: {r}");
+            let j: usize = peer[1..].parse().unwrap();
+            let hex = rest
+                .split("SA spi 0x")
+                .nth(1)
+                .expect("an SPI")
+                .get(..8)
+                .unwrap();
+            let addrs = format!("192.0.2.{j} -> 192.0.2.{}", i + 1);
+            assert!(rest.contains(&addrs), "{addrs}: {r}");
+            (peer.to_string(), u32::from_str_radix(hex, 16).unwrap())
+        })
+        .collect()
+}
+
 fn ping_ok(nodes: &[Node], a: usize, b: usize) -> bool {
     let s = nodes[a]
         .pod
@@ -280,6 +306,23 @@ fn ipsec_mesh_policies_from_node_records() -> Result<()> {
     }
 
     // 1. Every node: policies for each other node, SAs attempted, refusal reported per peer.
+    //    Each node publishes its own number; the inbound SA for a peer carries that peer's
+    //    SPI (key index << 28 | peer's number), so no two peers share an inbound SA.
+    let ids: Vec<u64> = (0..N)
+        .map(|i| {
+            record(&etcd, i)["ipsec_node_id"]
+                .as_u64()
+                .expect("ipsec_node_id")
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), N, "node numbers {ids:x?}");
+    for (n, id) in nodes.iter().zip(&ids) {
+        // cluster_id 1 << 16 | the PodCIDR's slot in 10.244.0.0/16 (/24s).
+        let slot: u64 = n.cidr.split('.').nth(2).unwrap().parse().unwrap();
+        assert_eq!(*id, 1 << 16 | slot, "{}", n.cidr);
+    }
+    eprintln!("node numbers {ids:#x?}");
     let t0 = Instant::now();
     for (i, n) in nodes.iter().enumerate() {
         let st = wait_status(&ironctl, n, "policies for every peer", |s| {
@@ -319,6 +362,13 @@ fn ipsec_mesh_policies_from_node_records() -> Result<()> {
         for p in st["peers"].as_array().unwrap() {
             assert_eq!(p["public_key"], "spi 3", "peer's published SPI: {st}");
         }
+        let spis = inbound_spis(&st, i);
+        let want: std::collections::BTreeMap<String, u32> = (0..N)
+            .filter(|&j| j != i)
+            .map(|j| (format!("n{}", j + 1), 3 << 28 | ids[j] as u32))
+            .collect();
+        assert_eq!(spis, want, "{}: inbound SPIs per peer: {st}", n.host.name());
+        eprintln!("{} attempted inbound SAs {spis:x?}", n.host.name());
         let others: Vec<usize> = (0..N).filter(|&j| j != i).collect();
         assert_eq!(
             policies(n),
@@ -389,6 +439,19 @@ fn ipsec_mesh_policies_from_node_records() -> Result<()> {
                     .as_array()
                     .is_some_and(|p| p.iter().all(|p| p["public_key"] == "spi 4"))
         });
+    }
+    // The SAs now attempted are key index 4's: new SPIs, still one per peer.
+    for (i, n) in nodes.iter().enumerate() {
+        let st = wait_status(&ironctl, n, "SAs of key index 4 attempted", |s| {
+            s["rejected"].as_array().is_some_and(|r| {
+                r.len() == 2 && r.iter().all(|r| r.as_str().unwrap().contains("SA spi 0x4"))
+            })
+        });
+        let spis = inbound_spis(&st, i);
+        for (peer, spi) in &spis {
+            let j: usize = peer[1..].parse::<usize>().unwrap() - 1;
+            assert_eq!(*spi, 4 << 28 | ids[j] as u32, "{peer}: {st}");
+        }
     }
     for i in 0..N {
         let rec = record(&etcd, i);

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use crypto::ipsec::rotation::{Action, Announce};
 use crypto::ipsec::xfrm::{Xfrm, XfrmError, XfrmPeer};
-use crypto::ipsec::{IpsecNode, PolicySync};
+use crypto::ipsec::{InstallError, IpsecNode, PolicySync};
 use interop_tests::*;
 
 const HEX40: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -89,11 +89,21 @@ fn ipsec_rotation_moves_policies_and_survives_bad_key_files() -> Result<()> {
     assert_eq!(marks(&n1), ["0x3e00/0xff00".to_string()].into());
 
     // SAs: refused by this kernel, clearly; the policies stay.
+    // Inbound first, with the peer's SPI (key index 3, n2's number 0x10002).
     let err = n1
-        .in_netns(|| node.install_sas(&Xfrm::open()?, &peers[0]))?
+        .in_netns(|| {
+            let x = Xfrm::open().map_err(InstallError::from)?;
+            node.install_sas(&x, &peers[0], (0x1_0001, 0x1_0002))
+        })?
         .unwrap_err();
     assert!(
-        matches!(err, XfrmError::EspUnavailable { spi: 3, .. }),
+        matches!(
+            err,
+            InstallError::Xfrm(XfrmError::EspUnavailable {
+                spi: 0x3001_0002,
+                ..
+            })
+        ),
         "{err}"
     );
     assert_eq!(

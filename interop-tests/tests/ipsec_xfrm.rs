@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use crypto::ipsec::keyfile;
 use crypto::ipsec::xfrm::{self, Sa, Xfrm, XfrmError, XfrmPeer};
-use crypto::ipsec::{directional_key, pair_keys};
+use crypto::ipsec::{directional_key, pair_keys, wire_spi};
 use interop_tests::*;
 
 fn peers() -> Vec<XfrmPeer> {
@@ -79,6 +79,7 @@ fn ipsec_xfrm_policies_and_sa_refusal() -> Result<()> {
             Xfrm::open()?.add_sa(&Sa {
                 src: "192.0.2.1".parse().unwrap(),
                 dst: "192.0.2.2".parse().unwrap(),
+                spi: wire_spi(3, 0x1_0001).unwrap(),
                 key: &out_key,
                 mark: Some(xfrm::out_mark(3)),
             })
@@ -87,7 +88,17 @@ fn ipsec_xfrm_policies_and_sa_refusal() -> Result<()> {
     let msg = err.to_string();
     eprintln!("SA install: {msg}");
     assert!(
-        matches!(err, XfrmError::EspUnavailable { spi: 3, .. }),
+        matches!(
+            err,
+            XfrmError::EspUnavailable {
+                spi: 0x3001_0001,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("spi 0x30010001 192.0.2.1 -> 192.0.2.2"),
         "{msg}"
     );
     assert!(msg.contains("cannot install IPsec (ESP)") && msg.contains("WireGuard"));

@@ -44,6 +44,10 @@ pub struct NodeRecord {
     pub wireguard_public_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipsec_key_index: Option<u8>,
+    /// The node's number in the mesh, part of the SPIs it sends with (unique per receiver;
+    /// `agent::sinks::ipsec::ids`). Absent from records of older meshd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipsec_node_id: Option<u32>,
     #[serde(default)]
     pub labels: Labels,
     #[serde(default)]
@@ -60,6 +64,7 @@ impl NodeRecord {
             pod_cidrs: Vec::new(),
             wireguard_public_key: None,
             ipsec_key_index: None,
+            ipsec_node_id: None,
             labels: Labels::new(),
             health: NodeHealth::Ready,
         }
@@ -377,6 +382,7 @@ mod tests {
             "fd00:10:0:1::/64".parse().unwrap(),
         ];
         r.wireguard_public_key = Some("hZn7e8Yq0JX2kX0yS5c0c9mZ8nL4v7u0q0g3iW8l7Xo=".into());
+        r.ipsec_node_id = Some(0x1_0001);
         r.labels = "topology.kubernetes.io/zone=a".parse().unwrap();
         r
     }
@@ -391,6 +397,14 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["health"], "ready");
         assert_eq!(json["pod_cidrs"][0], "10.244.1.0/24");
+        assert_eq!(json["ipsec_node_id"], 0x1_0001);
+        // Without a number (IPsec off, or an older meshd): no field, and back to None.
+        let mut old = r.clone();
+        old.ipsec_node_id = None;
+        let bytes = old.encode();
+        assert!(!String::from_utf8_lossy(&bytes).contains("ipsec_node_id"));
+        let back = NodeRecord::decode(&r.cluster, &r.name, &bytes).unwrap();
+        assert_eq!(back.ipsec_node_id, None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! IPsec: the key file (Cilium's format), per-node-pair keys, XFRM policies and states over
-//! netlink, and SPI rotation as a sans-IO plan.
+//! IPsec: the key file (Cilium's format), per-node-pair keys, the per-sender SPI on the wire,
+//! XFRM policies and states over netlink, and SPI rotation as a sans-IO plan.
 //!
 //! What was verified where: on the lab kernel (6.18, no ESP/AH/IPcomp), policies are installed
 //! for real in a test namespace, read back over netlink and compared with `ip xfrm policy`; an
@@ -12,10 +12,12 @@ pub mod keyfile;
 pub mod node;
 pub mod rotation;
 pub mod sa;
+pub mod spi;
 pub mod xfrm;
 
 pub use derive::{PairKeys, directional_key, pair_keys};
 pub use keyfile::{IpsecKey, KeyFileError, LineError};
-pub use node::{IpsecNode, PolicySync};
+pub use node::{InstallError, IpsecNode, PolicySync};
 pub use sa::SaId;
+pub use spi::{SpiError, wire_spi};
 pub use xfrm::{Dir, Policy, Sa, Xfrm, XfrmError, XfrmPeer};

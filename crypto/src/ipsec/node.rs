@@ -11,6 +11,7 @@ use std::path::Path;
 use super::derive::pair_keys;
 use super::keyfile::{self, IpsecKey, KeyFileError};
 use super::rotation::{Action, Rotation};
+use super::spi::{SpiError, wire_spi};
 use super::xfrm::{
     Dir, POLICY_PRIORITY, Policy, Sa, Xfrm, XfrmError, XfrmPeer, out_mark, policies,
 };
@@ -22,6 +23,15 @@ pub struct IpsecNode {
     /// Keys of the SPIs this node still has SAs for (the latest and, during a rotation, older).
     keys: BTreeMap<u8, IpsecKey>,
     rotation: Rotation,
+}
+
+/// Why [`IpsecNode::install_sas`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Spi(#[from] SpiError),
+    #[error(transparent)]
+    Xfrm(#[from] XfrmError),
 }
 
 /// What a policy sync changed.
@@ -123,21 +133,30 @@ impl IpsecNode {
         Ok(sync)
     }
 
-    /// Installs the inbound and outbound SAs with `peer` for every SPI in use. Stops at the
-    /// first error (on a kernel without ESP: [`XfrmError::EspUnavailable`] for all of them).
-    pub fn install_sas(&self, xfrm: &Xfrm, peer: &XfrmPeer) -> Result<usize, XfrmError> {
+    /// Installs the inbound and outbound SAs with `peer` for every SPI in use, inbound first.
+    /// `local` and `remote` are the two nodes' numbers: the wire SPI of each direction is
+    /// its sender's ([`wire_spi`], RFC 4303 §2.1). Stops at the first error (on a kernel
+    /// without ESP: [`XfrmError::EspUnavailable`] for all of them).
+    pub fn install_sas(
+        &self,
+        xfrm: &Xfrm,
+        peer: &XfrmPeer,
+        (local, remote): (u32, u32),
+    ) -> Result<usize, InstallError> {
         let mut n = 0;
         for (spi, key) in &self.keys {
             let pair = pair_keys(key, &self.local, &peer.node);
             xfrm.add_sa(&Sa {
                 src: peer.remote_ip,
                 dst: peer.local_ip,
+                spi: wire_spi(*spi, remote)?,
                 key: &pair.inbound,
                 mark: None,
             })?;
             xfrm.add_sa(&Sa {
                 src: peer.local_ip,
                 dst: peer.remote_ip,
+                spi: wire_spi(*spi, local)?,
                 key: &pair.outbound,
                 mark: Some(out_mark(*spi)),
             })?;

@@ -6,7 +6,8 @@
 //!   datapath marked for encryption with that SPI match (one out policy per SPI in use, so a
 //!   rotation switches SPI by switching the mark, never by editing a live policy);
 //! - `in` and `fwd` remote pods → local pods, no mark: decrypted packets are checked against
-//!   them (the SA is found by the SPI in the ESP header).
+//!   them (the SA is found by the SPI in the ESP header: one per sender and key index,
+//!   [`super::spi`], so each peer's inbound SA has its own key).
 //!
 //! Layouts are those of `<linux/xfrm.h>` on 64-bit Linux (`xfrm_userpolicy_info` 168 bytes,
 //! `xfrm_usersa_info` 224, `xfrm_user_tmpl` 64), host byte order except addresses, ports and
@@ -26,7 +27,7 @@ const XFRM_MSG_GETPOLICY: u16 = 21;
 const XFRM_MSG_UPDPOLICY: u16 = 25;
 const XFRMA_TMPL: u16 = 5;
 const XFRMA_ALG_AEAD: u16 = 18;
-const XFRMA_MARK: u16 = 21;
+pub(super) const XFRMA_MARK: u16 = 21;
 pub(super) const IPPROTO_ESP: u8 = 50;
 const XFRM_MODE_TUNNEL: u8 = 1;
 const AF_INET: u16 = 2;
@@ -38,7 +39,7 @@ pub const MARK_MASK: u32 = 0xff00;
 
 const SELECTOR_LEN: usize = 56;
 const POLICY_INFO_LEN: usize = 168;
-const SA_INFO_LEN: usize = 224;
+pub(super) const SA_INFO_LEN: usize = 224;
 const TMPL_LEN: usize = 64;
 
 /// The policy direction (`XFRM_POLICY_IN/OUT/FWD`).
@@ -114,6 +115,8 @@ pub fn policies(peer: &XfrmPeer, spi: u8) -> [Policy; 3] {
 pub struct Sa<'a> {
     pub src: IpAddr,
     pub dst: IpAddr,
+    /// The SPI on the wire ([`super::spi::wire_spi`]); the key's own `spi` is its index.
+    pub spi: u32,
     pub key: &'a IpsecKey,
     /// Outbound SAs carry the out mark of their SPI; inbound ones none.
     pub mark: Option<(u32, u32)>,
@@ -122,9 +125,14 @@ pub struct Sa<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum XfrmError {
     #[error(
-        "this kernel cannot install IPsec (ESP) security associations for SPI {spi} ({source}): it lacks ESP (CONFIG_INET_ESP / CONFIG_INET6_ESP, modules esp4/esp6) or AES-GCM (CONFIG_CRYPTO_GCM); load them or use WireGuard encryption"
+        "this kernel cannot install IPsec (ESP) security associations (SA spi {spi:#010x} {src} -> {dst}: {source}): it lacks ESP (CONFIG_INET_ESP / CONFIG_INET6_ESP, modules esp4/esp6) or AES-GCM (CONFIG_CRYPTO_GCM); load them or use WireGuard encryption"
     )]
-    EspUnavailable { spi: u8, source: NetlinkError },
+    EspUnavailable {
+        spi: u32,
+        src: IpAddr,
+        dst: IpAddr,
+        source: NetlinkError,
+    },
     #[error("XFRM {op}: {source}")]
     Netlink { op: String, source: NetlinkError },
     #[error("XFRM policy {0}: source and destination families differ")]
@@ -144,7 +152,7 @@ pub(super) fn addr16(ip: IpAddr) -> [u8; 16] {
     out
 }
 
-fn addr_from(b: &[u8], fam: u16) -> Option<IpAddr> {
+pub(super) fn addr_from(b: &[u8], fam: u16) -> Option<IpAddr> {
     match fam {
         AF_INET => Some(IpAddr::from(<[u8; 4]>::try_from(b.get(..4)?).ok()?)),
         AF_INET6 => Some(IpAddr::from(<[u8; 16]>::try_from(b.get(..16)?).ok()?)),
@@ -270,7 +278,7 @@ pub fn encode_sa(sa: &Sa<'_>) -> netlink::Msg {
     let fam = family(sa.dst);
     info[40..42].copy_from_slice(&fam.to_ne_bytes()); // selector: any, this family
     info[56..72].copy_from_slice(&addr16(sa.dst));
-    info[72..76].copy_from_slice(&u32::from(sa.key.spi).to_be_bytes());
+    info[72..76].copy_from_slice(&sa.spi.to_be_bytes()); // RFC 4303 §2.1, network order
     info[76] = IPPROTO_ESP;
     info[80..96].copy_from_slice(&addr16(sa.src));
     info[96..160].copy_from_slice(&lifetime_cfg());
@@ -356,11 +364,13 @@ impl Xfrm {
             .map(drop)
             .map_err(|source| match source.errno() {
                 Some(ENOENT | ENOSYS | EPROTONOSUPPORT) => XfrmError::EspUnavailable {
-                    spi: sa.key.spi,
+                    spi: sa.spi,
+                    src: sa.src,
+                    dst: sa.dst,
                     source,
                 },
                 _ => XfrmError::Netlink {
-                    op: format!("add SA spi {} {} -> {}", sa.key.spi, sa.src, sa.dst),
+                    op: format!("add SA spi {:#010x} {} -> {}", sa.spi, sa.src, sa.dst),
                     source,
                 },
             })

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use crypto::ipsec::rotation::Announce;
 
 use super::endpoints::{self, LocalEndpoints, Settings};
-use super::sinks::ipsec::plan;
+use super::sinks::ipsec::{ids, plan};
 use super::state::Shared;
 use super::wiring;
 use super::{AgentConfig, AgentError, addrs, connect_local, retrying, stopped};
@@ -162,7 +162,16 @@ pub(super) async fn serve(
         }
         None => Vec::new(),
     };
-    let rec = record(cfg, cidrs, wireguard_key);
+    let mut rec = record(cfg, cidrs, wireguard_key);
+    // The node number in the wire SPIs; IPsec cannot work without one.
+    let number = ids::node_number(cfg.cluster_id.get(), &cfg.pools, &rec.pod_cidrs);
+    if let (Some(_), Err(e)) = (&cfg.ipsec, &number) {
+        return Err(AgentError::Config {
+            field: "encryption.backend = \"ipsec\"".into(),
+            detail: e.to_string(),
+        });
+    }
+    rec.ipsec_node_id = number.ok();
     let lease = LeaseConfig::with_ttl(cfg.lease_ttl_secs);
     let reg = retrying(
         "registering the node record",
@@ -176,7 +185,8 @@ pub(super) async fn serve(
     let Some(reg) = reg else { return Ok(()) };
     tracing::info!(
         node = %rec.name, cluster = %rec.cluster, ipv4 = ?rec.ipv4, ipv6 = ?rec.ipv6,
-        pod_cidrs = ?rec.pod_cidrs, lease = reg.status().lease_id, "node registered"
+        pod_cidrs = ?rec.pod_cidrs, ipsec_node_id = ?rec.ipsec_node_id,
+        lease = reg.status().lease_id, "node registered"
     );
     shared.set_record(Some(rec.clone()));
 

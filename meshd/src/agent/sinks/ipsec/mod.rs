@@ -2,7 +2,8 @@
 //! cluster (from the merged view) gets XFRM policies and ESP SAs on this node, computed by
 //! [`plan`] from the node records, the key file and the SPI rotation
 //! (`crypto::ipsec::rotation`); this node's announce (SPI it sends with, SPIs it accepts)
-//! goes into its own node record.
+//! goes into its own node record, next to its node number ([`ids`]), which makes the SPIs on
+//! the wire unique per receiver.
 //!
 //! The [`Sink`] half records the node list and wakes a worker thread (netlink is blocking);
 //! the worker steps on every change and every [`TICK`]: re-reads the key file when it changed
@@ -11,6 +12,7 @@
 //! retried at the next step), then makes ironmesh's policies (priority 1000) equal the
 //! desired set: policies deleted or edited by hand are put back within a tick.
 
+pub mod ids;
 pub mod plan;
 mod status;
 mod worker;

@@ -16,9 +16,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::{ClusterName, NodeName};
 use crypto::ipsec::SaId;
 use crypto::ipsec::rotation::Announce;
+use crypto::ipsec::spi::wire_spi;
 use crypto::ipsec::xfrm::{self, Dir, Policy, XfrmPeer, out_mark};
 use crypto::rollout::EncryptionMode;
 
+use super::ids::Numbers;
 use crate::nodes::NodeRecord;
 
 /// The node-record label with the SPIs this node has inbound SAs for (`3` or `3.4` during a
@@ -103,38 +105,55 @@ pub fn with_announce(rec: &NodeRecord, a: &Announce) -> NodeRecord {
     r
 }
 
-/// One SA this node wants: for `peer`, inbound or outbound.
+/// One SA this node wants: for `peer`, inbound or outbound, with key index `key_index`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaSpec {
     pub peer: String,
     pub inbound: bool,
+    pub key_index: u8,
 }
 
-/// The SAs for `peers` with every SPI in `accepts` (keys are derived per direction; the
-/// out SA carries the SPI's out mark). Off: none.
+/// The SAs for `peers` with every key index in `accepts` (keys are derived per direction;
+/// the out SA carries the index's out mark). Each SA's wire SPI is its sender's
+/// ([`wire_spi`]): outbound this node's number, inbound the peer's, so every peer has its own
+/// inbound SA (RFC 4303 §2.1). Peers without a usable number ([`Numbers::refused`]) and
+/// mode off: none.
 pub fn desired_sas(
     mode: EncryptionMode,
     peers: &[XfrmPeer],
     accepts: &BTreeSet<u8>,
+    numbers: &Numbers,
 ) -> BTreeMap<SaId, SaSpec> {
     let mut out = BTreeMap::new();
+    let Some(own) = numbers.own else {
+        return out;
+    };
     if mode == EncryptionMode::Off {
         return out;
     }
     for p in peers {
-        for &spi in accepts {
+        let Some(&remote) = numbers.peers.get(&p.node) else {
+            continue;
+        };
+        for &k in accepts {
+            // Key indexes come from the key file (1..=15) and numbers were checked.
+            let (Ok(spi_in), Ok(spi_out)) = (wire_spi(k, remote), wire_spi(k, own)) else {
+                continue;
+            };
             let spec = |inbound| SaSpec {
                 peer: p.node.clone(),
                 inbound,
+                key_index: k,
             };
-            out.insert(inbound_sa(p, spi), spec(true));
-            out.insert(outbound_sa(p, spi), spec(false));
+            out.insert(inbound_sa(p, spi_in), spec(true));
+            out.insert(outbound_sa(p, k, spi_out), spec(false));
         }
     }
     out
 }
 
-pub fn inbound_sa(p: &XfrmPeer, spi: u8) -> SaId {
+/// The SA of `p`'s traffic to this node (no mark: found by SPI).
+pub fn inbound_sa(p: &XfrmPeer, spi: u32) -> SaId {
     SaId {
         src: p.remote_ip,
         dst: p.local_ip,
@@ -143,13 +162,20 @@ pub fn inbound_sa(p: &XfrmPeer, spi: u8) -> SaId {
     }
 }
 
-pub fn outbound_sa(p: &XfrmPeer, spi: u8) -> SaId {
+/// The SA of this node's traffic to `p` with key index `k` (its out mark).
+pub fn outbound_sa(p: &XfrmPeer, k: u8, spi: u32) -> SaId {
     SaId {
         src: p.local_ip,
         dst: p.remote_ip,
         spi,
-        mark: Some(out_mark(spi)),
+        mark: Some(out_mark(k)),
     }
+}
+
+fn has_outbound(installed: &BTreeSet<SaId>, p: &XfrmPeer, k: u8) -> bool {
+    installed
+        .iter()
+        .any(|id| id.src == p.local_ip && id.dst == p.remote_ip && id.mark == Some(out_mark(k)))
 }
 
 /// The policies for `peers` (see the module doc for what the mode changes). `installed`:
@@ -173,7 +199,7 @@ pub fn desired_policies(
             for mut pol in xfrm::policies(p, spi) {
                 match pol.dir {
                     Dir::Out => {
-                        if optional && !installed.contains(&outbound_sa(p, spi)) {
+                        if optional && !has_outbound(installed, p, spi) {
                             continue;
                         }
                     }
@@ -247,7 +273,8 @@ pub struct PeerView {
 /// The remote nodes by peer name: the SPI each publishes and its XFRM peers (or why none).
 pub type PeerInputs = BTreeMap<String, (Option<u8>, Result<Vec<XfrmPeer>, String>)>;
 
-/// Each peer's path from the desired and actual state.
+/// Each peer's path from the desired and actual state; `refused`: peers without SAs by
+/// design (no usable node number), shown as SA failures with the reason.
 pub fn peer_views(
     mode: EncryptionMode,
     peers: &PeerInputs,
@@ -255,6 +282,7 @@ pub fn peer_views(
     have_policies: &BTreeSet<Policy>,
     desired_sas: &BTreeMap<SaId, SaSpec>,
     ledger: &SaLedger,
+    refused: &BTreeMap<String, String>,
 ) -> Vec<PeerView> {
     peers
         .iter()
@@ -272,17 +300,19 @@ pub fn peer_views(
                         .iter()
                         .filter(mine)
                         .all(|p| have_policies.contains(p));
-                    let sas_ok = desired_sas
-                        .iter()
-                        .filter(|(_, s)| &s.peer == node)
-                        .all(|(id, _)| ledger.installed.contains(id));
+                    let sas_ok = !refused.contains_key(node)
+                        && desired_sas
+                            .iter()
+                            .filter(|(_, s)| &s.peer == node)
+                            .all(|(id, _)| ledger.installed.contains(id));
                     let path = match (pols_ok, sas_ok, mode) {
                         (false, _, _) => "pending",
                         (true, true, _) => "ipsec",
                         (true, false, EncryptionMode::Strict) => "blocked_no_sa",
                         (true, false, _) => "clear_no_sa",
                     };
-                    (path, ledger.errors.get(node).cloned())
+                    let error = refused.get(node).or(ledger.errors.get(node));
+                    (path, error.cloned())
                 }
             };
             PeerView {

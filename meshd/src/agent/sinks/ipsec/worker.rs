@@ -13,9 +13,18 @@ use crypto::ipsec::xfrm::{POLICY_PRIORITY, Policy, Sa, Xfrm, XfrmError, XfrmPeer
 use crypto::ipsec::{IpsecNode, pair_keys};
 use tokio::sync::watch;
 
+use super::ids;
 use super::plan::{self, PeerView, SaLedger};
 use super::{IpsecSettings, Nodes};
 use crate::nodes::NodeRecord;
+
+/// A remote node: published key index, XFRM peers (or why none), announce, node number.
+type Remote = (
+    Option<u8>,
+    Result<Vec<XfrmPeer>, String>,
+    Option<Announce>,
+    Option<u32>,
+);
 
 /// What identifies a version of the key file without reading it.
 type Stamp = (u64, i64, i64, i64, u32);
@@ -50,6 +59,8 @@ struct State {
     key_loaded: Option<SystemTime>,
     ledger: SaLedger,
     xfrm_error: Option<String>,
+    /// Peers refused for SAs (node numbers), to log changes once.
+    refused: BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -121,11 +132,9 @@ impl Inner {
         }
     }
 
-    /// The remote nodes: name → (published SPI, XFRM peers or why none).
-    #[allow(clippy::type_complexity)]
-    fn peers(
-        &self,
-    ) -> BTreeMap<String, (Option<u8>, Result<Vec<XfrmPeer>, String>, Option<Announce>)> {
+    /// The remote nodes: name → (published SPI, XFRM peers or why none, announce, node
+    /// number).
+    fn peers(&self) -> BTreeMap<String, Remote> {
         let nodes = self.nodes.lock().expect("nodes lock");
         nodes
             .iter()
@@ -133,9 +142,20 @@ impl Inner {
             .map(|((c, n), r)| {
                 let name = plan::peer_name(&self.local, c, n);
                 let xp = plan::xfrm_peers(&name, &self.own, r);
-                (name, (r.ipsec_key_index, xp, plan::announce_of(r)))
+                let remote = (r.ipsec_key_index, xp, plan::announce_of(r), r.ipsec_node_id);
+                (name, remote)
             })
             .collect()
+    }
+
+    /// Logs the peers refused for SAs when that changes.
+    fn log_refused(seen: &mut BTreeMap<String, String>, refused: &BTreeMap<String, String>) {
+        for (peer, why) in refused {
+            if seen.get(peer) != Some(why) {
+                tracing::warn!(peer = %peer, "IPsec SAs {why}");
+            }
+        }
+        seen.clone_from(refused);
     }
 
     pub fn step(&self) {
@@ -154,7 +174,7 @@ impl Inner {
         let mut actions = node
             .rotation_mut()
             .set_peers(peers.keys().map(String::as_str));
-        for (name, (_, _, a)) in &peers {
+        for (name, (_, _, a, _)) in &peers {
             if let Some(a) = a {
                 actions.extend(node.rotation_mut().on_peer(name, a.clone()));
             }
@@ -165,11 +185,16 @@ impl Inner {
         let accepts = node.rotation().announce().accepts;
         let xpeers: Vec<XfrmPeer> = peers
             .values()
-            .filter_map(|(_, xp, _)| xp.as_ref().ok())
+            .filter_map(|(_, xp, _, _)| xp.as_ref().ok())
             .flatten()
             .cloned()
             .collect();
-        let want_sas = plan::desired_sas(mode, &xpeers, &accepts);
+        let numbers = ids::numbers(
+            self.own.ipsec_node_id,
+            peers.iter().map(|(n, r)| (n.as_str(), r.3)),
+        );
+        Self::log_refused(&mut st.refused, &numbers.refused);
+        let want_sas = plan::desired_sas(mode, &xpeers, &accepts, &numbers);
         let res = Xfrm::open().and_then(|x| {
             apply_sas(&x, node, &mut st.ledger, &want_sas, &xpeers);
             let want = plan::desired_policies(mode, &xpeers, &accepts, &st.ledger.installed);
@@ -220,9 +245,17 @@ impl Inner {
         };
         let views_in: plan::PeerInputs = peers
             .into_iter()
-            .map(|(n, (spi, xp, _))| (n, (spi, xp)))
+            .map(|(n, (spi, xp, _, _))| (n, (spi, xp)))
             .collect();
-        let views = plan::peer_views(mode, &views_in, &want, &have, &want_sas, &st.ledger);
+        let views = plan::peer_views(
+            mode,
+            &views_in,
+            &want,
+            &have,
+            &want_sas,
+            &st.ledger,
+            &numbers.refused,
+        );
         let sa_errors = views
             .iter()
             .filter(|v| v.error.is_some() && v.path != "rejected")
@@ -246,7 +279,8 @@ impl Inner {
     }
 }
 
-/// Removes the SAs no longer wanted, then adds the missing ones (retrying the failed).
+/// Removes the SAs no longer wanted, then adds the missing ones (retrying the failed), per
+/// peer inbound before outbound (a peer may send as soon as it sees our outbound work).
 fn apply_sas(
     x: &Xfrm,
     node: &IpsecNode,
@@ -265,11 +299,13 @@ fn apply_sas(
         }
     }
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
-    for (id, spec) in p.add {
+    let mut add = p.add;
+    add.sort_by_key(|(_, s)| !s.inbound);
+    for (id, spec) in add {
         if failed.contains_key(&spec.peer) {
             continue;
         }
-        let Some(key) = node.key(id.spi) else {
+        let Some(key) = node.key(spec.key_index) else {
             continue;
         };
         let Some(peer) = peers.iter().find(|p| p.node == spec.peer) else {
@@ -279,6 +315,7 @@ fn apply_sas(
         let sa = Sa {
             src: id.src,
             dst: id.dst,
+            spi: id.spi,
             key: if spec.inbound {
                 &keys.inbound
             } else {
@@ -294,7 +331,8 @@ fn apply_sas(
                 ledger.installed.insert(id);
             }
             Err(e) => {
-                failed.insert(spec.peer.clone(), e.to_string());
+                let dir = if spec.inbound { "inbound" } else { "outbound" };
+                failed.insert(spec.peer.clone(), format!("{dir} SA: {e}"));
             }
         }
     }
