@@ -27,11 +27,13 @@
 //! and the pod's pod_egress restores VIP:80 on the reply. No VIP address on any node, no
 //! nftables NAT, the client's address preserved ([`services::vip_flow`] shows the flow).
 
+pub mod churn;
 mod cluster;
 mod node;
 pub mod plane;
 pub mod probe;
 pub mod services;
+pub mod soak;
 mod tor;
 
 use std::net::Ipv4Addr;
