@@ -8,8 +8,8 @@
 //! 0600, `key_age_seconds` resets; in strict mode also 0 pod packets in clear on any underlay
 //! (opportunistic sends in clear by design until the peers handshake with the new key).
 //!
-//! The restarts are SIGKILLs (a crash): a clean stop used to revoke the node lease, removing
-//! the record and the peers' peer (changed separately: `mesh.deregister_on_stop`).
+//! The restarts are SIGKILLs (a crash); a clean stop keeps the record too (unless
+//! `mesh.deregister_on_stop`).
 
 mod wireguard_support;
 
@@ -151,7 +151,12 @@ fn run(mode: &str) -> Result<()> {
         ping_flow(n[1].pod(), &n[2].pod_ip, count)?,
         ping_flow(n[2].pod(), &n[0].pod_ip, count)?,
     ];
-    let (_srv, tcp) = iperf_pair(n[2].pod(), n[0].pod(), &n[2].pod_ip, FLOW_SECS - 2, "10M")?;
+    // Strict mode's bound: while a peer has not yet picked up the new key, the rotating node's
+    // packets to it wait in WireGuard's staging queue (128 packets per peer, in wireguard-go
+    // and the kernel alike; the oldest are dropped beyond it, never sent in clear). At 100
+    // pings/s plus 2 Mbit/s that is ~470 ms of propagation; at 10 Mbit/s only ~150 ms, which a
+    // loaded CI machine exceeded (one ping lost). docs/encryption.md states the bound.
+    let (_srv, tcp) = iperf_pair(n[2].pod(), n[0].pod(), &n[2].pod_ip, FLOW_SECS - 2, "2M")?;
     let t0 = Instant::now();
     let at = |s: u64| {
         let until = t0 + Duration::from_secs(s);
