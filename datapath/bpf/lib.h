@@ -359,6 +359,22 @@ static __always_inline void ct_key_of(struct ct_key *k, const struct tuple *t, _
 	k->dir = dir;
 }
 
+/*
+ * The key of the reply entry of flow `t`: `t` reversed, CT_DIR_REPLY. (The
+ * reply of a translated flow comes from the backend instead: lb_egress.)
+ */
+static __always_inline void ct_reverse_key_of(struct ct_key *k, const struct tuple *t)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	__builtin_memcpy(k->saddr, t->daddr, 16);
+	__builtin_memcpy(k->daddr, t->saddr, 16);
+	k->sport = t->dport;
+	k->dport = t->sport;
+	k->proto = t->proto;
+	k->family = t->family;
+	k->dir = CT_DIR_REPLY;
+}
+
 /* A backend for a new flow of `svc`, or NULL. */
 static __always_inline struct backend *select_backend(const struct tuple *t,
 						      const struct svc_value *svc, __u32 *backend_id)
@@ -557,14 +573,7 @@ static NOINLINE int ct_note_flow(const struct tuple *t)
 	struct ct_key key;
 	struct ct_value v;
 
-	__builtin_memset(&key, 0, sizeof(key));
-	__builtin_memcpy(key.saddr, t->daddr, 16);
-	__builtin_memcpy(key.daddr, t->saddr, 16);
-	key.sport = t->dport;
-	key.dport = t->sport;
-	key.proto = t->proto;
-	key.family = t->family;
-	key.dir = CT_DIR_REPLY;
+	ct_reverse_key_of(&key, t);
 	__builtin_memset(&v, 0, sizeof(v));
 	v.last_seen_ns = bpf_ktime_get_coarse_ns();
 	if (bpf_map_update_elem(&conntrack, &key, &v, BPF_NOEXIST) < 0 &&
@@ -586,14 +595,7 @@ static NOINLINE int ct_flow_state(const struct tuple *t, int done)
 	struct ct_key key;
 	struct ct_value *v;
 
-	__builtin_memset(&key, 0, sizeof(key));
-	__builtin_memcpy(key.saddr, t->daddr, 16);
-	__builtin_memcpy(key.daddr, t->saddr, 16);
-	key.sport = t->dport;
-	key.dport = t->sport;
-	key.proto = t->proto;
-	key.family = t->family;
-	key.dir = CT_DIR_REPLY;
+	ct_reverse_key_of(&key, t);
 	v = bpf_map_lookup_elem(&conntrack, &key);
 	if (!v)
 		return CT_UNKNOWN;
@@ -609,14 +611,7 @@ static NOINLINE int ct_flow_known(const struct tuple *t)
 {
 	struct ct_key key;
 
-	__builtin_memset(&key, 0, sizeof(key));
-	__builtin_memcpy(key.saddr, t->daddr, 16);
-	__builtin_memcpy(key.daddr, t->saddr, 16);
-	key.sport = t->dport;
-	key.dport = t->sport;
-	key.proto = t->proto;
-	key.family = t->family;
-	key.dir = CT_DIR_REPLY;
+	ct_reverse_key_of(&key, t);
 	return bpf_map_lookup_elem(&conntrack, &key) != NULL;
 }
 

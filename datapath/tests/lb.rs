@@ -18,15 +18,6 @@ use support::*;
 const VIP: &str = "192.0.2.10";
 const CLIENT: &str = "10.0.0.5";
 
-fn backend(id: u32, addr: &str, state: BackendState) -> Backend {
-    Backend {
-        id,
-        ip: ip(addr),
-        port: 8080,
-        state,
-    }
-}
-
 fn web(maglev: bool, backends: Vec<Backend>) -> Service {
     Service {
         id: 7,
@@ -210,9 +201,11 @@ fn a_reply_from_the_backend_is_reverse_nated_to_the_vip() {
     assert!(p.ip_csum_ok && p.l4_csum_ok, "{p:?}");
 
     // A reply for a flow never translated (other client port) passes untouched.
-    let other = packet(be, (ip(CLIENT), 42001), TCP);
-    let out = dp.run(Program::PodIngress, &other, 1).unwrap();
-    assert_eq!((out.verdict, out.packet), (TC_ACT_OK, other));
+    assert_untouched(
+        &dp,
+        Program::PodIngress,
+        &packet(be, (ip(CLIENT), 42001), TCP),
+    );
 }
 
 #[test]
@@ -313,12 +306,7 @@ fn traffic_that_is_not_for_a_service_passes_untouched() {
     ];
     for pkt in cases {
         for program in Program::POD {
-            let out = dp.run(program, &pkt, 1).unwrap();
-            assert_eq!(out.verdict, TC_ACT_OK, "{program:?}");
-            assert_eq!(
-                out.packet, pkt,
-                "{program:?} changed a packet it should not"
-            );
+            assert_untouched(&dp, program, &pkt);
         }
     }
     assert_eq!(dp.conntrack_len(), 0);

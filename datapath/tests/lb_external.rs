@@ -31,15 +31,6 @@ const INTERNAL_ID: u32 = 7;
 const EXTERNAL_ID: u32 = 107;
 const WORLD: u32 = 2;
 
-fn backend(id: u32, addr: &str, state: BackendState) -> Backend {
-    Backend {
-        id,
-        ip: ip(addr),
-        port: 8080,
-        state,
-    }
-}
-
 fn svc(id: u32, proto: Proto, backends: Vec<Backend>) -> Service {
     Service {
         id,
@@ -195,12 +186,10 @@ fn the_backends_pod_egress_restores_the_vip_on_an_external_reply() {
         assert_eq!(p.payload, b"ironmesh test payload");
         // The same reply seen by a pod_ingress (never happens: the client is
         // outside) is not translated there: only pod_egress owns it.
-        let out = dp.run(Program::PodIngress, &reply, 1).unwrap();
-        assert_eq!((out.verdict, out.packet), (TC_ACT_OK, reply));
+        assert_untouched(&dp, Program::PodIngress, &reply);
         // A packet from the backend to another port of the client: untouched.
         let other = packet(be, (ip(CLIENT), 42001), proto_no);
-        let out = dp.run(Program::PodEgress, &other, 1).unwrap();
-        assert_eq!((out.verdict, out.packet), (TC_ACT_OK, other));
+        assert_untouched(&dp, Program::PodEgress, &other);
     }
 }
 
@@ -251,8 +240,7 @@ fn an_east_west_reply_is_left_to_the_clients_pod_ingress() {
     // The backend (possibly on this node) replies: its pod_egress leaves the
     // source alone...
     let reply = packet(be, client, TCP);
-    let out = dp.run(Program::PodEgress, &reply, 1).unwrap();
-    assert_eq!((out.verdict, &out.packet), (TC_ACT_OK, &reply));
+    assert_untouched(&dp, Program::PodEgress, &reply);
     // ...and the client's pod_ingress restores the VIP, as before.
     let p = run_ok(&dp, Program::PodIngress, &reply);
     assert_eq!((p.src, p.dst), ((ip(VIP), 80), client));
@@ -266,8 +254,7 @@ fn each_program_uses_only_its_own_scope() {
     dp.upsert_service(&svc(INTERNAL_ID, Proto::Tcp, locals()))
         .unwrap();
     let from_outside = packet((ip(CLIENT), 44000), (ip(VIP), 80), TCP);
-    let out = dp.run(Program::HostIngress, &from_outside, 1).unwrap();
-    assert_eq!((out.verdict, &out.packet), (TC_ACT_OK, &from_outside));
+    assert_untouched(&dp, Program::HostIngress, &from_outside);
     assert_eq!(dp.conntrack_len(), 0);
     assert!(
         dp.external_service(ip(VIP), 80, Proto::Tcp)
@@ -281,8 +268,7 @@ fn each_program_uses_only_its_own_scope() {
         .unwrap();
     assert!(dp.service(ip(VIP), 80, Proto::Tcp).unwrap().is_none());
     let from_pod = packet((ip(POD_CLIENT), 44000), (ip(VIP), 80), TCP);
-    let out = dp.run(Program::PodEgress, &from_pod, 1).unwrap();
-    assert_eq!((out.verdict, &out.packet), (TC_ACT_OK, &from_pod));
+    assert_untouched(&dp, Program::PodEgress, &from_pod);
     assert_eq!(dp.conntrack_len(), 0);
     assert_eq!(
         dp.external_service(ip(VIP), 80, Proto::Tcp)
@@ -294,8 +280,7 @@ fn each_program_uses_only_its_own_scope() {
 
     // Removing the external entry: host_ingress passes the VIP untouched.
     dp.remove_external_service(ip(VIP), 80, Proto::Tcp).unwrap();
-    let out = dp.run(Program::HostIngress, &from_outside, 1).unwrap();
-    assert_eq!((out.verdict, &out.packet), (TC_ACT_OK, &from_outside));
+    assert_untouched(&dp, Program::HostIngress, &from_outside);
     assert_eq!(dp.maglev_table(EXTERNAL_ID).unwrap(), None);
 
     // The two entries of one VIP must not share an id.

@@ -5,7 +5,10 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use ironmesh_datapath::lb::BackendState;
+use ironmesh_datapath::loader::TC_ACT_OK;
 use ironmesh_datapath::pin::{PinRoot, bpffs_mounted};
+use ironmesh_datapath::{Backend, Datapath, Program};
 
 /// A pin root of its own under /sys/fs/bpf, removed (with its pins) on drop.
 pub struct TestRoot(pub PinRoot);
@@ -231,6 +234,26 @@ pub fn parse(p: &[u8]) -> Parsed {
 
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
+}
+
+/// A backend listening on port 8080.
+pub fn backend(id: u32, addr: &str, state: BackendState) -> Backend {
+    Backend {
+        id,
+        ip: ip(addr),
+        port: 8080,
+        state,
+    }
+}
+
+/// Runs `pkt` through `program`; asserts it passed unchanged.
+pub fn assert_untouched(dp: &Datapath, program: Program, pkt: &[u8]) {
+    let out = dp.run(program, pkt, 1).unwrap();
+    assert_eq!(out.verdict, TC_ACT_OK, "{program:?}");
+    assert_eq!(
+        out.packet, pkt,
+        "{program:?} changed a packet it should not"
+    );
 }
 
 #[test]

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use common::{ClusterName, NodeName};
 use datapath::ipcache::{F_REMOTE_CLUSTER, IpcacheValue};
-use datapath::lb::{BackendState as DpState, Proto};
+use datapath::lb::{BackendState as DpState, Proto, Scope};
 use datapath::loader::MAPS;
 use datapath::pin::PinRoot;
 use datapath::{Backend as DpBackend, Datapath, Service};
@@ -42,30 +42,20 @@ use ipnet::IpNet;
 use crate::reconcile::{IpCacheEntry, Sink, SinkError};
 use crate::services::{BackendState, Frontend, FrontendSpec, Protocol};
 
+/// A service entry's key in the map: VIP, port, protocol.
+pub type ServiceKey = (IpAddr, u16, Proto);
+
 /// The map operations the sinks need (the real [`Datapath`], or a fake in tests). Errors are
-/// the datapath's messages (they name the map).
+/// the datapath's messages (they name the map). The service operations act on the entry of
+/// `scope`: the internal one, or a LoadBalancer VIP's external one.
 pub trait Maps: Send {
     fn ipcache_upsert(&mut self, ip: IpAddr, value: IpcacheValue) -> Result<(), String>;
     fn ipcache_remove(&mut self, ip: IpAddr) -> Result<(), String>;
-    /// The id of the service in the map at this key, if any.
-    fn service_id(&self, vip: IpAddr, port: u16, proto: Proto) -> Result<Option<u32>, String>;
-    fn upsert_service(&mut self, svc: &Service) -> Result<(), String>;
-    fn remove_service(&mut self, vip: IpAddr, port: u16, proto: Proto) -> Result<(), String>;
+    /// The id of the `scope` entry in the map at this key, if any.
+    fn service_id(&self, scope: Scope, key: ServiceKey) -> Result<Option<u32>, String>;
+    fn upsert_service(&mut self, scope: Scope, svc: &Service) -> Result<(), String>;
+    fn remove_service(&mut self, scope: Scope, key: ServiceKey) -> Result<(), String>;
     fn remove_backend(&mut self, id: u32) -> Result<(), String>;
-    /// The id of the external entry at this key, if any.
-    fn external_service_id(
-        &self,
-        vip: IpAddr,
-        port: u16,
-        proto: Proto,
-    ) -> Result<Option<u32>, String>;
-    fn upsert_external_service(&mut self, svc: &Service) -> Result<(), String>;
-    fn remove_external_service(
-        &mut self,
-        vip: IpAddr,
-        port: u16,
-        proto: Proto,
-    ) -> Result<(), String>;
 }
 
 impl Maps for Datapath {
@@ -77,46 +67,41 @@ impl Maps for Datapath {
         Datapath::ipcache_remove(self, IpNet::from(ip)).map_err(|e| e.to_string())
     }
 
-    fn service_id(&self, vip: IpAddr, port: u16, proto: Proto) -> Result<Option<u32>, String> {
-        Datapath::service(self, vip, port, proto)
-            .map(|s| s.map(|v| v.id))
-            .map_err(|e| e.to_string())
+    fn service_id(
+        &self,
+        scope: Scope,
+        (vip, port, proto): ServiceKey,
+    ) -> Result<Option<u32>, String> {
+        match scope {
+            Scope::Internal => Datapath::service(self, vip, port, proto),
+            Scope::External => Datapath::external_service(self, vip, port, proto),
+        }
+        .map(|s| s.map(|v| v.id))
+        .map_err(|e| e.to_string())
     }
 
-    fn upsert_service(&mut self, svc: &Service) -> Result<(), String> {
-        Datapath::upsert_service(self, svc).map_err(|e| e.to_string())
+    fn upsert_service(&mut self, scope: Scope, svc: &Service) -> Result<(), String> {
+        match scope {
+            Scope::Internal => Datapath::upsert_service(self, svc),
+            Scope::External => Datapath::upsert_external_service(self, svc),
+        }
+        .map_err(|e| e.to_string())
     }
 
-    fn remove_service(&mut self, vip: IpAddr, port: u16, proto: Proto) -> Result<(), String> {
-        Datapath::remove_service(self, vip, port, proto).map_err(|e| e.to_string())
+    fn remove_service(
+        &mut self,
+        scope: Scope,
+        (vip, port, proto): ServiceKey,
+    ) -> Result<(), String> {
+        match scope {
+            Scope::Internal => Datapath::remove_service(self, vip, port, proto),
+            Scope::External => Datapath::remove_external_service(self, vip, port, proto),
+        }
+        .map_err(|e| e.to_string())
     }
 
     fn remove_backend(&mut self, id: u32) -> Result<(), String> {
         Datapath::remove_backend(self, id).map_err(|e| e.to_string())
-    }
-
-    fn external_service_id(
-        &self,
-        vip: IpAddr,
-        port: u16,
-        proto: Proto,
-    ) -> Result<Option<u32>, String> {
-        Datapath::external_service(self, vip, port, proto)
-            .map(|s| s.map(|v| v.id))
-            .map_err(|e| e.to_string())
-    }
-
-    fn upsert_external_service(&mut self, svc: &Service) -> Result<(), String> {
-        Datapath::upsert_external_service(self, svc).map_err(|e| e.to_string())
-    }
-
-    fn remove_external_service(
-        &mut self,
-        vip: IpAddr,
-        port: u16,
-        proto: Proto,
-    ) -> Result<(), String> {
-        Datapath::remove_external_service(self, vip, port, proto).map_err(|e| e.to_string())
     }
 }
 
@@ -281,33 +266,72 @@ impl<M: Maps> State<M> {
     }
 
     fn upsert_service(&mut self, f: &Frontend, spec: &FrontendSpec) -> Result<(), SinkError> {
-        let name = frontend_name(f);
         let Some(proto) = proto_of(f.protocol) else {
-            tracing::warn!(service = %spec.service, frontend = %name,
+            tracing::warn!(service = %spec.service, frontend = %frontend_name(f),
                 "datapath: SCTP services are not load-balanced by the datapath; skipped");
             return Ok(());
         };
-        let err = |e: String| SinkError(format!("datapath map services, key {name}: {e}"));
-        let id = match self.services.get(f) {
-            Some(p) => p.id,
-            None => {
-                let existing = self.maps.service_id(f.vip, f.port, proto).map_err(err)?;
-                match existing {
-                    Some(id) if id != 0 && !self.svc_ids.contains(&id) => id,
-                    _ => free_id(
-                        hash_id(&[
-                            b"service",
-                            &ip_bytes(f.vip),
-                            &f.port.to_be_bytes(),
-                            &[proto.number()],
-                        ]),
-                        &self.svc_ids,
-                    ),
-                }
-            }
-        };
+        let id = self.service_id(Scope::Internal, f, proto)?;
         let by_addr = by_addr(f, spec.backends.iter());
-        let backends = self.dp_backends(&by_addr);
+        if let Err(e) = self.program(Scope::Internal, f, id, proto, &by_addr) {
+            self.sweep();
+            return Err(e);
+        }
+        let r = self.sync_external(f, spec, proto);
+        self.sweep();
+        r
+    }
+
+    /// The frontends programmed in `scope` (`services` or `external`).
+    fn programmed(&mut self, scope: Scope) -> &mut BTreeMap<Frontend, Programmed> {
+        match scope {
+            Scope::Internal => &mut self.services,
+            Scope::External => &mut self.external,
+        }
+    }
+
+    /// The id of `f`'s entry in `scope`: the one it has, else the one in the map (left by a
+    /// predecessor) if free, else a fresh one from the hash of the frontend.
+    fn service_id(&mut self, scope: Scope, f: &Frontend, proto: Proto) -> Result<u32, SinkError> {
+        if let Some(p) = self.programmed(scope).get(f) {
+            return Ok(p.id);
+        }
+        let existing = self
+            .maps
+            .service_id(scope, (f.vip, f.port, proto))
+            .map_err(|e| service_error(scope, f, e))?;
+        Ok(match existing {
+            Some(id) if id != 0 && !self.svc_ids.contains(&id) => id,
+            _ => {
+                let tag: &[u8] = match scope {
+                    Scope::Internal => b"service",
+                    Scope::External => b"service-external",
+                };
+                free_id(
+                    hash_id(&[
+                        tag,
+                        &ip_bytes(f.vip),
+                        &f.port.to_be_bytes(),
+                        &[proto.number()],
+                    ]),
+                    &self.svc_ids,
+                )
+            }
+        })
+    }
+
+    /// Writes `f`'s entry in `scope` (id `id`) with these backends and takes them into use,
+    /// releasing the ones the entry used before. The backends of a failed write are left to
+    /// the next sweep.
+    fn program(
+        &mut self,
+        scope: Scope,
+        f: &Frontend,
+        id: u32,
+        proto: Proto,
+        by_addr: &BTreeMap<BackendAddr, DpState>,
+    ) -> Result<(), SinkError> {
+        let backends = self.dp_backends(by_addr);
         let svc = Service {
             id,
             vip: f.vip,
@@ -316,10 +340,9 @@ impl<M: Maps> State<M> {
             maglev: true,
             backends,
         };
-        if let Err(e) = self.maps.upsert_service(&svc) {
-            self.sweep();
-            return Err(err(e));
-        }
+        self.maps
+            .upsert_service(scope, &svc)
+            .map_err(|e| service_error(scope, f, e))?;
         let now: BTreeSet<BackendAddr> = by_addr.keys().copied().collect();
         for a in &now {
             if let Some(b) = self.backends.get_mut(a) {
@@ -327,7 +350,7 @@ impl<M: Maps> State<M> {
             }
         }
         self.svc_ids.insert(id);
-        let old = self.services.insert(
+        let old = self.programmed(scope).insert(
             *f,
             Programmed {
                 id,
@@ -338,9 +361,20 @@ impl<M: Maps> State<M> {
         if let Some(old) = old {
             self.release(old.backends);
         }
-        let r = self.sync_external(f, spec, proto);
-        self.sweep();
-        r
+        Ok(())
+    }
+
+    /// Deletes `f`'s entry in `scope` from the map; once it is gone, forgets it and
+    /// releases its id and backends.
+    fn unprogram(&mut self, scope: Scope, f: &Frontend, proto: Proto) -> Result<(), SinkError> {
+        self.maps
+            .remove_service(scope, (f.vip, f.port, proto))
+            .map_err(|e| service_error(scope, f, e))?;
+        if let Some(old) = self.programmed(scope).remove(f) {
+            self.svc_ids.remove(&old.id);
+            self.release(old.backends);
+        }
+        Ok(())
     }
 
     fn dp_backends(&mut self, by_addr: &BTreeMap<BackendAddr, DpState>) -> Vec<DpBackend> {
@@ -363,8 +397,6 @@ impl<M: Maps> State<M> {
         spec: &FrontendSpec,
         proto: Proto,
     ) -> Result<(), SinkError> {
-        let name = frontend_name(f);
-        let err = |e: String| SinkError(format!("datapath map services, external key {name}: {e}"));
         let local: BTreeMap<BackendAddr, DpState> = match &self.node {
             Some(me) if spec.load_balancer => by_addr(
                 f,
@@ -377,69 +409,13 @@ impl<M: Maps> State<M> {
         };
         if local.is_empty() {
             // Also clears an entry a predecessor left for a frontend no longer external here.
-            self.maps
-                .remove_external_service(f.vip, f.port, proto)
-                .map_err(err)?;
-            if let Some(old) = self.external.remove(f) {
-                self.svc_ids.remove(&old.id);
-                self.release(old.backends);
-            }
-            return Ok(());
+            return self.unprogram(Scope::External, f, proto);
         }
-        let id = match self.external.get(f) {
-            Some(p) => p.id,
-            None => {
-                let existing = self
-                    .maps
-                    .external_service_id(f.vip, f.port, proto)
-                    .map_err(err)?;
-                match existing {
-                    Some(id) if id != 0 && !self.svc_ids.contains(&id) => id,
-                    _ => free_id(
-                        hash_id(&[
-                            b"service-external",
-                            &ip_bytes(f.vip),
-                            &f.port.to_be_bytes(),
-                            &[proto.number()],
-                        ]),
-                        &self.svc_ids,
-                    ),
-                }
-            }
-        };
-        let backends = self.dp_backends(&local);
-        let svc = Service {
-            id,
-            vip: f.vip,
-            port: f.port,
-            proto,
-            maglev: true,
-            backends,
-        };
-        self.maps.upsert_external_service(&svc).map_err(err)?;
-        let now: BTreeSet<BackendAddr> = local.keys().copied().collect();
-        for a in &now {
-            if let Some(b) = self.backends.get_mut(a) {
-                b.users += 1;
-            }
-        }
-        self.svc_ids.insert(id);
-        let old = self.external.insert(
-            *f,
-            Programmed {
-                id,
-                proto,
-                backends: now,
-            },
-        );
-        if let Some(old) = old {
-            self.release(old.backends);
-        }
-        Ok(())
+        let id = self.service_id(Scope::External, f, proto)?;
+        self.program(Scope::External, f, id, proto, &local)
     }
 
     fn remove_service(&mut self, f: &Frontend) -> Result<(), SinkError> {
-        let name = frontend_name(f);
         let proto = match self.services.get(f) {
             Some(p) => p.proto,
             None => match proto_of(f.protocol) {
@@ -447,26 +423,23 @@ impl<M: Maps> State<M> {
                 None => return Ok(()),
             },
         };
-        self.maps
-            .remove_service(f.vip, f.port, proto)
-            .map_err(|e| SinkError(format!("datapath map services, key {name}: {e}")))?;
-        if let Some(old) = self.services.remove(f) {
-            self.svc_ids.remove(&old.id);
-            self.release(old.backends);
-        }
-        let r = self
-            .maps
-            .remove_external_service(f.vip, f.port, proto)
-            .map_err(|e| SinkError(format!("datapath map services, external key {name}: {e}")));
-        if r.is_ok()
-            && let Some(old) = self.external.remove(f)
-        {
-            self.svc_ids.remove(&old.id);
-            self.release(old.backends);
-        }
+        self.unprogram(Scope::Internal, f, proto)?;
+        let r = self.unprogram(Scope::External, f, proto);
         self.sweep();
         r
     }
+}
+
+/// A failed write of `f`'s entry in `scope`, naming the map and the key.
+fn service_error(scope: Scope, f: &Frontend, e: String) -> SinkError {
+    let key = match scope {
+        Scope::Internal => "key",
+        Scope::External => "external key",
+    };
+    SinkError(format!(
+        "datapath map services, {key} {}: {e}",
+        frontend_name(f)
+    ))
 }
 
 /// A frontend's backends by address: a dual-stack service lists backends of both families, a

@@ -4,17 +4,17 @@ use std::net::IpAddr;
 use common::{Identity, ReservedIdentity};
 use datapath::Service;
 use datapath::ipcache::{F_REMOTE_CLUSTER, F_TUNNEL_EP, IpcacheValue};
-use datapath::lb::Proto;
+use datapath::lb::{Proto, Scope};
 
-use super::{DatapathMaps, Maps};
+use super::{DatapathMaps, Maps, ServiceKey};
 use crate::reconcile::{IpCacheEntry, Reconciler, Sink};
 use crate::services::{Backend, BackendState, Frontend, FrontendSpec, Protocol};
 
 #[derive(Default)]
 struct Fake {
     ipcache: BTreeMap<IpAddr, IpcacheValue>,
-    services: BTreeMap<(IpAddr, u16, Proto), Service>,
-    external: BTreeMap<(IpAddr, u16, Proto), Service>,
+    services: BTreeMap<ServiceKey, Service>,
+    external: BTreeMap<ServiceKey, Service>,
     backends: BTreeMap<u32, ()>,
     /// Fails every write of this map ("ipcache" or "services").
     fail: Option<&'static str>,
@@ -25,6 +25,14 @@ impl Fake {
         match self.fail {
             Some(m) if m == map => Err(format!("map {map}: injected failure")),
             _ => Ok(()),
+        }
+    }
+
+    /// The entries of `scope`.
+    fn table(&mut self, scope: Scope) -> &mut BTreeMap<ServiceKey, Service> {
+        match scope {
+            Scope::Internal => &mut self.services,
+            Scope::External => &mut self.external,
         }
     }
 }
@@ -40,52 +48,29 @@ impl Maps for Fake {
         self.ipcache.remove(&ip);
         Ok(())
     }
-    fn service_id(&self, vip: IpAddr, port: u16, proto: Proto) -> Result<Option<u32>, String> {
-        Ok(self.services.get(&(vip, port, proto)).map(|s| s.id))
+    fn service_id(&self, scope: Scope, key: ServiceKey) -> Result<Option<u32>, String> {
+        let table = match scope {
+            Scope::Internal => &self.services,
+            Scope::External => &self.external,
+        };
+        Ok(table.get(&key).map(|s| s.id))
     }
-    fn upsert_service(&mut self, svc: &Service) -> Result<(), String> {
+    fn upsert_service(&mut self, scope: Scope, svc: &Service) -> Result<(), String> {
         self.check("services")?;
         for b in &svc.backends {
             self.backends.insert(b.id, ());
         }
-        self.services
+        self.table(scope)
             .insert((svc.vip, svc.port, svc.proto), svc.clone());
         Ok(())
     }
-    fn remove_service(&mut self, vip: IpAddr, port: u16, proto: Proto) -> Result<(), String> {
+    fn remove_service(&mut self, scope: Scope, key: ServiceKey) -> Result<(), String> {
         self.check("services")?;
-        self.services.remove(&(vip, port, proto));
+        self.table(scope).remove(&key);
         Ok(())
     }
     fn remove_backend(&mut self, id: u32) -> Result<(), String> {
         self.backends.remove(&id);
-        Ok(())
-    }
-    fn external_service_id(
-        &self,
-        vip: IpAddr,
-        port: u16,
-        proto: Proto,
-    ) -> Result<Option<u32>, String> {
-        Ok(self.external.get(&(vip, port, proto)).map(|s| s.id))
-    }
-    fn upsert_external_service(&mut self, svc: &Service) -> Result<(), String> {
-        self.check("services")?;
-        for b in &svc.backends {
-            self.backends.insert(b.id, ());
-        }
-        self.external
-            .insert((svc.vip, svc.port, svc.proto), svc.clone());
-        Ok(())
-    }
-    fn remove_external_service(
-        &mut self,
-        vip: IpAddr,
-        port: u16,
-        proto: Proto,
-    ) -> Result<(), String> {
-        self.check("services")?;
-        self.external.remove(&(vip, port, proto));
         Ok(())
     }
 }
