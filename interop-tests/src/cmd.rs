@@ -65,3 +65,23 @@ pub fn wait_for<T>(
         sleep(every);
     }
 }
+
+/// `ironctl GROUP --meshd SOCK -o json WHAT` against one meshd, parsed; Err with ironctl's
+/// stderr when it fails.
+pub fn ironctl_json(
+    ironctl: &std::path::Path,
+    group: &str,
+    sock: &std::path::Path,
+    what: &str,
+) -> std::result::Result<serde_json::Value, String> {
+    let out = Command::new(ironctl)
+        .args([group, "--meshd"])
+        .arg(sock)
+        .args(["-o", "json", what])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {:?}", out.stdout))
+}

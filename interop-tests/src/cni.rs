@@ -3,24 +3,25 @@
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use crate::error::{LabError, Result, io_err};
 use crate::lab::Host;
 
-/// One CNI ADD in `node`'s netns for pod `pod` (container id and pod name `id`): the CNI
-/// environment, `conf` on stdin. Returns the pod's IPv4 address and the host-side veth.
-pub fn add(
+/// Runs the plugin once in `node`'s netns for pod `pod` (container id and pod name `id`):
+/// `CNI_COMMAND=command` and the rest of the CNI environment, `conf` on stdin.
+fn run(
+    command: &str,
     cni: &Path,
     node: &Host,
     pod: &Host,
     id: &str,
     conf: &serde_json::Value,
-) -> Result<(Ipv4Addr, String)> {
+) -> Result<Output> {
     let mut child = Command::new("ip")
         .args(["netns", "exec", node.netns()])
         .arg(cni)
-        .env("CNI_COMMAND", "ADD")
+        .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", id)
         .env("CNI_NETNS", format!("/var/run/netns/{}", pod.netns()))
         .env("CNI_IFNAME", "eth0")
@@ -40,9 +41,21 @@ pub fn add(
         .expect("piped stdin")
         .write_all(conf.to_string().as_bytes())
         .map_err(io_err("writing the CNI config"))?;
-    let out = child
+    child
         .wait_with_output()
-        .map_err(io_err("waiting for the CNI plugin"))?;
+        .map_err(io_err("waiting for the CNI plugin"))
+}
+
+/// One CNI ADD in `node`'s netns for pod `pod` (container id and pod name `id`): the CNI
+/// environment, `conf` on stdin. Returns the pod's IPv4 address and the host-side veth.
+pub fn add(
+    cni: &Path,
+    node: &Host,
+    pod: &Host,
+    id: &str,
+    conf: &serde_json::Value,
+) -> Result<(Ipv4Addr, String)> {
+    let out = run("ADD", cni, node, pod, id, conf)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let bad = |what: &str| {
         LabError::Invalid(format!(
@@ -65,4 +78,40 @@ pub fn add(
         .and_then(|i| i["name"].as_str())
         .ok_or_else(|| bad("no host-side interface in the result"))?;
     Ok((ip, host_if.to_string()))
+}
+
+/// One CNI DEL in `node`'s netns for pod `pod` (container id `id`), as a runtime calls it.
+pub fn del(cni: &Path, node: &Host, pod: &Host, id: &str, conf: &serde_json::Value) -> Result<()> {
+    let out = run("DEL", cni, node, pod, id, conf)?;
+    if !out.status.success() {
+        return Err(LabError::Invalid(format!(
+            "CNI DEL {id}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+/// The network config a runtime hands the plugin: the `ironmesh` IPAM on `pod_cidr`, the
+/// plugin's state under `data_dir`, the pod's `labels` (`runtimeConfig.labels`).
+pub fn conf(
+    data_dir: &Path,
+    pod_cidr: &str,
+    mtu: u32,
+    labels: &[(&str, &str)],
+) -> serde_json::Value {
+    let labels: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    serde_json::json!({
+        "cniVersion": "1.1.0",
+        "name": "mesh",
+        "type": "ironmesh-cni",
+        "dataDir": data_dir,
+        "mtu": mtu,
+        "ipam": {"type": "ironmesh", "podCIDR": pod_cidr},
+        "runtimeConfig": {"labels": labels},
+    })
 }

@@ -309,6 +309,17 @@ impl Host {
         run("ip", &full)
     }
 
+    /// The interface index of link `name` in this host.
+    pub fn ifindex(&self, name: &str) -> Result<u32> {
+        let out = self.ip(&["-o", "link", "show", name])?;
+        out.split(':')
+            .next()
+            .and_then(|i| i.trim().parse().ok())
+            .ok_or_else(|| {
+                LabError::Invalid(format!("{}: no ifindex for {name}: {out}", self.name))
+            })
+    }
+
     /// Adds an address (CIDR) to an interface; IPv6 without DAD.
     pub fn add_addr(&self, ifname: &str, cidr: &str) -> Result<()> {
         let mut args = vec!["addr", "add", cidr, "dev", ifname];

@@ -11,6 +11,7 @@ pub mod bgpd;
 pub mod bird;
 pub mod cmd;
 pub mod cni;
+pub mod datapath_lab;
 pub mod error;
 pub mod etcd;
 pub mod frr;

@@ -26,29 +26,15 @@ use datapath::events::{DropReason, EventKind, Trace};
 use datapath::ipcache::IpcacheValue;
 use datapath::lb::{BackendState, Proto};
 use datapath::maglev;
-use datapath::pin::{PinRoot, bpffs_mounted};
 use datapath::policy::{Action, Direction, Peer, PortMatch, Rule};
 use datapath::{
     Backend, Config, Datapath, Endpoint, EndpointPolicy, Event, EventReader, Routing, Service,
 };
 use interop_tests::bgpd::cargo_binary;
+use interop_tests::datapath_lab::Pins;
 use interop_tests::{Host, Lab};
 
 const DB_PORT: u16 = 5432;
-
-/// Removes a per-test pin root and its pins, also when the test panics.
-struct Pins(PinRoot);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(self.0.path()) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(self.0.path());
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Mode {
@@ -73,11 +59,6 @@ struct Node {
     events: EventReader,
 }
 
-fn ifindex(host: &Host, name: &str) -> u32 {
-    let out = host.ip(&["-o", "link", "show", name]).unwrap();
-    out.split(':').next().unwrap().trim().parse().unwrap()
-}
-
 /// One CNI ADD, exactly as a runtime calls it (env + config on stdin), in the node's netns.
 fn cni_add(
     cni: &Path,
@@ -87,15 +68,7 @@ fn cni_add(
     app: &str,
     mtu: u32,
 ) -> (Ipv4Addr, String) {
-    let conf = serde_json::json!({
-        "cniVersion": "1.1.0",
-        "name": "mesh",
-        "type": "ironmesh-cni",
-        "dataDir": node.data_dir,
-        "mtu": mtu,
-        "ipam": {"type": "ironmesh", "podCIDR": node.pod_cidr},
-        "runtimeConfig": {"labels": {"app": app}},
-    });
+    let conf = interop_tests::cni::conf(&node.data_dir, node.pod_cidr, mtu, &[("app", app)]);
     interop_tests::cni::add(cni, &node.host, pod, id, &conf).unwrap()
 }
 
@@ -229,12 +202,9 @@ fn scenario(mode: Mode) {
     .into_iter()
     .enumerate()
     {
-        let root = PinRoot::new(format!("/sys/fs/bpf/{}-{}", lab.id(), host.name())).unwrap();
-        assert!(
-            bpffs_mounted(root.path()).unwrap(),
-            "bpffs is not mounted on /sys/fs/bpf: run scripts/setup"
-        );
-        pins.push(Pins(root.clone()));
+        let node_pins = Pins::mounted(format!("/sys/fs/bpf/{}-{}", lab.id(), host.name())).unwrap();
+        let root = node_pins.root().clone();
+        pins.push(node_pins);
         let mut dp = Datapath::load(&root).unwrap();
         let events = EventReader::open(&root).unwrap();
         let routing = match mode {
@@ -257,7 +227,7 @@ fn scenario(mode: Mode) {
                     .unwrap();
                 host.in_netns(|| dp.attach_overlay("vx0")).unwrap().unwrap();
                 Routing::Vxlan {
-                    ifindex: ifindex(&host, "vx0"),
+                    ifindex: host.ifindex("vx0").unwrap(),
                 }
             }
         };
@@ -328,7 +298,7 @@ fn scenario(mode: Mode) {
             .upsert_endpoint(&Endpoint {
                 id: id as u32 + 1,
                 identity: pod.identity,
-                ifindex: ifindex(&node.host, &pod.host_ifname),
+                ifindex: node.host.ifindex(&pod.host_ifname).unwrap(),
                 addresses: vec![IpAddr::V4(pod.ip)],
             })
             .unwrap();

@@ -13,13 +13,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use interop_tests::bgpd::{self, BgpdConfig, BgpdPeer};
+use interop_tests::mesh::services::tcp_record;
 use interop_tests::route::find;
 use interop_tests::*;
 use ironmesh_meshd::lbipam::VipValue;
 use ironmesh_meshd::schema::{Key, Resource};
-use ironmesh_meshd::services::{
-    Affinity, Backend, BackendState, Protocol, ServicePort, ServiceRecord,
-};
+use ironmesh_meshd::services::{BackendState, ServiceRecord};
 
 const T: Duration = Duration::from_secs(30);
 const VIP: &str = "203.0.113.10";
@@ -39,31 +38,11 @@ fn build_meshd() -> PathBuf {
 
 /// The service `shop/web` of red with the VIP and one backend per (node, state).
 fn service(backends: &[(&str, BackendState)]) -> ServiceRecord {
-    ServiceRecord {
-        service: "shop/web".parse().unwrap(),
-        cluster: CLUSTER.parse().unwrap(),
-        vips: vec![ip(VIP)],
-        ports: vec![ServicePort {
-            name: None,
-            port: 80,
-            protocol: Protocol::Tcp,
-        }],
-        backends: backends
-            .iter()
-            .enumerate()
-            .map(|(i, (node, state))| Backend {
-                ip: ip(&format!("10.1.0.{}", i + 10)),
-                port: 8080,
-                port_name: None,
-                node: Some(node.parse().unwrap()),
-                cluster: None,
-                zone: None,
-                state: *state,
-            })
-            .collect(),
-        global: false,
-        affinity: Affinity::None,
-    }
+    let backends = backends
+        .iter()
+        .enumerate()
+        .map(|(i, (node, state))| (ip(&format!("10.1.0.{}", i + 10)), 8080, *node, *state));
+    tcp_record("shop/web", CLUSTER, ip(VIP), 80, backends)
 }
 
 fn put_service(etcd: &EtcdCluster, s: &ServiceRecord) {

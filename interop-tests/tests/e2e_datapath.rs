@@ -21,14 +21,13 @@ use std::time::{Duration, Instant};
 use common::{Identity, ReservedIdentity};
 use datapath::lb::Proto;
 use datapath::maglev;
-use datapath::pin::{PinRoot, bpffs_mounted};
 use datapath::{Config, Datapath, Endpoint};
 use interop_tests::bgpd;
+use interop_tests::datapath_lab::{Pins, Stop};
+use interop_tests::mesh::services::tcp_record;
 use interop_tests::*;
 use ironmesh_meshd::endpoints::EndpointRecord;
-use ironmesh_meshd::services::{
-    Affinity, Backend, BackendState, Protocol, ServicePort, ServiceRecord,
-};
+use ironmesh_meshd::services::{BackendState, ServiceRecord};
 
 const T: Duration = Duration::from_secs(20);
 const NODE: &str = "n1";
@@ -37,50 +36,14 @@ const PORT: u16 = 5432;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const POD_CIDR: &str = "10.244.1.0/24";
 
-/// Removes the per-test pin root and its pins (maps and links), also when the test panics.
-struct Pins(PinRoot);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(self.0.path()) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(self.0.path());
-    }
-}
-
-/// Stops the echo servers when the test ends, however it ends.
-struct Stop(Arc<AtomicBool>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 /// Builds `package`'s binary `bin` with the profile of this test binary; returns its path.
 fn build(package: &str, bin: &str) -> PathBuf {
     bgpd::build_binaries(&[(package, bin)]).unwrap().remove(0)
 }
 
-fn ifindex(host: &Host, name: &str) -> u32 {
-    let out = host.ip(&["-o", "link", "show", name]).unwrap();
-    out.split(':').next().unwrap().trim().parse().unwrap()
-}
-
 /// One CNI ADD as a runtime calls it, in the node's netns: (pod IP, host-side veth).
 fn cni_add(cni: &Path, node: &Host, data_dir: &Path, pod: &Host, id: &str) -> (Ipv4Addr, String) {
-    let conf = serde_json::json!({
-        "cniVersion": "1.1.0",
-        "name": "mesh",
-        "type": "ironmesh-cni",
-        "dataDir": data_dir,
-        "mtu": 1500,
-        "ipam": {"type": "ironmesh", "podCIDR": POD_CIDR},
-        "runtimeConfig": {"labels": {"app": id}},
-    });
+    let conf = interop_tests::cni::conf(data_dir, POD_CIDR, 1500, &[("app", id)]);
     interop_tests::cni::add(cni, node, pod, id, &conf).unwrap()
 }
 
@@ -157,30 +120,10 @@ fn endpoint(ip: Ipv4Addr, identity: u32) -> EndpointRecord {
 }
 
 fn service(backends: &[Ipv4Addr]) -> ServiceRecord {
-    ServiceRecord {
-        service: "shop/db".parse().unwrap(),
-        cluster: CLUSTER.parse().unwrap(),
-        vips: vec![IpAddr::V4(VIP)],
-        ports: vec![ServicePort {
-            name: None,
-            port: PORT,
-            protocol: Protocol::Tcp,
-        }],
-        backends: backends
-            .iter()
-            .map(|ip| Backend {
-                ip: IpAddr::V4(*ip),
-                port: PORT,
-                port_name: None,
-                node: Some(NODE.parse().unwrap()),
-                cluster: None,
-                zone: None,
-                state: BackendState::Active,
-            })
-            .collect(),
-        global: false,
-        affinity: Affinity::None,
-    }
+    let backends = backends
+        .iter()
+        .map(|ip| (IpAddr::V4(*ip), PORT, NODE, BackendState::Active));
+    tcp_record("shop/db", CLUSTER, IpAddr::V4(VIP), PORT, backends)
 }
 
 #[test]
@@ -192,12 +135,9 @@ fn e2e_datapath_ipcache_services_and_maglev_via_meshd() -> Result<()> {
     let node = lab.host("node")?;
     lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
 
-    let root = PinRoot::new(format!("/sys/fs/bpf/{}-node", lab.id())).unwrap();
-    assert!(
-        bpffs_mounted(root.path()).unwrap(),
-        "bpffs is not mounted on /sys/fs/bpf: run scripts/setup"
-    );
-    let _pins = Pins(root.clone());
+    let pins = Pins::mounted(format!("/sys/fs/bpf/{}-node", lab.id())).unwrap();
+
+    let root = pins.root().clone();
     // The datapath loader's part: programs, config, pods attached with their endpoints.
     let mut dp = Datapath::load(&root).unwrap();
     dp.set_config(&Config::default()).unwrap();
@@ -209,14 +149,14 @@ fn e2e_datapath_ipcache_services_and_maglev_via_meshd() -> Result<()> {
         dp.upsert_endpoint(&Endpoint {
             id: i as u32 + 1,
             identity: 1000 + i as u32,
-            ifindex: ifindex(&node, &host_if),
+            ifindex: node.ifindex(&host_if).unwrap(),
             addresses: vec![IpAddr::V4(ip)],
         })
         .unwrap();
         node.in_netns(|| dp.attach(&host_if)).unwrap().unwrap();
         pods.push((pod, ip));
     }
-    let stop = Stop(Arc::new(AtomicBool::new(false)));
+    let stop = Stop::new();
     for (pod, _) in &pods[1..] {
         who_server(pod, stop.0.clone());
     }

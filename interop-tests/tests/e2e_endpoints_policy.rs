@@ -16,15 +16,16 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use datapath::events::{DropReason, EventKind};
-use datapath::pin::{PinRoot, bpffs_mounted};
+use datapath::pin::PinRoot;
 use datapath::{Datapath, EventReader};
 use interop_tests::bgpd;
+use interop_tests::datapath_lab::{Pins, Stop};
 use interop_tests::*;
 use ironmesh_meshd::endpoints::EndpointRecord;
 
@@ -34,29 +35,6 @@ const NODE: &str = "n1";
 const CLUSTER: &str = "red";
 const PORT: u16 = 7000;
 const POD_CIDR: &str = "10.244.1.0/24";
-
-/// Removes the per-test pin root and its pins (maps and links), also when the test panics.
-struct Pins(PinRoot);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(self.0.path()) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(self.0.path());
-    }
-}
-
-/// Stops the echo server when the test ends, however it ends.
-struct Stop(Arc<AtomicBool>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
 
 fn within(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -74,37 +52,7 @@ fn within(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Durat
 }
 
 fn cni_conf(data_dir: &Path, app: &str) -> serde_json::Value {
-    serde_json::json!({
-        "cniVersion": "1.1.0", "name": "mesh", "type": "ironmesh-cni",
-        "dataDir": data_dir, "mtu": 1500,
-        "ipam": {"type": "ironmesh", "podCIDR": POD_CIDR},
-        "runtimeConfig": {"labels": {"app": app}},
-    })
-}
-
-/// CNI DEL as a runtime calls it (interop_tests::cni has only ADD).
-fn cni_del(cni: &Path, node: &Host, pod: &Host, id: &str, conf: &serde_json::Value) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", node.netns()])
-        .arg(cni)
-        .env("CNI_COMMAND", "DEL")
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", format!("/var/run/netns/{}", pod.netns()))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "CNI DEL {id}: {out:?}");
+    cni::conf(data_dir, POD_CIDR, 1500, &[("app", app)])
 }
 
 /// An echo server in `pod` (a thread per connection) until `stop` (or 90 s).
@@ -224,12 +172,8 @@ fn e2e_endpoints_policy_via_meshd() -> Result<()> {
     let tor = lab.host("tor")?;
     let node = lab.host("node")?;
     lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
-    let root = PinRoot::new(format!("/sys/fs/bpf/{}-node", lab.id())).unwrap();
-    assert!(
-        bpffs_mounted(root.path()).unwrap(),
-        "bpffs is not mounted: run scripts/setup"
-    );
-    let _pins = Pins(root.clone());
+    let pins = Pins::mounted(format!("/sys/fs/bpf/{}-node", lab.id())).unwrap();
+    let root = pins.root().clone();
     let etcd = EtcdCluster::start(&[(&node, "192.0.2.2".parse().unwrap())])?;
     let data_dir = lab.dir().join("node-cni");
     let conf = meshd_config(
@@ -291,7 +235,7 @@ fn e2e_endpoints_policy_via_meshd() -> Result<()> {
         ids[0] != ids[1] && ids[1] != ids[2],
         "one identity per label set: {ids:?}"
     );
-    let stop = Stop(Arc::new(AtomicBool::new(false)));
+    let stop = Stop::new();
     echo_server(&server.host, stop.0.clone());
     let dst = SocketAddr::new(IpAddr::V4(server.ip), PORT);
     echo(
@@ -385,13 +329,14 @@ fn e2e_endpoints_policy_via_meshd() -> Result<()> {
     );
 
     // CNI DEL of other; its record file gone, all its entries go within 1 s.
-    cni_del(
+    cni::del(
         cni,
         &node,
         &other.host,
         "other",
         &cni_conf(&data_dir, "other"),
-    );
+    )
+    .unwrap();
     let took = within("other removed", ONE_S, || {
         dp.endpoint(IpAddr::V4(other.ip)).unwrap().is_none() && record(&etcd, other.ip).is_none()
     });

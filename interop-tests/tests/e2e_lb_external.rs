@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use datapath::events::EventKind;
 use datapath::lb::{BackendState, Proto};
 use datapath::maglev;
-use datapath::pin::{PinRoot, bpffs_mounted};
 use datapath::{Backend, Config, Datapath, Endpoint, EventReader, Routing, Service};
+use interop_tests::datapath_lab::{Pins, Stop};
 use interop_tests::{Host, Lab, bgpd};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -34,38 +34,10 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const INTERNAL_ID: u32 = 7;
 const EXTERNAL_ID: u32 = 107;
 
-/// Removes the test's pin root and its pins (links included), also when the test panics.
-struct Pins(PinRoot);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(self.0.path()) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(self.0.path());
-    }
-}
-
-/// Stops the pods' servers when the test ends, however it ends.
-struct Stop(Arc<AtomicBool>);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 struct Pod {
     name: String,
     ip: Ipv4Addr,
     backend_id: u32,
-}
-
-fn ifindex(host: &Host, name: &str) -> u32 {
-    let out = host.ip(&["-o", "link", "show", name]).unwrap();
-    out.split(':').next().unwrap().trim().parse().unwrap()
 }
 
 /// A TCP server in `pod` until `stop` or a deadline: answers `who` with the pod's name.
@@ -172,15 +144,7 @@ fn predicted<'a>(dp: &Datapath, pods: &'a [Pod], sport: u16) -> &'a Pod {
 }
 
 fn cni_add(cni: &Path, node: &Host, data_dir: &Path, pod: &Host, id: &str) -> (Ipv4Addr, String) {
-    let conf = serde_json::json!({
-        "cniVersion": "1.1.0",
-        "name": "mesh",
-        "type": "ironmesh-cni",
-        "dataDir": data_dir,
-        "mtu": 1500,
-        "ipam": {"type": "ironmesh", "podCIDR": "10.244.1.0/24"},
-        "runtimeConfig": {"labels": {"app": "web"}},
-    });
+    let conf = interop_tests::cni::conf(data_dir, "10.244.1.0/24", 1500, &[("app", "web")]);
     interop_tests::cni::add(cni, node, pod, id, &conf).unwrap()
 }
 
@@ -199,12 +163,9 @@ fn external_clients_reach_the_nodes_backends_through_the_vip() {
         .route_add(&format!("{VIP}/32 via 192.0.2.1"))
         .unwrap();
 
-    let root = PinRoot::new(format!("/sys/fs/bpf/{}-n1", lab.id())).unwrap();
-    assert!(
-        bpffs_mounted(root.path()).unwrap(),
-        "bpffs is not mounted on /sys/fs/bpf: run scripts/setup"
-    );
-    let _pins = Pins(root.clone());
+    let pins = Pins::mounted(format!("/sys/fs/bpf/{}-n1", lab.id())).unwrap();
+
+    let root = pins.root().clone();
     let mut dp = Datapath::load(&root).unwrap();
     let mut events = EventReader::open(&root).unwrap();
     n1.in_netns(|| dp.attach_uplink("eth0")).unwrap().unwrap();
@@ -223,7 +184,7 @@ fn external_clients_reach_the_nodes_backends_through_the_vip() {
         dp.upsert_endpoint(&Endpoint {
             id: i as u32 + 1,
             identity: 1000,
-            ifindex: ifindex(&n1, &host_if),
+            ifindex: n1.ifindex(&host_if).unwrap(),
             addresses: vec![IpAddr::V4(ip)],
         })
         .unwrap();
@@ -245,7 +206,7 @@ fn external_clients_reach_the_nodes_backends_through_the_vip() {
             },
         ));
     }
-    let stop = Stop(Arc::new(AtomicBool::new(false)));
+    let stop = Stop::new();
     for (host, _) in &pods {
         who_server(host, POD_PORT, stop.0.clone());
     }

@@ -108,16 +108,7 @@ fn start(host: &Host, name: &'static str, meshd: &Path, toml: &str, extra: &[&st
 
 /// `ironctl mesh --meshd SOCK -o json WHAT` parsed; Err with stderr on failure.
 fn ctl(ironctl: &Path, n: &Node, what: &str) -> std::result::Result<Value, String> {
-    let out = Command::new(ironctl)
-        .args(["mesh", "--meshd"])
-        .arg(&n.sock)
-        .args(["-o", "json", what])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {:?}", out.stdout))
+    cmd::ironctl_json(ironctl, "mesh", &n.sock, what)
 }
 
 fn node_set(nodes: &Value) -> BTreeSet<String> {

@@ -14,8 +14,8 @@ mod wireguard_support;
 use std::time::{Duration, Instant};
 
 use crypto::rollout::EncryptionMode;
-use interop_tests::cmd::wait_for;
 use interop_tests::*;
+use wireguard_support::flows::*;
 use wireguard_support::rollout::*;
 use wireguard_support::*;
 
@@ -23,72 +23,28 @@ const FLOW_SECONDS: u32 = 20;
 /// iperf3's rate: enough to keep the stream busy without starving 2 shared cores.
 const IPERF_RATE: &str = "20M";
 
-fn ping_flow(from: &Host, to: &str) -> Result<Process> {
-    let count = (FLOW_SECONDS * 100).to_string();
-    from.spawn(
-        &format!("ping-{to}"),
-        "ping",
-        &["-n", "-c", &count, "-i", "0.01", "-W", "1", to].map(String::from),
-    )
-}
-
-/// The icmp_seq numbers that got no reply (each ping is 10 ms after the previous one).
-fn missing_seqs(p: &Process, sent: u32) -> Vec<u32> {
-    let log = std::fs::read_to_string(p.log_path()).unwrap_or_default();
-    let got: std::collections::BTreeSet<u32> = log
-        .split("icmp_seq=")
-        .skip(1)
-        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
-        .collect();
-    (1..=sent).filter(|s| !got.contains(s)).collect()
-}
-
-/// (sent, received) from a finished ping's summary.
-fn ping_result(p: &Process) -> (u32, u32) {
-    let log = p.log_tail(4096);
-    let line = log
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("no ping summary: {log}"));
-    let nums: Vec<u32> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (nums[0], nums[1])
-}
-
-/// The longest run of iperf3 intervals that moved no byte (seconds), and the total bytes.
-fn iperf_stall(json: &str) -> (f64, u64, u64) {
+/// [`iperf_stall`] of a stream with at least 100 intervals; logs where it retransmitted.
+fn iperf_stall_checked(json: &str) -> (f64, u64, u64) {
     let start = json.find('{').expect("iperf3 JSON");
     let v: serde_json::Value = serde_json::from_str(&json[start..]).expect("iperf3 JSON");
-    let mut longest: f64 = 0.0;
-    let mut run = 0.0;
-    let mut total = 0;
     let intervals = v["intervals"].as_array().expect("intervals");
     assert!(intervals.len() >= 100, "{} intervals", intervals.len());
-    let mut retrans_at = Vec::new();
-    for i in intervals {
-        if let Some(r) = i["sum"]["retransmits"].as_u64().filter(|r| *r > 0) {
-            retrans_at.push(format!(
+    let retrans_at: Vec<String> = intervals
+        .iter()
+        .filter_map(|i| {
+            let r = i["sum"]["retransmits"].as_u64().filter(|r| *r > 0)?;
+            Some(format!(
                 "{:.1}s:{r}",
                 i["sum"]["start"].as_f64().unwrap_or(0.0)
-            ));
-        }
-        let bytes = i["sum"]["bytes"].as_u64().unwrap();
-        total += bytes;
-        if bytes == 0 {
-            run += i["sum"]["seconds"].as_f64().unwrap();
-            longest = longest.max(run);
-        } else {
-            run = 0.0;
-        }
-    }
-    let retransmits = v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+            ))
+        })
+        .collect();
+    let stall = iperf_stall(json);
     eprintln!(
         "iperf3 retransmits by interval start: {}",
         retrans_at.join(" ")
     );
-    (longest, total, retransmits)
+    stall
 }
 
 #[test]
@@ -112,46 +68,19 @@ fn wireguard_rollout_off_to_strict_under_flow() -> Result<()> {
         );
     }
 
-    let server = nodes[2].pod.spawn(
-        "iperf3-server",
-        "iperf3",
-        &["-s", "-1", "-p", "5201"].map(String::from),
-    )?;
-    wait_for(
-        "iperf3 server",
-        Duration::from_secs(5),
-        Duration::from_millis(50),
-        |_| {
-            let ss = nodes[2].pod.exec("ss", &["-ltnH"])?;
-            Ok((server.is_running() && ss.contains(":5201")).then_some(()))
-        },
+    // iperf3 paced by the kernel (SO_MAX_PACING_RATE), not in 128 KiB bursts: bursts overflow
+    // wireguard-go's queues on 2 busy cores and drop packets of both flows.
+    let (_server, client) = iperf_pair(
+        &nodes[2].pod,
+        &nodes[0].pod,
+        &pod_ip(3),
+        FLOW_SECONDS,
+        IPERF_RATE,
     )?;
     let flow_start = Instant::now();
-    let client = nodes[0].pod.spawn(
-        "iperf3-client",
-        "iperf3",
-        &[
-            "-c",
-            &pod_ip(3),
-            "-p",
-            "5201",
-            "-t",
-            &FLOW_SECONDS.to_string(),
-            "-b",
-            IPERF_RATE,
-            // Paced by the kernel (SO_MAX_PACING_RATE), not in 128 KiB bursts: bursts overflow
-            // wireguard-go's queues on 2 busy cores and drop packets of both flows.
-            "--fq-rate",
-            IPERF_RATE,
-            "-i",
-            "0.1",
-            "--json",
-        ]
-        .map(String::from),
-    )?;
     let pings = [
-        ping_flow(&nodes[0].pod, &pod_ip(2))?,
-        ping_flow(&nodes[1].pod, &pod_ip(3))?,
+        ping_flow(&nodes[0].pod, &pod_ip(2), FLOW_SECONDS * 100)?,
+        ping_flow(&nodes[1].pod, &pod_ip(3), FLOW_SECONDS * 100)?,
     ];
     std::thread::sleep(Duration::from_secs(1));
 
@@ -192,12 +121,7 @@ fn wireguard_rollout_off_to_strict_under_flow() -> Result<()> {
         "the rollout ({rollout_done:?}) must finish while the flow still runs"
     );
 
-    wait_for(
-        "the flows to end",
-        Duration::from_secs(u64::from(FLOW_SECONDS) + 20),
-        Duration::from_millis(200),
-        |_| Ok((!client.is_running() && pings.iter().all(|p| !p.is_running())).then_some(())),
-    )?;
+    wait_flows_end(&client, &pings, FLOW_SECONDS)?;
     for n in &nodes {
         let stats = n.host.ip(&["-s", "link", "show", "dev", &n.dev.ifname])?;
         eprintln!(
@@ -220,7 +144,7 @@ fn wireguard_rollout_off_to_strict_under_flow() -> Result<()> {
         );
     }
     let json = std::fs::read_to_string(client.log_path()).unwrap();
-    let (stall, bytes, retransmits) = iperf_stall(&json);
+    let (stall, bytes, retransmits) = iperf_stall_checked(&json);
     eprintln!("iperf3: {bytes} bytes, longest stall {stall:.1} s, {retransmits} retransmits");
     assert!(stall < 1.0, "TCP stream stalled for {stall} s");
     assert!(bytes > 10_000_000, "{bytes}");

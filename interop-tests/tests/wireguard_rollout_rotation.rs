@@ -14,42 +14,11 @@ use crypto::rollout::{EncryptionMode, PeerPath};
 use crypto::wireguard::WireGuardBackend;
 use interop_tests::cmd::wait_for;
 use interop_tests::*;
+use wireguard_support::flows::*;
 use wireguard_support::rollout::*;
 use wireguard_support::*;
 
 const PINGS: u32 = 800;
-
-fn ping_flow(from: &Host, to: &str) -> Result<Process> {
-    from.spawn(
-        &format!("ping-{to}"),
-        "ping",
-        &[
-            "-n",
-            "-q",
-            "-c",
-            &PINGS.to_string(),
-            "-i",
-            "0.01",
-            "-W",
-            "1",
-            to,
-        ]
-        .map(String::from),
-    )
-}
-
-fn ping_result(p: &Process) -> (u32, u32) {
-    let log = p.log_tail(4096);
-    let line = log
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("no ping summary: {log}"));
-    let nums: Vec<u32> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (nums[0], nums[1])
-}
 
 #[test]
 fn wireguard_rollout_rotation_loses_nothing_in_opportunistic() -> Result<()> {
@@ -70,9 +39,9 @@ fn wireguard_rollout_rotation_loses_nothing_in_opportunistic() -> Result<()> {
     }
 
     let flows = [
-        ping_flow(&nodes[0].pod, &pod_ip(2))?,
-        ping_flow(&nodes[1].pod, &pod_ip(3))?,
-        ping_flow(&nodes[2].pod, &pod_ip(2))?,
+        quiet_ping_flow(&nodes[0].pod, &pod_ip(2), PINGS)?,
+        quiet_ping_flow(&nodes[1].pod, &pod_ip(3), PINGS)?,
+        quiet_ping_flow(&nodes[2].pod, &pod_ip(2), PINGS)?,
     ];
     std::thread::sleep(Duration::from_secs(1));
     let old = nodes[1].store.public_key();

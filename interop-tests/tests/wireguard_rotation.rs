@@ -15,6 +15,7 @@ use crypto::wireguard::WireGuardBackend;
 use crypto::wireguard::rotate_key;
 use interop_tests::cmd::wait_for;
 use interop_tests::*;
+use wireguard_support::flows::*;
 use wireguard_support::*;
 
 /// Loss allowed while the new key propagates (pings at 10 ms).
@@ -31,11 +32,7 @@ fn wireguard_rotation_keeps_traffic_flowing() -> Result<()> {
     assert!(ping_all_pairs(&nodes, 2).is_empty());
 
     // A flow p1 -> p2 at 100 pings/s for 4 s.
-    let pinger = nodes[0].pod.spawn(
-        "ping-flow",
-        "ping",
-        &["-n", "-q", "-c", "400", "-i", "0.01", "-W", "1", &pod_ip(2)].map(String::from),
-    )?;
+    let pinger = quiet_ping_flow(&nodes[0].pod, &pod_ip(2), 400)?;
     std::thread::sleep(Duration::from_millis(1000));
 
     let old = nodes[1].public_key();
@@ -63,16 +60,8 @@ fn wireguard_rotation_keeps_traffic_flowing() -> Result<()> {
         Duration::from_millis(100),
         |_| Ok((!pinger.is_running()).then_some(())),
     )?;
-    let log = pinger.log_tail(4096);
-    let line = log
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("no ping summary: {log}"));
-    let nums: Vec<u32> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    let (sent, received) = (nums[0], nums[1]);
+    let line = ping_summary(&pinger);
+    let (sent, received) = ping_counts(&line);
     let lost = sent - received;
     eprintln!("rotation under a 100/s ping flow: {sent} sent, {received} received, {lost} lost");
     assert_eq!(sent, 400);

@@ -16,7 +16,6 @@ mod wireguard_support;
 use std::time::{Duration, Instant};
 
 use crypto::rollout::{EncryptionMode, PeerPath};
-use interop_tests::cmd::wait_for;
 use interop_tests::*;
 use wireguard_support::flows::*;
 use wireguard_support::rollout::*;
@@ -99,12 +98,7 @@ fn wireguard_rotation_strict_loses_and_leaks_nothing() -> Result<()> {
     eprintln!("{}", log.join("\n"));
     assert!(t0.elapsed() + Duration::from_secs(2) < Duration::from_secs(FLOW_SECONDS.into()));
 
-    wait_for(
-        "the flows to end",
-        Duration::from_secs(u64::from(FLOW_SECONDS) + 20),
-        Duration::from_millis(200),
-        |_| Ok((!client.is_running() && pings.iter().all(|p| !p.is_running())).then_some(())),
-    )?;
+    wait_flows_end(&client, &pings, FLOW_SECONDS)?;
     let mut lost = Vec::new();
     for p in &pings {
         let (sent, received) = ping_result(p);

@@ -8,10 +8,7 @@
 //!   meshd's LB-IPAM (`ipam/vips/...`);
 //! - a policy applied and deleted with `ironctl mesh policy` through the cluster's meshd.
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -19,9 +16,7 @@ use std::time::Instant;
 use common::{ClusterName, ServiceKey};
 use ironmesh_meshd::kvstore::{KvConfig, KvStore};
 use ironmesh_meshd::lbipam::VipAllocator;
-use ironmesh_meshd::services::{
-    Affinity, Backend, BackendState, Protocol, ServicePort, ServiceRecord,
-};
+use ironmesh_meshd::services::{Affinity, BackendState, ServiceRecord};
 
 use super::{APP_PORT, MeshLab, Node, Side, probe};
 use crate::error::{LabError, Result, io_err};
@@ -89,15 +84,12 @@ pub fn slots(mesh: &MeshLab, per_node: usize, stop: &Arc<AtomicBool>) -> Result<
 }
 
 fn conf(node: &Node, generation: u32) -> serde_json::Value {
-    serde_json::json!({
-        "cniVersion": "1.1.0",
-        "name": "mesh",
-        "type": "ironmesh-cni",
-        "dataDir": node.cni_dir,
-        "mtu": 1400,
-        "ipam": {"type": "ironmesh", "podCIDR": node.pod_cidr.to_string()},
-        "runtimeConfig": {"labels": {"app": APP, "gen": format!("g{generation}")}},
-    })
+    crate::cni::conf(
+        &node.cni_dir,
+        &node.pod_cidr.to_string(),
+        1400,
+        &[("app", APP), ("gen", &format!("g{generation}"))],
+    )
 }
 
 /// CNI ADD of a new pod (container id `soak-<cluster>-<node>-<seq>`) into an empty slot.
@@ -122,7 +114,7 @@ pub fn del_pod(mesh: &MeshLab, slot: &mut Slot) -> Result<LivePod> {
         .clone()
         .ok_or_else(|| LabError::Invalid(format!("slot {} is empty", slot.name)))?;
     let node = slot.node(mesh);
-    cni_del(
+    crate::cni::del(
         &mesh.bins.cni,
         &node.host,
         &slot.host,
@@ -131,44 +123,6 @@ pub fn del_pod(mesh: &MeshLab, slot: &mut Slot) -> Result<LivePod> {
     )?;
     slot.pod = None;
     Ok(pod)
-}
-
-/// One CNI DEL in `node`'s netns, as a runtime calls it.
-fn cni_del(cni: &Path, node: &Host, pod: &Host, id: &str, conf: &serde_json::Value) -> Result<()> {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", node.netns()])
-        .arg(cni)
-        .env("CNI_COMMAND", "DEL")
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", format!("/var/run/netns/{}", pod.netns()))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env(
-            "CNI_ARGS",
-            format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(io_err("starting the CNI plugin"))?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(conf.to_string().as_bytes())
-        .map_err(io_err("writing the CNI config"))?;
-    let out = child
-        .wait_with_output()
-        .map_err(io_err("waiting for the CNI plugin"))?;
-    if !out.status.success() {
-        return Err(LabError::Invalid(format!(
-            "CNI DEL {id}: {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    Ok(())
 }
 
 /// What kind of service a churned one is.
@@ -260,29 +214,15 @@ pub fn services() -> Vec<ChurnSvc> {
 }
 
 fn record(mesh: &MeshLab, svc: &ChurnSvc, backends: &[SvcBackend], a: Affinity) -> ServiceRecord {
+    let cluster = mesh.cluster(svc.side).name;
+    let backends = backends
+        .iter()
+        .map(|b| (IpAddr::V4(b.ip), APP_PORT, b.node.as_str(), b.state));
+    let vip = IpAddr::V4(svc.vip);
     ServiceRecord {
-        service: svc.name.parse().expect("service name"),
-        cluster: mesh.cluster(svc.side).name.parse().expect("cluster name"),
-        vips: vec![IpAddr::V4(svc.vip)],
-        ports: vec![ServicePort {
-            name: None,
-            port: svc.port,
-            protocol: Protocol::Tcp,
-        }],
-        backends: backends
-            .iter()
-            .map(|b| Backend {
-                ip: IpAddr::V4(b.ip),
-                port: APP_PORT,
-                port_name: None,
-                node: Some(b.node.parse().expect("node name")),
-                cluster: None,
-                zone: None,
-                state: b.state,
-            })
-            .collect(),
         global: svc.kind == SvcKind::Global,
         affinity: a,
+        ..super::services::tcp_record(svc.name, cluster, vip, svc.port, backends)
     }
 }
 

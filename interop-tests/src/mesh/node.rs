@@ -150,15 +150,7 @@ pub(super) fn start_node(
     let mut pods = Vec::new();
     for (k, (pod_name, app)) in plan.pods[i].iter().enumerate() {
         let ph = lab.host(&format!("{}-{name}-{pod_name}", plan.name))?;
-        let conf = serde_json::json!({
-            "cniVersion": "1.1.0",
-            "name": "mesh",
-            "type": "ironmesh-cni",
-            "dataDir": cni_dir,
-            "mtu": 1400,
-            "ipam": {"type": "ironmesh", "podCIDR": pod_cidr.to_string()},
-            "runtimeConfig": {"labels": {"app": app}},
-        });
+        let conf = crate::cni::conf(&cni_dir, &pod_cidr.to_string(), 1400, &[("app", app)]);
         let id = format!("{}-{name}-{pod_name}", plan.name);
         let (pod_ip, host_if) = crate::cni::add(&bins.cni, host, &ph, &id, &conf)?;
         let mut pod = Pod {

@@ -20,6 +20,7 @@ use super::cluster::Plan;
 use super::node::Pod;
 use super::{APP_PORT, MeshLab, T};
 use crate::cmd::wait_for;
+use crate::datapath_lab::remove_pins;
 use crate::error::{LabError, Result};
 use crate::etcd::EtcdCluster;
 use crate::lab::Host;
@@ -104,15 +105,6 @@ pub fn sweep_stale_pins() {
             remove_pins(&e.path());
         }
     }
-}
-
-fn remove_pins(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
 }
 
 /// Starts meshd in `host`. `ip netns exec` gives a daemon a private mount namespace with a

@@ -27,6 +27,41 @@ pub const LB_VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const LB_PORT: u16 = 80;
 const LB_POOL: &str = "203.0.113.0/28";
 
+/// A TCP service record: `service` of `cluster` on `vip:port`, a backend per
+/// (address, port, node, state); neither global nor with affinity (set those on the result).
+pub fn tcp_record<'a>(
+    service: &str,
+    cluster: &str,
+    vip: IpAddr,
+    port: u16,
+    backends: impl IntoIterator<Item = (IpAddr, u16, &'a str, BackendState)>,
+) -> ServiceRecord {
+    ServiceRecord {
+        service: service.parse().expect("service name"),
+        cluster: cluster.parse().expect("cluster name"),
+        vips: vec![vip],
+        ports: vec![ServicePort {
+            name: None,
+            port,
+            protocol: Protocol::Tcp,
+        }],
+        backends: backends
+            .into_iter()
+            .map(|(ip, port, node, state)| Backend {
+                ip,
+                port,
+                port_name: None,
+                node: Some(node.parse().expect("node name")),
+                cluster: None,
+                zone: None,
+                state,
+            })
+            .collect(),
+        global: false,
+        affinity: Affinity::None,
+    }
+}
+
 fn record(
     cluster: &Cluster,
     service: &str,
@@ -34,30 +69,10 @@ fn record(
     port: u16,
     backends: &[(&Pod, BackendState)],
 ) -> ServiceRecord {
-    ServiceRecord {
-        service: service.parse().expect("service name"),
-        cluster: cluster.name.parse().expect("cluster name"),
-        vips: vec![IpAddr::V4(vip)],
-        ports: vec![ServicePort {
-            name: None,
-            port,
-            protocol: Protocol::Tcp,
-        }],
-        backends: backends
-            .iter()
-            .map(|(p, state)| Backend {
-                ip: IpAddr::V4(p.ip),
-                port: APP_PORT,
-                port_name: None,
-                node: Some(p.node.parse().expect("node name")),
-                cluster: None,
-                zone: None,
-                state: *state,
-            })
-            .collect(),
-        global: false,
-        affinity: Affinity::None,
-    }
+    let backends = backends
+        .iter()
+        .map(|(p, state)| (IpAddr::V4(p.ip), APP_PORT, p.node.as_str(), *state));
+    tcp_record(service, cluster.name, IpAddr::V4(vip), port, backends)
 }
 
 /// `shop/web` of `cluster` with its web pods in the given states (global, affinity local).

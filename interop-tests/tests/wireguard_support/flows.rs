@@ -9,11 +9,21 @@ use interop_tests::*;
 
 /// A ping flow of `count` pings at 10 ms, each reply awaited up to 1 s.
 pub fn ping_flow(from: &Host, to: &str, count: u32) -> Result<Process> {
-    from.spawn(
-        &format!("ping-{to}"),
-        "ping",
-        &["-n", "-c", &count.to_string(), "-i", "0.01", "-W", "1", to].map(String::from),
-    )
+    spawn_ping(from, to, count, &[])
+}
+
+/// [`ping_flow`] that logs only the summary (`-q`): no icmp_seq lines for [`missing_seqs`].
+pub fn quiet_ping_flow(from: &Host, to: &str, count: u32) -> Result<Process> {
+    spawn_ping(from, to, count, &["-q"])
+}
+
+fn spawn_ping(from: &Host, to: &str, count: u32, extra: &[&str]) -> Result<Process> {
+    let count = count.to_string();
+    let mut args = vec!["-n"];
+    args.extend_from_slice(extra);
+    args.extend(["-c", &count, "-i", "0.01", "-W", "1", to]);
+    let args: Vec<String> = args.into_iter().map(String::from).collect();
+    from.spawn(&format!("ping-{to}"), "ping", &args)
 }
 
 /// The icmp_seq numbers that got no reply.
@@ -29,16 +39,36 @@ pub fn missing_seqs(p: &Process, sent: u32) -> Vec<u32> {
 
 /// (sent, received) from a finished ping's summary.
 pub fn ping_result(p: &Process) -> (u32, u32) {
+    ping_counts(&ping_summary(p))
+}
+
+/// A finished ping's summary line (`N packets transmitted, M received, ...`).
+pub fn ping_summary(p: &Process) -> String {
     let log = p.log_tail(4096);
-    let line = log
-        .lines()
+    log.lines()
         .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("no ping summary: {log}"));
+        .unwrap_or_else(|| panic!("no ping summary: {log}"))
+        .to_string()
+}
+
+/// (sent, received) from a ping summary line.
+pub fn ping_counts(line: &str) -> (u32, u32) {
     let nums: Vec<u32> = line
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|w| w.parse().ok())
         .collect();
     (nums[0], nums[1])
+}
+
+/// Waits for the iperf3 `client` and the `pings` (flows of `flow_seconds`) to end, up to 20 s
+/// more than the flows last.
+pub fn wait_flows_end(client: &Process, pings: &[Process], flow_seconds: u32) -> Result<()> {
+    wait_for(
+        "the flows to end",
+        Duration::from_secs(u64::from(flow_seconds) + 20),
+        Duration::from_millis(200),
+        |_| Ok((!client.is_running() && pings.iter().all(|p| !p.is_running())).then_some(())),
+    )
 }
 
 /// An iperf3 server in `pod` (one test) and a paced client from `from` for `seconds`.

@@ -4,7 +4,6 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use interop_tests::bgpd;
@@ -69,6 +68,33 @@ impl MeshdLab {
     /// Starts etcd, `n` nodes with meshd in `mode`, and the pods; returns once every node
     /// tunnels to every other (status and table 202).
     pub fn start(test: &str, n: usize, mode: &str) -> Result<Self> {
+        let me = Self::launch(test, n, mode)?;
+        for n in &me.nodes {
+            me.wait_status(n, "encrypted to every peer", |s| {
+                s["peers_configured"] == (me.nodes.len() - 1) as u64
+                    && s["peers"]
+                        .as_array()
+                        .is_some_and(|p| p.iter().all(|p| p["path"] == "tunnel"))
+            });
+            let want: Vec<&str> = me
+                .nodes
+                .iter()
+                .filter(|o| o.index != n.index)
+                .map(|o| o.cidr.as_str())
+                .collect();
+            wait_for("tunnel routes", T, Duration::from_millis(200), |last| {
+                let t = n.host.ip(&["route", "show", "table", "202"])?;
+                *last = t.clone();
+                Ok(want.iter().all(|c| t.contains(c)).then_some(()))
+            })
+            .unwrap_or_else(|e| panic!("{e}\n{}", me.diag()));
+        }
+        Ok(me)
+    }
+
+    /// Starts etcd, `n` nodes with meshd in `mode`, and the pods (each node's PodCIDR as meshd
+    /// allocated it); returns without waiting for the tunnels.
+    pub fn launch(test: &str, n: usize, mode: &str) -> Result<Self> {
         let b = bgpd::build_binaries(&[("ironmesh-meshd", "meshd"), ("ironctl", "ironctl")])?;
         let (meshd_bin, ironctl) = (b[0].clone(), b[1].clone());
         let lab = Lab::new(test)?;
@@ -111,33 +137,12 @@ impl MeshdLab {
             });
         }
         attach_pods(&lab, &etcd, &mut nodes)?;
-        let me = MeshdLab {
+        Ok(MeshdLab {
             nodes,
             etcd,
             ironctl,
             lab,
-        };
-        for n in &me.nodes {
-            me.wait_status(n, "encrypted to every peer", |s| {
-                s["peers_configured"] == (me.nodes.len() - 1) as u64
-                    && s["peers"]
-                        .as_array()
-                        .is_some_and(|p| p.iter().all(|p| p["path"] == "tunnel"))
-            });
-            let want: Vec<&str> = me
-                .nodes
-                .iter()
-                .filter(|o| o.index != n.index)
-                .map(|o| o.cidr.as_str())
-                .collect();
-            wait_for("tunnel routes", T, Duration::from_millis(200), |last| {
-                let t = n.host.ip(&["route", "show", "table", "202"])?;
-                *last = t.clone();
-                Ok(want.iter().all(|c| t.contains(c)).then_some(()))
-            })
-            .unwrap_or_else(|e| panic!("{e}\n{}", me.diag()));
-        }
-        Ok(me)
+        })
     }
 
     pub fn status(&self, n: &MeshdNode) -> std::result::Result<Value, String> {
@@ -149,17 +154,8 @@ impl MeshdLab {
         self.ironctl_json(n, "rotate")
     }
 
-    fn ironctl_json(&self, n: &MeshdNode, cmd: &str) -> std::result::Result<Value, String> {
-        let out = Command::new(&self.ironctl)
-            .args(["encryption", "--meshd"])
-            .arg(&n.sock)
-            .args(["-o", "json", cmd])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {:?}", out.stdout))
+    fn ironctl_json(&self, n: &MeshdNode, what: &str) -> std::result::Result<Value, String> {
+        cmd::ironctl_json(&self.ironctl, "encryption", &n.sock, what)
     }
 
     pub fn wait_status(&self, n: &MeshdNode, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
