@@ -286,13 +286,7 @@ fn wireguard_meshd_rotation_opportunistic() -> Result<()> {
     run("opportunistic")
 }
 
-/// Ignored in CI until understood: in about 2 of 7 runs one direction between the rotating
-/// node and its heaviest peer (n3 -> n1, the TCP receiver's side) goes dark for ~2 s right
-/// after a rotation, although meshd changed nothing on n3 and the peers took the new key
-/// within 15-50 ms (a WireGuard handshake race suspected; see docs/encryption.md). Run it
-/// with `cargo test -p interop-tests --test wireguard_meshd_rotation -- --ignored`.
 #[test]
-#[ignore = "strict meshd rotation: ~2 s one-way outage in ~2 of 7 runs, under investigation (docs/encryption.md)"]
 fn wireguard_meshd_rotation_strict() -> Result<()> {
     run("strict")
 }

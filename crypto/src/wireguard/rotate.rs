@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use super::{DeviceSettings, WgError, WireGuardBackend};
+use super::{DeviceSettings, PeerChange, WgError, WireGuardBackend};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::store::{KeyStore, StoreError};
 
@@ -69,6 +69,39 @@ pub fn rotate_key(
             path: store.path().to_owned(),
             source: Box::new(source),
         })?;
+    // Best effort: a failed kick only risks crossing handshakes, not the rotation.
+    if let Err(e) = initiate_now(backend) {
+        tracing::warn!(device = backend.device_name(), error = %e, "could not kick the peers' handshakes");
+    }
     tracing::info!(device = backend.device_name(), public_key = %new, "WireGuard key rotated");
     Ok(new)
 }
+
+/// Makes the device send a handshake initiation to every peer now, before the new public key
+/// is published: the peers reject it (they do not know the key yet) and the device does not
+/// initiate again for REKEY_TIMEOUT (5 s), so once they have the key only they initiate.
+/// Otherwise our first initiation, sent with our next packet, can cross theirs: each side
+/// answers the other's and rejects the answer to its own, and traffic stops for 5 s.
+/// Turning persistent keepalive on sends a keepalive at once (wireguard-go and the kernel).
+fn initiate_now(backend: &dyn WireGuardBackend) -> Result<(), WgError> {
+    let peers = backend.device()?.peers;
+    let set = |pick: &dyn Fn(u16) -> Option<u16>| -> Vec<PeerChange> {
+        peers
+            .values()
+            .filter_map(|p| {
+                pick(p.config.persistent_keepalive).map(|k| PeerChange::Update {
+                    public_key: p.config.public_key,
+                    endpoint: None,
+                    allowed_ips: None,
+                    persistent_keepalive: Some(k),
+                })
+            })
+            .collect()
+    };
+    backend.apply(&set(&|_| Some(0)))?;
+    backend.apply(&set(&|k| Some(if k > 0 { k } else { KICK_KEEPALIVE })))?;
+    backend.apply(&set(&|k| (k == 0).then_some(0)))
+}
+
+/// Keepalive briefly set on peers that have none, only to send one keepalive.
+const KICK_KEEPALIVE: u16 = 25;
