@@ -31,18 +31,10 @@ fn wg_tx_bytes(n: &MeshdNode) -> u64 {
 /// shows it (keys public only, endpoints, latest handshakes) and the nft counters.
 fn diag(n: &MeshdNode) -> String {
     format!(
-        "{}: rules:\n{}\ntable 202:\n{}\nwg:\n{}\nnft:\n{}",
+        "{}: rules:\n{}\n{}",
         n.host.name(),
         n.host.ip(&["rule"]).unwrap_or_default(),
-        n.host
-            .ip(&["route", "show", "table", "202"])
-            .unwrap_or_default(),
-        n.host
-            .exec("wg", &["show", &n.dev.ifname])
-            .unwrap_or_default(),
-        n.host
-            .exec("nft", &["list", "table", "inet", "ironmesh_crypto"])
-            .unwrap_or_default()
+        n.tunnel_diag()
     )
 }
 

@@ -187,17 +187,9 @@ impl MeshdLab {
             .iter()
             .map(|n| {
                 format!(
-                    "== n{}: table 202:\n{}\nwg:\n{}\nnft:\n{}\nmeshd log:\n{}",
+                    "== n{}: {}\nmeshd log:\n{}",
                     n.index,
-                    n.host
-                        .ip(&["route", "show", "table", "202"])
-                        .unwrap_or_default(),
-                    n.host
-                        .exec("wg", &["show", &n.dev.ifname])
-                        .unwrap_or_default(),
-                    n.host
-                        .exec("nft", &["list", "table", "inet", "ironmesh_crypto"])
-                        .unwrap_or_default(),
+                    n.tunnel_diag(),
                     n.meshd.log_tail(3000)
                 )
             })
@@ -249,6 +241,22 @@ fn attach_pods(lab: &Lab, etcd: &EtcdCluster, nodes: &mut [MeshdNode]) -> Result
 }
 
 impl MeshdNode {
+    /// Table 202, the device as `wg` shows it (public keys only) and the nft counters.
+    pub fn tunnel_diag(&self) -> String {
+        format!(
+            "table 202:\n{}\nwg:\n{}\nnft:\n{}",
+            self.host
+                .ip(&["route", "show", "table", "202"])
+                .unwrap_or_default(),
+            self.host
+                .exec("wg", &["show", &self.dev.ifname])
+                .unwrap_or_default(),
+            self.host
+                .exec("nft", &["list", "table", "inet", "ironmesh_crypto"])
+                .unwrap_or_default()
+        )
+    }
+
     pub fn key_path(&self) -> PathBuf {
         self.state.join(crypto::KEY_FILE)
     }
