@@ -36,7 +36,11 @@ impl WgDevice {
             &format!("wireguard-go-{ifname}"),
             "wireguard-go",
             &["-f".to_string(), ifname.clone()],
-            &[("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")],
+            // Verbose: handshakes and keepalives per peer (no per-packet lines), for diagnostics.
+            &[
+                ("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1"),
+                ("LOG_LEVEL", "verbose"),
+            ],
         )?;
         wait_for(
             &format!("wireguard-go UAPI socket {}", sock.display()),

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use interop_tests::Result;
 use interop_tests::cmd::wait_for;
 use wireguard_support::flows::{
-    PlaintextCapture, iperf_pair, iperf_stall, missing_seqs, ping_flow, ping_result,
+    PlaintextCapture, iperf_pair, iperf_stall, missing_near, missing_seqs, ping_flow, ping_result,
 };
 use wireguard_support::meshd::{MeshdLab, MeshdNode, config, key_file};
 
@@ -103,7 +103,7 @@ fn rotate_by_command(lab: &MeshdLab, n: &MeshdNode) -> u64 {
     let at = r["rotated_at_unix_ms"].as_u64().unwrap();
     let ms = check_rotated(lab, n, &old_file, &new, at);
     eprintln!(
-        "n{} rotated by command: record written after {} ms, every peer's device has the key {ms} ms after the rotation",
+        "n{} rotated by command at unix ms {at}: record written after {} ms, every peer's device has the key {ms} ms after the rotation",
         n.index, r["published_after_ms"]
     );
     ms
@@ -130,6 +130,11 @@ fn wait_key_change(
 }
 
 fn restart(lab: &MeshdLab, n: &MeshdNode) {
+    eprintln!(
+        "n{} SIGKILL + restart at unix ms {}",
+        n.index,
+        unix_ms(SystemTime::now())
+    );
     n.meshd.kill();
     n.meshd.restart().unwrap();
     lab.wait_status(n, "restarted meshd answers", |s| s["peers_configured"] == 2);
@@ -199,7 +204,10 @@ fn run(mode: &str) -> Result<()> {
         "scheduled rotation {late:?} late"
     );
     times.push(check_rotated(&lab, &n[2], &old_file, &new, unix_ms(seen)));
-    eprintln!("n3 rotated by the schedule {late:?} after its key turned 10 s old");
+    eprintln!(
+        "n3 rotated by the schedule {late:?} after its key turned 10 s old (seen at unix ms {})",
+        unix_ms(seen)
+    );
 
     // Restart right after the scheduled rotation: no second rotation at start; the next one
     // 10 s after the last.
@@ -235,7 +243,10 @@ fn run(mode: &str) -> Result<()> {
     for (i, p) in pings.iter().enumerate() {
         let (sent, got) = ping_result(p);
         let missing = missing_seqs(p, sent);
-        eprintln!("flow {i}: {got}/{sent} answered, missing {missing:?}");
+        eprintln!(
+            "flow {i}: {got}/{sent} answered, missing [{}]",
+            missing_near(p, &missing)
+        );
         lost.push((sent, got, missing));
     }
     let (stall, bytes, retrans) = iperf_stall(&std::fs::read_to_string(tcp.log_path()).unwrap());

@@ -1,9 +1,10 @@
 //! WireGuard: the device behind a backend trait, the peer reconciler and key rotation.
 //!
 //! ```text
-//!  node records ──► desired_peers() ──► diff(desired, actual) ──► PeerChange* ──► backend
-//!  (meshd)          (validation,         (add / update /          (one request)    (UAPI today,
-//!                    rejects per node)    remove only)                              netlink next)
+//!  node records ──► desired_peers() ──► diff(desired, actual) ──► stages of PeerChange ──► backend
+//!  (meshd)          (validation,         (make before break:      (one request each)    (UAPI or
+//!                    rejects per node)    add/update, handover,                          netlink)
+//!                                         remove)
 //! ```
 //!
 //! - [`uapi`] is the sans-IO text protocol of userspace WireGuard (the "cross-platform
@@ -11,9 +12,11 @@
 //!   wireguard-go output.
 //! - [`UserspaceBackend`] speaks it over `/var/run/wireguard/<ifname>.sock` (wireguard-go,
 //!   boringtun). This is what runs on hosts without the kernel module, e.g. the lab.
-//! - The kernel backend (generic netlink, `WG_CMD_GET_DEVICE` / `WG_CMD_SET_DEVICE`, for
-//!   production hosts with the module) is **not written yet**: it is the next step of issue 5.
-//!   It implements the same [`WireGuardBackend`] trait; nothing above the trait changes.
+//! - [`KernelBackend`] speaks generic netlink (`WG_CMD_GET_DEVICE` / `WG_CMD_SET_DEVICE`,
+//!   [`genl`]) to the kernel module; this machine has no module, so its messages are checked
+//!   against vectors only.
+//! - [`diff`] stages the changes so a prefix never lacks a running peer (a key rotation hands
+//!   the prefixes from the old peer to the new one before the old one goes).
 //! - [`reconcile`] turns node records into desired peers and applies only the differences.
 //! - [`rotate_key`] replaces the node's key in its store and on the device.
 
@@ -26,6 +29,7 @@ use ipnet::IpNet;
 
 use crate::keys::{PrivateKey, PublicKey};
 
+mod diff;
 pub mod genl;
 mod keepalive;
 pub mod kernel;

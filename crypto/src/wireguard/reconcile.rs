@@ -12,7 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 
-use super::{PeerChange, PeerConfig, PeerState, WgError, WireGuardBackend};
+pub use super::diff::diff;
+use super::{PeerChange, PeerConfig, WgError, WireGuardBackend};
 use crate::keys::{KeyError, PublicKey};
 
 /// What the reconciler needs of a node: the WireGuard-related fields of meshd's `NodeRecord`.
@@ -174,46 +175,6 @@ fn peer_for(
     })
 }
 
-/// The changes that turn `actual` into `desired`: removals first (so a prefix or key moving
-/// between peers is free before it is claimed), then updates of only the fields that differ,
-/// then additions.
-pub fn diff(
-    desired: &BTreeMap<PublicKey, PeerConfig>,
-    actual: &BTreeMap<PublicKey, PeerState>,
-) -> Vec<PeerChange> {
-    let mut removes = Vec::new();
-    let mut updates = Vec::new();
-    let mut adds = Vec::new();
-    for key in actual.keys() {
-        if !desired.contains_key(key) {
-            removes.push(PeerChange::Remove(*key));
-        }
-    }
-    for (key, want) in desired {
-        let Some(have) = actual.get(key).map(|s| &s.config) else {
-            adds.push(PeerChange::Add(want.clone()));
-            continue;
-        };
-        let endpoint = (want.endpoint.is_some() && want.endpoint != have.endpoint)
-            .then_some(want.endpoint)
-            .flatten();
-        let allowed_ips = (want.allowed_ips != have.allowed_ips).then(|| want.allowed_ips.clone());
-        let persistent_keepalive = (want.persistent_keepalive != have.persistent_keepalive)
-            .then_some(want.persistent_keepalive);
-        if endpoint.is_some() || allowed_ips.is_some() || persistent_keepalive.is_some() {
-            updates.push(PeerChange::Update {
-                public_key: *key,
-                endpoint,
-                allowed_ips,
-                persistent_keepalive,
-            });
-        }
-    }
-    removes.extend(updates);
-    removes.extend(adds);
-    removes
-}
-
 /// What one reconcile did.
 #[derive(Debug, Default)]
 pub struct ReconcileReport {
@@ -283,34 +244,31 @@ impl<B: WireGuardBackend> Reconciler<B> {
         &self.local_node
     }
 
-    fn apply(&self, changes: &[PeerChange]) -> Result<(), WgError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        self.backend.apply(changes)
-    }
-
-    /// Reads the device, applies the difference to the desired peers of `nodes`, reports.
-    /// Errors only when the device cannot be read or a whole batch fails to reach it; a
-    /// refused batch is retried change by change so one bad change does not block the rest.
+    /// Reads the device, applies the difference to the desired peers of `nodes` stage by stage
+    /// ([`diff`]), reports. Errors only when the device cannot be read or a whole stage fails to
+    /// reach it; a refused stage is retried change by change so one bad change does not block
+    /// the rest.
     pub fn reconcile(&self, nodes: &[MeshNode]) -> Result<ReconcileReport, WgError> {
         let desired = desired_peers(&self.local_node, nodes, &self.policy);
         for r in &desired.rejected {
             tracing::warn!(device = self.backend.device_name(), "{r}");
         }
         let actual = self.backend.device()?;
-        let changes = diff(&desired.peers, &actual.peers);
         let mut failed = Vec::new();
-        match self.apply(&changes) {
-            Ok(()) => {}
-            Err(WgError::Refused { .. }) if changes.len() > 1 => {
-                for c in &changes {
-                    if let Err(e) = self.backend.apply(std::slice::from_ref(c)) {
-                        failed.push((c.clone(), e));
+        let mut changes = Vec::new();
+        for stage in diff(&desired.peers, &actual.peers) {
+            match self.backend.apply(&stage) {
+                Ok(()) => {}
+                Err(WgError::Refused { .. }) if stage.len() > 1 => {
+                    for c in &stage {
+                        if let Err(e) = self.backend.apply(std::slice::from_ref(c)) {
+                            failed.push((c.clone(), e));
+                        }
                     }
                 }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
+            changes.extend(stage);
         }
         for c in &changes {
             let node = desired
@@ -334,7 +292,7 @@ mod tests {
 
     use super::*;
     use crate::keys::PrivateKey;
-    use crate::wireguard::{DeviceSettings, DeviceState, UapiErrno};
+    use crate::wireguard::{DeviceSettings, DeviceState, PeerState, UapiErrno};
 
     /// A device in memory with the UAPI semantics the reconciler relies on.
     #[derive(Debug, Default)]
@@ -343,6 +301,17 @@ mod tests {
         /// Requests that contain a change for this key are refused (EINVAL).
         refuse: Option<PublicKey>,
         requests: Mutex<usize>,
+        /// The peers after each request.
+        history: Mutex<Vec<BTreeMap<PublicKey, PeerState>>>,
+    }
+
+    /// An allowed IP belongs to one peer: setting it on a peer takes it from any other (wg(8)).
+    fn claim(st: &mut DeviceState, key: &PublicKey, ips: &BTreeSet<IpNet>) {
+        for (k, p) in st.peers.iter_mut() {
+            if k != key {
+                p.config.allowed_ips.retain(|ip| !ips.contains(ip));
+            }
+        }
     }
 
     impl WireGuardBackend for FakeDevice {
@@ -371,6 +340,7 @@ mod tests {
             for c in changes {
                 match c {
                     PeerChange::Add(cfg) => {
+                        claim(&mut st, &cfg.public_key, &cfg.allowed_ips);
                         st.peers.insert(cfg.public_key, state(cfg.clone()));
                     }
                     PeerChange::Update {
@@ -379,9 +349,13 @@ mod tests {
                         allowed_ips,
                         persistent_keepalive,
                     } => {
-                        let Some(p) = st.peers.get_mut(public_key) else {
+                        if !st.peers.contains_key(public_key) {
                             continue;
-                        };
+                        }
+                        if let Some(ips) = allowed_ips {
+                            claim(&mut st, public_key, ips);
+                        }
+                        let p = st.peers.get_mut(public_key).unwrap();
                         if let Some(e) = endpoint {
                             p.config.endpoint = Some(*e);
                         }
@@ -397,6 +371,7 @@ mod tests {
                     }
                 }
             }
+            self.history.lock().unwrap().push(st.peers.clone());
             Ok(())
         }
     }
@@ -516,8 +491,8 @@ mod tests {
             );
         }
         let report = r.reconcile(&nodes).unwrap();
-        assert_eq!(report.changes[0], PeerChange::Remove(stranger));
-        let mut updates = report.changes[1..].to_vec();
+        assert_eq!(report.changes.last(), Some(&PeerChange::Remove(stranger)));
+        let mut updates = report.changes[..2].to_vec();
         updates.sort_by_key(|c| c.to_string().contains("endpoint"));
         assert_eq!(
             updates,
@@ -604,19 +579,62 @@ mod tests {
         );
     }
 
-    /// A node rotates its key: the old peer goes before the new one claims its prefixes.
+    /// A node rotates its key: make before break. The new peer is added bare (running, no
+    /// prefixes, no keepalive), then takes the prefixes and turns its keepalive on in one
+    /// change, then the old peer goes. After every request each prefix has a peer.
     #[test]
-    fn key_rotation_replaces_the_peer_remove_first() {
+    fn key_rotation_hands_the_prefixes_over_before_removing_the_old_peer() {
         let (mut n2, old) = node("n2", 2);
         let r = Reconciler::new(FakeDevice::default(), "n1", POLICY);
         r.reconcile(std::slice::from_ref(&n2)).unwrap();
+        let prefixes = nets(&["10.244.2.0/24", "192.0.2.2/32"]);
         let new = PrivateKey::generate().public_key();
         n2.wireguard_public_key = Some(new.to_string());
-        let report = r.reconcile(&[n2]).unwrap();
-        assert!(matches!(
-            report.changes.as_slice(),
-            [PeerChange::Remove(k), PeerChange::Add(c)] if *k == old && c.public_key == new
-        ));
+        r.backend().history.lock().unwrap().clear();
+        let report = r.reconcile(&[n2.clone()]).unwrap();
+        let [PeerChange::Add(bare), handover, PeerChange::Remove(gone)] = report.changes.as_slice()
+        else {
+            panic!("{:?}", report.changes);
+        };
+        assert_eq!((bare.public_key, *gone), (new, old));
+        assert!(bare.allowed_ips.is_empty() && bare.persistent_keepalive == 0);
+        assert_eq!(
+            *handover,
+            PeerChange::Update {
+                public_key: new,
+                endpoint: None,
+                allowed_ips: Some(prefixes.clone()),
+                persistent_keepalive: Some(POLICY.persistent_keepalive),
+            }
+        );
+        let history = r.backend().history.lock().unwrap().clone();
+        assert_eq!(history.len(), 3, "one request per stage");
+        for (i, peers) in history.iter().enumerate() {
+            let owned: BTreeSet<IpNet> = peers
+                .values()
+                .flat_map(|p| p.config.allowed_ips.iter().copied())
+                .collect();
+            assert_eq!(owned, prefixes, "request {i}: a prefix without a peer");
+        }
+        assert_eq!(history[2].keys().collect::<Vec<_>>(), [&new]);
+        assert!(r.reconcile(&[n2]).unwrap().is_clean());
+    }
+
+    /// A new peer whose prefixes nobody holds is added whole, in one request.
+    #[test]
+    fn new_peer_without_takeover_is_added_whole() {
+        let (n2, k2) = node("n2", 2);
+        let (n3, k3) = node("n3", 3);
+        let r = Reconciler::new(FakeDevice::default(), "n1", POLICY);
+        r.reconcile(std::slice::from_ref(&n2)).unwrap();
+        let report = r.reconcile(&[n2, n3]).unwrap();
+        let [PeerChange::Add(c)] = report.changes.as_slice() else {
+            panic!("{:?}", report.changes);
+        };
+        assert_eq!(c.public_key, k3);
+        assert_eq!(c.persistent_keepalive, POLICY.persistent_keepalive);
+        assert_eq!(c.allowed_ips, nets(&["10.244.3.0/24", "192.0.2.3/32"]));
+        assert!(r.backend().device().unwrap().peers.contains_key(&k2));
     }
 
     /// The device refuses one change: the batch is retried one by one, the rest lands.

@@ -19,7 +19,8 @@ pub fn quiet_ping_flow(from: &Host, to: &str, count: u32) -> Result<Process> {
 
 fn spawn_ping(from: &Host, to: &str, count: u32, extra: &[&str]) -> Result<Process> {
     let count = count.to_string();
-    let mut args = vec!["-n"];
+    // -D: each reply line carries its arrival time, to place lost pings in time.
+    let mut args = vec!["-n", "-D"];
     args.extend_from_slice(extra);
     args.extend(["-c", &count, "-i", "0.01", "-W", "1", to]);
     let args: Vec<String> = args.into_iter().map(String::from).collect();
@@ -35,6 +36,28 @@ pub fn missing_seqs(p: &Process, sent: u32) -> Vec<u32> {
         .filter_map(|r| r.split_whitespace().next()?.parse().ok())
         .collect();
     (1..=sent).filter(|s| !got.contains(s)).collect()
+}
+
+/// Each missing seq with the arrival time (unix ms) of the last reply before it, to set
+/// losses against the events of a test: `380 (after 17:08:11.290 = 1765040891290)`.
+pub fn missing_near(p: &Process, missing: &[u32]) -> String {
+    let log = std::fs::read_to_string(p.log_path()).unwrap_or_default();
+    let at: std::collections::BTreeMap<u32, u64> = log
+        .lines()
+        .filter_map(|l| {
+            let t: f64 = l.strip_prefix('[')?.split(']').next()?.parse().ok()?;
+            let seq = l.split("icmp_seq=").nth(1)?.split_whitespace().next()?;
+            Some((seq.parse().ok()?, (t * 1000.0) as u64))
+        })
+        .collect();
+    missing
+        .iter()
+        .map(|s| match at.range(..s).next_back() {
+            Some((prev, ms)) => format!("{s} (reply {prev} arrived at unix ms {ms})"),
+            None => format!("{s} (no earlier reply)"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// (sent, received) from a finished ping's summary.

@@ -187,10 +187,11 @@ impl MeshdLab {
             .iter()
             .map(|n| {
                 format!(
-                    "== n{}: {}\nmeshd log:\n{}",
+                    "== n{}: {}\nmeshd log:\n{}\nwireguard-go log:\n{}",
                     n.index,
                     n.tunnel_diag(),
-                    n.meshd.log_tail(3000)
+                    n.meshd.log_tail(3000),
+                    n.dev.process.log_tail(4000)
                 )
             })
             .collect::<Vec<_>>()
