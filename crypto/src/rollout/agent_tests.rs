@@ -57,7 +57,21 @@ impl WireGuardBackend for Device {
                     self.log.lock().unwrap().push("peer remove".into());
                     st.peers.remove(k);
                 }
-                PeerChange::Update { .. } => self.log.lock().unwrap().push("peer update".into()),
+                PeerChange::Update {
+                    public_key,
+                    endpoint,
+                    allowed_ips,
+                    persistent_keepalive,
+                } => {
+                    self.log.lock().unwrap().push("peer update".into());
+                    if let Some(p) = st.peers.get_mut(public_key) {
+                        let c = &mut p.config;
+                        c.endpoint = endpoint.or(c.endpoint);
+                        c.allowed_ips = allowed_ips.clone().unwrap_or(c.allowed_ips.clone());
+                        c.persistent_keepalive =
+                            persistent_keepalive.unwrap_or(c.persistent_keepalive);
+                    }
+                }
             }
         }
         Ok(())
@@ -316,7 +330,8 @@ fn a_peer_rotating_its_key_keeps_its_route_in_strict() {
     take(&log);
 
     let r = a.step(&after, now).unwrap();
-    assert_eq!(take(&log), ["peer remove", "peer add"]);
+    // Make before break: k2b added bare, then given n2's prefixes, then k2 removed.
+    assert_eq!(take(&log), ["peer add", "peer update", "peer remove"]);
     assert_eq!(r.paths["n2"], PeerPath::Tunnel);
     assert!(r.routes_removed.is_empty() && r.routes_added.is_empty());
 
@@ -336,7 +351,12 @@ fn a_peer_rotating_its_key_keeps_its_route_in_strict() {
     let r = a.step(&after, now).unwrap();
     assert_eq!(
         take(&log),
-        ["route del 10.244.2.0/24", "peer remove", "peer add"]
+        [
+            "route del 10.244.2.0/24",
+            "peer add",
+            "peer update",
+            "peer remove"
+        ]
     );
     assert_eq!(r.paths["n2"], PeerPath::PlainAwaitingHandshake);
     handshake(&a, &k2b, now);
