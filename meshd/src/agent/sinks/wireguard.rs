@@ -2,7 +2,7 @@
 //! peer of this node's device through `crypto::rollout::NodeEncryption`, which also owns the
 //! tunnel routes (table 202) and the nftables filter of the `[encryption]` mode.
 //!
-//! The [`Sink`] half records the node list and wakes a worker thread (the device, netlink and
+//! The [`NodeSink`] half records the node list and wakes a worker thread (the device, netlink and
 //! `nft` calls are blocking); the worker steps the node's encryption on every change and every
 //! second (handshakes move peers into the tunnel, see the rollout module), and answers the
 //! `EncryptionStatus` RPC. It steps only once the driver applied the first listing of the node
@@ -21,7 +21,6 @@ pub mod schedule;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -35,8 +34,8 @@ use crypto::wireguard::{
     MeshNode, PeerPolicy, Reconciler, WireGuardBackend, backend_for, ensure_device,
 };
 
+use super::{NodeSink, NodeTable};
 use crate::nodes::NodeRecord;
-use crate::reconcile::{PeerKey, Sink, SinkError};
 
 /// How often the encryption is stepped without a node change.
 const TICK: Duration = Duration::from_secs(1);
@@ -69,7 +68,7 @@ struct Inner {
     local: ClusterName,
     me: NodeName,
     settings: WireGuardSettings,
-    nodes: Mutex<BTreeMap<PeerKey, NodeRecord>>,
+    nodes: Arc<NodeTable>,
     /// `None` until the device answered.
     agent: Mutex<Option<Agent>>,
     /// Locked after `agent` when both are needed.
@@ -85,36 +84,12 @@ struct Inner {
     schedule_failed: Mutex<Option<SystemTime>>,
 }
 
-/// The sink the reconcile driver writes peers to.
-#[derive(Debug, Clone)]
-pub struct WireGuardPeerSink {
-    inner: Arc<Inner>,
-    wake: mpsc::Sender<()>,
-}
-
-impl Sink<PeerKey, NodeRecord> for WireGuardPeerSink {
-    fn upsert(&mut self, key: &PeerKey, value: &NodeRecord) -> Result<(), SinkError> {
-        self.inner
-            .nodes
-            .lock()
-            .expect("nodes lock")
-            .insert(key.clone(), value.clone());
-        let _ = self.wake.send(());
-        Ok(())
-    }
-
-    fn remove(&mut self, key: &PeerKey) -> Result<(), SinkError> {
-        self.inner.nodes.lock().expect("nodes lock").remove(key);
-        let _ = self.wake.send(());
-        Ok(())
-    }
-}
-
 /// The node's WireGuard encryption. The worker ends once this and every sink clone are
 /// dropped (peers, routes and filter stay, so traffic keeps flowing while meshd restarts).
 #[derive(Debug)]
 pub struct WireGuardPeers {
-    sink: WireGuardPeerSink,
+    inner: Arc<Inner>,
+    sink: NodeSink,
     _thread: std::thread::JoinHandle<()>,
 }
 
@@ -244,7 +219,7 @@ impl WireGuardPeers {
             local,
             me,
             settings: settings.clone(),
-            nodes: Mutex::new(nodes),
+            nodes: Arc::new(Mutex::new(nodes)),
             agent: Mutex::new(None),
             store: Mutex::new(store),
             last_error: Mutex::new(None),
@@ -253,56 +228,48 @@ impl WireGuardPeers {
             key_published,
             schedule_failed: Mutex::new(None),
         });
-        let (wake, rx) = mpsc::channel::<()>();
         let worker = inner.clone();
-        let thread = std::thread::Builder::new()
-            .name("encryption".into())
-            .spawn(move || {
-                loop {
-                    worker.step();
-                    match rx.recv_timeout(TICK) {
-                        Ok(()) => while rx.try_recv().is_ok() {},
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                    }
-                }
+        let (sink, thread) =
+            NodeSink::spawn_worker("encryption", inner.nodes.clone(), TICK, move || {
+                worker.step()
             })
             .map_err(|e| WireGuardSinkError::Thread(e.to_string()))?;
         Ok(Self {
-            sink: WireGuardPeerSink { inner, wake },
+            inner,
+            sink,
             _thread: thread,
         })
     }
 
-    pub fn sink(&self) -> WireGuardPeerSink {
+    pub fn sink(&self) -> NodeSink {
         self.sink.clone()
     }
 
     /// What tells the worker the node list is whole.
     pub fn completion(&self) -> Completion {
-        Completion(self.sink.clone())
+        Completion(self.inner.clone(), self.sink.clone())
     }
 
     /// What the node's publisher needs to keep the record's public key current.
     pub fn publication(&self) -> publish::KeyPublication {
-        publish::KeyPublication::new(&self.sink.inner)
+        publish::KeyPublication::new(&self.inner)
     }
 
     /// A status source for the API (shares the worker's state).
     pub fn status_source(&self) -> EncryptionStatusSource {
-        EncryptionStatusSource(self.sink.inner.clone())
+        EncryptionStatusSource(self.inner.clone())
     }
 }
 
 /// Tells the worker that the driver applied the first listing: it may step.
 #[derive(Debug)]
-pub struct Completion(WireGuardPeerSink);
+pub struct Completion(Arc<Inner>, NodeSink);
 
 impl Completion {
     pub fn set_complete(&self) {
-        if !self.0.inner.complete.swap(true, Ordering::AcqRel) {
+        if !self.0.complete.swap(true, Ordering::AcqRel) {
             tracing::info!("node records loaded: stepping the encryption");
-            let _ = self.0.wake.send(());
+            self.1.wake();
         }
     }
 }

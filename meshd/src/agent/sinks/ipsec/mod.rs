@@ -5,7 +5,7 @@
 //! goes into its own node record, next to its node number ([`ids`]), which makes the SPIs on
 //! the wire unique per receiver.
 //!
-//! The [`Sink`] half records the node list and wakes a worker thread (netlink is blocking);
+//! The [`NodeSink`] half records the node list and wakes a worker thread (netlink is blocking);
 //! the worker steps on every change and every [`TICK`]: re-reads the key file when it changed
 //! (a bad file is reported by path and line and changes nothing), removes SAs no longer
 //! wanted, adds missing ones (a failure, e.g. a kernel without ESP, is kept per peer and
@@ -20,18 +20,16 @@ mod worker;
 #[cfg(test)]
 mod plan_tests;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crypto::ipsec::rotation::Announce;
 use crypto::rollout::EncryptionMode;
 use tokio::sync::watch;
 
+use super::NodeSink;
 use crate::nodes::NodeRecord;
-use crate::reconcile::{PeerKey, Sink, SinkError};
 
 pub use status::IpsecStatusSource;
 use worker::Inner;
@@ -53,36 +51,12 @@ pub enum IpsecSinkError {
     Thread(String),
 }
 
-/// The sink the reconcile driver writes peers to.
-#[derive(Debug, Clone)]
-pub struct IpsecPeerSink {
-    inner: Arc<Inner>,
-    wake: mpsc::Sender<()>,
-}
-
-impl Sink<PeerKey, NodeRecord> for IpsecPeerSink {
-    fn upsert(&mut self, key: &PeerKey, value: &NodeRecord) -> Result<(), SinkError> {
-        self.inner
-            .nodes
-            .lock()
-            .expect("nodes lock")
-            .insert(key.clone(), value.clone());
-        let _ = self.wake.send(());
-        Ok(())
-    }
-
-    fn remove(&mut self, key: &PeerKey) -> Result<(), SinkError> {
-        self.inner.nodes.lock().expect("nodes lock").remove(key);
-        let _ = self.wake.send(());
-        Ok(())
-    }
-}
-
 /// The node's IPsec. The worker ends once this and every sink clone are dropped (policies
 /// and SAs stay, so traffic keeps flowing while meshd restarts).
 #[derive(Debug)]
 pub struct IpsecPeers {
-    sink: IpsecPeerSink,
+    inner: Arc<Inner>,
+    sink: NodeSink,
     announce: watch::Receiver<Option<Announce>>,
     _thread: std::thread::JoinHandle<()>,
 }
@@ -93,33 +67,20 @@ impl IpsecPeers {
     pub fn spawn(settings: &IpsecSettings, own: NodeRecord) -> Result<Self, IpsecSinkError> {
         let (publish, announce) = watch::channel(None);
         let inner = Arc::new(Inner::new(settings.clone(), own, publish));
-        let (wake, rx) = mpsc::channel::<()>();
         let worker = inner.clone();
-        let thread = std::thread::Builder::new()
-            .name("ipsec".into())
-            .spawn(move || {
-                loop {
-                    worker.step();
-                    match rx.recv_timeout(TICK) {
-                        Ok(()) => while rx.try_recv().is_ok() {},
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                    }
-                }
-            })
-            .map_err(|e| IpsecSinkError::Thread(e.to_string()))?;
+        let (sink, thread) =
+            NodeSink::spawn_worker("ipsec", inner.nodes.clone(), TICK, move || worker.step())
+                .map_err(|e| IpsecSinkError::Thread(e.to_string()))?;
         tracing::info!(mode = %settings.mode, key_file = %settings.key_file.display(), "IPsec encryption started");
         Ok(Self {
-            sink: IpsecPeerSink {
-                inner,
-                wake: wake.clone(),
-            },
+            inner,
+            sink,
             announce,
             _thread: thread,
         })
     }
 
-    pub fn sink(&self) -> IpsecPeerSink {
+    pub fn sink(&self) -> NodeSink {
         self.sink.clone()
     }
 
@@ -129,9 +90,6 @@ impl IpsecPeers {
     }
 
     pub fn status_source(&self) -> IpsecStatusSource {
-        IpsecStatusSource(self.sink.inner.clone())
+        IpsecStatusSource(self.inner.clone())
     }
 }
-
-/// The node records the worker reconciles to (own included under its key).
-pub(super) type Nodes = Mutex<BTreeMap<PeerKey, NodeRecord>>;

@@ -13,9 +13,10 @@ use crypto::ipsec::xfrm::{POLICY_PRIORITY, Policy, Sa, Xfrm, XfrmError, XfrmPeer
 use crypto::ipsec::{IpsecNode, pair_keys};
 use tokio::sync::watch;
 
+use super::IpsecSettings;
 use super::ids;
 use super::plan::{self, PeerView, SaLedger};
-use super::{IpsecSettings, Nodes};
+use crate::agent::sinks::NodeTable;
 use crate::nodes::NodeRecord;
 
 /// A remote node: published key index, XFRM peers (or why none), announce, node number.
@@ -69,7 +70,7 @@ pub(super) struct Inner {
     pub me: NodeName,
     pub settings: IpsecSettings,
     own: NodeRecord,
-    pub nodes: Nodes,
+    pub nodes: std::sync::Arc<NodeTable>,
     state: Mutex<State>,
     pub snapshot: Mutex<Snapshot>,
     publish: watch::Sender<Option<Announce>>,
@@ -86,7 +87,7 @@ impl Inner {
             me: own.name.clone(),
             settings,
             own,
-            nodes: Nodes::default(),
+            nodes: std::sync::Arc::default(),
             state: Mutex::default(),
             snapshot: Mutex::default(),
             publish,
