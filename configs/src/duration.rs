@@ -1,7 +1,10 @@
 //! Durations written as in `rotate_every = "24h"`: whole numbers with a unit (`s`, `m`, `h`,
 //! `d`), several allowed in order (`"1h30m"`).
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
+
+use crate::error::Errors;
 
 /// Parses `"90s"`, `"30m"`, `"24h"`, `"7d"`, `"1h30m"`; the error says what is wrong.
 pub(crate) fn parse(text: &str) -> Result<Duration, String> {
@@ -44,6 +47,39 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
         rest = &rest[digits + unit.len_utf8()..];
     }
     Ok(Duration::from_secs(total))
+}
+
+/// A duration field: parsed, then held to `range`. Errors name `field`; a value below the
+/// range says why the floor exists (`why_min`), and every range error ends with `fix`.
+pub(crate) fn field(
+    errs: &mut Errors,
+    field: &str,
+    text: &str,
+    range: RangeInclusive<Duration>,
+    why_min: &str,
+    fix: &str,
+) -> Option<Duration> {
+    let d = match parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            errs.push(field, e);
+            return None;
+        }
+    };
+    if d < *range.start() {
+        let min = format(*range.start());
+        errs.push(
+            field,
+            format!("{text:?} is too short: at least {min} ({why_min}); {fix}"),
+        );
+        return None;
+    }
+    if d > *range.end() {
+        let max = format(*range.end());
+        errs.push(field, format!("{text:?} is too long: at most {max}; {fix}"));
+        return None;
+    }
+    Some(d)
 }
 
 /// Formats whole seconds back into the largest exact units (`86400` → `"1d"`, `90` → `"1m30s"`).

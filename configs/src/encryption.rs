@@ -170,34 +170,14 @@ pub(crate) fn validate(raw: Option<RawEncryption>, errs: &mut Errors) -> Option<
 
 /// `encryption.wireguard.rotate_every`: a duration in `MIN_ROTATE_EVERY..=MAX_ROTATE_EVERY`.
 fn rotate_every(text: &str, errs: &mut Errors) -> Option<Duration> {
-    const FIELD: &str = "encryption.wireguard.rotate_every";
-    let d = match crate::duration::parse(text) {
-        Ok(d) => d,
-        Err(e) => {
-            errs.push(FIELD, e);
-            return None;
-        }
-    };
-    if d < MIN_ROTATE_EVERY {
-        errs.push(
-            FIELD,
-            format!(
-                "{text:?} is too short: at least {} (each rotation re-keys every peer); write e.g. \"24h\", or remove the field to rotate only with `ironctl encryption rotate`",
-                crate::duration::format(MIN_ROTATE_EVERY)
-            ),
-        );
-        return None;
-    }
-    if d > MAX_ROTATE_EVERY {
-        errs.push(
-            FIELD,
-            format!(
-                "{text:?} is too long: at most 3650d; remove the field to rotate only on command"
-            ),
-        );
-        return None;
-    }
-    Some(d)
+    crate::duration::field(
+        errs,
+        "encryption.wireguard.rotate_every",
+        text,
+        MIN_ROTATE_EVERY..=MAX_ROTATE_EVERY,
+        "each rotation re-keys every peer",
+        "write e.g. \"24h\", or remove the field to rotate only with `ironctl encryption rotate`",
+    )
 }
 
 #[cfg(test)]

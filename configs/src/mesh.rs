@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -44,7 +45,19 @@ pub struct Mesh {
     /// decommissioning). Off by default: a restarted meshd takes its record back before the
     /// lease runs out, and peers keep their WireGuard peer, routes and entries meanwhile.
     pub deregister_on_stop: bool,
+    /// `mesh.identity_gc_grace`: how long a security identity stays allocated with no
+    /// endpoint using it, so a pod that comes back keeps its number (and policy stays put).
+    pub identity_gc_grace: Duration,
+    /// `mesh.pod_cidr_release_grace`: how long a node's PodCIDRs stay reserved after its record
+    /// went (lease ran out), so a node that comes back keeps its pods' addresses.
+    pub pod_cidr_release_grace: Duration,
 }
+
+/// Default of `mesh.identity_gc_grace`.
+pub const DEFAULT_IDENTITY_GC_GRACE: Duration = Duration::from_secs(300);
+/// Default of `mesh.pod_cidr_release_grace`.
+pub const DEFAULT_POD_CIDR_RELEASE_GRACE: Duration = Duration::from_secs(600);
+const MAX_GRACE: Duration = Duration::from_secs(30 * 86_400);
 
 /// Default of `mesh.wireguard_device`.
 pub const DEFAULT_WIREGUARD_DEVICE: &str = "ironmesh-wg0";
@@ -195,6 +208,35 @@ fn tls(errs: &mut Errors, path: &str, raw: Option<&RawTls>) -> Option<Option<Tls
     }))
 }
 
+/// `mesh.identity_gc_grace` and `mesh.pod_cidr_release_grace` (counted from the moment the
+/// node's record went, i.e. after its lease ran out).
+fn graces(errs: &mut Errors, raw: &RawMesh) -> (Option<Duration>, Option<Duration>) {
+    use crate::duration::field;
+    let identity = match raw.identity_gc_grace.as_deref() {
+        Some(t) => field(
+            errs,
+            "mesh.identity_gc_grace",
+            t,
+            Duration::from_secs(30)..=MAX_GRACE,
+            "an identity whose only pod restarts must keep its number",
+            "write e.g. \"5m\" (the default)",
+        ),
+        None => Some(DEFAULT_IDENTITY_GC_GRACE),
+    };
+    let pod_cidr = match raw.pod_cidr_release_grace.as_deref() {
+        Some(t) => field(
+            errs,
+            "mesh.pod_cidr_release_grace",
+            t,
+            Duration::from_secs(60)..=MAX_GRACE,
+            "a node that reboots must find its PodCIDRs still its own",
+            "write e.g. \"10m\" (the default)",
+        ),
+        None => Some(DEFAULT_POD_CIDR_RELEASE_GRACE),
+    };
+    (identity, pod_cidr)
+}
+
 pub(crate) fn validate(
     raw: RawMesh,
     own_cluster: Option<&ClusterName>,
@@ -318,7 +360,10 @@ pub(crate) fn validate(
             .as_deref()
             .unwrap_or(DEFAULT_CNI_ENDPOINTS_DIR),
     );
+    let (identity_gc_grace, pod_cidr_release_grace) = graces(errs, &raw);
     Some(Mesh {
+        identity_gc_grace: identity_gc_grace?,
+        pod_cidr_release_grace: pod_cidr_release_grace?,
         deregister_on_stop: raw.deregister_on_stop.unwrap_or(false),
         cni_endpoints_dir: cni_endpoints_dir?,
         wireguard_device: wireguard_device?,

@@ -211,6 +211,8 @@ pub struct RawMesh {
     pub wireguard_device: Option<String>,
     pub cni_endpoints_dir: Option<String>,
     pub deregister_on_stop: Option<bool>,
+    pub identity_gc_grace: Option<String>,
+    pub pod_cidr_release_grace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -566,6 +566,50 @@ fn bfd_min_ttl_is_for_multihop_only() {
     assert_eq!(c.bgp.unwrap().peers[0].bfd.unwrap().min_ttl, Some(250));
 }
 
+/// The garbage collectors' grace periods: defaults, durations, and refusals naming the field,
+/// the floor's reason and the fix.
+#[test]
+fn mesh_gc_graces() {
+    use std::time::Duration;
+    let m = Config::from_toml(&format!("{NODE}{MESH}"))
+        .unwrap()
+        .mesh
+        .unwrap();
+    assert_eq!(m.identity_gc_grace, Duration::from_secs(300));
+    assert_eq!(m.pod_cidr_release_grace, Duration::from_secs(600));
+    let m = Config::from_toml(&format!(
+        "{NODE}{MESH}identity_gc_grace = \"1h30m\"\npod_cidr_release_grace = \"2d\"\n"
+    ))
+    .unwrap()
+    .mesh
+    .unwrap();
+    assert_eq!(m.identity_gc_grace, Duration::from_secs(5400));
+    assert_eq!(m.pod_cidr_release_grace, Duration::from_secs(2 * 86_400));
+    assert_error(
+        &format!("{NODE}{MESH}identity_gc_grace = \"10s\"\n"),
+        "mesh.identity_gc_grace: \"10s\" is too short: at least 30s (an identity whose only pod restarts must keep its number); write e.g. \"5m\" (the default)",
+    );
+    assert_error(
+        &format!("{NODE}{MESH}pod_cidr_release_grace = \"31d\"\n"),
+        "mesh.pod_cidr_release_grace: \"31d\" is too long: at most 30d; write e.g. \"10m\" (the default)",
+    );
+    assert_error(
+        &format!("{NODE}{MESH}pod_cidr_release_grace = \"10\"\n"),
+        "mesh.pod_cidr_release_grace: \"10\" has no unit; add one of s, m, h, d (e.g. \"10h\")",
+    );
+    // Both wrong: both reported, nothing else.
+    let e = Config::from_toml(&format!(
+        "{NODE}{MESH}identity_gc_grace = \"5x\"\npod_cidr_release_grace = \"30s\"\n"
+    ))
+    .unwrap_err();
+    let paths: Vec<&str> = e.field_errors().iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["mesh.identity_gc_grace", "mesh.pod_cidr_release_grace"],
+        "{e}"
+    );
+}
+
 #[test]
 fn mesh_agent_settings() {
     let ok = Config::from_toml(&format!(

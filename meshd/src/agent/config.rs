@@ -205,8 +205,34 @@ impl AgentConfig {
             retry_interval: Duration::from_secs(2),
             probe_interval: Duration::from_secs(1),
             gc_interval: Duration::from_secs(30),
-            identity_grace: Duration::from_secs(300),
-            pod_cidr_grace: Duration::from_secs(600),
+            identity_grace: mesh.identity_gc_grace,
+            pod_cidr_grace: mesh.pod_cidr_release_grace,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[node]\nname = \"n1\"\ncluster = \"c1\"\n[mesh]\netcd_endpoints = [\"http://127.0.0.1:2379\"]\ncluster_id = 1\n";
+
+    /// The collectors' grace periods come from `[mesh]` (defaults 5 and 10 minutes).
+    #[test]
+    fn gc_graces_from_the_mesh_section() {
+        let agent = |extra: &str| {
+            let cfg = configs::Config::from_toml(&format!("{BASE}{extra}")).unwrap();
+            AgentConfig::from_config(&cfg).unwrap()
+        };
+        let d = agent("");
+        assert_eq!(
+            (d.identity_grace, d.pod_cidr_grace),
+            (Duration::from_secs(300), Duration::from_secs(600))
+        );
+        let c = agent("identity_gc_grace = \"45s\"\npod_cidr_release_grace = \"1h\"\n");
+        assert_eq!(
+            (c.identity_grace, c.pod_cidr_grace),
+            (Duration::from_secs(45), Duration::from_secs(3600))
+        );
     }
 }
