@@ -40,10 +40,7 @@ fn info(n: &str, id: u16, cidr: &str) -> ClusterInfo {
 }
 
 fn kv_config(etcd: &EtcdCluster) -> KvConfig {
-    let mut cfg = KvConfig::new(etcd.members.iter().map(|m| m.client_url()));
-    cfg.connect_timeout = Duration::from_secs(2);
-    cfg.op_timeout = Duration::from_secs(1);
-    cfg
+    interop_tests::etcd_lab::kv_config(etcd, Duration::from_secs(2), Duration::from_secs(1))
 }
 
 fn node(cluster: &str, n: &str, ip: &str) -> NodeRecord {

@@ -32,10 +32,7 @@ fn name(s: &str) -> ClusterName {
 }
 
 fn kv_config(etcd: &EtcdCluster) -> KvConfig {
-    let mut cfg = KvConfig::new(etcd.members.iter().map(|m| m.client_url()));
-    cfg.connect_timeout = Duration::from_secs(3);
-    cfg.op_timeout = Duration::from_secs(2);
-    cfg
+    interop_tests::etcd_lab::kv_config(etcd, Duration::from_secs(3), Duration::from_secs(2))
 }
 
 fn web() -> ServiceKey {

@@ -20,37 +20,13 @@ fn blue() -> ClusterName {
     "blue".parse().unwrap()
 }
 
-struct Setup {
-    etcd: EtcdCluster,
-    client: Host,
-    _lab: Lab,
-}
-
-fn setup(name: &str) -> Result<Setup> {
-    let lab = Lab::new(name)?;
-    let sw = lab.switch("sw")?;
-    let e = lab.host("e0")?;
-    lab.attach(&e, &["192.0.2.11/24"], &sw)?;
-    let client = lab.host("c")?;
-    lab.attach(&client, &["192.0.2.20/24"], &sw)?;
-    let etcd = EtcdCluster::start(&[(&e, "192.0.2.11".parse().unwrap())])?;
-    Ok(Setup {
-        etcd,
-        client,
-        _lab: lab,
-    })
-}
-
 fn kv_config(etcd: &EtcdCluster) -> KvConfig {
-    let mut cfg = KvConfig::new(etcd.members.iter().map(|m| m.client_url()));
-    cfg.connect_timeout = Duration::from_secs(3);
-    cfg.op_timeout = Duration::from_secs(2);
-    cfg
+    interop_tests::etcd_lab::kv_config(etcd, Duration::from_secs(3), Duration::from_secs(2))
 }
 
 #[test]
 fn etcd_mesh_gc_identities_only_when_unreferenced() -> Result<()> {
-    let s = setup("gcid")?;
+    let s = EtcdLab::start("gcid", 1)?;
     s.client.block_on(async {
         let store = KvStore::connect(&kv_config(&s.etcd)).await.expect("etcd");
         let alloc = IdentityAllocator::new(
@@ -142,7 +118,7 @@ fn etcd_mesh_gc_identities_only_when_unreferenced() -> Result<()> {
 
 #[test]
 fn etcd_mesh_gc_podcidr_released_after_grace() -> Result<()> {
-    let s = setup("gccidr")?;
+    let s = EtcdLab::start("gccidr", 1)?;
     s.client.block_on(async {
         let store = KvStore::connect(&kv_config(&s.etcd)).await.expect("etcd");
         let ipam = Arc::new(
@@ -217,7 +193,7 @@ fn etcd_mesh_gc_podcidr_released_after_grace() -> Result<()> {
 
 #[test]
 fn etcd_mesh_gc_controller_runs_both_in_background() -> Result<()> {
-    let s = setup("gcctl")?;
+    let s = EtcdLab::start("gcctl", 1)?;
     s.client.block_on(async {
         let store = KvStore::connect(&kv_config(&s.etcd)).await.expect("etcd");
         let alloc = IdentityAllocator::new(

@@ -32,32 +32,8 @@ fn red() -> ClusterName {
     "red".parse().unwrap()
 }
 
-struct Setup {
-    etcd: EtcdCluster,
-    client: Host,
-    _lab: Lab,
-}
-
-fn setup(name: &str) -> Result<Setup> {
-    let lab = Lab::new(name)?;
-    let sw = lab.switch("sw")?;
-    let e = lab.host("e0")?;
-    lab.attach(&e, &["192.0.2.11/24"], &sw)?;
-    let client = lab.host("c")?;
-    lab.attach(&client, &["192.0.2.20/24"], &sw)?;
-    let etcd = EtcdCluster::start(&[(&e, "192.0.2.11".parse().unwrap())])?;
-    Ok(Setup {
-        etcd,
-        client,
-        _lab: lab,
-    })
-}
-
 fn kv_config(etcd: &EtcdCluster) -> KvConfig {
-    let mut cfg = KvConfig::new(etcd.members.iter().map(|m| m.client_url()));
-    cfg.connect_timeout = Duration::from_secs(3);
-    cfg.op_timeout = Duration::from_secs(2);
-    cfg
+    interop_tests::etcd_lab::kv_config(etcd, Duration::from_secs(3), Duration::from_secs(2))
 }
 
 fn endpoint(node: &str, i: u32) -> EndpointRecord {
@@ -73,7 +49,7 @@ fn endpoint(node: &str, i: u32) -> EndpointRecord {
 
 #[test]
 fn etcd_mesh_endpoints_bounded_leases_and_node_death() -> Result<()> {
-    let s = setup("meps")?;
+    let s = EtcdLab::start("meps", 1)?;
     run_in(&s.client, async {
         let store = KvStore::connect(&kv_config(&s.etcd)).await.expect("etcd");
         let view = MergedView::spawn(store.clone(), red(), [], Duration::from_millis(300), None);
@@ -169,7 +145,7 @@ fn web() -> ServiceKey {
 
 #[test]
 fn etcd_mesh_lbipam_allocate_request_refuse_release() -> Result<()> {
-    let s = setup("mlb")?;
+    let s = EtcdLab::start("mlb", 1)?;
     run_in(&s.client, async {
         let store = KvStore::connect(&kv_config(&s.etcd)).await.expect("etcd");
         let pools: Vec<IpNet> = vec![
@@ -270,7 +246,7 @@ fn service(backends: &[(&str, &str, BackendState)]) -> ServiceRecord {
 
 #[test]
 fn etcd_mesh_reconcilers_follow_etcd() -> Result<()> {
-    let s = setup("mrec")?;
+    let s = EtcdLab::start("mrec", 1)?;
     run_in(&s.client, async {
         let store = KvStore::connect(&kv_config(&s.etcd)).await.expect("etcd");
         let me: NodeName = "r1".parse().unwrap();

@@ -12,7 +12,6 @@
 //! veth, which a TCP connection sees as silence, the case the reflector's probe exists for.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -32,46 +31,8 @@ fn run_in<T: Send>(host: &Host, fut: impl std::future::Future<Output = T> + Send
     host.block_on(fut).expect("joining the host's namespace")
 }
 
-struct Setup {
-    // Field order: the cluster is dropped before the lab.
-    etcd: EtcdCluster,
-    client: Host,
-    client_link: Link,
-    /// Kept for its teardown on drop (namespaces, processes, logs on failure).
-    _lab: Lab,
-}
-
-/// A switch, three etcd members (192.0.2.11-13) and a client host (192.0.2.20).
-fn setup(name: &str, members: usize) -> Result<Setup> {
-    let lab = Lab::new(name)?;
-    let sw = lab.switch("sw")?;
-    let mut hosts = Vec::new();
-    for i in 0..members {
-        let h = lab.host(&format!("e{i}"))?;
-        lab.attach(&h, &[&format!("192.0.2.{}/24", 11 + i)], &sw)?;
-        hosts.push(h);
-    }
-    let client = lab.host("c")?;
-    let client_link = lab.attach(&client, &["192.0.2.20/24"], &sw)?;
-    let ms: Vec<(&Host, IpAddr)> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (h, format!("192.0.2.{}", 11 + i).parse().unwrap()))
-        .collect();
-    let etcd = EtcdCluster::start(&ms)?;
-    Ok(Setup {
-        etcd,
-        client,
-        client_link,
-        _lab: lab,
-    })
-}
-
 fn kv_config(etcd: &EtcdCluster) -> KvConfig {
-    let mut cfg = KvConfig::new(etcd.members.iter().map(|m| m.client_url()));
-    cfg.connect_timeout = Duration::from_secs(5);
-    cfg.op_timeout = Duration::from_secs(2);
-    cfg
+    interop_tests::etcd_lab::kv_config(etcd, Duration::from_secs(5), Duration::from_secs(2))
 }
 
 fn cluster() -> ClusterName {
@@ -105,7 +66,7 @@ fn kill_leader_at(
 /// whoever asked, every allocation stored, and a fresh allocator finds the same identities.
 #[test]
 fn etcd_mesh_identity_storm_with_leader_kill() -> Result<()> {
-    let s = setup("idstorm", 3)?;
+    let s = EtcdLab::start("idstorm", 3)?;
     let leader = s.etcd.wait_leader(Duration::from_secs(10))?;
     let sets: Vec<Labels> = (0..300)
         .map(|i| {
@@ -235,7 +196,7 @@ fn etcd_mesh_identity_storm_with_leader_kill() -> Result<()> {
 /// fresh allocator returns the same CIDRs.
 #[test]
 fn etcd_mesh_podcidr_storm_with_leader_kill() -> Result<()> {
-    let s = setup("cidrstorm", 3)?;
+    let s = EtcdLab::start("cidrstorm", 3)?;
     let leader = s.etcd.wait_leader(Duration::from_secs(10))?;
     let pools = vec![
         Pool::new("10.244.0.0/22".parse().unwrap(), 24).unwrap(),
@@ -392,7 +353,7 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 /// arrive after the link is restored, including deletes of keys that vanished while away.
 #[test]
 fn etcd_mesh_reflector_resyncs_after_cut_link() -> Result<()> {
-    let s = setup("reflector", 3)?;
+    let s = EtcdLab::start("reflector", 3)?;
     let scope = Scope::Cluster(cluster());
     let node_key =
         |n: &str| Key::cluster(&cluster(), Resource::Node(n.parse().unwrap())).to_string();
@@ -500,7 +461,7 @@ fn etcd_mesh_reflector_resyncs_after_cut_link() -> Result<()> {
 /// disappears within about the TTL once the keep-alive stops.
 #[test]
 fn etcd_mesh_node_lease_expires() -> Result<()> {
-    let s = setup("lease", 3)?;
+    let s = EtcdLab::start("lease", 3)?;
     run_in(&s.client, async {
         let store = KvStore::connect(&kv_config(&s.etcd))
             .await
@@ -551,7 +512,7 @@ fn etcd_mesh_node_lease_expires() -> Result<()> {
 /// authentication error; right credentials work.
 #[test]
 fn etcd_mesh_bad_startup_input() -> Result<()> {
-    let s = setup("badinput", 1)?;
+    let s = EtcdLab::start("badinput", 1)?;
     // Enable auth (root user with the root role first, as etcd requires).
     s.etcd.etcdctl(0, &["user", "add", "root:s3cret"])?;
     s.etcd.etcdctl(0, &["user", "grant-role", "root", "root"])?;
