@@ -22,6 +22,7 @@ pub mod mesh;
 pub mod process;
 pub mod route;
 mod sys;
+pub mod tcp;
 pub mod wireguard;
 
 pub use bfd::BfdTimers;

@@ -16,11 +16,11 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use datapath::events::{DropReason, EventKind, Trace};
 use datapath::ipcache::IpcacheValue;
@@ -32,6 +32,7 @@ use datapath::{
 };
 use interop_tests::bgpd::cargo_binary;
 use interop_tests::datapath_lab::Pins;
+use interop_tests::tcp::{connect, who, who_server};
 use interop_tests::{Host, Lab};
 
 const DB_PORT: u16 = 5432;
@@ -86,71 +87,6 @@ fn endpoint_record(node: &Node, id: &str) -> (BTreeMap<String, String>, String) 
         .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
         .collect();
     (labels, rec["hostIfname"].as_str().unwrap().to_string())
-}
-
-/// A TCP server in `pod` until `stop` (bounded by a deadline): echoes what it reads, and
-/// answers `who` with its pod's name. One thread per connection, so connections may stay open.
-fn echo_server(pod: &Host, port: u16, stop: Arc<AtomicBool>) {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let name = pod.name().to_string();
-    pod.spawn_thread("echo", move || {
-        let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
-        l.set_nonblocking(true).unwrap();
-        ready_tx.send(()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(180);
-        let live = move || !stop.load(Ordering::Relaxed) && Instant::now() < deadline;
-        while live() {
-            match l.accept() {
-                Ok((mut s, _)) => {
-                    let (live, name) = (live.clone(), name.clone());
-                    std::thread::spawn(move || {
-                        s.set_nonblocking(false).unwrap();
-                        s.set_read_timeout(Some(Duration::from_millis(100)))
-                            .unwrap();
-                        let mut buf = [0u8; 64];
-                        while live() {
-                            match s.read(&mut buf) {
-                                Ok(0) => break,
-                                Ok(n) if &buf[..n] == b"who" => {
-                                    let _ = s.write_all(name.as_bytes());
-                                }
-                                Ok(n) => {
-                                    let _ = s.write_all(&buf[..n]);
-                                }
-                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                                Err(_) => break,
-                            }
-                        }
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-        Ok(())
-    })
-    .unwrap();
-    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-}
-
-/// Asks the server behind `stream` who it is.
-fn who(stream: &mut TcpStream) -> Result<String, String> {
-    stream.write_all(b"who").map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 16];
-    let n = stream.read(&mut buf).map_err(|e| format!("read: {e}"))?;
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
-
-/// A connection from `pod` (the socket stays in its namespace), with its local port.
-fn connect(pod: &Host, dst: SocketAddr) -> Result<(TcpStream, u16), String> {
-    pod.in_netns(move || {
-        let s = TcpStream::connect_timeout(&dst, Duration::from_secs(2))
-            .map_err(|e| format!("connect {dst}: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let port = s.local_addr().map_err(|e| e.to_string())?.port();
-        Ok((s, port))
-    })
-    .unwrap()
 }
 
 /// Connects from `pod` and checks the echo; Err says why it failed.
@@ -311,7 +247,7 @@ fn scenario(mode: Mode) {
     // Reachability across the nodes, both ways: ping and TCP.
     let stop = Arc::new(AtomicBool::new(false));
     for p in &pods {
-        echo_server(&p.host, DB_PORT, stop.clone());
+        who_server(&p.host, DB_PORT, stop.clone(), Duration::from_secs(180));
     }
     let (a1, a2, b1, b2) = (&pods[0], &pods[1], &pods[2], &pods[3]);
     for (from, to) in [(a1, b1), (b1, a1), (a2, b2), (b2, a2)] {

@@ -11,11 +11,8 @@
 //!
 //! Needs root, bpffs; builds meshd and ironmesh-cni.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Identity, ReservedIdentity};
@@ -47,49 +44,10 @@ fn cni_add(cni: &Path, node: &Host, data_dir: &Path, pod: &Host, id: &str) -> (I
     interop_tests::cni::add(cni, node, pod, id, &conf).unwrap()
 }
 
-/// A TCP server in `pod` answering `who` with the pod's name, until `stop` (or 60 s).
-fn who_server(pod: &Host, stop: Arc<AtomicBool>) {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let name = pod.name().to_string();
-    pod.spawn_thread("who", move || {
-        let l = TcpListener::bind(("0.0.0.0", PORT)).unwrap();
-        l.set_nonblocking(true).unwrap();
-        ready_tx.send(()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            match l.accept() {
-                Ok((mut s, _)) => {
-                    s.set_nonblocking(false).unwrap();
-                    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-                    let mut buf = [0u8; 8];
-                    if let Ok(n) = s.read(&mut buf)
-                        && &buf[..n] == b"who"
-                    {
-                        let _ = s.write_all(name.as_bytes());
-                    }
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-        Ok(())
-    })
-    .unwrap();
-    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-}
-
 /// Connects from `pod` to `dst`, asks `who`: (answer, local port).
 fn ask(pod: &Host, dst: SocketAddr) -> Result<(String, u16), String> {
-    pod.in_netns(move || {
-        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2))
-            .map_err(|e| format!("connect {dst}: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let port = s.local_addr().map_err(|e| e.to_string())?.port();
-        s.write_all(b"who").map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 16];
-        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
-        Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), port))
-    })
-    .unwrap()
+    let (mut s, port) = tcp::connect(pod, dst)?;
+    Ok((tcp::who(&mut s)?, port))
 }
 
 /// Polls `check` every 10 ms until it holds; fails after `limit`. Returns the time it took.
@@ -158,7 +116,7 @@ fn e2e_datapath_ipcache_services_and_maglev_via_meshd() -> Result<()> {
     }
     let stop = Stop::new();
     for (pod, _) in &pods[1..] {
-        who_server(pod, stop.0.clone());
+        tcp::who_server(pod, PORT, stop.0.clone(), Duration::from_secs(60));
     }
     let (c1, b1, b2) = (&pods[0], &pods[1], &pods[2]);
 

@@ -13,11 +13,8 @@
 //! Every wait is bounded. Needs root and bpffs (scripts/setup).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use datapath::events::EventKind;
@@ -25,6 +22,7 @@ use datapath::lb::{BackendState, Proto};
 use datapath::maglev;
 use datapath::{Backend, Config, Datapath, Endpoint, EventReader, Routing, Service};
 use interop_tests::datapath_lab::{Pins, Stop};
+use interop_tests::tcp::{who, who_server};
 use interop_tests::{Host, Lab, bgpd};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -38,60 +36,6 @@ struct Pod {
     name: String,
     ip: Ipv4Addr,
     backend_id: u32,
-}
-
-/// A TCP server in `pod` until `stop` or a deadline: answers `who` with the pod's name.
-/// One thread per connection, so connections may stay open.
-fn who_server(pod: &Host, port: u16, stop: Arc<AtomicBool>) {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let name = pod.name().to_string();
-    pod.spawn_thread("who", move || {
-        let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
-        l.set_nonblocking(true).unwrap();
-        ready_tx.send(()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let live = move || !stop.load(Ordering::Relaxed) && Instant::now() < deadline;
-        while live() {
-            match l.accept() {
-                Ok((mut s, _)) => {
-                    let (live, name) = (live.clone(), name.clone());
-                    std::thread::spawn(move || {
-                        s.set_nonblocking(false).unwrap();
-                        s.set_read_timeout(Some(Duration::from_millis(100)))
-                            .unwrap();
-                        let mut buf = [0u8; 16];
-                        while live() {
-                            match s.read(&mut buf) {
-                                Ok(0) => break,
-                                Ok(_) => {
-                                    let _ = s.write_all(name.as_bytes());
-                                }
-                                Err(e)
-                                    if matches!(
-                                        e.kind(),
-                                        std::io::ErrorKind::WouldBlock
-                                            | std::io::ErrorKind::TimedOut
-                                    ) => {}
-                                Err(_) => break,
-                            }
-                        }
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-        Ok(())
-    })
-    .unwrap();
-    ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-}
-
-/// Asks the server behind `s` who it is.
-fn who(s: &mut TcpStream) -> Result<String, String> {
-    s.write_all(b"who").map_err(|e| format!("write: {e}"))?;
-    let mut buf = [0u8; 32];
-    let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// A connection from the client host to VIP:80; the socket stays in the client's namespace.
@@ -208,7 +152,7 @@ fn external_clients_reach_the_nodes_backends_through_the_vip() {
     }
     let stop = Stop::new();
     for (host, _) in &pods {
-        who_server(host, POD_PORT, stop.0.clone());
+        who_server(host, POD_PORT, stop.0.clone(), Duration::from_secs(120));
     }
     let (hosts, pods): (Vec<Host>, Vec<Pod>) = pods.into_iter().unzip();
     drop(hosts);
