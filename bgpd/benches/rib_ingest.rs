@@ -10,8 +10,7 @@
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -19,10 +18,8 @@ use bytes::{Bytes, BytesMut};
 use ipnet::{Ipv4Net, Ipv6Net};
 use ironmesh_bgpd::policy::Policy;
 use ironmesh_bgpd::rib::{PeerId, PeerInfo, Rib, SessionInfo};
-use ironmesh_bgpd::wire::{
-    Afi, AsPath, Community, Context, LargeCommunity, Message, MpNextHop, Origin, PathAttrs, Safi,
-    UpdateBuilder,
-};
+use ironmesh_bgpd::synth::{self, Rng};
+use ironmesh_bgpd::wire::{Afi, Context, Message, MpNextHop, Safi, UpdateBuilder};
 
 struct Counting;
 
@@ -75,127 +72,18 @@ const ATTR_SETS: usize = 50_000;
 const LOCAL_ASN: u32 = 65000;
 const FEED_ASN: u32 = 65010;
 
-/// splitmix64: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
-fn v4_prefixes(rng: &mut Rng) -> Vec<Ipv4Net> {
-    let mut seen = HashSet::with_capacity(V4_PREFIXES);
-    let mut v = Vec::with_capacity(V4_PREFIXES);
-    while v.len() < V4_PREFIXES {
-        let len = match rng.below(100) {
-            0..60 => 24,
-            60..70 => 23,
-            70..80 => 22,
-            80..88 => 21,
-            88..94 => 20,
-            94..98 => 19,
-            _ => 16,
-        };
-        let addr = Ipv4Addr::from((1 + rng.below(222) as u32) << 24 | rng.below(1 << 24) as u32);
-        let p = Ipv4Net::new(addr, len).unwrap().trunc();
-        if seen.insert(p) {
-            v.push(p);
-        }
-    }
-    v
-}
-
-fn v6_prefixes(rng: &mut Rng) -> Vec<Ipv6Net> {
-    let mut seen = HashSet::with_capacity(V6_PREFIXES);
-    let mut v = Vec::with_capacity(V6_PREFIXES);
-    while v.len() < V6_PREFIXES {
-        let len = match rng.below(100) {
-            0..55 => 48,
-            55..70 => 32,
-            70..80 => 44,
-            80..90 => 40,
-            _ => 36,
-        };
-        let hi = (0x2000u128 | rng.below(0x1000) as u128) << 112;
-        let addr = Ipv6Addr::from(hi | (rng.next() as u128) << 48);
-        let p = Ipv6Net::new(addr, len).unwrap().trunc();
-        if seen.insert(p) {
-            v.push(p);
-        }
-    }
-    v
-}
-
-fn attr_sets(rng: &mut Rng) -> Vec<PathAttrs> {
-    (0..ATTR_SETS)
-        .map(|_| {
-            let len = 2 + rng.below(7) as usize;
-            let mut path = vec![FEED_ASN];
-            for _ in 1..len {
-                let asn = if rng.chance(20) {
-                    200_000 + rng.below(200_000) as u32
-                } else {
-                    1 + rng.below(64_000) as u32
-                };
-                path.push(asn);
-            }
-            let communities = (0..rng.below(5))
-                .map(|_| Community::new(FEED_ASN as u16, rng.below(200) as u16))
-                .collect();
-            let large_communities = if rng.chance(10) {
-                vec![LargeCommunity {
-                    global_admin: FEED_ASN,
-                    local_data1: rng.below(10) as u32,
-                    local_data2: rng.below(100) as u32,
-                }]
-            } else {
-                Vec::new()
-            };
-            PathAttrs {
-                origin: Some(if rng.chance(90) {
-                    Origin::Igp
-                } else {
-                    Origin::Incomplete
-                }),
-                as_path: Some(AsPath::from_sequence(path)),
-                med: rng.chance(30).then(|| rng.below(1000) as u32),
-                communities,
-                large_communities,
-                ..PathAttrs::default()
-            }
-        })
-        .collect()
-}
-
-/// Skewed assignment: a few attribute sets carry many prefixes, most carry few.
-fn pick_set(rng: &mut Rng) -> usize {
-    let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
-    ((u * u) * ATTR_SETS as f64) as usize
-}
-
 /// The feed as the peer would send it: packed UPDATEs, one run per attribute set.
 fn encode_feed(rng: &mut Rng, ctx: Context) -> (Bytes, usize) {
-    let v4 = v4_prefixes(rng);
-    let v6 = v6_prefixes(rng);
-    let sets = attr_sets(rng);
+    let v4 = synth::v4_prefixes(rng, V4_PREFIXES, |_| true);
+    let v6 = synth::v6_prefixes(rng, V6_PREFIXES, |_| true);
+    let sets = synth::attr_sets(rng, ATTR_SETS, FEED_ASN);
     let mut by4: Vec<Vec<Ipv4Net>> = vec![Vec::new(); ATTR_SETS];
     let mut by6: Vec<Vec<Ipv6Net>> = vec![Vec::new(); ATTR_SETS];
     for p in v4 {
-        by4[pick_set(rng)].push(p);
+        by4[synth::pick_set(rng, ATTR_SETS)].push(p);
     }
     for p in v6 {
-        by6[pick_set(rng)].push(p);
+        by6[synth::pick_set(rng, ATTR_SETS)].push(p);
     }
     let b = UpdateBuilder::new(ctx);
     let nh4 = MpNextHop::Ipv4(Ipv4Addr::new(192, 0, 2, 1));

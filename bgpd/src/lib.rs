@@ -9,4 +9,5 @@ pub mod mrt;
 pub mod policy;
 pub mod rib;
 pub mod speaker;
+pub mod synth;
 pub mod wire;

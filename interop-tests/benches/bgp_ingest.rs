@@ -33,7 +33,6 @@
 #[path = "common/mod.rs"]
 mod shared;
 
-use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -43,9 +42,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ipnet::{Ipv4Net, Ipv6Net};
+use ironmesh_bgpd::synth::{self, Rng};
 use ironmesh_bgpd::wire::{
-    AS_TRANS, Afi, AsPath, Capability, Community, Context, LargeCommunity, Message, MpNextHop,
-    OpenMsg, Origin, PathAttrs, Safi, UpdateBuilder, UpdateMsg,
+    AS_TRANS, Afi, Capability, Context, Message, MpNextHop, OpenMsg, Safi, UpdateBuilder, UpdateMsg,
 };
 use serde_json::{Value, json};
 
@@ -72,115 +71,7 @@ fn ctx() -> Context {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The table (the generator of bgpd/benches/rib_ingest.rs, with the feeder's next hops).
-
-/// splitmix64: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
-fn v4_prefixes(rng: &mut Rng, n: usize) -> Vec<Ipv4Net> {
-    let mut seen = HashSet::with_capacity(n);
-    let mut v = Vec::with_capacity(n);
-    while v.len() < n {
-        let len = match rng.below(100) {
-            0..60 => 24,
-            60..70 => 23,
-            70..80 => 22,
-            80..88 => 21,
-            88..94 => 20,
-            94..98 => 19,
-            _ => 16,
-        };
-        let addr = Ipv4Addr::from((1 + rng.below(222) as u32) << 24 | rng.below(1 << 24) as u32);
-        let p = Ipv4Net::new(addr, len).unwrap().trunc();
-        // Keep the lab link's own subnet and the host/link-scope ranges BIRD refuses as BGP
-        // routes (127/8, 169.254/16) out of the table: a real table has none of them.
-        let o = p.addr().octets();
-        let martian = o[0] == 127 || (o[0] == 169 && (p.prefix_len() < 16 || o[1] == 254));
-        if !martian && !p.contains(&FEED_V4) && seen.insert(p) {
-            v.push(p);
-        }
-    }
-    v
-}
-
-fn v6_prefixes(rng: &mut Rng, n: usize) -> Vec<Ipv6Net> {
-    let mut seen = HashSet::with_capacity(n);
-    let mut v = Vec::with_capacity(n);
-    while v.len() < n {
-        let len = match rng.below(100) {
-            0..55 => 48,
-            55..70 => 32,
-            70..80 => 44,
-            80..90 => 40,
-            _ => 36,
-        };
-        let hi = (0x2000u128 | rng.below(0x1000) as u128) << 112;
-        let addr = Ipv6Addr::from(hi | (rng.next() as u128) << 48);
-        let p = Ipv6Net::new(addr, len).unwrap().trunc();
-        if !p.contains(&FEED_V6) && seen.insert(p) {
-            v.push(p);
-        }
-    }
-    v
-}
-
-fn attr_sets(rng: &mut Rng, n: usize) -> Vec<PathAttrs> {
-    (0..n)
-        .map(|_| {
-            let len = 2 + rng.below(7) as usize;
-            let mut path = vec![FEED_ASN];
-            for _ in 1..len {
-                // Never SUT_ASN (65000): 1..64000 or 200000..400000.
-                let asn = if rng.chance(20) {
-                    200_000 + rng.below(200_000) as u32
-                } else {
-                    1 + rng.below(64_000) as u32
-                };
-                path.push(asn);
-            }
-            let communities = (0..rng.below(5))
-                .map(|_| Community::new(FEED_ASN as u16, rng.below(200) as u16))
-                .collect();
-            let large_communities = if rng.chance(10) {
-                vec![LargeCommunity {
-                    global_admin: FEED_ASN,
-                    local_data1: rng.below(10) as u32,
-                    local_data2: rng.below(100) as u32,
-                }]
-            } else {
-                Vec::new()
-            };
-            PathAttrs {
-                origin: Some(if rng.chance(90) {
-                    Origin::Igp
-                } else {
-                    Origin::Incomplete
-                }),
-                as_path: Some(AsPath::from_sequence(path)),
-                med: rng.chance(30).then(|| rng.below(1000) as u32),
-                communities,
-                large_communities,
-                ..PathAttrs::default()
-            }
-        })
-        .collect()
-}
+// The table (`ironmesh_bgpd::synth`, as in bgpd/benches/rib_ingest.rs, with the feeder's next hops).
 
 /// The encoded feed: packed UPDATEs, one run per attribute set, then End-of-RIB for both
 /// families.
@@ -201,14 +92,17 @@ impl Feed {
 fn generate(v4n: usize, v6n: usize) -> Feed {
     let mut rng = Rng(0x1e03_e5b9);
     let n_sets = ((v4n + v6n) / 24).max(16);
-    let v4 = v4_prefixes(&mut rng, v4n);
-    let v6 = v6_prefixes(&mut rng, v6n);
-    let sets = attr_sets(&mut rng, n_sets);
-    // Skewed: a few attribute sets carry many prefixes, most carry few.
-    let pick = |rng: &mut Rng| {
-        let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
-        ((u * u) * n_sets as f64) as usize
-    };
+    // Keep the lab link's own subnet and the host/link-scope ranges BIRD refuses as BGP
+    // routes (127/8, 169.254/16) out of the table: a real table has none of them.
+    let v4 = synth::v4_prefixes(&mut rng, v4n, |p| {
+        let o = p.addr().octets();
+        let martian = o[0] == 127 || (o[0] == 169 && (p.prefix_len() < 16 || o[1] == 254));
+        !martian && !p.contains(&FEED_V4)
+    });
+    let v6 = synth::v6_prefixes(&mut rng, v6n, |p| !p.contains(&FEED_V6));
+    // Never SUT_ASN (65000) in a path: synth's ASNs are 1..64000 or 200000..400000.
+    let sets = synth::attr_sets(&mut rng, n_sets, FEED_ASN);
+    let pick = |rng: &mut Rng| synth::pick_set(rng, n_sets);
     let mut by4: Vec<Vec<Ipv4Net>> = vec![Vec::new(); n_sets];
     let mut by6: Vec<Vec<Ipv6Net>> = vec![Vec::new(); n_sets];
     for p in v4 {
