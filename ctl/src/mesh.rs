@@ -68,6 +68,30 @@ pub fn run(args: MeshArgs) -> Result<(), String> {
     rt.block_on(run_async(args))
 }
 
+/// Every identity meshd knows (all clusters) with its labels, within `limit`: what
+/// `ironctl monitor` names remote identities by.
+pub fn identities_blocking(socket: &Path, limit: Duration) -> Result<Vec<pb::Identity>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async {
+        let ask = async {
+            let mut c = connect(socket).await?;
+            Ok(call(c.list_identities(pb::ListIdentitiesRequest {}))
+                .await?
+                .identities)
+        };
+        tokio::time::timeout(limit, ask).await.unwrap_or_else(|_| {
+            Err(format!(
+                "meshd at {} did not answer within {}s",
+                socket.display(),
+                limit.as_secs_f64()
+            ))
+        })
+    })
+}
+
 async fn run_async(args: MeshArgs) -> Result<(), String> {
     let mut c = connect(&args.socket).await?;
     let json = args.output == Output::Json;

@@ -6,7 +6,9 @@
 //! gives each local address its identity; an identity's labels are those its local pods share
 //! (without the pod name, which is not part of an identity).
 //! An event whose address is a recorded pod teaches ironctl that pod's identity too. Reserved
-//! identities show as `reserved:<name>`.
+//! identities show as `reserved:<name>`. When meshd's API answers (`--meshd`), every identity of
+//! every cluster is named by the labels meshd stores for it, so pods of other nodes and other
+//! clusters are named too; the records stay the fallback.
 //!
 //! The ring buffer has one consumer position, shared by every reader: two monitors (or a monitor
 //! and another consumer) running at once each see part of the events.
@@ -28,8 +30,14 @@ use serde::Serialize;
 
 /// Longest single wait on the ring buffer while following without `--timeout`.
 const FOLLOW_POLL: Duration = Duration::from_secs(60);
-/// An identity without labels re-reads the endpoint records at most this often.
+/// An identity without labels re-reads the endpoint records (and asks meshd) at most this often.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// How long one question to meshd may take (the monitor waits for it).
+const MESHD_LIMIT: Duration = Duration::from_secs(2);
+/// After meshd did not answer, it is asked again only after this long (each try may block).
+const MESHD_RETRY: Duration = Duration::from_secs(30);
+/// meshd's API socket when `--meshd` is not given (as `ironctl mesh`).
+const DEFAULT_MESHD_SOCKET: &str = "/var/lib/ironmesh/meshd.sock";
 
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
@@ -41,6 +49,11 @@ pub struct MonitorArgs {
     /// [default: /var/lib/ironmesh/cni]
     #[arg(long, value_name = "DIR")]
     endpoints: Option<PathBuf>,
+    /// meshd's API socket, to name every identity (other nodes', other clusters') by the
+    /// labels meshd stores; without an answer, identities are named from the records only.
+    /// [default: /var/lib/ironmesh/meshd.sock]
+    #[arg(long, value_name = "PATH", env = "IRONMESH_MESHD_SOCKET")]
+    meshd: Option<PathBuf>,
     /// Only these events (repeat the option or separate with commas); default: all.
     #[arg(long = "type", value_enum, value_name = "TYPE", value_delimiter = ',')]
     types: Vec<EventType>,
@@ -96,6 +109,10 @@ pub fn run(args: MonitorArgs) -> Result<(), String> {
         ));
     }
     let mut labels = Labeler::new(records_dir, open_endpoints_map(&root));
+    labels.meshd = Some(match args.meshd {
+        Some(p) => (p, true),
+        None => (PathBuf::from(DEFAULT_MESHD_SOCKET), false),
+    });
     labels.refresh();
 
     let json = args.output == Output::Json;
@@ -268,8 +285,15 @@ pub struct Labeler {
     by_addr: HashMap<IpAddr, LabelSet>,
     /// Identity → the labels its local pods share.
     by_identity: HashMap<u32, LabelSet>,
+    /// meshd's API socket, and whether it was given (only then is a failure reported).
+    meshd: Option<(PathBuf, bool)>,
+    /// Identity → its labels as meshd stores them (every cluster).
+    from_meshd: HashMap<u32, LabelSet>,
     last_refresh: Option<Instant>,
     warned: bool,
+    meshd_warned: bool,
+    /// meshd did not answer: not asked again before this.
+    meshd_quiet_until: Option<Instant>,
 }
 
 impl Labeler {
@@ -279,8 +303,12 @@ impl Labeler {
             map,
             by_addr: HashMap::new(),
             by_identity: HashMap::new(),
+            meshd: None,
+            from_meshd: HashMap::new(),
             last_refresh: None,
             warned: false,
+            meshd_warned: false,
+            meshd_quiet_until: None,
         }
     }
 
@@ -296,9 +324,11 @@ impl Labeler {
         l
     }
 
-    /// Re-reads the endpoint records and their identities from the endpoints map.
+    /// Re-reads the endpoint records and their identities from the endpoints map, and asks
+    /// meshd for every identity's labels.
     fn refresh(&mut self) {
         self.last_refresh = Some(Instant::now());
+        self.ask_meshd();
         let (records, errors) = read_records(&self.dir);
         if !self.warned {
             for e in &errors {
@@ -320,15 +350,44 @@ impl Labeler {
         }
     }
 
+    fn ask_meshd(&mut self) {
+        let Some((socket, explicit)) = &self.meshd else {
+            return;
+        };
+        if self.meshd_quiet_until.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        match crate::mesh::identities_blocking(socket, MESHD_LIMIT) {
+            Ok(ids) => {
+                self.from_meshd = ids
+                    .into_iter()
+                    .map(|i| (i.id, i.labels.into_iter().collect()))
+                    .collect();
+            }
+            Err(e) => {
+                // Labels already learned from meshd stay (last good answer).
+                self.meshd_quiet_until = Some(Instant::now() + MESHD_RETRY);
+                if *explicit && !self.meshd_warned {
+                    self.meshd_warned = true;
+                    eprintln!(
+                        "ironctl: monitor: no identity labels from meshd ({e}); naming identities from the endpoint records only"
+                    );
+                }
+            }
+        }
+    }
+
     /// Learns the identity of an event's ends that are recorded pods; re-reads the records
-    /// (rate-limited) when an end is still unknown, e.g. a pod added since the start.
+    /// and asks meshd again (rate-limited) when an end is still unknown, e.g. a pod added
+    /// since the start.
     pub fn learn(&mut self, e: &Event) {
         let unknown = |l: &Self, ip: &IpAddr, id: u32| {
             !l.by_addr.contains_key(ip)
                 && !l.by_identity.contains_key(&id)
+                && !l.from_meshd.contains_key(&id)
                 && reserved(id).is_none()
         };
-        if !self.dir.as_os_str().is_empty()
+        if (!self.dir.as_os_str().is_empty() || self.meshd.is_some())
             && (unknown(self, &e.src.0, e.src_identity) || unknown(self, &e.dst.0, e.dst_identity))
             && self
                 .last_refresh
@@ -343,8 +402,12 @@ impl Labeler {
         }
     }
 
-    /// The labels of `identity`, if known (`reserved:<name>` for reserved identities).
+    /// The labels of `identity`, if known: meshd's, else those its local pods share
+    /// (`reserved:<name>` for reserved identities).
     pub fn labels(&self, identity: u32) -> Option<LabelSet> {
+        if let Some(l) = self.from_meshd.get(&identity) {
+            return Some(l.clone());
+        }
         if let Some(l) = self.by_identity.get(&identity) {
             return Some(l.clone());
         }

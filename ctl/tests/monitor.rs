@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use api::mesh as pb;
 use datapath::ipcache::IpcacheValue;
 use datapath::loader::{TC_ACT_OK, TC_ACT_SHOT};
 use datapath::pin::{PinRoot, bpffs_mounted};
@@ -20,6 +21,8 @@ const C: &str = "10.0.1.9"; // local pod db-0, identity 4243
 const B: &str = "10.0.2.7"; // a db pod on another node: identity 4243, no record here
 const A_ID: u32 = 4242;
 const DB_ID: u32 = 4243;
+const R: &str = "10.9.3.4"; // a cache pod of another cluster: no record here, no local pod
+const R_ID: u32 = 0x2_0005;
 
 const DROP_LINE: &str = "10.0.1.5 (id 4242 app=web,io.kubernetes.pod.namespace=shop) -> \
      10.0.2.7 (id 4243 app=db,io.kubernetes.pod.namespace=shop) TCP 80 dropped: policy denied (egress)";
@@ -107,7 +110,7 @@ fn node() -> Node {
         })
         .unwrap();
     }
-    for (addr, identity) in [(A, A_ID), (C, DB_ID), (B, DB_ID)] {
+    for (addr, identity) in [(A, A_ID), (C, DB_ID), (B, DB_ID), (R, R_ID)] {
         dp.ipcache_upsert(
             ip(addr).into(),
             IpcacheValue {
@@ -121,12 +124,14 @@ fn node() -> Node {
         1,
         &EndpointPolicy {
             egress_selected: true,
-            rules: vec![Rule {
-                direction: Direction::Egress,
-                peer: Peer::Identity(DB_ID),
-                ports: PortMatch::Proto(6),
-                action: Action::Deny,
-            }],
+            rules: [DB_ID, R_ID]
+                .map(|id| Rule {
+                    direction: Direction::Egress,
+                    peer: Peer::Identity(id),
+                    ports: PortMatch::Proto(6),
+                    action: Action::Deny,
+                })
+                .to_vec(),
             ..Default::default()
         },
     )
@@ -141,10 +146,22 @@ fn node() -> Node {
 impl Node {
     /// A → B TCP 80: denied by A's egress policy (a verdict event, then a drop event).
     fn deny_a_to_b(&self, sport: u16) {
-        let pkt = tcp_syn((A.parse().unwrap(), sport), (B.parse().unwrap(), 80));
+        self.deny_a_to(B, sport);
+    }
+
+    fn deny_a_to(&self, dst: &str, sport: u16) {
+        let pkt = tcp_syn((A.parse().unwrap(), sport), (dst.parse().unwrap(), 80));
         let out = self.dp.run(Program::PodEgress, &pkt, 1).unwrap();
-        assert_eq!(out.verdict, TC_ACT_SHOT, "the policy must drop A -> B");
+        assert_eq!(out.verdict, TC_ACT_SHOT, "the policy must drop A -> {dst}");
         assert_ne!(TC_ACT_SHOT, TC_ACT_OK);
+    }
+
+    /// `monitor` for one drop event, asking the meshd API at `socket`.
+    fn one_drop_via_meshd<'a>(&'a self, socket: &'a str) -> Vec<&'a str> {
+        let extra = ["--type", "drop", "--count", "1", "--timeout", "5"];
+        let mut v = self.monitor_args(&["--meshd", socket]);
+        v.extend(extra);
+        v
     }
 
     fn monitor_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
@@ -163,6 +180,7 @@ impl Node {
 fn ironctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ironctl"))
         .args(args)
+        .env_remove("IRONMESH_MESHD_SOCKET")
         .output()
         .expect("run ironctl")
 }
@@ -420,6 +438,181 @@ fn permission_denied_is_named() {
     assert!(
         stderr.contains(&format!("permission denied reading {}", n.root.path()))
             && stderr.contains("need root"),
+        "{stderr}"
+    );
+}
+
+/// A meshd API that only answers ListIdentities, on a Unix socket in a temp dir; stops on drop.
+struct FakeMeshd {
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeMeshd {
+    fn start(identities: Vec<pb::Identity>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meshd.sock");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let incoming = api::unix::bind(&path).unwrap();
+                ready_tx.send(()).unwrap();
+                tonic::transport::Server::builder()
+                    .add_service(pb::mesh_server::MeshServer::new(Identities(identities)))
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        Self {
+            dir,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn socket(&self) -> String {
+        self.dir
+            .path()
+            .join("meshd.sock")
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+impl Drop for FakeMeshd {
+    fn drop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = self.thread.take().unwrap().join();
+    }
+}
+
+struct Identities(Vec<pb::Identity>);
+
+/// The fake's `Mesh` impl: ListIdentities answers, every other RPC is unimplemented.
+macro_rules! only_identities {
+    ($($rpc:ident($req:ident) -> $resp:ident;)*) => {
+        #[tonic::async_trait]
+        impl pb::mesh_server::Mesh for Identities {
+            async fn list_identities(
+                &self,
+                _: tonic::Request<pb::ListIdentitiesRequest>,
+            ) -> Result<tonic::Response<pb::ListIdentitiesResponse>, tonic::Status> {
+                Ok(tonic::Response::new(pb::ListIdentitiesResponse {
+                    identities: self.0.clone(),
+                }))
+            }
+            $(
+                async fn $rpc(
+                    &self,
+                    _: tonic::Request<pb::$req>,
+                ) -> Result<tonic::Response<pb::$resp>, tonic::Status> {
+                    Err(tonic::Status::unimplemented("not in this fake"))
+                }
+            )*
+        }
+    };
+}
+
+only_identities! {
+    status(StatusRequest) -> StatusResponse;
+    list_nodes(ListNodesRequest) -> ListNodesResponse;
+    list_services(ListServicesRequest) -> ListServicesResponse;
+    encryption_status(EncryptionStatusRequest) -> EncryptionStatusResponse;
+    rotate_key(RotateKeyRequest) -> RotateKeyResponse;
+    apply_policy(ApplyPolicyRequest) -> ApplyPolicyResponse;
+    list_policies(ListPoliciesRequest) -> ListPoliciesResponse;
+    delete_policy(DeletePolicyRequest) -> DeletePolicyResponse;
+}
+
+fn identity(id: u32, cluster: &str, labels: &[(&str, &str)]) -> pb::Identity {
+    pb::Identity {
+        id,
+        cluster: cluster.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// A pod of another cluster has no record and no local pod of its identity: without meshd its
+/// identity shows as a bare number; with meshd's API it is named by the labels meshd stores
+/// (and meshd's labels win for local identities too).
+#[test]
+fn identities_of_other_clusters_are_named_by_meshd() {
+    let n = node();
+    let bare = "10.0.1.5 (id 4242 app=web,io.kubernetes.pod.namespace=shop) -> \
+         10.9.3.4 (id 131077) TCP 80 dropped: policy denied (egress)";
+    n.deny_a_to(R, 40010);
+    let args = n.monitor_args(&["--type", "drop", "--count", "1", "--timeout", "5"]);
+    let out = ironctl(&args);
+    assert_ok(&out, &args);
+    assert_eq!(stdout_lines(&out), [bare]);
+
+    let meshd = FakeMeshd::start(vec![
+        identity(
+            A_ID,
+            "blue",
+            &[
+                ("app", "web"),
+                ("io.kubernetes.pod.namespace", "shop"),
+                ("tier", "front"),
+            ],
+        ),
+        identity(
+            R_ID,
+            "red",
+            &[("app", "cache"), ("io.kubernetes.pod.namespace", "shop")],
+        ),
+    ]);
+    n.deny_a_to(R, 40011);
+    let socket = meshd.socket();
+    let args = n.one_drop_via_meshd(&socket);
+    let out = ironctl(&args);
+    assert_ok(&out, &args);
+    assert_eq!(
+        stdout_lines(&out),
+        [
+            "10.0.1.5 (id 4242 app=web,io.kubernetes.pod.namespace=shop,tier=front) -> \
+          10.9.3.4 (id 131077 app=cache,io.kubernetes.pod.namespace=shop) TCP 80 dropped: policy denied (egress)"
+        ]
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A given `--meshd` that does not answer is reported once; the records still name what they
+/// can and the events are shown.
+#[test]
+fn an_unreachable_meshd_is_reported_and_the_records_still_name() {
+    let n = node();
+    n.deny_a_to_b(40012);
+    let missing = n.data_dir.path().join("no-meshd.sock");
+    let missing = missing.to_str().unwrap();
+    let args = n.one_drop_via_meshd(missing);
+    let out = ironctl(&args);
+    assert_ok(&out, &args);
+    assert_eq!(stdout_lines(&out), [DROP_LINE]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "ironctl: monitor: no identity labels from meshd (cannot reach meshd at {missing}"
+        )) && stderr.contains("naming identities from the endpoint records only")
+            && stderr.matches("no identity labels").count() == 1,
         "{stderr}"
     );
 }

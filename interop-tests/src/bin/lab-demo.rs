@@ -186,6 +186,7 @@ fn policy_denied(mesh: &MeshLab) -> Result<()> {
         .arg(blue1.dp.pin_root())
         .arg("--endpoints")
         .arg(&blue1.cni_dir)
+        .args(["--meshd", &api])
         .args(["--type", "drop", "--count", "1", "--timeout", "8"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -204,13 +205,13 @@ fn policy_denied(mesh: &MeshLab) -> Result<()> {
     );
     let out = monitor.wait_with_output()?;
     println!(
-        "$ ironctl monitor --pin-root {} --endpoints {} --type drop   (on blue/n1)",
+        "$ ironctl monitor --pin-root {} --endpoints {} --meshd {api} --type drop   (on blue/n1)",
         blue1.dp.pin_root().display(),
         blue1.cni_dir.display()
     );
     indent(&String::from_utf8_lossy(&out.stdout));
     println!(
-        "  (id {} is red's app=other, id {} blue's app=web: see `ironctl mesh identities`)",
+        "  (id {} is red/n2's pod, named by meshd's identities of every cluster; id {} blue's web)",
         other.identity, web.identity
     );
     Ok(())
