@@ -3,37 +3,22 @@
 //! the core task for the RIB counters (one query), then builds a fresh registry and encodes it
 //! in the OpenMetrics text format.
 //!
-//! Served by a deliberately small HTTP/1.1 server (`GET /metrics`, one request per connection)
-//! with a request-size limit, a read timeout and a cap on concurrent connections: a scrape
-//! endpoint must not become a way to exhaust the daemon.
+//! Served by `api::metrics` (a small HTTP/1.1 server with request-size, time and concurrency
+//! limits, shared with meshd).
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tracing::debug;
+use tokio::net::TcpListener;
 
 use super::SpeakerHandle;
 use crate::fsm::State;
 use crate::rib::{PeerCounters, PeerId};
-
-/// Largest request head accepted (request line and headers).
-const MAX_REQUEST: usize = 8 * 1024;
-/// Time a client gets to send its whole request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more wait in the kernel's accept queue.
-const MAX_CONNECTIONS: usize = 16;
-
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// One peer at scrape time.
 #[derive(Clone, Debug)]
@@ -228,96 +213,21 @@ pub fn render(s: &Sample) -> String {
 
 /// Binds the metrics listener (before serving, so a bad address fails at start).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    api::metrics::bind(addr).await
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+/// Serves `GET /metrics` on `listener` until `shutdown` completes (503 while the core task
+/// does not answer).
 pub async fn serve(
     listener: TcpListener,
     h: SpeakerHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => return,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let (stream, from) = tokio::select! {
-            _ = &mut shutdown => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    debug!(error = %e, "metrics: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    let scrape = move || {
         let h = h.clone();
-        tokio::spawn(async move {
-            if let Err(e) = answer(stream, &h).await {
-                debug!(%from, error = %e, "metrics: connection ended");
-            }
-            drop(permit);
-        });
-    }
-}
-
-/// Reads one request head and answers it; the connection closes after the response.
-async fn answer(mut s: TcpStream, h: &SpeakerHandle) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let head = tokio::time::timeout(READ_TIMEOUT, async {
-        let mut chunk = [0u8; 1024];
-        loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                return Ok(Some(end));
-            }
-            if buf.len() > MAX_REQUEST {
-                return Ok(None);
-            }
-            let n = s.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    })
-    .await;
-    let (status, body) = match head {
-        Err(_) => ("408 Request Timeout", String::new()),
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(None)) => ("431 Request Header Fields Too Large", String::new()),
-        Ok(Ok(Some(end))) => {
-            let line = buf[..end].split(|b| *b == b'\r').next().unwrap_or_default();
-            let mut parts = line.split(|b| *b == b' ');
-            let (method, target) = (parts.next(), parts.next());
-            let path = target.map(|t| t.split(|b| *b == b'?').next().unwrap_or_default());
-            match (method, path) {
-                (Some(b"GET"), Some(b"/metrics")) => match sample(h).await {
-                    Some(smp) => ("200 OK", render(&smp)),
-                    None => ("503 Service Unavailable", String::new()),
-                },
-                (Some(b"GET"), _) => ("404 Not Found", String::new()),
-                _ => ("405 Method Not Allowed", String::new()),
-            }
-        }
+        async move { sample(&h).await.map(|s| render(&s)) }
     };
-    let ctype = if status.starts_with("200") {
-        CONTENT_TYPE
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(resp.as_bytes()).await?;
-    s.shutdown().await
+    api::metrics::serve(listener, scrape, shutdown).await;
 }
 
 #[cfg(test)]

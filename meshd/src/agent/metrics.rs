@@ -1,10 +1,9 @@
 //! Prometheus metrics, rendered at scrape time from the same status the API returns (nothing
-//! is counted on the hot path for them), served by a small HTTP/1.1 server (`GET /metrics`,
-//! one request per connection, bounded request size, read timeout and concurrency), as bgpd's.
+//! is counted on the hot path for them), served by `api::metrics` as bgpd's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use api::mesh as pb;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,16 +11,9 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
 
 use super::state::Shared;
-
-const MAX_REQUEST: usize = 8 * 1024;
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_CONNECTIONS: usize = 16;
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClusterLabel {
@@ -148,85 +140,16 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => return,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let stream = tokio::select! {
-            _ = &mut shutdown => return,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::debug!(error = %e, "metrics: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    let scrape = move || {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = answer(stream, &shared).await {
-                tracing::debug!(error = %e, "metrics: connection ended");
-            }
-            drop(permit);
-        });
-    }
-}
-
-async fn answer(mut s: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let head = tokio::time::timeout(READ_TIMEOUT, async {
-        let mut chunk = [0u8; 1024];
-        loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                return Ok(Some(end));
-            }
-            if buf.len() > MAX_REQUEST {
-                return Ok(None);
-            }
-            let n = s.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    })
-    .await;
-    let (status, body) = match head {
-        Err(_) => ("408 Request Timeout", String::new()),
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(None)) => ("431 Request Header Fields Too Large", String::new()),
-        Ok(Ok(Some(end))) => {
-            let line = buf[..end].split(|b| *b == b'\r').next().unwrap_or_default();
-            let mut parts = line.split(|b| *b == b' ');
-            let (method, target) = (parts.next(), parts.next());
-            let path = target.map(|t| t.split(|b| *b == b'?').next().unwrap_or_default());
-            match (method, path) {
-                (Some(b"GET"), Some(b"/metrics")) => ("200 OK", render(&shared.status(), now_ms())),
-                (Some(b"GET"), _) => ("404 Not Found", String::new()),
-                _ => ("405 Method Not Allowed", String::new()),
-            }
-        }
+        async move { Some(render(&shared.status(), now_ms())) }
     };
-    let ctype = if status.starts_with("200") {
-        CONTENT_TYPE
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(resp.as_bytes()).await?;
-    s.shutdown().await
+    api::metrics::serve(listener, scrape, shutdown).await;
 }
 
 /// Binds the listener before anything starts (a bad address fails at once).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+    api::metrics::bind(addr).await
 }
 
 #[cfg(test)]
