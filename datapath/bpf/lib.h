@@ -347,16 +347,23 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct tuple
 	return 0;
 }
 
-static __always_inline void ct_key_of(struct ct_key *k, const struct tuple *t, __u8 dir)
+/* A conntrack key: these ends and ports, `t`'s protocol and family, direction `dir`. */
+static __always_inline void ct_key_fill(struct ct_key *k, const struct tuple *t, const __u32 *saddr,
+					const __u32 *daddr, __be16 sport, __be16 dport, __u8 dir)
 {
 	__builtin_memset(k, 0, sizeof(*k));
-	__builtin_memcpy(k->saddr, t->saddr, 16);
-	__builtin_memcpy(k->daddr, t->daddr, 16);
-	k->sport = t->sport;
-	k->dport = t->dport;
+	__builtin_memcpy(k->saddr, saddr, 16);
+	__builtin_memcpy(k->daddr, daddr, 16);
+	k->sport = sport;
+	k->dport = dport;
 	k->proto = t->proto;
 	k->family = t->family;
 	k->dir = dir;
+}
+
+static __always_inline void ct_key_of(struct ct_key *k, const struct tuple *t, __u8 dir)
+{
+	ct_key_fill(k, t, t->saddr, t->daddr, t->sport, t->dport, dir);
 }
 
 /*
@@ -365,14 +372,7 @@ static __always_inline void ct_key_of(struct ct_key *k, const struct tuple *t, _
  */
 static __always_inline void ct_reverse_key_of(struct ct_key *k, const struct tuple *t)
 {
-	__builtin_memset(k, 0, sizeof(*k));
-	__builtin_memcpy(k->saddr, t->daddr, 16);
-	__builtin_memcpy(k->daddr, t->saddr, 16);
-	k->sport = t->dport;
-	k->dport = t->sport;
-	k->proto = t->proto;
-	k->family = t->family;
-	k->dir = CT_DIR_REPLY;
+	ct_key_fill(k, t, t->daddr, t->saddr, t->dport, t->sport, CT_DIR_REPLY);
 }
 
 /* A backend for a new flow of `svc`, or NULL. */
