@@ -12,7 +12,7 @@ use crate::keys::{PrivateKey, PublicKey};
 use crate::rollout::filter::{FilterError, FilterSpec, PlaintextCounters, PlaintextFilter};
 use crate::rollout::routes::{RouteError, TunnelRoutes};
 use crate::wireguard::{
-    DeviceSettings, DeviceState, MeshNode, PeerChange, PeerPolicy, PeerState, Reconciler, WgError,
+    DeviceSettings, DeviceState, MeshNode, PeerChange, PeerPolicy, Reconciler, WgError,
     WireGuardBackend,
 };
 
@@ -40,39 +40,13 @@ impl WireGuardBackend for Device {
     fn apply(&self, changes: &[PeerChange]) -> Result<(), WgError> {
         let mut st = self.state.lock().unwrap();
         for c in changes {
-            match c {
-                PeerChange::Add(cfg) => {
-                    self.log.lock().unwrap().push("peer add".into());
-                    st.peers.insert(
-                        cfg.public_key,
-                        PeerState {
-                            config: cfg.clone(),
-                            last_handshake: None,
-                            rx_bytes: 0,
-                            tx_bytes: 0,
-                        },
-                    );
-                }
-                PeerChange::Remove(k) => {
-                    self.log.lock().unwrap().push("peer remove".into());
-                    st.peers.remove(k);
-                }
-                PeerChange::Update {
-                    public_key,
-                    endpoint,
-                    allowed_ips,
-                    persistent_keepalive,
-                } => {
-                    self.log.lock().unwrap().push("peer update".into());
-                    if let Some(p) = st.peers.get_mut(public_key) {
-                        let c = &mut p.config;
-                        c.endpoint = endpoint.or(c.endpoint);
-                        c.allowed_ips = allowed_ips.clone().unwrap_or(c.allowed_ips.clone());
-                        c.persistent_keepalive =
-                            persistent_keepalive.unwrap_or(c.persistent_keepalive);
-                    }
-                }
-            }
+            let what = match c {
+                PeerChange::Add(_) => "peer add",
+                PeerChange::Update { .. } => "peer update",
+                PeerChange::Remove(_) => "peer remove",
+            };
+            self.log.lock().unwrap().push(what.into());
+            crate::wireguard::fake::apply(&mut st, c);
         }
         Ok(())
     }

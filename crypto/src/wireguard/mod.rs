@@ -30,6 +30,8 @@ use ipnet::IpNet;
 use crate::keys::{PrivateKey, PublicKey};
 
 mod diff;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod genl;
 mod keepalive;
 pub mod kernel;
@@ -38,11 +40,11 @@ mod rotate;
 pub mod uapi;
 mod userspace;
 
+pub use diff::diff;
 pub use keepalive::{MIN_PERSISTENT_KEEPALIVE, effective_keepalive};
 pub use kernel::KernelBackend;
 pub use reconcile::{
     MeshNode, NodeRejected, PeerPolicy, ReconcileReport, Reconciler, RejectReason, desired_peers,
-    diff,
 };
 pub use rotate::{RotateError, ensure_device, rotate_key};
 pub use uapi::UapiErrno;

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 
-pub use super::diff::diff;
+use super::diff::diff;
 use super::{PeerChange, PeerConfig, WgError, WireGuardBackend};
 use crate::keys::{KeyError, PublicKey};
 
@@ -305,15 +305,6 @@ mod tests {
         history: Mutex<Vec<BTreeMap<PublicKey, PeerState>>>,
     }
 
-    /// An allowed IP belongs to one peer: setting it on a peer takes it from any other (wg(8)).
-    fn claim(st: &mut DeviceState, key: &PublicKey, ips: &BTreeSet<IpNet>) {
-        for (k, p) in st.peers.iter_mut() {
-            if k != key {
-                p.config.allowed_ips.retain(|ip| !ips.contains(ip));
-            }
-        }
-    }
-
     impl WireGuardBackend for FakeDevice {
         fn device_name(&self) -> &str {
             "wgtest"
@@ -338,38 +329,7 @@ mod tests {
             }
             let mut st = self.state.lock().unwrap();
             for c in changes {
-                match c {
-                    PeerChange::Add(cfg) => {
-                        claim(&mut st, &cfg.public_key, &cfg.allowed_ips);
-                        st.peers.insert(cfg.public_key, state(cfg.clone()));
-                    }
-                    PeerChange::Update {
-                        public_key,
-                        endpoint,
-                        allowed_ips,
-                        persistent_keepalive,
-                    } => {
-                        if !st.peers.contains_key(public_key) {
-                            continue;
-                        }
-                        if let Some(ips) = allowed_ips {
-                            claim(&mut st, public_key, ips);
-                        }
-                        let p = st.peers.get_mut(public_key).unwrap();
-                        if let Some(e) = endpoint {
-                            p.config.endpoint = Some(*e);
-                        }
-                        if let Some(ips) = allowed_ips {
-                            p.config.allowed_ips = ips.clone();
-                        }
-                        if let Some(k) = persistent_keepalive {
-                            p.config.persistent_keepalive = *k;
-                        }
-                    }
-                    PeerChange::Remove(k) => {
-                        st.peers.remove(k);
-                    }
-                }
+                crate::wireguard::fake::apply(&mut st, c);
             }
             self.history.lock().unwrap().push(st.peers.clone());
             Ok(())
