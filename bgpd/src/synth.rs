@@ -3,6 +3,7 @@
 //! large communities, and a skewed sharing of attribute sets. Same seed, same table.
 
 use std::collections::HashSet;
+use std::hash::Hash;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -29,11 +30,26 @@ impl Rng {
     }
 }
 
-/// `n` distinct IPv4 prefixes (/16–/24, mostly /24) that `keep` accepts.
-pub fn v4_prefixes(rng: &mut Rng, n: usize, keep: impl Fn(&Ipv4Net) -> bool) -> Vec<Ipv4Net> {
+/// `n` distinct values of `next` that `keep` accepts, in the order drawn.
+fn distinct<P: Copy + Eq + Hash>(
+    n: usize,
+    keep: impl Fn(&P) -> bool,
+    mut next: impl FnMut() -> P,
+) -> Vec<P> {
     let mut seen = HashSet::with_capacity(n);
     let mut v = Vec::with_capacity(n);
     while v.len() < n {
+        let p = next();
+        if keep(&p) && seen.insert(p) {
+            v.push(p);
+        }
+    }
+    v
+}
+
+/// `n` distinct IPv4 prefixes (/16–/24, mostly /24) that `keep` accepts.
+pub fn v4_prefixes(rng: &mut Rng, n: usize, keep: impl Fn(&Ipv4Net) -> bool) -> Vec<Ipv4Net> {
+    distinct(n, keep, || {
         let len = match rng.below(100) {
             0..60 => 24,
             60..70 => 23,
@@ -44,19 +60,13 @@ pub fn v4_prefixes(rng: &mut Rng, n: usize, keep: impl Fn(&Ipv4Net) -> bool) -> 
             _ => 16,
         };
         let addr = Ipv4Addr::from((1 + rng.below(222) as u32) << 24 | rng.below(1 << 24) as u32);
-        let p = Ipv4Net::new(addr, len).unwrap().trunc();
-        if keep(&p) && seen.insert(p) {
-            v.push(p);
-        }
-    }
-    v
+        Ipv4Net::new(addr, len).unwrap().trunc()
+    })
 }
 
 /// `n` distinct IPv6 prefixes in 2000::/4 (/32–/48, mostly /48) that `keep` accepts.
 pub fn v6_prefixes(rng: &mut Rng, n: usize, keep: impl Fn(&Ipv6Net) -> bool) -> Vec<Ipv6Net> {
-    let mut seen = HashSet::with_capacity(n);
-    let mut v = Vec::with_capacity(n);
-    while v.len() < n {
+    distinct(n, keep, || {
         let len = match rng.below(100) {
             0..55 => 48,
             55..70 => 32,
@@ -66,12 +76,8 @@ pub fn v6_prefixes(rng: &mut Rng, n: usize, keep: impl Fn(&Ipv6Net) -> bool) -> 
         };
         let hi = (0x2000u128 | rng.below(0x1000) as u128) << 112;
         let addr = Ipv6Addr::from(hi | (rng.next_u64() as u128) << 48);
-        let p = Ipv6Net::new(addr, len).unwrap().trunc();
-        if keep(&p) && seen.insert(p) {
-            v.push(p);
-        }
-    }
-    v
+        Ipv6Net::new(addr, len).unwrap().trunc()
+    })
 }
 
 /// `n` attribute sets as a peer in `feed_asn` sends them: paths of 2–8 ASNs starting with
