@@ -76,6 +76,10 @@ fn wireguard_mesh_reconciles_from_node_records() -> Result<()> {
         )),
         "{allowed}"
     );
+    eprintln!(
+        "handshakes on every pair after {:?}",
+        wait_handshakes(&nodes)?
+    );
     let bad = ping_all_pairs(&nodes, 3);
     assert!(bad.is_empty(), "pod pings through the mesh: {bad:?}");
     // The traffic went through WireGuard: every peer completed a handshake and moved bytes.

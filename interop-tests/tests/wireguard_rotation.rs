@@ -29,6 +29,7 @@ fn wireguard_rotation_keeps_traffic_flowing() -> Result<()> {
     for n in &nodes {
         n.reconcile(&all);
     }
+    wait_handshakes(&nodes)?;
     assert!(ping_all_pairs(&nodes, 2).is_empty());
 
     // A flow p1 -> p2 at 100 pings/s for 4 s.

@@ -142,6 +142,37 @@ pub fn records(nodes: &[MeshHost]) -> Vec<NodeRecord> {
     nodes.iter().map(|n| n.record.clone()).collect()
 }
 
+/// Waits until every node has completed a handshake with every peer; returns the time taken.
+///
+/// Two nodes that add each other at once may cross their first initiations: both end up as
+/// responders and neither can send until the retransmit (REKEY_TIMEOUT 5 s + jitter, see
+/// `wireguard_handshake_crossing`). A ping window of one second cannot cover that, so tests
+/// that check traffic on a freshly programmed mesh wait here first; 15 s allows two retries.
+pub fn wait_handshakes(nodes: &[MeshHost]) -> Result<Duration> {
+    let t = std::time::Instant::now();
+    interop_tests::cmd::wait_for(
+        "a handshake between every pair of nodes",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        |last| {
+            let pending: Vec<String> = nodes
+                .iter()
+                .flat_map(|n| {
+                    let dev = n.reconciler.backend().device().unwrap();
+                    dev.peers
+                        .iter()
+                        .filter(|(_, p)| p.last_handshake.is_none())
+                        .map(|(k, _)| format!("{} peer {k}", n.host.name()))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            *last = format!("no handshake yet: {pending:?}");
+            Ok(pending.is_empty().then_some(()))
+        },
+    )?;
+    Ok(t.elapsed())
+}
+
 /// Pings from every pod to every other pod; returns the failures.
 pub fn ping_all_pairs(nodes: &[MeshHost], count: u32) -> Vec<String> {
     let mut bad = Vec::new();
