@@ -2,107 +2,15 @@
 //! Treat-as-withdraw and attribute-discard keep the session; a broken header resets it with
 //! the right NOTIFICATION (RFC 4271 §6.1).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use ironmesh_bgpd::fsm::{State, build_open};
-use ironmesh_bgpd::speaker::{Speaker, SpeakerConfig, SpeakerHandle};
-use ironmesh_bgpd::wire::{Afi, Capability, Context, Message, Safi};
+use ironmesh_bgpd::fsm::State;
+use ironmesh_bgpd::speaker::{Speaker, SpeakerHandle};
+use ironmesh_bgpd::wire::Message;
 
-const PEER_AS: u32 = 65000;
-
-fn speaker_config() -> SpeakerConfig {
-    let toml = r#"
-[node]
-name = "a"
-cluster = "lab"
-[bgp]
-local_asn = 65001
-router_id = "192.0.2.1"
-[[bgp.peers]]
-name = "scripted"
-address = "127.0.0.3"
-peer_asn = 65000
-passive = true
-hold_time = 30
-import_policy = "accept-all"
-export_policy = "originated-only"
-"#;
-    let mut c = SpeakerConfig::from_config(&configs::Config::from_toml(toml).unwrap()).unwrap();
-    c.listen = Some("127.0.0.1:0".parse().unwrap());
-    c
-}
-
-/// A BGP peer driven by hand: real TCP, messages built with the codec or byte by byte.
-struct Scripted {
-    sock: TcpStream,
-    buf: BytesMut,
-    ctx: Context,
-}
-
-impl Scripted {
-    fn connect(to: SocketAddr) -> Scripted {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.bind(&"127.0.0.3:0".parse::<SocketAddr>().unwrap().into())
-            .unwrap();
-        s.connect_timeout(&to.into(), Duration::from_secs(2))
-            .unwrap();
-        let sock: TcpStream = s.into();
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        Scripted {
-            sock,
-            buf: BytesMut::new(),
-            ctx: Context {
-                four_octet_as: true,
-                extended_message: false,
-            },
-        }
-    }
-
-    fn send(&mut self, m: &Message) {
-        self.sock
-            .write_all(&m.to_bytes(&self.ctx).unwrap())
-            .unwrap();
-    }
-
-    /// Next message, within 5 s; `None` if the connection closed.
-    fn recv(&mut self) -> Option<Message> {
-        let start = Instant::now();
-        loop {
-            if let Some(m) = Message::decode_from(&mut self.buf, &self.ctx).unwrap() {
-                return Some(m);
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "no message within 5 s"
-            );
-            let mut b = [0u8; 4096];
-            match self.sock.read(&mut b) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&b[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("{e}"),
-            }
-        }
-    }
-
-    /// An UPDATE from raw path attributes and IPv4 NLRI (RFC 4271 §4.3).
-    fn update(&mut self, attrs: &[u8], nlri: &[u8]) {
-        let body_len = 2 + 2 + attrs.len() + nlri.len();
-        let mut m = vec![0xff; 16];
-        m.extend_from_slice(&((19 + body_len) as u16).to_be_bytes());
-        m.push(2);
-        m.extend_from_slice(&[0, 0]);
-        m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
-        m.extend_from_slice(attrs);
-        m.extend_from_slice(nlri);
-        self.sock.write_all(&m).unwrap();
-    }
-}
+mod support;
+use support::scripted::{Scripted, speaker_config};
 
 const ORIGIN_IGP: [u8; 4] = [0x40, 1, 1, 0];
 const ORIGIN_BAD: [u8; 4] = [0x40, 1, 1, 5];
@@ -136,19 +44,7 @@ async fn malformed_updates_follow_rfc7606() {
     let addr = sp.listen_addr().unwrap();
     let mut peer = tokio::task::spawn_blocking(move || {
         let mut p = Scripted::connect(addr);
-        let open = build_open(
-            PEER_AS,
-            90,
-            "192.0.2.9".parse().unwrap(),
-            &[Capability::Multiprotocol {
-                afi: Afi::IPV4,
-                safi: Safi::UNICAST,
-            }],
-        );
-        p.send(&Message::Open(open));
-        assert!(matches!(p.recv(), Some(Message::Open(_))));
-        p.send(&Message::Keepalive);
-        assert!(matches!(p.recv(), Some(Message::Keepalive)));
+        p.establish();
         p
     })
     .await

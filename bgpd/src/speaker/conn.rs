@@ -11,7 +11,9 @@ use tokio::net::{TcpSocket, TcpStream, tcp::OwnedReadHalf};
 use tokio::sync::mpsc;
 
 use super::sockopt;
-use crate::wire::{HEADER_LEN, MAX_EXTENDED_MESSAGE_LEN};
+use crate::wire::{
+    Capability, DecodeError, HEADER_LEN, MAX_EXTENDED_MESSAGE_LEN, MAX_MESSAGE_LEN, next_frame,
+};
 
 /// Transport settings of one peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,38 +83,47 @@ pub fn apply_ttl(
     Ok(())
 }
 
+/// The largest message a connection may carry (RFC 4271 §4, RFC 8654): 4096 octets unless we
+/// offer extended messages. Fixed for the connection: a message that is too long for the
+/// negotiated context is still refused by the decoder once whole.
+pub fn max_frame_len(capabilities: &[Capability]) -> usize {
+    if capabilities.contains(&Capability::ExtendedMessage) {
+        MAX_EXTENDED_MESSAGE_LEN
+    } else {
+        MAX_MESSAGE_LEN
+    }
+}
+
 /// What the reader task reports.
 #[derive(Debug)]
 pub enum Frame {
     /// Whole messages, headers included, in order: all that one read completed (the FSM's
     /// codec decodes them one at a time, so a context change applies to the next one).
     Messages(Vec<Bytes>),
-    /// A header whose length cannot be right: the stream is unusable (RFC 4271 §6.1).
-    BadLength(u16),
+    /// A bad marker or length (RFC 4271 §6.1), with the octets of the header seen: the stream
+    /// is unusable, the session is reset at once (not at the hold timer).
+    HeaderError(DecodeError, Bytes),
     Closed(Option<io::Error>),
 }
 
-/// Reads whole messages and sends them, tagged with `conn`, until the stream ends.
+/// Reads whole messages (at most `max_len` octets each, see [`max_frame_len`]) and sends them,
+/// tagged with `conn`, until the stream ends or breaks the framing rules.
 pub async fn read_frames<T: From<(u64, Frame)>>(
     mut rd: OwnedReadHalf,
     conn: u64,
+    max_len: usize,
     tx: mpsc::Sender<T>,
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         let mut frames = Vec::new();
-        let mut bad = None;
-        while buf.len() >= HEADER_LEN {
-            let len = u16::from_be_bytes([buf[16], buf[17]]);
-            if (len as usize) < HEADER_LEN || len as usize > MAX_EXTENDED_MESSAGE_LEN {
-                bad = Some(len);
-                break;
+        let bad = loop {
+            match next_frame(&mut buf, max_len) {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => break None,
+                Err(e) => break Some(e),
             }
-            if buf.len() < len as usize {
-                break;
-            }
-            frames.push(buf.split_to(len as usize).freeze());
-        }
+        };
         // One channel message per read, not per BGP message: a full table is ~100k UPDATEs.
         if !frames.is_empty()
             && tx
@@ -122,8 +133,9 @@ pub async fn read_frames<T: From<(u64, Frame)>>(
         {
             return;
         }
-        if let Some(len) = bad {
-            let _ = tx.send(T::from((conn, Frame::BadLength(len)))).await;
+        if let Some(e) = bad {
+            let seen = buf.split_to(buf.len().min(HEADER_LEN)).freeze();
+            let _ = tx.send(T::from((conn, Frame::HeaderError(e, seen)))).await;
             return;
         }
         buf.reserve(HEADER_LEN.max(16 * 1024));

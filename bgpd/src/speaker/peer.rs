@@ -415,10 +415,11 @@ impl Runner {
                     self.drain().await;
                 }
             }
-            Frame::BadLength(len) => self.queue.push_back((
-                w,
-                Event::DecodeError(crate::wire::DecodeError::BadMessageLength(len)),
-            )),
+            Frame::HeaderError(e, seen) => {
+                warn!(peer = %self.t.name, error = %e, bytes = %hex(&seen),
+                      "broken message header: resetting the session (RFC 4271 §6.1)");
+                self.queue.push_back((w, Event::DecodeError(e)));
+            }
             Frame::Closed(e) => {
                 debug!(peer = %self.t.name, error = ?e, "connection closed");
                 self.queue.push_back((w, Event::TcpFailed));
@@ -480,7 +481,8 @@ impl Runner {
         let Some(c) = self.conn(w) else { return };
         c.close();
         let id = c.id;
-        c.reader = Some(tokio::spawn(conn::read_frames(rd, id, tx)));
+        let max_len = conn::max_frame_len(&c.session.config().capabilities);
+        c.reader = Some(tokio::spawn(conn::read_frames(rd, id, max_len, tx)));
         c.writer = Some(wr);
         c.outgoing = outgoing;
         c.addrs = addrs;

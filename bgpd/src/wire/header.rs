@@ -1,6 +1,6 @@
 //! Message header (RFC 4271 §4.1) and its checks (§6.1).
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Context, DecodeError, EncodeError, HEADER_LEN};
 
@@ -74,6 +74,30 @@ impl Header {
         }
         Ok(Some(Header { length, msg_type }))
     }
+}
+
+/// Splits the next whole message off a TCP byte stream (RFC 4271 §4.1, §6.1), checking only
+/// what framing needs, in wire order and as soon as the octets are there: the marker first
+/// (a wrong octet is Connection Not Synchronized before the rest of the header arrives), then
+/// the length (Bad Message Length unless `19..=max_len`). `Ok(None)`: more octets are needed.
+/// A framing error leaves `buf` as it was: the stream is unusable, the session must be reset.
+/// The message type and the type's own length rules are [`Header::decode`]'s, once whole.
+pub fn next_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Bytes>, DecodeError> {
+    let seen = buf.len().min(MARKER.len());
+    if buf[..seen] != MARKER[..seen] {
+        return Err(DecodeError::ConnectionNotSynchronized);
+    }
+    let Some(len) = buf.get(16..18) else {
+        return Ok(None);
+    };
+    let length = u16::from_be_bytes([len[0], len[1]]);
+    if (length as usize) < HEADER_LEN || length as usize > max_len {
+        return Err(DecodeError::BadMessageLength(length));
+    }
+    if buf.len() < length as usize {
+        return Ok(None);
+    }
+    Ok(Some(buf.split_to(length as usize).freeze()))
 }
 
 /// Writes a header with a zero length; returns its offset.

@@ -31,7 +31,7 @@ pub use capability::{
 };
 pub use community::{Community, ExtCommunity, LargeCommunity};
 pub use error::{AttrError, AttrErrorReason, DecodeError, EncodeError, ErrorAction};
-pub use header::{Header, MARKER, MessageType};
+pub use header::{Header, MARKER, MessageType, next_frame};
 pub use mp::{MpNextHop, MpReach, MpUnreach};
 pub use notification::{
     NotificationMsg, cease_subcode, error_code, header_subcode, open_subcode, update_subcode,

@@ -5,6 +5,8 @@
 // Each test binary uses part of this.
 #![allow(dead_code)]
 
+pub mod scripted;
+
 use std::time::{Duration, Instant};
 
 use ironmesh_bgpd::speaker::{Speaker, SpeakerConfig};

@@ -3,6 +3,7 @@
 
 mod builder;
 mod errors;
+mod framing;
 mod fuzz_regressions;
 mod props;
 mod rfc7606;
