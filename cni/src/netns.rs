@@ -9,6 +9,8 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
 
 /// Runs `f` on a fresh thread that first joined the network namespace `ns` (an open
 /// `/var/run/netns/<name>` or `/proc/<pid>/ns/net`).
@@ -34,4 +36,60 @@ where
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
     })
+}
+
+/// A network namespace's identity: device and inode of its nsfs file (what `ip netns
+/// identify` compares). Two paths name the same namespace exactly when these are equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetnsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NetnsId {
+    /// The identity of an open namespace file.
+    pub fn of(ns: &File) -> io::Result<NetnsId> {
+        let m = ns.metadata()?;
+        Ok(NetnsId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// The network namespace this process runs in (`/proc/self/ns/net`): the host's, as
+    /// far as the plugin is concerned.
+    pub fn own() -> io::Result<NetnsId> {
+        let m = std::fs::metadata("/proc/self/ns/net")?;
+        Ok(NetnsId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
+/// Opens `path` as a network namespace without trusting it: it must be a plain file (a
+/// namespace file or its bind mount; not a FIFO, device or directory, which opening could
+/// block on or disturb), opened non-blocking, and joinable as a network namespace
+/// (`setns(2)` on a throwaway thread). Returns the open file and its identity.
+pub fn open(path: &Path) -> io::Result<(File, NetnsId)> {
+    let not_netns = || io::Error::new(io::ErrorKind::InvalidInput, "not a network namespace");
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_netns());
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(not_netns());
+    }
+    run_in(&f, || ()).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            not_netns()
+        } else {
+            e
+        }
+    })?;
+    let id = NetnsId::of(&f)?;
+    Ok((f, id))
 }

@@ -22,6 +22,7 @@ use crate::endpoint::{self, Endpoint, host_ifname};
 use crate::error::{CniError, Code, Result};
 use crate::ipam::{Allocation, Ipam};
 use crate::netlink::{Link, Netlink, mac_string};
+use crate::netns::{self, NetnsId};
 use crate::result::{self, Attachment, CniResult, default_route, host_prefix};
 
 /// Runs one invocation: environment through `get`, `stdin` the network configuration.
@@ -54,11 +55,41 @@ pub fn run(get: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Option<
     }
 }
 
+/// Opens the container's netns (`CNI_NETNS`), refusing anything that is not a network
+/// namespace, and the plugin's own: the host's. Attaching "a pod" there would give the host
+/// the pod's address and replace its default route, and DEL would then delete that route.
 fn open_netns(path: &Path, code: Code) -> Result<File> {
-    File::open(path).map_err(|e| {
-        CniError::new(code, format!("CNI_NETNS: cannot open {}", path.display()))
-            .with_details(e.to_string())
-    })
+    let (ns, id) = netns::open(path).map_err(|e| {
+        CniError::new(
+            code,
+            format!(
+                "CNI_NETNS: cannot open {} as a network namespace",
+                path.display()
+            ),
+        )
+        .with_details(e.to_string())
+    })?;
+    if is_host(id)? {
+        return Err(host_netns_error(path));
+    }
+    Ok(ns)
+}
+
+fn is_host(id: NetnsId) -> Result<bool> {
+    let own = NetnsId::own()
+        .map_err(|e| CniError::internal("reading the plugin's own netns /proc/self/ns/net", e))?;
+    Ok(id == own)
+}
+
+fn host_netns_error(path: &Path) -> CniError {
+    CniError::new(
+        Code::InvalidEnvironment,
+        format!(
+            "CNI_NETNS: {} is the plugin's own (host) network namespace, not a container's",
+            path.display()
+        ),
+    )
+    .with_details("pass the container's network namespace (e.g. /var/run/netns/<name> or /proc/<pid>/ns/net); nothing was changed")
 }
 
 fn ipam(conf: &NetConf) -> Result<Ipam> {
@@ -163,7 +194,20 @@ fn attach(
 
 /// DEL: removes the veth pair (and with it the pod side and all routes through it), the
 /// allocation and the endpoint record. Whatever is already gone is skipped.
+///
+/// A `CNI_NETNS` that is the plugin's own (host) namespace changes nothing: ADD never
+/// attaches there, and deleting "its" veth could take host routes with it.
 pub fn del(env: &Env, conf: &NetConf) -> Result<()> {
+    if let Some(path) = env.netns.as_deref()
+        && let Ok((_, id)) = netns::open(path)
+        && is_host(id)?
+    {
+        eprintln!(
+            "ironmesh-cni: DEL: {}; left everything as it is",
+            host_netns_error(path).msg
+        );
+        return Ok(());
+    }
     release(conf, &env.container_id, &env.ifname)
 }
 

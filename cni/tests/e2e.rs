@@ -211,6 +211,19 @@ struct Runtime<'a> {
 
 impl<'a> Runtime<'a> {
     fn call(&self, command: &str, id: &str, pod: Option<&Netns>, stdin: Option<String>) -> Out {
+        self.call_in(command, id, pod.map(Netns::path), "", stdin)
+    }
+
+    /// [`Runtime::call`] with `CNI_NETNS` exactly as given and `extra_args` appended to
+    /// `CNI_ARGS`.
+    fn call_in(
+        &self,
+        command: &str,
+        id: &str,
+        netns: Option<String>,
+        extra_args: &str,
+        stdin: Option<String>,
+    ) -> Out {
         let mut vars = vec![
             ("CNI_COMMAND", command.to_string()),
             ("CNI_CONTAINERID", id.to_string()),
@@ -218,11 +231,11 @@ impl<'a> Runtime<'a> {
             ("CNI_PATH", "/opt/cni/bin".to_string()),
             (
                 "CNI_ARGS",
-                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}{extra_args}"),
             ),
         ];
-        if let Some(p) = pod {
-            vars.push(("CNI_NETNS", p.path()));
+        if let Some(p) = netns {
+            vars.push(("CNI_NETNS", p));
         }
         Call {
             node: Some(self.node),
@@ -562,4 +575,108 @@ fn failed_add_gives_back_its_address_and_gc_frees_stale_attachments() {
     assert!(node.exec("ip", &["link", "show", lost_if]).is_err());
     assert!(!data.path().join("mesh/endpoints/lost-eth0.json").exists());
     assert!(wait_ping(&node, &kept[0]), "the kept pod still works");
+}
+
+/// The allocation files, none when the IPAM dir was never made.
+fn allocations(data: &Path) -> Vec<String> {
+    if data.join("mesh/ipam").exists() {
+        allocation_files(data)
+    } else {
+        Vec::new()
+    }
+}
+
+#[test]
+fn cni_refuses_host_netns_and_leaves_host_routes_alone() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    sweep_stale();
+    let data = tempfile::tempdir().unwrap();
+    let node = Netns::node();
+    // The node's uplink and default routes: what ADD used to replace and DEL to delete.
+    node.ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up1"]);
+    node.ip(&["link", "set", "up1", "up"]);
+    node.ip(&["link", "set", "up0", "up"]);
+    node.ip(&["addr", "add", "192.0.2.10/24", "dev", "up0"]);
+    node.ip(&["route", "add", "default", "via", "192.0.2.1"]);
+    node.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8::10/64",
+        "dev",
+        "up0",
+        "nodad",
+    ]);
+    node.ip(&["-6", "route", "add", "default", "via", "2001:db8::1"]);
+    // A live pod, to show a DEL naming the host netns does not touch it either.
+    let pod = Netns::new("live");
+    let rt = Runtime {
+        node: &node,
+        conf: conf("1.1.0", data.path()),
+    };
+    let live = rt.call("ADD", "live", Some(&pod), None);
+    assert!(live.ok, "{:?} {}", live.json, live.stderr);
+    let snapshot = || {
+        [
+            node.ip(&["route", "show"]),
+            node.ip(&["-6", "route", "show"]),
+            node.ip(&["-o", "link", "show"]),
+            node.ip(&["-o", "addr", "show"]),
+        ]
+    };
+    let before = snapshot();
+    let held = allocations(data.path());
+
+    // The node's namespace by its path, and by the plugin's own /proc/self/ns/net.
+    for netns in [node.path(), "/proc/self/ns/net".to_string()] {
+        let out = rt.call_in("ADD", "hostpod", Some(netns.clone()), "", None);
+        assert_error(&out, 4, "CNI_NETNS");
+        assert!(
+            out.json["msg"].as_str().unwrap().contains("host"),
+            "{:?}",
+            out.json
+        );
+        assert_eq!(snapshot(), before, "ADD in the host netns changed the host");
+        assert_eq!(allocations(data.path()), held);
+        assert!(
+            !data
+                .path()
+                .join("mesh/endpoints/hostpod-eth0.json")
+                .exists()
+        );
+
+        // DEL with the host netns, for the refused attachment and for the live pod.
+        for id in ["hostpod", "live"] {
+            let d = rt.call_in("DEL", id, Some(netns.clone()), "", None);
+            assert!(
+                d.ok,
+                "DEL {id} in the host netns: {:?} {}",
+                d.json, d.stderr
+            );
+            assert_eq!(
+                snapshot(),
+                before,
+                "DEL {id} in the host netns changed the host"
+            );
+        }
+        assert_eq!(allocations(data.path()), held);
+        assert!(data.path().join("mesh/endpoints/live-eth0.json").exists());
+    }
+    assert!(wait_ping(&node, "10.244.1.2"), "the live pod still works");
+
+    // Paths that are no network namespace at all: a file, a directory, a FIFO (which a
+    // plain open would block on).
+    let file = data.path().join("plain");
+    std::fs::write(&file, "x").unwrap();
+    let fifo = data.path().join("fifo");
+    sh("mkfifo", &[fifo.to_str().unwrap()]).unwrap();
+    for bad in [&file, &data.path().to_path_buf(), &fifo] {
+        let out = rt.call_in("ADD", "bogus", Some(bad.display().to_string()), "", None);
+        assert_error(&out, 4, "CNI_NETNS");
+        assert_eq!(snapshot(), before);
+    }
+    assert_eq!(allocations(data.path()), held);
 }
