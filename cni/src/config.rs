@@ -227,11 +227,27 @@ impl Dns {
     }
 }
 
-/// `runtimeConfig` (capability arguments); we use `labels` (`{"app": "web"}`).
+/// `runtimeConfig` (capability arguments); we use `labels` (`{"app": "web"}`) and `ips`
+/// (the `ips` capability: static addresses, `["10.244.1.5/24"]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct RuntimeConfig {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ips: Vec<String>,
+}
+
+/// `args` (CNI conventions: `{"cni": {"ips": ["10.244.1.5"]}}`); other keys are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Args {
+    #[serde(default)]
+    pub cni: ArgsCni,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ArgsCni {
+    #[serde(default)]
+    pub ips: Vec<String>,
 }
 
 /// The network configuration on stdin (after the runtime flattened the list entry).
@@ -252,6 +268,8 @@ pub struct NetConf {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub runtime_config: RuntimeConfig,
+    #[serde(default)]
+    pub args: Args,
     /// GC (1.1.0): the attachments the runtime still knows; everything else is ours to free.
     #[serde(rename = "cni.dev/valid-attachments", default)]
     pub valid_attachments: Option<Vec<ValidAttachment>>,
@@ -389,6 +407,83 @@ impl NetConf {
             .collect()
     }
 
+    /// The `ipam.*` field a pool came from (for messages).
+    fn pool_field(pool: &IpNet) -> &'static str {
+        if pool.addr().is_ipv4() {
+            "ipam.podCIDR"
+        } else {
+            "ipam.podCIDRv6"
+        }
+    }
+
+    /// The static addresses the runtime asked for (`runtimeConfig.ips`, `args.cni.ips`,
+    /// `CNI_ARGS` `IP=`), each checked to be a pod address of this node's PodCIDRs: not
+    /// outside them, not their network, gateway or broadcast address, at most one per
+    /// PodCIDR. Empty: allocate as usual.
+    pub fn requested_ips(&self, env: &Env) -> Result<Vec<IpAddr>> {
+        let mut wanted: Vec<(String, Code, &str)> = Vec::new();
+        for (i, s) in self.runtime_config.ips.iter().enumerate() {
+            wanted.push((
+                format!("runtimeConfig.ips[{i}]"),
+                Code::InvalidNetworkConfig,
+                s,
+            ));
+        }
+        for (i, s) in self.args.cni.ips.iter().enumerate() {
+            wanted.push((format!("args.cni.ips[{i}]"), Code::InvalidNetworkConfig, s));
+        }
+        if let Some(list) = env.args.other.get("IP") {
+            for s in list.split(',') {
+                wanted.push(("CNI_ARGS IP".into(), Code::InvalidEnvironment, s));
+            }
+        }
+        let pools = self.pod_cidrs();
+        let mut out: Vec<IpAddr> = Vec::new();
+        for (field, code, s) in wanted {
+            let text = s.trim();
+            let ip = text
+                .parse::<IpAddr>()
+                .or_else(|_| text.parse::<IpNet>().map(|n| n.addr()))
+                .map_err(|_| CniError::new(code, format!("{field}: {s:?} is not an IP address")))?;
+            let Some(pool) = pools.iter().find(|p| p.contains(&ip)) else {
+                let have: Vec<String> = pools
+                    .iter()
+                    .map(|p| format!("{} {p}", NetConf::pool_field(p)))
+                    .collect();
+                return Err(CniError::new(
+                    code,
+                    format!(
+                        "{field}: {ip} is outside this node's PodCIDR ({}); request an address inside it, or none",
+                        have.join(", ")
+                    ),
+                ));
+            };
+            if !crate::ipam::is_pod_address(*pool, ip) {
+                return Err(CniError::new(
+                    code,
+                    format!(
+                        "{field}: {ip} is the network, gateway or broadcast address of {} {pool}, not a pod address",
+                        NetConf::pool_field(pool)
+                    ),
+                ));
+            }
+            if out.contains(&ip) {
+                continue;
+            }
+            if let Some(other) = out.iter().find(|o| pool.contains(*o)) {
+                return Err(CniError::new(
+                    code,
+                    format!(
+                        "{field}: {ip} and {other} are both requested from {} {pool}; an attachment gets one address per PodCIDR",
+                        NetConf::pool_field(pool)
+                    ),
+                ));
+            }
+            out.push(ip);
+        }
+        Ok(out)
+    }
+
     /// `<dataDir>/<network name>`.
     pub fn network_dir(&self) -> PathBuf {
         self.data_dir
@@ -519,6 +614,80 @@ mod tests {
         assert_eq!(
             env(&[("CNI_COMMAND", "VERSION")]).unwrap().command,
             Command::Version
+        );
+    }
+
+    fn add_env(args: &str) -> Env {
+        env(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/var/run/netns/x"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+            ("CNI_ARGS", args),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn requested_addresses_must_be_pod_addresses_of_the_pod_cidrs() {
+        let with_ips = |ips: &str| {
+            conf(&GOOD.replace(
+                r#""runtimeConfig":{"labels":{"app":"web"}}"#,
+                &format!(r#""runtimeConfig":{{"ips":{ips}}}"#),
+            ))
+            .unwrap()
+        };
+        let none = add_env("");
+        assert_eq!(
+            conf(GOOD).unwrap().requested_ips(&none).unwrap(),
+            Vec::<IpAddr>::new()
+        );
+        let ok = with_ips(r#"["10.244.1.9/24","fd00:244:1::9"]"#);
+        assert_eq!(
+            ok.requested_ips(&none).unwrap(),
+            vec![
+                "10.244.1.9".parse::<IpAddr>().unwrap(),
+                "fd00:244:1::9".parse().unwrap()
+            ]
+        );
+        for (ips, says) in [
+            (
+                r#"["10.9.9.9"]"#,
+                "outside this node's PodCIDR (ipam.podCIDR 10.244.1.0/24",
+            ),
+            (r#"["10.244.1.1"]"#, "gateway"),
+            (r#"["10.244.1.0"]"#, "network"),
+            (r#"["10.244.1.255"]"#, "broadcast"),
+            (r#"["fd00:244:2::1"]"#, "ipam.podCIDRv6 fd00:244:1::/64"),
+            (r#"["10.244.1.2","10.244.1.3"]"#, "one address per PodCIDR"),
+            (r#"["x"]"#, "not an IP address"),
+        ] {
+            let e = with_ips(ips).requested_ips(&none).unwrap_err();
+            assert_eq!(e.code, Code::InvalidNetworkConfig, "{ips}");
+            assert!(e.msg.starts_with("runtimeConfig.ips["), "{e}");
+            assert!(e.msg.contains(says), "{e} should say {says}");
+        }
+        // CNI_ARGS IP= (host-local's convention): environment errors.
+        let c = conf(GOOD).unwrap();
+        assert_eq!(
+            c.requested_ips(&add_env("IgnoreUnknown=1;IP=10.244.1.40"))
+                .unwrap(),
+            vec!["10.244.1.40".parse::<IpAddr>().unwrap()]
+        );
+        let e = c.requested_ips(&add_env("IP=192.168.1.1")).unwrap_err();
+        assert_eq!(e.code, Code::InvalidEnvironment);
+        assert!(e.msg.starts_with("CNI_ARGS IP:"), "{e}");
+        // args.cni.ips (conventions' "args").
+        let a = conf(&GOOD.replace(
+            r#""runtimeConfig""#,
+            r#""args":{"cni":{"ips":["10.245.0.2"]}},"runtimeConfig""#,
+        ))
+        .unwrap();
+        let e = a.requested_ips(&none).unwrap_err();
+        assert!(
+            e.msg.starts_with("args.cni.ips[0]: 10.245.0.2 is outside"),
+            "{e}"
         );
     }
 }

@@ -53,6 +53,13 @@ fn host_range(pool: IpNet) -> (u128, u128) {
     }
 }
 
+/// Whether `ip` is a pod address of `pool`: inside it and not its network, gateway or
+/// (IPv4) broadcast address. Nothing else is ever handed out or taken back as held.
+pub fn is_pod_address(pool: IpNet, ip: IpAddr) -> bool {
+    let (first, last) = host_range(pool);
+    pool.contains(&ip) && (first..=last).contains(&to_u128(ip))
+}
+
 fn to_u128(ip: IpAddr) -> u128 {
     match ip {
         IpAddr::V4(v4) => u32::from(v4) as u128,
@@ -154,26 +161,57 @@ impl Ipam {
         container_id: &str,
         ifname: &str,
     ) -> Result<(Vec<Allocation>, bool)> {
+        self.allocate_with(pools, &[], container_id, ifname)
+    }
+
+    /// [`Ipam::allocate`], taking the `requested` address of a pool (static addresses the
+    /// runtime asked for, already checked to be pod addresses) instead of the next free one.
+    /// An address held already is only ever one of a pool's pod addresses: one left over
+    /// from another PodCIDR (the node's changed) is not handed out again.
+    pub fn allocate_with(
+        &self,
+        pools: &[IpNet],
+        requested: &[IpAddr],
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(Vec<Allocation>, bool)> {
         let _lock = self.lock()?;
         let held = self.lookup(container_id, ifname)?;
         let mut out = Vec::new();
         let mut fresh = Vec::new();
         for (i, pool) in pools.iter().enumerate() {
             let pool = pool.trunc();
-            let address = match held.iter().find(|a| pool.contains(*a)) {
-                Some(a) => *a,
-                None => match self.take(i, pool, container_id, ifname) {
-                    Ok(a) => {
+            let held_here = held.iter().copied().find(|a| is_pod_address(pool, *a));
+            let wanted = requested.iter().copied().find(|a| pool.contains(a));
+            let got = match (wanted, held_here) {
+                (Some(w), _) if !is_pod_address(pool, w) => Err(CniError::new(
+                    Code::InvalidNetworkConfig,
+                    format!("ipam: requested address {w} is not a pod address of {pool}"),
+                )),
+                (Some(w), Some(h)) if w != h => Err(CniError::new(
+                    Code::InvalidNetworkConfig,
+                    format!(
+                        "ipam: requested address {w}, but container {container_id} interface {ifname} already holds {h} of {pool}"
+                    ),
+                )
+                .with_details("DEL the attachment first to change its address")),
+                (_, Some(h)) => Ok((h, false)),
+                (Some(w), None) => self.take_exact(w, container_id, ifname).map(|a| (a, true)),
+                (None, None) => self.take(i, pool, container_id, ifname).map(|a| (a, true)),
+            };
+            let address = match got {
+                Ok((a, new)) => {
+                    if new {
                         fresh.push(a);
-                        a
                     }
-                    Err(e) => {
-                        for a in fresh {
-                            let _ = std::fs::remove_file(self.dir.join(a.to_string()));
-                        }
-                        return Err(e);
+                    a
+                }
+                Err(e) => {
+                    for a in fresh {
+                        let _ = std::fs::remove_file(self.dir.join(a.to_string()));
                     }
-                },
+                    return Err(e);
+                }
             };
             out.push(Allocation {
                 pool,
@@ -182,6 +220,33 @@ impl Ipam {
             });
         }
         Ok((out, !fresh.is_empty()))
+    }
+
+    /// Takes exactly `address` (a static request), if no one holds it.
+    fn take_exact(&self, address: IpAddr, container_id: &str, ifname: &str) -> Result<IpAddr> {
+        let path = self.dir.join(address.to_string());
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                f.write_all(format!("{container_id}\n{ifname}\n").as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| CniError::io(format!("writing {}", path.display()), e))?;
+                Ok(address)
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                let mut lines = owner.lines();
+                Err(CniError::new(
+                    Code::TryAgainLater,
+                    format!(
+                        "ipam: requested address {address} is allocated to container {} interface {}",
+                        lines.next().unwrap_or("?"),
+                        lines.next().unwrap_or("?")
+                    ),
+                )
+                .with_details("request a free address, or retry after that attachment's DEL"))
+            }
+            Err(e) => Err(CniError::io(format!("creating {}", path.display()), e)),
+        }
     }
 
     /// Takes the next free address of `pool` (the `index`th pool of the config).
@@ -355,5 +420,52 @@ mod tests {
         ipam.release("c3", "eth0").unwrap();
         let (a, _) = ipam.allocate(&[small], "late", "eth0").unwrap();
         assert_eq!(a[0].address, "10.0.0.5".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn only_pod_addresses_of_the_pool_are_handed_out_or_taken_as_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::open(dir.path()).unwrap();
+        let pool: IpNet = "10.0.0.0/29".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(!is_pod_address(pool, ip("10.0.0.0")));
+        assert!(!is_pod_address(pool, ip("10.0.0.1")));
+        assert!(is_pod_address(pool, ip("10.0.0.2")));
+        assert!(is_pod_address(pool, ip("10.0.0.6")));
+        assert!(!is_pod_address(pool, ip("10.0.0.7")));
+        assert!(!is_pod_address(pool, ip("10.0.0.9")));
+        // Left over from another PodCIDR, or the gateway on file: not "held" in this pool.
+        for stale in ["10.9.0.5", "10.0.0.1"] {
+            std::fs::write(dir.path().join(stale), "c1\neth0\n").unwrap();
+        }
+        let (a, fresh) = ipam.allocate(&[pool], "c1", "eth0").unwrap();
+        assert!(fresh);
+        assert_eq!(a[0].address, ip("10.0.0.2"));
+        // A static request takes exactly that address; held ones stay held.
+        let (b, _) = ipam
+            .allocate_with(&[pool], &[ip("10.0.0.5")], "c2", "eth0")
+            .unwrap();
+        assert_eq!(b[0].address, ip("10.0.0.5"));
+        let (b2, fresh) = ipam
+            .allocate_with(&[pool], &[ip("10.0.0.5")], "c2", "eth0")
+            .unwrap();
+        assert_eq!((b2, fresh), (b, false));
+        let e = ipam
+            .allocate_with(&[pool], &[ip("10.0.0.6")], "c2", "eth0")
+            .unwrap_err();
+        assert!(e.msg.contains("already holds 10.0.0.5"), "{e}");
+        let e = ipam
+            .allocate_with(&[pool], &[ip("10.0.0.5")], "c3", "eth0")
+            .unwrap_err();
+        assert_eq!(e.code, Code::TryAgainLater);
+        assert!(
+            e.msg.contains("allocated to container c2 interface eth0"),
+            "{e}"
+        );
+        let e = ipam
+            .allocate_with(&[pool], &[ip("10.0.0.7")], "c3", "eth0")
+            .unwrap_err();
+        assert!(e.msg.contains("not a pod address"), "{e}");
+        assert_eq!(ipam.lookup("c3", "eth0").unwrap(), Vec::<IpAddr>::new());
     }
 }

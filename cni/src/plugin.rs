@@ -102,10 +102,33 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult> {
         .netns
         .as_deref()
         .expect("Env requires CNI_NETNS for ADD");
+    // Everything from the runtime is checked before anything is taken or changed.
+    let requested = conf.requested_ips(env)?;
     let ns = open_netns(netns, Code::InvalidEnvironment)?;
+    let pools = conf.pod_cidrs();
     let ipam = ipam(conf)?;
-    let (allocations, fresh) = ipam.allocate(&conf.pod_cidrs(), &env.container_id, &env.ifname)?;
-    let host = Netlink::new()?;
+    let (allocations, fresh) =
+        ipam.allocate_with(&pools, &requested, &env.container_id, &env.ifname)?;
+    let give_back = |e: CniError| {
+        if fresh {
+            let _ = ipam.release(&env.container_id, &env.ifname);
+        }
+        e
+    };
+    // Never hand out an address outside the node's PodCIDRs (nor its gateway/broadcast).
+    if let Some(bad) = allocations
+        .iter()
+        .find(|a| !pools.contains(&a.pool) || !crate::ipam::is_pod_address(a.pool, a.address))
+    {
+        return Err(give_back(CniError::new(
+            Code::Internal,
+            format!(
+                "ipam: refusing {} (not a pod address of the configured PodCIDRs {pools:?})",
+                bad.address
+            ),
+        )));
+    }
+    let host = Netlink::new().map_err(give_back)?;
     let attached = attach(env, conf, &host, &ns, &allocations).and_then(|a| {
         let ep = Endpoint {
             container_id: env.container_id.clone(),
@@ -128,10 +151,7 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult> {
             if let Ok(Some(l)) = host.link(&host_ifname(&env.container_id, &env.ifname)) {
                 let _ = host.del_link(l.index);
             }
-            if fresh {
-                let _ = ipam.release(&env.container_id, &env.ifname);
-            }
-            Err(e)
+            Err(give_back(e))
         }
     }
 }
@@ -268,7 +288,11 @@ pub fn check(env: &Env, conf: &NetConf) -> Result<()> {
     let pod_routes = pod.routes()?;
     let host_routes = host.routes()?;
     for pool in conf.pod_cidrs() {
-        let Some(ip) = held.iter().copied().find(|a| pool.contains(a)) else {
+        let Some(ip) = held
+            .iter()
+            .copied()
+            .find(|a| crate::ipam::is_pod_address(pool, *a))
+        else {
             return Err(check_failed(format!("ipam: no address from {pool}")));
         };
         let gw = crate::ipam::gateway(pool);

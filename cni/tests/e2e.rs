@@ -586,6 +586,15 @@ fn allocations(data: &Path) -> Vec<String> {
     }
 }
 
+/// `conf` with `patch`'s top-level keys set.
+fn conf_with(data: &Path, patch: Value) -> String {
+    let mut c: Value = serde_json::from_str(&conf("1.1.0", data)).unwrap();
+    for (k, v) in patch.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c.to_string()
+}
+
 #[test]
 fn cni_refuses_host_netns_and_leaves_host_routes_alone() {
     if !is_root() {
@@ -679,4 +688,79 @@ fn cni_refuses_host_netns_and_leaves_host_routes_alone() {
         assert_eq!(snapshot(), before);
     }
     assert_eq!(allocations(data.path()), held);
+}
+
+#[test]
+fn cni_refuses_pod_addresses_outside_the_pod_cidr() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    sweep_stale();
+    let data = tempfile::tempdir().unwrap();
+    let node = Netns::node();
+    let pod = Netns::new("static");
+    let rt = Runtime {
+        node: &node,
+        conf: conf("1.1.0", data.path()),
+    };
+    let with = |patch: Value| Some(conf_with(data.path(), patch));
+    // Outside the PodCIDRs, or not a pod address of them: refused, naming the field.
+    for (ips, why) in [
+        (json!(["10.9.9.9/24"]), "10.244.1.0/24"),
+        (json!(["10.244.2.5"]), "outside"),
+        (json!(["10.244.1.1"]), "gateway"),
+        (json!(["10.244.1.255/24"]), "broadcast"),
+        (json!(["10.244.1.0"]), "network"),
+        (json!(["fd00:245::5"]), "fd00:244:1::/64"),
+        (
+            json!(["10.244.1.5", "10.244.1.6"]),
+            "one address per PodCIDR",
+        ),
+        (json!(["banana"]), "not an IP address"),
+    ] {
+        let out = rt.call_in(
+            "ADD",
+            "static",
+            Some(pod.path()),
+            "",
+            with(json!({"runtimeConfig": {"ips": ips}})),
+        );
+        assert_error(&out, 7, "runtimeConfig.ips[");
+        let msg = out.json["msg"].as_str().unwrap();
+        assert!(msg.contains(why), "{msg:?} should say {why:?}");
+    }
+    let out = rt.call_in(
+        "ADD",
+        "static",
+        Some(pod.path()),
+        "",
+        with(json!({"args": {"cni": {"ips": ["192.168.0.9"]}}})),
+    );
+    assert_error(&out, 7, "args.cni.ips[0]");
+    let out = rt.call_in("ADD", "static", Some(pod.path()), ";IP=10.244.7.7", None);
+    assert_error(&out, 4, "CNI_ARGS IP");
+    assert!(allocations(data.path()).is_empty());
+    assert!(pod.exec("ip", &["link", "show", "eth0"]).is_err());
+
+    // Inside: that address, on the pod, reachable.
+    let ok = rt.call_in(
+        "ADD",
+        "static",
+        Some(pod.path()),
+        "",
+        with(json!({"runtimeConfig": {"ips": ["10.244.1.77/24"]}})),
+    );
+    assert!(ok.ok, "{:?} {}", ok.json, ok.stderr);
+    assert_eq!(ok.json["ips"][0]["address"], "10.244.1.77/32");
+    assert!(pod.ip(&["addr", "show", "eth0"]).contains("10.244.1.77/32"));
+    assert!(wait_ping(&node, "10.244.1.77"), "node -> static pod");
+    // The same address for another pod: refused, naming who has it.
+    let other = Netns::new("other");
+    let out = rt.call_in("ADD", "other", Some(other.path()), ";IP=10.244.1.77", None);
+    assert_error(&out, 11, "10.244.1.77");
+    assert!(out.json["msg"].as_str().unwrap().contains("static"));
+    let mut files = allocations(data.path());
+    files.retain(|f| f.starts_with("10."));
+    assert_eq!(files, ["10.244.1.77"]);
 }
