@@ -34,6 +34,9 @@ pub struct Bgp {
     pub policies: Vec<BgpPolicy>,
     /// `[bgp.bmp]`: BMP (RFC 7854) monitoring stations to export to.
     pub bmp_collectors: Vec<SocketAddr>,
+    /// Opt-in for announcing the default route, unspecified, loopback, multicast, link-local
+    /// or broadcast prefixes (bgpd refuses them otherwise, from config and API alike).
+    pub allow_special_prefixes: bool,
 }
 
 /// `[[bgp.pools]]`: a LoadBalancer VIP pool. With `aggregate`, its VIPs are announced as the
@@ -305,6 +308,7 @@ pub(crate) fn validate(raw: RawBgp, errs: &mut Errors) -> Option<Bgp> {
         pools: pools?,
         policies: policies?,
         bmp_collectors: bmp_collectors?,
+        allow_special_prefixes: raw.allow_special_prefixes,
     })
 }
 

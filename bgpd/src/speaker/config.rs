@@ -29,6 +29,9 @@ pub enum ConfigError {
         name: String,
         reason: String,
     },
+    /// A field's value bgpd refuses; `path` as in the config file (`bgp.adverts[2].prefix`).
+    #[error("{path}: {reason}")]
+    Field { path: String, reason: String },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -63,12 +66,39 @@ pub struct SpeakerConfig {
     /// VIP pools, and the pool of each configured advert that names one.
     pub pools: Vec<configs::Pool>,
     pub advert_pool: std::collections::BTreeMap<IpNet, String>,
+    /// `bgp.allow_special_prefixes`: announce what [`special_prefix`] names, from config and
+    /// API alike.
+    pub allow_special_prefixes: bool,
 }
 
 impl SpeakerConfig {
     pub fn from_config(c: &configs::Config) -> Result<SpeakerConfig, ConfigError> {
         let bgp = c.bgp.as_ref().ok_or(ConfigError::NoBgp)?;
         let local_asn = bgp.local_asn.0;
+        if let Some(what) = not_unicast(IpAddr::V4(bgp.router_id)) {
+            return Err(ConfigError::Field {
+                path: "bgp.router_id".into(),
+                reason: format!(
+                    "{} is {what}; a BGP identifier must be a unicast IPv4 address of this node (RFC 6286), e.g. its loopback or uplink address",
+                    bgp.router_id
+                ),
+            });
+        }
+        if !bgp.allow_special_prefixes {
+            let adverts = bgp.adverts.iter().map(|a| a.prefix).enumerate();
+            let pools = bgp.pools.iter().enumerate();
+            // An aggregated pool announces its own prefix.
+            let aggregates = pools
+                .filter(|(_, p)| p.aggregate)
+                .map(|(i, p)| (i, p.prefix));
+            let found = adverts
+                .map(|(i, p)| (format!("bgp.adverts[{i}].prefix"), p))
+                .chain(aggregates.map(|(i, p)| (format!("bgp.pools[{i}].prefix"), p)))
+                .find_map(|(path, p)| special_prefix_refusal(&p).map(|reason| (path, reason)));
+            if let Some((path, reason)) = found {
+                return Err(ConfigError::Field { path, reason });
+            }
+        }
         let mut peers = Vec::new();
         for (index, p) in bgp.peers.iter().enumerate() {
             let err = |reason: String| ConfigError::Peer {
@@ -77,7 +107,18 @@ impl SpeakerConfig {
                 reason,
             };
             let (address, interface) = match &p.target {
-                PeerTarget::Address(a) => (*a, None),
+                PeerTarget::Address(a) => {
+                    if let Some(what) = not_unicast(*a) {
+                        return Err(ConfigError::Field {
+                            path: format!("bgp.peers[{index}].address"),
+                            reason: format!(
+                                "{a} (peer {:?}) is {what}; a BGP peer is one unicast host reached over TCP (RFC 4271): give the peer's own address",
+                                p.name
+                            ),
+                        });
+                    }
+                    (*a, None)
+                }
                 PeerTarget::Interface(i) => {
                     if p.md5_password.is_some() {
                         return Err(err(format!(
@@ -241,8 +282,58 @@ impl SpeakerConfig {
                 .iter()
                 .filter_map(|a| a.pool.clone().map(|p| (a.prefix, p)))
                 .collect(),
+            allow_special_prefixes: bgp.allow_special_prefixes,
         })
     }
+}
+
+/// Why `a` cannot be a peer's address or a BGP identifier: the unspecified address, the IPv4
+/// broadcast address or a multicast address (none names one host).
+pub fn not_unicast(a: IpAddr) -> Option<&'static str> {
+    match a {
+        IpAddr::V4(v) if v.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V4(v) if v.is_broadcast() => Some("the broadcast address"),
+        IpAddr::V4(v) if v.is_multicast() => Some("a multicast address (224.0.0.0/4)"),
+        IpAddr::V6(v) if v.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V6(v) if v.is_multicast() => Some("a multicast address (ff00::/8)"),
+        _ => None,
+    }
+}
+
+/// What makes `p` a prefix no one should announce by mistake: the default route, or a prefix
+/// inside the unspecified ("this network", RFC 1122), loopback, link-local, multicast or
+/// broadcast ranges. `None` for an ordinary prefix.
+pub fn special_prefix(p: &IpNet) -> Option<&'static str> {
+    const RANGES: [(&str, &str); 9] = [
+        (
+            "0.0.0.0/8",
+            "unspecified (inside 0.0.0.0/8, \"this network\")",
+        ),
+        ("127.0.0.0/8", "loopback (inside 127.0.0.0/8)"),
+        ("169.254.0.0/16", "link-local (inside 169.254.0.0/16)"),
+        ("224.0.0.0/4", "multicast (inside 224.0.0.0/4)"),
+        ("255.255.255.255/32", "the broadcast address"),
+        ("::/128", "the unspecified address"),
+        ("::1/128", "loopback (::1/128)"),
+        ("fe80::/10", "link-local (inside fe80::/10)"),
+        ("ff00::/8", "multicast (inside ff00::/8)"),
+    ];
+    if p.prefix_len() == 0 {
+        return Some("the default route");
+    }
+    RANGES.iter().find_map(|(range, what)| {
+        let range: IpNet = range.parse().expect("a valid range");
+        range.contains(p).then_some(*what)
+    })
+}
+
+/// The refusal of a [`special_prefix`], naming it and the opt-in; `None` for an ordinary one.
+pub fn special_prefix_refusal(p: &IpNet) -> Option<String> {
+    special_prefix(p).map(|what| {
+        format!(
+            "{p} is {what}: bgpd does not announce default-route, unspecified, loopback, link-local, multicast or broadcast prefixes unless bgpd's config sets bgp.allow_special_prefixes = true"
+        )
+    })
 }
 
 /// Parses "65000:100" or a well-known name (RFC 1997, 8326) as the API and CLI accept them.
@@ -299,4 +390,132 @@ pub fn parse_prefix(s: &str) -> Result<IpNet, String> {
         ));
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(bgp_extra: &str, rest: &str) -> Result<SpeakerConfig, ConfigError> {
+        let toml = format!(
+            "[node]\nname = \"n\"\ncluster = \"c\"\n[bgp]\nlocal_asn = 65001\nrouter_id = \"192.0.2.1\"\n{bgp_extra}\n{rest}"
+        );
+        let c = configs::Config::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        SpeakerConfig::from_config(&c)
+    }
+
+    fn advert(prefix: &str) -> String {
+        format!("[[bgp.adverts]]\nprefix = \"{prefix}\"\n")
+    }
+
+    fn peer(address: &str) -> String {
+        format!("[[bgp.peers]]\nname = \"tor\"\naddress = \"{address}\"\npeer_asn = 65000\n")
+    }
+
+    const SPECIAL: [&str; 12] = [
+        "0.0.0.0/0",
+        "::/0",
+        "0.0.0.0/32",
+        "::/128",
+        "127.0.0.0/8",
+        "127.0.0.1/32",
+        "::1/128",
+        "224.0.0.0/4",
+        "239.1.2.0/24",
+        "ff00::/8",
+        "169.254.0.0/16",
+        "fe80::/10",
+    ];
+
+    #[test]
+    fn special_prefixes_are_named_and_ordinary_ones_are_not() {
+        for p in SPECIAL {
+            assert!(special_prefix(&p.parse().unwrap()).is_some(), "{p}");
+        }
+        for p in [
+            "10.0.0.0/8",
+            "203.0.113.10/32",
+            "2001:db8::/32",
+            "128.0.0.0/1",
+            "::2/128",
+            "fec0::/10",
+        ] {
+            assert_eq!(special_prefix(&p.parse().unwrap()), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn a_special_advert_in_config_is_refused_with_its_field_path_and_the_opt_in() {
+        for p in SPECIAL {
+            let e = from_toml("", &advert(p)).unwrap_err().to_string();
+            assert!(e.starts_with("bgp.adverts[0].prefix: "), "{e}");
+            assert!(e.contains(p), "{e}");
+            assert!(e.contains("bgp.allow_special_prefixes = true"), "{e}");
+        }
+        let e = from_toml("", &advert("127.0.0.1/32"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loopback"), "{e}");
+        let e = from_toml("", &advert("0.0.0.0/0")).unwrap_err().to_string();
+        assert!(e.contains("the default route"), "{e}");
+    }
+
+    #[test]
+    fn a_special_advert_in_config_is_accepted_with_allow_special_prefixes() {
+        for p in SPECIAL {
+            let c = from_toml("allow_special_prefixes = true", &advert(p)).unwrap();
+            assert_eq!(c.adverts[0].prefix.to_string(), p);
+            assert!(c.allow_special_prefixes);
+        }
+    }
+
+    #[test]
+    fn an_aggregated_pool_with_a_special_prefix_is_refused() {
+        let pool = "[[bgp.pools]]\nname = \"p\"\nprefix = \"169.254.0.0/16\"\naggregate = true\n";
+        let e = from_toml("", pool).unwrap_err().to_string();
+        assert!(
+            e.starts_with("bgp.pools[0].prefix: 169.254.0.0/16 is link-local"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_peer_address_that_is_not_one_unicast_host_is_refused_with_its_field_path() {
+        for (a, what) in [
+            ("0.0.0.0", "the unspecified address"),
+            ("::", "the unspecified address"),
+            ("255.255.255.255", "the broadcast address"),
+            ("224.0.0.5", "a multicast address"),
+            ("ff02::5", "a multicast address"),
+        ] {
+            let e = from_toml("", &peer(a)).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "bgp.peers[0].address: {a} (peer \"tor\") is {what}"
+                )),
+                "{e}"
+            );
+            assert!(e.contains("give the peer's own address"), "{e}");
+        }
+        assert!(from_toml("", &peer("192.0.2.254")).is_ok());
+    }
+
+    #[test]
+    fn a_router_id_that_is_multicast_or_broadcast_is_refused_with_its_field_path() {
+        for (id, what) in [
+            ("255.255.255.255", "the broadcast address"),
+            ("224.0.0.1", "a multicast address"),
+        ] {
+            let toml = format!(
+                "[node]\nname = \"n\"\ncluster = \"c\"\n[bgp]\nlocal_asn = 65001\nrouter_id = \"{id}\"\n"
+            );
+            let c = configs::Config::from_toml(&toml).unwrap();
+            let e = SpeakerConfig::from_config(&c).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("bgp.router_id: {id} is {what}")),
+                "{e}"
+            );
+            assert!(e.contains("unicast IPv4 address"), "{e}");
+        }
+    }
 }

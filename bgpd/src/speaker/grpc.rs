@@ -344,3 +344,84 @@ impl pb::bgp_server::Bgp for BgpApi {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::speaker::{Speaker, SpeakerConfig};
+    use pb::bgp_server::Bgp;
+
+    async fn speaker(bgp_extra: &str) -> Speaker {
+        let toml = format!(
+            "[node]\nname = \"n\"\ncluster = \"c\"\n[bgp]\nlocal_asn = 65001\nrouter_id = \"192.0.2.1\"\nlisten_port = 0\n{bgp_extra}\n"
+        );
+        let c = configs::Config::from_toml(&toml).unwrap();
+        let mut cfg = SpeakerConfig::from_config(&c).unwrap();
+        cfg.state_dir = None;
+        Speaker::start(cfg).await.unwrap()
+    }
+
+    fn add(prefixes: &[&str]) -> Request<pb::AddAdvertsRequest> {
+        Request::new(pb::AddAdvertsRequest {
+            adverts: prefixes
+                .iter()
+                .map(|p| pb::Advert {
+                    prefix: p.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+    }
+
+    async fn originated(h: &SpeakerHandle) -> Vec<String> {
+        h.query(|rib| rib.loc_rib().map(|r| r.prefix.to_string()).collect())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn add_adverts_refuses_a_special_prefix_naming_it_and_the_opt_in_and_adds_nothing() {
+        let sp = speaker("").await;
+        let api = BgpApi::new(sp.handle());
+        for p in [
+            "0.0.0.0/0",
+            "::/0",
+            "127.0.0.1/32",
+            "ff02::/16",
+            "169.254.1.0/24",
+        ] {
+            let e = api
+                .add_adverts(add(&["203.0.113.10/32", p]))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{p}");
+            assert!(e.message().starts_with(&format!("advert {p} is ")), "{e:?}");
+            assert!(
+                e.message().contains("bgp.allow_special_prefixes = true"),
+                "{e:?}"
+            );
+        }
+        assert!(originated(&sp.handle()).await.is_empty(), "nothing added");
+        // An ordinary prefix still goes.
+        let r = api.add_adverts(add(&["203.0.113.10/32"])).await.unwrap();
+        assert_eq!(r.into_inner().added, 1);
+        assert_eq!(originated(&sp.handle()).await, ["203.0.113.10/32"]);
+        sp.stop(false).await;
+    }
+
+    #[tokio::test]
+    async fn add_adverts_accepts_a_special_prefix_with_allow_special_prefixes() {
+        let sp = speaker("allow_special_prefixes = true").await;
+        let api = BgpApi::new(sp.handle());
+        let r = api
+            .add_adverts(add(&["0.0.0.0/0", "127.0.0.1/32"]))
+            .await
+            .unwrap();
+        assert_eq!(r.into_inner().added, 2);
+        assert_eq!(
+            originated(&sp.handle()).await,
+            ["0.0.0.0/0", "127.0.0.1/32"]
+        );
+        sp.stop(false).await;
+    }
+}

@@ -276,11 +276,20 @@ impl SpeakerHandle {
         self.add_adverts_in_pools(list).await?.ok()
     }
 
-    /// Adds adverts, each optionally in a VIP pool; `Err` names a bad pool and adds nothing.
+    /// Adds adverts, each optionally in a VIP pool; `Err` names a bad pool, or a special
+    /// prefix (default route, loopback, multicast, ... see [`config::special_prefix`]) while
+    /// `bgp.allow_special_prefixes` is off, and adds nothing.
     pub async fn add_adverts_in_pools(
         &self,
         adverts: Vec<(Advert, Option<String>)>,
     ) -> Option<Result<(u32, u32), String>> {
+        if !self.registry.lock().await.current.allow_special_prefixes
+            && let Some(e) = adverts
+                .iter()
+                .find_map(|(a, _)| config::special_prefix_refusal(&a.prefix))
+        {
+            return Some(Err(format!("advert {e}")));
+        }
         let (tx, rx) = oneshot::channel();
         self.cmds
             .send(CoreCmd::AddAdverts(adverts, tx))
