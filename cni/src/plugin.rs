@@ -96,6 +96,41 @@ fn ipam(conf: &NetConf) -> Result<Ipam> {
     Ipam::open(conf.network_dir().join("ipam"))
 }
 
+/// ADD for an attachment that exists already: the same netns gets the same attachment again
+/// (idempotent); another netns is refused, since recreating the pair there would cut the
+/// first one off (its veth deleted) and hand its addresses to the second.
+fn refuse_other_netns(env: &Env, conf: &NetConf, netns: &Path, ns: &File) -> Result<()> {
+    let Some(ep) = endpoint::read(&endpoint::path(
+        &conf.network_dir(),
+        &env.container_id,
+        &env.ifname,
+    ))?
+    else {
+        return Ok(());
+    };
+    let new = NetnsId::of(ns)
+        .map_err(|e| CniError::internal(format!("CNI_NETNS: reading {}", netns.display()), e))?;
+    let old = netns::open(Path::new(&ep.netns)).map(|(_, id)| id);
+    if matches!(old, Ok(id) if id == new) {
+        return Ok(());
+    }
+    let state = match old {
+        Ok(_) => "a different namespace".to_string(),
+        Err(e) => format!("unusable now: {e}"),
+    };
+    Err(CniError::new(
+        Code::InvalidEnvironment,
+        format!(
+            "CNI_NETNS: container {} interface {} is already attached in network namespace {} ({state}), not {}",
+            env.container_id,
+            env.ifname,
+            ep.netns,
+            netns.display()
+        ),
+    )
+    .with_details("DEL the existing attachment first, or use another CNI_CONTAINERID/CNI_IFNAME"))
+}
+
 /// ADD: allocate, attach, record. On failure, gives back what it took.
 pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult> {
     let netns = env
@@ -105,6 +140,7 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult> {
     // Everything from the runtime is checked before anything is taken or changed.
     let requested = conf.requested_ips(env)?;
     let ns = open_netns(netns, Code::InvalidEnvironment)?;
+    refuse_other_netns(env, conf, netns, &ns)?;
     let pools = conf.pod_cidrs();
     let ipam = ipam(conf)?;
     let (allocations, fresh) =

@@ -764,3 +764,49 @@ fn cni_refuses_pod_addresses_outside_the_pod_cidr() {
     files.retain(|f| f.starts_with("10."));
     assert_eq!(files, ["10.244.1.77"]);
 }
+
+#[test]
+fn cni_add_for_an_attachment_in_another_netns_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    sweep_stale();
+    let data = tempfile::tempdir().unwrap();
+    let node = Netns::node();
+    let p1 = Netns::new("first");
+    let p2 = Netns::new("second");
+    let rt = Runtime {
+        node: &node,
+        conf: conf("1.1.0", data.path()),
+    };
+    let a = rt.call("ADD", "c1", Some(&p1), None);
+    assert!(a.ok, "{:?} {}", a.json, a.stderr);
+    let held = allocations(data.path());
+
+    let out = rt.call("ADD", "c1", Some(&p2), None);
+    assert_error(&out, 4, "CNI_NETNS");
+    assert!(out.json["msg"].as_str().unwrap().contains(&p1.path()));
+    assert!(p2.exec("ip", &["link", "show", "eth0"]).is_err());
+    assert_eq!(allocations(data.path()), held);
+    assert!(
+        wait_ping(&node, "10.244.1.2"),
+        "the first attachment still works"
+    );
+
+    // Same netns: the same attachment again (idempotent).
+    let again = rt.call("ADD", "c1", Some(&p1), None);
+    assert!(again.ok, "{:?} {}", again.json, again.stderr);
+    assert_eq!(again.json["ips"], a.json["ips"]);
+    assert_eq!(allocations(data.path()), held);
+
+    // The first netns gone: still refused until the runtime DELs it, then fine.
+    p1.delete();
+    let out = rt.call("ADD", "c1", Some(&p2), None);
+    assert_error(&out, 4, "CNI_NETNS");
+    let d = rt.call("DEL", "c1", None, None);
+    assert!(d.ok, "{:?} {}", d.json, d.stderr);
+    let b = rt.call("ADD", "c1", Some(&p2), None);
+    assert!(b.ok, "{:?} {}", b.json, b.stderr);
+    assert!(p2.exec("ip", &["link", "show", "eth0"]).is_ok());
+}
