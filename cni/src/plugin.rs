@@ -138,6 +138,11 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult> {
         .as_deref()
         .expect("Env requires CNI_NETNS for ADD");
     // Everything from the runtime is checked before anything is taken or changed.
+    let prev = conf
+        .prev_result
+        .as_ref()
+        .map(result::parse_prev)
+        .transpose()?;
     let requested = conf.requested_ips(env)?;
     let ns = open_netns(netns, Code::InvalidEnvironment)?;
     refuse_other_netns(env, conf, netns, &ns)?;
@@ -182,7 +187,7 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult> {
         Ok(a)
     });
     match attached {
-        Ok(a) => Ok(result::build(conf, &a)),
+        Ok(a) => Ok(result::build(conf, prev.as_ref(), &a)),
         Err(e) => {
             if let Ok(Some(l)) = host.link(&host_ifname(&env.container_id, &env.ifname)) {
                 let _ = host.del_link(l.index);
@@ -295,14 +300,13 @@ pub fn check(env: &Env, conf: &NetConf) -> Result<()> {
         )));
     }
     if let Some(prev) = &conf.prev_result {
-        let prev: CniResult = serde_json::from_value(prev.clone()).map_err(|e| {
-            CniError::new(Code::Decode, "prevResult: not a CNI result").with_details(e.to_string())
-        })?;
-        let want: BTreeSet<IpAddr> = prev.ips.iter().map(|i| i.address.addr()).collect();
-        let have: BTreeSet<IpAddr> = held.iter().copied().collect();
-        if want != have {
+        // The chain's final result: other plugins' addresses may be there too, ours must.
+        let prev: CniResult = result::parse_prev(prev)?;
+        let listed: BTreeSet<IpAddr> = prev.ips.iter().map(|i| i.address.addr()).collect();
+        let missing: Vec<&IpAddr> = held.iter().filter(|a| !listed.contains(a)).collect();
+        if !missing.is_empty() {
             return Err(check_failed(format!(
-                "prevResult.ips: {want:?} but the allocation holds {have:?}"
+                "prevResult.ips: {listed:?} lacks {missing:?}, which the allocation holds"
             )));
         }
     }

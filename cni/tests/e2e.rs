@@ -766,6 +766,105 @@ fn cni_refuses_pod_addresses_outside_the_pod_cidr() {
 }
 
 #[test]
+fn cni_chained_add_keeps_the_prev_result_and_indexes_its_own_ips() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    sweep_stale();
+    let data = tempfile::tempdir().unwrap();
+    let node = Netns::node();
+    let pod = Netns::new("chain");
+    let rt = Runtime {
+        node: &node,
+        conf: conf("1.1.0", data.path()),
+    };
+    // What an earlier plugin of the chain returned (1.1.0 fields it alone knows included).
+    let prev = json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [
+            {"name": "bond0", "mac": "02:00:00:00:00:01", "sandbox": pod.path(), "socketPath": "/run/x.sock"},
+            {"name": "net9", "pciID": "0000:00:1f.6"}
+        ],
+        "ips": [{"address": "192.168.50.2/24", "gateway": "192.168.50.1", "interface": 0}],
+        "routes": [{"dst": "192.168.60.0/24", "gw": "192.168.50.1", "mtu": 1400, "table": 7}],
+        "dns": {"nameservers": ["192.168.50.53", "10.96.0.10"], "domain": "corp.example", "search": ["corp.example"]}
+    });
+    // A prevResult whose IP points past its interfaces is refused before anything is taken.
+    let mut bad = prev.clone();
+    bad["ips"][0]["interface"] = json!(5);
+    let out = rt.call(
+        "ADD",
+        "chain",
+        Some(&pod),
+        Some(conf_with(data.path(), json!({"prevResult": bad}))),
+    );
+    assert_error(&out, 6, "prevResult.ips[0].interface");
+    assert!(allocations(data.path()).is_empty());
+
+    let out = rt.call(
+        "ADD",
+        "chain",
+        Some(&pod),
+        Some(conf_with(data.path(), json!({"prevResult": prev}))),
+    );
+    assert!(out.ok, "{:?} {}", out.json, out.stderr);
+    let r = &out.json;
+    // Theirs first, unchanged; ours appended.
+    assert_eq!(r["interfaces"][0], prev["interfaces"][0]);
+    assert_eq!(r["interfaces"][1], prev["interfaces"][1]);
+    assert!(r["interfaces"][2].get("sandbox").is_none(), "host veth");
+    assert_eq!(r["interfaces"][3]["name"], "eth0");
+    assert_eq!(r["interfaces"][3]["sandbox"], pod.path());
+    assert_eq!(r["interfaces"].as_array().unwrap().len(), 4);
+    assert_eq!(r["ips"][0], prev["ips"][0]);
+    assert_eq!(r["ips"][1]["address"], "10.244.1.2/32");
+    assert_eq!(r["ips"][2]["address"], "fd00:244:1::2/128");
+    // Every IP's index points at the interface it is on.
+    for ip in r["ips"].as_array().unwrap() {
+        let i = ip["interface"].as_u64().unwrap() as usize;
+        let iface = &r["interfaces"][i];
+        if ip["address"] == "192.168.50.2/24" {
+            assert_eq!(iface["name"], "bond0");
+        } else {
+            assert_eq!(iface["name"], "eth0", "{ip}");
+            let mac = iface["mac"].as_str().unwrap();
+            assert!(pod.ip(&["link", "show", "eth0"]).contains(mac));
+        }
+    }
+    assert_eq!(r["routes"][0], prev["routes"][0]);
+    assert_eq!(
+        r["routes"][1],
+        json!({"dst": "0.0.0.0/0", "gw": "10.244.1.1"})
+    );
+    assert_eq!(r["routes"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        r["dns"],
+        json!({"nameservers": ["192.168.50.53", "10.96.0.10"], "domain": "corp.example", "search": ["corp.example"]})
+    );
+    assert!(wait_ping(&node, "10.244.1.2"), "node -> chained pod");
+
+    // CHECK with the chain's final result (other plugins' IPs in it) passes.
+    let check = rt.call(
+        "CHECK",
+        "chain",
+        Some(&pod),
+        Some(conf_with(data.path(), json!({"prevResult": r}))),
+    );
+    assert!(check.ok, "{:?} {}", check.json, check.stderr);
+    // ... and fails when ours are missing from it.
+    let mut theirs_only = r.clone();
+    theirs_only["ips"] = json!([prev["ips"][0]]);
+    let check = rt.call(
+        "CHECK",
+        "chain",
+        Some(&pod),
+        Some(conf_with(data.path(), json!({"prevResult": theirs_only}))),
+    );
+    assert_error(&check, 100, "prevResult.ips");
+}
+
+#[test]
 fn cni_add_for_an_attachment_in_another_netns_is_refused() {
     if !is_root() {
         eprintln!("skipped: needs root for network namespaces");
