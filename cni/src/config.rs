@@ -104,6 +104,11 @@ fn valid_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
+/// Spec: a container ID matches `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`.
+pub fn valid_container_id(s: &str) -> bool {
+    valid_name(s)
+}
+
 /// Spec: an interface name must be a valid Linux name (1–15 bytes, not `.`/`..`, no `/`,
 /// `:` or whitespace).
 pub fn valid_ifname(s: &str) -> bool {

@@ -17,7 +17,7 @@ use std::fs::File;
 use std::net::IpAddr;
 use std::path::Path;
 
-use crate::config::{Command, Env, NetConf, check_version};
+use crate::config::{self, Command, Env, NetConf, check_version};
 use crate::endpoint::{self, Endpoint, host_ifname};
 use crate::error::{CniError, Code, Result};
 use crate::ipam::{Allocation, Ipam};
@@ -380,21 +380,75 @@ pub fn status(conf: &NetConf) -> Result<()> {
 }
 
 /// GC (1.1.0): frees every attachment of this network not in `cni.dev/valid-attachments`.
+/// Without that list nothing is known to be stale, so nothing is freed (and the runtime is
+/// told why). A failure to free one attachment does not stop the others (spec "GC").
 pub fn gc(conf: &NetConf) -> Result<()> {
-    let valid: BTreeSet<(String, String)> = conf
-        .valid_attachments
+    let Some(valid) = &conf.valid_attachments else {
+        return Err(CniError::new(
+            Code::InvalidNetworkConfig,
+            "cni.dev/valid-attachments: missing, so GC freed nothing",
+        )
+        .with_details(
+            "GC frees the attachments not in the runtime's list of valid ones; \
+             send the list (an empty list frees every attachment of the network)",
+        ));
+    };
+    let valid: BTreeSet<(&str, &str)> = valid
         .iter()
-        .flatten()
-        .map(|a| (a.container_id.clone(), a.ifname.clone()))
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
         .collect();
     let stale: BTreeSet<(String, String)> = ipam(conf)?
         .owners()?
         .into_iter()
         .map(|o| (o.container_id, o.ifname))
-        .filter(|k| !k.0.is_empty() && !valid.contains(k))
+        .filter(|(id, ifname)| {
+            config::valid_container_id(id)
+                && config::valid_ifname(ifname)
+                && !valid.contains(&(id.as_str(), ifname.as_str()))
+        })
         .collect();
+    let mut failed = Vec::new();
     for (id, ifname) in stale {
-        release(conf, &id, &ifname)?;
+        if let Err(e) = release(conf, &id, &ifname) {
+            failed.push(format!("{id}/{ifname}: {e}"));
+        }
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            Code::Io,
+            format!("GC: could not free {} stale attachment(s)", failed.len()),
+        )
+        .with_details(failed.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_without_valid_attachments_frees_nothing_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = NetConf::parse(
+            serde_json::json!({
+                "cniVersion": "1.1.0", "name": "mesh", "type": "ironmesh-cni",
+                "dataDir": dir.path(),
+                "ipam": {"type": "ironmesh", "podCIDR": "10.244.1.0/24"}
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let ipam = ipam(&conf).unwrap();
+        ipam.allocate(&conf.pod_cidrs(), "live", "eth0").unwrap();
+        let e = gc(&conf).unwrap_err();
+        assert_eq!(e.code, Code::InvalidNetworkConfig);
+        assert!(
+            e.msg.starts_with("cni.dev/valid-attachments: missing"),
+            "{e}"
+        );
+        assert_eq!(ipam.lookup("live", "eth0").unwrap().len(), 1);
+    }
 }

@@ -865,6 +865,51 @@ fn cni_chained_add_keeps_the_prev_result_and_indexes_its_own_ips() {
 }
 
 #[test]
+fn cni_gc_without_valid_attachments_frees_nothing() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    sweep_stale();
+    let data = tempfile::tempdir().unwrap();
+    let node = Netns::node();
+    let pod = Netns::new("gclive");
+    let rt = Runtime {
+        node: &node,
+        conf: conf("1.1.0", data.path()),
+    };
+    let a = rt.call("ADD", "gclive", Some(&pod), None);
+    assert!(a.ok, "{:?} {}", a.json, a.stderr);
+    let host_if = a.json["interfaces"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let held = allocations(data.path());
+    assert_eq!(held.len(), 2);
+
+    let out = rt.call("GC", "", None, None);
+    assert_error(&out, 7, "cni.dev/valid-attachments");
+    assert!(
+        out.json["msg"].as_str().unwrap().contains("freed nothing"),
+        "{:?}",
+        out.json
+    );
+    assert_eq!(allocations(data.path()), held);
+    assert!(node.ip(&["link", "show", &host_if]).contains("state UP"));
+    assert!(pod.exec("ip", &["link", "show", "eth0"]).is_ok());
+    assert!(data.path().join("mesh/endpoints/gclive-eth0.json").exists());
+    assert!(wait_ping(&node, "10.244.1.2"), "the live pod still works");
+
+    // With the list naming it: kept too.
+    let mut gc: Value = serde_json::from_str(&rt.conf).unwrap();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "gclive", "ifname": "eth0"}]);
+    let out = rt.call("GC", "", None, Some(gc.to_string()));
+    assert!(out.ok, "{:?} {}", out.json, out.stderr);
+    assert_eq!(allocations(data.path()), held);
+    assert!(wait_ping(&node, "10.244.1.2"), "the live pod still works");
+}
+
+#[test]
 fn cni_add_for_an_attachment_in_another_netns_is_refused() {
     if !is_root() {
         eprintln!("skipped: needs root for network namespaces");
