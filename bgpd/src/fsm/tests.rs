@@ -288,6 +288,45 @@ fn decode_error_sends_its_notification() {
     assert_eq!(s.state(), State::Idle);
 }
 
+/// RFC 4271 §6.1: a broken header is answered, then the connection closed, in OpenSent,
+/// OpenConfirm and Established alike; the NOTIFICATION goes out before the close.
+#[test]
+fn a_header_error_in_every_connected_state_sends_its_notification_then_disconnects() {
+    use crate::wire::DecodeError::{BadMessageLength, ConnectionNotSynchronized};
+    let open_sent = || {
+        let mut s = Session::new(cfg());
+        s.handle(Event::ManualStart);
+        s.handle(Event::TcpConnected);
+        s
+    };
+    let open_confirm = || {
+        let mut s = open_sent();
+        s.handle(Event::Message(Message::Open(peer_open(PEER_AS, 30))));
+        s
+    };
+    let stages: [(&str, &dyn Fn() -> Session); 3] = [
+        ("OpenSent", &open_sent),
+        ("OpenConfirm", &open_confirm),
+        ("Established", &|| established(cfg())),
+    ];
+    for (stage, at) in stages {
+        for (e, want) in [
+            (ConnectionNotSynchronized, (1, 1, &[][..])),
+            (BadMessageLength(18), (1, 2, &[0, 18][..])),
+            (BadMessageLength(4097), (1, 2, &[0x10, 0x01][..])),
+        ] {
+            let mut s = at();
+            let a = s.handle(Event::DecodeError(e.clone()));
+            let n = notification(&a).unwrap_or_else(|| panic!("{stage} {e:?}: {a:?}"));
+            assert_eq!((n.code, n.subcode, &n.data[..]), want, "{stage} {e:?}");
+            let sent = a.iter().position(|x| matches!(x, Action::Send(_)));
+            let closed = a.iter().position(|x| *x == Action::Disconnect);
+            assert!(sent < closed && sent.is_some(), "{stage} {e:?}: {a:?}");
+            assert_eq!(s.state(), State::Idle, "{stage} {e:?}");
+        }
+    }
+}
+
 #[test]
 fn notification_received_closes_without_replying() {
     let mut s = established(cfg());
