@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use common::{ClusterName, Labels};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::LABEL_CLUSTER;
@@ -39,6 +40,33 @@ impl CniEndpoint {
             .map(|(k, v)| (k.clone(), v.clone()))
             .chain([(LABEL_CLUSTER.to_string(), cluster.to_string())]);
         Labels::from_pairs(pairs).map_err(|e| format!("labels: {e}"))
+    }
+
+    /// Every address must be in one of this node's PodCIDRs: a record naming any other
+    /// address (another node's pod, a service VIP, the node itself) would have meshd publish
+    /// it as this node's endpoint and steer that traffic here.
+    pub fn check_pod_cidrs(&self, pod_cidrs: &[IpNet]) -> Result<(), String> {
+        if pod_cidrs.is_empty() {
+            return Err(
+                "this node has no PodCIDR (mesh.pod_cidr_pools gave it none), so no address is one of its pods'"
+                    .into(),
+            );
+        }
+        let outside: Vec<String> = self
+            .addresses
+            .iter()
+            .filter(|a| !pod_cidrs.iter().any(|c| c.contains(*a)))
+            .map(ToString::to_string)
+            .collect();
+        if outside.is_empty() {
+            return Ok(());
+        }
+        let cidrs: Vec<String> = pod_cidrs.iter().map(ToString::to_string).collect();
+        Err(format!(
+            "addresses {} are outside this node's PodCIDRs {}; the CNI plugin's ipam.podCIDR must be one of them",
+            outside.join(", "),
+            cidrs.join(", ")
+        ))
     }
 
     fn check(&self, stem: &str) -> Result<(), String> {
@@ -75,6 +103,34 @@ pub fn parse(stem: &str, bytes: &[u8]) -> Result<CniEndpoint, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("not a record: {e}"))?;
     ep.check(stem)?;
     Ok(ep)
+}
+
+impl Scan {
+    /// Moves the records with an address outside `pod_cidrs` (this node's) to `bad`, with
+    /// why: they are skipped like unreadable ones, the others stay.
+    pub fn refuse_outside(&mut self, dir: &Path, pod_cidrs: &[IpNet]) {
+        let refused: Vec<(String, String)> = self
+            .records
+            .iter()
+            .filter_map(|(stem, ep)| {
+                ep.check_pod_cidrs(pod_cidrs)
+                    .err()
+                    .map(|why| (stem.clone(), why))
+            })
+            .collect();
+        for (stem, why) in refused {
+            self.records.remove(&stem);
+            self.bad.insert(dir.join(format!("{stem}.json")), why);
+        }
+    }
+}
+
+/// [`scan`], keeping only records whose addresses are all in this node's `pod_cidrs`; the
+/// others go to [`Scan::bad`] with the addresses and the PodCIDRs named.
+pub fn scan_within(dir: &Path, pod_cidrs: &[IpNet]) -> std::io::Result<Scan> {
+    let mut s = scan(dir)?;
+    s.refuse_outside(dir, pod_cidrs);
+    Ok(s)
 }
 
 /// Reads every `*.json` in `dir` (temp files and others are not records). `Err`: the
@@ -164,5 +220,56 @@ mod tests {
         let bad = GOOD.replace(r#""app":"web""#, r#""app":"-web-""#);
         let ep = parse("c1-eth0", bad.as_bytes()).unwrap();
         assert!(ep.identity_labels(&"red".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn records_with_an_address_outside_the_nodes_pod_cidrs_are_skipped_with_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let cidrs: Vec<IpNet> = vec![
+            "10.244.1.0/24".parse().unwrap(),
+            "fd00:244:1::/64".parse().unwrap(),
+        ];
+        let rec = |id: &str, addrs: &str| {
+            GOOD.replace(r#""c1""#, &format!("{id:?}"))
+                .replace(r#"["10.244.1.2"]"#, addrs)
+        };
+        std::fs::write(dir.path().join("c1-eth0.json"), GOOD).unwrap();
+        std::fs::write(
+            dir.path().join("c2-eth0.json"),
+            rec("c2", r#"["10.244.1.3","fd00:244:1::3"]"#),
+        )
+        .unwrap();
+        // Another node's pod address, and one good plus one outside (v6 of another node).
+        std::fs::write(
+            dir.path().join("c3-eth0.json"),
+            rec("c3", r#"["10.244.2.7"]"#),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("c4-eth0.json"),
+            rec("c4", r#"["10.244.1.4","fd00:244:9::4"]"#),
+        )
+        .unwrap();
+        let s = scan_within(dir.path(), &cidrs).unwrap();
+        assert_eq!(s.records.keys().collect::<Vec<_>>(), ["c1-eth0", "c2-eth0"]);
+        assert_eq!(s.bad.len(), 2);
+        let why = &s.bad[&dir.path().join("c3-eth0.json")];
+        assert!(
+            why.contains(
+                "10.244.2.7 are outside this node's PodCIDRs 10.244.1.0/24, fd00:244:1::/64"
+            ),
+            "{why}"
+        );
+        let why = &s.bad[&dir.path().join("c4-eth0.json")];
+        assert!(why.contains("fd00:244:9::4"), "{why}");
+        assert!(!why.contains("10.244.1.4,"), "{why}");
+        // No PodCIDR at all: nothing is this node's pod.
+        let s = scan_within(dir.path(), &[]).unwrap();
+        assert!(s.records.is_empty());
+        assert!(
+            s.bad[&dir.path().join("c1-eth0.json")].contains("no PodCIDR"),
+            "{:?}",
+            s.bad
+        );
     }
 }
