@@ -51,6 +51,9 @@ pub struct Mesh {
     /// `mesh.pod_cidr_release_grace`: how long a node's PodCIDRs stay reserved after its record
     /// went (lease ran out), so a node that comes back keeps its pods' addresses.
     pub pod_cidr_release_grace: Duration,
+    /// `mesh.service_cidrs`: where ClusterIPs of applied Services come from (one CIDR per
+    /// family at most; empty: Services that need a ClusterIP are refused, naming this field).
+    pub service_cidrs: Vec<IpNet>,
 }
 
 /// Default of `mesh.identity_gc_grace`.
@@ -361,7 +364,9 @@ pub(crate) fn validate(
             .unwrap_or(DEFAULT_CNI_ENDPOINTS_DIR),
     );
     let (identity_gc_grace, pod_cidr_release_grace) = graces(errs, &raw);
+    let service_cidrs = service_cidrs(errs, &raw.service_cidrs, pools.as_deref());
     Some(Mesh {
+        service_cidrs: service_cidrs?,
         identity_gc_grace: identity_gc_grace?,
         pod_cidr_release_grace: pod_cidr_release_grace?,
         deregister_on_stop: raw.deregister_on_stop.unwrap_or(false),
@@ -409,6 +414,60 @@ fn address<T: std::str::FromStr>(
             None
         }
     }
+}
+
+fn service_cidrs(
+    errs: &mut Errors,
+    raw: &[String],
+    pools: Option<&[PodCidrPool]>,
+) -> Option<Vec<IpNet>> {
+    let mut out: Vec<IpNet> = Vec::new();
+    let mut ok = true;
+    for (i, c) in raw.iter().enumerate() {
+        let at = format!("mesh.service_cidrs[{i}]");
+        let net = match c.parse::<IpNet>() {
+            Ok(n) if n.trunc() == n => n,
+            Ok(n) => {
+                errs.push(at, format!("{c} has host bits set; write {}", n.trunc()));
+                ok = false;
+                continue;
+            }
+            Err(_) => {
+                errs.push(
+                    at,
+                    format!(
+                        "{c:?} is not a CIDR; write it like \"10.96.0.0/16\" or \"fd00:96::/112\""
+                    ),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        if out.iter().any(|o| {
+            matches!(
+                (o, &net),
+                (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
+            )
+        }) {
+            errs.push(at, format!("{net}: one service CIDR per IP family"));
+            ok = false;
+            continue;
+        }
+        if let Some(p) = pools
+            .unwrap_or_default()
+            .iter()
+            .find(|p| p.cidr.contains(&net.network()) || net.contains(&p.cidr.network()))
+        {
+            errs.push(
+                at,
+                format!("{net} overlaps the pod CIDR pool {}; service and pod addresses must be disjoint", p.cidr),
+            );
+            ok = false;
+            continue;
+        }
+        out.push(net);
+    }
+    ok.then_some(out)
 }
 
 fn pod_cidr_pools(errs: &mut Errors, raw: &[RawPodCidrPool]) -> Option<Vec<PodCidrPool>> {

@@ -215,6 +215,8 @@ pub struct RawMesh {
     pub deregister_on_stop: Option<bool>,
     pub identity_gc_grace: Option<String>,
     pub pod_cidr_release_grace: Option<String>,
+    #[serde(default)]
+    pub service_cidrs: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

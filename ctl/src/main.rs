@@ -5,6 +5,7 @@ mod bgp;
 mod encryption;
 mod mesh;
 mod monitor;
+mod objects;
 mod summary;
 mod table;
 mod view;
@@ -35,6 +36,14 @@ enum Command {
     Encryption(encryption::EncryptionArgs),
     /// Follow the datapath's drop, policy-verdict and trace events, like `hubble observe`.
     Monitor(monitor::MonitorArgs),
+    /// Apply manifests (Namespace, Service, NetworkPolicy, IPPool) as `kubectl apply -f`.
+    Apply(objects::ApplyArgs),
+    /// List resources like `kubectl get`: svc, netpol, ns, ippool, pods.
+    Get(objects::GetArgs),
+    /// Delete resources by manifest (-f) or by KIND NAME.
+    Delete(objects::DeleteArgs),
+    /// Show one resource in detail: backends, selected pods, conditions.
+    Describe(objects::DescribeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +80,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Apply(args) => done(objects::apply(args)),
+        Command::Get(args) => done(objects::get(args)),
+        Command::Delete(args) => done(objects::delete(args)),
+        Command::Describe(args) => done(objects::describe(args)),
         Command::Bgp(args) => match bgp::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -78,6 +91,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// kubectl prints its own "error: ..." prefixes: the message goes out as it is.
+fn done(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

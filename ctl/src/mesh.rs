@@ -149,7 +149,7 @@ fn json_of<T: Serialize + ?Sized>(v: &T) -> Result<String, String> {
     serde_json::to_string_pretty(v).map_err(|e| format!("cannot encode JSON: {e}"))
 }
 
-async fn connect(path: &Path) -> Result<MeshClient<Channel>, String> {
+pub(crate) async fn connect(path: &Path) -> Result<MeshClient<Channel>, String> {
     match tokio::time::timeout(CALL_TIMEOUT, api::unix::connect(path)).await {
         Ok(Ok(ch)) => Ok(MeshClient::new(ch)),
         Ok(Err(_)) => Err(format!(
@@ -165,7 +165,7 @@ async fn connect(path: &Path) -> Result<MeshClient<Channel>, String> {
 }
 
 /// One API call with a deadline; a gRPC error becomes the server's message.
-async fn call<T>(
+pub(crate) async fn call<T>(
     f: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(CALL_TIMEOUT, f).await {

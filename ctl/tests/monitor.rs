@@ -533,6 +533,9 @@ only_identities! {
     apply_policy(ApplyPolicyRequest) -> ApplyPolicyResponse;
     list_policies(ListPoliciesRequest) -> ListPoliciesResponse;
     delete_policy(DeletePolicyRequest) -> DeletePolicyResponse;
+    apply(ApplyRequest) -> ApplyResponse;
+    get(GetRequest) -> GetResponse;
+    delete(DeleteRequest) -> DeleteResponse;
 }
 
 fn identity(id: u32, cluster: &str, labels: &[(&str, &str)]) -> pb::Identity {

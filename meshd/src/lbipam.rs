@@ -106,11 +106,43 @@ pub fn first_free(
         .find_map(|p| p.hosts().find(|ip| !used.contains(ip)).map(|ip| (ip, *p)))
 }
 
-/// Allocates LoadBalancer VIPs in one cluster's etcd.
+/// Which addresses an allocator hands out: LoadBalancer VIPs (`ipam/vips`) or ClusterIPs
+/// (`ipam/clusterips`, from `mesh.service_cidrs`). Same transactions, separate keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressSpace {
+    LoadBalancer,
+    ClusterIp,
+}
+
+impl AddressSpace {
+    fn addr(self, ip: IpAddr) -> Resource {
+        match self {
+            AddressSpace::LoadBalancer => Resource::Vip(ip),
+            AddressSpace::ClusterIp => Resource::ClusterIp(ip),
+        }
+    }
+
+    fn index(self, s: ServiceKey) -> Resource {
+        match self {
+            AddressSpace::LoadBalancer => Resource::VipsOfService(s),
+            AddressSpace::ClusterIp => Resource::ClusterIpsOfService(s),
+        }
+    }
+
+    fn kind(self) -> ResourceKind {
+        match self {
+            AddressSpace::LoadBalancer => ResourceKind::Vips,
+            AddressSpace::ClusterIp => ResourceKind::ClusterIps,
+        }
+    }
+}
+
+/// Allocates LoadBalancer VIPs (or ClusterIPs) in one cluster's etcd.
 #[derive(Debug)]
 pub struct VipAllocator {
     store: KvStore,
     scope: Scope,
+    space: AddressSpace,
     pools: Vec<IpNet>,
     deadline: Duration,
     max_conflicts: u32,
@@ -131,10 +163,27 @@ impl VipAllocator {
         Ok(Self {
             store,
             scope: Scope::Cluster(cluster),
+            space: AddressSpace::LoadBalancer,
             pools,
             deadline: Duration::from_secs(30),
             max_conflicts: 256,
         })
+    }
+
+    /// An allocator of ClusterIPs from the service CIDRs (`ipam/clusterips`).
+    pub fn cluster_ips(
+        store: KvStore,
+        cluster: ClusterName,
+        cidrs: Vec<IpNet>,
+    ) -> Result<Self, LbIpamError> {
+        let mut a = Self::new(store, cluster, cidrs)?;
+        a.space = AddressSpace::ClusterIp;
+        Ok(a)
+    }
+
+    /// The pools (or service CIDRs) this allocator hands out from.
+    pub fn pools(&self) -> &[IpNet] {
+        &self.pools
     }
 
     fn key(&self, r: Resource) -> String {
@@ -147,7 +196,7 @@ impl VipAllocator {
 
     /// The service's VIPs.
     pub async fn lookup(&self, service: &ServiceKey) -> Result<Vec<IpAddr>, LbIpamError> {
-        let k = self.key(Resource::VipsOfService(service.clone()));
+        let k = self.key(self.space.index(service.clone()));
         Ok(match self.store.get(&k).await? {
             Some(kv) => decode::<ServiceVipsValue>(&k, &kv)?.vips,
             None => Vec::new(),
@@ -195,13 +244,13 @@ impl VipAllocator {
     async fn used(&self) -> Result<BTreeSet<IpAddr>, KvError> {
         let (kvs, _) = self
             .store
-            .list(&self.scope.kind_prefix(ResourceKind::Vips), true)
+            .list(&self.scope.kind_prefix(self.space.kind()), true)
             .await?;
         Ok(kvs
             .iter()
             .filter_map(|kv| match Key::parse_bytes(&kv.key) {
                 Ok(Key::Resource {
-                    resource: Resource::Vip(ip),
+                    resource: Resource::Vip(ip) | Resource::ClusterIp(ip),
                     ..
                 }) => Some(ip),
                 _ => None,
@@ -210,7 +259,7 @@ impl VipAllocator {
     }
 
     async fn try_allocate(&self, service: &ServiceKey, want: &Want) -> Result<IpAddr, LbIpamError> {
-        let svc_key = self.key(Resource::VipsOfService(service.clone()));
+        let svc_key = self.key(self.space.index(service.clone()));
         let mut used: Option<BTreeSet<IpAddr>> = None;
         for _ in 0..self.max_conflicts {
             let current = self.store.get(&svc_key).await?;
@@ -244,7 +293,7 @@ impl VipAllocator {
                     *self.pools.iter().find(|p| p.contains(ip)).expect("checked"),
                 ),
             };
-            let vip_key = self.key(Resource::Vip(ip));
+            let vip_key = self.key(self.space.addr(ip));
             let mut next = have.clone();
             next.vips.push(ip);
             let value = VipValue {
@@ -291,7 +340,7 @@ impl VipAllocator {
 
     /// Releases every VIP of the service (on service delete); returns them.
     pub async fn release(&self, service: &ServiceKey) -> Result<Vec<IpAddr>, LbIpamError> {
-        let svc_key = self.key(Resource::VipsOfService(service.clone()));
+        let svc_key = self.key(self.space.index(service.clone()));
         for _ in 0..self.max_conflicts {
             let Some(kv) = self.store.get(&svc_key).await? else {
                 return Ok(Vec::new());
@@ -301,7 +350,7 @@ impl VipAllocator {
             ops.extend(
                 have.vips
                     .iter()
-                    .map(|ip| TxnOp::delete(self.key(Resource::Vip(*ip)), None)),
+                    .map(|ip| TxnOp::delete(self.key(self.space.addr(*ip)), None)),
             );
             let txn = Txn::new()
                 .when([Compare::mod_revision(

@@ -27,6 +27,7 @@ pub mod kvstore;
 pub mod lbipam;
 pub mod leases;
 pub mod nodes;
+pub mod objects;
 pub mod policy;
 pub mod reconcile;
 pub mod records;

@@ -32,6 +32,9 @@ pub fn check_value(cluster: &ClusterName, resource: &Resource, value: &[u8]) -> 
         Resource::Policy(k) => crate::policy::PolicyRecord::decode(k, value)
             .map(drop)
             .map_err(|e| e.to_string()),
+        Resource::ClusterIp(_) => json::<VipValue>(value),
+        Resource::ClusterIpsOfService(_) => json::<ServiceVipsValue>(value),
+        Resource::Object(name) => crate::objects::decode(name, value).map(drop),
         Resource::IdentityRef(..) | Resource::MirrorLeader(_) => json::<serde_json::Value>(value),
     }
 }

@@ -73,6 +73,8 @@ pub struct AgentConfig {
     pub gc_interval: Duration,
     pub identity_grace: Duration,
     pub pod_cidr_grace: Duration,
+    /// `mesh.service_cidrs`: where applied Services' ClusterIPs come from.
+    pub service_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// The API socket's default: `<state_dir>/meshd.sock`.
@@ -207,6 +209,7 @@ impl AgentConfig {
             gc_interval: Duration::from_secs(30),
             identity_grace: mesh.identity_gc_grace,
             pod_cidr_grace: mesh.pod_cidr_release_grace,
+            service_cidrs: mesh.service_cidrs.clone(),
         })
     }
 }

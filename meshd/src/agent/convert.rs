@@ -101,6 +101,42 @@ pub fn identities(st: &MergedState) -> Vec<pb::Identity> {
         .collect()
 }
 
+/// The endpoints (pods) of every cluster, as `get pods` shows them: a Pod-shaped JSON object
+/// each (namespace and labels from the identity, node, IP, cluster, identity), optionally of
+/// one namespace only.
+pub fn pods(st: &MergedState, namespace: Option<&str>) -> Vec<serde_json::Value> {
+    let mut labels_of = std::collections::BTreeMap::new();
+    for (c, r, v) in st.entries() {
+        if let Resource::Identity(id) = r
+            && let Ok(v) = serde_json::from_slice::<IdentityValue>(v)
+        {
+            labels_of.insert((c.clone(), *id), v.labels);
+        }
+    }
+    let mut out = Vec::new();
+    for ep in st.endpoints() {
+        let l = labels_of.get(&(ep.cluster.clone(), ep.identity));
+        let ns = l
+            .and_then(|l| l.get(crate::objects::NAMESPACE_LABEL))
+            .unwrap_or("");
+        if namespace.is_some_and(|want| want != ns) {
+            continue;
+        }
+        let labels: std::collections::BTreeMap<&str, &str> =
+            l.map(|l| l.iter().collect()).unwrap_or_default();
+        out.push(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"namespace": ns, "labels": labels},
+            "spec": {"nodeName": ep.node.to_string()},
+            "status": {"podIP": ep.ip.to_string()},
+            "cluster": ep.cluster.to_string(),
+            "identity": ep.identity.raw(),
+        }));
+    }
+    out
+}
+
 pub fn backend(b: &Backend) -> pb::Backend {
     pb::Backend {
         ip: b.ip.to_string(),

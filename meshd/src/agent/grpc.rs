@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::AgentError;
 use super::sinks::EncryptionStatusSource;
 use super::state::Shared;
+use crate::objects::{ApplyError, Objects};
 use crate::policy::PolicyRecord;
 use crate::schema::{Key, Resource};
 
@@ -169,6 +170,106 @@ impl pb::mesh_server::Mesh for MeshApi {
             .map_err(|e| Status::unavailable(format!("deleting {key}: {e}")))?;
         tracing::info!(key, deleted, "policy delete");
         Ok(Response::new(pb::DeletePolicyResponse { deleted }))
+    }
+
+    async fn apply(
+        &self,
+        req: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let r = req.into_inner();
+        let out = self
+            .objects()?
+            .apply(&r.manifest, r.dry_run)
+            .await
+            .map_err(object_status)?;
+        Ok(Response::new(pb::ApplyResponse {
+            results: out
+                .into_iter()
+                .map(|o| pb::ApplyResult {
+                    kind: o.kind.name().into(),
+                    namespace: o.namespace,
+                    name: o.name,
+                    action: o.action.into(),
+                    warning: o.warning,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let r = req.into_inner();
+        let ns = (!r.all_namespaces).then(|| non_empty(&r.namespace).unwrap_or("default"));
+        if matches!(r.kind.as_str(), "po" | "pod" | "pods" | "ep" | "endpoints") {
+            self.ready()?;
+            return Ok(Response::new(pb::GetResponse {
+                objects_json: self
+                    .shared
+                    .pods(ns)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            }));
+        }
+        let kind = kind_arg(&r.kind)?;
+        let objs = self
+            .objects()?
+            .get(kind, ns, non_empty(&r.name))
+            .await
+            .map_err(object_status)?;
+        Ok(Response::new(pb::GetResponse {
+            objects_json: objs
+                .iter()
+                .map(|s| String::from_utf8_lossy(&s.encode()).into_owned())
+                .collect(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        let kind = kind_arg(&r.kind)?;
+        let deleted = self
+            .objects()?
+            .delete(kind, non_empty(&r.namespace), &r.name)
+            .await
+            .map_err(object_status)?;
+        Ok(Response::new(pb::DeleteResponse {
+            deleted: !deleted.is_empty(),
+            deleted_objects: deleted,
+        }))
+    }
+}
+
+impl MeshApi {
+    fn objects(&self) -> Result<Objects, Status> {
+        Ok(Objects::new(
+            self.store()?,
+            self.shared.cluster.clone(),
+            self.shared.service_cidrs.clone(),
+        ))
+    }
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn kind_arg(k: &str) -> Result<resources::Kind, Status> {
+    resources::Kind::from_cli(k).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "the server doesn't have a resource type {k:?}; ironmesh serves namespaces (ns), services (svc), networkpolicies (netpol), ippools and pods (po, read-only: they come from the CNI)"
+        ))
+    })
+}
+
+fn object_status(e: ApplyError) -> Status {
+    match e {
+        ApplyError::Invalid(m) => Status::invalid_argument(m),
+        ApplyError::NotFound(m) => Status::not_found(format!("{m} not found")),
+        ApplyError::Allocation(m) => Status::resource_exhausted(m),
+        ApplyError::Kv(k) => Status::unavailable(format!("etcd: {k}")),
     }
 }
 

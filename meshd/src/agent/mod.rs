@@ -116,13 +116,16 @@ pub async fn run(
     } else {
         None
     };
-    let shared = Arc::new(Shared::new(
-        cfg.node.clone(),
-        cfg.cluster.clone(),
-        cfg.cluster_id,
-        cfg.local_etcd.endpoints.join(","),
-        cfg.remotes.iter().map(|r| (r.name.clone(), r.id)).collect(),
-    ));
+    let shared = Arc::new(
+        Shared::new(
+            cfg.node.clone(),
+            cfg.cluster.clone(),
+            cfg.cluster_id,
+            cfg.local_etcd.endpoints.join(","),
+            cfg.remotes.iter().map(|r| (r.name.clone(), r.id)).collect(),
+        )
+        .with_service_cidrs(cfg.service_cidrs.clone()),
+    );
     let (stop_tx, stop) = watch::channel(false);
     let api = match &cfg.api_socket {
         Some(path) => Some(tokio::spawn(grpc::serve(

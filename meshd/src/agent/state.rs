@@ -37,6 +37,8 @@ pub struct Shared {
     pub cluster_id: ClusterId,
     pub etcd_endpoints: String,
     pub remotes: Vec<(ClusterName, ClusterId)>,
+    /// `mesh.service_cidrs`: the ClusterIP ranges of applied Services.
+    pub service_cidrs: Vec<ipnet::IpNet>,
     started: Instant,
     inner: Mutex<Inner>,
 }
@@ -55,9 +57,16 @@ impl Shared {
             cluster_id,
             etcd_endpoints,
             remotes,
+            service_cidrs: Vec::new(),
             started: Instant::now(),
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// Sets `mesh.service_cidrs` (the API allocates ClusterIPs from them).
+    pub fn with_service_cidrs(mut self, cidrs: Vec<ipnet::IpNet>) -> Self {
+        self.service_cidrs = cidrs;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -220,6 +229,13 @@ impl Shared {
     pub fn services(&self) -> Vec<pb::Service> {
         self.view()
             .map(|v| v.with(|st| convert::services(st, &self.cluster)))
+            .unwrap_or_default()
+    }
+
+    /// Endpoints (pods) of every cluster as Pod-shaped JSON (`ironctl get pods`).
+    pub fn pods(&self, namespace: Option<&str>) -> Vec<serde_json::Value> {
+        self.view()
+            .map(|v| v.with(|st| convert::pods(st, namespace)))
             .unwrap_or_default()
     }
 

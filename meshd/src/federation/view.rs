@@ -281,14 +281,31 @@ impl MergedState {
             .collect()
     }
 
-    /// Service records of every cluster (backends labelled by cluster).
+    /// Service records of every cluster (backends labelled by cluster): those derived from
+    /// Service objects and the endpoints that exist, and written `services/` records where no
+    /// object of the same cluster and name exists.
     pub fn services(&self) -> Vec<ServiceRecord> {
-        self.entries()
-            .filter_map(|(c, r, v)| match r {
-                Resource::Service(s) => ServiceRecord::decode(c, s, v).ok(),
-                _ => None,
-            })
-            .collect()
+        let mut ctl = crate::objects::ServiceController::new();
+        for (c, r, v) in self.entries() {
+            if matches!(
+                r,
+                Resource::Object(_) | Resource::Endpoint(_) | Resource::Identity(_)
+            ) {
+                ctl.upsert(c, r, v);
+            }
+        }
+        let mut out: Vec<ServiceRecord> = ctl.records().cloned().collect();
+        let derived: BTreeSet<(ClusterName, ServiceKey)> = out
+            .iter()
+            .map(|r| (r.cluster.clone(), r.service.clone()))
+            .collect();
+        out.extend(self.entries().filter_map(|(c, r, v)| match r {
+            Resource::Service(s) if !derived.contains(&(c.clone(), s.clone())) => {
+                ServiceRecord::decode(c, s, v).ok()
+            }
+            _ => None,
+        }));
+        out
     }
 
     /// The local cluster's services as served here: a global one with the backends of every

@@ -12,6 +12,7 @@ use crate::endpoints::EndpointRecord;
 use crate::federation::ViewChange;
 use crate::lbipam::VipValue;
 use crate::nodes::NodeRecord;
+use crate::objects::{RecordChange, ServiceController};
 use crate::schema::Resource;
 use crate::services::{
     BackendState, Frontend, FrontendSpec, ServiceRecord, frontends, merge_global,
@@ -62,6 +63,11 @@ pub struct MeshDesired {
     node_ips: BTreeMap<IpAddr, BTreeMap<PeerKey, ()>>,
     endpoints: BTreeMap<IpAddr, BTreeMap<ClusterName, EndpointRecord>>,
     services: BTreeMap<ServiceKey, BTreeMap<ClusterName, ServiceRecord>>,
+    /// Records written as `services/` keys (by hand or by older tools); a record derived from
+    /// a Service object of the same cluster and name wins over one.
+    written_services: BTreeMap<(ServiceKey, ClusterName), ServiceRecord>,
+    /// Derives records from Service objects and the endpoints that exist.
+    controller: ServiceController,
     frontends_of: BTreeMap<ServiceKey, Vec<Frontend>>,
     vip_adverts: VipAdverts,
     /// The cluster's LoadBalancer VIPs (`ipam/vips/<ip>`) and their services.
@@ -89,6 +95,8 @@ impl MeshDesired {
             node_ips: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             services: BTreeMap::new(),
+            written_services: BTreeMap::new(),
+            controller: ServiceController::new(),
             frontends_of: BTreeMap::new(),
             vip_adverts: VipAdverts::default(),
             lb_vips: BTreeMap::new(),
@@ -120,6 +128,8 @@ impl MeshDesired {
     }
 
     fn upsert(&mut self, cluster: &ClusterName, resource: &Resource, value: &[u8]) {
+        let derived = self.controller.upsert(cluster, resource, value);
+        self.apply_derived(derived);
         match resource {
             Resource::Node(n) => {
                 if let Ok(rec) = NodeRecord::decode(cluster, n, value) {
@@ -137,12 +147,9 @@ impl MeshDesired {
             }
             Resource::Service(s) => {
                 if let Ok(rec) = ServiceRecord::decode(cluster, s, value) {
-                    self.services
-                        .entry(s.clone())
-                        .or_default()
-                        .insert(cluster.clone(), rec);
-                    self.refresh_service(s);
-                    self.refresh_vips_of(s);
+                    self.written_services
+                        .insert((s.clone(), cluster.clone()), rec);
+                    self.set_service(cluster, s);
                 }
             }
             Resource::Vip(ip) if *cluster == self.local => {
@@ -160,6 +167,8 @@ impl MeshDesired {
     }
 
     fn delete(&mut self, cluster: &ClusterName, resource: &Resource) {
+        let derived = self.controller.delete(cluster, resource);
+        self.apply_derived(derived);
         match resource {
             Resource::Node(n) => self.set_node(cluster, n, None),
             Resource::Endpoint(ip) => {
@@ -172,14 +181,8 @@ impl MeshDesired {
                 self.refresh_ip(*ip);
             }
             Resource::Service(s) => {
-                if let Some(m) = self.services.get_mut(s) {
-                    m.remove(cluster);
-                    if m.is_empty() {
-                        self.services.remove(s);
-                    }
-                }
-                self.refresh_service(s);
-                self.refresh_vips_of(s);
+                self.written_services.remove(&(s.clone(), cluster.clone()));
+                self.set_service(cluster, s);
             }
             Resource::Vip(ip) if *cluster == self.local => {
                 let old = self.lb_vips.remove(ip);
@@ -190,6 +193,40 @@ impl MeshDesired {
             }
             _ => {}
         }
+    }
+
+    fn apply_derived(&mut self, changes: Vec<RecordChange>) {
+        for (cluster, key, _) in changes {
+            self.set_service(&cluster, &key);
+        }
+    }
+
+    /// The record of `(cluster, s)` in use: the one derived from a Service object, else a
+    /// written one.
+    fn set_service(&mut self, cluster: &ClusterName, s: &ServiceKey) {
+        let rec = self
+            .controller
+            .record(cluster, s)
+            .or_else(|| self.written_services.get(&(s.clone(), cluster.clone())))
+            .cloned();
+        match rec {
+            Some(r) => {
+                self.services
+                    .entry(s.clone())
+                    .or_default()
+                    .insert(cluster.clone(), r);
+            }
+            None => {
+                if let Some(m) = self.services.get_mut(s) {
+                    m.remove(cluster);
+                    if m.is_empty() {
+                        self.services.remove(s);
+                    }
+                }
+            }
+        }
+        self.refresh_service(s);
+        self.refresh_vips_of(s);
     }
 
     fn set_node(&mut self, cluster: &ClusterName, name: &NodeName, rec: Option<NodeRecord>) {

@@ -94,10 +94,18 @@ pub enum ResourceKind {
     MirrorLeader,
     /// A network policy (`policies/<namespace>/<name>`), enforced by the cluster's own nodes.
     Policies,
+    /// An applied resource (`objects/<plural>/<namespace>/<name>`, or
+    /// `objects/<plural>/<name>` for a cluster-scoped kind): the document as applied plus
+    /// meshd's fields and status (`ironctl apply`).
+    Objects,
+    /// A ClusterIP allocated to a service (`ipam/clusterips/<ip>`).
+    ClusterIps,
+    /// The reverse index: service to its ClusterIPs (the per-service allocation lock).
+    ClusterIpsByService,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 12] = [
+    pub const ALL: [ResourceKind; 15] = [
         Self::Nodes,
         Self::Identities,
         Self::IdentitiesByLabels,
@@ -110,6 +118,9 @@ impl ResourceKind {
         Self::IdentityRefs,
         Self::MirrorLeader,
         Self::Policies,
+        Self::Objects,
+        Self::ClusterIps,
+        Self::ClusterIpsByService,
     ];
 
     /// Whether the federation mirror copies this kind to other clusters (coordination keys,
@@ -133,6 +144,9 @@ impl ResourceKind {
             Self::IdentityRefs => "identity-refs",
             Self::MirrorLeader => "mirror-leader",
             Self::Policies => "policies",
+            Self::Objects => "objects",
+            Self::ClusterIps => "ipam/clusterips",
+            Self::ClusterIpsByService => "ipam/clusterips-by-service",
         }
     }
 }
@@ -163,6 +177,72 @@ pub enum Resource {
     MirrorLeader(ClusterName),
     /// A network policy, named `<namespace>/<name>` as a service is.
     Policy(ServiceKey),
+    /// An applied resource of `kind`, named by namespace (None: cluster-scoped) and name.
+    Object(ObjectName),
+    /// A ClusterIP allocated to a service.
+    ClusterIp(IpAddr),
+    /// The ClusterIPs allocated to a service (the reverse index).
+    ClusterIpsOfService(ServiceKey),
+}
+
+/// The name of an applied resource: kind, namespace (namespaced kinds only), name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectName {
+    pub kind: resources::Kind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectName {
+    /// Checks the parts: namespace present exactly for namespaced kinds, both DNS names.
+    pub fn new(kind: resources::Kind, namespace: Option<&str>, name: &str) -> Result<Self, String> {
+        let label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        let subdomain = |s: &str| s.len() <= 253 && s.split('.').all(label);
+        match (kind.namespaced(), namespace) {
+            (true, Some(ns)) if label(ns) => {}
+            (true, _) => {
+                return Err(format!(
+                    "{} objects need a namespace (a DNS label)",
+                    kind.plural()
+                ));
+            }
+            (false, None) => {}
+            (false, Some(_)) => return Err(format!("{} objects have no namespace", kind.plural())),
+        }
+        if !subdomain(name) {
+            return Err(format!(
+                "{name:?} is not a valid object name (a DNS subdomain)"
+            ));
+        }
+        Ok(ObjectName {
+            kind,
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+        })
+    }
+
+    /// The service key of a Service object.
+    pub fn service_key(&self) -> Option<ServiceKey> {
+        match (self.kind, &self.namespace) {
+            (resources::Kind::Service, Some(ns)) => ServiceKey::new(ns, &self.name).ok(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}/{ns}/{}", self.kind.plural(), self.name),
+            None => write!(f, "{}/{}", self.kind.plural(), self.name),
+        }
+    }
 }
 
 impl Resource {
@@ -180,6 +260,9 @@ impl Resource {
             Resource::IdentityRef(..) => ResourceKind::IdentityRefs,
             Resource::MirrorLeader(_) => ResourceKind::MirrorLeader,
             Resource::Policy(_) => ResourceKind::Policies,
+            Resource::Object(_) => ResourceKind::Objects,
+            Resource::ClusterIp(_) => ResourceKind::ClusterIps,
+            Resource::ClusterIpsOfService(_) => ResourceKind::ClusterIpsByService,
         }
     }
 }
@@ -193,8 +276,14 @@ impl fmt::Display for Resource {
             Resource::IdentityByLabels(l) if l.is_empty() => f.write_str(EMPTY_LABELS),
             Resource::IdentityByLabels(l) => f.write_str(&escape(&l.to_string())),
             Resource::PodCidr(net) => f.write_str(&escape(&net.to_string())),
-            Resource::Endpoint(ip) | Resource::Vip(ip) => write!(f, "{ip}"),
-            Resource::Service(s) | Resource::VipsOfService(s) | Resource::Policy(s) => {
+            Resource::Endpoint(ip) | Resource::Vip(ip) | Resource::ClusterIp(ip) => {
+                write!(f, "{ip}")
+            }
+            Resource::Object(o) => write!(f, "{o}"),
+            Resource::Service(s)
+            | Resource::VipsOfService(s)
+            | Resource::Policy(s)
+            | Resource::ClusterIpsOfService(s) => {
                 write!(f, "{}/{}", s.namespace(), s.name())
             }
             Resource::IdentityRef(id, node) => write!(f, "{id}/{node}"),
@@ -325,6 +414,8 @@ fn parse_any(key: &str) -> Result<Key, SchemaError> {
             Some(("podcidrs-by-node", t)) => (ResourceKind::PodCidrsByNode, t),
             Some(("vips", t)) => (ResourceKind::Vips, t),
             Some(("vips-by-service", t)) => (ResourceKind::VipsByService, t),
+            Some(("clusterips", t)) => (ResourceKind::ClusterIps, t),
+            Some(("clusterips-by-service", t)) => (ResourceKind::ClusterIpsByService, t),
             _ => {
                 return Err(SchemaError::UnknownKind {
                     key: key.into(),
@@ -353,6 +444,8 @@ fn parse_resource(kind: ResourceKind, tail: &str) -> Result<Resource, String> {
             | ResourceKind::VipsByService
             | ResourceKind::IdentityRefs
             | ResourceKind::Policies
+            | ResourceKind::ClusterIpsByService
+            | ResourceKind::Objects
     );
     if !two_segments && tail.contains('/') {
         return Err(format!(
@@ -400,6 +493,24 @@ fn parse_resource(kind: ResourceKind, tail: &str) -> Result<Resource, String> {
         ResourceKind::Services => Resource::Service(parse_service(tail)?),
         ResourceKind::VipsByService => Resource::VipsOfService(parse_service(tail)?),
         ResourceKind::Policies => Resource::Policy(parse_service(tail)?),
+        ResourceKind::ClusterIps => Resource::ClusterIp(parse_ip(tail)?),
+        ResourceKind::ClusterIpsByService => Resource::ClusterIpsOfService(parse_service(tail)?),
+        ResourceKind::Objects => {
+            let (plural, rest) = tail
+                .split_once('/')
+                .ok_or_else(|| "objects keys are <kind>/[<namespace>/]<name>".to_string())?;
+            let kind = resources::Kind::from_plural(plural)
+                .ok_or_else(|| format!("unknown object kind {plural:?}"))?;
+            let (ns, name) = if kind.namespaced() {
+                let (ns, name) = rest
+                    .split_once('/')
+                    .ok_or_else(|| format!("{plural} keys are {plural}/<namespace>/<name>"))?;
+                (Some(ns), name)
+            } else {
+                (None, rest)
+            };
+            Resource::Object(ObjectName::new(kind, ns, name)?)
+        }
         ResourceKind::IdentityRefs => {
             let (id, node) = tail
                 .split_once('/')

@@ -62,6 +62,30 @@ fn builds_the_documented_keys() {
             "ironmesh/v1/clusters/blue/ipam/vips/203.0.113.10",
         ),
         (
+            Resource::ClusterIp("10.96.0.1".parse().unwrap()),
+            "ironmesh/v1/clusters/blue/ipam/clusterips/10.96.0.1",
+        ),
+        (
+            Resource::ClusterIpsOfService("default/web".parse().unwrap()),
+            "ironmesh/v1/clusters/blue/ipam/clusterips-by-service/default/web",
+        ),
+        (
+            Resource::Object(
+                ObjectName::new(resources::Kind::Service, Some("shop"), "web").unwrap(),
+            ),
+            "ironmesh/v1/clusters/blue/objects/services/shop/web",
+        ),
+        (
+            Resource::Object(
+                ObjectName::new(resources::Kind::NetworkPolicy, Some("shop"), "allow.v2").unwrap(),
+            ),
+            "ironmesh/v1/clusters/blue/objects/networkpolicies/shop/allow.v2",
+        ),
+        (
+            Resource::Object(ObjectName::new(resources::Kind::IpPool, None, "public").unwrap()),
+            "ironmesh/v1/clusters/blue/objects/ippools/public",
+        ),
+        (
             Resource::VipsOfService("default/web".parse().unwrap()),
             "ironmesh/v1/clusters/blue/ipam/vips-by-service/default/web",
         ),
@@ -278,7 +302,21 @@ fn resource() -> impl Strategy<Value = Resource> {
         labels.prop_map(Resource::IdentityByLabels),
         cidr.prop_map(Resource::PodCidr),
         ip.clone().prop_map(Resource::Endpoint),
-        ip.prop_map(Resource::Vip),
+        ip.clone().prop_map(Resource::Vip),
+        ip.prop_map(Resource::ClusterIp),
+        (
+            prop_oneof![
+                Just(resources::Kind::Service),
+                Just(resources::Kind::NetworkPolicy),
+                Just(resources::Kind::Namespace),
+                Just(resources::Kind::IpPool)
+            ],
+            "[a-z0-9]{1,10}",
+            "[a-z][a-z0-9]{0,10}(\\.[a-z0-9]{1,5})?"
+        )
+            .prop_map(|(k, ns, n)| Resource::Object(
+                ObjectName::new(k, k.namespaced().then_some(ns.as_str()), &n).unwrap()
+            )),
         ("[a-z0-9]{1,10}", "[a-z][a-z0-9]{0,10}")
             .prop_map(|(ns, n)| Resource::Service(ServiceKey::new(&ns, &n).unwrap())),
         ("[a-z0-9]{1,10}", "[a-z][a-z0-9]{0,10}")
@@ -309,13 +347,19 @@ proptest! {
         if let Key::Resource { scope, resource } = &k {
             prop_assert!(text.starts_with(&scope.kind_prefix(resource.kind())));
             // The name part never adds segments, except namespace/name for services and
-            // identity/node for identity references.
+            // identity/node for identity references, and kind/[namespace/]name for objects.
             let extra = resource.to_string().matches('/').count();
-            let two = matches!(
-                resource.kind(),
-                ResourceKind::Services | ResourceKind::VipsByService | ResourceKind::IdentityRefs
-            );
-            prop_assert_eq!(extra, usize::from(two));
+            let want = match resource {
+                Resource::Object(o) => 1 + usize::from(o.namespace.is_some()),
+                r => usize::from(matches!(
+                    r.kind(),
+                    ResourceKind::Services
+                        | ResourceKind::VipsByService
+                        | ResourceKind::IdentityRefs
+                        | ResourceKind::ClusterIpsByService
+                )),
+            };
+            prop_assert_eq!(extra, want);
         }
     }
 

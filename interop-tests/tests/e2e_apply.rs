@@ -1,0 +1,334 @@
+//! Resources applied with `ironctl apply` drive the node (issue 13): one node with a one-member
+//! etcd, the meshd binary owning the datapath on a per-test pin root, `mesh.service_cidrs`
+//! set, and pods added by the real `ironmesh-cni` (namespace `default`).
+//!
+//! - `e2e_apply_service_backends_follow_pods`: a Service manifest applied with
+//!   `ironctl apply -f` gets a ClusterIP from the service CIDR (etcd transaction), `ironctl
+//!   get svc` shows it as kubectl would, and the client pod reaching ClusterIP:80 is answered
+//!   by both pods its selector matches (targetPort 7000), never by the pod it does not match;
+//!   applying the same file again is "unchanged". Under a steady request loop one backend
+//!   is deleted with CNI DEL: no request started 1 s after the DEL reaches it (every one is
+//!   answered by the other). A bad manifest is refused with every error's field path and
+//!   nothing is written. `ironctl delete svc web` removes the service from the datapath
+//!   within 1 s and frees the ClusterIP in etcd.
+//!
+//! Needs root, bpffs; builds meshd, ironctl and ironmesh-cni.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use interop_tests::bgpd;
+use interop_tests::datapath_lab::{Pins, Stop};
+use interop_tests::*;
+
+const T: Duration = Duration::from_secs(20);
+const ONE_S: Duration = Duration::from_secs(1);
+const NODE: &str = "n1";
+const CLUSTER: &str = "red";
+const PORT: u16 = 7000;
+const POD_CIDR: &str = "10.244.1.0/24";
+
+fn within(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{what}: not within {limit:?} (waited {:?})",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn cni_conf(data_dir: &Path, app: &str) -> serde_json::Value {
+    cni::conf(data_dir, POD_CIDR, 1500, &[("app", app)])
+}
+
+/// One request from `pod` to `dst` with short timeouts: who answered.
+fn ask(pod: &Host, dst: SocketAddr) -> Result<String, String> {
+    pod.in_netns(move || {
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_millis(300))
+            .map_err(|e| format!("connect {dst}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        s.write_all(b"who").map_err(|e| format!("write: {e}"))?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .unwrap()
+}
+
+fn meshd_config(node: &Host, etcd: &EtcdCluster, root: &Path, eps: &Path) -> PathBuf {
+    let state = node.path("meshd-state");
+    let conf = node.path("meshd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[node]\nname = \"{NODE}\"\ncluster = \"{CLUSTER}\"\nstate_dir = {state:?}\n\n\
+             [mesh]\netcd_endpoints = [\"{}\"]\ncluster_id = 1\nlease_ttl = 4\n\
+             node_ipv4 = \"192.0.2.2\"\ncni_endpoints_dir = {eps:?}\n\
+             service_cidrs = [\"10.96.0.0/16\"]\n\n\
+             [datapath]\nbpffs = {root:?}\nload = true\nuplinks = [\"eth0\"]\nmode = \"native\"\n",
+            etcd.endpoints(),
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+/// meshd in `node`'s netns, in this test's mount namespace (it sees the pin root).
+fn start_meshd(node: &Host, bin: &Path, conf: &Path, sock: &Path) -> Process {
+    let args: Vec<String> = [
+        format!("--mount=/proc/{}/ns/mnt", std::process::id()),
+        "--".into(),
+        bin.display().to_string(),
+        "--config".into(),
+        conf.display().to_string(),
+        "--api".into(),
+        sock.display().to_string(),
+        "--log".into(),
+        "info,ironmesh_meshd=debug".into(),
+    ]
+    .into();
+    node.spawn("meshd", "nsenter", &args).unwrap()
+}
+
+const WEB: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  labels: {tier: front}
+spec:
+  selector:
+    app: web
+  ports:
+  - name: http
+    protocol: TCP
+    port: 80
+    targetPort: 7000
+"#;
+
+const BAD: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: bad
+spec:
+  selector: {app: web}
+  sessionAfinity: ClientIP
+  ports:
+  - name: http
+    port: 80
+    targetPort: Not_A_Port
+  - port: 70000
+"#;
+
+#[test]
+fn e2e_apply_service_backends_follow_pods() -> Result<()> {
+    let bins = bgpd::build_binaries(&[
+        ("ironmesh-meshd", "meshd"),
+        ("ironmesh-cni", "ironmesh-cni"),
+        ("ironctl", "ironctl"),
+    ])
+    .unwrap();
+    let (meshd_bin, cni, ironctl) = (&bins[0], &bins[1], &bins[2]);
+    let lab = Lab::new("e2e_apply")?;
+    let tor = lab.host("tor")?;
+    let node = lab.host("node")?;
+    lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
+    let pins = Pins::mounted(format!("/sys/fs/bpf/{}-node", lab.id())).unwrap();
+    let root = pins.root().clone();
+    let etcd = EtcdCluster::start(&[(&node, "192.0.2.2".parse().unwrap())])?;
+    let data_dir = lab.dir().join("node-cni");
+    let conf = meshd_config(&node, &etcd, root.path(), &data_dir.join("mesh/endpoints"));
+    let sock = node.path("meshd.sock");
+    let meshd = start_meshd(&node, meshd_bin, &conf, &sock);
+    let alive = || assert!(meshd.is_running(), "meshd died: {}", meshd.log_tail(4000));
+    let ctl = |args: &[&str]| -> Output {
+        Command::new(ironctl)
+            .args(args)
+            .env("IRONMESH_MESHD_SOCKET", &sock)
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| -> String {
+        let out = ctl(args);
+        assert!(out.status.success(), "ironctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    within("meshd's API answers", T, || {
+        alive();
+        ctl(&["mesh", "status"]).status.success()
+    });
+
+    // Pods: a client, two web pods, and a pod with other labels serving the same port.
+    let mut pods = Vec::new();
+    for (name, app) in [
+        ("client", "client"),
+        ("web1", "web"),
+        ("web2", "web"),
+        ("other", "other"),
+    ] {
+        let host = lab.host(name)?;
+        let (ip, _) = cni::add(cni, &node, &host, name, &cni_conf(&data_dir, app))?;
+        pods.push((host, ip));
+    }
+    let stop = Stop::new();
+    for (host, _) in &pods[1..] {
+        tcp::who_server(host, PORT, stop.0.clone(), Duration::from_secs(120));
+    }
+    let (client, web1, web2, other) = (&pods[0].0, &pods[1].0, &pods[2].0, &pods[3].0);
+    within("the pods are listed by ironctl get pods", T, || {
+        let out = ctl(&["get", "pods"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        out.status.success() && pods.iter().all(|(_, ip)| text.contains(&ip.to_string()))
+    });
+
+    // Apply: created, ClusterIP from the service CIDR, shown like kubectl.
+    let file = lab.dir().join("web.yaml");
+    std::fs::write(&file, WEB).unwrap();
+    let f = file.to_str().unwrap();
+    assert_eq!(ok(&["apply", "-f", f]).trim(), "service/web created");
+    let got: serde_json::Value = serde_json::from_str(&ok(&["get", "svc", "web", "-o", "json"]))
+        .expect("get -o json is JSON");
+    let cip: Ipv4Addr = got["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        cip,
+        Ipv4Addr::new(10, 96, 0, 1),
+        "the first address of the CIDR"
+    );
+    assert!(
+        etcd.get(
+            0,
+            &format!("ironmesh/v1/clusters/{CLUSTER}/ipam/clusterips/{cip}")
+        )
+        .unwrap()
+        .is_some(),
+        "the allocation is in etcd"
+    );
+    let table = ok(&["get", "svc"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..5],
+        ["web", "ClusterIP", &cip.to_string(), "<none>", "80/TCP"],
+        "{table}"
+    );
+    assert_eq!(ok(&["apply", "-f", f]).trim(), "service/web unchanged");
+
+    // The client reaches both web pods through the ClusterIP, never the other pod.
+    let vip = SocketAddr::new(IpAddr::V4(cip), 80);
+    let mut seen = std::collections::BTreeSet::new();
+    let took = within("both web pods answer on the ClusterIP", T, || {
+        alive();
+        if let Ok(who) = ask(client, vip) {
+            assert_ne!(who, other.name(), "the unselected pod answered");
+            seen.insert(who);
+        }
+        seen.len() == 2
+    });
+    eprintln!("ClusterIP served by {seen:?} {took:?} after the apply");
+    assert!(seen.contains(web1.name()) && seen.contains(web2.name()));
+    let described = ok(&["describe", "svc", "web"]);
+    assert!(
+        described.contains(&format!("{}:{PORT}", pods[1].1))
+            && described.contains(&format!("{}:{PORT}", pods[2].1)),
+        "describe lists both endpoints: {described}"
+    );
+
+    // A steady request loop; web2 is deleted with CNI DEL: nothing reaches it after 1 s.
+    let (tx, rx) = std::sync::mpsc::channel::<(Duration, Result<String, String>)>();
+    let loop_client = client.clone();
+    let start = Instant::now();
+    let asker = std::thread::spawn(move || {
+        while start.elapsed() < Duration::from_secs(6) {
+            let t = start.elapsed();
+            if tx.send((t, ask(&loop_client, vip))).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let del_at = start.elapsed();
+    cni::del(cni, &node, web2, "web2", &cni_conf(&data_dir, "web")).unwrap();
+    asker.join().unwrap();
+    let results: Vec<_> = rx.iter().collect();
+    let before: Vec<_> = results.iter().filter(|(t, _)| *t < del_at).collect();
+    assert!(
+        before.iter().any(|(_, r)| r.as_deref() == Ok(web2.name())),
+        "web2 served before its DEL: {before:?}"
+    );
+    let late: Vec<_> = results
+        .iter()
+        .filter(|(t, _)| *t >= del_at + ONE_S)
+        .collect();
+    assert!(late.len() > 50, "the loop went on: {} requests", late.len());
+    for (t, r) in &late {
+        assert_eq!(
+            r.as_deref(),
+            Ok(web1.name()),
+            "request at {t:?} ({:?} after the DEL) not answered by web1",
+            *t - del_at
+        );
+    }
+    let last_web2 = results
+        .iter()
+        .filter(|(_, r)| r.as_deref() == Ok(web2.name()))
+        .map(|(t, _)| *t)
+        .max()
+        .unwrap();
+    eprintln!(
+        "web2 deleted at {del_at:?}; its last answer at {last_web2:?}; {} requests after +1 s all answered by web1",
+        late.len()
+    );
+
+    // A bad manifest: every error with its field path, nothing written.
+    let bad = lab.dir().join("bad.yaml");
+    std::fs::write(&bad, BAD).unwrap();
+    let out = ctl(&["apply", "-f", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "The Service \"bad\" is invalid",
+        "spec.sessionAfinity: unknown field",
+        "spec.ports[0].targetPort: Invalid value: \"Not_A_Port\"",
+        "spec.ports[1].name: Required value",
+        "spec.ports[1].port: Invalid value: 70000: must be between 1 and 65535",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in: {err}");
+    }
+    let missing = ctl(&["get", "svc", "bad"]);
+    assert!(!missing.status.success(), "the bad service was written");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+
+    // Delete: the ClusterIP stops answering within 1 s and is freed in etcd.
+    assert_eq!(ok(&["delete", "svc", "web"]).trim(), "service/web deleted");
+    let gone_at = Instant::now();
+    let took = within("the ClusterIP no longer served", ONE_S, || {
+        ask(client, vip).is_err()
+    });
+    eprintln!("ClusterIP gone {took:?} after ironctl delete");
+    assert!(gone_at.elapsed() < T);
+    assert!(
+        etcd.get(
+            0,
+            &format!("ironmesh/v1/clusters/{CLUSTER}/ipam/clusterips/{cip}")
+        )
+        .unwrap()
+        .is_none(),
+        "the ClusterIP is freed"
+    );
+    assert!(ok(&["get", "svc", "-A"]).is_empty() || !ok(&["get", "svc", "-A"]).contains("web"));
+    alive();
+    meshd.terminate();
+    drop(stop);
+    Ok(())
+}

@@ -1,0 +1,171 @@
+use super::*;
+use crate::identity::IdentityValue;
+use crate::schema::ObjectName;
+
+fn c(s: &str) -> ClusterName {
+    s.parse().unwrap()
+}
+
+fn service_doc(yaml: &str, cluster_ip: &str) -> (Resource, Vec<u8>) {
+    let docs = resources::parse_manifests(yaml).unwrap();
+    let mut o = resources::decode(&docs[0]).unwrap();
+    resources::set_spec(&mut o.document, "clusterIP", cluster_ip.into());
+    let name = ObjectName::new(
+        resources::Kind::Service,
+        o.meta.namespace.as_deref(),
+        &o.meta.name,
+    )
+    .unwrap();
+    let stored = Stored {
+        object: o,
+        status: serde_json::Value::Null,
+    };
+    (Resource::Object(name), stored.encode())
+}
+
+fn identity(id: u32, labels: &str) -> (Resource, Vec<u8>) {
+    let id = Identity::from_raw(id).unwrap();
+    let v = IdentityValue {
+        labels: labels.parse().unwrap(),
+    };
+    (Resource::Identity(id), serde_json::to_vec(&v).unwrap())
+}
+
+fn endpoint(cluster: &str, ip: &str, node: &str, id: u32) -> (Resource, Vec<u8>) {
+    let r = EndpointRecord {
+        ip: ip.parse().unwrap(),
+        cluster: c(cluster),
+        node: node.parse().unwrap(),
+        identity: Identity::from_raw(id).unwrap(),
+        tunnel_endpoint: None,
+        encrypt_key: 0,
+    };
+    (Resource::Endpoint(r.ip), r.encode())
+}
+
+const WEB: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop, annotations: {ironmesh.io/global: "true", ironmesh.io/affinity: local}}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: metrics, port: 9090, targetPort: metrics}
+"#;
+
+fn backends(r: &ServiceRecord) -> Vec<(String, u16, Option<String>)> {
+    r.backends
+        .iter()
+        .map(|b| (b.ip.to_string(), b.port, b.port_name.clone()))
+        .collect()
+}
+
+#[test]
+fn backends_follow_the_endpoints_that_match_the_selector_in_the_namespace() {
+    let red = c("red");
+    let mut ctl = ServiceController::new();
+    let (r, v) = service_doc(WEB, "10.96.0.10");
+    // No endpoints yet: the record exists with its VIP and no backends.
+    let ch = ctl.upsert(&red, &r, &v);
+    assert_eq!(ch.len(), 1);
+    let rec = ch[0].2.clone().unwrap();
+    assert_eq!(rec.vips, vec!["10.96.0.10".parse::<IpAddr>().unwrap()]);
+    assert!(rec.global && rec.affinity == Affinity::Local);
+    assert!(rec.backends.is_empty());
+
+    // web in shop matches; web in another namespace and a client in shop do not.
+    for (res, val) in [
+        identity(300, "app=web,io.kubernetes.pod.namespace=shop"),
+        identity(301, "app=web,io.kubernetes.pod.namespace=other"),
+        identity(302, "app=client,io.kubernetes.pod.namespace=shop"),
+    ] {
+        ctl.upsert(&red, &res, &val);
+    }
+    let (res, val) = endpoint("red", "10.1.0.5", "n1", 300);
+    let ch = ctl.upsert(&red, &res, &val);
+    // The named port (metrics) has no backends: endpoint records carry no named ports.
+    assert_eq!(
+        backends(ch[0].2.as_ref().unwrap()),
+        vec![("10.1.0.5".into(), 8080, Some("http".into()))]
+    );
+    for (ip, id) in [("10.1.0.6", 301), ("10.1.0.7", 302)] {
+        let (res, val) = endpoint("red", ip, "n1", id);
+        assert!(ctl.upsert(&red, &res, &val).is_empty(), "{ip} changed web");
+    }
+    // An endpoint whose identity's labels arrive later joins when they do.
+    let (res, val) = endpoint("red", "10.1.1.5", "n2", 303);
+    assert!(ctl.upsert(&red, &res, &val).is_empty());
+    let (res, val) = identity(303, "app=web,io.kubernetes.pod.namespace=shop,v=2");
+    let ch = ctl.upsert(&red, &res, &val);
+    assert_eq!(backends(ch[0].2.as_ref().unwrap()).len(), 2);
+
+    // The pod goes (CNI DEL, or its node's lease expired): its backend goes with it.
+    let ch = ctl.delete(&red, &Resource::Endpoint("10.1.0.5".parse().unwrap()));
+    assert_eq!(
+        backends(ch[0].2.as_ref().unwrap()),
+        vec![("10.1.1.5".into(), 8080, Some("http".into()))]
+    );
+    assert_eq!(
+        ch[0].2.as_ref().unwrap().backends[0]
+            .node
+            .as_ref()
+            .unwrap()
+            .as_ref(),
+        "n2"
+    );
+
+    // The service is deleted: its record goes.
+    let ch = ctl.delete(&red, &r);
+    assert_eq!(ch.len(), 1);
+    assert!(ch[0].2.is_none());
+    assert!(ctl.records().next().is_none());
+}
+
+#[test]
+fn each_cluster_derives_its_own_records_from_its_own_endpoints() {
+    let (red, blue) = (c("red"), c("blue"));
+    let mut ctl = ServiceController::new();
+    let (r, v) = service_doc(WEB, "10.96.0.10");
+    ctl.upsert(&red, &r, &v);
+    let (r2, v2) = service_doc(WEB, "10.97.0.10");
+    ctl.upsert(&blue, &r2, &v2);
+    let (res, val) = identity(300, "app=web,io.kubernetes.pod.namespace=shop");
+    ctl.upsert(&blue, &res, &val);
+    let (res, val) = endpoint("blue", "10.2.0.5", "b1", 300);
+    let ch = ctl.upsert(&blue, &res, &val);
+    assert_eq!(ch.len(), 1);
+    assert_eq!(ch[0].0, blue);
+    let key: ServiceKey = "shop/web".parse().unwrap();
+    assert!(ctl.record(&red, &key).unwrap().backends.is_empty());
+    assert_eq!(ctl.record(&blue, &key).unwrap().backends.len(), 1);
+    assert_eq!(
+        ctl.record(&blue, &key).unwrap().backends[0].cluster,
+        Some(blue)
+    );
+}
+
+#[test]
+fn headless_services_and_services_without_a_selector_serve_no_backends() {
+    let red = c("red");
+    let mut ctl = ServiceController::new();
+    let (r, v) = service_doc(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec: {clusterIP: None, selector: {app: db}}\n",
+        "None",
+    );
+    assert!(ctl.upsert(&red, &r, &v).is_empty());
+    let (r, v) = service_doc(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: shop}\nspec: {ports: [{port: 80}]}\n",
+        "10.96.0.11",
+    );
+    let ch = ctl.upsert(&red, &r, &v);
+    assert!(ch[0].2.as_ref().unwrap().backends.is_empty());
+}
+
+#[test]
+fn an_object_stored_under_another_name_is_refused() {
+    let (_, v) = service_doc(WEB, "10.96.0.10");
+    let wrong = ObjectName::new(resources::Kind::Service, Some("shop"), "other").unwrap();
+    let e = decode(&wrong, &v).unwrap_err();
+    assert!(e.contains("stored under services/shop/other"), "{e}");
+}
