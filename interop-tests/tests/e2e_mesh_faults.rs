@@ -18,9 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use interop_tests::cmd::wait_for;
-use interop_tests::mesh::services::{self, LB_PORT, LB_VIP, WEB_VIP};
+use interop_tests::mesh::services::{LB_PORT, LB_VIP, WEB_VIP};
 use interop_tests::mesh::{APP_PORT, Bins, MeshLab, Node, Side, T, TorKind, probe};
-use ironmesh_meshd::services::BackendState;
 use serde_json::Value;
 
 fn start(name: &str) -> MeshLab {
@@ -273,14 +272,13 @@ fn e2e_mesh_etcd_leader_killed_nothing_noticed() {
         "a red meshd still disconnected {last_down:?} after the kill"
     );
     eprintln!("{asked} requests answered while e{leader} was down");
-    // The surviving members elect a leader; a change written now still takes effect: red's
-    // local backends go, the global service fails over to blue.
+    // The surviving members elect a leader; a change made now still takes effect: red's web
+    // pods are deleted (their endpoint records go through the surviving members), the global
+    // service fails over to blue.
     mesh.red.etcd.wait_leader(T).unwrap();
-    let mut gone = services::web(&mesh.red, |_| BackendState::Active);
-    gone.backends.clear();
-    let via = (leader + 1) % 3;
-    let value = String::from_utf8(gone.encode()).unwrap();
-    mesh.red.etcd.put(via, &gone.key(), &value).unwrap();
+    for n in &mesh.red.nodes {
+        n.delete_pod(&mesh.bins.cni, "web").unwrap();
+    }
     let vip: SocketAddr = (WEB_VIP, APP_PORT).into();
     wait_for(
         "the global service answered by blue",

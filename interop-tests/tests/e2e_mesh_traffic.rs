@@ -3,11 +3,12 @@
 //! - pod to pod across clusters: over the routes bgpd learned from the ToRs, through
 //!   WireGuard (the device's counters grow; the ToR link carries UDP to the WireGuard port and
 //!   no plain pod packet), and app=other denied by blue web's policy with a drop event;
-//! - the global service fails over from the local backends to the remote cluster's and back;
+//! - the global service fails over from the local backends to the remote cluster's when the
+//!   local pods are deleted (CNI DEL), and back when they are added again;
 //! - the LoadBalancer VIP: ECMP at the BIRD ToR, both nodes answer the external client, each
 //!   flow translated by the datapath of the node it reached (its conntrack entry: external, to
-//!   that node's web pod; no VIP address and no nftables NAT on any node); a node losing its
-//!   last backend withdraws the VIP within 1 s.
+//!   that node's web pod; no VIP address and no nftables NAT on any node); a node whose last
+//!   backend pod is deleted withdraws the VIP within 1 s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -17,7 +18,6 @@ use datapath::events::{DropReason, EventKind};
 use datapath::lb::Proto;
 use interop_tests::mesh::services::{self, LB_PORT, LB_VIP, WEB_VIP};
 use interop_tests::mesh::{APP_PORT, Bins, MeshLab, Side, WG_PORT, probe};
-use ironmesh_meshd::services::BackendState;
 
 fn start(name: &str) -> MeshLab {
     MeshLab::start(name, Bins::build().unwrap()).unwrap()
@@ -152,14 +152,16 @@ fn e2e_mesh_global_service_fails_over_to_the_remote_cluster() {
         let a = probe::ask(&client.host, vip).unwrap();
         assert!(a.starts_with("red/") && a.ends_with("/web"), "{a}");
     }
-    // Red's backends go: blue's answer (cross-cluster, through the tunnel).
-    let mut gone = services::web(&mesh.red, |_| BackendState::Active);
-    gone.backends.clear();
-    services::put(&mesh.red, &gone).unwrap();
+    // Red's web pods are deleted (CNI DEL, as a runtime deletes them): their backends go by
+    // themselves and blue answers (cross-cluster, through the tunnel). No record is edited.
+    for n in &mesh.red.nodes {
+        n.delete_pod(&mesh.bins.cni, "web").unwrap();
+    }
     let took = until(&client.host, vip, Duration::from_secs(10), |a| {
         a.starts_with("blue/")
     });
-    eprintln!("failover to blue after {took:?}");
+    eprintln!("failover to blue {took:?} after red's web pods were deleted");
+    assert!(took < Duration::from_secs(2), "failover took {took:?}");
     let mut answered = BTreeSet::new();
     for _ in 0..8 {
         let a = probe::ask(&client.host, vip).unwrap();
@@ -167,16 +169,14 @@ fn e2e_mesh_global_service_fails_over_to_the_remote_cluster() {
         answered.insert(a);
     }
     eprintln!("answered by {answered:?}");
-    // They come back: local again.
-    services::put(
-        &mesh.red,
-        &services::web(&mesh.red, |_| BackendState::Active),
-    )
-    .unwrap();
+    // They come back (CNI ADD again): local again.
+    for n in &mesh.red.nodes {
+        n.readd_pod(&mesh.bins.cni, "web").unwrap();
+    }
     let took = until(&client.host, vip, Duration::from_secs(10), |a| {
         a.starts_with("red/")
     });
-    eprintln!("back to red after {took:?}");
+    eprintln!("back to red {took:?} after the pods were added again");
     for _ in 0..4 {
         let a = probe::ask(&client.host, vip).unwrap();
         assert!(a.starts_with("red/"), "{a}");
@@ -242,29 +242,25 @@ fn e2e_mesh_vip_ecmp_at_the_tor_and_withdraw_within_1s() {
         assert_eq!(ext, None, "blue/{}", n.name);
     }
 
-    // red/n2's only backend terminates: n2 withdraws the VIP, the ToR keeps n1's path.
+    // red/n2's only backend, its web pod, is deleted (CNI DEL): n2 withdraws the VIP, the ToR
+    // keeps n1's path.
     let start = Instant::now();
-    let front = services::front(&mesh.red, |p| {
-        if p.node == "n2" {
-            BackendState::Terminating
-        } else {
-            BackendState::Active
-        }
-    });
-    services::put(&mesh.red, &front).unwrap();
+    mesh.red
+        .node("n2")
+        .delete_pod(&mesh.bins.cni, "web")
+        .unwrap();
     let hops = mesh.wait_vip_paths(1, Duration::from_secs(5)).unwrap();
     let took = start.elapsed();
-    eprintln!("VIP path of red/n2 gone from the ToR's kernel after {took:?}");
+    eprintln!("VIP path of red/n2 gone from the ToR's kernel {took:?} after its pod's DEL");
     assert_eq!(hops, vec![red1]);
     assert!(took < Duration::from_secs(1), "withdraw took {took:?}");
     for _ in 0..8 {
         assert_eq!(probe::ask(&mesh.client, vip).as_deref(), Ok("red/n1/web"));
     }
-    // Back: both paths again.
-    services::put(
-        &mesh.red,
-        &services::front(&mesh.red, |_| BackendState::Active),
-    )
-    .unwrap();
+    // The pod is back: both paths again.
+    mesh.red
+        .node("n2")
+        .readd_pod(&mesh.bins.cni, "web")
+        .unwrap();
     mesh.wait_vip_paths(2, Duration::from_secs(5)).unwrap();
 }

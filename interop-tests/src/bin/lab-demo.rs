@@ -107,8 +107,25 @@ fn main() -> Result<()> {
     policy_denied(&mesh)?;
     check("the pod tour")?;
 
-    title("5. Services");
-    println!("shop/web is global with affinity local (backends in both clusters):");
+    title("5. Services, applied as manifests");
+    let red_file = services::RED_MANIFEST
+        .rsplit_once("/../")
+        .map_or(services::RED_MANIFEST, |(_, f)| f);
+    println!(
+        "The lab applied {red_file} (and mesh-blue.yaml on blue) with `ironctl apply -f`; meshd gave\n\
+         the services their addresses and derives their backends from the pods their selectors match:"
+    );
+    for args in [
+        &["get", "svc", "-o", "wide"][..],
+        &["get", "ippool"],
+        &["get", "pods", "-A"],
+    ] {
+        println!("$ ironctl {} --meshd {api}", args.join(" "));
+        let mut full = args.to_vec();
+        full.extend(["--meshd", &api]);
+        indent(&mesh.ironctl(&full)?);
+    }
+    println!("default/web is global with affinity local (backends in both clusters):");
     for _ in 0..2 {
         let a = probe::ask(&client.host, (WEB_VIP, APP_PORT).into());
         println!("  red/n1/client -> {WEB_VIP}:{APP_PORT}: {}", show(&a));
@@ -217,10 +234,10 @@ fn policy_denied(mesh: &MeshLab) -> Result<()> {
     Ok(())
 }
 
-/// shop/front's VIP from the external client: ECMP at the ToR, translated by the datapath of
+/// default/front's VIP from the external client: ECMP at the ToR, translated by the datapath of
 /// the red node the flow reached (its external entry, conntrack), nothing configured by the lab.
 fn vip_from_outside(mesh: &MeshLab) -> Result<()> {
-    println!("shop/front's VIP from the external client (ECMP over red/n1 and red/n2):");
+    println!("default/front's VIP from the external client (ECMP over red/n1 and red/n2):");
     let mut seen = std::collections::BTreeMap::<String, u32>::new();
     let mut example = None;
     for _ in 0..8 {

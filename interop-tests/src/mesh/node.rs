@@ -96,6 +96,7 @@ pub(super) fn start_node(
          [mesh]\netcd_endpoints = {eps}\ncluster_id = {id}\nlease_ttl = 4\n\
          node_ipv4 = \"{ip}\"\nbgpd_socket = {bgpd_sock:?}\nwireguard_device = \"{wg}\"\n\
          pod_cidr_pools = [{{ cidr = \"{pool}\", node_mask = 24 }}]\n\
+         service_cidrs = [\"10.96.0.0/16\"]\n\
          cni_endpoints_dir = {cni_eps:?}\n\n\
          [[mesh.remote_clusters]]\nname = \"{remote}\"\nid = {remote_id}\nendpoints = {reps}\n\n\
          {datapath}",
@@ -188,6 +189,38 @@ pub(super) fn start_node(
 }
 
 impl Node {
+    /// The CNI config of one of this node's pods (as at its ADD).
+    fn pod_conf(&self, pod: &Pod) -> serde_json::Value {
+        crate::cni::conf(
+            &self.cni_dir,
+            &self.pod_cidr.to_string(),
+            1400,
+            &[("app", &pod.app)],
+        )
+    }
+
+    fn pod_named(&self, name: &str) -> Result<&Pod> {
+        self.pods.iter().find(|p| p.name == name).ok_or_else(|| {
+            LabError::Invalid(format!("{}/{}: no pod {name}", self.cluster, self.name))
+        })
+    }
+
+    /// CNI DEL of one of this node's pods, as a runtime deletes a pod: its endpoint record,
+    /// and so its backends, go. Its namespace (and server) stay for [`Node::readd_pod`].
+    pub fn delete_pod(&self, cni: &std::path::Path, name: &str) -> Result<()> {
+        let pod = self.pod_named(name)?;
+        let id = format!("{}-{}-{name}", self.cluster, self.name);
+        crate::cni::del(cni, &self.host, &pod.host, &id, &self.pod_conf(pod))
+    }
+
+    /// CNI ADD of a deleted pod again (same namespace, labels and server): the pod is back;
+    /// its address may differ. Returns it.
+    pub fn readd_pod(&self, cni: &std::path::Path, name: &str) -> Result<std::net::Ipv4Addr> {
+        let pod = self.pod_named(name)?;
+        let id = format!("{}-{}-{name}", self.cluster, self.name);
+        crate::cni::add(cni, &self.host, &pod.host, &id, &self.pod_conf(pod)).map(|(ip, _)| ip)
+    }
+
     /// `ironctl encryption status -o json` of this node.
     pub fn encryption_status(&self, ironctl: &std::path::Path) -> Result<Value> {
         let api = self.api.display().to_string();

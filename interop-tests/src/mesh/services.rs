@@ -1,6 +1,7 @@
-//! The lab's services, written into etcd as records (as an operator or a Kubernetes
-//! controller would): `shop/web`, global with affinity local, a ClusterIP and a backend in
-//! every web pod of both clusters; `shop/front`, red's LoadBalancer VIP on red's web pods.
+//! The lab's services, applied as manifests with `ironctl apply` (configs/examples/manifests):
+//! `default/web`, global with affinity local, its ClusterIP served by every web pod of both
+//! clusters (meshd derives the backends from the pods its selector matches);
+//! `default/front`, red's LoadBalancer VIP from red's IPPool on red's web pods.
 //! The VIP is translated for the external client by the datapath meshd programs (the external
 //! entry on each red node, its local web pod): [`vip_flow`] and [`stand_ins`] show it.
 
@@ -9,23 +10,22 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use datapath::ipcache::FAMILY_IPV4;
 use datapath::lb::{CT_DIR_FORWARD, CT_F_EXTERNAL, CtKey, Proto};
 
-use ironmesh_meshd::lbipam::VipValue;
-use ironmesh_meshd::schema::{Key, Resource};
+use std::time::Duration;
+
 use ironmesh_meshd::services::{
     Affinity, Backend, BackendState, Protocol, ServicePort, ServiceRecord,
 };
 
-use super::cluster::Cluster;
-use super::node::{Node, Pod};
+use super::node::Node;
 use super::{APP_PORT, MeshLab};
+use crate::cmd::wait_for;
 use crate::error::{LabError, Result};
 
-/// `shop/web`'s ClusterIP (the same in both clusters).
+/// `default/web`'s ClusterIP (the same in both clusters).
 pub const WEB_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
-/// `shop/front`'s LoadBalancer VIP, announced by red's nodes with a local backend.
+/// `default/front`'s LoadBalancer VIP, announced by red's nodes with a local backend.
 pub const LB_VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const LB_PORT: u16 = 80;
-const LB_POOL: &str = "203.0.113.0/28";
 
 /// A TCP service record: `service` of `cluster` on `vip:port`, a backend per
 /// (address, port, node, state); neither global nor with affinity (set those on the result).
@@ -62,59 +62,53 @@ pub fn tcp_record<'a>(
     }
 }
 
-fn record(
-    cluster: &Cluster,
-    service: &str,
-    vip: Ipv4Addr,
-    port: u16,
-    backends: &[(&Pod, BackendState)],
-) -> ServiceRecord {
-    let backends = backends
-        .iter()
-        .map(|(p, state)| (IpAddr::V4(p.ip), APP_PORT, p.node.as_str(), *state));
-    tcp_record(service, cluster.name, IpAddr::V4(vip), port, backends)
-}
+/// The lab's manifests (`configs/examples/manifests/`): red's IPPool, `default/web` and
+/// `default/front`; blue's `default/web`.
+pub const RED_MANIFEST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../configs/examples/manifests/mesh-red.yaml"
+);
+pub const BLUE_MANIFEST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../configs/examples/manifests/mesh-blue.yaml"
+);
 
-/// `shop/web` of `cluster` with its web pods in the given states (global, affinity local).
-pub fn web(cluster: &Cluster, state: impl Fn(&Pod) -> BackendState) -> ServiceRecord {
-    let pods: Vec<(&Pod, BackendState)> = cluster.pods("web").map(|p| (p, state(p))).collect();
-    ServiceRecord {
-        global: true,
-        affinity: Affinity::Local,
-        ..record(cluster, "shop/web", WEB_VIP, APP_PORT, &pods)
-    }
-}
-
-/// `shop/front` of `cluster` (the LoadBalancer VIP) with its web pods in the given states.
-pub fn front(cluster: &Cluster, state: impl Fn(&Pod) -> BackendState) -> ServiceRecord {
-    let pods: Vec<(&Pod, BackendState)> = cluster.pods("web").map(|p| (p, state(p))).collect();
-    record(cluster, "shop/front", LB_VIP, LB_PORT, &pods)
-}
-
-/// Writes a service record into its cluster's etcd.
-pub fn put(cluster: &Cluster, s: &ServiceRecord) -> Result<()> {
-    let value = String::from_utf8(s.encode()).expect("JSON record");
-    cluster.etcd.put(0, &s.key(), &value)
-}
-
-/// Every service of the lab and the VIP's LB-IPAM key.
+/// Applies each cluster's manifest with `ironctl apply -f` through its first node's meshd
+/// (as an operator does), then waits until every node's datapath serves `default/web`'s
+/// ClusterIP with its cluster's web pods (red: the LoadBalancer VIP's paths are waited for by
+/// [`MeshLab::wait_ready`]).
 pub(super) fn install(mesh: &MeshLab) -> Result<()> {
-    let active = |_: &Pod| BackendState::Active;
-    put(&mesh.red, &web(&mesh.red, active))?;
-    put(&mesh.blue, &web(&mesh.blue, active))?;
-    put(&mesh.red, &front(&mesh.red, active))?;
-    let key = Key::cluster(
-        &mesh.red.name.parse().expect("cluster name"),
-        Resource::Vip(IpAddr::V4(LB_VIP)),
-    )
-    .to_string();
-    let value = VipValue {
-        service: "shop/front".parse().expect("service name"),
-        pool: LB_POOL.parse().expect("pool"),
-    };
-    mesh.red
-        .etcd
-        .put(0, &key, &serde_json::to_string(&value).expect("JSON value"))?;
+    for (cluster, file) in [(&mesh.red, RED_MANIFEST), (&mesh.blue, BLUE_MANIFEST)] {
+        let api = cluster.nodes[0].api.display().to_string();
+        mesh.ironctl(&["apply", "--meshd", &api, "-f", file])?;
+    }
+    for n in mesh.nodes() {
+        let webs = mesh
+            .red
+            .nodes
+            .iter()
+            .chain(&mesh.blue.nodes)
+            .filter(|m| m.cluster == n.cluster)
+            .flat_map(|m| m.pods.iter())
+            .filter(|p| p.app == "web")
+            .count() as u32;
+        wait_for(
+            &format!(
+                "{}/{}: default/web's ClusterIP with {webs} backends in the datapath",
+                n.cluster, n.name
+            ),
+            super::T,
+            Duration::from_millis(50),
+            |last| {
+                let svc = n.dp.with(|d| {
+                    d.service(IpAddr::V4(WEB_VIP), APP_PORT, Proto::Tcp)
+                        .map_err(|e| LabError::Invalid(format!("datapath: {e}")))
+                })?;
+                *last = format!("{svc:?}");
+                Ok(svc.filter(|s| u32::from(s.backend_count) >= webs).map(drop))
+            },
+        )?;
+    }
     Ok(())
 }
 
