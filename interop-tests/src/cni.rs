@@ -18,6 +18,19 @@ fn run(
     id: &str,
     conf: &serde_json::Value,
 ) -> Result<Output> {
+    run_in(command, cni, node, pod, id, "default", conf)
+}
+
+/// [`run`] for a pod of Kubernetes namespace `namespace` (`K8S_POD_NAMESPACE`).
+fn run_in(
+    command: &str,
+    cni: &Path,
+    node: &Host,
+    pod: &Host,
+    id: &str,
+    namespace: &str,
+    conf: &serde_json::Value,
+) -> Result<Output> {
     let mut child = Command::new("ip")
         .args(["netns", "exec", node.netns()])
         .arg(cni)
@@ -28,7 +41,7 @@ fn run(
         .env("CNI_PATH", "/opt/cni/bin")
         .env(
             "CNI_ARGS",
-            format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
+            format!("K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={id}"),
         )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -55,7 +68,19 @@ pub fn add(
     id: &str,
     conf: &serde_json::Value,
 ) -> Result<(Ipv4Addr, String)> {
-    let out = run("ADD", cni, node, pod, id, conf)?;
+    add_in(cni, node, pod, id, "default", conf)
+}
+
+/// [`add`] for a pod of Kubernetes namespace `namespace`.
+pub fn add_in(
+    cni: &Path,
+    node: &Host,
+    pod: &Host,
+    id: &str,
+    namespace: &str,
+    conf: &serde_json::Value,
+) -> Result<(Ipv4Addr, String)> {
+    let out = run_in("ADD", cni, node, pod, id, namespace, conf)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let bad = |what: &str| {
         LabError::Invalid(format!(

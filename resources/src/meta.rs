@@ -133,6 +133,7 @@ pub(crate) fn read_meta(
             }
             meta.name = n;
         }
+        None if m.has("name") => {}
         None if m.has("generateName") => {
             errs.forbidden(
                 "metadata.generateName",

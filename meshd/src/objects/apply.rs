@@ -85,7 +85,23 @@ impl Objects {
         let mut invalid = Vec::new();
         for d in &docs {
             match resources::decode(d) {
-                Ok(o) => objects.push(o),
+                Ok(o) => {
+                    // What the datapath cannot enforce is refused here, not dropped later.
+                    if let Spec::NetworkPolicy(spec) = &o.spec
+                        && let Err(e) = crate::policy::PolicyRecord::from_network_policy(
+                            o.namespace(),
+                            &o.meta.name,
+                            spec,
+                        )
+                    {
+                        invalid.push(format!(
+                            "The NetworkPolicy {:?} is invalid: {e}",
+                            o.meta.name
+                        ));
+                        continue;
+                    }
+                    objects.push(o);
+                }
                 Err(e) => invalid.push(e.to_string()),
             }
         }

@@ -8,7 +8,10 @@ use datapath::EndpointPolicy;
 use datapath::policy::{Action, Direction, Peer, PortMatch, Rule};
 use ipnet::IpNet;
 
-use super::{LABEL_NAMESPACE, PolicyPeer, PolicyPort, PolicyRecord};
+use super::{
+    LABEL_CLUSTER, LABEL_NAMESPACE, LABEL_NAMESPACE_NAME, NamespaceLabels, PolicyPeer, PolicyPort,
+    PolicyRecord,
+};
 
 /// First and end (exclusive) of the node-local CIDR identities: cluster bits 0 with a local
 /// part of at least 256 is never allocated by any cluster (cluster ids start at 1), and stays
@@ -71,7 +74,12 @@ pub fn cidrs<'a>(policies: impl IntoIterator<Item = &'a PolicyRecord>) -> BTreeS
             .iter()
             .flat_map(|r| &r.from)
             .chain(p.egress.iter().flat_map(|r| &r.to));
-        out.extend(peers.filter_map(|x| x.cidr));
+        for x in peers {
+            out.extend(x.cidr);
+            // Each except gets its own identity (a longer prefix in the IP cache), which the
+            // rule does not allow.
+            out.extend(x.except.iter().copied());
+        }
     }
     out
 }
@@ -82,16 +90,40 @@ pub fn selects(policy: &PolicyRecord, labels: &Labels) -> bool {
         && policy.endpoint_selector.matches(labels)
 }
 
-fn peer_matches(policy: &PolicyRecord, peer: &PolicyPeer, labels: &Labels) -> bool {
-    let Some(sel) = &peer.selector else {
+/// The labels of namespace `ns` of `cluster`: its Namespace object's, or only its name.
+fn namespace_labels(namespaces: &NamespaceLabels, cluster: &str, ns: &str) -> Labels {
+    let mut l = namespaces
+        .get(&(cluster.to_string(), ns.to_string()))
+        .cloned()
+        .unwrap_or_default();
+    let _ = l.insert(LABEL_NAMESPACE_NAME, ns);
+    l
+}
+
+fn peer_matches(
+    policy: &PolicyRecord,
+    peer: &PolicyPeer,
+    labels: &Labels,
+    namespaces: &NamespaceLabels,
+) -> bool {
+    if peer.cidr.is_some() || (peer.selector.is_none() && peer.namespace_selector.is_none()) {
         return false;
-    };
+    }
     let ns = labels.get(LABEL_NAMESPACE);
-    let ns_ok = match &peer.namespaces {
-        None => ns == Some(policy.namespace.as_str()),
-        Some(list) => list.iter().any(|n| n == "*" || Some(n.as_str()) == ns),
+    let ns_ok = match (&peer.namespace_selector, &peer.namespaces) {
+        (Some(sel), _) => ns.is_some_and(|ns| {
+            let cluster = labels.get(LABEL_CLUSTER).unwrap_or("");
+            sel.matches(&namespace_labels(namespaces, cluster, ns))
+        }),
+        (None, None) => ns == Some(policy.namespace.as_str()),
+        (None, Some(list)) => list.iter().any(|n| n == "*" || Some(n.as_str()) == ns),
     };
-    ns_ok && sel.matches(labels)
+    ns_ok && peer.selector.as_ref().is_none_or(|s| s.matches(labels))
+}
+
+/// Whether `inner` lies inside `outer` (equal counts).
+fn within(inner: &IpNet, outer: &IpNet) -> bool {
+    inner.prefix_len() >= outer.prefix_len() && outer.contains(&inner.network())
 }
 
 fn peers(
@@ -99,6 +131,7 @@ fn peers(
     list: &[PolicyPeer],
     identities: &BTreeMap<Identity, Labels>,
     cidr_ids: &CidrIdentities,
+    namespaces: &NamespaceLabels,
 ) -> Vec<Peer> {
     if list.is_empty() {
         return vec![Peer::Any];
@@ -106,13 +139,21 @@ fn peers(
     let mut out = Vec::new();
     for p in list {
         if let Some(net) = p.cidr {
-            out.extend(cidr_ids.by_cidr.get(&net).map(|id| Peer::Identity(*id)));
+            // The IP cache gives an address the identity of the longest CIDR holding it: the
+            // rule allows every CIDR identity inside its cidr and outside its excepts.
+            out.extend(
+                cidr_ids
+                    .by_cidr
+                    .iter()
+                    .filter(|(c, _)| within(c, &net) && !p.except.iter().any(|e| within(c, e)))
+                    .map(|(_, id)| Peer::Identity(*id)),
+            );
             continue;
         }
         out.extend(
             identities
                 .iter()
-                .filter(|(_, l)| peer_matches(policy, p, l))
+                .filter(|(_, l)| peer_matches(policy, p, l, namespaces))
                 .map(|(id, _)| Peer::Identity(id.raw())),
         );
     }
@@ -123,12 +164,17 @@ fn ports(list: &[PolicyPort]) -> Vec<PortMatch> {
     if list.is_empty() {
         return vec![PortMatch::Any];
     }
-    list.iter()
-        .map(|p| match p.port {
-            Some(port) => PortMatch::Port(p.protocol.number(), port),
-            None => PortMatch::Proto(p.protocol.number()),
-        })
-        .collect()
+    let mut out = Vec::new();
+    for p in list {
+        match (p.port, p.end_port) {
+            (Some(start), Some(end)) => {
+                out.extend((start..=end).map(|port| PortMatch::Port(p.protocol.number(), port)));
+            }
+            (Some(port), None) => out.push(PortMatch::Port(p.protocol.number(), port)),
+            (None, _) => out.push(PortMatch::Proto(p.protocol.number())),
+        }
+    }
+    out
 }
 
 /// The whole policy of an endpoint with `labels`; `None` when no policy selects it (the
@@ -138,6 +184,7 @@ pub fn endpoint_policy<'a>(
     policies: impl IntoIterator<Item = &'a PolicyRecord>,
     identities: &BTreeMap<Identity, Labels>,
     cidr_ids: &CidrIdentities,
+    namespaces: &NamespaceLabels,
     labels: &Labels,
 ) -> Option<EndpointPolicy> {
     let mut out = EndpointPolicy::default();
@@ -157,7 +204,7 @@ pub fn endpoint_policy<'a>(
         if ingress {
             out.ingress_selected = true;
             for r in &p.ingress {
-                for peer in peers(p, &r.from, identities, cidr_ids) {
+                for peer in peers(p, &r.from, identities, cidr_ids, namespaces) {
                     for pm in ports(&r.ports) {
                         let rule = Rule {
                             direction: Direction::Ingress,
@@ -173,7 +220,7 @@ pub fn endpoint_policy<'a>(
         if egress {
             out.egress_selected = true;
             for r in &p.egress {
-                for peer in peers(p, &r.to, identities, cidr_ids) {
+                for peer in peers(p, &r.to, identities, cidr_ids, namespaces) {
                     for pm in ports(&r.ports) {
                         let rule = Rule {
                             direction: Direction::Egress,

@@ -23,24 +23,50 @@ pub const LABEL_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 /// pods of one cluster (`io.ironmesh.cluster=green`).
 pub const LABEL_CLUSTER: &str = "io.ironmesh.cluster";
 
-/// `match_labels`: every label listed must be present with that value (empty: all).
+/// `match_labels`: every label listed must be present with that value; `match_expressions`:
+/// every requirement must hold (Kubernetes semantics: `NotIn`/`DoesNotExist` hold when the key
+/// is absent). Both empty: all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {
     #[serde(default)]
     pub match_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<resources::Requirement>,
 }
 
 impl Selector {
     pub fn matches(&self, labels: &Labels) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v.as_str()))
+        resources::LabelSelector {
+            match_labels: self.match_labels.clone(),
+            match_expressions: self.match_expressions.clone(),
+        }
+        .matches(|k| labels.get(k))
+    }
+
+    fn from_resource(s: &resources::LabelSelector) -> Self {
+        Selector {
+            match_labels: s.match_labels.clone(),
+            match_expressions: s.match_expressions.clone(),
+        }
     }
 }
 
+/// The label every namespace has: its name (as Kubernetes sets `kubernetes.io/metadata.name`).
+pub const LABEL_NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
+
+/// The labels of the namespaces known, per (cluster, namespace): from applied Namespace
+/// objects; a namespace without one has only [`LABEL_NAMESPACE_NAME`].
+pub type NamespaceLabels = BTreeMap<(String, String), Labels>;
+
+/// The most ports one `port`..`end_port` range may span: the datapath matches exact ports, so a
+/// range is one entry per port and peer.
+pub const MAX_PORT_RANGE: u32 = 1024;
+
 /// A peer of a rule: pods by labels (in `namespaces`, by default the policy's own; `"*"`:
-/// every namespace; any cluster unless the selector names `io.ironmesh.cluster`), or a CIDR.
+/// every namespace; or in the namespaces `namespace_selector` picks by their labels; any
+/// cluster unless the selector names `io.ironmesh.cluster`; no `selector` with a
+/// `namespace_selector`: every pod of those namespaces), or a CIDR minus its `except`s.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyPeer {
@@ -49,7 +75,11 @@ pub struct PolicyPeer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<Selector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr: Option<IpNet>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,13 +105,16 @@ impl PolicyProtocol {
     }
 }
 
-/// A destination port (TCP/UDP), or every port of a protocol (`port` absent).
+/// A destination port (TCP/UDP), a range `port..=end_port`, or every port of a protocol
+/// (`port` absent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyPort {
     pub protocol: PolicyProtocol,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_port: Option<u16>,
 }
 
 /// An ingress rule: traffic from any of `from` (empty: from anywhere) to any of `ports`
@@ -147,20 +180,42 @@ fn invalid(field: impl Into<String>, detail: impl Into<String>) -> PolicyRecordE
 }
 
 fn check_peer(field: &str, p: &PolicyPeer) -> Result<(), PolicyRecordError> {
-    match (&p.selector, &p.cidr) {
-        (Some(_), Some(_)) | (None, None) => {
+    let pods = p.selector.is_some() || p.namespace_selector.is_some();
+    if p.namespaces.is_some() && p.namespace_selector.is_some() {
+        return Err(invalid(
+            format!("{field}.namespaces"),
+            "give namespaces by name or by namespace_selector, not both",
+        ));
+    }
+    if let Some(net) = &p.cidr {
+        for (i, e) in p.except.iter().enumerate() {
+            if !(net.contains(&e.network()) && e.prefix_len() > net.prefix_len()) {
+                return Err(invalid(
+                    format!("{field}.except[{i}]"),
+                    format!("{e} must be a strict subset of the cidr {net}"),
+                ));
+            }
+        }
+    } else if !p.except.is_empty() {
+        return Err(invalid(
+            format!("{field}.except"),
+            "applies to cidr peers only",
+        ));
+    }
+    match (pods, &p.cidr) {
+        (true, Some(_)) | (false, None) => {
             return Err(invalid(
                 field,
-                "a peer has exactly one of selector or cidr; split it into two peers",
+                "a peer has exactly one of selector/namespace_selector or cidr; split it into two peers",
             ));
         }
-        (None, Some(net)) if net.trunc() != *net => {
+        (false, Some(net)) if net.trunc() != *net => {
             return Err(invalid(
                 format!("{field}.cidr"),
                 format!("{net} has host bits set; write {}", net.trunc()),
             ));
         }
-        (None, Some(_)) if p.namespaces.is_some() => {
+        (false, Some(_)) if p.namespaces.is_some() => {
             return Err(invalid(
                 format!("{field}.namespaces"),
                 "applies to selector peers only; remove it from the cidr peer",
@@ -172,12 +227,38 @@ fn check_peer(field: &str, p: &PolicyPeer) -> Result<(), PolicyRecordError> {
 }
 
 fn check_port(field: &str, p: &PolicyPort) -> Result<(), PolicyRecordError> {
+    if let Some(end) = p.end_port {
+        match p.port {
+            None => {
+                return Err(invalid(
+                    format!("{field}.end_port"),
+                    "needs a port to start the range",
+                ));
+            }
+            Some(start) if end < start => {
+                return Err(invalid(
+                    format!("{field}.end_port"),
+                    format!("{end} is below port {start}"),
+                ));
+            }
+            Some(start) if u32::from(end - start) >= MAX_PORT_RANGE => {
+                return Err(invalid(
+                    format!("{field}.end_port"),
+                    format!(
+                        "the range {start}-{end} has {} ports; ironmesh enforces ranges of at most {MAX_PORT_RANGE} (the datapath holds one entry per port and peer): split the rule or allow every port",
+                        u32::from(end - start) + 1
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
     match (p.protocol, p.port) {
         (_, Some(0)) => Err(invalid(
             format!("{field}.port"),
             "0 is not a port; omit port for every port",
         )),
-        (PolicyProtocol::Tcp | PolicyProtocol::Udp, _) | (_, None) => Ok(()),
+        (PolicyProtocol::Tcp | PolicyProtocol::Udp | PolicyProtocol::Sctp, _) | (_, None) => Ok(()),
         (proto, Some(_)) => Err(invalid(
             format!("{field}.port"),
             format!("{proto:?} has no ports the datapath matches; omit port"),
@@ -198,6 +279,11 @@ impl PolicyRecord {
     /// Checks what serde cannot: names, peers, ports.
     pub fn validate(&self) -> Result<(), PolicyRecordError> {
         self.key_of()?;
+        self.validate_rules()
+    }
+
+    /// Checks peers and ports.
+    fn validate_rules(&self) -> Result<(), PolicyRecordError> {
         for (i, r) in self.ingress.iter().enumerate() {
             for (j, p) in r.from.iter().enumerate() {
                 check_peer(&format!("ingress[{i}].from[{j}]"), p)?;
@@ -242,6 +328,105 @@ impl PolicyRecord {
 
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a policy record always serializes")
+    }
+
+    /// A Kubernetes NetworkPolicy (`ironctl apply`) as a record of this model: the pod
+    /// selector, namespace selectors, ipBlocks with except, port ranges. Named ports need the
+    /// pods' container ports, which endpoint records do not carry: refused, naming the field.
+    pub fn from_network_policy(
+        namespace: &str,
+        name: &str,
+        spec: &resources::NetworkPolicySpec,
+    ) -> Result<Self, PolicyRecordError> {
+        let peers = |rule: &resources::Rule, field: &str| -> Vec<PolicyPeer> {
+            let _ = field;
+            rule.peers
+                .iter()
+                .flatten()
+                .map(|p| match p {
+                    resources::Peer::Pods { pods, namespaces } => PolicyPeer {
+                        selector: match (pods, namespaces) {
+                            (Some(s), _) => Some(Selector::from_resource(s)),
+                            (None, _) => None,
+                        },
+                        namespace_selector: namespaces.as_ref().map(Selector::from_resource),
+                        ..Default::default()
+                    },
+                    resources::Peer::IpBlock(b) => PolicyPeer {
+                        cidr: Some(b.cidr),
+                        except: b.except.clone(),
+                        ..Default::default()
+                    },
+                })
+                .collect()
+        };
+        let ports = |rule: &resources::Rule,
+                     field: &str|
+         -> Result<Vec<PolicyPort>, PolicyRecordError> {
+            rule.ports
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, p)| {
+                    let protocol = match p.protocol {
+                        resources::Protocol::Tcp => PolicyProtocol::Tcp,
+                        resources::Protocol::Udp => PolicyProtocol::Udp,
+                        resources::Protocol::Sctp => PolicyProtocol::Sctp,
+                    };
+                    let port = match &p.port {
+                        None => None,
+                        Some(resources::PortRef::Number(n)) => Some(*n),
+                        Some(resources::PortRef::Name(n)) => {
+                            return Err(invalid(
+                                format!("{field}.ports[{i}].port"),
+                                format!(
+                                    "named port {n:?}: ironmesh does not know the pods' container ports yet; use the port number"
+                                ),
+                            ));
+                        }
+                    };
+                    Ok(PolicyPort {
+                        protocol,
+                        port,
+                        end_port: p.end_port,
+                    })
+                })
+                .collect()
+        };
+        let mut ingress = Vec::new();
+        for (i, r) in spec.ingress.iter().enumerate() {
+            let f = format!("spec.ingress[{i}]");
+            ingress.push(IngressRule {
+                from: peers(r, &f),
+                ports: ports(r, &f)?,
+            });
+        }
+        let mut egress = Vec::new();
+        for (i, r) in spec.egress.iter().enumerate() {
+            let f = format!("spec.egress[{i}]");
+            egress.push(EgressRule {
+                to: peers(r, &f),
+                ports: ports(r, &f)?,
+            });
+        }
+        let types = spec
+            .effective_types()
+            .into_iter()
+            .map(|t| match t {
+                resources::PolicyType::Ingress => PolicyType::Ingress,
+                resources::PolicyType::Egress => PolicyType::Egress,
+            })
+            .collect();
+        let r = PolicyRecord {
+            namespace: namespace.into(),
+            name: name.into(),
+            endpoint_selector: Selector::from_resource(&spec.pod_selector),
+            policy_types: Some(types),
+            ingress,
+            egress,
+        };
+        r.validate_rules()?;
+        Ok(r)
     }
 
     /// Which directions the policy isolates: (ingress, egress).

@@ -61,6 +61,7 @@ fn a_server_accepts_clients_of_its_namespace_from_every_cluster() {
         [&p],
         &ids,
         &CidrIdentities::default(),
+        &NamespaceLabels::new(),
         &pod("shop", "server", "red"),
     )
     .expect("the server is selected");
@@ -83,12 +84,24 @@ fn an_endpoint_no_policy_selects_is_not_policed() {
     let ids = identities();
     let none = CidrIdentities::default();
     assert_eq!(
-        endpoint_policy([&p], &ids, &none, &pod("shop", "client", "red")),
+        endpoint_policy(
+            [&p],
+            &ids,
+            &none,
+            &NamespaceLabels::new(),
+            &pod("shop", "client", "red")
+        ),
         None
     );
     // Same labels in another namespace: the policy is namespaced.
     assert_eq!(
-        endpoint_policy([&p], &ids, &none, &pod("ops", "server", "red")),
+        endpoint_policy(
+            [&p],
+            &ids,
+            &none,
+            &NamespaceLabels::new(),
+            &pod("ops", "server", "red")
+        ),
         None
     );
 }
@@ -104,6 +117,7 @@ fn the_cluster_label_limits_peers_to_one_cluster_and_namespaces_widen() {
         [&p],
         &identities(),
         &CidrIdentities::default(),
+        &NamespaceLabels::new(),
         &pod("shop", "other", "red"),
     )
     .unwrap();
@@ -116,6 +130,7 @@ fn the_cluster_label_limits_peers_to_one_cluster_and_namespaces_widen() {
         [&p],
         &identities(),
         &CidrIdentities::default(),
+        &NamespaceLabels::new(),
         &pod("shop", "server", "red"),
     )
     .unwrap();
@@ -128,7 +143,14 @@ fn deny_all_and_egress_and_merging_of_two_policies() {
         policy(r#"{"namespace":"shop","name":"deny-all","policy_types":["ingress","egress"]}"#);
     let ids = identities();
     let none = CidrIdentities::default();
-    let got = endpoint_policy([&deny], &ids, &none, &pod("shop", "other", "red")).unwrap();
+    let got = endpoint_policy(
+        [&deny],
+        &ids,
+        &none,
+        &NamespaceLabels::new(),
+        &pod("shop", "other", "red"),
+    )
+    .unwrap();
     assert!(got.ingress_selected && got.egress_selected);
     assert!(got.rules.is_empty(), "selected, nothing allowed");
 
@@ -137,7 +159,14 @@ fn deny_all_and_egress_and_merging_of_two_policies() {
             {"protocol":"icmp"}]}]}"#,
     );
     let both = [&deny, &dns, &dns];
-    let got = endpoint_policy(both, &ids, &none, &pod("shop", "other", "red")).unwrap();
+    let got = endpoint_policy(
+        both,
+        &ids,
+        &none,
+        &NamespaceLabels::new(),
+        &pod("shop", "other", "red"),
+    )
+    .unwrap();
     let egress = |ports| Rule {
         direction: Direction::Egress,
         peer: Peer::Any,
@@ -160,7 +189,14 @@ fn cidr_peers_get_stable_node_local_identities() {
     assert!(ids.assign(&cidrs([&p])).is_empty());
     let n = ids.by_cidr[&"198.51.100.0/24".parse().unwrap()];
     assert!((CIDR_IDENTITY_FIRST..CIDR_IDENTITY_END).contains(&n));
-    let got = endpoint_policy([&p], &identities(), &ids, &pod("shop", "x", "red")).unwrap();
+    let got = endpoint_policy(
+        [&p],
+        &identities(),
+        &ids,
+        &NamespaceLabels::new(),
+        &pod("shop", "x", "red"),
+    )
+    .unwrap();
     assert_eq!(got.rules, vec![ingress(n, PortMatch::Any)]);
     // Another CIDR arrives: the first keeps its number; dropping it reports it.
     let mut both: BTreeSet<_> = cidrs([&p]);
@@ -181,7 +217,7 @@ fn records_are_checked_with_the_field_and_the_fix() {
     assert!(err(r#"{"namespace":"shop","name":"a","ingres":[]}"#).contains("unknown field"));
     assert_eq!(
         err(r#"{"namespace":"shop","name":"a","ingress":[{"from":[{}]}]}"#),
-        "ingress[0].from[0]: a peer has exactly one of selector or cidr; split it into two peers"
+        "ingress[0].from[0]: a peer has exactly one of selector/namespace_selector or cidr; split it into two peers"
     );
     assert_eq!(
         err(r#"{"namespace":"shop","name":"a","ingress":[{"from":[{"cidr":"10.0.0.1/8"}]}]}"#),
@@ -204,4 +240,184 @@ fn records_are_checked_with_the_field_and_the_fix() {
     assert_eq!(PolicyRecord::decode(&k, &p.encode()).unwrap(), p);
     let other: common::ServiceKey = "shop/b".parse().unwrap();
     assert!(PolicyRecord::decode(&other, &p.encode()).is_err());
+}
+
+/// A NetworkPolicy manifest as `ironctl apply` takes it, turned into a record.
+fn netpol(yaml: &str) -> PolicyRecord {
+    let docs = resources::parse_manifests(yaml).unwrap();
+    let o = resources::decode(&docs[0]).unwrap();
+    let resources::Spec::NetworkPolicy(spec) = &o.spec else {
+        panic!("not a NetworkPolicy")
+    };
+    PolicyRecord::from_network_policy(o.namespace(), &o.meta.name, spec).unwrap()
+}
+
+fn ids_of(rules: &[Rule], dir: Direction) -> BTreeSet<u32> {
+    rules
+        .iter()
+        .filter(|r| r.direction == dir)
+        .filter_map(|r| match r.peer {
+            Peer::Identity(i) => Some(i),
+            Peer::Any => None,
+        })
+        .collect()
+}
+
+#[test]
+fn network_policy_selectors_namespace_labels_and_expressions_pick_the_peers() {
+    // Namespaces shop (team=a) and ops (team=b) in red; green's shop has no Namespace object.
+    let mut namespaces = NamespaceLabels::new();
+    namespaces.insert(("red".into(), "shop".into()), labels(&[("team", "a")]));
+    namespaces.insert(("red".into(), "ops".into()), labels(&[("team", "b")]));
+    let p = netpol(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-in, namespace: shop}
+spec:
+  podSelector:
+    matchExpressions: [{key: app, operator: In, values: [server, db]}]
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {team: b}}
+      podSelector: {matchLabels: {app: client}}
+    - namespaceSelector:
+        matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [shop]}]
+      podSelector:
+        matchExpressions: [{key: app, operator: NotIn, values: [server, other]}]
+"#,
+    );
+    let got = endpoint_policy(
+        [&p],
+        &identities(),
+        &CidrIdentities::default(),
+        &namespaces,
+        &pod("shop", "server", "red"),
+    )
+    .unwrap();
+    // ops' client (team=b); shop's clients of both clusters (by the namespace's name label);
+    // never shop's server or other (NotIn).
+    assert_eq!(
+        ids_of(&got.rules, Direction::Ingress),
+        BTreeSet::from([65795, 65792, 131328])
+    );
+    // The expression also decides who is selected.
+    assert!(
+        endpoint_policy(
+            [&p],
+            &identities(),
+            &CidrIdentities::default(),
+            &namespaces,
+            &pod("shop", "other", "red"),
+        )
+        .is_none()
+    );
+}
+
+#[test]
+fn network_policy_ip_blocks_except_and_port_ranges() {
+    let p = netpol(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: egress, namespace: shop}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - ipBlock: {cidr: 198.51.100.0/24, except: [198.51.100.128/25]}
+    ports:
+    - {protocol: TCP, port: 32000, endPort: 32003}
+"#,
+    );
+    let mut cids = CidrIdentities::default();
+    let mut wanted = cidrs([&p]);
+    // Another policy names a longer prefix inside the allowed part: it is allowed too.
+    wanted.insert("198.51.100.16/28".parse().unwrap());
+    cids.assign(&wanted);
+    let id = |c: &str| cids.by_cidr[&c.parse::<ipnet::IpNet>().unwrap()];
+    let got = endpoint_policy(
+        [&p],
+        &identities(),
+        &cids,
+        &NamespaceLabels::new(),
+        &pod("shop", "x", "red"),
+    )
+    .unwrap();
+    assert!(got.egress_selected && !got.ingress_selected);
+    let peers = ids_of(&got.rules, Direction::Egress);
+    assert_eq!(
+        peers,
+        BTreeSet::from([id("198.51.100.0/24"), id("198.51.100.16/28")]),
+        "the except prefix has its own identity, which is not allowed"
+    );
+    let ports: BTreeSet<u16> = got
+        .rules
+        .iter()
+        .map(|r| match r.ports {
+            PortMatch::Port(6, p) => p,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        (32000..=32003).collect(),
+        "endPort: every port of the range"
+    );
+}
+
+#[test]
+fn network_policy_absent_and_empty_rules_differ_and_unsupported_parts_are_refused() {
+    let deny = netpol(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: d, namespace: shop}\nspec: {podSelector: {}, policyTypes: [Ingress, Egress]}\n",
+    );
+    let got = endpoint_policy(
+        [&deny],
+        &identities(),
+        &CidrIdentities::default(),
+        &NamespaceLabels::new(),
+        &pod("shop", "x", "red"),
+    )
+    .unwrap();
+    assert!(got.ingress_selected && got.egress_selected && got.rules.is_empty());
+    let allow = netpol(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a, namespace: shop}\nspec: {podSelector: {}, ingress: [{}]}\n",
+    );
+    let got = endpoint_policy(
+        [&allow],
+        &identities(),
+        &CidrIdentities::default(),
+        &NamespaceLabels::new(),
+        &pod("shop", "x", "red"),
+    )
+    .unwrap();
+    assert_eq!(
+        got.rules,
+        vec![Rule {
+            direction: Direction::Ingress,
+            peer: Peer::Any,
+            ports: PortMatch::Any,
+            action: Action::Allow,
+        }]
+    );
+    // Named ports and huge ranges are refused with the field and the reason.
+    let docs = resources::parse_manifests(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np, namespace: shop}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: http}]}]\n  egress: [{ports: [{port: 1000, endPort: 60000}]}]\n",
+    )
+    .unwrap();
+    let o = resources::decode(&docs[0]).unwrap();
+    let resources::Spec::NetworkPolicy(spec) = &o.spec else {
+        panic!()
+    };
+    let e = PolicyRecord::from_network_policy("shop", "n", spec).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("spec.ingress[0].ports[0].port: named port \"http\""),
+        "{e}"
+    );
+    let mut spec = spec.clone();
+    spec.ingress.clear();
+    let e = PolicyRecord::from_network_policy("shop", "n", &spec).unwrap_err();
+    assert!(e.to_string().contains("59001 ports"), "{e}");
 }

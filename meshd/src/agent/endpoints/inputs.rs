@@ -10,26 +10,99 @@ use tokio::sync::{mpsc, watch};
 
 use crate::federation::ViewChange;
 use crate::identity::IdentityValue;
-use crate::policy::{LABEL_CLUSTER, PolicyRecord};
-use crate::schema::Resource;
+use crate::policy::{LABEL_CLUSTER, NamespaceLabels, PolicyRecord};
+use crate::schema::{ObjectName, Resource};
 
-/// Policies and identities, as of the last change seen.
+/// Where a policy came from: a policy record (`ironctl mesh policy apply`) or an applied
+/// NetworkPolicy object (`ironctl apply`); the two never replace each other.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PolicySource {
+    Record(ServiceKey),
+    NetworkPolicy { namespace: String, name: String },
+}
+
+/// Policies, identities and namespace labels, as of the last change seen.
 #[derive(Debug, Default, Clone)]
 pub struct PolicyInputs {
-    pub policies: BTreeMap<ServiceKey, PolicyRecord>,
+    pub policies: BTreeMap<PolicySource, PolicyRecord>,
     pub identities: BTreeMap<Identity, Labels>,
+    /// Labels of the Namespace objects of every cluster, by (cluster, namespace).
+    pub namespaces: NamespaceLabels,
 }
 
 impl PolicyInputs {
+    fn set_policy(&mut self, k: PolicySource, p: Option<PolicyRecord>) -> bool {
+        match p {
+            Some(p) => self.policies.insert(k.clone(), p).as_ref() != self.policies.get(&k),
+            None => self.policies.remove(&k).is_some(),
+        }
+    }
+
+    fn object(
+        &mut self,
+        local: &ClusterName,
+        cluster: &ClusterName,
+        name: &ObjectName,
+        value: Option<&[u8]>,
+    ) -> bool {
+        match (name.kind, &name.namespace) {
+            (resources::Kind::NetworkPolicy, Some(ns)) if cluster == local => {
+                let k = PolicySource::NetworkPolicy {
+                    namespace: ns.clone(),
+                    name: name.name.clone(),
+                };
+                let Some(value) = value else {
+                    return self.set_policy(k, None);
+                };
+                let record = crate::objects::decode(name, value)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| match &s.object.spec {
+                        resources::Spec::NetworkPolicy(spec) => {
+                            PolicyRecord::from_network_policy(ns, &name.name, spec)
+                                .map_err(|e| e.to_string())
+                        }
+                        _ => Err("not a NetworkPolicy".into()),
+                    });
+                match record {
+                    Ok(p) => self.set_policy(k, Some(p)),
+                    Err(e) => {
+                        tracing::warn!(object = %name, error = %e, "bad NetworkPolicy object; the last good one stays");
+                        false
+                    }
+                }
+            }
+            (resources::Kind::Namespace, None) => {
+                let k = (cluster.to_string(), name.name.clone());
+                let labels = value
+                    .and_then(|v| crate::objects::decode(name, v).ok())
+                    .and_then(|s| Labels::from_pairs(s.object.meta.labels).ok());
+                match labels {
+                    Some(l) => self.namespaces.insert(k.clone(), l.clone()) != Some(l),
+                    None => self.namespaces.remove(&k).is_some(),
+                }
+            }
+            _ => false,
+        }
+    }
+
     /// Applies one change; `true` if the inputs changed.
     pub fn apply(&mut self, local: &ClusterName, change: &ViewChange) -> bool {
         match change {
             ViewChange::Upsert {
                 cluster,
+                resource: Resource::Object(name),
+                value,
+            } => self.object(local, cluster, name, Some(value)),
+            ViewChange::Delete {
+                cluster,
+                resource: Resource::Object(name),
+            } => self.object(local, cluster, name, None),
+            ViewChange::Upsert {
+                cluster,
                 resource: Resource::Policy(k),
                 value,
             } if cluster == local => match PolicyRecord::decode(k, value) {
-                Ok(p) => self.policies.insert(k.clone(), p).as_ref() != self.policies.get(k),
+                Ok(p) => self.set_policy(PolicySource::Record(k.clone()), Some(p)),
                 Err(e) => {
                     tracing::warn!(policy = %k, error = %e, "bad policy record; the last good one stays");
                     false
@@ -38,7 +111,7 @@ impl PolicyInputs {
             ViewChange::Delete {
                 cluster,
                 resource: Resource::Policy(k),
-            } if cluster == local => self.policies.remove(k).is_some(),
+            } if cluster == local => self.set_policy(PolicySource::Record(k.clone()), None),
             ViewChange::Upsert {
                 cluster,
                 resource: Resource::Identity(id),
@@ -138,7 +211,7 @@ mod tests {
         };
         assert!(!i.apply(&red, &bad));
         assert!(
-            i.policies.contains_key(&k),
+            i.policies.contains_key(&PolicySource::Record(k.clone())),
             "a bad record keeps the last good one"
         );
         let del = ViewChange::Delete {

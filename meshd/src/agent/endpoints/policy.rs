@@ -64,6 +64,7 @@ impl Controller {
                 inputs.policies.values(),
                 &inputs.identities,
                 &ap.cidrs,
+                &inputs.namespaces,
                 &labels,
             );
             if ap.by_endpoint.get(&t.endpoint_id) == Some(&want) {
