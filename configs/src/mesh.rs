@@ -103,6 +103,15 @@ pub struct RemoteCluster {
     pub id: ClusterId,
     pub endpoints: Vec<EtcdEndpoint>,
     pub tls: Option<Tls>,
+    /// `pod_cidrs`: the remote's PodCIDR pools; its node PodCIDRs, endpoint IPs and service
+    /// backends must be inside (empty: none of them is accepted from it).
+    pub pod_cidrs: Vec<IpNet>,
+    /// `node_cidrs`: where the remote's node addresses and tunnel endpoints are (empty: no
+    /// node with an address is accepted from it).
+    pub node_cidrs: Vec<IpNet>,
+    /// `service_cidrs`: the remote's ClusterIP ranges and LoadBalancer VIP pools (empty: no
+    /// service record with a VIP is accepted from it).
+    pub service_cidrs: Vec<IpNet>,
 }
 
 /// PEM files for an etcd connection; a client cert needs its key.
@@ -299,12 +308,26 @@ pub(crate) fn validate(
         }
         let eps = endpoints(errs, &at("endpoints"), &r.endpoints);
         let tls = tls(errs, &at("tls"), r.tls.as_ref());
-        remotes.push(match (name, id, eps, tls) {
-            (Some(name), Some(id), Some(endpoints), Some(tls)) => Some(RemoteCluster {
+        let pods = cidr_list(errs, &at("pod_cidrs"), &r.pod_cidrs, "10.2.0.0/16");
+        let nodes = cidr_list(errs, &at("node_cidrs"), &r.node_cidrs, "198.51.100.0/24");
+        let services = cidr_list(errs, &at("service_cidrs"), &r.service_cidrs, "10.96.0.0/16");
+        remotes.push(match (name, id, eps, tls, pods, nodes, services) {
+            (
+                Some(name),
+                Some(id),
+                Some(endpoints),
+                Some(tls),
+                Some(pod_cidrs),
+                Some(node_cidrs),
+                Some(service_cidrs),
+            ) => Some(RemoteCluster {
                 name,
                 id,
                 endpoints,
                 tls,
+                pod_cidrs,
+                node_cidrs,
+                service_cidrs,
             }),
             _ => None,
         });
@@ -414,6 +437,33 @@ fn address<T: std::str::FromStr>(
             None
         }
     }
+}
+
+/// A list of CIDRs (a remote cluster's claims): each a network without host bits.
+fn cidr_list(errs: &mut Errors, path: &str, raw: &[String], example: &str) -> Option<Vec<IpNet>> {
+    let mut ok = true;
+    let mut out = Vec::new();
+    for (i, c) in raw.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        match c.parse::<IpNet>() {
+            Ok(n) if n.trunc() == n => out.push(n),
+            Ok(n) => {
+                errs.push(
+                    at,
+                    format!("{c} has host bits set; write the network, {}", n.trunc()),
+                );
+                ok = false;
+            }
+            Err(_) => {
+                errs.push(
+                    at,
+                    format!("{c:?} is not a CIDR; write it like \"{example}\""),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 fn service_cidrs(

@@ -247,6 +247,12 @@ pub struct RawRemoteCluster {
     pub id: i64,
     pub endpoints: Vec<String>,
     pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub pod_cidrs: Vec<String>,
+    #[serde(default)]
+    pub node_cidrs: Vec<String>,
+    #[serde(default)]
+    pub service_cidrs: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -335,6 +335,23 @@ fn remote_clusters() {
         &format!("{NODE}{MESH}[[mesh.remote_clusters]]\nname = \"r\"\nid = 2\nendpoints = []\n"),
         "mesh.remote_clusters[0].endpoints: is empty; list at least one etcd endpoint like \"https://10.0.0.5:2379\"",
     );
+    let claims = |f: &str, v: &str| {
+        format!(
+            "{NODE}{MESH}[[mesh.remote_clusters]]\nname = \"r\"\nid = 2\nendpoints = [\"https://r:2379\"]\n{f} = [{v}]\n"
+        )
+    };
+    assert_error(
+        &claims("pod_cidrs", "\"10.2.0.0/16\", \"10.3.1.1/16\""),
+        "mesh.remote_clusters[0].pod_cidrs[1]: 10.3.1.1/16 has host bits set; write the network, 10.3.0.0/16",
+    );
+    assert_error(
+        &claims("node_cidrs", "\"nodes\""),
+        "mesh.remote_clusters[0].node_cidrs[0]: \"nodes\" is not a CIDR; write it like \"198.51.100.0/24\"",
+    );
+    assert_error(
+        &claims("service_cidrs", "\"10.96.0.0\""),
+        "mesh.remote_clusters[0].service_cidrs[0]: \"10.96.0.0\" is not a CIDR; write it like \"10.96.0.0/16\"",
+    );
 }
 
 #[test]

@@ -96,6 +96,19 @@ fn two_clusters_details() {
     let mesh = c.mesh.unwrap();
     assert_eq!(mesh.identity.cluster_bits(), 9);
     assert_eq!(mesh.remote_clusters[0].name.as_str(), "green");
+    let green = &mesh.remote_clusters[0];
+    assert_eq!(
+        (
+            green.pod_cidrs[0].to_string(),
+            green.node_cidrs[0].to_string(),
+            green.service_cidrs[0].to_string()
+        ),
+        (
+            "10.2.0.0/16".into(),
+            "172.16.2.0/24".into(),
+            "10.96.0.0/16".into()
+        )
+    );
     assert!(
         mesh.remote_clusters[0]
             .tls
