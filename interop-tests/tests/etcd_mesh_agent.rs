@@ -74,8 +74,18 @@ fn config(
          [encryption]\nmode = \"opportunistic\"\n\n\
          [mesh]\netcd_endpoints = [\"{etcd}\"]\ncluster_id = {id}\nlease_ttl = {LEASE_TTL}\n{ip}\
          pod_cidr_pools = [{{ cidr = \"{pool}\", node_mask = 24 }}]\n\n\
-         [[mesh.remote_clusters]]\nname = \"{}\"\nid = {}\nendpoints = [\"{}\"]\n",
-        remote.0, remote.1, remote.2
+         [[mesh.remote_clusters]]\nname = \"{}\"\nid = {}\nendpoints = [\"{}\"]\n\
+         pod_cidrs = [\"10.{}.0.0/16\"]\nnode_cidrs = [\"{}\"]\n\
+         service_cidrs = [\"10.96.0.0/16\"]\n",
+        remote.0,
+        remote.1,
+        remote.2,
+        remote.1,
+        if remote.0 == "red" {
+            "192.0.2.0/24"
+        } else {
+            "198.51.100.0/24"
+        }
     )
 }
 

@@ -23,6 +23,10 @@ pub struct RemoteRow {
     pub identities: u64,
     pub services: u64,
     pub error: String,
+    /// Records refused by the checks against what the cluster may claim (count, and the
+    /// reasons of the first ones).
+    pub refused_count: u64,
+    pub refused: Vec<String>,
 }
 
 /// `ironctl mesh status`.
@@ -84,6 +88,8 @@ pub fn status_view(s: pb::StatusResponse, now_ms: u64) -> StatusView {
                 identities: c.identities,
                 services: c.services,
                 error: r.error,
+                refused_count: r.refused_count,
+                refused: r.refused,
             }
         })
         .collect();
@@ -185,6 +191,22 @@ pub fn status_text(v: &StatusView) -> String {
     }
     out.push('\n');
     out.push_str(&t.render());
+    for r in v.remotes.iter().filter(|r| r.refused_count > 0) {
+        let s = if r.refused_count == 1 { "" } else { "s" };
+        out.push_str(&format!(
+            "\n{}: {} record{s} refused:\n",
+            r.name, r.refused_count
+        ));
+        for why in &r.refused {
+            out.push_str(&format!("  {}\n", shorten(why, 160)));
+        }
+        if r.refused_count > r.refused.len() as u64 {
+            out.push_str(&format!(
+                "  ... and {} more (meshd's log has each)\n",
+                r.refused_count - r.refused.len() as u64
+            ));
+        }
+    }
     out
 }
 
@@ -412,6 +434,24 @@ mod tests {
         let json = serde_json::to_value(&v).unwrap();
         assert_eq!(json["remotes"][0]["stale"], true);
         assert_eq!(json["remotes"][0]["mirror_leader"], "r2");
+        assert!(!text.contains("refused"), "{text}");
+    }
+
+    #[test]
+    fn refused_records_are_listed_under_their_cluster() {
+        let mut s = status();
+        s.remotes[0].refused_count = 3;
+        s.remotes[0].refused = vec![
+            "node evil pod_cidrs 0.0.0.0/0 outside green's pools (10.2.0.0/16)".into(),
+            "endpoint 10.1.0.5 ip 10.1.0.5 outside green's pools (10.2.0.0/16)".into(),
+        ];
+        let v = status_view(s, 130_500);
+        assert_eq!(v.remotes[0].refused_count, 3);
+        let text = status_text(&v);
+        assert!(text.contains("green: 3 records refused:\n  node evil pod_cidrs 0.0.0.0/0 outside green's pools (10.2.0.0/16)\n"), "{text}");
+        assert!(text.contains("  ... and 1 more"), "{text}");
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["remotes"][0]["refused_count"], 3);
     }
 
     #[test]

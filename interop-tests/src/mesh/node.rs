@@ -89,6 +89,12 @@ pub(super) fn start_node(
     let bgpd_sock = host.path("bgpd.sock");
     let conf = host.path("meshd.toml");
     let (remote, remote_id) = plan.remote;
+    // What the remote may claim: its pool, its nodes' segment, the services' ranges.
+    let remote_plan = if remote == "red" {
+        Plan::red()
+    } else {
+        Plan::blue()
+    };
     let text = format!(
         "[node]\nname = \"{name}\"\ncluster = \"{c}\"\nstate_dir = {state:?}\n\n\
          [encryption]\nmode = \"opportunistic\"\n\n\
@@ -98,7 +104,9 @@ pub(super) fn start_node(
          pod_cidr_pools = [{{ cidr = \"{pool}\", node_mask = 24 }}]\n\
          service_cidrs = [\"10.96.0.0/16\"]\n\
          cni_endpoints_dir = {cni_eps:?}\n\n\
-         [[mesh.remote_clusters]]\nname = \"{remote}\"\nid = {remote_id}\nendpoints = {reps}\n\n\
+         [[mesh.remote_clusters]]\nname = \"{remote}\"\nid = {remote_id}\nendpoints = {reps}\n\
+         pod_cidrs = [\"{rpool}\"]\nnode_cidrs = [\"{rseg}\"]\n\
+         service_cidrs = [\"10.96.0.0/16\", \"203.0.113.0/24\"]\n\n\
          {datapath}",
         c = plan.name,
         state = host.path("meshd-state"),
@@ -107,6 +115,8 @@ pub(super) fn start_node(
         wg = wg.ifname,
         pool = plan.pool,
         reps = toml_list(remote_endpoints),
+        rpool = remote_plan.pool,
+        rseg = remote_plan.segment_cidr(),
         datapath = dp.meshd_config(),
         cni_eps = cni_dir.join("mesh/endpoints"),
     );

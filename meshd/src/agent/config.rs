@@ -20,6 +20,10 @@ pub struct RemoteSpec {
     pub name: ClusterName,
     pub id: ClusterId,
     pub etcd: KvConfig,
+    /// What it may claim: its records are checked against these (empty: nothing of the kind).
+    pub pod_cidrs: Vec<ipnet::IpNet>,
+    pub node_cidrs: Vec<ipnet::IpNet>,
+    pub service_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// Everything [`run`](super::run) needs.
@@ -77,6 +81,63 @@ pub struct AgentConfig {
     pub service_cidrs: Vec<ipnet::IpNet>,
 }
 
+impl AgentConfig {
+    /// What the merged view checks remote records against, for the remotes that pass the
+    /// mesh checks ([`crate::federation::admit`]: unique IDs, one layout, PodCIDR pools
+    /// disjoint from the local ones and each other's); the others come back with the reason.
+    pub fn trust(
+        &self,
+    ) -> (
+        crate::federation::Trust,
+        Vec<(ClusterName, crate::federation::FederationConfigError)>,
+    ) {
+        use crate::federation::{ClusterInfo, RemoteClaims, Trust, admit};
+        let local_pools: Vec<ipnet::IpNet> = self.pools.iter().map(|p| p.cidr()).collect();
+        let local = ClusterInfo {
+            name: self.cluster.clone(),
+            id: self.cluster_id,
+            layout: self.layout,
+            pod_cidrs: local_pools.clone(),
+        };
+        let infos: Vec<ClusterInfo> = self
+            .remotes
+            .iter()
+            .map(|r| ClusterInfo {
+                name: r.name.clone(),
+                id: r.id,
+                layout: self.layout,
+                pod_cidrs: r.pod_cidrs.clone(),
+            })
+            .collect();
+        let (admitted, refused) = admit(&local, &infos);
+        let remotes = self
+            .remotes
+            .iter()
+            .filter(|r| admitted.iter().any(|a| a.name == r.name))
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    RemoteClaims {
+                        name: r.name.clone(),
+                        id: r.id,
+                        pod_cidrs: r.pod_cidrs.clone(),
+                        node_cidrs: r.node_cidrs.clone(),
+                        service_cidrs: r.service_cidrs.clone(),
+                    },
+                )
+            })
+            .collect();
+        let trust = Trust {
+            local: self.cluster.clone(),
+            local_id: self.cluster_id,
+            layout: self.layout,
+            local_pools,
+            remotes,
+        };
+        (trust, refused)
+    }
+}
+
 /// The API socket's default: `<state_dir>/meshd.sock`.
 pub fn default_api_socket(state_dir: &std::path::Path) -> PathBuf {
     state_dir.join("meshd.sock")
@@ -119,6 +180,9 @@ impl AgentConfig {
                         r.tls.as_ref(),
                         &format!("mesh.remote_clusters[{i}].tls"),
                     )?,
+                    pod_cidrs: r.pod_cidrs.clone(),
+                    node_cidrs: r.node_cidrs.clone(),
+                    service_cidrs: r.service_cidrs.clone(),
                 })
             })
             .collect::<Result<Vec<_>, AgentError>>()?;

@@ -56,8 +56,19 @@ pub fn remote_status(
         } else {
             String::new()
         },
+        refused: st.map_or_else(Vec::new, |s| {
+            s.refusals(name)
+                .into_iter()
+                .take(MAX_REFUSALS_SHOWN)
+                .map(ToString::to_string)
+                .collect()
+        }),
+        refused_count: st.map_or(0, |s| s.refusals(name).len() as u64),
     }
 }
+
+/// How many refused records of one remote the status lists (all are counted).
+pub const MAX_REFUSALS_SHOWN: usize = 20;
 
 fn labels(l: &Labels) -> std::collections::HashMap<String, String> {
     l.iter()

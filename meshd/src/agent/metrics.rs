@@ -74,6 +74,7 @@ pub fn render(st: &pb::StatusResponse, now_ms: u64) -> String {
     let synced = Family::<ClusterLabel, Gauge>::default();
     let leader = Family::<ClusterLabel, Gauge>::default();
     let age = Family::<ClusterLabel, Gauge>::default();
+    let refused = Family::<ClusterLabel, Gauge>::default();
     let ents = Family::<EntryLabel, Gauge>::default();
     entries(&ents, &st.cluster, st.local_counts.as_ref());
     for r in &st.remotes {
@@ -90,6 +91,9 @@ pub fn render(st: &pb::StatusResponse, now_ms: u64) -> String {
             (now_ms.saturating_sub(r.last_sync_unix_ms) / 1000) as i64
         };
         age.get_or_create(&l).set(secs);
+        refused
+            .get_or_create(&l)
+            .set(i64::try_from(r.refused_count).unwrap_or(i64::MAX));
         entries(&ents, &r.name, r.counts.as_ref());
     }
     reg.register(
@@ -116,6 +120,11 @@ pub fn render(st: &pb::StatusResponse, now_ms: u64) -> String {
         "remote_sync_age_seconds",
         "Seconds since the last complete listing of the remote (-1: never)",
         age,
+    );
+    reg.register(
+        "remote_records_refused",
+        "Records of the remote refused now by the checks against what it may claim",
+        refused,
     );
     reg.register(
         "entries",
@@ -172,6 +181,7 @@ mod tests {
                 synced: true,
                 last_sync_unix_ms: 10_000,
                 local_is_mirror: true,
+                refused_count: 3,
                 counts: Some(pb::Counts {
                     nodes: 3,
                     endpoints: 7,
@@ -189,6 +199,7 @@ mod tests {
             "meshd_remote_stale{cluster=\"green\"} 1",
             "meshd_remote_mirror_leader{cluster=\"green\"} 1",
             "meshd_remote_sync_age_seconds{cluster=\"green\"} 15",
+            "meshd_remote_records_refused{cluster=\"green\"} 3",
             "meshd_entries{cluster=\"green\",kind=\"endpoints\"} 7",
             "meshd_entries{cluster=\"red\",kind=\"nodes\"} 2",
         ] {

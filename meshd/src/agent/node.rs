@@ -192,10 +192,20 @@ pub(super) async fn serve(
 
     let (changes_tx, mut reconcile) = wiring::start(cfg, shared, &rec)?;
     let (changes_tx, policy_inputs) = endpoints::inputs::tap(cfg.cluster.clone(), changes_tx);
-    let view = Arc::new(MergedView::spawn(
+    let (trust, refused) = cfg.trust();
+    for (remote, e) in refused {
+        tracing::error!(%remote, error = %e, "remote cluster refused: it is neither mirrored nor read; fix mesh.remote_clusters");
+        shared.refuse_remote(remote, e.to_string());
+    }
+    let admitted: Vec<_> = cfg
+        .remotes
+        .iter()
+        .filter(|r| trust.remotes.contains_key(&r.name))
+        .cloned()
+        .collect();
+    let view = Arc::new(MergedView::spawn_checked(
         store.clone(),
-        cfg.cluster.clone(),
-        cfg.remotes.iter().map(|r| r.name.clone()),
+        trust,
         cfg.probe_interval,
         Some(changes_tx),
     ));
@@ -228,8 +238,7 @@ pub(super) async fn serve(
     if let Some(r) = &mut reconcile {
         r.arm(view.clone());
     }
-    let mirrors: Vec<MirrorController> = cfg
-        .remotes
+    let mirrors: Vec<MirrorController> = admitted
         .iter()
         .map(|r| {
             let m = MirrorController::spawn(

@@ -27,6 +27,8 @@ struct Inner {
     encryption: Option<EncryptionStatusSource>,
     /// Why there is no encryption status (mode off, not started yet, device missing).
     encryption_off: String,
+    /// Remotes refused at start (`federation::admit`), with the reason.
+    refused_remotes: BTreeMap<ClusterName, String>,
 }
 
 /// The agent's state as the API and metrics read it.
@@ -112,6 +114,11 @@ impl Shared {
         self.lock().mirrors.insert(remote, status);
     }
 
+    /// `remote` is refused as a whole (neither mirrored nor read): its status says why.
+    pub fn refuse_remote(&self, remote: ClusterName, why: String) {
+        self.lock().refused_remotes.insert(remote, why);
+    }
+
     pub fn set_record(&self, r: Option<NodeRecord>) {
         self.lock().record = r;
     }
@@ -138,7 +145,7 @@ impl Shared {
 
     /// The whole status, as the API returns it (and metrics render it).
     pub fn status(&self) -> pb::StatusResponse {
-        let (etcd_error, view, mirrors, record) = {
+        let (etcd_error, view, mirrors, record, refused_remotes) = {
             let g = self.lock();
             let mirrors: BTreeMap<ClusterName, MirrorStatus> = g
                 .mirrors
@@ -150,6 +157,7 @@ impl Shared {
                 g.view.clone(),
                 mirrors,
                 g.record.clone(),
+                g.refused_remotes.clone(),
             )
         };
         let reflector = view.as_ref().map(|v| v.reflector_status());
@@ -167,7 +175,14 @@ impl Shared {
         let remotes_of = |st: Option<&crate::federation::MergedState>| {
             self.remotes
                 .iter()
-                .map(|(name, id)| convert::remote_status(name, *id, st, mirrors.get(name)))
+                .map(|(name, id)| {
+                    let mut r = convert::remote_status(name, *id, st, mirrors.get(name));
+                    if let Some(why) = refused_remotes.get(name) {
+                        r.error = format!("remote refused (neither mirrored nor read): {why}");
+                        r.refused = vec![r.error.clone()];
+                    }
+                    r
+                })
                 .collect::<Vec<_>>()
         };
         let (local_counts, remotes) = match &view {

@@ -188,9 +188,61 @@ pub fn check_remotes(
     Ok(found)
 }
 
+/// Checks each remote in turn against the local cluster and the remotes admitted before it
+/// ([`check_remotes`], overlaps not allowed): returns the admitted remotes, and the refused
+/// ones with the reason (a refused remote is neither mirrored nor read).
+pub fn admit(
+    local: &ClusterInfo,
+    remotes: &[ClusterInfo],
+) -> (Vec<ClusterInfo>, Vec<(ClusterName, FederationConfigError)>) {
+    let mut admitted: Vec<ClusterInfo> = Vec::new();
+    let mut refused = Vec::new();
+    for r in remotes {
+        let mut candidate = admitted.clone();
+        candidate.push(r.clone());
+        match check_remotes(local, &candidate, false) {
+            Ok(_) => admitted.push(r.clone()),
+            Err(e) => refused.push((r.name.clone(), e)),
+        }
+    }
+    (admitted, refused)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admit_refuses_only_the_clashing_remote() {
+        let local = info("red", 1, 8, &["10.1.0.0/16"]);
+        let remotes = [
+            info("blue", 2, 8, &["10.2.0.0/16"]),
+            info("evil", 3, 8, &["10.1.128.0/17"]),
+            info("green", 4, 8, &["10.4.0.0/16"]),
+            info("copy", 5, 8, &["10.2.0.0/24"]),
+        ];
+        let (ok, refused) = admit(&local, &remotes);
+        let names: Vec<&str> = ok.iter().map(|c| c.name.as_ref()).collect();
+        assert_eq!(names, ["blue", "green"]);
+        assert_eq!(refused.len(), 2);
+        assert_eq!(refused[0].0.as_ref(), "evil");
+        assert!(
+            refused[0]
+                .1
+                .to_string()
+                .contains("10.1.0.0/16 of cluster red overlaps 10.1.128.0/17 of cluster evil"),
+            "{}",
+            refused[0].1
+        );
+        assert!(
+            refused[1]
+                .1
+                .to_string()
+                .contains("of cluster blue overlaps 10.2.0.0/24 of cluster copy"),
+            "{}",
+            refused[1].1
+        );
+    }
 
     fn info(name: &str, id: u16, bits: u8, cidrs: &[&str]) -> ClusterInfo {
         ClusterInfo {

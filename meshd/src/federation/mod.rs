@@ -6,17 +6,23 @@
 //! - [`mirror`]: the elected meshd reflects the remote cluster (read-only) into the local
 //!   `mirror/<remote>/` prefix, with the `synced` marker and a `status` key (stale while the
 //!   remote is unreachable; the mirrored state is kept).
+//! - [`trust`]: what each remote may claim, and the checks of its records against it (a
+//!   refused record is skipped, logged and listed in the status).
 //! - [`view`]: node agents' merged view of the local cluster and the mirrors, from the local
 //!   etcd only; remote entries are not garbage-collected before the remote's `synced` marker.
 
 pub mod config;
 pub mod election;
 pub mod mirror;
+pub mod trust;
 pub mod view;
 
-pub use config::{CidrOverlap, ClusterInfo, FederationConfigError, RemoteCluster, check_remotes};
+pub use config::{
+    CidrOverlap, ClusterInfo, FederationConfigError, RemoteCluster, admit, check_remotes,
+};
 pub use mirror::{
     MirrorConfig, MirrorController, MirrorRole, MirrorState, MirrorStatus, MirrorStatusValue,
     SyncedValue,
 };
+pub use trust::{Refusal, RemoteClaims, Trust};
 pub use view::{MergedState, MergedView, ViewChange, ViewKey};

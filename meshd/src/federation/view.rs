@@ -8,13 +8,15 @@
 //! the policy built on it) for a remote cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{ClusterName, ServiceKey};
+use common::{ClusterName, NodeName, ServiceKey};
 use tokio::sync::watch;
 
 use super::mirror::{MirrorStatusValue, SyncedValue};
+use super::trust::{self, Refusal, Trust};
 use crate::endpoints::EndpointRecord;
 use crate::kvstore::{
     Decoder, KvStore, Reflector, ReflectorConfig, ReflectorEvent, ReflectorStatus,
@@ -149,6 +151,28 @@ pub struct MergedState {
     /// Remote entries whose delete waits for the remote's synced marker.
     held: BTreeSet<(ClusterName, Resource)>,
     listed: bool,
+    /// The remotes' records are checked against their claims (`None`: shape only).
+    checks: Option<Checks>,
+}
+
+/// Remote records not applied: refused (with the reason), or waiting (an endpoint whose node
+/// is not in the view yet).
+type Rejected = BTreeMap<(ClusterName, Resource), (Vec<u8>, Option<Refusal>)>;
+
+/// What the checks of remote records need besides the entries.
+#[derive(Debug)]
+struct Checks {
+    trust: Trust,
+    rejected: Rejected,
+    /// Local node records (accepted as they are: local state is trusted), and their addresses.
+    local_nodes: BTreeMap<NodeName, NodeRecord>,
+    local_node_ips: BTreeMap<IpAddr, NodeName>,
+    /// Applied remote node records.
+    remote_nodes: BTreeMap<(ClusterName, NodeName), NodeRecord>,
+    /// Remote endpoints (applied or not) by the node they name, and the reverse.
+    eps_of_node: BTreeMap<(ClusterName, NodeName), BTreeSet<IpAddr>>,
+    ep_node: BTreeMap<(ClusterName, IpAddr), NodeName>,
+    refused_total: u64,
 }
 
 impl MergedState {
@@ -160,6 +184,308 @@ impl MergedState {
             status: BTreeMap::new(),
             held: BTreeSet::new(),
             listed: false,
+            checks: None,
+        }
+    }
+
+    /// A state that applies remote records only once checked against `trust`: the remotes'
+    /// claims, the local pools and the local records (local state wins).
+    pub fn checked(trust: Trust) -> Self {
+        let mut s = Self::new(trust.local.clone());
+        s.checks = Some(Checks {
+            trust,
+            rejected: BTreeMap::new(),
+            local_nodes: BTreeMap::new(),
+            local_node_ips: BTreeMap::new(),
+            remote_nodes: BTreeMap::new(),
+            eps_of_node: BTreeMap::new(),
+            ep_node: BTreeMap::new(),
+            refused_total: 0,
+        });
+        s
+    }
+
+    /// The remote records refused now, of `cluster` (the reasons; none without checks).
+    pub fn refusals(&self, cluster: &ClusterName) -> Vec<&Refusal> {
+        self.checks.as_ref().map_or_else(Vec::new, |ch| {
+            ch.rejected
+                .iter()
+                .filter(|((c, _), _)| c == cluster)
+                .filter_map(|(_, (_, r))| r.as_ref())
+                .collect()
+        })
+    }
+
+    /// Remote endpoints of `cluster` not applied because their node is not in the view.
+    pub fn waiting(&self, cluster: &ClusterName) -> usize {
+        self.checks.as_ref().map_or(0, |ch| {
+            ch.rejected
+                .iter()
+                .filter(|((c, _), (_, r))| c == cluster && r.is_none())
+                .count()
+        })
+    }
+
+    /// How many times a remote record was refused (a record refused again for another reason
+    /// counts again).
+    pub fn refused_total(&self) -> u64 {
+        self.checks.as_ref().map_or(0, |ch| ch.refused_total)
+    }
+
+    fn addrs(n: &NodeRecord) -> impl Iterator<Item = IpAddr> {
+        n.ipv4
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(n.ipv6.map(IpAddr::V6))
+    }
+
+    /// Whether `(cluster, resource)` with `value` may be applied: `Ok(false)` waits.
+    fn evaluate(
+        &self,
+        cluster: &ClusterName,
+        resource: &Resource,
+        value: &[u8],
+    ) -> Result<bool, Refusal> {
+        let Some(ch) = &self.checks else {
+            return Ok(true);
+        };
+        let Some(claims) = ch.trust.remotes.get(cluster) else {
+            return Ok(true);
+        };
+        trust::check_static(&ch.trust, claims, resource, value)?;
+        match resource {
+            Resource::Node(n) => match NodeRecord::decode(cluster, n, value) {
+                Ok(rec) => {
+                    trust::check_node_against_local(&rec, ch.local_nodes.values()).map(|()| true)
+                }
+                Err(_) => Ok(true),
+            },
+            Resource::Endpoint(ip) => match EndpointRecord::decode(cluster, *ip, value) {
+                Ok(rec) => trust::check_endpoint_placement(
+                    &rec,
+                    self.entries
+                        .contains_key(&(self.local.clone(), Resource::Endpoint(*ip))),
+                    ch.local_node_ips.get(ip),
+                    ch.remote_nodes.get(&(cluster.clone(), rec.node.clone())),
+                ),
+                Err(_) => Ok(true),
+            },
+            _ => Ok(true),
+        }
+    }
+
+    /// Applies (or rejects) a remote record's value after checking it, then what depends on it.
+    fn place(
+        &mut self,
+        cluster: ClusterName,
+        resource: Resource,
+        value: Vec<u8>,
+        out: &mut Vec<ViewChange>,
+    ) {
+        let verdict = self.evaluate(&cluster, &resource, &value);
+        let k = (cluster.clone(), resource.clone());
+        let Some(ch) = self.checks.as_mut() else {
+            return;
+        };
+        let applied_changed = match verdict {
+            Ok(true) => {
+                ch.rejected.remove(&k);
+                if let Resource::Node(n) = &resource
+                    && let Ok(rec) = NodeRecord::decode(&cluster, n, &value)
+                {
+                    ch.remote_nodes.insert((cluster.clone(), n.clone()), rec);
+                }
+                if self.entries.get(&k) != Some(&value) {
+                    self.entries.insert(k, value.clone());
+                    out.push(ViewChange::Upsert {
+                        cluster: cluster.clone(),
+                        resource: resource.clone(),
+                        value,
+                    });
+                    true
+                } else {
+                    false
+                }
+            }
+            verdict => {
+                let refusal = verdict.err();
+                let again = ch.rejected.get(&k).and_then(|(_, r)| r.as_ref());
+                if let Some(r) = &refusal
+                    && again != Some(r)
+                {
+                    ch.refused_total += 1;
+                    tracing::warn!(remote = %cluster, refusal = %r, "remote record refused; skipped");
+                }
+                ch.rejected.insert(k.clone(), (value, refusal));
+                if let Resource::Node(n) = &resource {
+                    ch.remote_nodes.remove(&(cluster.clone(), n.clone()));
+                }
+                if self.entries.remove(&k).is_some() {
+                    out.push(ViewChange::Delete {
+                        cluster: cluster.clone(),
+                        resource: resource.clone(),
+                    });
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        if let Resource::Node(n) = &resource
+            && applied_changed
+        {
+            self.recheck_endpoints_of(&cluster, n, out);
+        }
+    }
+
+    /// Checks again a remote record already seen (applied or rejected).
+    fn recheck(&mut self, cluster: &ClusterName, resource: &Resource, out: &mut Vec<ViewChange>) {
+        let k = (cluster.clone(), resource.clone());
+        let value = match (self.entries.get(&k), &self.checks) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Some(ch)) => ch.rejected.get(&k).map(|(v, _)| v.clone()),
+            (None, None) => None,
+        };
+        if let Some(v) = value {
+            self.place(k.0, k.1, v, out);
+        }
+    }
+
+    fn recheck_endpoints_of(
+        &mut self,
+        cluster: &ClusterName,
+        node: &NodeName,
+        out: &mut Vec<ViewChange>,
+    ) {
+        let ips: Vec<IpAddr> = self
+            .checks
+            .as_ref()
+            .and_then(|ch| ch.eps_of_node.get(&(cluster.clone(), node.clone())))
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for ip in ips {
+            self.recheck(cluster, &Resource::Endpoint(ip), out);
+        }
+    }
+
+    /// Remote endpoints at `ip`, of every remote.
+    fn recheck_remote_ip(&mut self, ip: IpAddr, out: &mut Vec<ViewChange>) {
+        let remotes: Vec<ClusterName> = self
+            .checks
+            .as_ref()
+            .map(|ch| ch.trust.remotes.keys().cloned().collect())
+            .unwrap_or_default();
+        for r in remotes {
+            self.recheck(&r, &Resource::Endpoint(ip), out);
+        }
+    }
+
+    /// Keeps the endpoint-by-node index of a remote endpoint (`value` `None`: deleted).
+    fn index_endpoint(&mut self, cluster: &ClusterName, ip: IpAddr, value: Option<&[u8]>) {
+        let Some(ch) = self.checks.as_mut() else {
+            return;
+        };
+        let k = (cluster.clone(), ip);
+        if let Some(old) = ch.ep_node.remove(&k)
+            && let Some(s) = ch.eps_of_node.get_mut(&(cluster.clone(), old.clone()))
+        {
+            s.remove(&ip);
+            if s.is_empty() {
+                ch.eps_of_node.remove(&(cluster.clone(), old));
+            }
+        }
+        if let Some(rec) = value.and_then(|v| EndpointRecord::decode(cluster, ip, v).ok()) {
+            ch.eps_of_node
+                .entry((cluster.clone(), rec.node.clone()))
+                .or_default()
+                .insert(ip);
+            ch.ep_node.insert(k, rec.node);
+        }
+    }
+
+    /// A remote record upserted: checked, then applied or rejected.
+    fn remote_upsert(
+        &mut self,
+        cluster: ClusterName,
+        resource: Resource,
+        value: Vec<u8>,
+        out: &mut Vec<ViewChange>,
+    ) {
+        self.held.remove(&(cluster.clone(), resource.clone()));
+        if let Resource::Endpoint(ip) = &resource {
+            self.index_endpoint(&cluster, *ip, Some(&value));
+        }
+        self.place(cluster, resource, value, out);
+    }
+
+    /// A remote record gone (its delete not held back).
+    fn remote_remove(&mut self, k: (ClusterName, Resource), out: &mut Vec<ViewChange>) {
+        if let Some(ch) = self.checks.as_mut() {
+            ch.rejected.remove(&k);
+            if let Resource::Node(n) = &k.1 {
+                ch.remote_nodes.remove(&(k.0.clone(), n.clone()));
+            }
+        }
+        if let Resource::Endpoint(ip) = &k.1 {
+            self.index_endpoint(&k.0, *ip, None);
+        }
+        if self.entries.remove(&k).is_some() {
+            out.push(ViewChange::Delete {
+                cluster: k.0.clone(),
+                resource: k.1.clone(),
+            });
+            if let Resource::Node(n) = &k.1 {
+                self.recheck_endpoints_of(&k.0, n, out);
+            }
+        }
+    }
+
+    /// A local record changed (`None`: deleted): remote records it may conflict with are
+    /// checked again.
+    fn local_changed(
+        &mut self,
+        resource: &Resource,
+        value: Option<&[u8]>,
+        out: &mut Vec<ViewChange>,
+    ) {
+        let local = self.local.clone();
+        match resource {
+            Resource::Node(n) => {
+                let Some(ch) = self.checks.as_mut() else {
+                    return;
+                };
+                let mut touched: Vec<IpAddr> = Vec::new();
+                if let Some(old) = ch.local_nodes.remove(n) {
+                    for a in Self::addrs(&old) {
+                        if ch.local_node_ips.get(&a) == Some(n) {
+                            ch.local_node_ips.remove(&a);
+                        }
+                        touched.push(a);
+                    }
+                }
+                if let Some(rec) = value.and_then(|v| NodeRecord::decode(&local, n, v).ok()) {
+                    for a in Self::addrs(&rec) {
+                        ch.local_node_ips.entry(a).or_insert_with(|| n.clone());
+                        touched.push(a);
+                    }
+                    ch.local_nodes.insert(n.clone(), rec);
+                }
+                let remote_nodes: Vec<(ClusterName, Resource)> = self
+                    .entries
+                    .keys()
+                    .chain(ch.rejected.keys())
+                    .filter(|(c, r)| *c != local && matches!(r, Resource::Node(_)))
+                    .cloned()
+                    .collect();
+                for (c, r) in remote_nodes {
+                    self.recheck(&c, &r, out);
+                }
+                for a in touched {
+                    self.recheck_remote_ip(a, out);
+                }
+            }
+            Resource::Endpoint(ip) => self.recheck_remote_ip(*ip, out),
+            _ => {}
         }
     }
 
@@ -168,15 +494,23 @@ impl MergedState {
         let mut out = Vec::new();
         match ev {
             ReflectorEvent::Upsert { key, value } => match key {
+                ViewKey::Entry { cluster, resource }
+                    if self.checks.is_some() && cluster != self.local =>
+                {
+                    self.remote_upsert(cluster, resource, value, &mut out);
+                }
                 ViewKey::Entry { cluster, resource } => {
                     let k = (cluster.clone(), resource.clone());
                     self.held.remove(&k);
                     self.entries.insert(k, value.clone());
                     out.push(ViewChange::Upsert {
                         cluster,
-                        resource,
-                        value,
+                        resource: resource.clone(),
+                        value: value.clone(),
                     });
+                    if self.checks.is_some() {
+                        self.local_changed(&resource, Some(&value), &mut out);
+                    }
                 }
                 ViewKey::Synced(r) => {
                     if let Ok(v) = serde_json::from_slice(&value) {
@@ -186,7 +520,9 @@ impl MergedState {
                                 self.held.iter().filter(|(c, _)| *c == r).cloned().collect();
                             for k in held {
                                 self.held.remove(&k);
-                                if self.entries.remove(&k).is_some() {
+                                if self.checks.is_some() {
+                                    self.remote_remove(k, &mut out);
+                                } else if self.entries.remove(&k).is_some() {
                                     out.push(ViewChange::Delete {
                                         cluster: k.0,
                                         resource: k.1,
@@ -206,11 +542,23 @@ impl MergedState {
             ReflectorEvent::Delete { key, .. } => match key {
                 ViewKey::Entry { cluster, resource } => {
                     let k = (cluster.clone(), resource.clone());
-                    if cluster != self.local && !self.synced.contains_key(&cluster) {
+                    let remote = cluster != self.local;
+                    if remote && self.checks.is_some() && !self.entries.contains_key(&k) {
+                        // Never applied (refused or waiting): nothing to hold back.
+                        self.remote_remove(k, &mut out);
+                    } else if remote && !self.synced.contains_key(&cluster) {
                         tracing::info!(remote = %cluster, %resource, "remote not synced yet; delete held back");
                         self.held.insert(k);
+                    } else if remote && self.checks.is_some() {
+                        self.remote_remove(k, &mut out);
                     } else if self.entries.remove(&k).is_some() {
-                        out.push(ViewChange::Delete { cluster, resource });
+                        out.push(ViewChange::Delete {
+                            cluster,
+                            resource: resource.clone(),
+                        });
+                        if self.checks.is_some() {
+                            self.local_changed(&resource, None, &mut out);
+                        }
                     }
                 }
                 ViewKey::Synced(r) => {
@@ -350,6 +698,9 @@ impl Drop for MergedView {
 impl MergedView {
     /// Starts watching `ironmesh/v1/` in the local etcd for `local`'s state and the mirrors
     /// of `remotes`. `changes` (if any) receives every change in order (for reconcilers).
+    ///
+    /// The remotes' records are checked for their shape only; a node agent uses
+    /// [`MergedView::spawn_checked`], which also checks them against what each remote may claim.
     pub fn spawn(
         local_store: KvStore,
         local: ClusterName,
@@ -361,10 +712,47 @@ impl MergedView {
             local: local.clone(),
             remotes: remotes.into_iter().collect(),
         };
+        Self::spawn_state(
+            local_store,
+            decoder,
+            MergedState::new(local),
+            probe_interval,
+            changes,
+        )
+    }
+
+    /// As [`MergedView::spawn`], for the remotes of `trust`, whose records are applied only
+    /// once checked against their claims and the local state ([`MergedState::checked`]).
+    pub fn spawn_checked(
+        local_store: KvStore,
+        trust: Trust,
+        probe_interval: Duration,
+        changes: Option<tokio::sync::mpsc::UnboundedSender<ViewChange>>,
+    ) -> Self {
+        let decoder = MergedDecoder {
+            local: trust.local.clone(),
+            remotes: trust.remotes.keys().cloned().collect(),
+        };
+        Self::spawn_state(
+            local_store,
+            decoder,
+            MergedState::checked(trust),
+            probe_interval,
+            changes,
+        )
+    }
+
+    fn spawn_state(
+        local_store: KvStore,
+        decoder: MergedDecoder,
+        state: MergedState,
+        probe_interval: Duration,
+        changes: Option<tokio::sync::mpsc::UnboundedSender<ViewChange>>,
+    ) -> Self {
         let mut cfg = ReflectorConfig::new(format!("{ROOT}{VERSION}/"));
         cfg.probe_interval = probe_interval;
         let (reflector, mut rx) = Reflector::spawn(local_store, cfg, decoder);
-        let state = Arc::new(Mutex::new(MergedState::new(local)));
+        let state = Arc::new(Mutex::new(state));
         let (vtx, version) = watch::channel(0u64);
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -564,6 +952,163 @@ mod tests {
         s.apply(svc_ev("green", "10.2.0.5", false));
         assert_eq!(s.merged_services()[0].backends.len(), 1);
         assert_eq!(s.count(&c("green"), ResourceKind::Services), 1);
+    }
+
+    fn trust() -> Trust {
+        use super::super::trust::RemoteClaims;
+        let nets = |v: &[&str]| v.iter().map(|s| s.parse().unwrap()).collect::<Vec<_>>();
+        Trust {
+            local: c("red"),
+            local_id: common::ClusterId::new(1).unwrap(),
+            layout: common::IdentityLayout::default(),
+            local_pools: nets(&["10.1.0.0/16"]),
+            remotes: [(
+                c("green"),
+                RemoteClaims {
+                    name: c("green"),
+                    id: common::ClusterId::new(2).unwrap(),
+                    pod_cidrs: nets(&["10.2.0.0/16"]),
+                    node_cidrs: nets(&["198.51.100.0/24"]),
+                    service_cidrs: nets(&["10.96.0.0/16"]),
+                },
+            )]
+            .into(),
+        }
+    }
+
+    fn node_at(
+        cluster: &str,
+        name: &str,
+        ip: &str,
+        cidr: &str,
+    ) -> ReflectorEvent<ViewKey, Vec<u8>> {
+        let mut r = NodeRecord::new(c(cluster), name.parse().unwrap());
+        r.ipv4 = Some(ip.parse().unwrap());
+        r.pod_cidrs = vec![cidr.parse().unwrap()];
+        ReflectorEvent::Upsert {
+            key: ViewKey::Entry {
+                cluster: c(cluster),
+                resource: Resource::Node(name.parse().unwrap()),
+            },
+            value: r.encode(),
+        }
+    }
+
+    fn ep_at(
+        cluster: &str,
+        ip: &str,
+        node: &str,
+        identity: u32,
+    ) -> ReflectorEvent<ViewKey, Vec<u8>> {
+        let v = format!(
+            r#"{{"ip":"{ip}","cluster":"{cluster}","node":"{node}","identity":{identity}}}"#
+        );
+        ReflectorEvent::Upsert {
+            key: ViewKey::Entry {
+                cluster: c(cluster),
+                resource: Resource::Endpoint(ip.parse().unwrap()),
+            },
+            value: v.into_bytes(),
+        }
+    }
+
+    const GREEN_ID: u32 = (2 << 16) | 300;
+
+    #[test]
+    fn checked_view_applies_good_records_and_lists_refused_ones() {
+        let mut s = MergedState::checked(trust());
+        assert_eq!(
+            s.apply(node_at("red", "r1", "192.0.2.11", "10.1.1.0/24"))
+                .len(),
+            1
+        );
+        // An endpoint before its node waits (the mirror lists endpoints first).
+        assert!(
+            s.apply(ep_at("green", "10.2.1.5", "g1", GREEN_ID))
+                .is_empty()
+        );
+        assert_eq!(s.waiting(&c("green")), 1);
+        let out = s.apply(node_at("green", "g1", "198.51.100.11", "10.2.1.0/24"));
+        assert_eq!(out.len(), 2, "the node, then its waiting endpoint: {out:?}");
+        assert_eq!(s.endpoints().len(), 1);
+        // Bad records: none applied, each listed.
+        assert!(
+            s.apply(node_at("green", "evil", "198.51.100.66", "0.0.0.0/0"))
+                .is_empty()
+        );
+        assert!(s.apply(ep_at("green", "10.2.1.6", "g1", 1)).is_empty());
+        assert!(
+            s.apply(ep_at("green", "10.2.9.6", "g1", GREEN_ID))
+                .is_empty()
+        );
+        let why: Vec<String> = s
+            .refusals(&c("green"))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(why.len(), 3, "{why:?}");
+        assert!(
+            why.iter()
+                .any(|w| w == "node evil pod_cidrs 0.0.0.0/0 outside green's pools (10.2.0.0/16)"),
+            "{why:?}"
+        );
+        assert_eq!(s.refused_total(), 3);
+        assert_eq!(s.nodes().len(), 2);
+        // Refused again for the same reason: counted once.
+        s.apply(node_at("green", "evil", "198.51.100.66", "0.0.0.0/0"));
+        assert_eq!(s.refused_total(), 3);
+        // A good node turning bad leaves the view, with its endpoints.
+        let out = s.apply(node_at("green", "g1", "198.51.100.11", "10.1.1.0/24"));
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(s.endpoints().is_empty());
+        // Deleting a refused record clears it (held-back deletes are for applied ones).
+        s.apply(ReflectorEvent::Delete {
+            key: ViewKey::Entry {
+                cluster: c("green"),
+                resource: Resource::Node("evil".parse().unwrap()),
+            },
+            last: vec![],
+        });
+        assert!(
+            !s.refusals(&c("green"))
+                .iter()
+                .any(|r| r.record == "node evil")
+        );
+    }
+
+    #[test]
+    fn local_state_wins_over_remote_records() {
+        let mut s = MergedState::checked(trust());
+        s.apply(node_at("green", "g1", "198.51.100.11", "10.2.1.0/24"));
+        s.apply(ep_at("green", "10.2.1.5", "g1", GREEN_ID));
+        assert_eq!(s.endpoints().len(), 1);
+        // A local endpoint (or node) appears at the remote endpoint's IP: the remote one goes.
+        let out = s.apply(ep_at("red", "10.2.1.5", "r1", (1 << 16) | 300));
+        assert!(
+            out.contains(&ViewChange::Delete {
+                cluster: c("green"),
+                resource: Resource::Endpoint("10.2.1.5".parse().unwrap())
+            }),
+            "{out:?}"
+        );
+        assert_eq!(s.endpoints().len(), 1);
+        assert_eq!(s.endpoints()[0].cluster, c("red"));
+        // A local node with the remote node's PodCIDR (no local pools were checked for it).
+        s.apply(node_at("red", "r9", "192.0.2.19", "10.2.1.0/24"));
+        assert!(
+            s.nodes().iter().all(|n| n.cluster == c("red")),
+            "{:?}",
+            s.nodes()
+        );
+        // Gone again: the remote node is back.
+        s.apply(ReflectorEvent::Delete {
+            key: ViewKey::Entry {
+                cluster: c("red"),
+                resource: Resource::Node("r9".parse().unwrap()),
+            },
+            last: vec![],
+        });
+        assert_eq!(s.nodes().len(), 1);
     }
 
     #[test]
