@@ -211,39 +211,56 @@ impl Netlink {
         // Bounded: a reply ends with DONE or an error/ack; the read timeout bounds each read.
         for _ in 0..1_000_000 {
             let n = (&self.sock).read(&mut buf)?;
-            let mut data = &buf[..n];
-            while data.len() >= HDR_LEN {
-                let len = u32_at(data, 0).ok_or(NetlinkError::Malformed("header"))? as usize;
-                if len < HDR_LEN || len > data.len() {
-                    return Err(NetlinkError::Malformed("message length"));
-                }
-                let msg_type = u16::from_ne_bytes([data[4], data[5]]);
-                let msg_seq = u32_at(data, 8).ok_or(NetlinkError::Malformed("header"))?;
-                let payload = &data[HDR_LEN..len];
-                data = &data[len.next_multiple_of(4).min(data.len())..];
-                if msg_seq != seq {
-                    continue;
-                }
-                match msg_type {
-                    NLMSG_ERROR => {
-                        let code =
-                            u32_at(payload, 0).ok_or(NetlinkError::Malformed("error"))? as i32;
-                        return if code == 0 {
-                            Ok(out)
-                        } else {
-                            Err(NetlinkError::Kernel { errno: -code })
-                        };
-                    }
-                    NLMSG_DONE if dump => return Ok(out),
-                    _ => out.push(Reply {
-                        msg_type,
-                        payload: payload.to_vec(),
-                    }),
-                }
+            if parse_datagram(&buf[..n], seq, dump, &mut out)? {
+                return Ok(out);
             }
         }
         Err(NetlinkError::Malformed("reply never ended"))
     }
+}
+
+/// Reads one datagram of the answer to request `seq` (sans-IO, fuzzed: `scripts/fuzz
+/// netlink_reply`): appends its data messages to `out`; `Ok(true)` once the answer ended (the
+/// acknowledgement, or NLMSG_DONE of a dump), `Ok(false)` if more datagrams follow. Messages of
+/// other sequence numbers are skipped; an error message becomes [`NetlinkError::Kernel`].
+pub fn parse_datagram(
+    mut data: &[u8],
+    seq: u32,
+    dump: bool,
+    out: &mut Vec<Reply>,
+) -> Result<bool, NetlinkError> {
+    while data.len() >= HDR_LEN {
+        let len = u32_at(data, 0).ok_or(NetlinkError::Malformed("header"))? as usize;
+        if len < HDR_LEN || len > data.len() {
+            return Err(NetlinkError::Malformed("message length"));
+        }
+        let msg_type = u16::from_ne_bytes([data[4], data[5]]);
+        let msg_seq = u32_at(data, 8).ok_or(NetlinkError::Malformed("header"))?;
+        let payload = &data[HDR_LEN..len];
+        data = &data[len.next_multiple_of(4).min(data.len())..];
+        if msg_seq != seq {
+            continue;
+        }
+        match msg_type {
+            NLMSG_ERROR => {
+                let code = u32_at(payload, 0).ok_or(NetlinkError::Malformed("error"))? as i32;
+                return if code == 0 {
+                    Ok(true)
+                } else {
+                    // saturating: -i32::MIN overflows (found by `scripts/fuzz netlink_reply`).
+                    Err(NetlinkError::Kernel {
+                        errno: code.saturating_neg(),
+                    })
+                };
+            }
+            NLMSG_DONE if dump => return Ok(true),
+            _ => out.push(Reply {
+                msg_type,
+                payload: payload.to_vec(),
+            }),
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -270,5 +287,50 @@ mod tests {
         // Truncated or lying lengths end the iteration instead of panicking.
         assert_eq!(attrs(&[8, 0, 1, 0, 1]).count(), 0);
         assert_eq!(attrs(&[2, 0, 1, 0]).count(), 0);
+    }
+
+    #[test]
+    fn reads_reply_datagrams() {
+        let msg = |t: u16, seq: u32, payload: &[u8]| {
+            let mut m = Msg::new(t, 0);
+            m.push(payload);
+            m.bytes(seq)
+        };
+        // A dump: data, another request's message (skipped), then DONE.
+        let mut d = msg(20, 5, &[1, 2, 3, 4, 5, 6, 7, 8]);
+        d.extend(msg(20, 6, &[9]));
+        d.extend(msg(NLMSG_DONE, 5, &[0; 4]));
+        let mut out = Vec::new();
+        assert!(parse_datagram(&d, 5, true, &mut out).unwrap());
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].msg_type, &out[0].payload[..]),
+            (20, &[1, 2, 3, 4, 5, 6, 7, 8][..])
+        );
+        // No end yet: more to read.
+        let mut out = Vec::new();
+        assert!(!parse_datagram(&msg(20, 5, &[]), 5, true, &mut out).unwrap());
+        // An error message with an errno, and an ack.
+        let nack = msg(NLMSG_ERROR, 5, &(-17i32).to_ne_bytes());
+        let err = parse_datagram(&nack, 5, false, &mut out).unwrap_err();
+        assert_eq!(err.errno(), Some(17));
+        let ack = msg(NLMSG_ERROR, 5, &0i32.to_ne_bytes());
+        assert!(parse_datagram(&ack, 5, false, &mut out).unwrap());
+        // A length past the datagram is malformed, not a panic.
+        let mut bad = msg(20, 5, &[0; 8]);
+        bad[0] = 200;
+        assert!(matches!(
+            parse_datagram(&bad, 5, false, &mut out),
+            Err(NetlinkError::Malformed(_))
+        ));
+    }
+
+    /// Found by `scripts/fuzz netlink_reply`: an error code of i32::MIN panicked on negation.
+    #[test]
+    fn an_error_code_of_i32_min_is_an_errno_not_a_panic() {
+        let mut m = Msg::new(NLMSG_ERROR, 0);
+        m.push(&i32::MIN.to_ne_bytes());
+        let err = parse_datagram(&m.bytes(9), 9, false, &mut Vec::new()).unwrap_err();
+        assert_eq!(err.errno(), Some(i32::MAX));
     }
 }

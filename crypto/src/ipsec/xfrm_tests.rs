@@ -181,3 +181,18 @@ fn mixed_families_and_garbage_are_refused() {
     short.truncate(16 + POLICY_INFO_LEN + 8);
     assert_eq!(decode_policy(&short[16..]), None, "template cut short");
 }
+
+/// Found by `scripts/fuzz xfrm_policy`: a selector with host bits (no policy ironmesh writes)
+/// decoded into a policy whose re-encoding differed from it.
+#[test]
+fn selectors_with_host_bits_are_not_ours() {
+    let p = policies(&peer(), 1)[0].clone();
+    let good = encode_policy(&p).unwrap().bytes(1);
+    assert_eq!(decode_policy(&good[16..]).as_ref(), Some(&p));
+    for at in [16 + 3, 16 + 16 + 3] {
+        // The last octet of the IPv4 destination (0..16), then of the source (16..32).
+        let mut bad = good.clone();
+        bad[at] |= 1;
+        assert_eq!(decode_policy(&bad[16..]), None);
+    }
+}

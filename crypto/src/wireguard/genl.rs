@@ -333,8 +333,11 @@ fn parse_peer(p: &[u8]) -> Result<PeerState, GenlParseError> {
                 // struct __kernel_timespec { s64 sec; s64 nsec; }; zero: never.
                 let sec = u64_of(v.get(0..8).unwrap_or(&[]), "handshake time")?;
                 let nsec = u64_of(v.get(8..16).unwrap_or(&[]), "handshake time")?;
+                // A time past what SystemTime holds (or a negative s64) is no time: None, as
+                // the UAPI parser does (it panicked: found by `scripts/fuzz wg_genl`).
                 if sec != 0 || nsec != 0 {
-                    last_handshake = Some(SystemTime::UNIX_EPOCH + Duration::new(sec, nsec as u32));
+                    last_handshake = SystemTime::UNIX_EPOCH
+                        .checked_add(Duration::new(sec, nsec.min(999_999_999) as u32));
                 }
             }
             PEER_RX_BYTES => rx = u64_of(v, "rx bytes")?,

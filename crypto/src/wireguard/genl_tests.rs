@@ -218,3 +218,40 @@ fn the_running_kernel_answers_family_lookups() {
         Err(e) => panic!("unexpected: {e}"),
     }
 }
+
+/// Found by `scripts/fuzz wg_genl`: a handshake time past what SystemTime holds (or an
+/// nsec field of 10^9 or more with the largest sec) panicked; it reads as no handshake.
+#[test]
+fn a_handshake_time_out_of_range_is_no_handshake_not_a_panic() {
+    for (sec, nsec) in [(u64::MAX, 0u64), (u64::MAX, 1_500_000_000), (1 << 63, 5)] {
+        let mut p = Vec::new();
+        nla(&mut p, PEER_PUBLIC_KEY, &[9; 32]);
+        let mut ts = sec.to_ne_bytes().to_vec();
+        ts.extend_from_slice(&nsec.to_ne_bytes());
+        nla(&mut p, PEER_LAST_HANDSHAKE, &ts);
+        let mut peers = Vec::new();
+        nla(&mut peers, NLA_F_NESTED, &p);
+        let mut m = vec![CMD_GET_DEVICE, 1, 0, 0];
+        nla(&mut m, DEVICE_PEERS | NLA_F_NESTED, &peers);
+        let dev = parse_device(&[m]).unwrap();
+        assert_eq!(
+            dev.peers[&PublicKey::from_bytes([9; 32])].last_handshake,
+            None
+        );
+    }
+    // An nsec field past 10^9 is clamped, not carried into the seconds.
+    let mut p = Vec::new();
+    nla(&mut p, PEER_PUBLIC_KEY, &[9; 32]);
+    let mut ts = 10u64.to_ne_bytes().to_vec();
+    ts.extend_from_slice(&u64::MAX.to_ne_bytes());
+    nla(&mut p, PEER_LAST_HANDSHAKE, &ts);
+    let mut peers = Vec::new();
+    nla(&mut peers, NLA_F_NESTED, &p);
+    let mut m = vec![CMD_GET_DEVICE, 1, 0, 0];
+    nla(&mut m, DEVICE_PEERS | NLA_F_NESTED, &peers);
+    let dev = parse_device(&[m]).unwrap();
+    assert_eq!(
+        dev.peers[&PublicKey::from_bytes([9; 32])].last_handshake,
+        Some(SystemTime::UNIX_EPOCH + Duration::new(10, 999_999_999))
+    );
+}
