@@ -217,12 +217,17 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
         .block_on(async {
             let red = KvStore::connect(&kv(&etcd_r)).await.expect("red etcd");
             let blue = KvStore::connect(&kv(&etcd_b)).await.expect("blue etcd");
-            // Red's other node and local pod, and red's side of the global services.
+            // Red's other nodes and local pods, and red's side of the global services. r3 (as
+            // written by a misconfigured red, or before renumbering) sits inside what blue may
+            // claim: local state wins there too.
             let r2 = node("red", "r2", "192.0.2.22", &["10.1.1.0/24"]);
+            let r3 = node("red", "r3", "198.51.100.40", &["10.2.7.0/24"]);
             put_all(
                 &red,
                 vec![
                     (r2.key(), r2.encode()),
+                    (r3.key(), r3.encode()),
+                    endpoint("red", "10.2.7.8", "r3", RED_ID),
                     endpoint("red", "10.1.1.5", "r2", RED_ID),
                     identity("red", RED_ID),
                     service("red", "web", "10.96.0.10", &["10.1.1.5"]),
@@ -284,12 +289,19 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
             let evil = node("blue", "evil", "198.51.100.66", &["0.0.0.0/0"]);
             let thief = node("blue", "thief", "198.51.100.67", &["10.1.1.0/24"]);
             let outside = node("blue", "outside", "192.0.2.99", &["10.2.2.0/24"]);
+            // Inside blue's claims, but local state: r3's PodCIDR, r3's address.
+            let b7 = node("blue", "b7", "198.51.100.37", &["10.2.7.0/24"]);
+            let b8 = node("blue", "b8", "198.51.100.40", &["10.2.8.0/24"]);
             put_all(
                 &blue,
                 vec![
                     (evil.key(), evil.encode()),
                     (thief.key(), thief.encode()),
                     (outside.key(), outside.encode()),
+                    (b7.key(), b7.encode()),
+                    (b8.key(), b8.encode()),
+                    // A local pod's IP inside blue's pools.
+                    endpoint("blue", "10.2.7.8", "b1", BLUE_ID),
                     // The reserved host identity, and one of red's identities.
                     endpoint("blue", "10.2.1.6", "b1", 1),
                     endpoint("blue", "10.2.1.7", "b1", RED_ID),
@@ -345,8 +357,10 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
     );
     assert_eq!(
         after.peers.keys().collect::<Vec<_>>(),
-        ["blue/b1", "blue/b2", "red/r2"]
+        ["blue/b1", "blue/b2", "red/r2", "red/r3"]
     );
+    assert_eq!(after.ipcache[&ip("10.2.7.8")], ("red".into(), RED_ID));
+    assert_eq!(after.ipcache[&ip("198.51.100.40")].0, "red");
     assert_eq!(after.ipcache[&ip("10.1.1.5")], ("red".into(), RED_ID));
     assert_eq!(after.ipcache[&ip("192.0.2.22")].0, "red");
     for bad in ["10.2.1.6", "10.2.1.7", "10.2.9.9"] {
@@ -359,7 +373,7 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
     );
 
     // r1's meshd (the real process): its nodes, services, status and metrics.
-    const REFUSED: usize = 10;
+    const REFUSED: usize = 13;
     let status = wait_for(
         "r1's status listing blue's refused records",
         Duration::from_secs(30),
@@ -404,6 +418,9 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
         "endpoint 10.1.1.5 ip 10.1.1.5 outside blue's pools (10.2.0.0/16)",
         "identity 1 key 1 is the reserved identity host; a remote cluster may not use it",
         "service shop/api backends 192.0.2.22 outside blue's pools (10.2.0.0/16)",
+        "node b7 pod_cidrs 10.2.7.0/24 overlaps local node r3's PodCIDR 10.2.7.0/24; local state wins",
+        "node b8 ipv4 198.51.100.40 overlaps the address of local node r3; local state wins",
+        "endpoint 10.2.7.8 ip 10.2.7.8 overlaps a local endpoint's IP; local state wins",
     ] {
         assert!(why.iter().any(|w| w == want), "{want:?} not in {why:#?}");
     }
@@ -431,7 +448,7 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
         .expect("running ironctl");
     let text = String::from_utf8_lossy(&text.stdout);
     eprintln!("{text}");
-    assert!(text.contains("blue: 10 records refused:"), "{text}");
+    assert!(text.contains("blue: 13 records refused:"), "{text}");
     assert!(
         text.contains("  node evil pod_cidrs 0.0.0.0/0 outside blue's pools (10.2.0.0/16)"),
         "{text}"
@@ -452,10 +469,43 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
         .collect();
     assert_eq!(
         names,
-        ["blue/b1", "blue/b2", "red/r1", "red/r2"]
+        ["blue/b1", "blue/b2", "red/r1", "red/r2", "red/r3"]
             .iter()
             .map(|s| s.to_string())
             .collect()
+    );
+    // The endpoints r1's meshd serves (what its IP cache is built from): the good ones only.
+    let out = std::process::Command::new(&ironctl)
+        .args(["get", "pods", "-A", "-o", "json", "--meshd"])
+        .arg(&sock)
+        .output()
+        .expect("running ironctl");
+    let pods: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let ips: BTreeSet<String> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p["cluster"].as_str().unwrap(),
+                p["status"]["podIP"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        ips,
+        [
+            "blue/10.2.1.5",
+            "blue/10.2.2.5",
+            "red/10.1.1.5",
+            "red/10.2.7.8"
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        "{pods}"
     );
     let services = ctl(&ironctl, &sock, "services").unwrap();
     let api = services
@@ -486,7 +536,7 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
         })?
         .unwrap();
     assert!(
-        metrics.contains("meshd_remote_records_refused{cluster=\"blue\"} 10"),
+        metrics.contains("meshd_remote_records_refused{cluster=\"blue\"} 13"),
         "{metrics}"
     );
     // Logged once each, with the reason.

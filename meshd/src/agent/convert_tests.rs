@@ -222,3 +222,38 @@ fn remote_status_from_marker_status_and_role() {
     let s = remote_status(&c("green"), id, None, None);
     assert!(!s.synced && s.counts.is_none());
 }
+
+#[test]
+fn remote_status_lists_refused_records() {
+    use crate::federation::{RemoteClaims, Trust};
+    let green = RemoteClaims {
+        name: c("green"),
+        id: common::ClusterId::new(2).unwrap(),
+        pod_cidrs: vec!["10.2.0.0/16".parse().unwrap()],
+        node_cidrs: vec!["198.51.100.0/24".parse().unwrap()],
+        service_cidrs: vec![],
+    };
+    let mut st = MergedState::checked(Trust {
+        local: c("red"),
+        local_id: common::ClusterId::new(1).unwrap(),
+        layout: common::IdentityLayout::default(),
+        local_pools: vec!["10.1.0.0/16".parse().unwrap()],
+        remotes: [(c("green"), green)].into(),
+    });
+    let mut evil = node_rec("green", "evil", "198.51.100.9");
+    evil.pod_cidrs = vec!["0.0.0.0/0".parse().unwrap()];
+    entry(
+        &mut st,
+        "green",
+        Resource::Node("evil".parse().unwrap()),
+        evil.encode(),
+    );
+    let id = common::ClusterId::new(2).unwrap();
+    let s = remote_status(&c("green"), id, Some(&st), None);
+    assert_eq!(s.refused_count, 1);
+    assert_eq!(
+        s.refused,
+        ["node evil pod_cidrs 0.0.0.0/0 outside green's pools (10.2.0.0/16)"]
+    );
+    assert_eq!(s.counts.unwrap().nodes, 0);
+}
