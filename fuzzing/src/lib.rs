@@ -82,11 +82,13 @@ fn words(line: &str) -> String {
             c => bare.push(c),
         }
     }
-    // Words of letters only: names, addresses, numbers and paths (input again) are left out.
+    // Words of letters only: names, addresses, numbers and field paths (`name:`, input again)
+    // are left out.
     let mut out = String::new();
     for w in bare
         .split_whitespace()
-        .map(|w| w.trim_end_matches([':', ',', '.', ';', ')']))
+        .filter(|w| !w.ends_with(':'))
+        .map(|w| w.trim_end_matches([',', '.', ';', ')']))
         .filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphabetic()))
         .take(8)
     {

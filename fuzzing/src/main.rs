@@ -5,6 +5,8 @@
 //! ironmesh-fuzz NAME... | --all  [--seconds N] [--runs N] [--seed S] [--timeout S]
 //!                               [--crash-dir DIR] [--corpus-dir DIR]
 //! ironmesh-fuzz NAME --input FILE     replay one input (a crash file), panicking as it did
+//! ironmesh-fuzz NAME... | --all --write-seeds DIR
+//!                                     seeds and dictionary for libFuzzer (scripts/fuzz --libfuzzer)
 //! ```
 //!
 //! Exit status: 0 when no target crashed, 1 when one did (each crash named with its target
@@ -28,6 +30,7 @@ struct Args {
     worker: bool,
     names: Vec<String>,
     input: Option<PathBuf>,
+    write_seeds: Option<PathBuf>,
     seconds: Option<f64>,
     runs: Option<u64>,
     seed: Option<u64>,
@@ -44,6 +47,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         worker: false,
         names: Vec::new(),
         input: None,
+        write_seeds: None,
         seconds: None,
         runs: None,
         seed: None,
@@ -69,6 +73,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--seed" => a.seed = Some(value(&arg, it.next())?),
             "--timeout" => a.timeout = value(&arg, it.next())?,
             "--input" => a.input = Some(value(&arg, it.next())?),
+            "--write-seeds" => a.write_seeds = Some(value(&arg, it.next())?),
             "--crash-dir" => a.crash_dir = value(&arg, it.next())?,
             "--corpus-dir" => a.corpus_dir = value(&arg, it.next())?,
             "-h" | "--help" => return Err(String::new()),
@@ -121,6 +126,15 @@ fn main() -> ExitCode {
     };
     if let Some(file) = &a.input {
         return replay(&ts, file);
+    }
+    if let Some(dir) = &a.write_seeds {
+        return match write_seeds(&ts, dir, &a.corpus_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ironmesh-fuzz: {}: {e}", dir.display());
+                ExitCode::from(2)
+            }
+        };
     }
     let seed = a.seed.unwrap_or_else(|| {
         SystemTime::now()
@@ -230,4 +244,33 @@ fn replay(ts: &[Target], file: &PathBuf) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// Writes each target's seeds to `<dir>/<name>/seeds/` and its dictionary (libFuzzer's format)
+/// to `<dir>/<name>/dict`, and prints `<name> -max_len=N -dict=<file>` per target.
+fn write_seeds(
+    ts: &[Target],
+    dir: &std::path::Path,
+    corpus_dir: &std::path::Path,
+) -> std::io::Result<()> {
+    for t in ts {
+        let seeds_dir = dir.join(t.name).join("seeds");
+        std::fs::create_dir_all(&seeds_dir)?;
+        for (i, s) in driver::seeds(t, Some(corpus_dir)).iter().enumerate() {
+            std::fs::write(seeds_dir.join(format!("seed-{i:03}")), s)?;
+        }
+        let tokens = t
+            .dictionary
+            .iter()
+            .chain(ironmesh_fuzzing::mutate::COMMON_TOKENS)
+            .map(|tok| {
+                let esc: String = tok.iter().map(|b| format!("\\x{b:02x}")).collect();
+                format!("\"{esc}\"\n")
+            })
+            .collect::<String>();
+        let dict = dir.join(t.name).join("dict");
+        std::fs::write(&dict, tokens)?;
+        println!("{} -max_len={} -dict={}", t.name, t.max_len, dict.display());
+    }
+    Ok(())
 }
