@@ -128,7 +128,9 @@ fn mesh_status_while_etcd_is_unreachable() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("ingress[0].from[0]: a peer has exactly one of selector or cidr"),
+        err.contains(
+            "ingress[0].from[0]: a peer has exactly one of selector/namespace_selector or cidr"
+        ),
         "{err}"
     );
 

@@ -146,6 +146,10 @@ pub struct VipAllocator {
     pools: Vec<IpNet>,
     deadline: Duration,
     max_conflicts: u32,
+    /// The addresses this allocator saw in use (listed once, then kept up to date by its own
+    /// allocations and lost races), so a batch of allocations lists the keys once, not once
+    /// each. Stale only in what others freed meanwhile: re-listed before "exhausted".
+    known_used: std::sync::Mutex<Option<BTreeSet<IpAddr>>>,
 }
 
 enum Want {
@@ -167,6 +171,7 @@ impl VipAllocator {
             pools,
             deadline: Duration::from_secs(30),
             max_conflicts: 256,
+            known_used: std::sync::Mutex::new(None),
         })
     }
 
@@ -184,6 +189,10 @@ impl VipAllocator {
     /// The pools (or service CIDRs) this allocator hands out from.
     pub fn pools(&self) -> &[IpNet] {
         &self.pools
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Option<BTreeSet<IpAddr>>> {
+        self.known_used.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn key(&self, r: Resource) -> String {
@@ -279,14 +288,36 @@ impl VipAllocator {
                     if let Some(ip) = have.vips.iter().find(|v| family_of(v) == *f) {
                         return Ok(*ip);
                     }
+                    let cached = self.known().clone();
+                    let fresh = used.is_none() && cached.is_none();
                     if used.is_none() {
-                        used = Some(self.used().await?);
+                        used = Some(match cached {
+                            Some(c) => c,
+                            None => self.used().await?,
+                        });
                     }
-                    let u = used.as_ref().expect("loaded");
-                    first_free(&self.pools, *f, u).ok_or(LbIpamError::Exhausted {
-                        family: *f,
-                        used: u.len(),
-                    })?
+                    let found = first_free(&self.pools, *f, used.as_ref().expect("loaded"));
+                    match found {
+                        Some(x) => x,
+                        None if !fresh => {
+                            // The cache may hold addresses freed meanwhile: list again.
+                            let u = self.used().await?;
+                            *self.known() = Some(u.clone());
+                            let found = first_free(&self.pools, *f, &u);
+                            let n = u.len();
+                            used = Some(u);
+                            found.ok_or(LbIpamError::Exhausted {
+                                family: *f,
+                                used: n,
+                            })?
+                        }
+                        None => {
+                            return Err(LbIpamError::Exhausted {
+                                family: *f,
+                                used: used.as_ref().map_or(0, BTreeSet::len),
+                            });
+                        }
+                    }
                 }
                 Want::Exact(ip) => (
                     *ip,
@@ -311,6 +342,12 @@ impl VipAllocator {
                 ]);
             if self.store.txn(txn).await?.succeeded() {
                 tracing::info!(%service, %ip, "allocated VIP");
+                if let Some(k) = self.known().as_mut() {
+                    k.insert(ip);
+                } else if let Some(mut u) = used {
+                    u.insert(ip);
+                    *self.known() = Some(u);
+                }
                 return Ok(ip);
             }
             // Lost: the VIP is someone's, or the service's index changed.
@@ -327,6 +364,9 @@ impl VipAllocator {
                         }
                         Want::Any(_) => {
                             used.get_or_insert_default().insert(ip);
+                            if let Some(k) = self.known().as_mut() {
+                                k.insert(ip);
+                            }
                         }
                     }
                 }

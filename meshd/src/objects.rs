@@ -148,14 +148,22 @@ pub fn derive_record<'a>(
 }
 
 /// The service controller, fed the merged view's changes: keeps Service objects, endpoints
-/// and identity labels per cluster, and says which service records changed.
+/// and identity labels per cluster, and says which service records changed. Incremental: an
+/// endpoint change touches only the services of its namespace, each by one selector check,
+/// and a record is rebuilt from its own members only.
 #[derive(Debug, Default)]
 pub struct ServiceController {
     services: BTreeMap<(ClusterName, ServiceKey), ServiceObject>,
+    /// (cluster, namespace) -> its services.
+    by_namespace: BTreeMap<(ClusterName, String), BTreeSet<ServiceKey>>,
     endpoints: BTreeMap<(ClusterName, IpAddr), EndpointRecord>,
     labels: BTreeMap<(ClusterName, Identity), Labels>,
     /// (cluster, identity) -> its endpoints, to re-derive when labels arrive late.
     by_identity: BTreeMap<(ClusterName, Identity), BTreeSet<IpAddr>>,
+    /// (cluster, namespace) -> the endpoints in it (by their identity's labels).
+    ns_endpoints: BTreeMap<(ClusterName, String), BTreeSet<IpAddr>>,
+    /// The endpoints each service's selector matches now.
+    members: BTreeMap<(ClusterName, ServiceKey), BTreeSet<IpAddr>>,
     /// What was last derived, so only changes are reported.
     derived: BTreeMap<(ClusterName, ServiceKey), ServiceRecord>,
 }
@@ -183,80 +191,29 @@ impl ServiceController {
                 let obj = decode(name, value)
                     .ok()
                     .and_then(|s| ServiceObject::from_stored(key.clone(), &s));
-                match obj {
-                    Some(o) => {
-                        self.services.insert((cluster.clone(), key.clone()), o);
-                    }
-                    None => {
-                        self.services.remove(&(cluster.clone(), key.clone()));
-                    }
-                }
-                self.refresh(cluster, |k| *k == key)
+                self.set_service(cluster, &key, obj)
             }
-            Resource::Endpoint(ip) => {
-                let Ok(rec) = EndpointRecord::decode(cluster, *ip, value) else {
-                    return Vec::new();
-                };
-                let old = self.endpoints.insert((cluster.clone(), *ip), rec.clone());
-                let mut namespaces = BTreeSet::new();
-                if let Some(o) = &old {
-                    self.unindex(cluster, o);
-                    namespaces.extend(self.namespace_of(cluster, o.identity));
-                }
-                self.by_identity
-                    .entry((cluster.clone(), rec.identity))
-                    .or_default()
-                    .insert(*ip);
-                namespaces.extend(self.namespace_of(cluster, rec.identity));
-                self.refresh(cluster, |k| namespaces.contains(k.namespace()))
-            }
-            Resource::Identity(id) => {
-                let Ok(v) = serde_json::from_slice::<IdentityValue>(value) else {
-                    return Vec::new();
-                };
-                let mut namespaces: BTreeSet<String> =
-                    self.namespace_of(cluster, *id).into_iter().collect();
-                namespaces.extend(v.labels.get(NAMESPACE_LABEL).map(str::to_string));
-                self.labels.insert((cluster.clone(), *id), v.labels);
-                self.refresh(cluster, |k| namespaces.contains(k.namespace()))
-            }
+            Resource::Endpoint(ip) => match EndpointRecord::decode(cluster, *ip, value) {
+                Ok(rec) => self.set_endpoint(cluster, *ip, Some(rec)),
+                Err(_) => Vec::new(),
+            },
+            Resource::Identity(id) => match serde_json::from_slice::<IdentityValue>(value) {
+                Ok(v) => self.set_labels(cluster, *id, Some(v.labels)),
+                Err(_) => Vec::new(),
+            },
             _ => Vec::new(),
         }
     }
 
     pub fn delete(&mut self, cluster: &ClusterName, resource: &Resource) -> Vec<RecordChange> {
         match resource {
-            Resource::Object(name) => {
-                let Some(key) = name.service_key() else {
-                    return Vec::new();
-                };
-                self.services.remove(&(cluster.clone(), key.clone()));
-                self.refresh(cluster, |k| *k == key)
-            }
-            Resource::Endpoint(ip) => {
-                let Some(old) = self.endpoints.remove(&(cluster.clone(), *ip)) else {
-                    return Vec::new();
-                };
-                self.unindex(cluster, &old);
-                let ns = self.namespace_of(cluster, old.identity);
-                self.refresh(cluster, |k| ns.as_deref() == Some(k.namespace()))
-            }
-            Resource::Identity(id) => {
-                let ns = self.namespace_of(cluster, *id);
-                self.labels.remove(&(cluster.clone(), *id));
-                self.refresh(cluster, |k| ns.as_deref() == Some(k.namespace()))
-            }
+            Resource::Object(name) => match name.service_key() {
+                Some(key) => self.set_service(cluster, &key, None),
+                None => Vec::new(),
+            },
+            Resource::Endpoint(ip) => self.set_endpoint(cluster, *ip, None),
+            Resource::Identity(id) => self.set_labels(cluster, *id, None),
             _ => Vec::new(),
-        }
-    }
-
-    fn unindex(&mut self, cluster: &ClusterName, ep: &EndpointRecord) {
-        let k = (cluster.clone(), ep.identity);
-        if let Some(s) = self.by_identity.get_mut(&k) {
-            s.remove(&ep.ip);
-            if s.is_empty() {
-                self.by_identity.remove(&k);
-            }
         }
     }
 
@@ -267,36 +224,213 @@ impl ServiceController {
             .map(str::to_string)
     }
 
-    /// Re-derives the services of `cluster` that `which` picks; returns those that changed.
-    fn refresh(
+    /// Whether the endpoint `ip` of `cluster` is a member of service `key` now.
+    fn is_member(&self, cluster: &ClusterName, key: &ServiceKey, ip: IpAddr) -> bool {
+        let Some(svc) = self.services.get(&(cluster.clone(), key.clone())) else {
+            return false;
+        };
+        let Some(selector) = &svc.spec.selector else {
+            return false;
+        };
+        let Some(ep) = self.endpoints.get(&(cluster.clone(), ip)) else {
+            return false;
+        };
+        let Some(labels) = self.labels.get(&(cluster.clone(), ep.identity)) else {
+            return false;
+        };
+        labels.get(NAMESPACE_LABEL) == Some(key.namespace())
+            && selector
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v.as_str()))
+    }
+
+    fn set_service(
         &mut self,
         cluster: &ClusterName,
-        which: impl Fn(&ServiceKey) -> bool,
+        key: &ServiceKey,
+        obj: Option<ServiceObject>,
     ) -> Vec<RecordChange> {
-        let mut keys: BTreeSet<ServiceKey> = self
-            .services
-            .keys()
-            .filter(|(c, k)| c == cluster && which(k))
-            .map(|(_, k)| k.clone())
-            .collect();
-        keys.extend(
-            self.derived
-                .keys()
-                .filter(|(c, k)| c == cluster && which(k))
-                .map(|(_, k)| k.clone()),
-        );
+        let id = (cluster.clone(), key.clone());
+        let ns = (cluster.clone(), key.namespace().to_string());
+        match obj {
+            Some(o) => {
+                self.services.insert(id.clone(), o);
+                self.by_namespace
+                    .entry(ns.clone())
+                    .or_default()
+                    .insert(key.clone());
+                let candidates: Vec<IpAddr> = self
+                    .ns_endpoints
+                    .get(&ns)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default();
+                let members: BTreeSet<IpAddr> = candidates
+                    .into_iter()
+                    .filter(|ip| self.is_member(cluster, key, *ip))
+                    .collect();
+                self.members.insert(id, members);
+            }
+            None => {
+                self.services.remove(&id);
+                self.members.remove(&id);
+                if let Some(s) = self.by_namespace.get_mut(&ns) {
+                    s.remove(key);
+                    if s.is_empty() {
+                        self.by_namespace.remove(&ns);
+                    }
+                }
+            }
+        }
+        self.rebuild(cluster, [key.clone()])
+    }
+
+    fn index_endpoint(&mut self, cluster: &ClusterName, ip: IpAddr, add: bool) {
+        let Some(ep) = self.endpoints.get(&(cluster.clone(), ip)) else {
+            return;
+        };
+        let idk = (cluster.clone(), ep.identity);
+        let ns = self.namespace_of(cluster, ep.identity);
+        if add {
+            self.by_identity.entry(idk).or_default().insert(ip);
+            if let Some(ns) = ns {
+                self.ns_endpoints
+                    .entry((cluster.clone(), ns))
+                    .or_default()
+                    .insert(ip);
+            }
+        } else {
+            if let Some(s) = self.by_identity.get_mut(&idk) {
+                s.remove(&ip);
+                if s.is_empty() {
+                    self.by_identity.remove(&idk);
+                }
+            }
+            if let Some(ns) = ns {
+                let k = (cluster.clone(), ns);
+                if let Some(s) = self.ns_endpoints.get_mut(&k) {
+                    s.remove(&ip);
+                    if s.is_empty() {
+                        self.ns_endpoints.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The services of the namespace an endpoint is in (by its labels now).
+    fn services_of(&self, cluster: &ClusterName, ip: IpAddr) -> BTreeSet<ServiceKey> {
+        let ns = self
+            .endpoints
+            .get(&(cluster.clone(), ip))
+            .and_then(|ep| self.namespace_of(cluster, ep.identity));
+        ns.and_then(|ns| self.by_namespace.get(&(cluster.clone(), ns)).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Re-checks endpoint `ip` against the services of its namespace (before and after).
+    fn recheck(&mut self, cluster: &ClusterName, ip: IpAddr, touched: &mut BTreeSet<ServiceKey>) {
+        let mut candidates = self.services_of(cluster, ip);
+        // Services it was a member of (its namespace or labels may have changed).
+        for key in touched.iter() {
+            candidates.insert(key.clone());
+        }
+        for key in candidates {
+            let member = self.is_member(cluster, &key, ip);
+            let id = (cluster.clone(), key.clone());
+            let set = self.members.entry(id).or_default();
+            let was = set.contains(&ip);
+            if member {
+                set.insert(ip);
+            } else {
+                set.remove(&ip);
+            }
+            if member || was {
+                touched.insert(key);
+            }
+        }
+    }
+
+    fn set_endpoint(
+        &mut self,
+        cluster: &ClusterName,
+        ip: IpAddr,
+        rec: Option<EndpointRecord>,
+    ) -> Vec<RecordChange> {
+        // Services it is in now (so a move or a delete takes it out).
+        let mut touched = self.services_of(cluster, ip);
+        touched.retain(|k| {
+            self.members
+                .get(&(cluster.clone(), k.clone()))
+                .is_some_and(|m| m.contains(&ip))
+        });
+        self.index_endpoint(cluster, ip, false);
+        match rec {
+            Some(r) => {
+                self.endpoints.insert((cluster.clone(), ip), r);
+                self.index_endpoint(cluster, ip, true);
+            }
+            None => {
+                self.endpoints.remove(&(cluster.clone(), ip));
+            }
+        }
+        self.recheck(cluster, ip, &mut touched);
+        self.rebuild(cluster, touched)
+    }
+
+    fn set_labels(
+        &mut self,
+        cluster: &ClusterName,
+        id: Identity,
+        labels: Option<Labels>,
+    ) -> Vec<RecordChange> {
+        let ips: Vec<IpAddr> = self
+            .by_identity
+            .get(&(cluster.clone(), id))
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let mut touched = BTreeSet::new();
+        for ip in &ips {
+            touched.extend(self.services_of(cluster, *ip).into_iter().filter(|k| {
+                self.members
+                    .get(&(cluster.clone(), k.clone()))
+                    .is_some_and(|m| m.contains(ip))
+            }));
+            self.index_endpoint(cluster, *ip, false);
+        }
+        match labels {
+            Some(l) => {
+                self.labels.insert((cluster.clone(), id), l);
+            }
+            None => {
+                self.labels.remove(&(cluster.clone(), id));
+            }
+        }
+        for ip in &ips {
+            self.index_endpoint(cluster, *ip, true);
+            self.recheck(cluster, *ip, &mut touched);
+        }
+        self.rebuild(cluster, touched)
+    }
+
+    /// Re-derives the records of `keys` from their members; returns those that changed.
+    fn rebuild(
+        &mut self,
+        cluster: &ClusterName,
+        keys: impl IntoIterator<Item = ServiceKey>,
+    ) -> Vec<RecordChange> {
         let mut out = Vec::new();
         for key in keys {
             let id = (cluster.clone(), key.clone());
             let rec = self.services.get(&id).and_then(|svc| {
                 let eps = self
-                    .endpoints
-                    .range((cluster.clone(), IpAddr::from([0u8; 4]))..)
-                    .take_while(|((c, _), _)| c == cluster)
-                    .filter_map(|(_, ep)| {
-                        self.labels
-                            .get(&(cluster.clone(), ep.identity))
-                            .map(|l| (ep, l))
+                    .members
+                    .get(&id)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|ip| {
+                        let ep = self.endpoints.get(&(cluster.clone(), *ip))?;
+                        let l = self.labels.get(&(cluster.clone(), ep.identity))?;
+                        Some((ep, l))
                     });
                 derive_record(cluster, svc, eps)
             });

@@ -84,10 +84,16 @@ impl Errors {
     }
 
     fn wrong_type(&mut self, path: &str, v: &Value, want: &str) {
+        // YAML reads y, n, yes, no, on, off, true, false and numbers unquoted as non-strings.
+        let hint = if want.contains("string") && (v.is_boolean() || v.is_number()) {
+            " (quote it: YAML reads it unquoted as a boolean or a number)"
+        } else {
+            ""
+        };
         self.push(
             path,
             format!(
-                "Invalid value: {}: expected {want}, got {}",
+                "Invalid value: {}: expected {want}, got {}{hint}",
                 quote(v),
                 type_name(v)
             ),

@@ -50,6 +50,8 @@ pub struct Objects {
     store: KvStore,
     cluster: ClusterName,
     service_cidrs: Vec<IpNet>,
+    /// One ClusterIP allocator for every apply of this value (it lists the keys once).
+    cluster_ips: std::sync::Arc<std::sync::OnceLock<Option<VipAllocator>>>,
 }
 
 const MAX_CONFLICTS: usize = 16;
@@ -60,6 +62,7 @@ impl Objects {
             store,
             cluster,
             service_cidrs,
+            cluster_ips: Default::default(),
         }
     }
 
@@ -207,7 +210,7 @@ impl Objects {
                 resources::set_spec(&mut next.object.document, "clusterIPs", Value::Array(strs));
             }
             let (status, w) = self
-                .load_balancer(&key, &next.object, &spec, dry_run)
+                .load_balancer(&key, &next.object, &spec, old.is_some(), dry_run)
                 .await?;
             next.status = status;
             warning = w;
@@ -287,12 +290,23 @@ impl Objects {
         if dry_run {
             return Ok(spec.cluster_ips.clone());
         }
-        let alloc = VipAllocator::cluster_ips(
-            self.store.clone(),
-            self.cluster.clone(),
-            self.service_cidrs.clone(),
-        )
-        .map_err(|e| ApplyError::Allocation(e.to_string()))?;
+        let alloc = self
+            .cluster_ips
+            .get_or_init(|| {
+                VipAllocator::cluster_ips(
+                    self.store.clone(),
+                    self.cluster.clone(),
+                    self.service_cidrs.clone(),
+                )
+                .ok()
+            })
+            .as_ref()
+            .ok_or_else(|| {
+                ApplyError::Allocation(format!(
+                    "mesh.service_cidrs {} cannot be used for ClusterIPs (overlapping or with host bits)",
+                    join(&self.service_cidrs)
+                ))
+            })?;
         let mut out = Vec::new();
         for f in families {
             let requested = spec.cluster_ips.iter().find(|ip| family(ip) == f);
@@ -319,8 +333,13 @@ impl Objects {
         key: &ServiceKey,
         o: &Object,
         spec: &ServiceSpec,
+        had_object: bool,
         dry_run: bool,
     ) -> Result<(Value, String), ApplyError> {
+        if !spec.wants_vip() && !had_object {
+            // A new service that wants no VIP has none to release.
+            return Ok((Value::Null, String::new()));
+        }
         let lb = VipAllocator::new(
             self.store.clone(),
             self.cluster.clone(),

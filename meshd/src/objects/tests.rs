@@ -169,3 +169,94 @@ fn an_object_stored_under_another_name_is_refused() {
     let e = decode(&wrong, &v).unwrap_err();
     assert!(e.contains("stored under services/shop/other"), "{e}");
 }
+
+mod incremental {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Service(usize, bool),
+        Endpoint(u8, u32, bool),
+        Identity(u32, usize, usize, bool),
+    }
+
+    const SERVICES: [&str; 3] = [
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s0, namespace: a}\nspec: {selector: {app: x}, ports: [{port: 80}]}\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s1, namespace: a}\nspec: {selector: {app: \"y\"}, ports: [{port: 81, targetPort: 8081}]}\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s2, namespace: b}\nspec: {selector: {app: x}, ports: [{port: 82}]}\n",
+    ];
+    const APPS: [&str; 3] = ["x", "y", "z"];
+    const NSS: [&str; 2] = ["a", "b"];
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0usize..3, any::<bool>()).prop_map(|(i, up)| Op::Service(i, up)),
+            (1u8..7, 300u32..304, any::<bool>()).prop_map(|(ip, id, up)| Op::Endpoint(ip, id, up)),
+            (300u32..304, 0usize..3, 0usize..2, any::<bool>())
+                .prop_map(|(id, app, ns, up)| Op::Identity(id, app, ns, up)),
+        ]
+    }
+
+    fn apply(ctl: &mut ServiceController, red: &ClusterName, op: &Op) {
+        match op {
+            Op::Service(i, true) => {
+                let (r, v) = service_doc(SERVICES[*i], &format!("10.96.0.{}", i + 1));
+                ctl.upsert(red, &r, &v);
+            }
+            Op::Service(i, false) => {
+                let (r, _) = service_doc(SERVICES[*i], "10.96.0.1");
+                ctl.delete(red, &r);
+            }
+            Op::Endpoint(ip, id, true) => {
+                let (r, v) = endpoint("red", &format!("10.1.0.{ip}"), "n1", *id);
+                ctl.upsert(red, &r, &v);
+            }
+            Op::Endpoint(ip, _, false) => {
+                let ip: IpAddr = format!("10.1.0.{ip}").parse().unwrap();
+                ctl.delete(red, &Resource::Endpoint(ip));
+            }
+            Op::Identity(id, app, ns, true) => {
+                let (r, v) = identity(
+                    *id,
+                    &format!(
+                        "app={},io.kubernetes.pod.namespace={}",
+                        APPS[*app], NSS[*ns]
+                    ),
+                );
+                ctl.upsert(red, &r, &v);
+            }
+            Op::Identity(id, _, _, false) => {
+                ctl.delete(red, &Resource::Identity(Identity::from_raw(*id).unwrap()));
+            }
+        }
+    }
+
+    proptest! {
+        /// Whatever the order of changes, the incremental records equal those derived from
+        /// scratch from the final state.
+        #[test]
+        fn incremental_records_equal_a_fresh_derivation(ops in prop::collection::vec(op(), 1..40)) {
+            let red = c("red");
+            let mut ctl = ServiceController::new();
+            let mut last_service = BTreeMap::new();
+            let mut last_endpoint = BTreeMap::new();
+            let mut last_identity = BTreeMap::new();
+            for o in &ops {
+                apply(&mut ctl, &red, o);
+                match o {
+                    Op::Service(i, _) => { last_service.insert(*i, o.clone()); }
+                    Op::Endpoint(ip, _, _) => { last_endpoint.insert(*ip, o.clone()); }
+                    Op::Identity(id, ..) => { last_identity.insert(*id, o.clone()); }
+                }
+            }
+            let mut fresh = ServiceController::new();
+            for o in last_identity.values().chain(last_endpoint.values()).chain(last_service.values()) {
+                apply(&mut fresh, &red, o);
+            }
+            let got: Vec<_> = ctl.records().cloned().collect();
+            let want: Vec<_> = fresh.records().cloned().collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
