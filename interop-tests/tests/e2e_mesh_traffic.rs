@@ -263,4 +263,29 @@ fn e2e_mesh_vip_ecmp_at_the_tor_and_withdraw_within_1s() {
         .readd_pod(&mesh.bins.cni, "web")
         .unwrap();
     mesh.wait_vip_paths(2, Duration::from_secs(5)).unwrap();
+
+    // The service is deleted with ironctl: the VIP is withdrawn at the ToR and freed in etcd.
+    let api = mesh.red.node("n1").api.display().to_string();
+    let start = Instant::now();
+    let out = mesh
+        .ironctl(&["delete", "svc", "front", "--meshd", &api])
+        .unwrap();
+    assert_eq!(out.trim(), "service/front deleted");
+    mesh.wait_vip_paths(0, Duration::from_secs(5)).unwrap();
+    let took = start.elapsed();
+    eprintln!("VIP withdrawn from the ToR {took:?} after ironctl delete");
+    assert!(took < Duration::from_secs(2), "withdraw took {took:?}");
+    let key = format!("ironmesh/v1/clusters/{}/ipam/vips/{LB_VIP}", mesh.red.name);
+    assert_eq!(
+        mesh.red.etcd.get(0, &key).unwrap(),
+        None,
+        "the VIP is freed"
+    );
+    let pools = mesh.ironctl(&["get", "ippool", "--meshd", &api]).unwrap();
+    let row: Vec<&str> = pools.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..5],
+        ["red-public", "LoadBalancer", "203.0.113.0/28", "0", "14"],
+        "{pools}"
+    );
 }
