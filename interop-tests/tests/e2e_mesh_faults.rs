@@ -414,3 +414,68 @@ fn e2e_mesh_meshd_crash_and_graceful_restart_established_flow_survives() {
     red1.wait_encrypted(&mesh.bins.ironctl, 3, T).unwrap();
     assert_eq!(probe::ask(&client.host, web.addr()), Ok(web.answer()));
 }
+
+/// `default/web`'s backends in `node`'s datapath (its ClusterIP entry), 0 when none.
+fn web_backends(node: &Node) -> u16 {
+    node.dp
+        .with(|d| {
+            d.service(IpAddr::V4(WEB_VIP), APP_PORT, datapath::lb::Proto::Tcp)
+                .map_err(|e| interop_tests::LabError::Invalid(e.to_string()))
+        })
+        .unwrap()
+        .map_or(0, |s| s.backend_count)
+}
+
+/// A node dies (meshd SIGKILLed, its uplink cut): nothing edits a service, yet its pods'
+/// backends leave every other node's datapath within the lease TTL (its endpoint records
+/// expire with its leases), and the ToR moves the LoadBalancer VIP to the remaining node
+/// when the dead node's BGP session times out.
+#[test]
+fn e2e_backends_dead_node_leaves_within_the_lease_ttl_and_the_vip_moves() {
+    let mesh = start("e2e_backends_node");
+    let (n1, n2) = (mesh.red.node("n1"), mesh.red.node("n2"));
+    let client = mesh.pod(Side::Red, "n1", "client");
+    let vip: SocketAddr = (WEB_VIP, APP_PORT).into();
+    assert_eq!(web_backends(n1), 2, "red's two web pods (affinity local)");
+    mesh.wait_vip_paths(2, T).unwrap();
+
+    n2.meshd.kill();
+    n2.host.ip(&["link", "set", "eth0", "down"]).unwrap();
+    let dead = Instant::now();
+    let gone = wait_for(
+        "red/n2's web pod gone from red/n1's datapath",
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        |last| {
+            let n = web_backends(n1);
+            *last = format!("{n} backends");
+            Ok((n == 1).then(|| dead.elapsed()))
+        },
+    )
+    .unwrap();
+    eprintln!(
+        "red/n2's backend left red/n1's datapath {gone:?} after the node died (lease TTL 4 s)"
+    );
+    assert!(
+        gone < Duration::from_secs(5),
+        "the backend of a dead node must go within the lease TTL (4 s) and a second: {gone:?}"
+    );
+    for _ in 0..6 {
+        assert_eq!(
+            probe::ask(&client.host, vip).as_deref(),
+            Ok("red/n1/web"),
+            "only the live node's pod serves"
+        );
+    }
+    let hops = mesh.wait_vip_paths(1, Duration::from_secs(20)).unwrap();
+    eprintln!(
+        "the ToR's VIP path of red/n2 gone {:?} after the node died (BGP hold time 9 s)",
+        dead.elapsed()
+    );
+    assert_eq!(hops, vec![std::net::Ipv4Addr::new(192, 0, 2, 11)]);
+    assert_eq!(
+        probe::ask(&mesh.client, (LB_VIP, LB_PORT).into()).as_deref(),
+        Ok("red/n1/web"),
+        "the external client reaches the VIP through the remaining node"
+    );
+}
