@@ -154,8 +154,7 @@ pub fn record(data: &[u8]) -> Outcome {
     let Some((&which, value)) = data.split_first() else {
         return o;
     };
-    let table = keys();
-    let resource = &table[usize::from(which) % table.len()];
+    let resource = &key_of(which);
     o.note(resource.kind());
     let c = cluster();
     let r = meshd::records::check_value(&c, resource, value);
@@ -181,11 +180,12 @@ pub fn record(data: &[u8]) -> Outcome {
     o
 }
 
-fn keys() -> Vec<Resource> {
+/// The key `which` picks (the table is made once per thread).
+fn key_of(which: u8) -> Resource {
     thread_local! {
         static KEYS: Vec<Resource> = records().into_iter().map(|(r, _)| r).collect();
     }
-    KEYS.with(Clone::clone)
+    KEYS.with(|k| k[usize::from(which) % k.len()].clone())
 }
 
 pub fn record_seeds() -> Vec<Vec<u8>> {

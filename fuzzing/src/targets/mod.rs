@@ -29,7 +29,51 @@ const JSON_TOKENS: &[&[u8]] = &[
     b"16777216",
 ];
 
+/// Targets that crash on any input but their seed (a panic, an abort): the driver's own test
+/// (`tests/driver.rs`), listed only with IRONMESH_FUZZ_SELFTEST=1.
+fn selftest() -> Vec<Target> {
+    fn seeds() -> Vec<Vec<u8>> {
+        vec![b"seed".to_vec()]
+    }
+    fn panics(data: &[u8]) -> crate::Outcome {
+        assert_eq!(data, b"seed", "selftest: a mutated input");
+        crate::Outcome::default()
+    }
+    fn aborts(data: &[u8]) -> crate::Outcome {
+        if data != b"seed" {
+            std::process::abort();
+        }
+        crate::Outcome::default()
+    }
+    vec![
+        Target {
+            name: "selftest_panic",
+            decoder: "panics on any input but its seed",
+            run: panics,
+            seeds,
+            max_len: 16,
+            dictionary: &[],
+        },
+        Target {
+            name: "selftest_abort",
+            decoder: "aborts on any input but its seed",
+            run: aborts,
+            seeds,
+            max_len: 16,
+            dictionary: &[],
+        },
+    ]
+}
+
 pub fn all() -> Vec<Target> {
+    let mut all = real();
+    if std::env::var_os("IRONMESH_FUZZ_SELFTEST").is_some() {
+        all.extend(selftest());
+    }
+    all
+}
+
+fn real() -> Vec<Target> {
     vec![
         Target {
             name: "bgp_message",
