@@ -621,3 +621,131 @@ fn e2e_apply_network_policies_from_the_kubernetes_docs() -> Result<()> {
     drop(stop);
     Ok(())
 }
+
+const CHECKED: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: checked
+  annotations:
+    ironmesh.io/health-check: tcp
+spec:
+  selector:
+    app: web
+  ports:
+  - port: 80
+    targetPort: 7000
+"#;
+
+/// `ironmesh.io/health-check: tcp`: the node checks its own backends every second; a pod whose
+/// server stops is quarantined (no new connection reaches it, on every node) after three
+/// failed checks, and comes back after two passing ones.
+#[test]
+fn e2e_backends_health_check_quarantines_a_failing_pod_and_restores_it() -> Result<()> {
+    let bins = bgpd::build_binaries(&[
+        ("ironmesh-meshd", "meshd"),
+        ("ironmesh-cni", "ironmesh-cni"),
+        ("ironctl", "ironctl"),
+    ])
+    .unwrap();
+    let (meshd_bin, cni, ironctl) = (&bins[0], &bins[1], &bins[2]);
+    let lab = Lab::new("e2e_health")?;
+    let tor = lab.host("tor")?;
+    let node = lab.host("node")?;
+    lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
+    let pins = Pins::mounted(format!("/sys/fs/bpf/{}-node", lab.id())).unwrap();
+    let root = pins.root().clone();
+    let etcd = EtcdCluster::start(&[(&node, "192.0.2.2".parse().unwrap())])?;
+    let data_dir = lab.dir().join("node-cni");
+    let conf = meshd_config(&node, &etcd, root.path(), &data_dir.join("mesh/endpoints"));
+    let sock = node.path("meshd.sock");
+    let meshd = start_meshd(&node, meshd_bin, &conf, &sock);
+    let alive = || assert!(meshd.is_running(), "meshd died: {}", meshd.log_tail(4000));
+    let ctl = |args: &[&str]| -> Output {
+        Command::new(ironctl)
+            .args(args)
+            .env("IRONMESH_MESHD_SOCKET", &sock)
+            .output()
+            .unwrap()
+    };
+    let mut pods = Vec::new();
+    for (name, app) in [("client", "client"), ("web1", "web"), ("web2", "web")] {
+        let host = lab.host(name)?;
+        let (ip, _) = cni::add(cni, &node, &host, name, &cni_conf(&data_dir, app))?;
+        pods.push((host, ip));
+    }
+    let (client, web1, web2) = (&pods[0].0, &pods[1].0, &pods[2].0);
+    let stop1 = Stop::new();
+    tcp::who_server(web1, PORT, stop1.0.clone(), Duration::from_secs(120));
+    let stop2 = Stop::new();
+    tcp::who_server(web2, PORT, stop2.0.clone(), Duration::from_secs(120));
+    within("meshd lists the pods", T, || {
+        alive();
+        let out = ctl(&["get", "pods"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        out.status.success() && pods.iter().all(|(_, ip)| text.contains(&ip.to_string()))
+    });
+    let file = lab.dir().join("checked.yaml");
+    std::fs::write(&file, CHECKED).unwrap();
+    let out = ctl(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let got: serde_json::Value =
+        serde_json::from_slice(&ctl(&["get", "svc", "checked", "-o", "json"]).stdout).unwrap();
+    let vip = SocketAddr::new(
+        got["spec"]["clusterIP"].as_str().unwrap().parse().unwrap(),
+        80,
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    within("both pods serve", T, || {
+        if let Ok(w) = ask(client, vip) {
+            seen.insert(w);
+        }
+        seen.len() == 2
+    });
+    let health_key = format!("ironmesh/v1/clusters/{CLUSTER}/health/{}", pods[2].1);
+
+    // web2's server stops: quarantined after three failed checks; then only web1 answers.
+    drop(stop2);
+    let stopped = Instant::now();
+    within("web2 quarantined (its health key in etcd)", T, || {
+        etcd.get(0, &health_key).unwrap().is_some()
+    });
+    let took = within("no request reaches web2", T, || {
+        (0..10).all(|_| ask(client, vip).as_deref() == Ok(web1.name()))
+    });
+    eprintln!(
+        "web2 quarantined {:?} after its server stopped (3 checks, 1 s apart)",
+        stopped.elapsed() - took
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            ask(client, vip).as_deref(),
+            Ok(web1.name()),
+            "only web1 serves"
+        );
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&etcd.get(0, &health_key).unwrap().unwrap()).unwrap();
+    assert_eq!(v["ports"], serde_json::json!([PORT]), "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("connect"), "{v}");
+
+    // It serves again: back after two passing checks, the key gone.
+    let stop2 = Stop::new();
+    tcp::who_server(web2, PORT, stop2.0.clone(), Duration::from_secs(120));
+    let back = Instant::now();
+    within("web2's health key gone", T, || {
+        etcd.get(0, &health_key).unwrap().is_none()
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    within("both pods serve again", T, || {
+        if let Ok(w) = ask(client, vip) {
+            seen.insert(w);
+        }
+        seen.len() == 2
+    });
+    eprintln!("web2 back {:?} after its server returned", back.elapsed());
+    alive();
+    meshd.terminate();
+    drop((stop1, stop2));
+    Ok(())
+}

@@ -21,6 +21,7 @@ pub mod agent;
 pub mod endpoints;
 pub mod federation;
 pub mod gc;
+pub mod health;
 pub mod identity;
 pub mod ipam;
 pub mod kvstore;

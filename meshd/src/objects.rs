@@ -44,6 +44,35 @@ pub fn decode(name: &ObjectName, value: &[u8]) -> Result<Stored, String> {
     Ok(s)
 }
 
+/// The value of `health/<ip>`: the backend's target ports whose health check fails now, as its
+/// node (`node`) sees them. Absent: healthy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HealthValue {
+    pub ip: IpAddr,
+    pub node: common::NodeName,
+    pub ports: Vec<u16>,
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl HealthValue {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a health value always serializes")
+    }
+
+    /// Decodes the value stored at `health/<ip>`; it must name that address.
+    pub fn decode(ip: IpAddr, value: &[u8]) -> Result<Self, String> {
+        let v: HealthValue = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+        if v.ip != ip {
+            return Err(format!("health of {} stored under {ip}", v.ip));
+        }
+        if v.reason.len() > 1024 {
+            return Err("reason: more than 1024 bytes".into());
+        }
+        Ok(v)
+    }
+}
+
 /// What a Service object contributes: its spec and VIPs (allocated ClusterIPs and the
 /// LoadBalancer VIPs in its status).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +118,7 @@ pub fn derive_record<'a>(
     cluster: &ClusterName,
     svc: &ServiceObject,
     endpoints: impl IntoIterator<Item = (&'a EndpointRecord, &'a Labels)>,
+    failing: impl Fn(IpAddr) -> Option<&'a BTreeSet<u16>>,
 ) -> Option<ServiceRecord> {
     if svc.spec.headless || svc.vips.is_empty() {
         return None;
@@ -118,6 +148,9 @@ pub fn derive_record<'a>(
                 let PortRef::Number(target) = p.target_port else {
                     continue;
                 };
+                // A failing health check quarantines the backend (only with a check).
+                let quarantined = svc.spec.health_check.is_some()
+                    && failing(ep.ip).is_some_and(|ports| ports.contains(&target));
                 backends.push(Backend {
                     ip: ep.ip,
                     port: target,
@@ -125,7 +158,11 @@ pub fn derive_record<'a>(
                     node: Some(ep.node.clone()),
                     cluster: Some(cluster.clone()),
                     zone: None,
-                    state: BackendState::Active,
+                    state: if quarantined {
+                        BackendState::Quarantined
+                    } else {
+                        BackendState::Active
+                    },
                 });
             }
         }
@@ -164,6 +201,8 @@ pub struct ServiceController {
     ns_endpoints: BTreeMap<(ClusterName, String), BTreeSet<IpAddr>>,
     /// The endpoints each service's selector matches now.
     members: BTreeMap<(ClusterName, ServiceKey), BTreeSet<IpAddr>>,
+    /// Backends' failing health-checked ports (`health/<ip>`).
+    health: BTreeMap<(ClusterName, IpAddr), BTreeSet<u16>>,
     /// What was last derived, so only changes are reported.
     derived: BTreeMap<(ClusterName, ServiceKey), ServiceRecord>,
 }
@@ -201,8 +240,36 @@ impl ServiceController {
                 Ok(v) => self.set_labels(cluster, *id, Some(v.labels)),
                 Err(_) => Vec::new(),
             },
+            Resource::Health(ip) => match HealthValue::decode(*ip, value) {
+                Ok(v) => self.set_health(cluster, *ip, v.ports.into_iter().collect()),
+                Err(_) => Vec::new(),
+            },
             _ => Vec::new(),
         }
+    }
+
+    fn set_health(
+        &mut self,
+        cluster: &ClusterName,
+        ip: IpAddr,
+        ports: BTreeSet<u16>,
+    ) -> Vec<RecordChange> {
+        let k = (cluster.clone(), ip);
+        if ports.is_empty() {
+            self.health.remove(&k);
+        } else {
+            self.health.insert(k, ports);
+        }
+        let touched: Vec<ServiceKey> = self
+            .services_of(cluster, ip)
+            .into_iter()
+            .filter(|s| {
+                self.members
+                    .get(&(cluster.clone(), s.clone()))
+                    .is_some_and(|m| m.contains(&ip))
+            })
+            .collect();
+        self.rebuild(cluster, touched)
     }
 
     pub fn delete(&mut self, cluster: &ClusterName, resource: &Resource) -> Vec<RecordChange> {
@@ -213,6 +280,7 @@ impl ServiceController {
             },
             Resource::Endpoint(ip) => self.set_endpoint(cluster, *ip, None),
             Resource::Identity(id) => self.set_labels(cluster, *id, None),
+            Resource::Health(ip) => self.set_health(cluster, *ip, BTreeSet::new()),
             _ => Vec::new(),
         }
     }
@@ -432,7 +500,8 @@ impl ServiceController {
                         let l = self.labels.get(&(cluster.clone(), ep.identity))?;
                         Some((ep, l))
                     });
-                derive_record(cluster, svc, eps)
+                let health = &self.health;
+                derive_record(cluster, svc, eps, |ip| health.get(&(cluster.clone(), ip)))
             });
             if self.derived.get(&id) == rec.as_ref() {
                 continue;

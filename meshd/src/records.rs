@@ -35,6 +35,7 @@ pub fn check_value(cluster: &ClusterName, resource: &Resource, value: &[u8]) -> 
         Resource::ClusterIp(_) => json::<VipValue>(value),
         Resource::ClusterIpsOfService(_) => json::<ServiceVipsValue>(value),
         Resource::Object(name) => crate::objects::decode(name, value).map(drop),
+        Resource::Health(ip) => crate::objects::HealthValue::decode(*ip, value).map(drop),
         Resource::IdentityRef(..) | Resource::MirrorLeader(_) => json::<serde_json::Value>(value),
     }
 }

@@ -25,9 +25,10 @@ pub use ippool::{IpPoolSpec, PoolType};
 pub use meta::{LabelSelector, ObjectMeta, Operator, Requirement};
 pub use netpol::{IpBlock, NetworkPolicySpec, Peer, PolicyPort, PolicyType, Rule};
 pub use service::{
-    ANNOTATION_AFFINITY, ANNOTATION_GLOBAL, ClusterIpRequest, GlobalAffinity, IpFamilyPolicy,
-    LOAD_BALANCER_CLASS, LoadBalancerIngress, LoadBalancerStatus, PortRef, Protocol, ServicePort,
-    ServiceSpec, ServiceStatus, ServiceType, SessionAffinity, TrafficPolicy,
+    ANNOTATION_AFFINITY, ANNOTATION_GLOBAL, ANNOTATION_HEALTH_CHECK, ClusterIpRequest,
+    GlobalAffinity, HealthCheck, IpFamilyPolicy, LOAD_BALANCER_CLASS, LoadBalancerIngress,
+    LoadBalancerStatus, PortRef, Protocol, ServicePort, ServiceSpec, ServiceStatus, ServiceType,
+    SessionAffinity, TrafficPolicy,
 };
 
 use fields::{Errors, Obj};

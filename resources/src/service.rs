@@ -17,6 +17,20 @@ pub const ANNOTATION_GLOBAL: &str = "ironmesh.io/global";
 /// `ironmesh.io/affinity: local|remote|none`: which cluster's backends a global service
 /// prefers.
 pub const ANNOTATION_AFFINITY: &str = "ironmesh.io/affinity";
+/// `ironmesh.io/health-check: tcp` or `http:/path`: every node checks its own backends of the
+/// service (each target port, every second); a backend failing 3 checks in a row is
+/// quarantined (no new connections, on every node) until 2 checks in a row pass.
+pub const ANNOTATION_HEALTH_CHECK: &str = "ironmesh.io/health-check";
+
+/// An active health check of a service's backends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HealthCheck {
+    /// A TCP connection to the backend's port is accepted.
+    Tcp,
+    /// `GET <path>` on the backend's port answers 2xx or 3xx.
+    Http(String),
+}
+
 /// The `spec.loadBalancerClass` ironmesh serves; a service naming another class is left to
 /// that class's controller (no VIP from ironmesh's pools).
 pub const LOAD_BALANCER_CLASS: &str = "ironmesh.io/lb";
@@ -177,6 +191,9 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub global: bool,
     pub affinity: GlobalAffinity,
+    /// From `ironmesh.io/health-check`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
 }
 
 impl ServiceSpec {
@@ -564,6 +581,26 @@ pub(crate) fn read_service(
             &Value::String(other.into()),
             &["local", "remote", "none"],
         ),
+    }
+    if let Some(h) = meta.annotations.get(ANNOTATION_HEALTH_CHECK) {
+        let path = format!("metadata.annotations[{ANNOTATION_HEALTH_CHECK}]");
+        match h.as_str() {
+            "tcp" => spec.health_check = Some(HealthCheck::Tcp),
+            other => match other.strip_prefix("http:") {
+                Some(p)
+                    if p.starts_with('/')
+                        && p.len() <= 256
+                        && p.bytes().all(|b| b.is_ascii_graphic()) =>
+                {
+                    spec.health_check = Some(HealthCheck::Http(p.to_string()));
+                }
+                _ => errs.invalid(
+                    &path,
+                    &Value::String(other.into()),
+                    "use \"tcp\" or \"http:/path\" (a path of at most 256 printable characters)",
+                ),
+            },
+        }
     }
     if meta.annotations.contains_key(ANNOTATION_AFFINITY) && !spec.global {
         errs.forbidden(

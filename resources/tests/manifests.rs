@@ -557,3 +557,23 @@ mod hostile {
         }
     }
 }
+
+#[test]
+fn health_check_annotations_are_read_and_bad_ones_refused_with_the_path() {
+    let o = one(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: x, annotations: {ironmesh.io/health-check: \"http:/healthz\"}}\nspec: {ports: [{port: 80}]}\n",
+    );
+    let Spec::Service(s) = &o.spec else { panic!() };
+    assert_eq!(
+        s.health_check,
+        Some(ironmesh_resources::HealthCheck::Http("/healthz".into()))
+    );
+    let errs = errors(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: x, annotations: {ironmesh.io/health-check: udp}}\nspec: {ports: [{port: 80}]}\n",
+    );
+    assert!(
+        errs[0]
+            .starts_with("metadata.annotations[ironmesh.io/health-check]: Invalid value: \"udp\""),
+        "{errs:?}"
+    );
+}

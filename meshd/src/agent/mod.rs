@@ -16,6 +16,7 @@ pub mod convert;
 pub mod datapath_owner;
 pub mod endpoints;
 pub mod grpc;
+mod health;
 pub mod metrics;
 mod node;
 pub mod sinks;

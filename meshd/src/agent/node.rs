@@ -233,6 +233,14 @@ pub(super) async fn serve(
             stop.clone(),
         )
     });
+    let health_checks = super::health::HealthChecks::spawn(
+        store.clone(),
+        cfg.cluster.clone(),
+        cfg.node.clone(),
+        cfg.lease_ttl_secs,
+        view.clone(),
+        stop.clone(),
+    );
     shared.set_store(store.clone());
     shared.set_view(view.clone());
     if let Some(r) = &mut reconcile {
@@ -267,6 +275,7 @@ pub(super) async fn serve(
     }
     tracing::info!("stopping: resigning mirror elections");
     drop(local_endpoints);
+    drop(health_checks);
     drop(reconcile);
     drop(gc);
     for m in mirrors {

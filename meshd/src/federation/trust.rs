@@ -431,6 +431,10 @@ pub fn check_static(
         Resource::Vip(ip) | Resource::ClusterIp(ip) => claims
             .inside_ip(ClaimKind::Services, *ip)
             .map_err(|r| refuse("key", r)),
+        // A health state may only be about one of its own pods.
+        Resource::Health(ip) => claims
+            .inside_ip(ClaimKind::Pods, *ip)
+            .map_err(|r| refuse("key", r)),
         _ => Ok(()),
     }
 }

@@ -260,3 +260,44 @@ mod incremental {
         }
     }
 }
+
+#[test]
+fn a_failing_health_check_quarantines_only_with_a_check_and_only_that_port() {
+    let red = c("red");
+    let mut ctl = ServiceController::new();
+    let checked = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop, annotations: {ironmesh.io/health-check: \"http:/healthz\"}}\nspec: {selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}\n";
+    let plain = "apiVersion: v1\nkind: Service\nmetadata: {name: plain, namespace: shop}\nspec: {selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}\n";
+    for (yaml, ip) in [(checked, "10.96.0.10"), (plain, "10.96.0.11")] {
+        let (r, v) = service_doc(yaml, ip);
+        ctl.upsert(&red, &r, &v);
+    }
+    let (r, v) = identity(300, "app=web,io.kubernetes.pod.namespace=shop");
+    ctl.upsert(&red, &r, &v);
+    let (r, v) = endpoint("red", "10.1.0.5", "n1", 300);
+    ctl.upsert(&red, &r, &v);
+    let ip: IpAddr = "10.1.0.5".parse().unwrap();
+    let health = |ports: Vec<u16>| HealthValue {
+        ip,
+        node: "n1".parse().unwrap(),
+        ports,
+        reason: "GET /healthz: status 503".into(),
+    };
+    let ch = ctl.upsert(&red, &Resource::Health(ip), &health(vec![8080]).encode());
+    assert_eq!(ch.len(), 1, "only the checked service changes: {ch:?}");
+    let state = |name: &str, ctl: &ServiceController| {
+        ctl.record(&red, &format!("shop/{name}").parse().unwrap())
+            .unwrap()
+            .backends[0]
+            .state
+    };
+    assert_eq!(state("web", &ctl), BackendState::Quarantined);
+    assert_eq!(state("plain", &ctl), BackendState::Active);
+    // Another port failing does not quarantine this one.
+    ctl.upsert(&red, &Resource::Health(ip), &health(vec![9090]).encode());
+    assert_eq!(state("web", &ctl), BackendState::Active);
+    ctl.upsert(&red, &Resource::Health(ip), &health(vec![8080]).encode());
+    ctl.delete(&red, &Resource::Health(ip));
+    assert_eq!(state("web", &ctl), BackendState::Active);
+    // A value naming another address is refused.
+    assert!(HealthValue::decode("10.1.0.6".parse().unwrap(), &health(vec![1]).encode()).is_err());
+}

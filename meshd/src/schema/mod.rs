@@ -102,10 +102,13 @@ pub enum ResourceKind {
     ClusterIps,
     /// The reverse index: service to its ClusterIPs (the per-service allocation lock).
     ClusterIpsByService,
+    /// A backend's failing health checks (`health/<ip>`), written by the backend's node under
+    /// its leases while a check fails (absent: healthy).
+    Health,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 15] = [
+    pub const ALL: [ResourceKind; 16] = [
         Self::Nodes,
         Self::Identities,
         Self::IdentitiesByLabels,
@@ -121,6 +124,7 @@ impl ResourceKind {
         Self::Objects,
         Self::ClusterIps,
         Self::ClusterIpsByService,
+        Self::Health,
     ];
 
     /// Whether the federation mirror copies this kind to other clusters (coordination keys,
@@ -147,6 +151,7 @@ impl ResourceKind {
             Self::Objects => "objects",
             Self::ClusterIps => "ipam/clusterips",
             Self::ClusterIpsByService => "ipam/clusterips-by-service",
+            Self::Health => "health",
         }
     }
 }
@@ -183,6 +188,8 @@ pub enum Resource {
     ClusterIp(IpAddr),
     /// The ClusterIPs allocated to a service (the reverse index).
     ClusterIpsOfService(ServiceKey),
+    /// The failing health checks of the backend at this address.
+    Health(IpAddr),
 }
 
 /// The name of an applied resource: kind, namespace (namespaced kinds only), name.
@@ -263,6 +270,7 @@ impl Resource {
             Resource::Object(_) => ResourceKind::Objects,
             Resource::ClusterIp(_) => ResourceKind::ClusterIps,
             Resource::ClusterIpsOfService(_) => ResourceKind::ClusterIpsByService,
+            Resource::Health(_) => ResourceKind::Health,
         }
     }
 }
@@ -276,9 +284,10 @@ impl fmt::Display for Resource {
             Resource::IdentityByLabels(l) if l.is_empty() => f.write_str(EMPTY_LABELS),
             Resource::IdentityByLabels(l) => f.write_str(&escape(&l.to_string())),
             Resource::PodCidr(net) => f.write_str(&escape(&net.to_string())),
-            Resource::Endpoint(ip) | Resource::Vip(ip) | Resource::ClusterIp(ip) => {
-                write!(f, "{ip}")
-            }
+            Resource::Endpoint(ip)
+            | Resource::Vip(ip)
+            | Resource::ClusterIp(ip)
+            | Resource::Health(ip) => write!(f, "{ip}"),
             Resource::Object(o) => write!(f, "{o}"),
             Resource::Service(s)
             | Resource::VipsOfService(s)
@@ -494,6 +503,7 @@ fn parse_resource(kind: ResourceKind, tail: &str) -> Result<Resource, String> {
         ResourceKind::VipsByService => Resource::VipsOfService(parse_service(tail)?),
         ResourceKind::Policies => Resource::Policy(parse_service(tail)?),
         ResourceKind::ClusterIps => Resource::ClusterIp(parse_ip(tail)?),
+        ResourceKind::Health => Resource::Health(parse_ip(tail)?),
         ResourceKind::ClusterIpsByService => Resource::ClusterIpsOfService(parse_service(tail)?),
         ResourceKind::Objects => {
             let (plural, rest) = tail
