@@ -177,6 +177,9 @@ impl Env {
     }
 }
 
+/// The file meshd writes into the network's directory with the node's PodCIDRs.
+pub const MESHD_POD_CIDRS_FILE: &str = "pod-cidrs.json";
+
 /// `ipam` section: `{"type": "ironmesh", "podCIDR": "10.244.1.0/24", "podCIDRv6": "fd00:244:1::/64"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -342,14 +345,70 @@ impl NetConf {
                 ));
             }
         }
-        let conf: NetConf = serde_json::from_value(value).map_err(|e| {
+        let mut conf: NetConf = serde_json::from_value(value).map_err(|e| {
             CniError::new(
                 Code::InvalidNetworkConfig,
                 format!("network configuration: {e}"),
             )
         })?;
+        if conf.ipam.pod_cidr.is_none() && conf.ipam.pod_cidr_v6.is_none() {
+            conf.pod_cidrs_from_meshd()?;
+        }
         conf.validate()?;
         Ok(conf)
+    }
+
+    /// `<dataDir>/<network>/pod-cidrs.json`: the node's PodCIDRs as meshd writes them once it
+    /// has them (`{"podCIDRs": ["10.1.0.0/24", "fd00:1::/64"]}`), used when the config names
+    /// none, so nobody copies the PodCIDR into the CNI config by hand.
+    pub fn meshd_pod_cidrs_file(&self) -> PathBuf {
+        self.network_dir().join(MESHD_POD_CIDRS_FILE)
+    }
+
+    fn pod_cidrs_from_meshd(&mut self) -> Result<()> {
+        let path = self.meshd_pod_cidrs_file();
+        let eps = self.network_dir().join("endpoints");
+        let missing = |why: String| {
+            CniError::new(
+                Code::InvalidNetworkConfig,
+                format!(
+                    "ipam.podCIDR: the config names no PodCIDR and {} {why}; set ipam.podCIDR, or run meshd with mesh.cni_endpoints_dir = {:?} (it writes the node's PodCIDRs there)",
+                    path.display(),
+                    eps
+                ),
+            )
+        };
+        let mut buf = Vec::new();
+        let f = std::fs::File::open(&path).map_err(|e| missing(format!("cannot be read ({e})")))?;
+        use std::io::Read;
+        f.take(64 * 1024 + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| missing(format!("cannot be read ({e})")))?;
+        if buf.len() > 64 * 1024 {
+            return Err(missing("is larger than 64 KiB".into()));
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            #[serde(rename = "podCIDRs")]
+            pod_cidrs: Vec<IpNet>,
+        }
+        let file: File =
+            serde_json::from_slice(&buf).map_err(|e| missing(format!("is not valid ({e})")))?;
+        for net in file.pod_cidrs {
+            match net {
+                IpNet::V4(_) if self.ipam.pod_cidr.is_none() => self.ipam.pod_cidr = Some(net),
+                IpNet::V6(_) if self.ipam.pod_cidr_v6.is_none() => {
+                    self.ipam.pod_cidr_v6 = Some(net)
+                }
+                _ => {
+                    return Err(missing(format!(
+                        "lists more than one {net:?}-family PodCIDR"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<()> {
@@ -694,5 +753,39 @@ mod tests {
             e.msg.starts_with("args.cni.ips[0]: 10.245.0.2 is outside"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn without_a_pod_cidr_the_config_takes_the_one_meshd_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = format!(
+            r#"{{"cniVersion":"1.1.0","name":"mesh","type":"ironmesh-cni","dataDir":{:?},"ipam":{{"type":"ironmesh"}}}}"#,
+            dir.path()
+        );
+        let e = NetConf::parse(json.as_bytes()).unwrap_err();
+        assert!(
+            e.msg
+                .starts_with("ipam.podCIDR: the config names no PodCIDR"),
+            "{e}"
+        );
+        assert!(e.msg.contains("mesh.cni_endpoints_dir"), "{e}");
+        std::fs::create_dir_all(dir.path().join("mesh")).unwrap();
+        let file = dir.path().join("mesh").join(MESHD_POD_CIDRS_FILE);
+        std::fs::write(&file, r#"{"podCIDRs":["10.1.3.0/24","fd00:1:3::/64"]}"#).unwrap();
+        let c = NetConf::parse(json.as_bytes()).unwrap();
+        assert_eq!(
+            c.pod_cidrs(),
+            vec![
+                "10.1.3.0/24".parse::<IpNet>().unwrap(),
+                "fd00:1:3::/64".parse().unwrap()
+            ]
+        );
+        // Hostile or broken content is refused naming the file.
+        std::fs::write(&file, r#"{"podCIDRs":["10.1.3.0/24","10.1.4.0/24"]}"#).unwrap();
+        let e = NetConf::parse(json.as_bytes()).unwrap_err();
+        assert!(e.msg.contains("more than one"), "{e}");
+        std::fs::write(&file, "x".repeat(70_000)).unwrap();
+        let e = NetConf::parse(json.as_bytes()).unwrap_err();
+        assert!(e.msg.contains("larger than 64 KiB"), "{e}");
     }
 }

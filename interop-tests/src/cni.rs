@@ -140,3 +140,11 @@ pub fn conf(
         "runtimeConfig": {"labels": labels},
     })
 }
+
+/// [`conf`] without a PodCIDR: the plugin takes the node's PodCIDRs from the file meshd
+/// writes into `<data_dir>/mesh/` (no copy of the PodCIDR by hand).
+pub fn conf_from_meshd(data_dir: &Path, mtu: u32, labels: &[(&str, &str)]) -> serde_json::Value {
+    let mut c = conf(data_dir, "", mtu, labels);
+    c["ipam"] = serde_json::json!({"type": "ironmesh"});
+    c
+}

@@ -86,6 +86,9 @@ pub(super) fn start_node(
     host.ip(&["link", "set", &wg.ifname, "up"])?;
     let api = host.path("meshd.sock");
     let cni_dir = host.path("cni");
+    // The CNI's dataDir exists (as an installed plugin's does): meshd writes the node's
+    // PodCIDRs into it for the plugin.
+    std::fs::create_dir_all(&cni_dir).map_err(io_err("creating the CNI data dir"))?;
     let bgpd_sock = host.path("bgpd.sock");
     let conf = host.path("meshd.toml");
     let (remote, remote_id) = plan.remote;
@@ -158,10 +161,19 @@ pub(super) fn start_node(
             detail: v.clone(),
         })?;
 
+    // meshd writes the PodCIDR for the CNI plugin once registered.
+    let for_cni = cni_dir.join("mesh/pod-cidrs.json");
+    wait_for(
+        &format!("{}/{name}'s PodCIDR file for the CNI", plan.name),
+        T,
+        Duration::from_millis(50),
+        |_| Ok(for_cni.exists().then_some(())),
+    )?;
     let mut pods = Vec::new();
     for (k, (pod_name, app)) in plan.pods[i].iter().enumerate() {
         let ph = lab.host(&format!("{}-{name}-{pod_name}", plan.name))?;
-        let conf = crate::cni::conf(&cni_dir, &pod_cidr.to_string(), 1400, &[("app", app)]);
+        // No PodCIDR in the CNI config: the plugin reads the one meshd wrote.
+        let conf = crate::cni::conf_from_meshd(&cni_dir, 1400, &[("app", app)]);
         let id = format!("{}-{name}-{pod_name}", plan.name);
         let (pod_ip, host_if) = crate::cni::add(&bins.cni, host, &ph, &id, &conf)?;
         let mut pod = Pod {
@@ -201,12 +213,7 @@ pub(super) fn start_node(
 impl Node {
     /// The CNI config of one of this node's pods (as at its ADD).
     fn pod_conf(&self, pod: &Pod) -> serde_json::Value {
-        crate::cni::conf(
-            &self.cni_dir,
-            &self.pod_cidr.to_string(),
-            1400,
-            &[("app", &pod.app)],
-        )
+        crate::cni::conf_from_meshd(&self.cni_dir, 1400, &[("app", &pod.app)])
     }
 
     fn pod_named(&self, name: &str) -> Result<&Pod> {

@@ -209,6 +209,9 @@ pub(super) async fn serve(
         cfg.probe_interval,
         Some(changes_tx),
     ));
+    if let Some(dir) = &cfg.cni_endpoints_dir {
+        write_cni_pod_cidrs(dir, &rec.pod_cidrs);
+    }
     let local_endpoints = cfg.cni_endpoints_dir.as_ref().map(|dir| {
         LocalEndpoints::spawn(
             Settings {
@@ -225,6 +228,7 @@ pub(super) async fn serve(
                 ledger: cfg.state_dir.join("endpoints.json"),
                 poll: cfg.endpoint_poll,
                 lease_ttl_secs: cfg.lease_ttl_secs,
+                pod_cidrs: rec.pod_cidrs.clone(),
             },
             store.clone(),
             reconcile.as_ref().and_then(|r| r.datapath()),
@@ -306,4 +310,32 @@ pub(super) async fn serve(
     }
     drop(view);
     Ok(())
+}
+
+/// Writes the node's PodCIDRs for the CNI plugin beside its endpoint records
+/// (`<dataDir>/<network>/pod-cidrs.json`, what the plugin reads when its config names no
+/// PodCIDR), replaced atomically; nothing when meshd allocates none, or when the CNI's
+/// `dataDir` does not exist (no plugin installed on this host: meshd creates no directory
+/// tree of its own outside its state dir).
+fn write_cni_pod_cidrs(endpoints_dir: &std::path::Path, cidrs: &[ipnet::IpNet]) {
+    let Some(dir) = endpoints_dir.parent() else {
+        return;
+    };
+    if cidrs.is_empty() || !dir.parent().is_some_and(std::path::Path::is_dir) {
+        return;
+    }
+    let path = dir.join("pod-cidrs.json");
+    let tmp = dir.join(".pod-cidrs.json.tmp");
+    let body = serde_json::json!({ "podCIDRs": cidrs }).to_string();
+    let r = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, body))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    match r {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), ?cidrs, "PodCIDRs written for the CNI plugin")
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the PodCIDRs for the CNI plugin")
+        }
+    }
 }

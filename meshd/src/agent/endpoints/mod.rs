@@ -54,6 +54,9 @@ pub struct Settings {
     pub ledger: PathBuf,
     pub poll: Duration,
     pub lease_ttl_secs: i64,
+    /// This node's PodCIDRs: a CNI record with an address outside them is refused. Empty
+    /// (meshd allocates no PodCIDRs here): the CNI's own IPAM config is the only authority.
+    pub pod_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// The running controller; stops when dropped.
@@ -132,7 +135,12 @@ impl Controller {
     }
 
     async fn sync_files(&mut self) {
-        let scan = match cni::scan(&self.s.dir) {
+        let scan = if self.s.pod_cidrs.is_empty() {
+            cni::scan(&self.s.dir)
+        } else {
+            cni::scan_within(&self.s.dir, &self.s.pod_cidrs)
+        };
+        let scan = match scan {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(dir = %self.s.dir.display(), error = %e, "cannot read the CNI endpoint dir");
