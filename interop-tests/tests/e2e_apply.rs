@@ -100,6 +100,111 @@ fn start_meshd(node: &Host, bin: &Path, conf: &Path, sock: &Path) -> Process {
     node.spawn("meshd", "nsenter", &args).unwrap()
 }
 
+/// One node (`node`, 192.0.2.2, linked to `tor`) with a one-member etcd and the meshd binary
+/// owning its datapath; pods added by the real CNI plugin.
+struct Node1 {
+    // Dropped first: meshd, then etcd, the pins, the lab (namespaces) last.
+    meshd: Process,
+    etcd: EtcdCluster,
+    _pins: Pins,
+    tor: Host,
+    node: Host,
+    sock: PathBuf,
+    data_dir: PathBuf,
+    cni: PathBuf,
+    ironctl: PathBuf,
+    lab: Lab,
+}
+
+impl Node1 {
+    /// The lab `name`; the ToR has `tor_addrs` on the link.
+    fn start(name: &str, tor_addrs: &[&str]) -> Result<Node1> {
+        let bins = bgpd::build_binaries(&[
+            ("ironmesh-meshd", "meshd"),
+            ("ironmesh-cni", "ironmesh-cni"),
+            ("ironctl", "ironctl"),
+        ])
+        .unwrap();
+        let lab = Lab::new(name)?;
+        let tor = lab.host("tor")?;
+        let node = lab.host("node")?;
+        lab.link(&tor, tor_addrs, &node, &["192.0.2.2/24"])?;
+        let pins = Pins::mounted(format!("/sys/fs/bpf/{}-node", lab.id())).unwrap();
+        let etcd = EtcdCluster::start(&[(&node, "192.0.2.2".parse().unwrap())])?;
+        let data_dir = lab.dir().join("node-cni");
+        let conf = meshd_config(
+            &node,
+            &etcd,
+            pins.root().path(),
+            &data_dir.join("mesh/endpoints"),
+        );
+        let sock = node.path("meshd.sock");
+        let meshd = start_meshd(&node, &bins[0], &conf, &sock);
+        Ok(Node1 {
+            meshd,
+            etcd,
+            _pins: pins,
+            tor,
+            node,
+            sock,
+            data_dir,
+            cni: bins[1].clone(),
+            ironctl: bins[2].clone(),
+            lab,
+        })
+    }
+
+    fn alive(&self) {
+        assert!(
+            self.meshd.is_running(),
+            "meshd died: {}",
+            self.meshd.log_tail(4000)
+        );
+    }
+
+    /// `ironctl ARGS` against this node's meshd.
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(&self.ironctl)
+            .args(args)
+            .env("IRONMESH_MESHD_SOCKET", &self.sock)
+            .output()
+            .unwrap()
+    }
+
+    /// `ironctl ARGS`, which must succeed: its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(out.status.success(), "ironctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Pods (name, Kubernetes namespace, app label) through the CNI, then waits until meshd
+    /// lists them all (it reached etcd and registered them).
+    fn add_pods(&self, pods: &[(&str, &str, &str)]) -> Result<Vec<(Host, Ipv4Addr)>> {
+        let mut out = Vec::new();
+        for (name, ns, app) in pods {
+            let host = self.lab.host(name)?;
+            let conf = cni_conf(&self.data_dir, app);
+            let (ip, _) = cni::add_in(&self.cni, &self.node, &host, name, ns, &conf)?;
+            out.push((host, ip));
+        }
+        within("meshd lists the pods", T, || {
+            self.alive();
+            let listed = self.ctl(&["get", "pods", "-A"]);
+            let text = String::from_utf8_lossy(&listed.stdout);
+            listed.status.success() && out.iter().all(|(_, ip)| text.contains(&ip.to_string()))
+        });
+        Ok(out)
+    }
+
+    /// Writes `text` to a file of the lab's dir; its path.
+    fn file(&self, name: &str, text: &str) -> String {
+        let path = self.lab.dir().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+}
+
 const WEB: &str = r#"
 apiVersion: v1
 kind: Service
@@ -133,69 +238,27 @@ spec:
 
 #[test]
 fn e2e_apply_service_backends_follow_pods() -> Result<()> {
-    let bins = bgpd::build_binaries(&[
-        ("ironmesh-meshd", "meshd"),
-        ("ironmesh-cni", "ironmesh-cni"),
-        ("ironctl", "ironctl"),
-    ])
-    .unwrap();
-    let (meshd_bin, cni, ironctl) = (&bins[0], &bins[1], &bins[2]);
-    let lab = Lab::new("e2e_apply")?;
-    let tor = lab.host("tor")?;
-    let node = lab.host("node")?;
-    lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
-    let pins = Pins::mounted(format!("/sys/fs/bpf/{}-node", lab.id())).unwrap();
-    let root = pins.root().clone();
-    let etcd = EtcdCluster::start(&[(&node, "192.0.2.2".parse().unwrap())])?;
-    let data_dir = lab.dir().join("node-cni");
-    let conf = meshd_config(&node, &etcd, root.path(), &data_dir.join("mesh/endpoints"));
-    let sock = node.path("meshd.sock");
-    let meshd = start_meshd(&node, meshd_bin, &conf, &sock);
-    let alive = || assert!(meshd.is_running(), "meshd died: {}", meshd.log_tail(4000));
-    let ctl = |args: &[&str]| -> Output {
-        Command::new(ironctl)
-            .args(args)
-            .env("IRONMESH_MESHD_SOCKET", &sock)
-            .output()
-            .unwrap()
-    };
-    let ok = |args: &[&str]| -> String {
-        let out = ctl(args);
-        assert!(out.status.success(), "ironctl {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    within("meshd's API answers", T, || {
-        alive();
-        ctl(&["mesh", "status"]).status.success()
-    });
-
+    let f1 = Node1::start("e2e_apply", &["192.0.2.1/24"])?;
+    let (node, etcd, cni, data_dir) = (&f1.node, &f1.etcd, &f1.cni, &f1.data_dir);
+    let alive = || f1.alive();
+    let ctl = |args: &[&str]| f1.ctl(args);
+    let ok = |args: &[&str]| f1.ok(args);
     // Pods: a client, two web pods, and a pod with other labels serving the same port.
-    let mut pods = Vec::new();
-    for (name, app) in [
-        ("client", "client"),
-        ("web1", "web"),
-        ("web2", "web"),
-        ("other", "other"),
-    ] {
-        let host = lab.host(name)?;
-        let (ip, _) = cni::add(cni, &node, &host, name, &cni_conf(&data_dir, app))?;
-        pods.push((host, ip));
-    }
+    let pods = f1.add_pods(&[
+        ("client", "default", "client"),
+        ("web1", "default", "web"),
+        ("web2", "default", "web"),
+        ("other", "default", "other"),
+    ])?;
     let stop = Stop::new();
     for (host, _) in &pods[1..] {
         tcp::who_server(host, PORT, stop.0.clone(), Duration::from_secs(120));
     }
     let (client, web1, web2, other) = (&pods[0].0, &pods[1].0, &pods[2].0, &pods[3].0);
-    within("the pods are listed by ironctl get pods", T, || {
-        let out = ctl(&["get", "pods"]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        out.status.success() && pods.iter().all(|(_, ip)| text.contains(&ip.to_string()))
-    });
 
     // Apply: created, ClusterIP from the service CIDR, shown like kubectl.
-    let file = lab.dir().join("web.yaml");
-    std::fs::write(&file, WEB).unwrap();
-    let f = file.to_str().unwrap();
+    let file = f1.file("web.yaml", WEB);
+    let f = file.as_str();
     assert_eq!(ok(&["apply", "-f", f]).trim(), "service/web created");
     let got: serde_json::Value = serde_json::from_str(&ok(&["get", "svc", "web", "-o", "json"]))
         .expect("get -o json is JSON");
@@ -258,7 +321,7 @@ fn e2e_apply_service_backends_follow_pods() -> Result<()> {
     });
     std::thread::sleep(Duration::from_millis(1500));
     let del_at = start.elapsed();
-    cni::del(cni, &node, web2, "web2", &cni_conf(&data_dir, "web")).unwrap();
+    cni::del(cni, node, web2, "web2", &cni_conf(data_dir, "web")).unwrap();
     asker.join().unwrap();
     let results: Vec<_> = rx.iter().collect();
     let before: Vec<_> = results.iter().filter(|(t, _)| *t < del_at).collect();
@@ -291,9 +354,8 @@ fn e2e_apply_service_backends_follow_pods() -> Result<()> {
     );
 
     // A bad manifest: every error with its field path, nothing written.
-    let bad = lab.dir().join("bad.yaml");
-    std::fs::write(&bad, BAD).unwrap();
-    let out = ctl(&["apply", "-f", bad.to_str().unwrap()]);
+    let bad = f1.file("bad.yaml", BAD);
+    let out = ctl(&["apply", "-f", &bad]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [
@@ -326,9 +388,8 @@ fn e2e_apply_service_backends_follow_pods() -> Result<()> {
         .is_none(),
         "the ClusterIP is freed"
     );
-    assert!(ok(&["get", "svc", "-A"]).is_empty() || !ok(&["get", "svc", "-A"]).contains("web"));
+    assert!(!ok(&["get", "svc", "-A"]).contains("web"));
     alive();
-    meshd.terminate();
     drop(stop);
     Ok(())
 }
@@ -447,51 +508,18 @@ fn ask_from(host: &Host, src: Ipv4Addr, dst: SocketAddr) -> Result<String, Strin
 
 #[test]
 fn e2e_apply_network_policies_from_the_kubernetes_docs() -> Result<()> {
-    let bins = bgpd::build_binaries(&[
-        ("ironmesh-meshd", "meshd"),
-        ("ironmesh-cni", "ironmesh-cni"),
-        ("ironctl", "ironctl"),
-    ])
-    .unwrap();
-    let (meshd_bin, cni, ironctl) = (&bins[0], &bins[1], &bins[2]);
-    let lab = Lab::new("e2e_netpol")?;
-    let tor = lab.host("tor")?;
-    let node = lab.host("node")?;
-    lab.link(
-        &tor,
-        &["192.0.2.1/24", "192.0.2.5/24"],
-        &node,
-        &["192.0.2.2/24"],
-    )?;
+    let f1 = Node1::start("e2e_netpol", &["192.0.2.1/24", "192.0.2.5/24"])?;
+    let tor = &f1.tor;
     tor.ip(&["route", "add", POD_CIDR, "via", "192.0.2.2"])?;
-    let pins = Pins::mounted(format!("/sys/fs/bpf/{}-node", lab.id())).unwrap();
-    let root = pins.root().clone();
-    let etcd = EtcdCluster::start(&[(&node, "192.0.2.2".parse().unwrap())])?;
-    let data_dir = lab.dir().join("node-cni");
-    let conf = meshd_config(&node, &etcd, root.path(), &data_dir.join("mesh/endpoints"));
-    let sock = node.path("meshd.sock");
-    let meshd = start_meshd(&node, meshd_bin, &conf, &sock);
-    let alive = || assert!(meshd.is_running(), "meshd died: {}", meshd.log_tail(4000));
-    let ctl = |args: &[&str]| -> Output {
-        Command::new(ironctl)
-            .args(args)
-            .env("IRONMESH_MESHD_SOCKET", &sock)
-            .output()
-            .unwrap()
-    };
-
+    let alive = || f1.alive();
+    let ctl = |args: &[&str]| f1.ctl(args);
     // web (default), client (default), other (default), opsclient (namespace ops).
-    let mut pods = Vec::new();
-    for (name, ns, app) in [
+    let pods = f1.add_pods(&[
         ("web", "default", "web"),
         ("client", "default", "client"),
         ("other", "default", "other"),
         ("opsclient", "ops", "client"),
-    ] {
-        let host = lab.host(name)?;
-        let (ip, _) = cni::add_in(cni, &node, &host, name, ns, &cni_conf(&data_dir, app))?;
-        pods.push((host, ip));
-    }
+    ])?;
     let stop = Stop::new();
     let (web, client, other, ops) = (&pods[0], &pods[1], &pods[2], &pods[3]);
     for port in [7000, 32001] {
@@ -502,30 +530,22 @@ fn e2e_apply_network_policies_from_the_kubernetes_docs() -> Result<()> {
     let web_range = SocketAddr::new(IpAddr::V4(web.1), 32001);
     let other_app = SocketAddr::new(IpAddr::V4(other.1), 7000);
     let (tor_denied, tor_allowed) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 5));
-    within("meshd lists the pods", T, || {
-        alive();
-        let out = ctl(&["get", "pods", "-A"]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        out.status.success() && pods.iter().all(|(_, ip)| text.contains(&ip.to_string()))
-    });
     // Before any policy, everyone reaches everything.
     within("open before the policies", T, || {
         alive();
         ask(&client.0, web_app).is_ok()
             && ask(&ops.0, web_range).is_ok()
             && ask(&client.0, other_app).is_ok()
-            && ask_from(&tor, tor_denied, web_app).is_ok()
+            && ask_from(tor, tor_denied, web_app).is_ok()
     });
 
     // A named port is refused at apply, with its field path; nothing is written.
-    let named = lab.dir().join("named.yaml");
-    std::fs::write(
-        &named,
+    let named = f1.file(
+        "named.yaml",
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: named}\n\
          spec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - port: http\n",
-    )
-    .unwrap();
-    let out = ctl(&["apply", "-f", named.to_str().unwrap()]);
+    );
+    let out = ctl(&["apply", "-f", &named]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -533,9 +553,8 @@ fn e2e_apply_network_policies_from_the_kubernetes_docs() -> Result<()> {
         "{err}"
     );
 
-    let file = lab.dir().join("policies.yaml");
-    std::fs::write(&file, POLICIES).unwrap();
-    let out = ctl(&["apply", "-f", file.to_str().unwrap()]);
+    let file = f1.file("policies.yaml", POLICIES);
+    let out = ctl(&["apply", "-f", &file]);
     assert!(out.status.success(), "{out:?}");
     let applied = String::from_utf8_lossy(&out.stdout);
     assert!(applied.contains("namespace/ops created"), "{applied}");
@@ -581,12 +600,12 @@ fn e2e_apply_network_policies_from_the_kubernetes_docs() -> Result<()> {
         ),
         (
             "192.0.2.5 -> web:7000 (ipBlock)",
-            Box::new(|| ask_from(&tor, tor_allowed, web_app)),
+            Box::new(|| ask_from(tor, tor_allowed, web_app)),
             true,
         ),
         (
             "192.0.2.1 -> web:7000 (ipBlock except)",
-            Box::new(|| ask_from(&tor, tor_denied, web_app)),
+            Box::new(|| ask_from(tor, tor_denied, web_app)),
             false,
         ),
         (
@@ -611,13 +630,12 @@ fn e2e_apply_network_policies_from_the_kubernetes_docs() -> Result<()> {
         }
     }
     // Deleting the policies by their manifest opens everything again.
-    let out = ctl(&["delete", "-f", file.to_str().unwrap()]);
+    let out = ctl(&["delete", "-f", &file]);
     assert!(out.status.success(), "{out:?}");
     within("open again after the delete", T, || {
         ask(&other.0, web_app).is_ok() && ask(&client.0, other_app).is_ok()
     });
     alive();
-    meshd.terminate();
     drop(stop);
     Ok(())
 }
@@ -642,52 +660,21 @@ spec:
 /// failed checks, and comes back after two passing ones.
 #[test]
 fn e2e_backends_health_check_quarantines_a_failing_pod_and_restores_it() -> Result<()> {
-    let bins = bgpd::build_binaries(&[
-        ("ironmesh-meshd", "meshd"),
-        ("ironmesh-cni", "ironmesh-cni"),
-        ("ironctl", "ironctl"),
-    ])
-    .unwrap();
-    let (meshd_bin, cni, ironctl) = (&bins[0], &bins[1], &bins[2]);
-    let lab = Lab::new("e2e_health")?;
-    let tor = lab.host("tor")?;
-    let node = lab.host("node")?;
-    lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
-    let pins = Pins::mounted(format!("/sys/fs/bpf/{}-node", lab.id())).unwrap();
-    let root = pins.root().clone();
-    let etcd = EtcdCluster::start(&[(&node, "192.0.2.2".parse().unwrap())])?;
-    let data_dir = lab.dir().join("node-cni");
-    let conf = meshd_config(&node, &etcd, root.path(), &data_dir.join("mesh/endpoints"));
-    let sock = node.path("meshd.sock");
-    let meshd = start_meshd(&node, meshd_bin, &conf, &sock);
-    let alive = || assert!(meshd.is_running(), "meshd died: {}", meshd.log_tail(4000));
-    let ctl = |args: &[&str]| -> Output {
-        Command::new(ironctl)
-            .args(args)
-            .env("IRONMESH_MESHD_SOCKET", &sock)
-            .output()
-            .unwrap()
-    };
-    let mut pods = Vec::new();
-    for (name, app) in [("client", "client"), ("web1", "web"), ("web2", "web")] {
-        let host = lab.host(name)?;
-        let (ip, _) = cni::add(cni, &node, &host, name, &cni_conf(&data_dir, app))?;
-        pods.push((host, ip));
-    }
+    let f1 = Node1::start("e2e_health", &["192.0.2.1/24"])?;
+    let etcd = &f1.etcd;
+    let ctl = |args: &[&str]| f1.ctl(args);
+    let pods = f1.add_pods(&[
+        ("client", "default", "client"),
+        ("web1", "default", "web"),
+        ("web2", "default", "web"),
+    ])?;
     let (client, web1, web2) = (&pods[0].0, &pods[1].0, &pods[2].0);
     let stop1 = Stop::new();
     tcp::who_server(web1, PORT, stop1.0.clone(), Duration::from_secs(120));
     let stop2 = Stop::new();
     tcp::who_server(web2, PORT, stop2.0.clone(), Duration::from_secs(120));
-    within("meshd lists the pods", T, || {
-        alive();
-        let out = ctl(&["get", "pods"]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        out.status.success() && pods.iter().all(|(_, ip)| text.contains(&ip.to_string()))
-    });
-    let file = lab.dir().join("checked.yaml");
-    std::fs::write(&file, CHECKED).unwrap();
-    let out = ctl(&["apply", "-f", file.to_str().unwrap()]);
+    let file = f1.file("checked.yaml", CHECKED);
+    let out = ctl(&["apply", "-f", &file]);
     assert!(out.status.success(), "{out:?}");
     let got: serde_json::Value =
         serde_json::from_slice(&ctl(&["get", "svc", "checked", "-o", "json"]).stdout).unwrap();
@@ -744,8 +731,7 @@ fn e2e_backends_health_check_quarantines_a_failing_pod_and_restores_it() -> Resu
         seen.len() == 2
     });
     eprintln!("web2 back {:?} after its server returned", back.elapsed());
-    alive();
-    meshd.terminate();
+    f1.alive();
     drop((stop1, stop2));
     Ok(())
 }
