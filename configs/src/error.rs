@@ -23,12 +23,33 @@ impl fmt::Display for FieldError {
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
-    /// TOML syntax, unknown field or wrong type; the message shows the line.
-    #[error("{0}")]
+    #[error(
+        "config file {path} has {size} bytes, more than the {MAX_CONFIG_BYTES} a config may have; is it the right file?"
+    )]
+    TooLarge { path: PathBuf, size: u64 },
+    /// TOML syntax, unknown field or wrong type; the message shows the line (bounded).
+    #[error("{}", bounded(&.0.to_string(), MAX_QUOTED))]
     Parse(#[from] toml::de::Error),
     /// Every field that failed validation, in file order.
     #[error("{}", list(.0))]
     Invalid(Vec<FieldError>),
+}
+
+/// The largest config file read (a node config is a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// The most of a message (and the value it quotes) an error carries.
+pub const MAX_QUOTED: usize = 1024;
+
+/// `s`, cut to `max` bytes on a character boundary, saying how long it was.
+pub(crate) fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &s[..end], s.len())
 }
 
 fn list(errors: &[FieldError]) -> String {
@@ -55,9 +76,10 @@ pub(crate) struct Errors(pub(crate) Vec<FieldError>);
 
 impl Errors {
     pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        // A message quotes the offending value: only a bounded prefix of it.
         self.0.push(FieldError {
             path: path.into(),
-            message: message.into(),
+            message: bounded(&message.into(), MAX_QUOTED),
         });
     }
 

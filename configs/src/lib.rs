@@ -56,10 +56,30 @@ pub struct Config {
 
 impl Config {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        use std::io::Read;
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_err = |source| ConfigError::Read {
             path: path.to_owned(),
             source,
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        // Bounded even if the file grows while it is read.
+        let mut buf = Vec::new();
+        file.take(error::MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut buf)
+            .map_err(read_err)?;
+        if buf.len() as u64 > error::MAX_CONFIG_BYTES {
+            let size = std::fs::metadata(path).map_or(buf.len() as u64, |m| m.len());
+            return Err(ConfigError::TooLarge {
+                path: path.to_owned(),
+                size,
+            });
+        }
+        let text = String::from_utf8(buf).map_err(|e| {
+            read_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+            ))
         })?;
         Self::from_toml(&text)
     }

@@ -706,3 +706,36 @@ fn mesh_bgpd_settings() {
         "mesh.advertise_vips: \"some\" is not a choice; use \"local-backends\" (VIPs of services with an active backend on this node) or \"all\"",
     );
 }
+
+#[test]
+fn a_huge_config_file_is_refused_before_it_is_parsed() {
+    let dir = std::env::temp_dir().join(format!("ironmesh-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("huge.toml");
+    let mut text = bgp("", "");
+    text.push_str(&format!("# {}\n", "x".repeat(2 * 1024 * 1024)));
+    std::fs::write(&path, &text).unwrap();
+    let e = Config::from_file(&path).unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(matches!(e, ConfigError::TooLarge { .. }), "{e}");
+    assert!(e.to_string().contains("more than the 1048576"), "{e}");
+}
+
+#[test]
+fn an_offending_value_is_quoted_only_in_part() {
+    let long = "y".repeat(100_000);
+    let errs = errors(&bgp(
+        "",
+        &format!("[mesh]\netcd_endpoints = [\"{long}\"]\ncluster_id = 1\n"),
+    ));
+    let e = errs
+        .iter()
+        .find(|e| e.starts_with("mesh.etcd_endpoints"))
+        .unwrap_or_else(|| panic!("{errs:#?}"));
+    assert!(e.len() < 1200, "{} bytes", e.len());
+    assert!(e.contains("bytes in all"), "{e}");
+    // A syntax error on a huge line is bounded too.
+    let bad = format!("{NODE}x = \"{long}");
+    let e = Config::from_toml(&bad).unwrap_err().to_string();
+    assert!(e.len() < 1200, "{} bytes", e.len());
+}
