@@ -126,6 +126,10 @@ impl EtcdCluster {
         self.etcdctl(via, &["put", key, value]).map(drop)
     }
 
+    pub fn del(&self, via: usize, key: &str) -> Result<()> {
+        self.etcdctl(via, &["del", key]).map(drop)
+    }
+
     /// The value of `key` as member `via` serves it (linearizable read).
     pub fn get(&self, via: usize, key: &str) -> Result<Option<String>> {
         let out = self.etcdctl(via, &["get", key, "--print-value-only"])?;

@@ -642,3 +642,60 @@ fn etcd_mesh_agent_bad_input() -> Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is meshd running?"));
     Ok(())
 }
+
+/// A malformed value under the node's own keys (its PodCIDR index): meshd does not exit or
+/// crash-loop; it says which key and how to fix it, retries with a growing wait, keeps its API
+/// up, and registers as soon as the key is fixed.
+#[test]
+fn etcd_mesh_agent_malformed_own_key_waits_and_recovers() -> Result<()> {
+    let (meshd, ironctl) = build_binaries();
+    let lab = Lab::new("meshmal")?;
+    let h = lab.host("n1")?;
+    let e = lab.host("e1")?;
+    lab.link(&h, &["192.0.2.1/24"], &e, &["192.0.2.11/24"])?;
+    let etcd = EtcdCluster::start(&[(&e, "192.0.2.11".parse().unwrap())])?;
+    let key = "ironmesh/v1/clusters/red/ipam/podcidrs-by-node/n1";
+    etcd.put(0, key, "{not json")?;
+    let toml = config(
+        &h,
+        "n1",
+        "red",
+        1,
+        &etcd.endpoints(),
+        ("green", 2, "http://127.0.0.1:2"),
+        Some("192.0.2.1"),
+    );
+    let n = start(&h, "n1", &meshd, &toml, &[]);
+    wait_for(
+        "the malformed key logged twice, with the fix",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        |last| {
+            let log = n.meshd.log_tail(20_000);
+            *last = log.lines().last().unwrap_or("").to_string();
+            let said = log
+                .matches(&format!("the value at {key} is malformed"))
+                .count();
+            Ok((said >= 2 && log.contains(&format!("etcdctl del {key}"))).then_some(()))
+        },
+    )?;
+    assert!(
+        n.meshd.is_running(),
+        "meshd exited on a malformed key of its own"
+    );
+    let s = ctl(&ironctl, &n, "status").expect("status answers meanwhile");
+    assert_eq!(s["registered"], false, "{s}");
+    // The operator deletes the key: meshd allocates and registers.
+    let fixed = Instant::now();
+    etcd.del(0, key)?;
+    wait_for(
+        "registered after the fix",
+        Duration::from_secs(40),
+        Duration::from_millis(200),
+        |_| Ok((ctl(&ironctl, &n, "status").is_ok_and(|s| s["registered"] == true)).then_some(())),
+    )?;
+    eprintln!("registered {:?} after the key was deleted", fixed.elapsed());
+    assert!(n.meshd.is_running());
+    n.meshd.terminate();
+    Ok(())
+}

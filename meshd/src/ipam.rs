@@ -58,7 +58,9 @@ pub enum IpamError {
     Exhausted { family: Family, used: usize },
     #[error("gave up allocating for node {node} after {attempts} conflicting attempts")]
     Contention { node: String, attempts: u32 },
-    #[error("the value at {key} is malformed ({detail}); refusing to overwrite it")]
+    #[error(
+        "the value at {key} is malformed ({detail}); refusing to overwrite it: fix it or delete it (etcdctl del {key}) and meshd carries on"
+    )]
     Malformed { key: String, detail: String },
 }
 

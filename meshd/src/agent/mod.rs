@@ -98,6 +98,36 @@ async fn retrying<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
     }
 }
 
+/// [`retrying`], with the wait doubling from `first` to 30 s while the error lasts (for errors
+/// only an operator can end, e.g. a malformed value under this node's keys).
+async fn retrying_backoff<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
+    what: &str,
+    first: Duration,
+    stop: &watch::Receiver<bool>,
+    mut transient: impl FnMut(&E) -> bool,
+    mut op: impl FnMut() -> Fut,
+) -> Result<Option<T>, E> {
+    let mut every = first;
+    loop {
+        let r = tokio::select! {
+            r = op() => r,
+            _ = stopped(stop.clone()) => return Ok(None),
+        };
+        match r {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) if transient(&e) => {
+                tracing::error!("{what}: {e}; retrying in {}s", every.as_secs_f32());
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped(stop.clone()) => return Ok(None),
+        }
+        every = (every * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// Runs the agent until `shutdown` completes (see the module docs).
 pub async fn run(
     cfg: AgentConfig,

@@ -68,8 +68,10 @@ fn spawn_gc(cfg: &AgentConfig, store: &KvStore, ipam: Option<Arc<PodCidrAllocato
     }
 }
 
+/// Errors the PodCIDR allocation waits out: etcd's transient ones, and a malformed value under
+/// this node's own keys (an operator fixes or deletes it; meshd must not crash-loop meanwhile).
 fn ipam_transient(e: &IpamError) -> bool {
-    matches!(e, IpamError::Kv(k) if k.is_transient())
+    matches!(e, IpamError::Kv(k) if k.is_transient()) || matches!(e, IpamError::Malformed { .. })
 }
 
 /// The node record: configured addresses, else the first global ones.
@@ -146,7 +148,7 @@ pub(super) async fn serve(
     };
     let cidrs = match &ipam {
         Some(a) => {
-            let got = retrying(
+            let got = super::retrying_backoff(
                 "PodCIDR allocation",
                 cfg.retry_interval,
                 &stop,
