@@ -190,12 +190,16 @@ mod tests {
         let d = TempDir::new("stale");
         let path = d.0.join("api.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        let old = std::fs::symlink_metadata(&path).unwrap().ino();
-        let _l = bind(&path).unwrap();
+        // Stale: nobody listens behind it.
+        assert!(UnixStream::connect(&path).await.is_err());
+        let l = bind(&path).unwrap().into_inner();
         let m = std::fs::symlink_metadata(&path).unwrap();
         assert!(m.file_type().is_socket());
-        assert_ne!(m.ino(), old);
         assert_eq!(m.mode() & 0o7777, SOCKET_MODE);
+        // Replaced by a live one (an inode number cannot tell: the freed one may be reused).
+        let (client, accepted) = tokio::join!(UnixStream::connect(&path), l.accept());
+        client.unwrap();
+        accepted.unwrap();
     }
 
     #[tokio::test]
