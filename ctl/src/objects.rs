@@ -619,11 +619,11 @@ pub fn describe(args: DescribeArgs) -> Result<(), String> {
                 let mut c = connect(&args.socket.socket).await?;
                 call(c.list_services(pb::ListServicesRequest {})).await
             })?;
+            // This node's record: the local one, the only one with selected backends.
             let rec = services.services.iter().find(|x| {
                 x.namespace == o.namespace()
                     && x.name == o.meta.name
                     && !x.selected_backends.is_empty()
-                    || x.namespace == o.namespace() && x.name == o.meta.name
             });
             for p in &spec.ports {
                 line(

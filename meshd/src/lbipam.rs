@@ -186,9 +186,18 @@ impl VipAllocator {
         Ok(a)
     }
 
-    /// The pools (or service CIDRs) this allocator hands out from.
-    pub fn pools(&self) -> &[IpNet] {
-        &self.pools
+    /// A service's addresses in `space`, for [`VipAllocator::lookup`] and
+    /// [`VipAllocator::release`] only: with no pool it allocates nothing.
+    pub fn holdings(store: KvStore, cluster: ClusterName, space: AddressSpace) -> Self {
+        Self {
+            store,
+            scope: Scope::Cluster(cluster),
+            space,
+            pools: Vec::new(),
+            deadline: Duration::from_secs(30),
+            max_conflicts: 256,
+            known_used: std::sync::Mutex::new(None),
+        }
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, Option<BTreeSet<IpAddr>>> {

@@ -83,6 +83,18 @@ pub struct ServiceObject {
 }
 
 impl ServiceObject {
+    /// Whether a pod with `labels` (its identity's) backs this service: the service's
+    /// namespace, every selector label. No selector: no pod (Kubernetes: endpoints are
+    /// someone else's then).
+    pub fn selects(&self, labels: &Labels) -> bool {
+        self.spec.selector.as_ref().is_some_and(|selector| {
+            labels.get(NAMESPACE_LABEL) == Some(self.key.namespace())
+                && selector
+                    .iter()
+                    .all(|(k, v)| labels.get(k) == Some(v.as_str()))
+        })
+    }
+
     pub fn from_stored(key: ServiceKey, s: &Stored) -> Option<ServiceObject> {
         let Spec::Service(spec) = &s.object.spec else {
             return None;
@@ -109,15 +121,14 @@ fn protocol(p: resources::Protocol) -> Protocol {
     }
 }
 
-/// The service record of `svc` in `cluster`, with a backend for every endpoint of the
-/// service's namespace whose labels its selector matches, per port. Endpoints are given with
-/// their labels. A service without a selector, or a headless one, has no record (`None`).
-/// A named target port needs the pod's named ports, which endpoint records do not carry
-/// yet: such a port gets no backends.
+/// The service record of `svc` in `cluster`, with a backend per port for every endpoint of
+/// `members` (the endpoints [`ServiceObject::selects`]). A headless service, or one without a
+/// VIP yet, has no record (`None`). A named target port needs the pod's named ports, which
+/// endpoint records do not carry yet: such a port gets no backends.
 pub fn derive_record<'a>(
     cluster: &ClusterName,
     svc: &ServiceObject,
-    endpoints: impl IntoIterator<Item = (&'a EndpointRecord, &'a Labels)>,
+    members: impl IntoIterator<Item = &'a EndpointRecord>,
     failing: impl Fn(IpAddr) -> Option<&'a BTreeSet<u16>>,
 ) -> Option<ServiceRecord> {
     if svc.spec.headless || svc.vips.is_empty() {
@@ -135,36 +146,27 @@ pub fn derive_record<'a>(
         })
         .collect();
     let mut backends = Vec::new();
-    if let Some(selector) = &svc.spec.selector {
-        for (ep, labels) in endpoints {
-            if labels.get(NAMESPACE_LABEL) != Some(svc.key.namespace())
-                || !selector
-                    .iter()
-                    .all(|(k, v)| labels.get(k) == Some(v.as_str()))
-            {
+    for ep in members {
+        for p in &svc.spec.ports {
+            let PortRef::Number(target) = p.target_port else {
                 continue;
-            }
-            for p in &svc.spec.ports {
-                let PortRef::Number(target) = p.target_port else {
-                    continue;
-                };
-                // A failing health check quarantines the backend (only with a check).
-                let quarantined = svc.spec.health_check.is_some()
-                    && failing(ep.ip).is_some_and(|ports| ports.contains(&target));
-                backends.push(Backend {
-                    ip: ep.ip,
-                    port: target,
-                    port_name: if several { p.name.clone() } else { None },
-                    node: Some(ep.node.clone()),
-                    cluster: Some(cluster.clone()),
-                    zone: None,
-                    state: if quarantined {
-                        BackendState::Quarantined
-                    } else {
-                        BackendState::Active
-                    },
-                });
-            }
+            };
+            // A failing health check quarantines the backend (only with a check).
+            let quarantined = svc.spec.health_check.is_some()
+                && failing(ep.ip).is_some_and(|ports| ports.contains(&target));
+            backends.push(Backend {
+                ip: ep.ip,
+                port: target,
+                port_name: if several { p.name.clone() } else { None },
+                node: Some(ep.node.clone()),
+                cluster: Some(cluster.clone()),
+                zone: None,
+                state: if quarantined {
+                    BackendState::Quarantined
+                } else {
+                    BackendState::Active
+                },
+            });
         }
     }
     backends.sort();
@@ -297,19 +299,12 @@ impl ServiceController {
         let Some(svc) = self.services.get(&(cluster.clone(), key.clone())) else {
             return false;
         };
-        let Some(selector) = &svc.spec.selector else {
-            return false;
-        };
         let Some(ep) = self.endpoints.get(&(cluster.clone(), ip)) else {
             return false;
         };
-        let Some(labels) = self.labels.get(&(cluster.clone(), ep.identity)) else {
-            return false;
-        };
-        labels.get(NAMESPACE_LABEL) == Some(key.namespace())
-            && selector
-                .iter()
-                .all(|(k, v)| labels.get(k) == Some(v.as_str()))
+        self.labels
+            .get(&(cluster.clone(), ep.identity))
+            .is_some_and(|labels| svc.selects(labels))
     }
 
     fn set_service(
@@ -495,11 +490,7 @@ impl ServiceController {
                     .get(&id)
                     .into_iter()
                     .flatten()
-                    .filter_map(|ip| {
-                        let ep = self.endpoints.get(&(cluster.clone(), *ip))?;
-                        let l = self.labels.get(&(cluster.clone(), ep.identity))?;
-                        Some((ep, l))
-                    });
+                    .filter_map(|ip| self.endpoints.get(&(cluster.clone(), *ip)));
                 let health = &self.health;
                 derive_record(cluster, svc, eps, |ip| health.get(&(cluster.clone(), ip)))
             });

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::ipam::Family;
 use crate::kvstore::{KvError, KvStore};
-use crate::lbipam::{LbIpamError, VipAllocator};
+use crate::lbipam::{AddressSpace, LbIpamError, VipAllocator};
 use crate::schema::{Key, ObjectName, Resource, ResourceKind, Scope};
 
 /// Why an apply or delete failed as a whole.
@@ -182,16 +182,12 @@ impl Objects {
         old: Option<&Stored>,
         dry_run: bool,
     ) -> Result<String, ApplyError> {
-        let (uid, created, generation) = match old {
-            Some(o) => {
-                let same_spec = o.object.document.get("spec") == next.object.document.get("spec");
-                (
-                    o.object.meta.uid.clone(),
-                    o.object.meta.creation_timestamp.clone(),
-                    o.object.meta.generation + u64::from(!same_spec),
-                )
-            }
-            None => (new_uid(), rfc3339(SystemTime::now()), 1),
+        let (uid, created) = match old {
+            Some(o) => (
+                o.object.meta.uid.clone(),
+                o.object.meta.creation_timestamp.clone(),
+            ),
+            None => (new_uid(), rfc3339(SystemTime::now())),
         };
         let mut warning = String::new();
         if let Spec::Service(spec) = next.object.spec.clone() {
@@ -214,18 +210,17 @@ impl Objects {
                 .await?;
             next.status = status;
             warning = w;
-            // The spec now holds the allocation: compare generations on that.
-            let generation = match old {
-                Some(o) if o.object.document.get("spec") == next.object.document.get("spec") => {
-                    o.object.meta.generation
-                }
-                Some(o) => o.object.meta.generation + 1,
-                None => 1,
-            };
-            resources::set_metadata(&mut next.object.document, "generation", json!(generation));
-        } else {
-            resources::set_metadata(&mut next.object.document, "generation", json!(generation));
         }
+        // Compared with the spec as stored, allocated fields included: a re-apply of the same
+        // manifest keeps the generation.
+        let generation = match old {
+            Some(o) if o.object.document.get("spec") == next.object.document.get("spec") => {
+                o.object.meta.generation
+            }
+            Some(o) => o.object.meta.generation + 1,
+            None => 1,
+        };
+        resources::set_metadata(&mut next.object.document, "generation", json!(generation));
         resources::set_metadata(&mut next.object.document, "uid", json!(uid));
         resources::set_metadata(
             &mut next.object.document,
@@ -340,12 +335,11 @@ impl Objects {
             // A new service that wants no VIP has none to release.
             return Ok((Value::Null, String::new()));
         }
-        let lb = VipAllocator::new(
+        let lb = VipAllocator::holdings(
             self.store.clone(),
             self.cluster.clone(),
-            vec!["0.0.0.0/32".parse().expect("literal")],
-        )
-        .map_err(|e| ApplyError::Allocation(e.to_string()))?;
+            AddressSpace::LoadBalancer,
+        );
         let have = lb.lookup(key).await.map_err(lb_err)?;
         if !spec.wants_vip() {
             if !have.is_empty() && !dry_run {
@@ -640,13 +634,16 @@ impl Objects {
             return Ok(deleted);
         }
         if let Some(svc) = n.service_key() {
-            let pools: Vec<IpNet> = vec!["0.0.0.0/32".parse().expect("literal")];
-            let lb = VipAllocator::new(self.store.clone(), self.cluster.clone(), pools.clone())
-                .map_err(|e| ApplyError::Allocation(e.to_string()))?;
-            let freed = lb.release(&svc).await.map_err(lb_err)?;
-            let cips = VipAllocator::cluster_ips(self.store.clone(), self.cluster.clone(), pools)
-                .map_err(|e| ApplyError::Allocation(e.to_string()))?;
-            let freed_c = cips.release(&svc).await.map_err(lb_err)?;
+            let held =
+                |space| VipAllocator::holdings(self.store.clone(), self.cluster.clone(), space);
+            let freed = held(AddressSpace::LoadBalancer)
+                .release(&svc)
+                .await
+                .map_err(lb_err)?;
+            let freed_c = held(AddressSpace::ClusterIp)
+                .release(&svc)
+                .await
+                .map_err(lb_err)?;
             tracing::info!(service = %svc, vips = ?freed, cluster_ips = ?freed_c, "service deleted, addresses released");
         }
         deleted.push(format!("{}/{name}", kind.singular()));
