@@ -132,6 +132,16 @@ pub fn records() -> Vec<(Resource, Vec<u8>)> {
         (Resource::Policy(service()), to(&policy)),
         (Resource::ClusterIp(ip("10.96.0.10")), to(&vip)),
         (Resource::ClusterIpsOfService(service()), to(&vips)),
+        (
+            Resource::Health(ip("10.2.1.5")),
+            meshd::objects::HealthValue {
+                ip: ip("10.2.1.5"),
+                node: node(),
+                ports: vec![8080],
+                reason: "connect: refused".into(),
+            }
+            .encode(),
+        ),
     ];
     for stored in super::resources::stored_objects() {
         let o = &stored.object;
