@@ -31,6 +31,11 @@ fn frr_tor(host: &Host) -> Result<Frr> {
         .push(FrrNeighbor::new(ip("2001:db8::2"), 65101));
     fc.networks = vec!["198.51.100.0/24".into(), "2001:db8:100::/48".into()];
     fc.extra = " timers bgp 3 9\n".into();
+    // As on a real ToR, zebra runs: bgpd sends its IPv6 routes with the global and the
+    // link-local next hop (RFC 2545 §3) once the link-local address exists, and FRR's bgpd
+    // without zebra knows no interface for the link-local one and treats the route as
+    // withdrawn ("sent a v6 LL next-hop and there's no peer interface information").
+    fc.with_zebra = true;
     Frr::start(host, &fc)
 }
 
