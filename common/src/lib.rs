@@ -4,12 +4,14 @@
 //! value that exists is a valid value.
 
 mod asn;
+pub mod community;
 mod identity;
 mod labels;
 mod name;
 mod service;
 
 pub use asn::{Asn, AsnParseError};
+pub use community::{Community, LargeCommunity};
 pub use identity::{
     ClusterId, Identity, IdentityError, IdentityKind, IdentityLayout, ReservedIdentity,
 };

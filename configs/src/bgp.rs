@@ -7,11 +7,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use common::Asn;
 use ipnet::IpNet;
 
-use crate::community::{Community, LargeCommunity};
 use crate::error::Errors;
 use crate::policy::BgpPolicy;
 use crate::raw::{RawAdvert, RawAsn, RawBgp, RawBmp, RawNames, RawPeer, RawPool};
 use crate::secret::Secret;
+use common::{Community, LargeCommunity};
 
 pub const BGP_PORT: u16 = 179;
 pub const DEFAULT_HOLD_TIME: u16 = 90;

@@ -6,7 +6,6 @@
 //! are reported at once.
 
 mod bgp;
-mod community;
 mod datapath;
 mod duration;
 mod encryption;
@@ -24,7 +23,7 @@ pub use bgp::{
     DEFAULT_FIB_PROTOCOL, DEFAULT_FIB_TABLE, DEFAULT_GRACEFUL_RESTART_TIME, DEFAULT_HOLD_TIME,
     Family, Fib, MaxPrefixAction, MaxPrefixes, Peer, PeerAsn, PeerTarget, Pool,
 };
-pub use community::{Community, LargeCommunity};
+pub use common::{Community, LargeCommunity};
 pub use datapath::{
     DEFAULT_BPFFS, DEFAULT_VXLAN_DEVICE, DEFAULT_VXLAN_PORT, Datapath, DatapathMode,
     PolicyEnforcement,

@@ -19,9 +19,9 @@ use common::Asn;
 use ipnet::IpNet;
 
 use crate::bgp::Family;
-use crate::community::{Community, LargeCommunity};
 use crate::error::Errors;
 use crate::raw::{RawPolicy, RawRule};
+use common::{Community, LargeCommunity};
 
 /// Names bgpd defines itself; a `[[bgp.policies]]` entry may not reuse them.
 pub const BUILTIN_POLICIES: [&str; 3] = ["accept-all", "reject-all", "originated-only"];

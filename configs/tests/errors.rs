@@ -226,7 +226,7 @@ fn adverts() {
     );
     assert_error(
         &t,
-        "bgp.adverts[0].communities[0]: \"65000:70000\" is not a community; write ASN:VALUE with each part in 0..=65535 (e.g. \"65000:100\") or one of no-export, no-advertise, no-export-subconfed, no-peer",
+        "bgp.adverts[0].communities[0]: \"65000:70000\" is not a community; write ASN:VALUE with each part in 0..=65535 (e.g. \"65000:100\") or one of graceful-shutdown, accept-own, llgr-stale, no-llgr, blackhole, no-export, no-advertise, no-export-subconfed (local-as), no-peer",
     );
     let t = bgp(
         "",

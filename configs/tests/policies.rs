@@ -171,7 +171,7 @@ fn other_mistakes_are_named() {
     assert_error(
         &one("match_communities = [\"65000\"]\naction = \"accept\""),
         &format!(
-            "{at}.match_communities[0]: \"65000\" is not a community; write ASN:VALUE with each part in 0..=65535 (e.g. \"65000:100\") or one of no-export, no-advertise, no-export-subconfed, no-peer"
+            "{at}.match_communities[0]: \"65000\" is not a community; write ASN:VALUE with each part in 0..=65535 (e.g. \"65000:100\") or one of graceful-shutdown, accept-own, llgr-stale, no-llgr, blackhole, no-export, no-advertise, no-export-subconfed (local-as), no-peer"
         ),
     );
     assert_error(

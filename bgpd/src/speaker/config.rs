@@ -336,46 +336,20 @@ pub fn special_prefix_refusal(p: &IpNet) -> Option<String> {
     })
 }
 
-/// Parses "65000:100" or a well-known name (RFC 1997, 8326) as the API and CLI accept them.
+/// Parses "65000:100" or a well-known name (RFC 1997, 8326, ...) with the one parser every
+/// ironmesh crate uses ([`configs::Community`]).
 pub fn parse_community(s: &str) -> Result<Community, String> {
-    let wk = match s {
-        "graceful-shutdown" => Some(Community::GRACEFUL_SHUTDOWN),
-        "no-export" => Some(Community::NO_EXPORT),
-        "no-advertise" => Some(Community::NO_ADVERTISE),
-        "no-export-subconfed" | "local-as" => Some(Community::NO_EXPORT_SUBCONFED),
-        "blackhole" => Some(Community::BLACKHOLE),
-        _ => None,
-    };
-    if let Some(c) = wk {
-        return Ok(c);
-    }
-    let (a, b) = s.split_once(':').ok_or_else(|| {
-        format!("community {s:?}: use ASN:VALUE (each 0-65535) or a well-known name")
-    })?;
-    let a: u16 = a
-        .parse()
-        .map_err(|_| format!("community {s:?}: {a:?} is not 0-65535"))?;
-    let b: u16 = b
-        .parse()
-        .map_err(|_| format!("community {s:?}: {b:?} is not 0-65535"))?;
-    Ok(Community((u32::from(a) << 16) | u32::from(b)))
+    s.parse::<configs::Community>().map(|c| Community(c.0))
 }
 
-/// Parses "65000:1:2" (RFC 8092).
+/// Parses "65000:1:2" (RFC 8092), see [`parse_community`].
 pub fn parse_large_community(s: &str) -> Result<LargeCommunity, String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let num = |x: &str| {
-        x.parse::<u32>()
-            .map_err(|_| format!("large community {s:?}: {x:?} is not a 32-bit number"))
-    };
-    match parts.as_slice() {
-        [a, b, c] => Ok(LargeCommunity {
-            global_admin: num(a)?,
-            local_data1: num(b)?,
-            local_data2: num(c)?,
-        }),
-        _ => Err(format!("large community {s:?}: use GLOBAL:LOCAL1:LOCAL2")),
-    }
+    s.parse::<configs::LargeCommunity>()
+        .map(|c| LargeCommunity {
+            global_admin: c.global,
+            local_data1: c.local1,
+            local_data2: c.local2,
+        })
 }
 
 /// Parses an advert prefix, refusing host bits (a config or API mistake, not a route).

@@ -1,5 +1,6 @@
-//! BGP communities as written in config: `65000:100` (RFC 1997) and
-//! `65000:1:2` (large, RFC 8092).
+//! BGP communities as people write them — in config files, manifests, the API and the CLI:
+//! `65000:100` or a well-known name (RFC 1997, 3765, 7611, 7999, 8326, 9494) and
+//! `65000:1:2` (large, RFC 8092). The one parser every crate uses.
 
 use std::fmt;
 use std::str::FromStr;
@@ -9,15 +10,35 @@ use std::str::FromStr;
 pub struct Community(pub u32);
 
 impl Community {
+    /// RFC 8326.
+    pub const GRACEFUL_SHUTDOWN: Community = Community(0xFFFF_0000);
+    /// RFC 7611.
+    pub const ACCEPT_OWN: Community = Community(0xFFFF_0001);
+    /// RFC 9494.
+    pub const LLGR_STALE: Community = Community(0xFFFF_0006);
+    /// RFC 9494.
+    pub const NO_LLGR: Community = Community(0xFFFF_0007);
+    /// RFC 7999.
+    pub const BLACKHOLE: Community = Community(0xFFFF_029A);
+    /// RFC 1997.
     pub const NO_EXPORT: Community = Community(0xFFFF_FF01);
     pub const NO_ADVERTISE: Community = Community(0xFFFF_FF02);
     pub const NO_EXPORT_SUBCONFED: Community = Community(0xFFFF_FF03);
+    /// RFC 3765.
     pub const NO_PEER: Community = Community(0xFFFF_FF04);
 
-    const NAMED: [(&'static str, Community); 4] = [
+    /// The names accepted for well-known communities (`local-as` is Cisco's and FRR's name
+    /// for NO_EXPORT_SUBCONFED).
+    pub const NAMED: [(&'static str, Community); 10] = [
+        ("graceful-shutdown", Self::GRACEFUL_SHUTDOWN),
+        ("accept-own", Self::ACCEPT_OWN),
+        ("llgr-stale", Self::LLGR_STALE),
+        ("no-llgr", Self::NO_LLGR),
+        ("blackhole", Self::BLACKHOLE),
         ("no-export", Self::NO_EXPORT),
         ("no-advertise", Self::NO_ADVERTISE),
         ("no-export-subconfed", Self::NO_EXPORT_SUBCONFED),
+        ("local-as", Self::NO_EXPORT_SUBCONFED),
         ("no-peer", Self::NO_PEER),
     ];
 }
@@ -37,7 +58,8 @@ impl FromStr for Community {
         let err = || {
             format!(
                 "{s:?} is not a community; write ASN:VALUE with each part in 0..=65535 (e.g. \"65000:100\") \
-                 or one of no-export, no-advertise, no-export-subconfed, no-peer"
+                 or one of graceful-shutdown, accept-own, llgr-stale, no-llgr, blackhole, no-export, \
+                 no-advertise, no-export-subconfed (local-as), no-peer"
             )
         };
         let (hi, lo) = s.split_once(':').ok_or_else(err)?;
@@ -101,7 +123,23 @@ mod tests {
         assert_eq!(c.0, (65000 << 16) | 100);
         assert_eq!(c.to_string(), "65000:100");
         assert_eq!("no-export".parse(), Ok(Community::NO_EXPORT));
-        for bad in ["65536:1", "1", "1:2:3", "a:b", " 1:2", "-1:2", ""] {
+        assert_eq!(
+            "graceful-shutdown".parse(),
+            Ok(Community::GRACEFUL_SHUTDOWN)
+        );
+        assert_eq!("local-as".parse(), Ok(Community::NO_EXPORT_SUBCONFED));
+        for bad in [
+            "65536:1",
+            "1",
+            "1:2:3",
+            "a:b",
+            " 1:2",
+            "-1:2",
+            "+1:2",
+            "1:+2",
+            "",
+            "NO-EXPORT",
+        ] {
             assert!(bad.parse::<Community>().is_err(), "{bad}");
         }
     }
@@ -111,7 +149,14 @@ mod tests {
         let c: LargeCommunity = "4200000000:1:2".parse().unwrap();
         assert_eq!((c.global, c.local1, c.local2), (4_200_000_000, 1, 2));
         assert_eq!(c.to_string(), "4200000000:1:2");
-        for bad in ["1:2", "1:2:3:4", "4294967296:0:0", "a:1:2", "1::2"] {
+        for bad in [
+            "1:2",
+            "1:2:3:4",
+            "4294967296:0:0",
+            "a:1:2",
+            "1::2",
+            "+1:2:3",
+        ] {
             assert!(bad.parse::<LargeCommunity>().is_err(), "{bad}");
         }
     }
