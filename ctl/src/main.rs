@@ -36,9 +36,9 @@ enum Command {
     Encryption(encryption::EncryptionArgs),
     /// Follow the datapath's drop, policy-verdict and trace events, like `hubble observe`.
     Monitor(monitor::MonitorArgs),
-    /// Apply manifests (Namespace, Service, NetworkPolicy, IPPool) as `kubectl apply -f`.
+    /// Apply manifests (Namespace, Service, NetworkPolicy, IPPool, BGPAdvertisement) as `kubectl apply -f`.
     Apply(objects::ApplyArgs),
-    /// List resources like `kubectl get`: svc, netpol, ns, ippool, pods.
+    /// List resources like `kubectl get`: svc, netpol, ns, ippool, bgpadv, pods.
     Get(objects::GetArgs),
     /// Delete resources by manifest (-f) or by KIND NAME.
     Delete(objects::DeleteArgs),

@@ -49,7 +49,7 @@ pub enum GetOutput {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// svc, netpol, ns, ippool, pods (and their long names).
+    /// svc, netpol, ns, ippool, bgpadv, pods (and their long names).
     kind: String,
     /// One object's name (default: all of the kind).
     name: Option<String>,
@@ -392,6 +392,9 @@ fn table(objs: &[Value], all_ns: bool, wide: bool, now: u64) -> String {
                 ("AGE", Align::Left),
             ]);
         }
+        Kind::BgpAdvertisement => {
+            headers.extend([("ADVERTISES", Align::Left), ("AGE", Align::Left)])
+        }
     }
     let mut t = Table::new(&headers);
     for s in &stored {
@@ -449,6 +452,14 @@ fn table(objs: &[Value], all_ns: bool, wide: bool, now: u64) -> String {
                     .map(ToString::to_string)
                     .unwrap_or_default(),
                 p.disabled.to_string(),
+                a,
+            ]),
+            Spec::BgpAdvertisement(b) => row.extend([
+                b.advertisements
+                    .iter()
+                    .map(advertisement_summary)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 a,
             ]),
         }
@@ -785,9 +796,82 @@ pub fn describe(args: DescribeArgs) -> Result<(), String> {
                 ),
             );
         }
+        Spec::BgpAdvertisement(b) => {
+            let services =
+                rt.block_on(get_objects(&args.socket.socket, "services", "", true, None))?;
+            for (i, adv) in b.advertisements.iter().enumerate() {
+                out.push_str(&format!("Advertisement {i}:\n"));
+                let mut sub =
+                    |k: &str, v: String| out.push_str(&format!("  {:<23}{v}\n", format!("{k}:")));
+                sub("Type", advertisement_summary(adv));
+                let at = &adv.attributes;
+                let list = |v: Vec<String>| {
+                    if v.is_empty() {
+                        "<none>".to_string()
+                    } else {
+                        v.join(" ")
+                    }
+                };
+                sub(
+                    "Communities",
+                    list(at.communities.iter().map(ToString::to_string).collect()),
+                );
+                sub(
+                    "Large Communities",
+                    list(
+                        at.large_communities
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                    ),
+                );
+                sub(
+                    "Local Preference",
+                    at.local_preference
+                        .map_or("<unset>".into(), |l| l.to_string()),
+                );
+                if let resources::AdvertisementType::Service { selector } = &adv.type_ {
+                    sub("Selector", selector.to_display());
+                    let chosen: Vec<String> = services
+                        .iter()
+                        .filter_map(decode)
+                        .filter(|svc| {
+                            let m = &svc.object.meta;
+                            adv.selects_service(
+                                m.namespace.as_deref().unwrap_or(""),
+                                &m.name,
+                                |k| m.labels.get(k).map(String::as_str),
+                            )
+                        })
+                        .map(|svc| {
+                            format!(
+                                "{}/{} ({})",
+                                svc.object.namespace(),
+                                svc.object.meta.name,
+                                match &svc.object.spec {
+                                    Spec::Service(spec) => external_ip(spec, &svc),
+                                    _ => String::new(),
+                                }
+                            )
+                        })
+                        .collect();
+                    sub("Selected services", list(chosen));
+                }
+            }
+        }
     }
     print!("{out}");
     Ok(())
+}
+
+/// `PodCIDR` or `Service(app=web)`: one advertisement in a line.
+fn advertisement_summary(a: &resources::Advertisement) -> String {
+    match &a.type_ {
+        resources::AdvertisementType::PodCidr => "PodCIDR".into(),
+        resources::AdvertisementType::Service { selector } => {
+            format!("Service({})", selector.to_display())
+        }
+    }
 }
 
 fn conditions(out: &mut String, s: &Stored) {

@@ -289,3 +289,116 @@ fn e2e_mesh_vip_ecmp_at_the_tor_and_withdraw_within_1s() {
         "{pools}"
     );
 }
+
+/// A BGPAdvertisement applied with `ironctl apply` decides what red's nodes announce to the
+/// ToR (BIRD) and with which attributes: a Service-only advertisement withdraws the PodCIDRs
+/// and tags the VIP; adding a PodCIDR advertisement brings them back tagged; deleting both
+/// restores the implicit default (everything, bare).
+#[test]
+fn e2e_apply_bgp_advertisement_sets_what_the_tor_gets_and_delete_restores_the_default() {
+    use interop_tests::route::BgpRoute;
+    let mesh = start("e2e_apply_bgpadv");
+    let api = mesh.red.nodes[0].api.display().to_string();
+    let vip: ipnet::IpNet = format!("{LB_VIP}/32").parse().unwrap();
+    let pod_cidrs: Vec<ipnet::IpNet> = mesh
+        .red
+        .nodes
+        .iter()
+        .map(|n| ipnet::IpNet::V4(n.pod_cidr))
+        .collect();
+    let route = |rs: &[BgpRoute], p: &ipnet::IpNet| rs.iter().find(|r| r.prefix == *p).cloned();
+    // Until `ok` holds for the routes of both red nodes at the ToR.
+    let wait = |what: &str, ok: &dyn Fn(usize, &[BgpRoute]) -> bool| {
+        let t = Instant::now();
+        let mut last = Vec::new();
+        while t.elapsed() < Duration::from_secs(10) {
+            last = (0..2)
+                .map(|i| mesh.red_tor.routes_from_node(i).unwrap())
+                .collect::<Vec<_>>();
+            if last.iter().enumerate().all(|(i, r)| ok(i, r)) {
+                eprintln!("{what}: {:?}", t.elapsed());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{what}: not within 10 s; the ToR has {last:#?}");
+    };
+    let bare = |r: Option<BgpRoute>| {
+        r.is_some_and(|r| r.communities.is_empty() && r.large_communities.is_empty())
+    };
+    wait("the default: PodCIDRs and the VIP, bare", &|i, rs| {
+        bare(route(rs, &pod_cidrs[i])) && bare(route(rs, &vip))
+    });
+
+    let file = mesh.dir().join("bgpadv.yaml");
+    let service_only = r#"
+apiVersion: ironmesh.io/v1
+kind: BGPAdvertisement
+metadata: {name: vips}
+spec:
+  advertisements:
+  - advertisementType: Service
+    service: {addresses: [LoadBalancerIP]}
+    selector: {matchLabels: {io.kubernetes.service.name: front}}
+    attributes:
+      communities: {standard: ["64512:200"], large: ["64512:2:10"]}
+"#;
+    std::fs::write(&file, service_only).unwrap();
+    let f = file.display().to_string();
+    let out = mesh.ironctl(&["apply", "--meshd", &api, "-f", &f]).unwrap();
+    assert!(
+        out.contains("bgpadvertisement.ironmesh.io/vips created"),
+        "{out}"
+    );
+    let tagged = |r: Option<BgpRoute>| {
+        r.is_some_and(|r| {
+            r.communities == [(64512, 200)] && r.large_communities == [(64512, 2, 10)]
+        })
+    };
+    wait(
+        "Service only: the VIP tagged, the PodCIDRs withdrawn",
+        &|i, rs| tagged(route(rs, &vip)) && route(rs, &pod_cidrs[i]).is_none(),
+    );
+
+    let pods = r#"
+apiVersion: ironmesh.io/v1
+kind: BGPAdvertisement
+metadata: {name: pods}
+spec:
+  advertisements:
+  - advertisementType: PodCIDR
+    attributes:
+      communities: {standard: ["64512:100"]}
+"#;
+    let pf = mesh.dir().join("bgpadv-pods.yaml");
+    std::fs::write(&pf, pods).unwrap();
+    mesh.ironctl(&["apply", "--meshd", &api, "-f", &pf.display().to_string()])
+        .unwrap();
+    wait(
+        "a PodCIDR advertisement: the PodCIDRs back, tagged",
+        &|i, rs| {
+            tagged(route(rs, &vip))
+                && route(rs, &pod_cidrs[i]).is_some_and(|r| r.communities == [(64512, 100)])
+        },
+    );
+    let listed = mesh.ironctl(&["get", "--meshd", &api, "bgpadv"]).unwrap();
+    assert!(
+        listed.contains("Service(io.kubernetes.service.name=front)") && listed.contains("PodCIDR"),
+        "{listed}"
+    );
+    // Traffic from outside still reaches the VIP meanwhile.
+    let vip_addr: SocketAddr = (LB_VIP, LB_PORT).into();
+    assert!(
+        probe::ask(&mesh.client, vip_addr)
+            .unwrap()
+            .starts_with("red/")
+    );
+
+    mesh.ironctl(&["delete", "--meshd", &api, "bgpadvertisement", "vips"])
+        .unwrap();
+    mesh.ironctl(&["delete", "--meshd", &api, "bgpadv", "pods"])
+        .unwrap();
+    wait("no BGPAdvertisement: the default again", &|i, rs| {
+        bare(route(rs, &pod_cidrs[i])) && bare(route(rs, &vip))
+    });
+}

@@ -78,6 +78,8 @@ impl HealthValue {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceObject {
     pub key: ServiceKey,
+    /// The Service's own labels (BGPAdvertisement selectors choose services by them).
+    pub labels: BTreeMap<String, String>,
     pub spec: resources::ServiceSpec,
     pub vips: Vec<IpAddr>,
 }
@@ -107,6 +109,7 @@ impl ServiceObject {
         vips.dedup();
         Some(ServiceObject {
             key,
+            labels: s.object.meta.labels.clone(),
             spec: spec.clone(),
             vips,
         })
@@ -507,6 +510,11 @@ impl ServiceController {
     }
 
     /// The derived record of a service, if any.
+    /// The Service object `key` of `cluster`, when one exists.
+    pub fn object(&self, cluster: &ClusterName, key: &ServiceKey) -> Option<&ServiceObject> {
+        self.services.get(&(cluster.clone(), key.clone()))
+    }
+
     pub fn record(&self, cluster: &ClusterName, key: &ServiceKey) -> Option<&ServiceRecord> {
         self.derived.get(&(cluster.clone(), key.clone()))
     }

@@ -1,5 +1,6 @@
 //! Kubernetes-shaped resources, as `kubectl apply -f` takes them: `v1 Namespace`,
-//! `v1 Service`, `networking.k8s.io/v1 NetworkPolicy` and `ironmesh.io/v1 IPPool`.
+//! `v1 Service`, `networking.k8s.io/v1 NetworkPolicy`, `ironmesh.io/v1 IPPool` and
+//! `ironmesh.io/v1 BGPAdvertisement`.
 //!
 //! A manifest (YAML with several documents, or JSON; `kind: List` is unrolled) is read into
 //! JSON values ([`parse_manifests`]), and each value is checked strictly ([`decode`]):
@@ -9,6 +10,7 @@
 //! What is stored is what was applied (the document, minus `status`) plus the fields meshd
 //! fills in (`metadata.uid`, allocated `spec.clusterIP`) plus `status` ([`Stored`]).
 
+mod bgpadvert;
 mod fields;
 mod ippool;
 mod meta;
@@ -20,6 +22,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use bgpadvert::{
+    Advertisement, AdvertisementType, BgpAdvertisementSpec, BgpAttributes, SERVICE_NAME_LABEL,
+    SERVICE_NAMESPACE_LABEL,
+};
 pub use fields::FieldError;
 pub use ippool::{IpPoolSpec, PoolType};
 pub use meta::{LabelSelector, ObjectMeta, Operator, Requirement};
@@ -46,21 +52,23 @@ pub enum Kind {
     Service,
     NetworkPolicy,
     IpPool,
+    BgpAdvertisement,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Namespace,
         Kind::Service,
         Kind::NetworkPolicy,
         Kind::IpPool,
+        Kind::BgpAdvertisement,
     ];
 
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::Namespace | Kind::Service => "v1",
             Kind::NetworkPolicy => "networking.k8s.io/v1",
-            Kind::IpPool => "ironmesh.io/v1",
+            Kind::IpPool | Kind::BgpAdvertisement => "ironmesh.io/v1",
         }
     }
 
@@ -71,6 +79,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::IpPool => "IPPool",
+            Kind::BgpAdvertisement => "BGPAdvertisement",
         }
     }
 
@@ -81,6 +90,7 @@ impl Kind {
             Kind::Service => "services",
             Kind::NetworkPolicy => "networkpolicies",
             Kind::IpPool => "ippools",
+            Kind::BgpAdvertisement => "bgpadvertisements",
         }
     }
 
@@ -91,6 +101,7 @@ impl Kind {
             Kind::Service => "service",
             Kind::NetworkPolicy => "networkpolicy.networking.k8s.io",
             Kind::IpPool => "ippool.ironmesh.io",
+            Kind::BgpAdvertisement => "bgpadvertisement.ironmesh.io",
         }
     }
 
@@ -102,7 +113,9 @@ impl Kind {
         match self {
             Kind::Namespace => NameRule::Dns1123Label,
             Kind::Service => NameRule::Dns1035Label,
-            Kind::NetworkPolicy | Kind::IpPool => NameRule::Dns1123Subdomain,
+            Kind::NetworkPolicy | Kind::IpPool | Kind::BgpAdvertisement => {
+                NameRule::Dns1123Subdomain
+            }
         }
     }
 
@@ -115,6 +128,7 @@ impl Kind {
             "svc" | "service" | "services" => Kind::Service,
             "netpol" | "networkpolicy" | "networkpolicies" => Kind::NetworkPolicy,
             "ippool" | "ippools" => Kind::IpPool,
+            "bgpadvertisement" | "bgpadvertisements" | "bgpadv" => Kind::BgpAdvertisement,
             _ => return None,
         })
     }
@@ -137,6 +151,7 @@ pub enum Spec {
     Service(ServiceSpec),
     NetworkPolicy(NetworkPolicySpec),
     IpPool(IpPoolSpec),
+    BgpAdvertisement(BgpAdvertisementSpec),
 }
 
 impl Spec {
@@ -146,6 +161,7 @@ impl Spec {
             Spec::Service(_) => Kind::Service,
             Spec::NetworkPolicy(_) => Kind::NetworkPolicy,
             Spec::IpPool(_) => Kind::IpPool,
+            Spec::BgpAdvertisement(_) => Kind::BgpAdvertisement,
         }
     }
 }
@@ -354,6 +370,9 @@ pub fn decode(doc: &Value) -> Result<Object, Invalid> {
             Spec::NetworkPolicy(netpol::read_network_policy(&mut root, &mut errs))
         }
         Kind::IpPool => Spec::IpPool(ippool::read_ip_pool(&mut root, &mut errs)),
+        Kind::BgpAdvertisement => {
+            Spec::BgpAdvertisement(bgpadvert::read_bgp_advertisement(&mut root, &mut errs))
+        }
     };
     root.finish(&mut errs);
     if !errs.0.is_empty() {

@@ -2,8 +2,8 @@
 //! bad ones are refused with every error and its kubectl-style path.
 
 use ironmesh_resources::{
-    ClusterIpRequest, Kind, Operator, Peer, PolicyType, PortRef, Protocol, ServiceType,
-    SessionAffinity, Spec, Stored, TrafficPolicy, decode, parse_manifests,
+    AdvertisementType, ClusterIpRequest, Kind, Operator, Peer, PolicyType, PortRef, Protocol,
+    ServiceType, SessionAffinity, Spec, Stored, TrafficPolicy, decode, parse_manifests,
 };
 use serde_json::json;
 
@@ -448,6 +448,112 @@ fn a_namespace_on_a_cluster_scoped_kind_and_host_bits_in_a_pool_are_refused() {
 }
 
 #[test]
+fn a_bgp_advertisement_of_cilium_shape_loads_with_its_attributes() {
+    let doc = r#"
+apiVersion: ironmesh.io/v1
+kind: BGPAdvertisement
+metadata:
+  name: bgp-advertisements
+spec:
+  advertisements:
+  - advertisementType: PodCIDR
+    attributes:
+      communities:
+        standard: ["65101:100"]
+  - advertisementType: Service
+    service:
+      addresses: [LoadBalancerIP]
+    selector:
+      matchExpressions:
+      - {key: expose, operator: In, values: [bgp]}
+    attributes:
+      communities:
+        standard: ["65101:200", "65101:200"]
+        large: ["65101:2:1"]
+        wellKnown: [no-export]
+      localPreference: 150
+"#;
+    let docs = parse_manifests(doc).unwrap();
+    let o = decode(&docs[0]).unwrap();
+    assert_eq!((o.kind(), o.namespace()), (Kind::BgpAdvertisement, ""));
+    let Spec::BgpAdvertisement(spec) = &o.spec else {
+        panic!("{o:?}")
+    };
+    assert_eq!(spec.advertisements.len(), 2);
+    let pod = &spec.advertisements[0];
+    assert_eq!(pod.type_, AdvertisementType::PodCidr);
+    assert_eq!(
+        pod.attributes.communities,
+        vec!["65101:100".parse().unwrap()]
+    );
+    let svc = &spec.advertisements[1];
+    let a = &svc.attributes;
+    // Repeats collapse; well-known ones are communities too.
+    assert_eq!(
+        a.communities,
+        vec!["65101:200".parse().unwrap(), common::Community::NO_EXPORT]
+    );
+    assert_eq!(a.large_communities, vec!["65101:2:1".parse().unwrap()]);
+    assert_eq!(a.local_preference, Some(150));
+    let labels = |m: &'static [(&'static str, &'static str)]| {
+        move |k: &str| m.iter().find(|(mk, _)| *mk == k).map(|(_, v)| *v)
+    };
+    assert!(svc.selects_service("shop", "web", labels(&[("expose", "bgp")])));
+    assert!(!svc.selects_service("shop", "web", labels(&[("expose", "no")])));
+    assert!(!pod.selects_service("shop", "web", labels(&[("expose", "bgp")])));
+    // The namespace and name pseudo labels, as Cilium has them.
+    let by_ns = r#"{"apiVersion":"ironmesh.io/v1","kind":"BGPAdvertisement","metadata":{"name":"a"},
+        "spec":{"advertisements":[{"advertisementType":"Service","service":{"addresses":["LoadBalancerIP"]},
+        "selector":{"matchLabels":{"io.kubernetes.service.namespace":"shop"}}}]}}"#;
+    let o = decode(&parse_manifests(by_ns).unwrap()[0]).unwrap();
+    let Spec::BgpAdvertisement(spec) = &o.spec else {
+        panic!()
+    };
+    assert!(spec.advertisements[0].selects_service("shop", "x", |_| None));
+    assert!(!spec.advertisements[0].selects_service("other", "x", |_| None));
+}
+
+#[test]
+fn bgp_advertisement_mistakes_are_named_with_their_path() {
+    let errs = errors(
+        r#"
+apiVersion: ironmesh.io/v1
+kind: BGPAdvertisement
+metadata: {name: bad}
+spec:
+  advertisements:
+  - advertisementType: Service
+    service: {addresses: [ClusterIP]}
+  - advertisementType: PodCIDR
+    selector: {}
+    attributes:
+      communities: {standard: ["65536:1"], wellKnown: ["65000:1"], large: ["1:2"]}
+      localPreference: -1
+      med: 5
+  - advertisementType: Route
+"#,
+    );
+    let want = [
+        "spec.advertisements[0].service.addresses[0]: Forbidden: ironmesh announces LoadBalancer addresses only",
+        "spec.advertisements[0].selector: Required value: which services to announce; `selector: {}` selects every service",
+        "spec.advertisements[1].selector: Forbidden: only for advertisementType Service",
+        "spec.advertisements[1].attributes.communities.standard[0]: Invalid value: \"65536:1\": \"65536:1\" is not a community",
+        "spec.advertisements[1].attributes.communities.wellKnown[0]: Invalid value: \"65000:1\": is not a well-known community",
+        "spec.advertisements[1].attributes.communities.large[0]: Invalid value: \"1:2\": \"1:2\" is not a large community",
+        "spec.advertisements[1].attributes.localPreference: Invalid value: -1: must be between 0 and 4294967295",
+        "spec.advertisements[1].attributes.med: unknown field",
+        "spec.advertisements[2].advertisementType: Unsupported value: \"Route\"",
+    ];
+    for w in want {
+        assert!(
+            errs.iter().any(|e| e.starts_with(w)),
+            "{w:?} not in {errs:#?}"
+        );
+    }
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+}
+
+#[test]
 fn yaml_that_is_not_a_manifest_is_refused_without_panicking() {
     assert!(parse_manifests("a: [1, 2").is_err());
     assert!(parse_manifests("- 1\n- 2\n").is_err());
@@ -546,9 +652,9 @@ mod hostile {
     proptest! {
         /// Any document of any shape is either accepted or refused with errors; never a panic.
         #[test]
-        fn decode_never_panics(kind in prop_oneof![Just("Service"), Just("NetworkPolicy"), Just("IPPool"), Just("Namespace")],
+        fn decode_never_panics(kind in prop_oneof![Just("Service"), Just("NetworkPolicy"), Just("IPPool"), Just("Namespace"), Just("BGPAdvertisement")],
                                body in value(), meta in value()) {
-            let api = match kind { "NetworkPolicy" => "networking.k8s.io/v1", "IPPool" => "ironmesh.io/v1", _ => "v1" };
+            let api = match kind { "NetworkPolicy" => "networking.k8s.io/v1", "IPPool" | "BGPAdvertisement" => "ironmesh.io/v1", _ => "v1" };
             let mut doc = serde_json::json!({"apiVersion": api, "kind": kind, "metadata": meta});
             doc["spec"] = body;
             if let Err(e) = ironmesh_resources::decode(&doc) {

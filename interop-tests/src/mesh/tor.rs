@@ -183,6 +183,18 @@ impl Tor {
     }
 
     /// The daemon's own session summary (`birdc show protocols` / `show bgp summary`).
+    /// The BGP routes (with their attributes) the ToR has from its `i`-th node.
+    pub fn routes_from_node(&self, i: usize) -> Result<Vec<crate::route::BgpRoute>> {
+        let (name, addr) = self
+            .peers
+            .get(i)
+            .ok_or_else(|| crate::LabError::Invalid(format!("the ToR has no node peer {i}")))?;
+        match &self.kind {
+            TorKind::Bird(b) => b.routes_from(name),
+            TorKind::Frr(f) => f.routes_from(*addr),
+        }
+    }
+
     pub fn show_sessions(&self) -> Result<String> {
         match &self.kind {
             TorKind::Bird(b) => b.birdc("show protocols"),

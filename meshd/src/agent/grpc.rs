@@ -259,7 +259,7 @@ fn non_empty(s: &str) -> Option<&str> {
 fn kind_arg(k: &str) -> Result<resources::Kind, Status> {
     resources::Kind::from_cli(k).ok_or_else(|| {
         Status::invalid_argument(format!(
-            "the server doesn't have a resource type {k:?}; ironmesh serves namespaces (ns), services (svc), networkpolicies (netpol), ippools and pods (po, read-only: they come from the CNI)"
+            "the server doesn't have a resource type {k:?}; ironmesh serves namespaces (ns), services (svc), networkpolicies (netpol), ippools, bgpadvertisements (bgpadv) and pods (po, read-only: they come from the CNI)"
         ))
     })
 }

@@ -1,11 +1,14 @@
 //! The desired state of crypto, datapath and bgpd, maintained from merged-view changes
 //! (sans-IO).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use common::{ClusterName, Identity, NodeName, ReservedIdentity, ServiceKey};
+use common::{
+    ClusterName, Community, Identity, LargeCommunity, NodeName, ReservedIdentity, ServiceKey,
+};
 use ipnet::IpNet;
+use resources::{AdvertisementType, BgpAdvertisementSpec, BgpAttributes, Kind, Spec};
 
 use super::{FlushReport, Reconciler, Sink};
 use crate::endpoints::EndpointRecord;
@@ -32,13 +35,38 @@ pub struct IpCacheEntry {
     pub encrypt_key: u8,
 }
 
+/// A prefix to advertise: why, and with which path attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advert {
+    pub source: AdvertSource,
+    pub attributes: AdvertAttributes,
+}
+
 /// Why a prefix is advertised.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Advert {
+pub enum AdvertSource {
     /// This node's PodCIDR.
     PodCidr,
     /// A LoadBalancer VIP of a service of this cluster (host route).
     LoadBalancerVip(ServiceKey),
+}
+
+/// Path attributes of an advert: the union of the communities of every BGPAdvertisement that
+/// selects it, and the highest LOCAL_PREF among those that set one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AdvertAttributes {
+    pub communities: BTreeSet<Community>,
+    pub large_communities: BTreeSet<LargeCommunity>,
+    pub local_pref: Option<u32>,
+}
+
+impl AdvertAttributes {
+    fn add(&mut self, a: &BgpAttributes) {
+        self.communities.extend(a.communities.iter().copied());
+        self.large_communities
+            .extend(a.large_communities.iter().copied());
+        self.local_pref = self.local_pref.max(a.local_preference);
+    }
 }
 
 /// Which LoadBalancer VIPs of the cluster this node advertises.
@@ -72,6 +100,9 @@ pub struct MeshDesired {
     vip_adverts: VipAdverts,
     /// The cluster's LoadBalancer VIPs (`ipam/vips/<ip>`) and their services.
     lb_vips: BTreeMap<IpAddr, ServiceKey>,
+    /// The local cluster's BGPAdvertisement objects. None at all: the implicit default (the
+    /// PodCIDRs and every LoadBalancer VIP, without attributes).
+    bgp_adverts: BTreeMap<String, BgpAdvertisementSpec>,
     pub peers: Reconciler<PeerKey, NodeRecord>,
     pub ipcache: Reconciler<IpAddr, IpCacheEntry>,
     pub services_out: Reconciler<Frontend, FrontendSpec>,
@@ -100,6 +131,7 @@ impl MeshDesired {
             frontends_of: BTreeMap::new(),
             vip_adverts: VipAdverts::default(),
             lb_vips: BTreeMap::new(),
+            bgp_adverts: BTreeMap::new(),
             peers: Reconciler::default(),
             ipcache: Reconciler::default(),
             services_out: Reconciler::default(),
@@ -131,6 +163,28 @@ impl MeshDesired {
         let derived = self.controller.upsert(cluster, resource, value);
         self.apply_derived(derived);
         match resource {
+            Resource::Object(name) if *cluster == self.local => match name.kind {
+                // A Service's labels decide which BGPAdvertisements take its VIPs.
+                Kind::Service => {
+                    if let Some(key) = name.service_key() {
+                        self.refresh_vips_of(&key);
+                    }
+                }
+                Kind::BgpAdvertisement => {
+                    let spec = crate::objects::decode(name, value).ok().and_then(|s| {
+                        match s.object.spec {
+                            Spec::BgpAdvertisement(b) => Some(b),
+                            _ => None,
+                        }
+                    });
+                    match spec {
+                        Some(b) => self.bgp_adverts.insert(name.name.clone(), b),
+                        None => self.bgp_adverts.remove(&name.name),
+                    };
+                    self.refresh_adverts();
+                }
+                _ => {}
+            },
             Resource::Node(n) => {
                 if let Ok(rec) = NodeRecord::decode(cluster, n, value) {
                     self.set_node(cluster, n, Some(rec));
@@ -170,6 +224,18 @@ impl MeshDesired {
         let derived = self.controller.delete(cluster, resource);
         self.apply_derived(derived);
         match resource {
+            Resource::Object(name) if *cluster == self.local => match name.kind {
+                Kind::Service => {
+                    if let Some(key) = name.service_key() {
+                        self.refresh_vips_of(&key);
+                    }
+                }
+                Kind::BgpAdvertisement => {
+                    self.bgp_adverts.remove(&name.name);
+                    self.refresh_adverts();
+                }
+                _ => {}
+            },
             Resource::Node(n) => self.set_node(cluster, n, None),
             Resource::Endpoint(ip) => {
                 if let Some(m) = self.endpoints.get_mut(ip) {
@@ -259,8 +325,9 @@ impl MeshDesired {
                 touched.push(ip);
             }
             if is_me {
+                let advert = self.pod_cidr_advert();
                 for c in &r.pod_cidrs {
-                    self.adverts.set(*c, Some(Advert::PodCidr));
+                    self.adverts.set(*c, advert.clone());
                 }
             }
         }
@@ -332,15 +399,72 @@ impl MeshDesired {
             })
     }
 
+    /// How this node's PodCIDRs are advertised: by the implicit default when the cluster has
+    /// no BGPAdvertisement, else only when a PodCIDR advertisement exists, with its attributes.
+    fn pod_cidr_advert(&self) -> Option<Advert> {
+        let mut attributes = AdvertAttributes::default();
+        let mut any = self.bgp_adverts.is_empty();
+        for a in self.bgp_adverts.values().flat_map(|b| &b.advertisements) {
+            if a.type_ == AdvertisementType::PodCidr {
+                any = true;
+                attributes.add(&a.attributes);
+            }
+        }
+        any.then_some(Advert {
+            source: AdvertSource::PodCidr,
+            attributes,
+        })
+    }
+
+    /// The attributes of service `s`'s LoadBalancer VIPs, `None` when no BGPAdvertisement
+    /// selects it (the implicit default takes every service).
+    fn vip_attributes(&self, s: &ServiceKey) -> Option<AdvertAttributes> {
+        let mut attributes = AdvertAttributes::default();
+        let mut any = self.bgp_adverts.is_empty();
+        let obj = self.controller.object(&self.local, s);
+        for a in self.bgp_adverts.values().flat_map(|b| &b.advertisements) {
+            let labels = |k: &str| obj.and_then(|o| o.labels.get(k)).map(String::as_str);
+            if a.selects_service(s.namespace(), s.name(), labels) {
+                any = true;
+                attributes.add(&a.attributes);
+            }
+        }
+        any.then_some(attributes)
+    }
+
     fn refresh_vip(&mut self, ip: IpAddr) {
         let advert = self.lb_vips.get(&ip).and_then(|s| {
             let on = match self.vip_adverts {
                 VipAdverts::All => true,
                 VipAdverts::LocalBackends => self.has_local_backend(s),
             };
-            on.then(|| Advert::LoadBalancerVip(s.clone()))
+            if !on {
+                return None;
+            }
+            self.vip_attributes(s).map(|attributes| Advert {
+                source: AdvertSource::LoadBalancerVip(s.clone()),
+                attributes,
+            })
         });
         self.adverts.set(IpNet::from(ip), advert);
+    }
+
+    /// Re-derives every advert (a BGPAdvertisement changed).
+    fn refresh_adverts(&mut self) {
+        let me = (self.local.clone(), self.me.clone());
+        let cidrs = self
+            .nodes
+            .get(&me)
+            .map(|r| r.pod_cidrs.clone())
+            .unwrap_or_default();
+        let advert = self.pod_cidr_advert();
+        for c in cidrs {
+            self.adverts.set(c, advert.clone());
+        }
+        let ips: Vec<IpAddr> = self.lb_vips.keys().copied().collect();
+        for ip in ips {
+            self.refresh_vip(ip);
+        }
     }
 
     fn refresh_vips_of(&mut self, s: &ServiceKey) {

@@ -6,7 +6,7 @@
 //! | crypto (WireGuard / IPsec peers) | [`PeerSink`] | (cluster, node) → [`NodeRecord`] (every node but this one) |
 //! | datapath IP cache | [`IpCacheSink`] | IP → [`IpCacheEntry`] (endpoints and node addresses) |
 //! | datapath services | [`ServiceSink`] | [`Frontend`] → [`FrontendSpec`] (global services merged, affinity applied) |
-//! | bgpd adverts | [`AdvertSink`] | prefix → [`Advert`] (this node's PodCIDRs, the cluster's LB VIPs) |
+//! | bgpd adverts | [`AdvertSink`] | prefix → [`Advert`] (this node's PodCIDRs, the cluster's LB VIPs, with the attributes of the BGPAdvertisements that select them) |
 //!
 //! [`Reconciler`] keeps the desired and the applied state of one sink; only keys whose desired
 //! value differs from the applied one are sent, a failed key is retried at the next flush, and
@@ -21,7 +21,9 @@ mod recording;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
-pub use desired::{Advert, IpCacheEntry, MeshDesired, PeerKey, VipAdverts};
+pub use desired::{
+    Advert, AdvertAttributes, AdvertSource, IpCacheEntry, MeshDesired, PeerKey, VipAdverts,
+};
 pub use driver::{ReconcileDriver, Sinks};
 pub use recording::{Recorded, RecordingSink};
 

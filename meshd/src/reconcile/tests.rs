@@ -200,11 +200,14 @@ fn desired_state_from_view_changes() {
     let adv = rec.adverts.state();
     assert_eq!(
         adv[&"10.1.1.0/24".parse::<IpNet>().unwrap()],
-        Advert::PodCidr
+        Advert {
+            source: AdvertSource::PodCidr,
+            attributes: AdvertAttributes::default()
+        }
     );
     assert!(matches!(
-        adv[&IpNet::from(vip_ip)],
-        Advert::LoadBalancerVip(_)
+        adv[&IpNet::from(vip_ip)].source,
+        AdvertSource::LoadBalancerVip(_)
     ));
     assert_eq!(adv.len(), 2);
 
@@ -276,8 +279,8 @@ fn vips_follow_local_active_backends() {
     let (k2, v2) = svc_on(&[("r1", BackendState::Active)]);
     d.apply(&up("red", k2, v2));
     assert!(matches!(
-        d.adverts.get(&vip_net),
-        Some(Advert::LoadBalancerVip(_))
+        d.adverts.get(&vip_net).map(|a| &a.source),
+        Some(AdvertSource::LoadBalancerVip(_))
     ));
     // Its last local backend goes: withdrawn; back, then the VIP released: withdrawn.
     let (k, v) = svc_on(&[("r2", BackendState::Active)]);
@@ -349,4 +352,147 @@ fn frontends_of_a_load_balancer_vip_are_marked_whichever_arrives_first() {
         d.apply(&del("red", Resource::Vip(lb_ip)));
         assert!(!d.services_out.get(&fe(lb_ip)).unwrap().load_balancer);
     }
+}
+
+/// A stored object of any kind from one manifest document (status empty).
+fn object(yaml: &str) -> (Resource, Vec<u8>) {
+    let docs = resources::parse_manifests(yaml).unwrap();
+    let o = resources::decode(&docs[0]).unwrap();
+    let name = crate::schema::ObjectName::new(o.kind(), o.meta.namespace.as_deref(), &o.meta.name)
+        .unwrap();
+    let stored = resources::Stored {
+        object: o,
+        status: serde_json::Value::Null,
+    };
+    (Resource::Object(name), stored.encode())
+}
+
+#[test]
+fn bgp_advertisements_choose_what_is_announced_and_with_which_attributes() {
+    let mut d = MeshDesired::new(c("red"), "r1".parse().unwrap());
+    let (k, v) = node("red", "r1", "192.0.2.1", "10.1.1.0/24");
+    d.apply(&up("red", k, v));
+    let vip = |ip: &str, svc: &str| {
+        (
+            Resource::Vip(ip.parse().unwrap()),
+            serde_json::to_vec(&VipValue {
+                service: svc.parse().unwrap(),
+                pool: "203.0.113.0/28".parse().unwrap(),
+            })
+            .unwrap(),
+        )
+    };
+    for (ip, svc) in [("203.0.113.1", "shop/web"), ("203.0.113.2", "shop/db")] {
+        let (k, v) = vip(ip, svc);
+        d.apply(&up("red", k, v));
+    }
+    let (k, v) = object(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop, labels: {expose: bgp}}\n\
+         spec: {type: LoadBalancer, selector: {app: web}, ports: [{port: 80}]}\n",
+    );
+    d.apply(&up("red", k, v));
+    let pod: IpNet = "10.1.1.0/24".parse().unwrap();
+    let web: IpNet = "203.0.113.1/32".parse().unwrap();
+    let db: IpNet = "203.0.113.2/32".parse().unwrap();
+    let attrs = |d: &MeshDesired, p: &IpNet| d.adverts.get(p).map(|a| a.attributes.clone());
+    // No BGPAdvertisement: the implicit default, everything bare.
+    assert_eq!(attrs(&d, &pod), Some(AdvertAttributes::default()));
+    assert_eq!(attrs(&d, &web), Some(AdvertAttributes::default()));
+    assert_eq!(attrs(&d, &db), Some(AdvertAttributes::default()));
+
+    // Services labelled expose=bgp only, with attributes; the PodCIDR with its own.
+    let (adv, v) = object(
+        r#"
+apiVersion: ironmesh.io/v1
+kind: BGPAdvertisement
+metadata: {name: vips}
+spec:
+  advertisements:
+  - advertisementType: Service
+    service: {addresses: [LoadBalancerIP]}
+    selector: {matchLabels: {expose: bgp}}
+    attributes:
+      communities: {standard: ["65101:200"], large: ["65101:2:1"]}
+      localPreference: 150
+"#,
+    );
+    d.apply(&up("red", adv.clone(), v));
+    assert_eq!(
+        attrs(&d, &pod),
+        None,
+        "no PodCIDR advertisement: not announced"
+    );
+    assert_eq!(attrs(&d, &db), None, "shop/db is not labelled expose=bgp");
+    let w = attrs(&d, &web).unwrap();
+    assert_eq!(
+        w.communities
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["65101:200"]
+    );
+    assert_eq!(
+        w.large_communities
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["65101:2:1"]
+    );
+    assert_eq!(w.local_pref, Some(150));
+
+    // A second advertisement adds the PodCIDR and, for every service, no-export: communities
+    // are unioned, the highest LOCAL_PREF wins.
+    let (adv2, v) = object(
+        r#"
+apiVersion: ironmesh.io/v1
+kind: BGPAdvertisement
+metadata: {name: all}
+spec:
+  advertisements:
+  - advertisementType: PodCIDR
+    attributes: {communities: {standard: ["65101:100"]}}
+  - advertisementType: Service
+    service: {addresses: [LoadBalancerIP]}
+    selector: {}
+    attributes: {communities: {wellKnown: [no-export]}, localPreference: 120}
+"#,
+    );
+    d.apply(&up("red", adv2.clone(), v));
+    let p = attrs(&d, &pod).unwrap();
+    assert_eq!(
+        p.communities
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["65101:100"]
+    );
+    let w = attrs(&d, &web).unwrap();
+    assert_eq!(
+        w.communities.iter().copied().collect::<Vec<_>>(),
+        ["65101:200".parse().unwrap(), common::Community::NO_EXPORT]
+    );
+    assert_eq!(w.local_pref, Some(150));
+    assert_eq!(attrs(&d, &db).unwrap().local_pref, Some(120));
+
+    // The service's label goes: only the catch-all takes it now.
+    let (k, v) = object(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n\
+         spec: {type: LoadBalancer, selector: {app: web}, ports: [{port: 80}]}\n",
+    );
+    d.apply(&up("red", k, v));
+    assert_eq!(attrs(&d, &web).unwrap().local_pref, Some(120));
+
+    // Another cluster's BGPAdvertisement is not this cluster's business.
+    d.apply(&del("red", adv2));
+    let (k, v) = object(
+        "apiVersion: ironmesh.io/v1\nkind: BGPAdvertisement\nmetadata: {name: all}\n\
+         spec: {advertisements: [{advertisementType: PodCIDR}]}\n",
+    );
+    d.apply(&up("blue", k, v));
+    assert_eq!(attrs(&d, &pod), None);
+    assert_eq!(attrs(&d, &web), None);
+    // The last one deleted: the implicit default again.
+    d.apply(&del("red", adv));
+    assert_eq!(attrs(&d, &pod), Some(AdvertAttributes::default()));
+    assert_eq!(attrs(&d, &db), Some(AdvertAttributes::default()));
 }

@@ -167,10 +167,19 @@ fn save_ledger(path: &Path, sent: &BTreeSet<IpNet>) {
     }
 }
 
-fn to_pb(prefix: &IpNet) -> pb::Advert {
+/// The advert as bgpd's API takes it: the prefix with its communities and LOCAL_PREF.
+fn to_pb(prefix: &IpNet, advert: &Advert) -> pb::Advert {
+    let a = &advert.attributes;
     pb::Advert {
         prefix: prefix.to_string(),
-        ..Default::default()
+        communities: a.communities.iter().map(ToString::to_string).collect(),
+        large_communities: a
+            .large_communities
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        local_pref: a.local_pref,
+        pool: String::new(),
     }
 }
 
@@ -206,10 +215,8 @@ impl Conn {
         }
     }
 
-    async fn add(&mut self, prefixes: &[IpNet]) -> Result<(), BgpSinkError> {
-        let req = pb::AddAdvertsRequest {
-            adverts: prefixes.iter().map(to_pb).collect(),
-        };
+    async fn add(&mut self, adverts: Vec<pb::Advert>) -> Result<(), BgpSinkError> {
+        let req = pb::AddAdvertsRequest { adverts };
         match tokio::time::timeout(CALL_TIMEOUT, self.client.add_adverts(req)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(s)) => Err(self.call_err("AddAdverts", s.message().to_string())),
@@ -234,31 +241,43 @@ impl Conn {
     }
 }
 
-/// Sends bgpd the differences between `sent` (what it may have from us) and `want`. Until
+/// Sends bgpd the differences between `sent` (what it may have from us) and `want`: new
+/// prefixes and prefixes whose attributes changed (bgpd replaces those), and removals. Until
 /// `complete`, only prefixes sent on this connection are removed.
 async fn converge(
     conn: &mut Conn,
     sent: &mut BTreeSet<IpNet>,
-    applied: &mut BTreeSet<IpNet>,
-    want: &BTreeSet<IpNet>,
+    applied: &mut BTreeMap<IpNet, pb::Advert>,
+    want: &BTreeMap<IpNet, pb::Advert>,
     complete: bool,
     ledger: &Path,
 ) -> Result<(), BgpSinkError> {
-    let add: Vec<IpNet> = want.difference(applied).copied().collect();
+    let add: Vec<pb::Advert> = want
+        .iter()
+        .filter(|(p, a)| applied.get(p) != Some(a))
+        .map(|(_, a)| a.clone())
+        .collect();
     let remove: Vec<IpNet> = sent
-        .difference(want)
-        .filter(|p| complete || applied.contains(p))
+        .iter()
+        .filter(|p| !want.contains_key(p) && (complete || applied.contains_key(p)))
         .copied()
         .collect();
     if add.is_empty() && remove.is_empty() {
         return Ok(());
     }
+    let added: Vec<IpNet> = want
+        .iter()
+        .filter(|(p, a)| applied.get(p) != Some(a))
+        .map(|(p, _)| *p)
+        .collect();
     if !add.is_empty() {
         // Remembered before sending: a prefix bgpd may have must be in the ledger.
-        sent.extend(add.iter().copied());
+        sent.extend(added.iter().copied());
         save_ledger(ledger, sent);
-        conn.add(&add).await?;
-        applied.extend(add.iter().copied());
+        conn.add(add).await?;
+        for p in &added {
+            applied.insert(*p, want[p].clone());
+        }
     }
     if !remove.is_empty() {
         conn.remove(&remove).await?;
@@ -268,7 +287,7 @@ async fn converge(
         }
         save_ledger(ledger, sent);
     }
-    tracing::debug!(added = ?add, removed = ?remove, "bgpd adverts converged");
+    tracing::debug!(added = ?added, removed = ?remove, "bgpd adverts converged");
     Ok(())
 }
 
@@ -300,15 +319,15 @@ async fn run(
         logged = false;
         // A new connection may be a new bgpd: it has nothing from us, or an old meshd's
         // adverts. Send everything desired; remove everything else we may have sent.
-        let mut applied: BTreeSet<IpNet> = BTreeSet::new();
+        let mut applied: BTreeMap<IpNet, pb::Advert> = BTreeMap::new();
         let mut first = true;
         let err = loop {
-            let want: BTreeSet<IpNet> = state
+            let want: BTreeMap<IpNet, pb::Advert> = state
                 .desired
                 .lock()
                 .expect("adverts lock")
-                .keys()
-                .copied()
+                .iter()
+                .map(|(p, a)| (*p, to_pb(p, a)))
                 .collect();
             let complete = state.complete.load(Ordering::SeqCst);
             if let Err(e) =
