@@ -235,14 +235,18 @@ impl Dns {
     }
 }
 
-/// `runtimeConfig` (capability arguments); we use `labels` (`{"app": "web"}`) and `ips`
-/// (the `ips` capability: static addresses, `["10.244.1.5/24"]`).
+/// `runtimeConfig` (capability arguments); we use `labels` (`{"app": "web"}`), `ips`
+/// (the `ips` capability: static addresses, `["10.244.1.5/24"]`) and `ports` (the pod's
+/// named container ports, as Kubernetes writes them: `[{"name": "http", "containerPort":
+/// 8080, "protocol": "TCP"}]`; Services' and NetworkPolicies' named ports resolve through them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct RuntimeConfig {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub ips: Vec<String>,
+    #[serde(default)]
+    pub ports: Vec<common::ContainerPort>,
 }
 
 /// `args` (CNI conventions: `{"cni": {"ips": ["10.244.1.5"]}}`); other keys are ignored.
@@ -459,6 +463,8 @@ impl NetConf {
         {
             return Err(invalid(format!("mtu: {mtu} is out of range 68..=65535")));
         }
+        common::port::check_container_ports(&self.runtime_config.ports)
+            .map_err(|e| invalid(format!("runtimeConfig.ports{e}")))?;
         Ok(())
     }
 
@@ -587,6 +593,32 @@ mod tests {
         );
         assert_eq!(c.runtime_config.labels["app"], "web");
         assert_eq!(c.network_dir(), PathBuf::from("/var/lib/ironmesh/cni/mesh"));
+    }
+
+    #[test]
+    fn the_pods_named_ports_are_read_and_checked() {
+        let with = |ports: &str| {
+            conf(&GOOD.replace(
+                r#""runtimeConfig":{"labels":{"app":"web"}}"#,
+                &format!(r#""runtimeConfig":{{"labels":{{"app":"web"}},"ports":{ports}}}"#),
+            ))
+        };
+        let c = with(r#"[{"name":"http","containerPort":8080},{"name":"dns","containerPort":53,"protocol":"UDP"}]"#)
+            .unwrap();
+        assert_eq!(c.runtime_config.ports.len(), 2);
+        assert_eq!(
+            c.runtime_config.ports[1].protocol,
+            common::PortProtocol::Udp
+        );
+        let e = with(r#"[{"name":"http","containerPort":1},{"name":"http","containerPort":2}]"#)
+            .unwrap_err();
+        assert!(
+            e.msg
+                .contains("runtimeConfig.ports[1].name: \"http\" is used twice"),
+            "{e:?}"
+        );
+        let e = with(r#"[{"name":"HTTP","containerPort":1}]"#).unwrap_err();
+        assert!(e.msg.contains("runtimeConfig.ports[0].name"), "{e:?}");
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct Endpoint {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+    /// The pod's named ports (`runtimeConfig.ports`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<common::ContainerPort>,
 }
 
 /// Labels of the attachment: the runtime's `runtimeConfig.labels` plus the pod's namespace
@@ -124,6 +127,11 @@ mod tests {
             addresses: vec!["10.244.1.2".parse().unwrap()],
             labels: [("app".to_string(), "web".to_string())].into(),
             pod_uid: None,
+            ports: vec![common::ContainerPort {
+                name: "http".into(),
+                container_port: 8080,
+                protocol: common::PortProtocol::Tcp,
+            }],
         };
         write(&p, &ep).unwrap();
         assert_eq!(read(&p).unwrap(), Some(ep));

@@ -179,6 +179,7 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult> {
             addresses: allocations.iter().map(|a| a.address).collect(),
             labels: endpoint::labels(env, conf),
             pod_uid: env.args.pod_uid.clone(),
+            ports: conf.runtime_config.ports.clone(),
         };
         endpoint::write(
             &endpoint::path(&conf.network_dir(), &env.container_id, &env.ifname),

@@ -8,6 +8,7 @@ pub mod community;
 mod identity;
 mod labels;
 mod name;
+pub mod port;
 mod service;
 
 pub use asn::{Asn, AsnParseError};
@@ -17,4 +18,5 @@ pub use identity::{
 };
 pub use labels::{LabelError, Labels};
 pub use name::{ClusterName, NameError, NodeName};
+pub use port::{ContainerPort, PortProtocol};
 pub use service::{ServiceKey, ServiceKeyError};

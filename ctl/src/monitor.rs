@@ -752,6 +752,7 @@ mod tests {
             addresses: vec!["10.244.1.2".parse().unwrap()],
             labels: labels(&[("app", "web")]),
             pod_uid: None,
+            ports: Vec::new(),
         };
         cni::endpoint::write(&cni::endpoint::path(&net, "c1", "eth0"), &ep).unwrap();
         std::fs::write(net.join("endpoints").join("broken.json"), "{").unwrap();

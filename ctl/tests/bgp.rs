@@ -351,7 +351,7 @@ async fn ironctl_drives_a_running_bgpd() {
         1,
     )
     .await;
-    assert!(err.contains("community \"x\""), "{err}");
+    assert!(err.contains("\"x\" is not a community"), "{err}");
     let err = fails(&["bgp", "routes", "--bgpd", s, "--prefix", "nonsense"], 1).await;
     assert!(err.contains("\"nonsense\""), "{err}");
     fails(&["bgp", "routes", "--bgpd", s, "--received"], 2).await;

@@ -94,6 +94,7 @@ fn record(network_dir: &Path, container: &str, addr: &str, app: &str, pod: &str)
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect(),
         pod_uid: None,
+        ports: Vec::new(),
     };
     cni::endpoint::write(&cni::endpoint::path(network_dir, container, "eth0"), &ep).unwrap();
 }

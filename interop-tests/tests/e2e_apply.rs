@@ -5,7 +5,8 @@
 //! - `e2e_apply_service_backends_follow_pods`: a Service manifest applied with
 //!   `ironctl apply -f` gets a ClusterIP from the service CIDR (etcd transaction), `ironctl
 //!   get svc` shows it as kubectl would, and the client pod reaching ClusterIP:80 is answered
-//!   by both pods its selector matches (targetPort 7000), never by the pod it does not match;
+//!   by both pods its selector matches (targetPort `app`: the pods' port of that name, 7000),
+//!   never by the pod it does not match;
 //!   applying the same file again is "unchanged". Under a steady request loop one backend
 //!   is deleted with CNI DEL: no request started 1 s after the DEL reaches it (every one is
 //!   answered by the other). A bad manifest is refused with every error's field path and
@@ -46,8 +47,12 @@ fn within(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Durat
     }
 }
 
+/// Every pod names its app port (7000) `app`, as a container port would
+/// (`runtimeConfig.ports`): named ports of Services and NetworkPolicies resolve through it.
 fn cni_conf(data_dir: &Path, app: &str) -> serde_json::Value {
-    cni::conf(data_dir, POD_CIDR, 1500, &[("app", app)])
+    let mut c = cni::conf(data_dir, POD_CIDR, 1500, &[("app", app)]);
+    c["runtimeConfig"]["ports"] = serde_json::json!([{"name": "app", "containerPort": PORT}]);
+    c
 }
 
 /// One request from `pod` to `dst` with short timeouts: who answered.
@@ -218,7 +223,8 @@ spec:
   - name: http
     protocol: TCP
     port: 80
-    targetPort: 7000
+    # The pods' container port named "app" (7000, from the CNI's runtimeConfig.ports).
+    targetPort: app
 "#;
 
 const BAD: &str = r#"
@@ -449,7 +455,7 @@ spec:
       port: 32000
       endPort: 32768
 ---
-# ipBlock with except.
+# ipBlock with except; the port by its name (the web pod's container port "app").
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
@@ -465,9 +471,9 @@ spec:
         - 192.0.2.1/32
     ports:
     - protocol: TCP
-      port: 7000
+      port: app
 ---
-# Egress: the client may only talk to web on 7000.
+# Egress: the client may only talk to web, on web's port named "app" (7000).
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
@@ -483,7 +489,7 @@ spec:
         matchLabels: {app: web}
     ports:
     - protocol: TCP
-      port: 7000
+      port: app
 "#;
 
 /// One request from `host`, from source address `src`, with short timeouts.
@@ -539,17 +545,17 @@ fn e2e_apply_network_policies_from_the_kubernetes_docs() -> Result<()> {
             && ask_from(tor, tor_denied, web_app).is_ok()
     });
 
-    // A named port is refused at apply, with its field path; nothing is written.
+    // A named port with a range is refused at apply, with its field path; nothing is written.
     let named = f1.file(
         "named.yaml",
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: named}\n\
-         spec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - port: http\n",
+         spec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - {port: app, endPort: 7001}\n",
     );
     let out = ctl(&["apply", "-f", &named]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("The NetworkPolicy \"named\" is invalid: spec.ingress[0].ports[0].port"),
+        err.contains("The NetworkPolicy \"named\" is invalid: spec.ingress[0].ports[0].endPort"),
         "{err}"
     );
 
@@ -579,7 +585,7 @@ fn e2e_apply_network_policies_from_the_kubernetes_docs() -> Result<()> {
     type Ask<'a> = Box<dyn Fn() -> Result<String, String> + 'a>;
     let cases: [(&str, Ask, bool); 8] = [
         (
-            "client -> web:7000 (matchExpressions)",
+            "client -> web:7000 (matchExpressions; its egress by web's named port)",
             Box::new(|| ask(&client.0, web_app)),
             true,
         ),
@@ -599,7 +605,7 @@ fn e2e_apply_network_policies_from_the_kubernetes_docs() -> Result<()> {
             false,
         ),
         (
-            "192.0.2.5 -> web:7000 (ipBlock)",
+            "192.0.2.5 -> web:7000 (ipBlock, named port)",
             Box::new(|| ask_from(tor, tor_allowed, web_app)),
             true,
         ),

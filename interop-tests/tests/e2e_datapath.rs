@@ -74,6 +74,7 @@ fn endpoint(ip: Ipv4Addr, identity: u32) -> EndpointRecord {
         identity: Identity::from_raw(identity).unwrap(),
         tunnel_endpoint: None,
         encrypt_key: 0,
+        ports: Vec::new(),
     }
 }
 

@@ -86,6 +86,7 @@ async fn start_meshd(
             identity,
             tunnel_endpoint: Some(IpAddr::from([192, 0, cluster_octet, node])),
             encrypt_key: 0,
+            ports: Vec::new(),
         })
         .collect();
     eps.upsert(&records).await.expect("endpoints");

@@ -44,6 +44,7 @@ fn endpoint(node: &str, i: u32) -> EndpointRecord {
         identity: Identity::from_raw(65792 + i % 7).unwrap(),
         tunnel_endpoint: Some("192.0.2.20".parse().unwrap()),
         encrypt_key: 1,
+        ports: Vec::new(),
     }
 }
 

@@ -89,6 +89,7 @@ fn ep(cluster: &str, node: &str, block: u8, i: usize, key: u8) -> EndpointRecord
         identity: Identity::from_raw(65792 + (i % 1000) as u32).unwrap(),
         tunnel_endpoint: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 50))),
         encrypt_key: key,
+        ports: Vec::new(),
     }
 }
 

@@ -130,6 +130,7 @@ async fn run(etcd: &EtcdCluster) -> Results {
                 identity: *id,
                 tunnel_endpoint: None,
                 encrypt_key: 0,
+                ports: Vec::new(),
             };
             store.put(&rec.key(), rec.encode(), None).await.unwrap();
         }

@@ -25,6 +25,10 @@ pub struct EndpointRecord {
     /// The encryption key index in use for this endpoint's node (0: not encrypted).
     #[serde(default)]
     pub encrypt_key: u8,
+    /// The pod's named container ports (from the CNI's `runtimeConfig.ports`): Services'
+    /// named target ports and NetworkPolicies' named ports resolve through them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<common::ContainerPort>,
 }
 
 impl EndpointRecord {
@@ -45,6 +49,7 @@ impl EndpointRecord {
                 r.cluster, r.ip
             ));
         }
+        common::port::check_container_ports(&r.ports).map_err(|e| format!("ports{e}"))?;
         Ok(r)
     }
 }
@@ -127,6 +132,7 @@ mod tests {
             identity: Identity::from_raw(65792).unwrap(),
             tunnel_endpoint: Some("192.0.2.1".parse().unwrap()),
             encrypt_key: 1,
+            ports: Vec::new(),
         };
         assert_eq!(r.key(), "ironmesh/v1/clusters/red/endpoints/10.1.0.7");
         let red = "red".parse().unwrap();
@@ -143,5 +149,23 @@ mod tests {
         let m = EndpointRecord::decode(&red, r.ip, minimal).unwrap();
         assert_eq!((m.tunnel_endpoint, m.encrypt_key), (None, 0));
         assert!(EndpointRecord::decode(&red, r.ip, br#"{"ip":"10.1.0.7"}"#).is_err());
+        // Named ports round-trip; a record (possibly a remote cluster's) with bad ones is
+        // refused, naming the entry.
+        let mut p = r.clone();
+        p.ports = vec![common::ContainerPort {
+            name: "http".into(),
+            container_port: 8080,
+            protocol: common::PortProtocol::Tcp,
+        }];
+        assert_eq!(
+            EndpointRecord::decode(&red, r.ip, &p.encode()),
+            Ok(p.clone())
+        );
+        p.ports.push(p.ports[0].clone());
+        let err = EndpointRecord::decode(&red, r.ip, &p.encode()).unwrap_err();
+        assert!(
+            err.starts_with("ports[1].name: \"http\" is used twice"),
+            "{err}"
+        );
     }
 }

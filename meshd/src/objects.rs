@@ -116,6 +116,14 @@ impl ServiceObject {
     }
 }
 
+fn port_protocol(p: resources::Protocol) -> common::PortProtocol {
+    match p {
+        resources::Protocol::Tcp => common::PortProtocol::Tcp,
+        resources::Protocol::Udp => common::PortProtocol::Udp,
+        resources::Protocol::Sctp => common::PortProtocol::Sctp,
+    }
+}
+
 fn protocol(p: resources::Protocol) -> Protocol {
     match p {
         resources::Protocol::Tcp => Protocol::Tcp,
@@ -126,8 +134,9 @@ fn protocol(p: resources::Protocol) -> Protocol {
 
 /// The service record of `svc` in `cluster`, with a backend per port for every endpoint of
 /// `members` (the endpoints [`ServiceObject::selects`]). A headless service, or one without a
-/// VIP yet, has no record (`None`). A named target port needs the pod's named ports, which
-/// endpoint records do not carry yet: such a port gets no backends.
+/// VIP yet, has no record (`None`). A named target port resolves through each pod's named
+/// ports (its endpoint record's `ports`, with the port's protocol): a pod without that name
+/// is no backend of that port, as Kubernetes' EndpointSlice controller has it.
 pub fn derive_record<'a>(
     cluster: &ClusterName,
     svc: &ServiceObject,
@@ -151,8 +160,14 @@ pub fn derive_record<'a>(
     let mut backends = Vec::new();
     for ep in members {
         for p in &svc.spec.ports {
-            let PortRef::Number(target) = p.target_port else {
-                continue;
+            let target = match &p.target_port {
+                PortRef::Number(n) => *n,
+                PortRef::Name(name) => {
+                    match common::port::find_port(&ep.ports, name, port_protocol(p.protocol)) {
+                        Some(n) => n,
+                        None => continue,
+                    }
+                }
             };
             // A failing health check quarantines the backend (only with a check).
             let quarantined = svc.spec.health_check.is_some()

@@ -81,20 +81,7 @@ pub(crate) fn dns1123_subdomain(s: &str) -> Result<(), &'static str> {
 
 /// IANA_SVC_NAME (RFC 6335): a named port.
 pub(crate) fn iana_svc_name(s: &str) -> Result<(), &'static str> {
-    let ok = !s.is_empty()
-        && s.len() <= 15
-        && s.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
-        && s.chars().any(|c| c.is_ascii_lowercase())
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-        && !s.contains("--");
-    if ok {
-        Ok(())
-    } else {
-        Err(
-            "must be no more than 15 characters, contain only lowercase alphanumeric characters or '-', contain at least one letter, and not start or end with '-' or contain '--'",
-        )
-    }
+    common::port::iana_svc_name(s)
 }
 
 fn check_name(rule: NameRule, s: &str) -> Result<(), &'static str> {

@@ -58,6 +58,7 @@ pub fn records() -> Vec<(Resource, Vec<u8>)> {
         identity: identity(),
         tunnel_endpoint: Some(ip("198.51.100.11")),
         encrypt_key: 3,
+        ports: Vec::new(),
     };
     let service_record = json!({
         "service": service(),
@@ -290,6 +291,11 @@ pub fn cni_record_seeds() -> Vec<Vec<u8>> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect(),
         pod_uid: Some("6f1f5a4e-0000-4000-8000-000000000001".into()),
+        ports: vec![common::ContainerPort {
+            name: "http".into(),
+            container_port: 8080,
+            protocol: common::PortProtocol::Tcp,
+        }],
     };
     let mut other = ep.clone();
     other.addresses = vec![ip("10.244.1.3")];

@@ -493,6 +493,7 @@ mod tests {
             identity: Identity::from_raw(identity).unwrap(),
             tunnel_endpoint: None,
             encrypt_key: 0,
+            ports: Vec::new(),
         }
     }
 

@@ -39,6 +39,7 @@ fn endpoint(cluster: &str, ip: &str, node: &str, id: u32) -> (Resource, Vec<u8>)
         identity: Identity::from_raw(id).unwrap(),
         tunnel_endpoint: None,
         encrypt_key: 0,
+        ports: Vec::new(),
     };
     (Resource::Endpoint(r.ip), r.encode())
 }
@@ -84,7 +85,7 @@ fn backends_follow_the_endpoints_that_match_the_selector_in_the_namespace() {
     }
     let (res, val) = endpoint("red", "10.1.0.5", "n1", 300);
     let ch = ctl.upsert(&red, &res, &val);
-    // The named port (metrics) has no backends: endpoint records carry no named ports.
+    // The named port (metrics) has no backends: this pod has no port of that name.
     assert_eq!(
         backends(ch[0].2.as_ref().unwrap()),
         vec![("10.1.0.5".into(), 8080, Some("http".into()))]
@@ -300,4 +301,67 @@ fn a_failing_health_check_quarantines_only_with_a_check_and_only_that_port() {
     assert_eq!(state("web", &ctl), BackendState::Active);
     // A value naming another address is refused.
     assert!(HealthValue::decode("10.1.0.6".parse().unwrap(), &health(vec![1]).encode()).is_err());
+}
+
+#[test]
+fn a_named_target_port_resolves_through_each_pods_named_ports() {
+    let red = c("red");
+    let mut ctl = ServiceController::new();
+    let (r, v) = service_doc(WEB, "10.96.0.10");
+    ctl.upsert(&red, &r, &v);
+    let (res, val) = identity(300, "app=web,io.kubernetes.pod.namespace=shop");
+    ctl.upsert(&red, &res, &val);
+    let with_ports = |ip: &str, ports: &[(&str, u16, common::PortProtocol)]| {
+        let (res, val) = endpoint("red", ip, "n1", 300);
+        let mut rec = EndpointRecord::decode(&red, ip.parse().unwrap(), &val).unwrap();
+        rec.ports = ports
+            .iter()
+            .map(|(n, p, proto)| common::ContainerPort {
+                name: n.to_string(),
+                container_port: *p,
+                protocol: *proto,
+            })
+            .collect();
+        (res, rec.encode())
+    };
+    // Two pods name "metrics" differently; a third has it only as UDP, which a TCP port
+    // does not take.
+    let mut last = Vec::new();
+    for (ip, ports) in [
+        (
+            "10.1.0.5",
+            vec![("metrics", 9100, common::PortProtocol::Tcp)],
+        ),
+        (
+            "10.1.0.6",
+            vec![("metrics", 9200, common::PortProtocol::Tcp)],
+        ),
+        (
+            "10.1.0.7",
+            vec![("metrics", 9300, common::PortProtocol::Udp)],
+        ),
+    ] {
+        let (res, val) = with_ports(ip, &ports);
+        last = ctl.upsert(&red, &res, &val);
+    }
+    let metrics: Vec<(String, u16)> = backends(last[0].2.as_ref().unwrap())
+        .into_iter()
+        .filter(|(_, _, n)| n.as_deref() == Some("metrics"))
+        .map(|(ip, port, _)| (ip, port))
+        .collect();
+    assert_eq!(
+        metrics,
+        [
+            ("10.1.0.5".to_string(), 9100),
+            ("10.1.0.6".to_string(), 9200)
+        ]
+    );
+    // A pod's ports change (re-added with another port): its backend follows.
+    let (res, val) = with_ports("10.1.0.5", &[("metrics", 9101, common::PortProtocol::Tcp)]);
+    let ch = ctl.upsert(&red, &res, &val);
+    assert!(backends(ch[0].2.as_ref().unwrap()).contains(&(
+        "10.1.0.5".into(),
+        9101,
+        Some("metrics".into())
+    )));
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use common::{Identity, Labels};
+use common::{ContainerPort, Identity, Labels, PortProtocol};
 use datapath::EndpointPolicy;
 use datapath::policy::{Action, Direction, Peer, PortMatch, Rule};
 use ipnet::IpNet;
@@ -160,12 +160,78 @@ fn peers(
     out
 }
 
-fn ports(list: &[PolicyPort]) -> Vec<PortMatch> {
+/// The named container ports of the pods of every cluster, by identity and address: what a
+/// NetworkPolicy's named port resolves through (ingress: the selected pod's own; egress: the
+/// destination's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamedPorts {
+    pub by_identity: BTreeMap<u32, BTreeMap<std::net::IpAddr, Vec<ContainerPort>>>,
+}
+
+impl NamedPorts {
+    /// Records the ports of the pod at `ip` (`None` or empty: it has none); whether anything
+    /// changed.
+    pub fn set(
+        &mut self,
+        identity: u32,
+        ip: std::net::IpAddr,
+        ports: Option<Vec<ContainerPort>>,
+    ) -> bool {
+        match ports.filter(|p| !p.is_empty()) {
+            Some(p) => {
+                self.by_identity
+                    .entry(identity)
+                    .or_default()
+                    .insert(ip, p.clone())
+                    != Some(p)
+            }
+            None => {
+                let Some(m) = self.by_identity.get_mut(&identity) else {
+                    return false;
+                };
+                let gone = m.remove(&ip).is_some();
+                if m.is_empty() {
+                    self.by_identity.remove(&identity);
+                }
+                gone
+            }
+        }
+    }
+
+    /// Every number the pods of `peer` give `name` with `protocol` (every pod's, for any peer).
+    fn resolve(&self, peer: Peer, name: &str, protocol: PortProtocol) -> BTreeSet<u16> {
+        let pods: Box<dyn Iterator<Item = &BTreeMap<std::net::IpAddr, Vec<ContainerPort>>>> =
+            match peer {
+                Peer::Any => Box::new(self.by_identity.values()),
+                Peer::Identity(id) => Box::new(self.by_identity.get(&id).into_iter()),
+            };
+        pods.flat_map(|m| m.values())
+            .filter_map(|ports| common::port::find_port(ports, name, protocol))
+            .collect()
+    }
+}
+
+/// The port matches of a rule's `list`; a named port becomes the numbers `resolve` gives it
+/// (none: the named port allows nothing, as in Kubernetes).
+fn ports(
+    list: &[PolicyPort],
+    resolve: &dyn Fn(&str, PortProtocol) -> BTreeSet<u16>,
+) -> Vec<PortMatch> {
     if list.is_empty() {
         return vec![PortMatch::Any];
     }
     let mut out = Vec::new();
     for p in list {
+        if let Some(name) = &p.port_name {
+            if let Some(proto) = p.protocol.port_protocol() {
+                out.extend(
+                    resolve(name, proto)
+                        .into_iter()
+                        .map(|port| PortMatch::Port(p.protocol.number(), port)),
+                );
+            }
+            continue;
+        }
         match (p.port, p.end_port) {
             (Some(start), Some(end)) => {
                 out.extend((start..=end).map(|port| PortMatch::Port(p.protocol.number(), port)));
@@ -179,7 +245,8 @@ fn ports(list: &[PolicyPort]) -> Vec<PortMatch> {
 
 /// The whole policy of an endpoint with `labels`; `None` when no policy selects it (the
 /// endpoint is then not policed in the default enforcement mode). Rules are in a stable
-/// order (policies by name, identities by number), without duplicates.
+/// order (policies by name, identities by number), without duplicates. Named ports allow
+/// nothing here: see [`endpoint_policy_with`].
 pub fn endpoint_policy<'a>(
     policies: impl IntoIterator<Item = &'a PolicyRecord>,
     identities: &BTreeMap<Identity, Labels>,
@@ -187,6 +254,33 @@ pub fn endpoint_policy<'a>(
     namespaces: &NamespaceLabels,
     labels: &Labels,
 ) -> Option<EndpointPolicy> {
+    endpoint_policy_with(
+        policies,
+        identities,
+        cidr_ids,
+        namespaces,
+        labels,
+        &[],
+        &NamedPorts::default(),
+    )
+}
+
+/// [`endpoint_policy`] with named ports: an ingress rule's named port is the endpoint's own
+/// port of that name (`own_ports`), an egress rule's the destination pods' (`named`).
+pub fn endpoint_policy_with<'a>(
+    policies: impl IntoIterator<Item = &'a PolicyRecord>,
+    identities: &BTreeMap<Identity, Labels>,
+    cidr_ids: &CidrIdentities,
+    namespaces: &NamespaceLabels,
+    labels: &Labels,
+    own_ports: &[ContainerPort],
+    named: &NamedPorts,
+) -> Option<EndpointPolicy> {
+    let own = |name: &str, proto: PortProtocol| -> BTreeSet<u16> {
+        common::port::find_port(own_ports, name, proto)
+            .into_iter()
+            .collect()
+    };
     let mut out = EndpointPolicy::default();
     let mut selected = false;
     let mut seen = HashSet::new();
@@ -204,8 +298,9 @@ pub fn endpoint_policy<'a>(
         if ingress {
             out.ingress_selected = true;
             for r in &p.ingress {
+                let pms = ports(&r.ports, &own);
                 for peer in peers(p, &r.from, identities, cidr_ids, namespaces) {
-                    for pm in ports(&r.ports) {
+                    for pm in pms.iter().copied() {
                         let rule = Rule {
                             direction: Direction::Ingress,
                             peer,
@@ -221,7 +316,8 @@ pub fn endpoint_policy<'a>(
             out.egress_selected = true;
             for r in &p.egress {
                 for peer in peers(p, &r.to, identities, cidr_ids, namespaces) {
-                    for pm in ports(&r.ports) {
+                    let theirs = |name: &str, proto| named.resolve(peer, name, proto);
+                    for pm in ports(&r.ports, &theirs) {
                         let rule = Rule {
                             direction: Direction::Egress,
                             peer,

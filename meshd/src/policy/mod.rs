@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::schema::{Key, Resource};
 
-pub use compute::{CidrIdentities, endpoint_policy, selects};
+pub use compute::{CidrIdentities, NamedPorts, endpoint_policy, endpoint_policy_with, selects};
 
 /// The identity label naming the pod's namespace (set by the CNI from `CNI_ARGS`).
 pub const LABEL_NAMESPACE: &str = "io.kubernetes.pod.namespace";
@@ -105,9 +105,10 @@ impl PolicyProtocol {
     }
 }
 
-/// A destination port (TCP/UDP), a range `port..=end_port`, or every port of a protocol
-/// (`port` absent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A destination port (TCP/UDP), a range `port..=end_port`, a named port (`port_name`: the
+/// destination pod's container port of that name and protocol), or every port of a protocol
+/// (none of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyPort {
     pub protocol: PolicyProtocol,
@@ -115,6 +116,20 @@ pub struct PolicyPort {
     pub port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
+}
+
+impl PolicyProtocol {
+    /// The protocol of a container port, `None` for ICMP (no ports).
+    pub fn port_protocol(self) -> Option<common::PortProtocol> {
+        match self {
+            PolicyProtocol::Tcp => Some(common::PortProtocol::Tcp),
+            PolicyProtocol::Udp => Some(common::PortProtocol::Udp),
+            PolicyProtocol::Sctp => Some(common::PortProtocol::Sctp),
+            PolicyProtocol::Icmp | PolicyProtocol::Icmpv6 => None,
+        }
+    }
 }
 
 /// An ingress rule: traffic from any of `from` (empty: from anywhere) to any of `ports`
@@ -227,6 +242,22 @@ fn check_peer(field: &str, p: &PolicyPeer) -> Result<(), PolicyRecordError> {
 }
 
 fn check_port(field: &str, p: &PolicyPort) -> Result<(), PolicyRecordError> {
+    if let Some(name) = &p.port_name {
+        common::port::iana_svc_name(name)
+            .map_err(|e| invalid(format!("{field}.port_name"), format!("{name:?} {e}")))?;
+        if p.port.is_some() || p.end_port.is_some() {
+            return Err(invalid(
+                format!("{field}.port_name"),
+                "names the port: set port_name or port (and end_port), not both",
+            ));
+        }
+        if p.protocol.port_protocol().is_none() {
+            return Err(invalid(
+                format!("{field}.port_name"),
+                format!("{:?} has no ports; omit port_name", p.protocol),
+            ));
+        }
+    }
     if let Some(end) = p.end_port {
         match p.port {
             None => {
@@ -331,8 +362,8 @@ impl PolicyRecord {
     }
 
     /// A Kubernetes NetworkPolicy (`ironctl apply`) as a record of this model: the pod
-    /// selector, namespace selectors, ipBlocks with except, port ranges. Named ports need the
-    /// pods' container ports, which endpoint records do not carry: refused, naming the field.
+    /// selector, namespace selectors, ipBlocks with except, port ranges, named ports (resolved
+    /// per destination pod when the policy is computed, [`compute::endpoint_policy_with`]).
     pub fn from_network_policy(
         namespace: &str,
         name: &str,
@@ -360,39 +391,38 @@ impl PolicyRecord {
                 })
                 .collect()
         };
-        let ports = |rule: &resources::Rule,
-                     field: &str|
-         -> Result<Vec<PolicyPort>, PolicyRecordError> {
-            rule.ports
-                .iter()
-                .flatten()
-                .enumerate()
-                .map(|(i, p)| {
-                    let protocol = match p.protocol {
-                        resources::Protocol::Tcp => PolicyProtocol::Tcp,
-                        resources::Protocol::Udp => PolicyProtocol::Udp,
-                        resources::Protocol::Sctp => PolicyProtocol::Sctp,
-                    };
-                    let port = match &p.port {
-                        None => None,
-                        Some(resources::PortRef::Number(n)) => Some(*n),
-                        Some(resources::PortRef::Name(n)) => {
-                            return Err(invalid(
-                                format!("{field}.ports[{i}].port"),
-                                format!(
-                                    "named port {n:?}: ironmesh does not know the pods' container ports yet; use the port number"
-                                ),
-                            ));
-                        }
-                    };
-                    Ok(PolicyPort {
-                        protocol,
-                        port,
-                        end_port: p.end_port,
+        let ports =
+            |rule: &resources::Rule, field: &str| -> Result<Vec<PolicyPort>, PolicyRecordError> {
+                rule.ports
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let protocol = match p.protocol {
+                            resources::Protocol::Tcp => PolicyProtocol::Tcp,
+                            resources::Protocol::Udp => PolicyProtocol::Udp,
+                            resources::Protocol::Sctp => PolicyProtocol::Sctp,
+                        };
+                        let (port, port_name) = match &p.port {
+                            None => (None, None),
+                            Some(resources::PortRef::Number(n)) => (Some(*n), None),
+                            Some(resources::PortRef::Name(n)) if p.end_port.is_some() => {
+                                return Err(invalid(
+                                    format!("{field}.ports[{i}].endPort"),
+                                    format!("may not be set with the named port {n:?}"),
+                                ));
+                            }
+                            Some(resources::PortRef::Name(n)) => (None, Some(n.clone())),
+                        };
+                        Ok(PolicyPort {
+                            protocol,
+                            port,
+                            end_port: p.end_port,
+                            port_name,
+                        })
                     })
-                })
-                .collect()
-        };
+                    .collect()
+            };
         let mut ingress = Vec::new();
         for (i, r) in spec.ingress.iter().enumerate() {
             let f = format!("spec.ingress[{i}]");

@@ -43,6 +43,7 @@ fn ep(cluster: &str, ip: &str, node: &str, id: u32) -> (Resource, Vec<u8>) {
         identity: Identity::from_raw(id).unwrap(),
         tunnel_endpoint: Some("192.0.2.99".parse().unwrap()),
         encrypt_key: 2,
+        ports: Vec::new(),
     };
     (Resource::Endpoint(r.ip), r.encode())
 }

@@ -28,6 +28,9 @@ pub struct CniEndpoint {
     pub addresses: Vec<IpAddr>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The pod's named ports (checked like Kubernetes' container ports).
+    #[serde(default)]
+    pub ports: Vec<common::ContainerPort>,
 }
 
 impl CniEndpoint {
@@ -79,6 +82,7 @@ impl CniEndpoint {
                 self.host_ifname
             ));
         }
+        common::port::check_container_ports(&self.ports).map_err(|e| format!("ports{e}"))?;
         let expected = format!("{}-{}", self.container_id, self.ifname);
         if stem != expected {
             return Err(format!(

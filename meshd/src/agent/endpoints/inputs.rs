@@ -28,6 +28,11 @@ pub struct PolicyInputs {
     pub identities: BTreeMap<Identity, Labels>,
     /// Labels of the Namespace objects of every cluster, by (cluster, namespace).
     pub namespaces: NamespaceLabels,
+    /// The pods' named ports (from endpoint records of every cluster), for egress rules'
+    /// named ports.
+    pub named_ports: crate::policy::NamedPorts,
+    /// The identity of each endpoint with named ports, to forget them on delete.
+    ported: BTreeMap<(ClusterName, std::net::IpAddr), u32>,
 }
 
 impl PolicyInputs {
@@ -131,6 +136,36 @@ impl PolicyInputs {
                 resource: Resource::Identity(id),
                 ..
             } => self.identities.remove(id).is_some(),
+            ViewChange::Upsert {
+                cluster,
+                resource: Resource::Endpoint(ip),
+                value,
+            } => match crate::endpoints::EndpointRecord::decode(cluster, *ip, value) {
+                Ok(r) => {
+                    let k = (cluster.clone(), *ip);
+                    let id = r.identity.raw();
+                    let mut changed = false;
+                    if let Some(old) = self.ported.get(&k).copied()
+                        && old != id
+                    {
+                        changed |= self.named_ports.set(old, *ip, None);
+                    }
+                    if r.ports.is_empty() {
+                        self.ported.remove(&k);
+                    } else {
+                        self.ported.insert(k, id);
+                    }
+                    changed | self.named_ports.set(id, *ip, Some(r.ports))
+                }
+                Err(_) => false,
+            },
+            ViewChange::Delete {
+                cluster,
+                resource: Resource::Endpoint(ip),
+            } => match self.ported.remove(&(cluster.clone(), *ip)) {
+                Some(id) => self.named_ports.set(id, *ip, None),
+                None => false,
+            },
             _ => false,
         }
     }

@@ -212,6 +212,7 @@ impl Controller {
                 identity,
                 tunnel_endpoint: self.s.tunnel_endpoint,
                 encrypt_key: 0,
+                ports: rec.ports.clone(),
             })
             .collect();
         self.publisher

@@ -60,12 +60,14 @@ impl Controller {
             let Ok(labels) = t.record.identity_labels(&self.s.cluster) else {
                 continue;
             };
-            let want = compute::endpoint_policy(
+            let want = compute::endpoint_policy_with(
                 inputs.policies.values(),
                 &inputs.identities,
                 &ap.cidrs,
                 &inputs.namespaces,
                 &labels,
+                &t.record.ports,
+                &inputs.named_ports,
             );
             if ap.by_endpoint.get(&t.endpoint_id) == Some(&want) {
                 continue;
