@@ -189,15 +189,15 @@ fn topology(mesh: &MeshLab) {
     println!("  every node: bgpd (eBGP to its ToR, routes into the kernel), meshd, wireguard-go");
 }
 
-/// red/n2/other -> blue/n1/web is denied by blue web's policy (applied with `ironctl mesh policy
-/// apply`); the datapath monitor on blue/n1 explains the drop.
+/// red/n2/other -> blue/n1/web is denied by blue web's NetworkPolicy (in mesh-blue.yaml,
+/// applied with `ironctl apply`); the datapath monitor on blue/n1 explains the drop.
 fn policy_denied(mesh: &MeshLab) -> Result<()> {
     let other = mesh.pod(Side::Red, "n2", "other");
     let web = mesh.pod(Side::Blue, "n1", "web");
     let blue1 = mesh.blue.node("n1");
     let api = blue1.api.display().to_string();
-    println!("$ ironctl mesh --meshd {api} policy list");
-    indent(&mesh.ironctl(&["mesh", "--meshd", &api, "policy", "list"])?);
+    println!("$ ironctl get netpol --meshd {api}");
+    indent(&mesh.ironctl(&["get", "netpol", "--meshd", &api])?);
     let monitor = Command::new(&mesh.bins.ironctl)
         .args(["monitor", "--pin-root"])
         .arg(blue1.dp.pin_root())

@@ -20,8 +20,9 @@
 //! node with a local backend (ECMP at the BIRD ToR).
 //!
 //! meshd loads the datapath (host_ingress on the uplink, native routing), registers the pods
-//! from the CNI's endpoint records and programs blue web's policy (`ironctl mesh policy
-//! apply`: only app=client may reach it); the lab only waits for it ([`plane`]). The VIP is
+//! from the CNI's endpoint records and programs blue web's NetworkPolicy (in mesh-blue.yaml,
+//! applied with `ironctl apply`: only app=client may reach it); the lab only waits for it
+//! ([`plane`]). The VIP is
 //! translated for the external client by the datapath too: host_ingress on a red node's uplink
 //! DNATs it to that node's web pod (the external entry meshd programs for a LoadBalancer VIP),
 //! and the pod's pod_egress restores VIP:80 on the reply. No VIP address on any node, no

@@ -2,7 +2,7 @@
 //! (`[datapath] load = true`, host_ingress on the uplink eth0, native routing), registers the
 //! pods from the CNI's endpoint records under `mesh.cni_endpoints_dir`, programs the IP cache,
 //! the services (a LoadBalancer VIP's external entry included: the datapath translates it for
-//! clients outside the cluster) and the policy applied with `ironctl mesh policy apply`.
+//! clients outside the cluster) and blue web's NetworkPolicy applied with `ironctl apply`.
 //! The lab only waits for it and reads the pinned maps ([`NodeDatapath`]).
 
 use std::net::IpAddr;
@@ -18,7 +18,7 @@ use ironmesh_meshd::schema::{Key, Resource};
 
 use super::cluster::Plan;
 use super::node::Pod;
-use super::{APP_PORT, MeshLab, T};
+use super::{MeshLab, T};
 use crate::cmd::wait_for;
 use crate::datapath_lab::remove_pins;
 use crate::error::{LabError, Result};
@@ -159,9 +159,9 @@ pub(super) fn register_pod(
     )
 }
 
-/// Blue's web pods admit only app=client (TCP to the app port, and ICMP): red's app=other is
-/// denied. A policy record applied with `ironctl mesh policy apply` through blue/n1's meshd,
-/// waited for in every blue web pod's policy map.
+/// Blue's web pods admit only app=client (the NetworkPolicy `default/web-from-client` of
+/// configs/examples/manifests/mesh-blue.yaml, applied with `ironctl apply` before this): red's
+/// app=other is denied. Waits for it in every blue web pod's policy map.
 pub fn install_policy(mesh: &MeshLab) -> Result<()> {
     let webs = mesh.blue.nodes.iter().flat_map(|n| {
         n.pods
@@ -169,21 +169,6 @@ pub fn install_policy(mesh: &MeshLab) -> Result<()> {
             .filter(|p| p.app == "web")
             .map(move |p| (n, p))
     });
-    let file = mesh.dir().join("blue-web-policy.json");
-    let policy = serde_json::json!({
-        "namespace": "default",
-        "name": "web-from-client",
-        "endpoint_selector": {"match_labels": {"app": "web"}},
-        "ingress": [{
-            "from": [{"selector": {"match_labels": {"app": "client"}}}],
-            "ports": [{"protocol": "tcp", "port": APP_PORT}, {"protocol": "icmp"}],
-        }],
-    });
-    std::fs::write(&file, policy.to_string())
-        .map_err(|e| LabError::Invalid(format!("writing {}: {e}", file.display())))?;
-    let api = mesh.blue.nodes[0].api.display().to_string();
-    let file = file.display().to_string();
-    mesh.ironctl(&["mesh", "--meshd", &api, "policy", "apply", "-f", &file])?;
     for (n, p) in webs {
         wait_for(
             &format!("the policy in blue/{}/{}'s map", n.name, p.name),
