@@ -313,6 +313,11 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
                     identity("blue", 1),
                     // A global-service backend outside blue's pools.
                     service("blue", "api", "10.96.0.11", &["192.0.2.22"]),
+                    // A Service object of blue claiming r1's own address as its ClusterIP.
+                    (
+                        "ironmesh/v1/clusters/blue/objects/services/shop/web".into(),
+                        br#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"shop","annotations":{"ironmesh.io/global":"true"}},"spec":{"clusterIP":"192.0.2.21","selector":{"app":"web"},"ports":[{"port":80}]}}"#.to_vec(),
+                    ),
                 ],
             )
             .await;
@@ -373,7 +378,7 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
     );
 
     // r1's meshd (the real process): its nodes, services, status and metrics.
-    const REFUSED: usize = 13;
+    const REFUSED: usize = 14;
     let status = wait_for(
         "r1's status listing blue's refused records",
         Duration::from_secs(30),
@@ -418,6 +423,7 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
         "endpoint 10.1.1.5 ip 10.1.1.5 outside blue's pools (10.2.0.0/16)",
         "identity 1 key 1 is the reserved identity host; a remote cluster may not use it",
         "service shop/api backends 192.0.2.22 outside blue's pools (10.2.0.0/16)",
+        "service object shop/web addresses 192.0.2.21 outside blue's service ranges (10.96.0.0/16)",
         "node b7 pod_cidrs 10.2.7.0/24 overlaps local node r3's PodCIDR 10.2.7.0/24; local state wins",
         "node b8 ipv4 198.51.100.40 overlaps the address of local node r3; local state wins",
         "endpoint 10.2.7.8 ip 10.2.7.8 overlaps a local endpoint's IP; local state wins",
@@ -448,7 +454,7 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
         .expect("running ironctl");
     let text = String::from_utf8_lossy(&text.stdout);
     eprintln!("{text}");
-    assert!(text.contains("blue: 13 records refused:"), "{text}");
+    assert!(text.contains("blue: 14 records refused:"), "{text}");
     assert!(
         text.contains("  node evil pod_cidrs 0.0.0.0/0 outside blue's pools (10.2.0.0/16)"),
         "{text}"
@@ -536,7 +542,7 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
         })?
         .unwrap();
     assert!(
-        metrics.contains("meshd_remote_records_refused{cluster=\"blue\"} 13"),
+        metrics.contains("meshd_remote_records_refused{cluster=\"blue\"} 14"),
         "{metrics}"
     );
     // Logged once each, with the reason.

@@ -435,6 +435,26 @@ pub fn check_static(
         Resource::Health(ip) => claims
             .inside_ip(ClaimKind::Pods, *ip)
             .map_err(|r| refuse("key", r)),
+        // A Service object's addresses become frontends of a global service here: its
+        // ClusterIPs, LoadBalancer ingress and external IPs must be the remote's own.
+        Resource::Object(name) => match name
+            .service_key()
+            .and_then(|key| Some((key, crate::objects::decode(name, value).ok()?)))
+        {
+            Some((key, stored)) => match crate::objects::ServiceObject::from_stored(key, &stored) {
+                Some(svc) => svc.vips.iter().try_for_each(|ip| {
+                    claims
+                        .inside_ip(ClaimKind::Services, *ip)
+                        .map_err(|r| Refusal {
+                            record: format!("service object {}", svc.key),
+                            field: "addresses",
+                            reason: r,
+                        })
+                }),
+                None => Ok(()),
+            },
+            None => Ok(()),
+        },
         _ => Ok(()),
     }
 }
@@ -696,6 +716,39 @@ mod tests {
                 .field,
             "vips"
         );
+    }
+
+    #[test]
+    fn a_remote_service_objects_addresses_must_be_inside_its_service_ranges() {
+        let t = trust();
+        let b = blue();
+        let obj = |cluster_ip: &str, extra: &str| {
+            let yaml = format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\n\
+                 spec: {{clusterIP: {cluster_ip}, selector: {{app: web}}, ports: [{{port: 80}}]{extra}}}\n"
+            );
+            let docs = resources::parse_manifests(&yaml).unwrap();
+            let o = resources::decode(&docs[0]).unwrap();
+            let name =
+                crate::schema::ObjectName::new(o.kind(), o.meta.namespace.as_deref(), &o.meta.name)
+                    .unwrap();
+            let stored = resources::Stored {
+                object: o,
+                status: serde_json::Value::Null,
+            };
+            (Resource::Object(name), stored.encode())
+        };
+        let inside = b.service_cidrs[0].hosts().next().unwrap().to_string();
+        let (r, v) = obj(&inside, "");
+        assert_eq!(check_static(&t, &b, &r, &v), Ok(()));
+        // A ClusterIP outside blue's service ranges (here: a local node's address), or an
+        // external IP that is not blue's: refused, naming the address.
+        let (r, v) = obj("192.0.2.1", "");
+        let e = check_static(&t, &b, &r, &v).unwrap_err();
+        assert_eq!(e.record, "service object shop/web");
+        assert!(e.to_string().contains("192.0.2.1"), "{e}");
+        let (r, v) = obj(&inside, ", externalIPs: [10.1.0.9]");
+        assert!(check_static(&t, &b, &r, &v).is_err());
     }
 
     #[test]
