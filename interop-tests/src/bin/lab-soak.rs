@@ -7,18 +7,18 @@
 //! naming what leaked. Never part of the tests (`scripts/soak` runs it).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use interop_tests::Host;
-use interop_tests::mesh::churn::{self, ChurnSvc, Slot, SvcBackend, SvcKind};
+use interop_tests::mesh::churn::{self, ChurnSvc, Pick, Slot, SvcKind};
 use interop_tests::mesh::services::{LB_PORT, LB_VIP, WEB_VIP};
 use interop_tests::mesh::soak::{self, Class, Snapshot};
 use interop_tests::mesh::{APP_PORT, Bins, MeshLab, Side};
-use ironmesh_meshd::services::{Affinity, BackendState};
+use ironmesh_meshd::services::Affinity;
 
 /// meshd's identity GC (meshd/src/agent/config.rs): 300 s grace, a pass every 30 s. An
 /// identity unused for longer than this (grace + two passes + slack) must be gone.
@@ -166,20 +166,9 @@ impl Churn<'_> {
         self.note("pod add (CNI ADD)", r);
     }
 
+    /// CNI DEL: meshd takes the pod out of every service it backs by itself (within a second;
+    /// a probe of a service in that second may fail: churned probes report transients).
     fn del_pod(&mut self, i: usize) {
-        // As an endpoints controller would: the services stop naming the pod first.
-        let ip = self.slots[i].pod.as_ref().map(|p| p.ip);
-        for k in 0..self.svcs.len() {
-            let Some(b) = self.svcs[k].backends.clone() else {
-                continue;
-            };
-            if b.iter().any(|b| Some(b.ip) == ip) {
-                let rest = b.into_iter().filter(|b| Some(b.ip) != ip).collect();
-                let a = self.affinity();
-                let r = churn::put_service(self.mesh, &mut self.svcs[k], rest, a);
-                self.note("service change", r);
-            }
-        }
         match churn::del_pod(self.mesh, &mut self.slots[i]) {
             Ok(pod) => {
                 let c = side_name(self.slots[i].side);
@@ -195,46 +184,24 @@ impl Churn<'_> {
         [Affinity::Local, Affinity::None, Affinity::Remote][self.rng.below(3)]
     }
 
-    /// Backends for a service of `side`: live churned pods (and red's web pods), each with
-    /// some chance, mostly active.
-    fn pick_backends(&mut self, side: Side) -> Vec<SvcBackend> {
-        let mut cands: Vec<(Ipv4Addr, String)> = self
-            .slots
-            .iter()
-            .filter(|s| s.side == side)
-            .filter_map(|s| Some((s.pod.as_ref()?.ip, s.node(self.mesh).name.clone())))
-            .collect();
-        // Red's web pods too; blue's admit only app=client (the probes ask from blue web).
-        if side == Side::Red {
-            cands.extend(
-                self.mesh
-                    .cluster(side)
-                    .pods("web")
-                    .map(|p| (p.ip, p.node.clone())),
-            );
+    /// Which pods a service selects next: this generation's, the last one's, or all.
+    fn pick(&mut self) -> Pick {
+        let g = self.generation();
+        match self.rng.below(3) {
+            0 => Pick::Generation(g),
+            1 => Pick::Generation(g.saturating_sub(1)),
+            _ => Pick::All,
         }
-        let mut out = Vec::new();
-        for (ip, node) in cands {
-            if self.rng.chance(60) {
-                let state = match self.rng.below(100) {
-                    0..80 => BackendState::Active,
-                    80..95 => BackendState::Terminating,
-                    _ => BackendState::Quarantined,
-                };
-                out.push(SvcBackend { ip, node, state });
-            }
-        }
-        out
     }
 
     fn service_op(&mut self, i: usize) {
-        let exists = self.svcs[i].backends.is_some();
+        let exists = self.svcs[i].pick.is_some();
         if exists && self.rng.chance(30) {
             let r = churn::delete_service(self.mesh, &mut self.svcs[i]);
             self.note("service delete", r);
             return;
         }
-        let b = self.pick_backends(self.svcs[i].side);
+        let b = self.pick();
         let a = self.affinity();
         let what = match (self.svcs[i].kind, exists) {
             (SvcKind::LoadBalancer, false) => "service create (LoadBalancer)",
@@ -278,8 +245,15 @@ impl Churn<'_> {
             });
         }
         for s in self.svcs.iter().filter(|s| settled(s.changed)) {
-            let active = s.backends.iter().flatten();
-            if !active.into_iter().any(|b| b.state == BackendState::Active) {
+            // A backend: a settled pod of its cluster that its selector takes (the service
+            // itself unchanged for 3 s; its backends follow the pods by themselves).
+            let served = self.slots.iter().any(|slot| {
+                slot.side == s.side
+                    && slot.pod.as_ref().is_some_and(|p| {
+                        settled(p.since) && s.pick.is_some_and(|k| k.selects(p.generation))
+                    })
+            });
+            if !served {
                 continue;
             }
             let c = side_name(s.side);
@@ -305,7 +279,7 @@ impl Churn<'_> {
     /// Deletes everything churned: services (VIPs released), pods, policies.
     fn delete_all(&mut self) {
         for i in 0..self.svcs.len() {
-            if self.svcs[i].backends.is_some() {
+            if self.svcs[i].pick.is_some() {
                 let r = churn::delete_service(self.mesh, &mut self.svcs[i]);
                 self.note("service delete", r);
             }

@@ -3,30 +3,30 @@
 //! - pods: CNI ADD (with labels) and later DEL of the real plugin, as a runtime calls it, in
 //!   pod namespaces reused as slots (each slot's `who` server answers `<cluster>/<node>/<slot>`
 //!   whichever pod holds it);
-//! - services: records written into (and deleted from) the cluster's etcd, as the lab's
-//!   services and an operator do; the LoadBalancer VIP requested from and released to
-//!   meshd's LB-IPAM (`ipam/vips/...`);
-//! - a policy applied and deleted with `ironctl mesh policy` through the cluster's meshd.
+//! - services: Service manifests (namespace `soak`) applied with `ironctl apply` and deleted
+//!   with `ironctl delete` through the cluster's meshd, as an operator does; each selects the
+//!   churned pods of one generation (or all of them), so its backends follow the pods; the
+//!   LoadBalancer one asks for its VIP (`loadBalancerIP`) from red's IPPool;
+//! - a NetworkPolicy applied and deleted with `ironctl apply` / `ironctl delete`.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use common::{ClusterName, ServiceKey};
-use ironmesh_meshd::kvstore::{KvConfig, KvStore};
-use ironmesh_meshd::lbipam::VipAllocator;
-use ironmesh_meshd::services::{Affinity, BackendState, ServiceRecord};
+use ironmesh_meshd::services::Affinity;
 
-use super::{APP_PORT, MeshLab, Node, Side, probe};
+use super::{APP_PORT, CLIENT_IP, MeshLab, Node, Side, probe};
 use crate::error::{LabError, Result, io_err};
 use crate::lab::Host;
 
 /// The app label of every churned pod (`app=churn`); each also has `gen=g<N>`.
 pub const APP: &str = "churn";
-/// The churned policy (`default/soak-churn`): app=churn admits app=client and app=web.
-pub const POLICY: &str = "default/soak-churn";
-const LB_POOL: &str = "203.0.113.0/28";
+/// The Kubernetes namespace of the churned pods, services and policy.
+pub const NAMESPACE: &str = "soak";
+/// The churned NetworkPolicy (`soak/soak-churn`): app=churn admits app=client and app=web of
+/// any namespace and the external client's subnet.
+pub const POLICY: &str = "soak-churn";
 
 /// A pod namespace that holds one churned pod at a time.
 #[derive(Debug)]
@@ -97,7 +97,7 @@ pub fn add_pod(mesh: &MeshLab, slot: &mut Slot, generation: u32, seq: u64) -> Re
     let node = slot.node(mesh);
     let id = format!("soak-{}-{}-{seq}", node.cluster, node.name);
     let c = conf(node, generation);
-    let (ip, _) = crate::cni::add(&mesh.bins.cni, &node.host, &slot.host, &id, &c)?;
+    let (ip, _) = crate::cni::add_in(&mesh.bins.cni, &node.host, &slot.host, &id, NAMESPACE, &c)?;
     slot.pod = Some(LivePod {
         id,
         ip,
@@ -131,27 +131,37 @@ pub enum SvcKind {
     ClusterIp,
     /// Global (same name in both clusters), with a changing affinity.
     Global,
-    /// A LoadBalancer VIP from LB-IPAM, announced by nodes with a local active backend.
+    /// A LoadBalancer VIP from red's IPPool, announced by nodes with a local backend.
     LoadBalancer,
 }
 
-/// A backend as the churn writes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SvcBackend {
-    pub ip: Ipv4Addr,
-    pub node: String,
-    pub state: BackendState,
+/// Which churned pods a service selects: those of one generation (`gen=g<N>`) or all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Generation(u32),
+    All,
 }
 
-/// A churned service; `backends` is what was written last (`None`: it does not exist).
+impl Pick {
+    pub fn selects(self, generation: u32) -> bool {
+        match self {
+            Pick::Generation(g) => g == generation,
+            Pick::All => true,
+        }
+    }
+}
+
+/// A churned service; `pick` is what was applied last (`None`: it does not exist).
 #[derive(Debug, Clone)]
 pub struct ChurnSvc {
     pub side: Side,
+    /// The name in namespace [`NAMESPACE`].
     pub name: &'static str,
     pub vip: Ipv4Addr,
     pub port: u16,
     pub kind: SvcKind,
-    pub backends: Option<Vec<SvcBackend>>,
+    pub pick: Option<Pick>,
+    /// The last apply or delete of the service.
     pub changed: Instant,
 }
 
@@ -164,48 +174,48 @@ pub fn services() -> Vec<ChurnSvc> {
         vip: vip.into(),
         port,
         kind,
-        backends: None,
+        pick: None,
         changed: Instant::now(),
     };
     vec![
         s(
             Side::Red,
-            "soak/svc-a",
+            "svc-a",
             [10, 96, 1, 1],
             APP_PORT,
             SvcKind::ClusterIp,
         ),
         s(
             Side::Red,
-            "soak/svc-b",
+            "svc-b",
             [10, 96, 1, 2],
             APP_PORT,
             SvcKind::ClusterIp,
         ),
         s(
             Side::Red,
-            "soak/global",
+            "global",
             [10, 96, 1, 100],
             APP_PORT,
             SvcKind::Global,
         ),
         s(
             Side::Red,
-            "soak/lb",
+            "lb",
             [203, 0, 113, 11],
             80,
             SvcKind::LoadBalancer,
         ),
         s(
             Side::Blue,
-            "soak/svc-a",
+            "svc-a",
             [10, 96, 2, 1],
             APP_PORT,
             SvcKind::ClusterIp,
         ),
         s(
             Side::Blue,
-            "soak/global",
+            "global",
             [10, 96, 1, 100],
             APP_PORT,
             SvcKind::Global,
@@ -213,96 +223,97 @@ pub fn services() -> Vec<ChurnSvc> {
     ]
 }
 
-fn record(mesh: &MeshLab, svc: &ChurnSvc, backends: &[SvcBackend], a: Affinity) -> ServiceRecord {
-    let cluster = mesh.cluster(svc.side).name;
-    let backends = backends
-        .iter()
-        .map(|b| (IpAddr::V4(b.ip), APP_PORT, b.node.as_str(), b.state));
-    let vip = IpAddr::V4(svc.vip);
-    ServiceRecord {
-        global: svc.kind == SvcKind::Global,
-        affinity: a,
-        ..super::services::tcp_record(svc.name, cluster, vip, svc.port, backends)
-    }
+/// The Service manifest of `svc` selecting `pick`.
+pub fn manifest(svc: &ChurnSvc, pick: Pick, affinity: Affinity) -> String {
+    let annotations = if svc.kind == SvcKind::Global {
+        let a = match affinity {
+            Affinity::Local => "local",
+            Affinity::Remote => "remote",
+            Affinity::None => "none",
+        };
+        format!("  annotations:\n    ironmesh.io/global: \"true\"\n    ironmesh.io/affinity: {a}\n")
+    } else {
+        String::new()
+    };
+    let address = match svc.kind {
+        SvcKind::LoadBalancer => format!(
+            "  type: LoadBalancer\n  loadBalancerIP: {}\n  externalTrafficPolicy: Local\n",
+            svc.vip
+        ),
+        _ => format!("  clusterIP: {}\n", svc.vip),
+    };
+    let generation = match pick {
+        Pick::Generation(g) => format!("\n    gen: g{g}"),
+        Pick::All => String::new(),
+    };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {}\n  namespace: {NAMESPACE}\n{annotations}\
+         spec:\n{address}  selector:\n    app: {APP}{generation}\n  ports:\n  - port: {}\n    targetPort: {APP_PORT}\n",
+        svc.name, svc.port
+    )
 }
 
-/// Creates or changes the service (a LoadBalancer's VIP is requested on create).
+/// `ironctl ARGS --meshd <the first node of side's meshd>`.
+fn ctl(mesh: &MeshLab, side: Side, args: &[&str]) -> Result<String> {
+    let api = mesh.cluster(side).nodes[0].api.display().to_string();
+    let mut all = args.to_vec();
+    all.extend(["--meshd", &api]);
+    mesh.ironctl(&all)
+}
+
+/// Applies `manifest` (written under the lab's dir as `file`) through `side`'s meshd.
+fn apply(mesh: &MeshLab, side: Side, file: &str, manifest: &str) -> Result<()> {
+    let path = mesh.dir().join(file);
+    std::fs::write(&path, manifest).map_err(io_err(format!("writing {file}")))?;
+    ctl(mesh, side, &["apply", "-f", &path.display().to_string()]).map(drop)
+}
+
+/// Creates or changes the service (`ironctl apply`).
 pub fn put_service(
     mesh: &MeshLab,
     svc: &mut ChurnSvc,
-    backends: Vec<SvcBackend>,
+    pick: Pick,
     affinity: Affinity,
 ) -> Result<()> {
-    if svc.kind == SvcKind::LoadBalancer && svc.backends.is_none() {
-        lbipam(mesh, svc, true)?;
-    }
-    let rec = record(mesh, svc, &backends, affinity);
-    let value = String::from_utf8(rec.encode()).expect("JSON record");
-    mesh.cluster(svc.side).etcd.put(0, &rec.key(), &value)?;
-    svc.backends = Some(backends);
+    let c = mesh.cluster(svc.side).name;
+    apply(
+        mesh,
+        svc.side,
+        &format!("soak-svc-{c}-{}.yaml", svc.name),
+        &manifest(svc, pick, affinity),
+    )?;
+    svc.pick = Some(pick);
     svc.changed = Instant::now();
     Ok(())
 }
 
-/// Deletes the service record (and releases a LoadBalancer's VIP).
+/// Deletes the service (`ironctl delete svc`): meshd frees its addresses.
 pub fn delete_service(mesh: &MeshLab, svc: &mut ChurnSvc) -> Result<()> {
-    let key = record(mesh, svc, &[], Affinity::None).key();
-    mesh.cluster(svc.side).etcd.etcdctl(0, &["del", &key])?;
-    if svc.kind == SvcKind::LoadBalancer {
-        lbipam(mesh, svc, false)?;
-    }
-    svc.backends = None;
+    ctl(
+        mesh,
+        svc.side,
+        &["delete", "svc", svc.name, "-n", NAMESPACE],
+    )?;
+    svc.pick = None;
     svc.changed = Instant::now();
     Ok(())
 }
 
-/// Requests (or releases) the service's VIP with meshd's LB-IPAM, from a node of its cluster.
-fn lbipam(mesh: &MeshLab, svc: &ChurnSvc, request: bool) -> Result<()> {
-    let c = mesh.cluster(svc.side);
-    let kv = KvConfig::new(c.etcd.endpoints().split(','));
-    let cluster: ClusterName = c.name.parse().expect("cluster name");
-    let key: ServiceKey = svc.name.parse().expect("service name");
-    let ip = IpAddr::V4(svc.vip);
-    c.nodes[0]
-        .host
-        .block_on(async move {
-            let store = KvStore::connect(&kv).await.map_err(|e| e.to_string())?;
-            let pools = vec![LB_POOL.parse().expect("pool")];
-            let a = VipAllocator::new(store, cluster, pools).map_err(|e| e.to_string())?;
-            if request {
-                a.request(&key, ip).await.map(drop)
-            } else {
-                a.release(&key).await.map(drop)
-            }
-            .map_err(|e| e.to_string())
-        })?
-        .map_err(|e| LabError::Invalid(format!("LB-IPAM for {}: {e}", svc.name)))
-}
-
-/// Applies `default/soak-churn` through the first node's meshd of `side`.
+/// Applies `soak/soak-churn` through the first node's meshd of `side`.
 pub fn apply_policy(mesh: &MeshLab, side: Side) -> Result<()> {
-    let c = mesh.cluster(side);
-    let file = mesh.dir().join(format!("soak-policy-{}.json", c.name));
-    let from = |app: &str| serde_json::json!({"selector": {"match_labels": {"app": app}}});
-    let policy = serde_json::json!({
-        "namespace": "default",
-        "name": "soak-churn",
-        "endpoint_selector": {"match_labels": {"app": APP}},
-        "ingress": [{
-            "from": [from("client"), from("web")],
-            "ports": [{"protocol": "tcp", "port": APP_PORT}, {"protocol": "icmp"}],
-        }],
-    });
-    std::fs::write(&file, policy.to_string()).map_err(io_err("writing the soak policy"))?;
-    let api = c.nodes[0].api.display().to_string();
-    let file = file.display().to_string();
-    mesh.ironctl(&["mesh", "--meshd", &api, "policy", "apply", "-f", &file])
-        .map(drop)
+    let c = mesh.cluster(side).name;
+    let [a, b, d, _] = CLIENT_IP.octets();
+    let policy = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {POLICY}\n  \
+         namespace: {NAMESPACE}\nspec:\n  podSelector:\n    matchLabels: {{app: {APP}}}\n  ingress:\n  \
+         - from:\n    - namespaceSelector: {{}}\n      podSelector:\n        matchExpressions:\n        \
+         - {{key: app, operator: In, values: [client, web]}}\n    - ipBlock: {{cidr: {a}.{b}.{d}.0/24}}\n    \
+         ports:\n    - {{protocol: TCP, port: {APP_PORT}}}\n"
+    );
+    apply(mesh, side, &format!("soak-policy-{c}.yaml"), &policy)
 }
 
-/// Deletes `default/soak-churn` through the first node's meshd of `side`.
+/// Deletes `soak/soak-churn` through the first node's meshd of `side`.
 pub fn delete_policy(mesh: &MeshLab, side: Side) -> Result<()> {
-    let api = mesh.cluster(side).nodes[0].api.display().to_string();
-    mesh.ironctl(&["mesh", "--meshd", &api, "policy", "delete", POLICY])
-        .map(drop)
+    ctl(mesh, side, &["delete", "netpol", POLICY, "-n", NAMESPACE]).map(drop)
 }
