@@ -36,11 +36,11 @@ pub use encryption::{
 pub use error::{ConfigError, FieldError};
 pub use mesh::{
     AdvertiseVips, DEFAULT_CNI_ENDPOINTS_DIR, DEFAULT_LEASE_TTL, DEFAULT_WIREGUARD_DEVICE,
-    EtcdEndpoint, Mesh, PodCidrPool, RemoteCluster, Tls,
+    EtcdAuth, EtcdEndpoint, Mesh, PodCidrPool, RemoteCluster, Tls,
 };
 pub use node::{DEFAULT_STATE_DIR, Node};
 pub use policy::{BUILTIN_POLICIES, BgpPolicy, PolicyAction, PolicyRule, PrefixMatch};
-pub use secret::Secret;
+pub use secret::{MAX_SECRET_FILE_BYTES, Secret, SecretFileError, read_secret_file};
 
 /// A node's whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,10 +11,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{ClusterName, ServiceKey};
-use ironmesh_meshd::kvstore::{KvConfig, KvStore};
+use ironmesh_meshd::kvstore::KvStore;
 use ironmesh_meshd::lbipam::VipAllocator;
 use ironmesh_meshd::services::{Affinity, BackendState, ServiceRecord};
 
@@ -259,7 +259,7 @@ pub fn delete_service(mesh: &MeshLab, svc: &mut ChurnSvc) -> Result<()> {
 /// Requests (or releases) the service's VIP with meshd's LB-IPAM, from a node of its cluster.
 fn lbipam(mesh: &MeshLab, svc: &ChurnSvc, request: bool) -> Result<()> {
     let c = mesh.cluster(svc.side);
-    let kv = KvConfig::new(c.etcd.endpoints().split(','));
+    let kv = crate::etcd_lab::kv_config(&c.etcd, Duration::from_secs(5), Duration::from_secs(3));
     let cluster: ClusterName = c.name.parse().expect("cluster name");
     let key: ServiceKey = svc.name.parse().expect("service name");
     let ip = IpAddr::V4(svc.vip);
