@@ -187,6 +187,10 @@ fn topology(mesh: &MeshLab) {
         names(Side::Blue)
     );
     println!("  every node: bgpd (eBGP to its ToR, routes into the kernel), meshd, wireguard-go");
+    println!(
+        "  each etcd: TLS with client certificates, users and roles by `ironctl mesh provision`:\n    \
+         red's meshd (user red) writes only red's keys, reads blue's as red-reader (read-only)"
+    );
 }
 
 /// red/n2/other -> blue/n1/web is denied by blue web's policy (applied with `ironctl mesh policy
@@ -316,5 +320,16 @@ fn explore(mesh: &MeshLab) {
         c.host.netns(),
         mesh.pod(Side::Blue, "n1", "web").ip
     );
+    for side in [Side::Red, Side::Blue] {
+        let c = mesh.cluster(side);
+        let m = &c.etcd.members[0];
+        println!(
+            "  ip netns exec {} env ETCDCTL_API=3 etcdctl --endpoints={} {} get --prefix --keys-only ironmesh/    # {}'s etcd as root (certificate CN=root)",
+            m.host.netns(),
+            m.client_url(),
+            c.etcd.etcdctl_tls_flags().join(" "),
+            c.name
+        );
+    }
     println!("  Configs and logs: {}", mesh.dir().display());
 }
