@@ -179,7 +179,7 @@ fn etcd_mesh_red_meshd_cannot_write_blue_keys_rbac_through_its_own_code_path() {
     );
     let log = exited(&p, "meshd with red's user on blue's etcd to stop");
     assert!(
-        log.contains("etcd authentication failed for user \"red\""),
+        log.contains("mesh.auth: etcd authentication failed for user \"red\""),
         "{log}"
     );
 

@@ -130,7 +130,8 @@ async fn publish_ipsec(
 }
 
 /// A request the local etcd refused for lack of permission becomes [`AgentError::Denied`]
-/// (naming the user and `mesh.auth.user`); other errors go through `other`.
+/// (naming the user and `mesh.auth.user`), a refused login names `mesh.auth`; other errors go
+/// through `other`.
 pub(super) fn denied(
     cfg: &AgentConfig,
     e: KvError,
@@ -144,6 +145,13 @@ pub(super) fn denied(
             ),
             cluster: cfg.cluster.clone(),
             source: e,
+        },
+        KvError::Auth { .. } | KvError::AuthRequired { .. } => AgentError::Config {
+            field: "mesh.auth".into(),
+            detail: format!(
+                "{e}; set user and password_file to cluster {}'s own etcd user (`ironctl mesh provision` made it)",
+                cfg.cluster
+            ),
         },
         e => other(e),
     }
