@@ -129,6 +129,8 @@ pub struct Cluster {
     pub switch: Host,
     /// What its nodes log in to the etcds with (TLS client certificate, own user, readers).
     pub creds: NodeCreds,
+    /// What `ironctl mesh provision` printed for its etcd at the lab's start.
+    pub provisioned: String,
 }
 
 impl Cluster {
@@ -208,5 +210,6 @@ pub(super) fn start(
         nodes,
         switch: hosts.switch,
         creds,
+        provisioned: String::new(),
     })
 }

@@ -295,12 +295,13 @@ fn build(
     );
 
     // Each etcd is provisioned as soon as it is up: users, roles, auth on.
-    let provision = |hosts: &cluster::Hosts, tls, plan: &cluster::Plan| -> Result<EtcdCluster> {
-        let etcd = hosts.start_etcd(tls)?;
-        let remote = [plan.remote.0];
-        auth.provision(&bins.ironctl, &hosts.etcd[0].0, &etcd, plan.name, &remote)?;
-        Ok(etcd)
-    };
+    let provision =
+        |hosts: &cluster::Hosts, tls, plan: &cluster::Plan| -> Result<(EtcdCluster, String)> {
+            let etcd = hosts.start_etcd(tls)?;
+            let remote = [plan.remote.0];
+            let out = auth.provision(&bins.ironctl, &hosts.etcd[0].0, &etcd, plan.name, &remote)?;
+            Ok((etcd, out))
+        };
     // ToRs and both etcds at once (each takes seconds to become ready).
     let (red_tor, blue_tor, red_etcd, blue_etcd) = std::thread::scope(|s| {
         let a = s.spawn(|| Tor::start_bird(&red_tor_h, &red_plan, &blue_plan));
@@ -310,7 +311,7 @@ fn build(
         (join(a), join(b), join(c), join(d))
     });
     let (red_tor, blue_tor) = (red_tor?, blue_tor?);
-    let (red_etcd, blue_etcd) = (red_etcd?, blue_etcd?);
+    let ((red_etcd, red_provisioned), (blue_etcd, blue_provisioned)) = (red_etcd?, blue_etcd?);
     step("the nodes")?;
 
     let red_ep = red_etcd.endpoints();
@@ -322,7 +323,9 @@ fn build(
             s.spawn(|| cluster::start(ctx, blue_plan, blue_hosts, blue_etcd, &red_ep, blue_creds));
         (join(a), join(b))
     });
-    let (red, blue) = (red?, blue?);
+    let (mut red, mut blue) = (red?, blue?);
+    red.provisioned = red_provisioned;
+    blue.provisioned = blue_provisioned;
     step("the services")?;
     Ok((red_tor, blue_tor, client, red, blue, auth))
 }
