@@ -71,6 +71,13 @@ pub fn read_secret_file(path: &Path, field: &str) -> Result<Secret, SecretFileEr
         path: path.into(),
         source,
     };
+    // A FIFO or device would block or never end: look before opening, check again after.
+    if !std::fs::metadata(path).map_err(read_err)?.is_file() {
+        return Err(SecretFileError::NotAFile {
+            field: field.into(),
+            path: path.into(),
+        });
+    }
     let file = std::fs::File::open(path).map_err(read_err)?;
     let meta = file.metadata().map_err(read_err)?;
     if !meta.is_file() {
@@ -170,6 +177,12 @@ mod tests {
         assert!(matches!(e, SecretFileError::Read { .. }), "{e}");
         let e = read_secret_file(dir.path(), f).unwrap_err();
         assert!(matches!(e, SecretFileError::NotAFile { .. }), "{e}");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let e = read_secret_file(&fifo, f).unwrap_err();
+            assert!(matches!(e, SecretFileError::NotAFile { .. }), "{e}");
+        }
     }
 
     #[test]
