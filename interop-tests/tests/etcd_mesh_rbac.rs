@@ -94,8 +94,13 @@ fn etcd_mesh_red_meshd_cannot_write_blue_keys_rbac_through_its_own_code_path() {
         let ip = ip.parse().unwrap();
         EtcdCluster::start_tls(&[(h, ip)], auth.etcd_tls(cluster, &[ip]).unwrap()).unwrap()
     };
-    let red = start(&red_h, "red", "192.0.2.21");
-    let blue = start(&blue_h, "blue", "192.0.2.31");
+    let t = Instant::now();
+    let (red, blue) = std::thread::scope(|s| {
+        let r = s.spawn(|| start(&red_h, "red", "192.0.2.21"));
+        let b = s.spawn(|| start(&blue_h, "blue", "192.0.2.31"));
+        (r.join().unwrap(), b.join().unwrap())
+    });
+    eprintln!("both etcds up in {:?}", t.elapsed());
 
     // The real command, as an operator runs it; a second run changes nothing.
     let t = Instant::now();
@@ -177,7 +182,9 @@ fn etcd_mesh_red_meshd_cannot_write_blue_keys_rbac_through_its_own_code_path() {
             ("red", &red_pw),
         ),
     );
+    let t = Instant::now();
     let log = exited(&p, "meshd with red's user on blue's etcd to stop");
+    eprintln!("refused in {:?}", t.elapsed());
     assert!(
         log.contains("mesh.auth: etcd authentication failed for user \"red\""),
         "{log}"
