@@ -146,6 +146,12 @@ impl Config {
         if self.encryption.mode != EncryptionMode::Off && self.mesh.is_none() {
             out.push("encryption.mode: encryption is on but there is no [mesh] section, so no peer nodes (and keys) are known".into());
         }
+        if let Some(m) = &self.mesh
+            && m.auth.is_none()
+            && m.tls.as_ref().is_none_or(|t| t.client.is_none())
+        {
+            out.push("mesh.auth: meshd logs in to its etcd with neither a user nor a client certificate, so etcd cannot keep other clusters (or any client that reaches it) from writing this cluster's keys; run `ironctl mesh provision` and set [mesh.auth] user and password_file (or [mesh.tls] cert_file and key_file, with etcd's --client-cert-auth)".into());
+        }
         out
     }
 }

@@ -33,11 +33,12 @@ pub const MAX_SECRET_FILE_BYTES: u64 = 4096;
 /// Why a secret file (e.g. `mesh.auth.password_file`) cannot be used. Never carries its content.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretFileError {
-    #[error("{field}: cannot read {path}: {source}")]
+    /// (`cause` is part of the message, not a `source`: printed once in an error chain.)
+    #[error("{field}: cannot read {path}: {cause}")]
     Read {
         field: String,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{field}: {path} is not a regular file; point it at the file holding the password")]
     NotAFile { field: String, path: PathBuf },
@@ -66,10 +67,10 @@ pub enum SecretFileError {
 /// (a final newline is dropped). The mode is checked on the open file, not the path.
 pub fn read_secret_file(path: &Path, field: &str) -> Result<Secret, SecretFileError> {
     use std::os::unix::fs::PermissionsExt;
-    let read_err = |source| SecretFileError::Read {
+    let read_err = |cause| SecretFileError::Read {
         field: field.into(),
         path: path.into(),
-        source,
+        cause,
     };
     // A FIFO or device would block or never end: look before opening, check again after.
     if !std::fs::metadata(path).map_err(read_err)?.is_file() {

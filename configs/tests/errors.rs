@@ -307,6 +307,15 @@ fn mesh_section() {
     );
 }
 
+/// Whether the config warns that meshd logs in to etcd as nobody.
+fn c_warnings_mention_auth(toml: &str) -> bool {
+    Config::from_toml(toml)
+        .unwrap()
+        .warnings()
+        .iter()
+        .any(|w| w.starts_with("mesh.auth: ") && w.contains("ironctl mesh provision"))
+}
+
 #[test]
 fn etcd_auth_sections() {
     let c = Config::from_toml(&format!(
@@ -343,6 +352,13 @@ fn etcd_auth_sections() {
         &format!("{NODE}{MESH}[mesh.auth]\nuser = \"a:b\"\npassword_file = \"/p\"\n"),
         "mesh.auth.user: \"a:b\" is not an etcd user name; use 1 to 128 letters, digits, '-', '_', '.' or '@' (e.g. \"red\", or \"red-reader\" for a remote)",
     );
+    assert!(c_warnings_mention_auth(&format!("{NODE}{MESH}")));
+    assert!(!c_warnings_mention_auth(&format!(
+        "{NODE}{MESH}[mesh.auth]\nuser = \"c1\"\npassword_file = \"/p\"\n"
+    )));
+    assert!(!c_warnings_mention_auth(&format!(
+        "{NODE}{MESH}[mesh.tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n"
+    )));
     // The password itself never goes into the config.
     let e = Config::from_toml(&format!(
         "{NODE}{MESH}[mesh.auth]\nuser = \"c1\"\npassword = \"x\"\n"
