@@ -35,11 +35,11 @@ pub use encryption::{
 pub use error::{ConfigError, FieldError};
 pub use mesh::{
     AdvertiseVips, DEFAULT_CNI_ENDPOINTS_DIR, DEFAULT_LEASE_TTL, DEFAULT_WIREGUARD_DEVICE,
-    EtcdEndpoint, Mesh, PodCidrPool, RemoteCluster, Tls,
+    EtcdAuth, EtcdEndpoint, Mesh, PodCidrPool, RemoteCluster, Tls,
 };
 pub use node::{DEFAULT_STATE_DIR, Node};
 pub use policy::{BUILTIN_POLICIES, BgpPolicy, PolicyAction, PolicyRule, PrefixMatch};
-pub use secret::Secret;
+pub use secret::{MAX_SECRET_FILE_BYTES, Secret, SecretFileError, read_secret_file};
 
 /// A node's whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +144,12 @@ impl Config {
         }
         if self.encryption.mode != EncryptionMode::Off && self.mesh.is_none() {
             out.push("encryption.mode: encryption is on but there is no [mesh] section, so no peer nodes (and keys) are known".into());
+        }
+        if let Some(m) = &self.mesh
+            && m.auth.is_none()
+            && m.tls.as_ref().is_none_or(|t| t.client.is_none())
+        {
+            out.push("mesh.auth: meshd logs in to its etcd with neither a user nor a client certificate, so etcd cannot keep other clusters (or any client that reaches it) from writing this cluster's keys; run `ironctl mesh provision` and set [mesh.auth] user and password_file (or [mesh.tls] cert_file and key_file, with etcd's --client-cert-auth)".into());
         }
         out
     }

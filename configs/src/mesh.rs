@@ -12,7 +12,8 @@ use common::{ClusterId, ClusterName, IdentityLayout};
 
 use crate::error::Errors;
 use crate::node::absolute_path;
-use crate::raw::{RawMesh, RawPodCidrPool, RawTls};
+use crate::raw::{RawEtcdAuth, RawMesh, RawPodCidrPool, RawTls};
+use crate::secret::{Secret, SecretFileError, read_secret_file};
 
 /// Default TTL (seconds) of the leases meshd holds: its node record and mirror elections.
 pub const DEFAULT_LEASE_TTL: u32 = 10;
@@ -23,6 +24,9 @@ pub struct Mesh {
     pub cluster_id: ClusterId,
     pub identity: IdentityLayout,
     pub tls: Option<Tls>,
+    /// `mesh.auth`: the etcd user this cluster's meshd logs in as (absent: no etcd auth, or
+    /// the identity of the TLS client certificate).
+    pub auth: Option<EtcdAuth>,
     pub remote_clusters: Vec<RemoteCluster>,
     /// Cluster pools the nodes' PodCIDRs are carved from (empty: meshd allocates none).
     pub pod_cidr_pools: Vec<PodCidrPool>,
@@ -103,6 +107,8 @@ pub struct RemoteCluster {
     pub id: ClusterId,
     pub endpoints: Vec<EtcdEndpoint>,
     pub tls: Option<Tls>,
+    /// `auth`: the user this cluster reads the remote's etcd as (its `<cluster>-reader`).
+    pub auth: Option<EtcdAuth>,
     /// `pod_cidrs`: the remote's PodCIDR pools; its node PodCIDRs, endpoint IPs and service
     /// backends must be inside (empty: none of them is accepted from it).
     pub pod_cidrs: Vec<IpNet>,
@@ -119,6 +125,57 @@ pub struct RemoteCluster {
 pub struct Tls {
     pub ca_file: Option<PathBuf>,
     pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// An etcd user and the file holding its password (`user`, `password_file`). The password is
+/// read only when a connection needs it ([`EtcdAuth::password`]), so it never sits in the
+/// config, its Debug output or `ironctl config check`'s output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdAuth {
+    pub user: String,
+    pub password_file: PathBuf,
+    /// The TOML path of this table (`mesh.auth`, `mesh.remote_clusters[0].auth`), for errors.
+    pub field: String,
+}
+
+impl EtcdAuth {
+    /// Reads the password file: private (`chmod 600`), bounded, one line. Errors name
+    /// `<field>.password_file` and never quote the file.
+    pub fn password(&self) -> Result<Secret, SecretFileError> {
+        read_secret_file(
+            &self.password_file,
+            &format!("{}.password_file", self.field),
+        )
+    }
+}
+
+/// The longest etcd user name accepted.
+const MAX_USER: usize = 128;
+
+fn auth(errs: &mut Errors, path: &str, raw: Option<&RawEtcdAuth>) -> Option<Option<EtcdAuth>> {
+    let Some(raw) = raw else { return Some(None) };
+    let user_ok = !raw.user.is_empty()
+        && raw.user.len() <= MAX_USER
+        && raw
+            .user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if !user_ok {
+        let shown = crate::error::bounded(&raw.user, 64);
+        errs.push(
+            format!("{path}.user"),
+            format!("{shown:?} is not an etcd user name; use 1 to {MAX_USER} letters, digits, '-', '_', '.' or '@' (e.g. \"red\", or \"red-reader\" for a remote)"),
+        );
+    }
+    let file = absolute_path(errs, &format!("{path}.password_file"), &raw.password_file);
+    if !user_ok {
+        return None;
+    }
+    Some(Some(EtcdAuth {
+        user: raw.user.clone(),
+        password_file: file?,
+        field: path.to_string(),
+    }))
 }
 
 /// `http(s)://host:port`, as etcd clients take them.
@@ -274,6 +331,7 @@ pub(crate) fn validate(
     let layout = identity.unwrap_or_default();
     let cluster_id = check_cluster_id(errs, "mesh.cluster_id", raw.cluster_id, layout);
     let own_tls = tls(errs, "mesh.tls", raw.tls.as_ref());
+    let own_auth = auth(errs, "mesh.auth", raw.auth.as_ref());
 
     let mut remotes = Vec::new();
     let mut by_name: HashMap<String, usize> = HashMap::new();
@@ -308,29 +366,34 @@ pub(crate) fn validate(
         }
         let eps = endpoints(errs, &at("endpoints"), &r.endpoints);
         let tls = tls(errs, &at("tls"), r.tls.as_ref());
+        let remote_auth = auth(errs, &at("auth"), r.auth.as_ref());
         let pods = cidr_list(errs, &at("pod_cidrs"), &r.pod_cidrs, "10.2.0.0/16");
         let nodes = cidr_list(errs, &at("node_cidrs"), &r.node_cidrs, "198.51.100.0/24");
         let services = cidr_list(errs, &at("service_cidrs"), &r.service_cidrs, "10.96.0.0/16");
-        remotes.push(match (name, id, eps, tls, pods, nodes, services) {
-            (
-                Some(name),
-                Some(id),
-                Some(endpoints),
-                Some(tls),
-                Some(pod_cidrs),
-                Some(node_cidrs),
-                Some(service_cidrs),
-            ) => Some(RemoteCluster {
-                name,
-                id,
-                endpoints,
-                tls,
-                pod_cidrs,
-                node_cidrs,
-                service_cidrs,
-            }),
-            _ => None,
-        });
+        remotes.push(
+            match (name, id, eps, tls, remote_auth, pods, nodes, services) {
+                (
+                    Some(name),
+                    Some(id),
+                    Some(endpoints),
+                    Some(tls),
+                    Some(auth),
+                    Some(pod_cidrs),
+                    Some(node_cidrs),
+                    Some(service_cidrs),
+                ) => Some(RemoteCluster {
+                    name,
+                    id,
+                    endpoints,
+                    tls,
+                    auth,
+                    pod_cidrs,
+                    node_cidrs,
+                    service_cidrs,
+                }),
+                _ => None,
+            },
+        );
     }
     let pools = pod_cidr_pools(errs, &raw.pod_cidr_pools);
     let node_ipv4 = address(errs, "mesh.node_ipv4", raw.node_ipv4.as_deref());
@@ -405,6 +468,7 @@ pub(crate) fn validate(
         cluster_id: cluster_id?,
         identity: identity?,
         tls: own_tls?,
+        auth: own_auth?,
         remote_clusters: remotes.into_iter().collect::<Option<_>>()?,
     })
 }

@@ -201,6 +201,7 @@ pub struct RawMesh {
     pub cluster_id: i64,
     pub identity: Option<RawIdentity>,
     pub tls: Option<RawTls>,
+    pub auth: Option<RawEtcdAuth>,
     #[serde(default)]
     pub remote_clusters: Vec<RawRemoteCluster>,
     #[serde(default)]
@@ -240,6 +241,14 @@ pub struct RawTls {
     pub key_file: Option<String>,
 }
 
+/// `[mesh.auth]` / `[mesh.remote_clusters.auth]`: an etcd user and the file of its password.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcdAuth {
+    pub user: String,
+    pub password_file: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRemoteCluster {
@@ -247,6 +256,7 @@ pub struct RawRemoteCluster {
     pub id: i64,
     pub endpoints: Vec<String>,
     pub tls: Option<RawTls>,
+    pub auth: Option<RawEtcdAuth>,
     #[serde(default)]
     pub pod_cidrs: Vec<String>,
     #[serde(default)]

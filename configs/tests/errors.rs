@@ -307,6 +307,67 @@ fn mesh_section() {
     );
 }
 
+/// Whether the config warns that meshd logs in to etcd as nobody.
+fn c_warnings_mention_auth(toml: &str) -> bool {
+    Config::from_toml(toml)
+        .unwrap()
+        .warnings()
+        .iter()
+        .any(|w| w.starts_with("mesh.auth: ") && w.contains("ironctl mesh provision"))
+}
+
+#[test]
+fn etcd_auth_sections() {
+    let c = Config::from_toml(&format!(
+        "{NODE}{MESH}[mesh.auth]\nuser = \"c1\"\npassword_file = \"/etc/ironmesh/c1.password\"\n\
+         [[mesh.remote_clusters]]\nname = \"r\"\nid = 2\nendpoints = [\"https://r:2379\"]\n\
+         [mesh.remote_clusters.auth]\nuser = \"c1-reader\"\npassword_file = \"/etc/ironmesh/r.password\"\n"
+    ))
+    .unwrap();
+    let mesh = c.mesh.unwrap();
+    let own = mesh.auth.unwrap();
+    assert_eq!((own.user.as_str(), own.field.as_str()), ("c1", "mesh.auth"));
+    let r = mesh.remote_clusters[0].auth.clone().unwrap();
+    assert_eq!(
+        (r.user.as_str(), r.field.as_str()),
+        ("c1-reader", "mesh.remote_clusters[0].auth")
+    );
+    assert_eq!(
+        r.password_file,
+        std::path::Path::new("/etc/ironmesh/r.password")
+    );
+    // Read only when used: a missing file names the field.
+    let e = r.password().unwrap_err().to_string();
+    assert!(
+        e.starts_with(
+            "mesh.remote_clusters[0].auth.password_file: cannot read /etc/ironmesh/r.password"
+        ),
+        "{e}"
+    );
+    assert_error(
+        &format!("{NODE}{MESH}[mesh.auth]\nuser = \"c1\"\npassword_file = \"c1.password\"\n"),
+        "mesh.auth.password_file: \"c1.password\" is not an absolute path; write it starting with '/'",
+    );
+    assert_error(
+        &format!("{NODE}{MESH}[mesh.auth]\nuser = \"a:b\"\npassword_file = \"/p\"\n"),
+        "mesh.auth.user: \"a:b\" is not an etcd user name; use 1 to 128 letters, digits, '-', '_', '.' or '@' (e.g. \"red\", or \"red-reader\" for a remote)",
+    );
+    assert!(c_warnings_mention_auth(&format!("{NODE}{MESH}")));
+    assert!(!c_warnings_mention_auth(&format!(
+        "{NODE}{MESH}[mesh.auth]\nuser = \"c1\"\npassword_file = \"/p\"\n"
+    )));
+    assert!(!c_warnings_mention_auth(&format!(
+        "{NODE}{MESH}[mesh.tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n"
+    )));
+    // The password itself never goes into the config.
+    let e = Config::from_toml(&format!(
+        "{NODE}{MESH}[mesh.auth]\nuser = \"c1\"\npassword = \"x\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("unknown field `password`"), "{e}");
+}
+
 #[test]
 fn remote_clusters() {
     let remote = |name: &str, id: u32| {

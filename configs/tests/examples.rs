@@ -117,6 +117,8 @@ fn two_clusters_details() {
             .client
             .is_some()
     );
+    let auth = mesh.remote_clusters[0].auth.as_ref().unwrap();
+    assert_eq!(auth.user, "blue-reader");
     let peer = &c.bgp.unwrap().peers[0];
     assert_eq!(peer.target, PeerTarget::Interface("eth1".into()));
     assert_eq!(peer.peer_asn, ironmesh_configs::PeerAsn::Any);

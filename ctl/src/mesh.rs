@@ -11,6 +11,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 mod policy;
+mod provision;
 mod view;
 
 use view::{IdentityRow, NodeRow, ServiceRow};
@@ -57,10 +58,17 @@ enum MeshCommand {
     /// This cluster's network policies: apply (from a JSON/TOML file), list, delete.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Create a cluster's etcd users and roles and turn etcd auth on (talks to etcd, not
+    /// meshd): the cluster's meshd user writes only its cluster's keys; each remote's reader
+    /// only reads them. Idempotent.
+    Provision(provision::ProvisionArgs),
 }
 
 /// Runs a `mesh` command; the error is the message to print.
 pub fn run(args: MeshArgs) -> Result<(), String> {
+    if let MeshCommand::Provision(p) = args.command {
+        return provision::run(p);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -136,6 +144,7 @@ async fn run_async(args: MeshArgs) -> Result<(), String> {
             (view::services_table(&rows), json_of(&rows)?)
         }
         MeshCommand::Policy(cmd) => policy::run(&mut c, cmd).await?,
+        MeshCommand::Provision(_) => unreachable!("provision runs without meshd"),
     };
     if json {
         println!("{value}");

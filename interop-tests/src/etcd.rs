@@ -1,6 +1,8 @@
-//! A real etcd 3.4 cluster (1 or 3 members), each member in a host of the lab.
+//! A real etcd 3.4 cluster (1 or 3 members), each member in a host of the lab; plain, or
+//! with TLS and client-certificate auth ([`EtcdCluster::start_tls`]).
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -8,6 +10,7 @@ use serde_json::Value;
 use crate::cmd::{require_binary, wait_for};
 use crate::error::{LabError, Result};
 use crate::lab::Host;
+use crate::pki::CertPair;
 use crate::process::Process;
 
 const CLIENT_PORT: u16 = 2379;
@@ -19,23 +22,38 @@ pub struct EtcdMember {
     pub host: Host,
     pub ip: IpAddr,
     pub process: Process,
+    tls: bool,
 }
 
 impl EtcdMember {
     pub fn client_url(&self) -> String {
-        url(self.ip, CLIENT_PORT)
+        url(self.ip, CLIENT_PORT, self.tls)
     }
+}
+
+/// TLS of a lab etcd: its members' server certificate (clients must present a certificate of
+/// the same CA: `--client-cert-auth`) and the client certificate the lab itself uses. With
+/// common name `root`, that one acts as etcd's root user once auth is on, so the lab's
+/// etcdctl needs no password on its command line.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub server: CertPair,
+    pub client: CertPair,
 }
 
 #[derive(Debug)]
 pub struct EtcdCluster {
     pub members: Vec<EtcdMember>,
+    /// `Some`: clients speak https and present a certificate.
+    pub tls: Option<EtcdTls>,
 }
 
-fn url(ip: IpAddr, port: u16) -> String {
+fn url(ip: IpAddr, port: u16, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     match ip {
-        IpAddr::V4(a) => format!("http://{a}:{port}"),
-        IpAddr::V6(a) => format!("http://[{a}]:{port}"),
+        IpAddr::V4(a) => format!("{scheme}://{a}:{port}"),
+        IpAddr::V6(a) => format!("{scheme}://[{a}]:{port}"),
     }
 }
 
@@ -43,6 +61,16 @@ impl EtcdCluster {
     /// Starts one member per `(host, ip)` (the ip must be on that host) and waits until every
     /// member reports healthy.
     pub fn start(members: &[(&Host, IpAddr)]) -> Result<EtcdCluster> {
+        Self::start_with(members, None)
+    }
+
+    /// [`EtcdCluster::start`] with clients on TLS (`--client-cert-auth`); peers stay on
+    /// plain HTTP inside the lab.
+    pub fn start_tls(members: &[(&Host, IpAddr)], tls: EtcdTls) -> Result<EtcdCluster> {
+        Self::start_with(members, Some(tls))
+    }
+
+    fn start_with(members: &[(&Host, IpAddr)], tls: Option<EtcdTls>) -> Result<EtcdCluster> {
         require_binary("etcd", "etcd-server")?;
         require_binary("etcdctl", "etcd-client")?;
         if members.is_empty() {
@@ -52,26 +80,27 @@ impl EtcdCluster {
         let initial: Vec<String> = members
             .iter()
             .enumerate()
-            .map(|(i, (_, ip))| format!("e{i}={}", url(*ip, PEER_PORT)))
+            .map(|(i, (_, ip))| format!("e{i}={}", url(*ip, PEER_PORT, false)))
             .collect();
         let initial = initial.join(",");
         let mut out = Vec::new();
         for (i, (host, ip)) in members.iter().enumerate() {
             let name = format!("e{i}");
             let data = host.path(&format!("etcd-{name}.data"));
-            let args: Vec<String> = vec![
+            let secure = tls.is_some();
+            let mut args: Vec<String> = vec![
                 "--name".into(),
                 name.clone(),
                 "--data-dir".into(),
                 data.to_string_lossy().into_owned(),
                 "--listen-peer-urls".into(),
-                url(*ip, PEER_PORT),
+                url(*ip, PEER_PORT, false),
                 "--initial-advertise-peer-urls".into(),
-                url(*ip, PEER_PORT),
+                url(*ip, PEER_PORT, false),
                 "--listen-client-urls".into(),
-                url(*ip, CLIENT_PORT),
+                url(*ip, CLIENT_PORT, secure),
                 "--advertise-client-urls".into(),
-                url(*ip, CLIENT_PORT),
+                url(*ip, CLIENT_PORT, secure),
                 "--initial-cluster".into(),
                 initial.clone(),
                 "--initial-cluster-state".into(),
@@ -83,15 +112,28 @@ impl EtcdCluster {
                 "--log-outputs".into(),
                 "stderr".into(),
             ];
+            if let Some(t) = &tls {
+                let p = |p: &PathBuf| p.to_string_lossy().into_owned();
+                args.extend([
+                    "--cert-file".into(),
+                    p(&t.server.cert),
+                    "--key-file".into(),
+                    p(&t.server.key),
+                    "--trusted-ca-file".into(),
+                    p(&t.ca),
+                    "--client-cert-auth".into(),
+                ]);
+            }
             let process = host.spawn(&format!("etcd-{name}"), "etcd", &args)?;
             out.push(EtcdMember {
                 name,
                 host: (*host).clone(),
                 ip: *ip,
                 process,
+                tls: secure,
             });
         }
-        let cluster = EtcdCluster { members: out };
+        let cluster = EtcdCluster { members: out, tls };
         for i in 0..cluster.members.len() {
             cluster.wait_healthy(i, Duration::from_secs(20))?;
         }
@@ -109,8 +151,22 @@ impl EtcdCluster {
         let m = &self.members[i];
         let ep = format!("--endpoints={}", m.client_url());
         let mut full = vec!["ETCDCTL_API=3", "etcdctl", &ep, "--command-timeout=3s"];
+        let flags = self.etcdctl_tls_flags();
+        full.extend(flags.iter().map(String::as_str));
         full.extend_from_slice(args);
         m.host.exec("env", &full)
+    }
+
+    /// etcdctl's `--cacert/--cert/--key` for the lab's own (root) client certificate.
+    pub fn etcdctl_tls_flags(&self) -> Vec<String> {
+        match &self.tls {
+            Some(t) => vec![
+                format!("--cacert={}", t.ca.display()),
+                format!("--cert={}", t.client.cert.display()),
+                format!("--key={}", t.client.key.display()),
+            ],
+            None => Vec::new(),
+        }
     }
 
     pub fn wait_healthy(&self, i: usize, timeout: Duration) -> Result<()> {

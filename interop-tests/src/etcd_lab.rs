@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ironmesh_meshd::kvstore::KvConfig;
+use ironmesh_meshd::kvstore::{KvConfig, TlsFiles};
 
 use crate::error::Result;
 use crate::etcd::EtcdCluster;
@@ -49,10 +49,16 @@ impl EtcdLab {
     }
 }
 
-/// A client config for every member of `etcd` with these timeouts.
+/// A client config for every member of `etcd` with these timeouts (on a TLS etcd, with the
+/// lab's own client certificate: etcd's root user once auth is on).
 pub fn kv_config(etcd: &EtcdCluster, connect: Duration, op: Duration) -> KvConfig {
     let mut cfg = KvConfig::new(etcd.members.iter().map(|m| m.client_url()));
     cfg.connect_timeout = connect;
     cfg.op_timeout = op;
+    cfg.tls = etcd.tls.as_ref().map(|t| TlsFiles {
+        ca: t.ca.clone(),
+        client_cert: Some((t.client.cert.clone(), t.client.key.clone())),
+        server_name: None,
+    });
     cfg
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use common::ClusterName;
 use interop_tests::*;
 use ironmesh_meshd::federation::{MergedView, MirrorConfig, MirrorController};
-use ironmesh_meshd::kvstore::auth::{AuthPlan, meshd_user, provision, reader_user};
+use ironmesh_meshd::kvstore::auth::{
+    AuthPlan, Outcome, Provisioned, meshd_user, provision, reader_user,
+};
 use ironmesh_meshd::kvstore::{KvConfig, KvError, KvStore};
 use ironmesh_meshd::nodes::NodeRecord;
 use ironmesh_meshd::schema::Scope;
@@ -67,12 +69,23 @@ fn etcd_mesh_auth_clusters_write_only_their_own_prefix() -> Result<()> {
                 meshd_password: format!("{cluster}-pw"),
                 readers: vec![(name(other), format!("{other}-reader-pw"))],
             };
-            provision(&s, &plan).await.expect("provision");
-            // Idempotent.
+            let first = provision(&s, &plan).await.expect("provision");
+            assert_eq!(first.len(), 6, "{first:?}");
+            assert!(
+                first.iter().all(|p| p.outcome == Outcome::Created),
+                "{first:?}"
+            );
+            // Idempotent: everything found, nothing made again.
             let again = KvStore::connect(&cfg(etcd, Some(("root", "root-pw"))))
                 .await
                 .unwrap();
-            provision(&again, &plan).await.expect("provision again");
+            let second = provision(&again, &plan).await.expect("provision again");
+            let names = |v: &[Provisioned]| v.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+            assert_eq!(names(&second), names(&first));
+            assert!(
+                second.iter().all(|p| p.outcome == Outcome::Unchanged),
+                "{second:?}"
+            );
         }
         assert_eq!(meshd_user(&name("red")), "red");
         assert_eq!(reader_user(&name("red")), "red-reader");

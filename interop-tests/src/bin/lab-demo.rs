@@ -60,6 +60,9 @@ fn main() -> Result<()> {
     );
     check("the BGP tour")?;
 
+    trust_boundary(&mesh)?;
+    check("the etcd tour")?;
+
     title("2. The mesh, as meshd on red/n1 (then blue/n1) sees it");
     let red1 = mesh.red.node("n1");
     let api = red1.api.display().to_string();
@@ -150,6 +153,66 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Each cluster's etcd users, as `ironctl mesh provision` made them at the start, and red's
+/// reader credential for blue's etcd (what red's meshd mirrors blue with) refused a write there.
+fn trust_boundary(mesh: &MeshLab) -> Result<()> {
+    use ironmesh_meshd::kvstore::{KvConfig, KvStore, TlsFiles};
+    title("1b. etcd: TLS with client certificates, a user per cluster");
+    for side in [Side::Red, Side::Blue] {
+        let c = mesh.cluster(side);
+        println!(
+            "$ ironctl mesh provision --cluster {} --endpoints {} --cacert ... --cert ... --key ... --root-password-file ... --password-file ... --reader {}=...",
+            c.name,
+            c.etcd.endpoints(),
+            if c.name == "red" { "blue" } else { "red" }
+        );
+        indent(&c.provisioned);
+    }
+    let (red, blue) = (&mesh.red, &mesh.blue);
+    let password = std::fs::read_to_string(interop_tests::etcd_auth::password_path(
+        &mesh.auth.dir,
+        blue.name,
+        "red-reader",
+    ))
+    .context("reading red-reader's password file")?;
+    let mut kv = KvConfig::new(blue.etcd.members.iter().map(|m| m.client_url()));
+    kv.user = Some(("red-reader".into(), password.trim().to_string()));
+    kv.probe_prefix = "ironmesh/v1/clusters/blue/".into();
+    kv.tls = Some(TlsFiles {
+        ca: red.creds.ca.clone(),
+        client_cert: Some((red.creds.cert.cert.clone(), red.creds.cert.key.clone())),
+        server_name: None,
+    });
+    let key = "ironmesh/v1/clusters/blue/nodes/evil";
+    let got = red.node("n1").host.block_on(async move {
+        let store = KvStore::connect(&kv).await.map_err(|e| e.to_string())?;
+        let read = store
+            .list("ironmesh/v1/clusters/blue/nodes/", true)
+            .await
+            .map(|(kvs, _)| kvs.len())
+            .map_err(|e| e.to_string());
+        let write = store
+            .put(key, b"{}".to_vec(), None)
+            .await
+            .map_err(|e| e.to_string());
+        Ok::<_, String>((read, write))
+    })?;
+    let (read, write) = got.map_err(anyhow::Error::msg)?;
+    println!("red/n1 with red-reader (red's read-only user in blue's etcd, what its mirror uses):");
+    println!(
+        "  read blue's nodes: {}",
+        match read {
+            Ok(n) => format!("{n} records"),
+            Err(e) => format!("FAILED ({e})"),
+        }
+    );
+    match write {
+        Err(e) => println!("  write {key}: refused ({e})"),
+        Ok(()) => bail!("red-reader wrote {key} in blue's etcd"),
+    }
+    Ok(())
+}
+
 fn title(t: &str) {
     println!("\n== {t} ==");
 }
@@ -187,6 +250,10 @@ fn topology(mesh: &MeshLab) {
         names(Side::Blue)
     );
     println!("  every node: bgpd (eBGP to its ToR, routes into the kernel), meshd, wireguard-go");
+    println!(
+        "  each etcd: TLS with client certificates, users and roles by `ironctl mesh provision`:\n    \
+         red's meshd (user red) writes only red's keys, reads blue's as red-reader (read-only)"
+    );
 }
 
 /// red/n2/other -> blue/n1/web is denied by blue web's NetworkPolicy (in mesh-blue.yaml,
@@ -316,5 +383,16 @@ fn explore(mesh: &MeshLab) {
         c.host.netns(),
         mesh.pod(Side::Blue, "n1", "web").ip
     );
+    for side in [Side::Red, Side::Blue] {
+        let c = mesh.cluster(side);
+        let m = &c.etcd.members[0];
+        println!(
+            "  ip netns exec {} env ETCDCTL_API=3 etcdctl --endpoints={} {} get --prefix --keys-only ironmesh/    # {}'s etcd as root (certificate CN=root)",
+            m.host.netns(),
+            m.client_url(),
+            c.etcd.etcdctl_tls_flags().join(" "),
+            c.name
+        );
+    }
     println!("  Configs and logs: {}", mesh.dir().display());
 }

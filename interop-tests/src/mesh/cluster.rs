@@ -7,7 +7,8 @@ use std::sync::atomic::AtomicBool;
 use super::Bins;
 use super::node::{Node, Pod, start_node};
 use crate::error::{LabError, Result};
-use crate::etcd::EtcdCluster;
+use crate::etcd::{EtcdCluster, EtcdTls};
+use crate::etcd_auth::NodeCreds;
 use crate::lab::{Host, Lab};
 
 /// Addresses, ASNs and pods of one cluster.
@@ -108,9 +109,13 @@ impl Hosts {
         })
     }
 
-    pub fn start_etcd(&self) -> Result<EtcdCluster> {
+    pub fn etcd_ips(&self) -> Vec<IpAddr> {
+        self.etcd.iter().map(|(_, ip)| *ip).collect()
+    }
+
+    pub fn start_etcd(&self, tls: EtcdTls) -> Result<EtcdCluster> {
         let members: Vec<(&Host, IpAddr)> = self.etcd.iter().map(|(h, ip)| (h, *ip)).collect();
-        EtcdCluster::start(&members)
+        EtcdCluster::start_tls(&members, tls)
     }
 }
 
@@ -122,6 +127,10 @@ pub struct Cluster {
     pub etcd: EtcdCluster,
     pub nodes: Vec<Node>,
     pub switch: Host,
+    /// What its nodes log in to the etcds with (TLS client certificate, own user, readers).
+    pub creds: NodeCreds,
+    /// What `ironctl mesh provision` printed for its etcd at the lab's start.
+    pub provisioned: String,
 }
 
 impl Cluster {
@@ -170,6 +179,7 @@ pub(super) fn start(
     hosts: Hosts,
     etcd: EtcdCluster,
     remote_endpoints: &str,
+    creds: NodeCreds,
 ) -> Result<Cluster> {
     let Ctx { lab, bins, stop } = ctx;
     let nodes = std::thread::scope(|s| {
@@ -178,8 +188,10 @@ pub(super) fn start(
             .iter()
             .enumerate()
             .map(|(i, h)| {
-                let (plan, etcd) = (&plan, &etcd);
-                s.spawn(move || start_node(lab, bins, plan, i, h, etcd, remote_endpoints, stop))
+                let (plan, etcd, creds) = (&plan, &etcd, &creds);
+                s.spawn(move || {
+                    start_node(lab, bins, plan, i, h, etcd, remote_endpoints, creds, stop)
+                })
             })
             .collect();
         handles
@@ -197,5 +209,7 @@ pub(super) fn start(
         etcd,
         nodes,
         switch: hosts.switch,
+        creds,
+        provisioned: String::new(),
     })
 }

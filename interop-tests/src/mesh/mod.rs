@@ -50,6 +50,8 @@ pub use tor::{Tor, TorKind};
 use crate::bgpd::{build_binaries, cargo_binary};
 use crate::cmd::wait_for;
 use crate::error::{LabError, Result};
+use crate::etcd::EtcdCluster;
+use crate::etcd_auth::EtcdAuthLab;
 use crate::lab::{Host, Lab};
 
 /// The WireGuard port of every node.
@@ -111,6 +113,8 @@ pub struct MeshLab {
     pub blue_tor: Tor,
     pub client: Host,
     pub bins: Bins,
+    /// The etcds' CA, the lab's root client certificate and every password file.
+    pub auth: EtcdAuthLab,
     /// How long [`MeshLab::start`] took.
     pub startup: Duration,
     stop: Arc<AtomicBool>,
@@ -146,7 +150,7 @@ impl MeshLab {
                 lab.dump_logs();
             }
         };
-        let (red_tor, blue_tor, client, red, blue) = match build(&lab, &bins, &stop, &step) {
+        let (red_tor, blue_tor, client, red, blue, auth) = match build(&lab, &bins, &stop, &step) {
             Ok(parts) => parts,
             Err(e) => {
                 dump(&lab);
@@ -160,6 +164,7 @@ impl MeshLab {
             blue_tor,
             client,
             bins,
+            auth,
             startup: Duration::ZERO,
             stop,
             lab,
@@ -251,13 +256,14 @@ impl Drop for MeshLab {
     }
 }
 
-/// The hosts, links, ToRs, etcds and both clusters' nodes.
+/// The hosts, links, ToRs, etcds (TLS with client certificates, users and roles made by
+/// `ironctl mesh provision`) and both clusters' nodes.
 fn build(
     lab: &Lab,
     bins: &Bins,
     stop: &Arc<AtomicBool>,
     step: &dyn Fn(&str) -> Result<()>,
-) -> Result<(Tor, Tor, Host, Cluster, Cluster)> {
+) -> Result<(Tor, Tor, Host, Cluster, Cluster, EtcdAuthLab)> {
     step("the ToRs")?;
     let (red_tor_h, blue_tor_h, client) = (
         lab.host("red-tor")?,
@@ -281,30 +287,48 @@ fn build(
     let blue_plan = cluster::Plan::blue();
     let red_hosts = cluster::Hosts::make(lab, &red_plan, &red_tor_h)?;
     let blue_hosts = cluster::Hosts::make(lab, &blue_plan, &blue_tor_h)?;
+    let auth = EtcdAuthLab::new(&lab.dir().join("secrets"))?;
+    let red_tls = auth.etcd_tls(red_plan.name, &red_hosts.etcd_ips())?;
+    let blue_tls = auth.etcd_tls(blue_plan.name, &blue_hosts.etcd_ips())?;
+    let (red_creds, blue_creds) = (
+        auth.node_creds(red_plan.name)?,
+        auth.node_creds(blue_plan.name)?,
+    );
 
+    // Each etcd is provisioned as soon as it is up: users, roles, auth on.
+    let provision =
+        |hosts: &cluster::Hosts, tls, plan: &cluster::Plan| -> Result<(EtcdCluster, String)> {
+            let etcd = hosts.start_etcd(tls)?;
+            let remote = [plan.remote.0];
+            let out = auth.provision(&bins.ironctl, &hosts.etcd[0].0, &etcd, plan.name, &remote)?;
+            Ok((etcd, out))
+        };
     // ToRs and both etcds at once (each takes seconds to become ready).
     let (red_tor, blue_tor, red_etcd, blue_etcd) = std::thread::scope(|s| {
         let a = s.spawn(|| Tor::start_bird(&red_tor_h, &red_plan, &blue_plan));
         let b = s.spawn(|| Tor::start_frr(&blue_tor_h, &blue_plan, &red_plan));
-        let c = s.spawn(|| red_hosts.start_etcd());
-        let d = s.spawn(|| blue_hosts.start_etcd());
+        let c = s.spawn(|| provision(&red_hosts, red_tls, &red_plan));
+        let d = s.spawn(|| provision(&blue_hosts, blue_tls, &blue_plan));
         (join(a), join(b), join(c), join(d))
     });
     let (red_tor, blue_tor) = (red_tor?, blue_tor?);
-    let (red_etcd, blue_etcd) = (red_etcd?, blue_etcd?);
+    let ((red_etcd, red_provisioned), (blue_etcd, blue_provisioned)) = (red_etcd?, blue_etcd?);
     step("the nodes")?;
 
     let red_ep = red_etcd.endpoints();
     let blue_ep = blue_etcd.endpoints();
     let ctx = cluster::Ctx { lab, bins, stop };
     let (red, blue) = std::thread::scope(|s| {
-        let a = s.spawn(|| cluster::start(ctx, red_plan, red_hosts, red_etcd, &blue_ep));
-        let b = s.spawn(|| cluster::start(ctx, blue_plan, blue_hosts, blue_etcd, &red_ep));
+        let a = s.spawn(|| cluster::start(ctx, red_plan, red_hosts, red_etcd, &blue_ep, red_creds));
+        let b =
+            s.spawn(|| cluster::start(ctx, blue_plan, blue_hosts, blue_etcd, &red_ep, blue_creds));
         (join(a), join(b))
     });
-    let (red, blue) = (red?, blue?);
+    let (mut red, mut blue) = (red?, blue?);
+    red.provisioned = red_provisioned;
+    blue.provisioned = blue_provisioned;
     step("the services")?;
-    Ok((red_tor, blue_tor, client, red, blue))
+    Ok((red_tor, blue_tor, client, red, blue, auth))
 }
 
 fn join<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {

@@ -17,6 +17,7 @@ use crate::bgpd::{Bgpd, BgpdConfig, BgpdPeer};
 use crate::cmd::wait_for;
 use crate::error::{LabError, Result, io_err};
 use crate::etcd::EtcdCluster;
+use crate::etcd_auth::NodeCreds;
 use crate::lab::{Host, Lab};
 use crate::process::Process;
 use crate::wireguard::WgDevice;
@@ -76,6 +77,7 @@ pub(super) fn start_node(
     host: &Host,
     etcd: &EtcdCluster,
     remote_endpoints: &str,
+    creds: &NodeCreds,
     stop: &Arc<AtomicBool>,
 ) -> Result<Node> {
     let name = format!("n{}", i + 1);
@@ -106,11 +108,13 @@ pub(super) fn start_node(
          node_ipv4 = \"{ip}\"\nbgpd_socket = {bgpd_sock:?}\nwireguard_device = \"{wg}\"\n\
          pod_cidr_pools = [{{ cidr = \"{pool}\", node_mask = 24 }}]\n\
          service_cidrs = [\"10.96.0.0/16\"]\n\
-         cni_endpoints_dir = {cni_eps:?}\n\n\
+         cni_endpoints_dir = {cni_eps:?}\n\n{local_auth}\n\
          [[mesh.remote_clusters]]\nname = \"{remote}\"\nid = {remote_id}\nendpoints = {reps}\n\
          pod_cidrs = [\"{rpool}\"]\nnode_cidrs = [\"{rseg}\"]\n\
-         service_cidrs = [\"10.96.0.0/16\", \"203.0.113.0/24\"]\n\n\
+         service_cidrs = [\"10.96.0.0/16\", \"203.0.113.0/24\"]\n{remote_auth}\n\
          {datapath}",
+        local_auth = creds.local_toml(),
+        remote_auth = creds.remote_toml(remote),
         c = plan.name,
         state = host.path("meshd-state"),
         eps = toml_list(&etcd.endpoints()),

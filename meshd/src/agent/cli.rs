@@ -29,7 +29,8 @@ struct Args {
     log: String,
 }
 
-fn load(args: &Args) -> anyhow::Result<AgentConfig> {
+/// The agent's settings and the config's warnings.
+fn load(args: &Args) -> anyhow::Result<(AgentConfig, Vec<String>)> {
     let cfg = configs::Config::from_file(&args.config)
         .with_context(|| format!("{}", args.config.display()))?;
     let mut agent =
@@ -40,13 +41,13 @@ fn load(args: &Args) -> anyhow::Result<AgentConfig> {
             .unwrap_or_else(|| default_api_socket(&cfg.node.state_dir)),
     );
     agent.metrics = args.metrics;
-    Ok(agent)
+    Ok((agent, cfg.warnings()))
 }
 
 /// The whole `main` of meshd.
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match load(&args) {
+    let (cfg, warnings) = match load(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("meshd: {e:#}");
@@ -54,6 +55,9 @@ pub fn main() -> ExitCode {
         }
     };
     if args.check {
+        for w in &warnings {
+            println!("meshd: warning: {w}");
+        }
         println!(
             "meshd: {} is valid (node {} of cluster {}, {} remote cluster(s))",
             args.config.display(),
@@ -71,6 +75,9 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -146,9 +146,16 @@ pub fn default_api_socket(state_dir: &std::path::Path) -> PathBuf {
 fn kv_config(
     endpoints: &[configs::EtcdEndpoint],
     tls: Option<&configs::Tls>,
+    auth: Option<&configs::EtcdAuth>,
     field: &str,
 ) -> Result<KvConfig, AgentError> {
     let mut kv = KvConfig::new(endpoints.iter().map(ToString::to_string));
+    if let Some(a) = auth {
+        // Read now, so a missing or group/world-readable file stops meshd at start (exit 2)
+        // with the field named; the password is never logged (KvConfig's Debug hides it).
+        let password = a.password().map_err(AgentError::Secret)?;
+        kv.user = Some((a.user.clone(), password.expose().to_string()));
+    }
     if let Some(t) = tls {
         let ca = t.ca_file.clone().ok_or_else(|| AgentError::Config {
             field: format!("{field}.ca_file"),
@@ -178,6 +185,7 @@ impl AgentConfig {
                     etcd: kv_config(
                         &r.endpoints,
                         r.tls.as_ref(),
+                        r.auth.as_ref(),
                         &format!("mesh.remote_clusters[{i}].tls"),
                     )?,
                     pod_cidrs: r.pod_cidrs.clone(),
@@ -232,7 +240,18 @@ impl AgentConfig {
             cluster_id: mesh.cluster_id,
             layout: mesh.identity,
             state_dir: cfg.node.state_dir.clone(),
-            local_etcd: kv_config(&mesh.etcd_endpoints, mesh.tls.as_ref(), "mesh.tls")?,
+            local_etcd: {
+                let mut kv = kv_config(
+                    &mesh.etcd_endpoints,
+                    mesh.tls.as_ref(),
+                    mesh.auth.as_ref(),
+                    "mesh.tls",
+                )?;
+                // The liveness probe reads this cluster's own prefix: what its user may read
+                // whatever else its role allows.
+                kv.probe_prefix = crate::schema::Scope::Cluster(cfg.node.cluster.clone()).prefix();
+                kv
+            },
             remotes,
             pools,
             ipv4: mesh.node_ipv4,
@@ -281,6 +300,45 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[mesh.auth]` and a remote's `auth` reach the etcd client configs; a password file
+    /// others can read stops the config with the field and the fix, never the password.
+    #[test]
+    fn etcd_users_from_password_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, pw: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("{pw}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let own = write("c1.password", "own-pw", 0o600);
+        let remote = write("r.password", "reader-pw", 0o600);
+        let text = |own: &std::path::Path| {
+            format!(
+                "{BASE}[mesh.auth]\nuser = \"c1\"\npassword_file = {own:?}\n\
+                 [[mesh.remote_clusters]]\nname = \"r\"\nid = 2\nendpoints = [\"http://10.0.0.9:2379\"]\n\
+                 [mesh.remote_clusters.auth]\nuser = \"c1-reader\"\npassword_file = {remote:?}\n"
+            )
+        };
+        let cfg = configs::Config::from_toml(&text(&own)).unwrap();
+        let a = AgentConfig::from_config(&cfg).unwrap();
+        assert_eq!(a.local_etcd.user, Some(("c1".into(), "own-pw".into())));
+        assert_eq!(a.local_etcd.probe_prefix, "ironmesh/v1/clusters/c1/");
+        assert_eq!(
+            a.remotes[0].etcd.user,
+            Some(("c1-reader".into(), "reader-pw".into()))
+        );
+        assert!(!format!("{a:?}").contains("-pw"), "{a:?}");
+
+        let open = write("open.password", "leaked-pw", 0o644);
+        let cfg = configs::Config::from_toml(&text(&open)).unwrap();
+        let e = AgentConfig::from_config(&cfg).unwrap_err().to_string();
+        assert!(e.starts_with("mesh.auth.password_file: "), "{e}");
+        assert!(e.contains("chmod 600"), "{e}");
+        assert!(!e.contains("leaked-pw"), "{e}");
+    }
 
     const BASE: &str = "[node]\nname = \"n1\"\ncluster = \"c1\"\n[mesh]\netcd_endpoints = [\"http://127.0.0.1:2379\"]\ncluster_id = 1\n";
 

@@ -43,6 +43,16 @@ pub enum AgentError {
     NoMesh,
     #[error("{field}: {detail}")]
     Config { field: String, detail: String },
+    #[error(transparent)]
+    Secret(configs::SecretFileError),
+    #[error(
+        "the local etcd refused user {user:?} on cluster {cluster}'s keys: {source}. mesh.auth.user must be cluster {cluster}'s own meshd user, the one `ironctl mesh provision --cluster {cluster}` creates in this cluster's etcd"
+    )]
+    Denied {
+        user: String,
+        cluster: common::ClusterName,
+        source: KvError,
+    },
     #[error("cannot serve the API on {path}: {source}; pass --api with a writable path")]
     Api {
         path: PathBuf,
@@ -211,7 +221,7 @@ async fn connect_local(
         || KvStore::connect(&cfg.local_etcd),
     )
     .await
-    .map_err(AgentError::Etcd)?;
+    .map_err(|e| node::denied(cfg, e, AgentError::Etcd))?;
     if r.is_some() {
         shared.set_etcd_error(None);
         tracing::info!(endpoints = %cfg.local_etcd.endpoints.join(","), "connected to the local etcd");

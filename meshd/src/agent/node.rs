@@ -129,6 +129,34 @@ async fn publish_ipsec(
     }
 }
 
+/// A request the local etcd refused for lack of permission becomes [`AgentError::Denied`]
+/// (naming the user and `mesh.auth.user`), a refused login names `mesh.auth`; other errors go
+/// through `other`.
+pub(super) fn denied(
+    cfg: &AgentConfig,
+    e: KvError,
+    other: fn(KvError) -> AgentError,
+) -> AgentError {
+    match e {
+        KvError::PermissionDenied { .. } => AgentError::Denied {
+            user: cfg.local_etcd.user.as_ref().map_or_else(
+                || "(the TLS client certificate's CN)".into(),
+                |(u, _)| u.clone(),
+            ),
+            cluster: cfg.cluster.clone(),
+            source: e,
+        },
+        KvError::Auth { .. } | KvError::AuthRequired { .. } => AgentError::Config {
+            field: "mesh.auth".into(),
+            detail: format!(
+                "{e}; set user and password_file to cluster {}'s own etcd user (`ironctl mesh provision` made it)",
+                cfg.cluster
+            ),
+        },
+        e => other(e),
+    }
+}
+
 /// Runs the node's part of the mesh until `stop`; returns early only on a permanent error.
 pub(super) async fn serve(
     cfg: &AgentConfig,
@@ -156,7 +184,10 @@ pub(super) async fn serve(
                 || a.allocate(&cfg.node),
             )
             .await
-            .map_err(AgentError::Ipam)?;
+            .map_err(|e| match e {
+                crate::ipam::IpamError::Kv(k) => denied(cfg, k, AgentError::Etcd),
+                e => AgentError::Ipam(e),
+            })?;
             match got {
                 Some(c) => c,
                 None => return Ok(()),
@@ -183,7 +214,7 @@ pub(super) async fn serve(
         || NodeRegistration::register(store.clone(), rec.clone(), lease),
     )
     .await
-    .map_err(AgentError::Etcd)?;
+    .map_err(|e| denied(cfg, e, AgentError::Etcd))?;
     let Some(reg) = reg else { return Ok(()) };
     tracing::info!(
         node = %rec.name, cluster = %rec.cluster, ipv4 = ?rec.ipv4, ipv6 = ?rec.ipv6,

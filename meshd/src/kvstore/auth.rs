@@ -10,7 +10,8 @@
 //! | `<remote>-reader` | `ironmesh-<cluster>-read` | read `ironmesh/v1/clusters/<cluster>/` |
 //!
 //! [`provision`] is idempotent: users and roles that exist are kept (their passwords are not
-//! changed), permissions are granted again.
+//! changed), permissions are granted again; it reports what it created and what it found
+//! (`ironctl mesh provision` prints that).
 
 use common::ClusterName;
 use etcd_client::Permission;
@@ -55,31 +56,73 @@ fn exists(e: &etcd_client::Error) -> bool {
     e.to_string().contains("already exists")
 }
 
+/// Whether [`provision`] made a user or role or found it there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Unchanged,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// One user or role [`provision`] saw to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisioned {
+    /// `user` or `role`.
+    pub kind: &'static str,
+    pub name: String,
+    pub outcome: Outcome,
+}
+
 /// Creates the users and roles of `plan` and enables auth. `store` must connect without auth
-/// (before the first run) or as root.
-pub async fn provision(store: &KvStore, plan: &AuthPlan) -> Result<(), KvError> {
+/// (before the first run) or as root. Returns each user and role, created or found.
+pub async fn provision(store: &KvStore, plan: &AuthPlan) -> Result<Vec<Provisioned>, KvError> {
     let mut c = store.client();
     let op = |what: &str| format!("auth provisioning: {what}");
+    let mut done: Vec<Provisioned> = Vec::new();
     macro_rules! tolerate {
         ($what:expr, $call:expr) => {
             match $call.await {
-                Ok(_) => {}
-                Err(e) if exists(&e) => {}
+                Ok(_) => true,
+                Err(e) if exists(&e) => false,
                 Err(e) => return Err(KvError::from_etcd(&op($what), e)),
             }
         };
     }
+    macro_rules! made {
+        ($kind:expr, $name:expr, $what:expr, $call:expr) => {{
+            let created = tolerate!($what, $call);
+            done.push(Provisioned {
+                kind: $kind,
+                name: $name.to_string(),
+                outcome: if created {
+                    Outcome::Created
+                } else {
+                    Outcome::Unchanged
+                },
+            });
+        }};
+    }
     let own = Scope::Cluster(plan.cluster.clone()).prefix();
     let mirrors = format!("{ROOT}{VERSION}/mirror/");
-    tolerate!(
+    made!(
+        "user",
+        "root",
         "add user root",
         c.user_add("root", plan.root_password.clone(), None)
     );
-    tolerate!("add role root", c.role_add("root"));
+    made!("role", "root", "add role root", c.role_add("root"));
     tolerate!("grant root", c.user_grant_role("root", "root"));
 
     let rw = format!("ironmesh-{}", plan.cluster);
-    tolerate!("add the meshd role", c.role_add(rw.clone()));
+    made!("role", rw, "add the meshd role", c.role_add(rw.clone()));
     for perm in [
         Permission::read(ROOT).with_prefix(),
         Permission::read_write(own.clone()).with_prefix(),
@@ -91,28 +134,32 @@ pub async fn provision(store: &KvStore, plan: &AuthPlan) -> Result<(), KvError> 
         );
     }
     let user = meshd_user(&plan.cluster);
-    tolerate!(
+    made!(
+        "user",
+        user,
         "add the meshd user",
         c.user_add(user.clone(), plan.meshd_password.clone(), None)
     );
     tolerate!("grant the meshd user", c.user_grant_role(user, rw));
 
     let ro = format!("ironmesh-{}-read", plan.cluster);
-    tolerate!("add the read-only role", c.role_add(ro.clone()));
+    made!("role", ro, "add the read-only role", c.role_add(ro.clone()));
     tolerate!(
         "grant the read-only role",
         c.role_grant_permission(ro.clone(), Permission::read(own).with_prefix())
     );
     for (remote, password) in &plan.readers {
         let u = reader_user(remote);
-        tolerate!(
+        made!(
+            "user",
+            u,
             "add a reader user",
             c.user_add(u.clone(), password.clone(), None)
         );
         tolerate!("grant a reader user", c.user_grant_role(u, ro.clone()));
     }
     match c.auth_enable().await {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(done),
         Err(e) => Err(KvError::from_etcd(&op("enable auth"), e)),
     }
 }

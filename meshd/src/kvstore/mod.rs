@@ -306,7 +306,11 @@ impl KvStore {
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
         if let Some((u, p)) = &cfg.user {
-            opts = opts.with_user(u.clone(), p.clone());
+            // etcd's simple tokens expire (5 min unused) and die with a restarted member:
+            // log in again and resend once, instead of failing every call from then on.
+            opts = opts
+                .with_user(u.clone(), p.clone())
+                .with_auto_token_refresh(true);
         }
         if let Some(tls) = &cfg.tls {
             opts = tls::apply(opts, tls)?;
