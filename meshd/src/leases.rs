@@ -25,7 +25,8 @@ pub struct LeasePoolConfig {
     pub ttl_secs: i64,
     /// At most this many keys on one lease (Cilium uses 1000 per lease for the same reason).
     pub max_keys_per_lease: usize,
-    /// How often every lease is renewed (default TTL/3).
+    /// How often every lease is renewed (default TTL/4: one failed renewal plus a failover
+    /// to another etcd member still lands before the TTL).
     pub keepalive_interval: Duration,
 }
 
@@ -35,7 +36,7 @@ impl LeasePoolConfig {
         Self {
             ttl_secs,
             max_keys_per_lease: max_keys_per_lease.max(1),
-            keepalive_interval: Duration::from_millis(ttl_secs as u64 * 1000 / 3),
+            keepalive_interval: Duration::from_millis(ttl_secs as u64 * 1000 / 4),
         }
     }
 }
@@ -47,7 +48,7 @@ struct Inner {
     /// key -> (value, lease).
     keys: HashMap<String, (Vec<u8>, i64)>,
     /// Open keep-alive streams, per lease.
-    keepers: HashMap<i64, (LeaseKeeper, LeaseKeepAliveStream)>,
+    keepers: HashMap<i64, (usize, LeaseKeeper, LeaseKeepAliveStream)>,
     regrants: u64,
 }
 
@@ -263,38 +264,68 @@ async fn renew(store: KvStore, cfg: LeasePoolConfig, inner: Arc<Mutex<Inner>>) {
                     }
                 }
                 Err(e) => {
-                    // etcd is unreachable or slow: end the round (and release the lock) rather
-                    // than wait a timeout per lease; the next round starts again.
+                    // The member failed (it left the rotation): once more at once, on another
+                    // member. If that fails too, etcd is unreachable or slow: end the round
+                    // (and release the lock) rather than wait a timeout per lease.
                     g.keepers.remove(&lease);
-                    tracing::warn!(lease, error = %e, "lease keep-alive failed; retrying");
-                    break;
+                    tracing::warn!(lease, error = %e, "lease keep-alive failed; retrying through another member");
+                    match keep_alive_once(&store, &mut g, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            if let Err(e) = regrant(&store, &cfg, &mut g, lease).await {
+                                tracing::warn!(lease, error = %e, "re-granting an expired lease failed; retrying");
+                            }
+                        }
+                        Err(e) => {
+                            g.keepers.remove(&lease);
+                            tracing::warn!(lease, error = %e, "lease keep-alive failed again; retrying next round");
+                            break;
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-/// `Ok(false)`: the lease has expired.
+/// `Ok(false)`: the lease has expired. A failure is reported to the member health, so the
+/// next attempt goes to another member when this one has no leader or does not answer.
 async fn keep_alive_once(store: &KvStore, g: &mut Inner, lease: i64) -> Result<bool, KvError> {
     let timeout = store.op_timeout();
     if let std::collections::hash_map::Entry::Vacant(slot) = g.keepers.entry(lease) {
-        let mut client = store.client();
+        let (member, mut client) = store.member_client();
         match tokio::time::timeout(timeout, client.lease_keep_alive(lease)).await {
-            Ok(Ok(s)) => {
-                slot.insert(s);
+            Ok(Ok((k, s))) => {
+                store.report_ok(member);
+                slot.insert((member, k, s));
+                // Opening the stream renewed the lease.
+                return Ok(true);
             }
             Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) if e.contains("not found") => {
                 return Ok(false);
             }
-            Ok(Err(e)) => return Err(KvError::from_etcd("lease keep-alive", e)),
-            Err(_) => return Err(timed_out(store)),
+            Ok(Err(e)) => {
+                let e = KvError::from_etcd("lease keep-alive", e);
+                store.report_failure(member, &e);
+                return Err(e);
+            }
+            Err(_) => {
+                let e = timed_out(store);
+                store.report_failure(member, &e);
+                return Err(e);
+            }
         }
     }
-    let (keeper, stream) = g.keepers.get_mut(&lease).expect("just inserted");
+    let (member, keeper, stream) = g.keepers.get_mut(&lease).expect("present");
+    let member = *member;
+    let fail = |e: KvError| {
+        store.report_failure(member, &e);
+        e
+    };
     keeper
         .keep_alive()
         .await
-        .map_err(|e| KvError::from_etcd("lease keep-alive", e))?;
+        .map_err(|e| fail(KvError::from_etcd("lease keep-alive", e)))?;
     match tokio::time::timeout(timeout, stream.message()).await {
         Ok(Ok(Some(r))) => Ok(r.ttl() > 0),
         Ok(Ok(None)) => Err(KvError::Etcd {
@@ -302,8 +333,8 @@ async fn keep_alive_once(store: &KvStore, g: &mut Inner, lease: i64) -> Result<b
             detail: "stream ended".into(),
             transient: true,
         }),
-        Ok(Err(e)) => Err(KvError::from_etcd("lease keep-alive", e)),
-        Err(_) => Err(timed_out(store)),
+        Ok(Err(e)) => Err(fail(KvError::from_etcd("lease keep-alive", e))),
+        Err(_) => Err(fail(timed_out(store))),
     }
 }
 

@@ -232,7 +232,12 @@ impl AgentConfig {
             cluster_id: mesh.cluster_id,
             layout: mesh.identity,
             state_dir: cfg.node.state_dir.clone(),
-            local_etcd: kv_config(&mesh.etcd_endpoints, mesh.tls.as_ref(), "mesh.tls")?,
+            local_etcd: KvConfig {
+                // Derived from (and checked against) the lease TTL: a renewal that fails plus
+                // a failover to another member lands before the TTL.
+                op_timeout: mesh.etcd_op_timeout,
+                ..kv_config(&mesh.etcd_endpoints, mesh.tls.as_ref(), "mesh.tls")?
+            },
             remotes,
             pools,
             ipv4: mesh.node_ipv4,
