@@ -251,8 +251,16 @@ impl LeasedKeys {
 
 /// Renews each lease every interval; replaces expired ones and rewrites their keys.
 async fn renew(store: KvStore, cfg: LeasePoolConfig, inner: Arc<Mutex<Inner>>) {
+    let mut failed = false;
     loop {
-        tokio::time::sleep(cfg.keepalive_interval).await;
+        // After a failed round (no member could renew: an election), try again soon.
+        let pause = if failed {
+            cfg.keepalive_interval.min(Duration::from_millis(250))
+        } else {
+            cfg.keepalive_interval
+        };
+        tokio::time::sleep(pause).await;
+        failed = false;
         let mut g = inner.lock().await;
         let leases: Vec<i64> = g.leases.keys().copied().collect();
         for lease in leases {
@@ -279,6 +287,7 @@ async fn renew(store: KvStore, cfg: LeasePoolConfig, inner: Arc<Mutex<Inner>>) {
                         Err(e) => {
                             g.keepers.remove(&lease);
                             tracing::warn!(lease, error = %e, "lease keep-alive failed again; retrying next round");
+                            failed = true;
                             break;
                         }
                     }
@@ -291,7 +300,8 @@ async fn renew(store: KvStore, cfg: LeasePoolConfig, inner: Arc<Mutex<Inner>>) {
 /// `Ok(false)`: the lease has expired. A failure is reported to the member health, so the
 /// next attempt goes to another member when this one has no leader or does not answer.
 async fn keep_alive_once(store: &KvStore, g: &mut Inner, lease: i64) -> Result<bool, KvError> {
-    let timeout = store.op_timeout();
+    // Half the op timeout: a failed attempt leaves time for one on another member.
+    let timeout = store.op_timeout() / 2;
     if let std::collections::hash_map::Entry::Vacant(slot) = g.keepers.entry(lease) {
         let (member, mut client) = store.member_client();
         match tokio::time::timeout(timeout, client.lease_keep_alive(lease)).await {
@@ -341,7 +351,7 @@ async fn keep_alive_once(store: &KvStore, g: &mut Inner, lease: i64) -> Result<b
 fn timed_out(store: &KvStore) -> KvError {
     KvError::Timeout {
         op: "lease keep-alive".into(),
-        timeout: store.op_timeout(),
+        timeout: store.op_timeout() / 2,
         endpoints: store.endpoints().into(),
     }
 }

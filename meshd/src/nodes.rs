@@ -215,6 +215,11 @@ impl NodeRegistration {
         self.status.borrow().clone()
     }
 
+    /// The status as it changes (renewals, errors, re-registrations).
+    pub fn watch_status(&self) -> watch::Receiver<RegistrationStatus> {
+        self.status.clone()
+    }
+
     pub fn record(&self) -> NodeRecord {
         self.record.borrow().clone()
     }
@@ -297,13 +302,17 @@ async fn keepalive(
         status: &status,
         log: FailureLog::new(WARN_EVERY),
     };
-    let mut backoff = Backoff::new(cfg.keepalive_interval);
+    // Retries while no member can renew (an election) are quick: the lease is running out.
+    let mut backoff = Backoff::new(cfg.keepalive_interval.min(Duration::from_millis(250)));
+    // One attempt gets half the op timeout, so a member that does not answer (a follower
+    // forwarding to a leader that is gone) leaves time for a second attempt elsewhere.
+    let attempt = store.op_timeout() / 2;
     loop {
         // (Re)open the keep-alive stream on a healthy member (opening it renews the lease);
         // if the lease is gone, register again.
         let (member, mut client) = store.member_client();
         let sent = Instant::now();
-        let opened = tokio::time::timeout(store.op_timeout(), client.lease_keep_alive(lease)).await;
+        let opened = tokio::time::timeout(attempt, client.lease_keep_alive(lease)).await;
         let (mut keeper, mut responses) = match opened {
             Ok(Ok(s)) => {
                 store.report_ok(member);
@@ -345,7 +354,7 @@ async fn keepalive(
             Err(_) => {
                 let e = KvError::Timeout {
                     op: "lease keep-alive".into(),
-                    timeout: store.op_timeout(),
+                    timeout: attempt,
                     endpoints: store.member_endpoint(member).into(),
                 };
                 store.report_failure(member, &e);
@@ -371,7 +380,7 @@ async fn keepalive(
                 break;
             }
             let answer = tokio::select! {
-                r = tokio::time::timeout(store.op_timeout(), responses.message()) => Some(r),
+                r = tokio::time::timeout(attempt, responses.message()) => Some(r),
                 _ = &mut lost => None,
             };
             match answer {
@@ -403,7 +412,7 @@ async fn keepalive(
                 Some(Err(_)) => {
                     let e = KvError::Timeout {
                         op: "lease keep-alive".into(),
-                        timeout: store.op_timeout(),
+                        timeout: attempt,
                         endpoints: store.member_endpoint(member).into(),
                     };
                     store.report_failure(member, &e);

@@ -485,11 +485,13 @@ impl KvStore {
     }
 
     /// Runs one request with the op timeout on a healthy member. A member that fails it in a
-    /// way that says the member is unusable (no leader, connection refused, no answer while a
-    /// probe of that member fails too) leaves the rotation and the request is sent to the
-    /// next member within the same timeout. A member without leader refuses requests before
-    /// applying them, so sending again cannot apply a request twice; a member that lost its
-    /// quorum cannot commit the abandoned attempt either.
+    /// way that says the member is unusable (no leader, connection refused, no answer within
+    /// half the op timeout, or a probe of it failing meanwhile) leaves the rotation and the
+    /// request is sent again, to the next member, within the same op timeout. A member
+    /// without leader refuses requests before applying them, and a member that lost its
+    /// quorum cannot commit an abandoned attempt; an attempt abandoned on a merely slow member
+    /// may still apply, which the callers' requests tolerate (puts and deletes are
+    /// idempotent, allocations are compare-and-set transactions that look up first).
     async fn timed<T, F, Fut>(&self, op: &str, mut f: F) -> Result<T, KvError>
     where
         F: FnMut(Client) -> Fut,
@@ -497,7 +499,13 @@ impl KvStore {
     {
         use members::Event;
         let deadline = tokio::time::Instant::now() + self.op_timeout;
-        let suspect_after = self.pool.probe_timeout();
+        // One attempt gets half the op timeout: a request stuck on a member (etcd 3.4 does
+        // not resend a read index lost in an election) is sent again, elsewhere if the member
+        // has gone bad, while time is left.
+        let attempt_for = self.op_timeout / 2;
+        // A request slower than this has its member probed at once (other requests and
+        // streams on it move sooner if the probe fails).
+        let suspect_after = (attempt_for / 2).min(self.pool.probe_timeout());
         let timeout = || KvError::Timeout {
             op: op.into(),
             timeout: self.op_timeout,
@@ -520,7 +528,9 @@ impl KvStore {
             let attempt = f(client);
             let lost = self.pool.lost(i);
             let suspect = tokio::time::sleep(suspect_after);
-            tokio::pin!(attempt, lost, suspect);
+            let attempt_end = (tokio::time::Instant::now() + attempt_for).min(deadline);
+            let give_up = tokio::time::sleep_until(attempt_end);
+            tokio::pin!(attempt, lost, suspect, give_up);
             let mut suspected = false;
             let outcome = loop {
                 tokio::select! {
@@ -530,10 +540,13 @@ impl KvStore {
                         suspected = true;
                         self.pool.report(i, Event::Suspect);
                     }
-                    _ = tokio::time::sleep_until(deadline) => {
+                    _ = &mut give_up => {
                         let e = timeout();
                         self.report_failure(i, &e);
-                        return Err(e);
+                        if tokio::time::Instant::now() + Duration::from_millis(10) >= deadline {
+                            return Err(e);
+                        }
+                        break None;
                     }
                 }
             };
@@ -551,7 +564,7 @@ impl KvStore {
                     last = Some(e);
                 }
                 None => {
-                    tracing::debug!(op, member = %self.pool.endpoint(i), "member went unhealthy during a request; sending it to another");
+                    tracing::debug!(op, member = %self.pool.endpoint(i), "member went unhealthy or did not answer in time; sending the request again");
                     last = Some(KvError::Etcd {
                         op: op.into(),
                         detail: format!("member {} went unhealthy", self.pool.endpoint(i)),
@@ -680,7 +693,7 @@ where
             Err(e) if e.is_transient() && start.elapsed() + backoff < deadline => {
                 tracing::debug!(what, error = %e, "transient etcd error; retrying");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
             other => return other,
         }

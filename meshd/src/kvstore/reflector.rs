@@ -381,7 +381,13 @@ async fn run<D: Decoder>(
         let mut start = revision + 1;
         let mut moves_in_a_row = 0u32;
         loop {
-            match watch_from(&store, &cfg, &mut cache, &tx, &status, start).await {
+            let began = Instant::now();
+            let outcome = watch_from(&store, &cfg, &mut cache, &tx, &status, start).await;
+            if began.elapsed() >= Duration::from_secs(5) {
+                // It ran a while: this move is not part of a run of failing ones.
+                moves_in_a_row = 0;
+            }
+            match outcome {
                 Outcome::Closed => return,
                 Outcome::Moved(why) if moves_in_a_row < 3 => {
                     moves_in_a_row += 1;
@@ -518,8 +524,10 @@ async fn watch_from<D: Decoder>(
                 });
             }
             _ = probe.tick() => {
+                // A failed probe: the watch may be silently stuck; watch again from the
+                // last revision (etcd says when it was compacted: then a listing follows).
                 if let Err(e) = store.probe().await {
-                    return Outcome::Lost(format!("probe failed: {e}"));
+                    return Outcome::Moved(format!("probe failed: {e}"));
                 }
             }
             _ = &mut lost => {
