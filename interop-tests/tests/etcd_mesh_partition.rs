@@ -343,7 +343,8 @@ fn partition_scenario(test: &str, how: Cut) {
         // Status names the cut member.
         let row = wait_for(
             &format!("n1's status naming e{bad} unhealthy"),
-            Duration::from_secs(5),
+            // A member not in use is probed every 3 s (a probe waits 625 ms twice).
+            Duration::from_secs(6),
             Duration::from_millis(100),
             |last| {
                 let st = status(&ironctl, &n1).map_err(LabError::Invalid)?;

@@ -48,7 +48,7 @@ struct Inner {
     /// key -> (value, lease).
     keys: HashMap<String, (Vec<u8>, i64)>,
     /// Open keep-alive streams, per lease.
-    keepers: HashMap<i64, (usize, LeaseKeeper, LeaseKeepAliveStream)>,
+    keepers: HashMap<i64, Keeper>,
     regrants: u64,
 }
 
@@ -249,7 +249,9 @@ impl LeasedKeys {
     }
 }
 
-/// Renews each lease every interval; replaces expired ones and rewrites their keys.
+/// Renews each lease every interval; replaces expired ones and rewrites their keys. The lock
+/// is not held while a renewal waits on etcd, so writers of keys are not held up by an etcd
+/// member that does not answer.
 async fn renew(store: KvStore, cfg: LeasePoolConfig, inner: Arc<Mutex<Inner>>) {
     let mut failed = false;
     loop {
@@ -261,73 +263,87 @@ async fn renew(store: KvStore, cfg: LeasePoolConfig, inner: Arc<Mutex<Inner>>) {
         };
         tokio::time::sleep(pause).await;
         failed = false;
-        let mut g = inner.lock().await;
-        let leases: Vec<i64> = g.leases.keys().copied().collect();
+        let leases: Vec<i64> = inner.lock().await.leases.keys().copied().collect();
         for lease in leases {
-            match keep_alive_once(&store, &mut g, lease).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    if let Err(e) = regrant(&store, &cfg, &mut g, lease).await {
+            // A failed attempt takes its member out of rotation: once more at once, on
+            // another member. If that fails too, etcd is unreachable or electing: end the
+            // round rather than wait a timeout per lease.
+            let mut outcome = None;
+            for attempt in 0..2 {
+                let keeper = inner.lock().await.keepers.remove(&lease);
+                match keep_alive_once(&store, keeper, lease).await {
+                    Ok(r) => {
+                        outcome = Some(r);
+                        break;
+                    }
+                    Err(e) if attempt == 0 => {
+                        tracing::warn!(lease, error = %e, "lease keep-alive failed; retrying through another member");
+                    }
+                    Err(e) => {
+                        tracing::warn!(lease, error = %e, "lease keep-alive failed again; retrying soon");
+                    }
+                }
+            }
+            match outcome {
+                Some(Some(keeper)) => {
+                    let mut g = inner.lock().await;
+                    // Unless the lease went meanwhile (revoked, its keys deleted).
+                    if g.leases.contains_key(&lease) {
+                        g.keepers.insert(lease, keeper);
+                    }
+                }
+                Some(None) => {
+                    let mut g = inner.lock().await;
+                    if g.leases.contains_key(&lease)
+                        && let Err(e) = regrant(&store, &cfg, &mut g, lease).await
+                    {
                         tracing::warn!(lease, error = %e, "re-granting an expired lease failed; retrying");
                     }
                 }
-                Err(e) => {
-                    // The member failed (it left the rotation): once more at once, on another
-                    // member. If that fails too, etcd is unreachable or slow: end the round
-                    // (and release the lock) rather than wait a timeout per lease.
-                    g.keepers.remove(&lease);
-                    tracing::warn!(lease, error = %e, "lease keep-alive failed; retrying through another member");
-                    match keep_alive_once(&store, &mut g, lease).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            if let Err(e) = regrant(&store, &cfg, &mut g, lease).await {
-                                tracing::warn!(lease, error = %e, "re-granting an expired lease failed; retrying");
-                            }
-                        }
-                        Err(e) => {
-                            g.keepers.remove(&lease);
-                            tracing::warn!(lease, error = %e, "lease keep-alive failed again; retrying next round");
-                            failed = true;
-                            break;
-                        }
-                    }
+                None => {
+                    failed = true;
+                    break;
                 }
             }
         }
     }
 }
 
-/// `Ok(false)`: the lease has expired. A failure is reported to the member health, so the
-/// next attempt goes to another member when this one has no leader or does not answer.
-async fn keep_alive_once(store: &KvStore, g: &mut Inner, lease: i64) -> Result<bool, KvError> {
+type Keeper = (usize, LeaseKeeper, LeaseKeepAliveStream);
+
+/// Renews `lease` through `keeper` (or a new stream on a healthy member); `Ok(None)`: the
+/// lease has expired. A failure is reported to the member health, so the next attempt goes
+/// to another member when this one has no leader or does not answer.
+async fn keep_alive_once(
+    store: &KvStore,
+    keeper: Option<Keeper>,
+    lease: i64,
+) -> Result<Option<Keeper>, KvError> {
     // Half the op timeout: a failed attempt leaves time for one on another member.
     let timeout = store.op_timeout() / 2;
-    if let std::collections::hash_map::Entry::Vacant(slot) = g.keepers.entry(lease) {
+    let Some((member, mut keeper, mut stream)) = keeper else {
         let (member, mut client) = store.member_client();
-        match tokio::time::timeout(timeout, client.lease_keep_alive(lease)).await {
+        return match tokio::time::timeout(timeout, client.lease_keep_alive(lease)).await {
+            // Opening the stream renewed the lease.
             Ok(Ok((k, s))) => {
                 store.report_ok(member);
-                slot.insert((member, k, s));
-                // Opening the stream renewed the lease.
-                return Ok(true);
+                Ok(Some((member, k, s)))
             }
             Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) if e.contains("not found") => {
-                return Ok(false);
+                Ok(None)
             }
             Ok(Err(e)) => {
                 let e = KvError::from_etcd("lease keep-alive", e);
                 store.report_failure(member, &e);
-                return Err(e);
+                Err(e)
             }
             Err(_) => {
                 let e = timed_out(store);
                 store.report_failure(member, &e);
-                return Err(e);
+                Err(e)
             }
-        }
-    }
-    let (member, keeper, stream) = g.keepers.get_mut(&lease).expect("present");
-    let member = *member;
+        };
+    };
     let fail = |e: KvError| {
         store.report_failure(member, &e);
         e
@@ -337,7 +353,8 @@ async fn keep_alive_once(store: &KvStore, g: &mut Inner, lease: i64) -> Result<b
         .await
         .map_err(|e| fail(KvError::from_etcd("lease keep-alive", e)))?;
     match tokio::time::timeout(timeout, stream.message()).await {
-        Ok(Ok(Some(r))) => Ok(r.ttl() > 0),
+        Ok(Ok(Some(r))) if r.ttl() > 0 => Ok(Some((member, keeper, stream))),
+        Ok(Ok(Some(_))) => Ok(None),
         Ok(Ok(None)) => Err(KvError::Etcd {
             op: "lease keep-alive".into(),
             detail: "stream ended".into(),

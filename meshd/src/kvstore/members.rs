@@ -78,6 +78,9 @@ pub struct Transition {
     pub to: Health,
 }
 
+/// Healthy members that requests do not use are probed every this many intervals.
+pub const IDLE_PROBE_FACTOR: u32 = 3;
+
 /// Timing of the health checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthConfig {
@@ -190,6 +193,12 @@ impl MemberSet {
                     Ok(rtt) => {
                         m.rtt = Some(rtt);
                         m.has_leader = true;
+                        // Healthy members not in use are probed less often (the load of
+                        // probes grows with the number of meshds); the one in use and the
+                        // unhealthy ones every interval.
+                        if member != self.preferred {
+                            self.next_probe[member] = now + cfg.probe_interval * IDLE_PROBE_FACTOR;
+                        }
                         Health::Healthy
                     }
                     Err(f) => {
@@ -414,11 +423,17 @@ mod tests {
         let t1 = t0 + Duration::from_millis(100);
         s.on(1, Event::Suspect, t1);
         assert_eq!(s.due(t1), vec![1]);
+        // Member 1 is healthy and not in use (0 is preferred): probed every 3 intervals.
         s.on(1, ok(1), t1);
+        assert_eq!(s.due(t1 + Duration::from_secs(2)), vec![0, 2]);
+        assert_eq!(s.due(t1 + Duration::from_secs(3)), vec![0, 1, 2]);
         // A failed request asks for a probe within half an interval.
         s.on(2, Event::RequestFailed(Failure::Timeout("t".into())), t1);
         assert_eq!(s.due(t1 + Duration::from_millis(500)), vec![2]);
         assert_eq!(s.due(t1 + Duration::from_millis(950)), vec![0, 2]);
+        // The member in use is probed every interval.
+        s.on(0, ok(1), t1);
+        assert_eq!(s.due(t1 + Duration::from_secs(1)), vec![0, 2]);
     }
 
     #[test]

@@ -241,17 +241,8 @@ impl Pool {
                 }
             }
         };
-        let (reachable, leader) = match tokio::time::timeout(timeout, client.status()).await {
-            Ok(Ok(s)) => (true, s.leader()),
-            // The member answered (e.g. "no leader"): reachable.
-            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.code() != tonic::Code::Unavailable => {
-                (true, 0)
-            }
-            Ok(Err(etcd_client::Error::GRpcStatus(s))) if s.message().contains("no leader") => {
-                (true, 0)
-            }
-            _ => (false, 0),
-        };
+        // The linearizable read says whether the member is usable; only when it fails does a
+        // status request say whether the member answers at all, and which leader it knows.
         let start = Instant::now();
         let read = tokio::time::timeout(
             timeout,
@@ -270,6 +261,21 @@ impl Pool {
             Err(_) => Err(Failure::Timeout(format!(
                 "a linearizable read got no answer within {timeout:?} (no quorum reachable from this member?)"
             ))),
+        };
+        let (reachable, leader) = if read.is_ok() {
+            (true, 1)
+        } else {
+            match tokio::time::timeout(timeout, client.status()).await {
+                Ok(Ok(s)) => (true, s.leader()),
+                // The member answered (e.g. "no leader"): reachable.
+                Ok(Err(etcd_client::Error::GRpcStatus(s)))
+                    if s.code() != tonic::Code::Unavailable
+                        || s.message().contains("no leader") =>
+                {
+                    (true, 0)
+                }
+                _ => (false, 0),
+            }
         };
         self.report(
             i,
