@@ -81,7 +81,7 @@ struct Meshd {
     host: Host,
     sock: PathBuf,
     cni: PathBuf,
-    _proc: Process,
+    proc: Process,
 }
 
 fn start_meshd(host: &Host, name: &str, ip: &str, bin: &Path, first_member: usize) -> Meshd {
@@ -119,7 +119,7 @@ fn start_meshd(host: &Host, name: &str, ip: &str, bin: &Path, first_member: usiz
         host: host.clone(),
         sock,
         cni,
-        _proc: proc,
+        proc,
     }
 }
 
@@ -431,6 +431,16 @@ fn partition_scenario(test: &str, how: Cut) {
     for ip in &pods {
         assert!(eps.contains_key(&key("endpoints", ip)), "{ip} missing");
     }
+
+    // The merged view's watch moved between members and resumed from its revision; it was
+    // never listed again (the revisions stayed in etcd's history).
+    let log = std::fs::read_to_string(n1.proc.log_path()).unwrap();
+    let relists: Vec<&str> = log.lines().filter(|l| l.contains("relisting")).collect();
+    assert!(relists.is_empty(), "n1 listed again: {relists:#?}");
+    assert!(
+        log.contains("resuming from its revision"),
+        "n1's watch never moved"
+    );
 
     // Bounds.
     let (n2m, n2_took) = n2.expect("n2 started");

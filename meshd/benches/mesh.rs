@@ -431,14 +431,16 @@ fn heal(etcd: &EtcdCluster, i: usize) {
         .expect("nft heal");
 }
 
-/// Failover times (ms) over `cuts` cuts of the member in use, and how many cuts hit the leader.
-async fn partition_failover(etcd: &EtcdCluster, cuts: usize) -> (Vec<f64>, usize) {
+/// Failover times (ms) over `cuts` cuts of the member in use: (all, those where the member
+/// cut was a follower), and how many cuts hit the leader.
+async fn partition_failover(etcd: &EtcdCluster, cuts: usize) -> (Vec<f64>, Vec<f64>, usize) {
     let mut cfg = KvConfig::new(etcd.members.iter().map(|m| m.client_url()));
     cfg.connect_timeout = Duration::from_secs(5);
     // What meshd derives from the lab's 4 s lease TTL (configs::LeaseTiming).
     cfg.op_timeout = Duration::from_millis(1250);
     let store = KvStore::connect(&cfg).await.expect("etcd P");
     let mut out = Vec::new();
+    let mut followers = Vec::new();
     let mut leader_cuts = 0;
     for n in 0..cuts {
         // Everything healthy again, then cut the member in use.
@@ -460,7 +462,8 @@ async fn partition_failover(etcd: &EtcdCluster, cuts: usize) -> (Vec<f64>, usize
             .await
             .expect("warm write");
         let used = store.member_client().0;
-        if etcd.leader().ok() == Some(used) {
+        let was_leader = etcd.leader().ok() == Some(used);
+        if was_leader {
             leader_cuts += 1;
         }
         let t = Instant::now();
@@ -477,12 +480,16 @@ async fn partition_failover(etcd: &EtcdCluster, cuts: usize) -> (Vec<f64>, usize
                 "no write succeeded: {r:?}"
             );
         }
-        out.push(t.elapsed().as_secs_f64() * 1000.0);
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        out.push(ms);
+        if !was_leader {
+            followers.push(ms);
+        }
         heal(etcd, used);
         etcd.wait_healthy(used, Duration::from_secs(30))
             .expect("healed");
     }
-    (out, leader_cuts)
+    (out, followers, leader_cuts)
 }
 
 fn main() {
@@ -506,12 +513,14 @@ fn main() {
     let cuts = env_usize("MESH_BENCH_CUTS", 20);
     let p = start_etcd(&lab, &sw, "p", 41, 3);
     eprintln!("partition failover: {cuts} cuts of the member in use...");
-    let (mut failover, leader_cuts) = client
+    let (mut failover, mut follower_failover, leader_cuts) = client
         .block_on(partition_failover(&p, cuts))
         .expect("joining the client namespace");
     failover.sort_by(f64::total_cmp);
+    follower_failover.sort_by(f64::total_cmp);
     let failover_p50 = percentile(&failover, 0.5);
     let failover_p99 = percentile(&failover, 0.99);
+    let follower_p99 = percentile(&follower_failover, 0.99);
 
     let p50 = percentile(&r.prop, 0.5);
     let p99 = percentile(&r.prop, 0.99);
@@ -574,6 +583,10 @@ fn main() {
             "partition failover p99 ms".into(),
             format!("{failover_p99:.2}"),
         ),
+        (
+            "  p99 ms of the cuts of a follower (no election)".into(),
+            format!("{follower_p99:.2}"),
+        ),
     ];
     for (k, v) in &rows {
         println!("{k:<52} {v:>14}");
@@ -600,6 +613,7 @@ fn main() {
         "partition_failover_p99_ms": r3(failover_p99),
         "partition_cuts": cuts,
         "partition_leader_cuts": leader_cuts,
+        "partition_failover_follower_p99_ms": r3(follower_p99),
         "targets": {"propagation_p99_ms": 100, "sync_100k_seconds": 5, "partition_failover_p99_ms": 1000},
     });
     let path =

@@ -322,8 +322,9 @@ enum Outcome {
     Closed,
     /// The watch ended or failed: relist.
     Lost(String),
-    /// The watch's member failed (no leader, stream broken): watch again from the last
-    /// revision on a healthy member; etcd says so when that revision was compacted.
+    /// The watch's member failed (no leader, stream broken, no member could take it): watch
+    /// again from the last revision on a healthy member; etcd says so when that revision was
+    /// compacted (then it is `Lost` and a listing follows).
     Moved(String),
 }
 
@@ -389,8 +390,18 @@ async fn run<D: Decoder>(
             }
             match outcome {
                 Outcome::Closed => return,
-                Outcome::Moved(why) if moves_in_a_row < 3 => {
+                Outcome::Moved(why) => {
                     moves_in_a_row += 1;
+                    if moves_in_a_row > 1 {
+                        // Moving again at once (an election, etcd away): wait a little longer
+                        // each time.
+                        tokio::time::sleep((cfg.min_backoff * moves_in_a_row).min(cfg.max_backoff))
+                            .await;
+                    }
+                    if moves_in_a_row >= 2 {
+                        // No member took the watch (or kept it): say so until one does.
+                        mark_stale(&status, &why);
+                    }
                     tracing::info!(prefix = %cfg.prefix, reason = %why, revision = cache.revision(), "watch moved to another etcd member; resuming from its revision");
                     status.send_modify(|s| {
                         s.resumes += 1;
@@ -398,7 +409,7 @@ async fn run<D: Decoder>(
                     });
                     start = cache.revision() + 1;
                 }
-                Outcome::Lost(why) | Outcome::Moved(why) => {
+                Outcome::Lost(why) => {
                     tracing::info!(prefix = %cfg.prefix, reason = %why, "watch lost; relisting");
                     mark_stale(&status, &why);
                     backoff = cfg.min_backoff;
@@ -438,35 +449,42 @@ async fn watch_from<D: Decoder>(
     let deadline = Instant::now() + store.op_timeout();
     let (member, mut stream) = loop {
         let (member, mut client) = store.member_client();
+        // Half the op timeout per attempt: a member that does not answer leaves time for
+        // another.
+        let attempt_end = (Instant::now() + store.op_timeout() / 2).min(deadline);
         let created = tokio::time::timeout_at(
-            deadline,
+            attempt_end,
             client.watch(cfg.prefix.clone(), Some(opts.clone())),
         )
         .await;
-        match created {
-            Err(_) => {
-                let e = KvError::Timeout {
-                    op: "watch".into(),
-                    timeout: store.op_timeout(),
-                    endpoints: store.member_endpoint(member).into(),
-                };
-                store.report_failure(member, &e);
-                return Outcome::Lost("creating the watch timed out".into());
-            }
+        let e = match created {
             Ok(Ok(s)) => break (member, s),
-            Ok(Err(e)) => {
-                let e = KvError::from_etcd("watch", e);
-                store.report_failure(member, &e);
-                if crate::kvstore::pool::failure_of(&e).is_some()
-                    && Instant::now() + Duration::from_millis(20) < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-                return Outcome::Lost(e.to_string());
-            }
+            Err(_) => KvError::Timeout {
+                op: "watch".into(),
+                timeout: store.op_timeout() / 2,
+                endpoints: store.member_endpoint(member).into(),
+            },
+            Ok(Err(e)) => KvError::from_etcd("watch", e),
+        };
+        store.report_failure(member, &e);
+        if crate::kvstore::pool::failure_of(&e).is_none() {
+            return Outcome::Lost(e.to_string());
         }
+        if Instant::now() + Duration::from_millis(20) >= deadline {
+            // No member could take the watch (an election, or etcd away): try again from
+            // the same revision; a run of these ends in a listing.
+            return Outcome::Moved(e.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // A watch resumed after its members failed for a while is live again.
+    status.send_if_modified(|s| {
+        let stale = s.is_stale() && s.synced_once;
+        if stale {
+            s.state = SyncState::Synced;
+        }
+        stale
+    });
     let lost = store.member_lost(member);
     tokio::pin!(lost);
     let mut probe = tokio::time::interval(cfg.probe_interval);
