@@ -84,17 +84,24 @@ pub(crate) fn field(
     Some(d)
 }
 
-/// Formats whole seconds back into the largest exact units (`86400` → `"1d"`, `90` → `"1m30s"`).
+/// Formats a duration back into the largest exact units (`86400 s` → `"1d"`, `90 s` →
+/// `"1m30s"`, `1.25 s` → `"1s250ms"`); below a millisecond is dropped.
 pub fn format(d: Duration) -> String {
-    let mut s = d.as_secs();
-    if s == 0 {
+    let mut ms = d.as_millis() as u64;
+    if ms == 0 {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
-        if s >= len {
-            out.push_str(&format!("{}{unit}", s / len));
-            s %= len;
+    for (unit, len) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if ms >= len {
+            out.push_str(&format!("{}{unit}", ms / len));
+            ms %= len;
         }
     }
     out
@@ -118,6 +125,11 @@ mod tests {
         }
         assert_eq!(format(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format(Duration::from_secs(86_400)), "1d");
+        assert_eq!(parse("800ms"), Ok(Duration::from_millis(800)));
+        assert_eq!(parse("1s250ms"), Ok(Duration::from_millis(1250)));
+        assert_eq!(parse("2m"), Ok(Duration::from_secs(120)), "m is minutes");
+        assert_eq!(format(Duration::from_millis(1250)), "1s250ms");
+        assert_eq!(format(Duration::from_millis(100)), "100ms");
     }
 
     #[test]
