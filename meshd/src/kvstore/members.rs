@@ -261,7 +261,15 @@ impl MemberSet {
             }
             _ => first_with(Health::Healthy)
                 .or_else(|| first_with(Health::Unknown))
-                .or_else(|| order.first().copied()),
+                .or_else(|| {
+                    // Every member unhealthy: the next call (a stream reopened, a request
+                    // sent again) goes to the next member, so a recovered one is found.
+                    let first = order.first().copied();
+                    if tried.is_empty() && n > 0 {
+                        self.preferred = (self.preferred + 1) % n;
+                    }
+                    first
+                }),
         }?;
         // The preference moves only away from an unhealthy member (a retry elsewhere while
         // the preferred one is fine does not move it).
@@ -394,6 +402,9 @@ mod tests {
         assert_eq!(s.pick(&[0, 1]), Some(2));
         assert_eq!(s.pick(&[0, 1, 2]), None);
         assert!(!s.view()[0].reachable);
+        // Streams (no tried list) rotate too.
+        assert_eq!(s.pick(&[]), Some(1));
+        assert_eq!(s.pick(&[]), Some(2));
         // A request that works makes the member healthy and preferred.
         s.on(2, Event::RequestOk, t0);
         assert_eq!(s.pick(&[]), Some(2));
