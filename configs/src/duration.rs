@@ -1,5 +1,5 @@
-//! Durations written as in `rotate_every = "24h"`: whole numbers with a unit (`s`, `m`, `h`,
-//! `d`), several allowed in order (`"1h30m"`).
+//! Durations written as in `rotate_every = "24h"`: whole numbers with a unit (`ms`, `s`, `m`,
+//! `h`, `d`), several allowed in order (`"1h30m"`, `"1s500ms"`).
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -12,7 +12,7 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     if t.is_empty() {
         return Err("is empty; write e.g. \"24h\", \"30m\" or \"7d\"".into());
     }
-    let mut total: u64 = 0;
+    let mut total: u64 = 0; // milliseconds
     let mut rest = t;
     while !rest.is_empty() {
         let digits = rest
@@ -29,11 +29,13 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
         let unit = rest[digits..].chars().next().ok_or_else(|| {
             format!("{text:?} has no unit; add one of s, m, h, d (e.g. \"{n}h\")")
         })?;
-        let secs = match unit {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
+        let millis_unit = rest[digits..].starts_with("ms");
+        let ms = match unit {
+            'm' if millis_unit => 1,
+            's' => 1000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' => 86_400_000,
             other => {
                 return Err(format!(
                     "{text:?}: {other:?} is not a unit; use s, m, h or d"
@@ -41,12 +43,12 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
             }
         };
         total = n
-            .checked_mul(secs)
+            .checked_mul(ms)
             .and_then(|v| total.checked_add(v))
             .ok_or_else(|| format!("{text:?} is too long"))?;
-        rest = &rest[digits + unit.len_utf8()..];
+        rest = &rest[digits + if millis_unit { 2 } else { unit.len_utf8() }..];
     }
-    Ok(Duration::from_secs(total))
+    Ok(Duration::from_millis(total))
 }
 
 /// A duration field: parsed, then held to `range`. Errors name `field`; a value below the
@@ -82,17 +84,24 @@ pub(crate) fn field(
     Some(d)
 }
 
-/// Formats whole seconds back into the largest exact units (`86400` → `"1d"`, `90` → `"1m30s"`).
+/// Formats a duration back into the largest exact units (`86400 s` → `"1d"`, `90 s` →
+/// `"1m30s"`, `1.25 s` → `"1s250ms"`); below a millisecond is dropped.
 pub fn format(d: Duration) -> String {
-    let mut s = d.as_secs();
-    if s == 0 {
+    let mut ms = d.as_millis() as u64;
+    if ms == 0 {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
-        if s >= len {
-            out.push_str(&format!("{}{unit}", s / len));
-            s %= len;
+    for (unit, len) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if ms >= len {
+            out.push_str(&format!("{}{unit}", ms / len));
+            ms %= len;
         }
     }
     out
@@ -116,6 +125,11 @@ mod tests {
         }
         assert_eq!(format(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format(Duration::from_secs(86_400)), "1d");
+        assert_eq!(parse("800ms"), Ok(Duration::from_millis(800)));
+        assert_eq!(parse("1s250ms"), Ok(Duration::from_millis(1250)));
+        assert_eq!(parse("2m"), Ok(Duration::from_secs(120)), "m is minutes");
+        assert_eq!(format(Duration::from_millis(1250)), "1s250ms");
+        assert_eq!(format(Duration::from_millis(100)), "100ms");
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub use encryption::{
 pub use error::{ConfigError, FieldError};
 pub use mesh::{
     AdvertiseVips, DEFAULT_CNI_ENDPOINTS_DIR, DEFAULT_LEASE_TTL, DEFAULT_WIREGUARD_DEVICE,
-    EtcdAuth, EtcdEndpoint, Mesh, PodCidrPool, RemoteCluster, Tls,
+    EtcdAuth, EtcdEndpoint, LeaseTiming, Mesh, PodCidrPool, RemoteCluster, Tls,
 };
 pub use node::{DEFAULT_STATE_DIR, Node};
 pub use policy::{BUILTIN_POLICIES, BgpPolicy, PolicyAction, PolicyRule, PrefixMatch};

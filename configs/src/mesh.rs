@@ -36,6 +36,9 @@ pub struct Mesh {
     /// TTL of meshd's leases in seconds: a dead node's record (and a dead mirror's
     /// election key) goes after about this long.
     pub lease_ttl_secs: u32,
+    /// `mesh.etcd_op_timeout`: the deadline of one etcd request (and of one lease renewal);
+    /// default and upper bound from the lease TTL ([`LeaseTiming`]).
+    pub etcd_op_timeout: Duration,
     /// bgpd's API socket: meshd sends it this node's adverts (absent: meshd drives no bgpd).
     pub bgpd_socket: Option<PathBuf>,
     /// Which LoadBalancer VIPs this node advertises over BGP.
@@ -58,6 +61,39 @@ pub struct Mesh {
     /// `mesh.service_cidrs`: where ClusterIPs of applied Services come from (one CIDR per
     /// family at most; empty: Services that need a ClusterIP are refused, naming this field).
     pub service_cidrs: Vec<IpNet>,
+}
+
+/// How meshd renews its leases for a TTL: a renewal every `keepalive_interval` (TTL/4); one
+/// renewal that fails after `op_timeout` plus a failover to a healthy etcd member (another
+/// `op_timeout`) must still land [`LeaseTiming::MARGIN`] before the TTL runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    pub ttl: Duration,
+    pub keepalive_interval: Duration,
+    /// The longest op timeout the TTL allows.
+    pub max_op_timeout: Duration,
+}
+
+impl LeaseTiming {
+    /// Room left for the etcd round trip and scheduling.
+    pub const MARGIN: Duration = Duration::from_millis(500);
+    /// The op timeout when none is configured, if the TTL allows it.
+    pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(3);
+
+    pub fn for_ttl(ttl: Duration) -> Self {
+        let keepalive_interval = ttl / 4;
+        let max_op_timeout = ttl.saturating_sub(keepalive_interval + Self::MARGIN) / 2;
+        LeaseTiming {
+            ttl,
+            keepalive_interval,
+            max_op_timeout,
+        }
+    }
+
+    /// The default op timeout: 3 s, or less when the TTL needs it.
+    pub fn default_op_timeout(&self) -> Duration {
+        Self::DEFAULT_OP_TIMEOUT.min(self.max_op_timeout)
+    }
 }
 
 /// Default of `mesh.identity_gc_grace`.
@@ -408,6 +444,35 @@ pub(crate) fn validate(
         ),
         None => Some(DEFAULT_LEASE_TTL),
     };
+    let etcd_op_timeout = lease_ttl_secs.and_then(|ttl| {
+        let timing = LeaseTiming::for_ttl(Duration::from_secs(u64::from(ttl)));
+        match raw.etcd_op_timeout.as_deref() {
+            None => Some(timing.default_op_timeout()),
+            Some(t) => {
+                let d = crate::duration::field(
+                    errs,
+                    "mesh.etcd_op_timeout",
+                    t,
+                    Duration::from_millis(100)..=Duration::from_secs(60),
+                    "an etcd round trip must fit",
+                    "write e.g. \"1s\"",
+                )?;
+                if d > timing.max_op_timeout {
+                    errs.push(
+                        "mesh.etcd_op_timeout",
+                        format!(
+                            "{t:?} is too long for mesh.lease_ttl = {ttl}: the lease is renewed every {:?} (TTL/4), and one renewal that times out plus a failover to another etcd member (2 × the op timeout) must land {:?} before the TTL; use at most {:?} or raise mesh.lease_ttl",
+                            timing.keepalive_interval,
+                            LeaseTiming::MARGIN,
+                            timing.max_op_timeout
+                        ),
+                    );
+                    return None;
+                }
+                Some(d)
+            }
+        }
+    });
     let bgpd_socket = match raw.bgpd_socket.as_deref() {
         Some(v) => absolute_path(errs, "mesh.bgpd_socket", v).map(Some),
         None => Some(None),
@@ -464,6 +529,7 @@ pub(crate) fn validate(
         node_ipv4: node_ipv4?,
         node_ipv6: node_ipv6?,
         lease_ttl_secs: lease_ttl_secs?,
+        etcd_op_timeout: etcd_op_timeout?,
         etcd_endpoints: etcd_endpoints?,
         cluster_id: cluster_id?,
         identity: identity?,

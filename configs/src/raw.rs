@@ -209,6 +209,7 @@ pub struct RawMesh {
     pub node_ipv4: Option<String>,
     pub node_ipv6: Option<String>,
     pub lease_ttl: Option<i64>,
+    pub etcd_op_timeout: Option<String>,
     pub bgpd_socket: Option<String>,
     pub advertise_vips: Option<String>,
     pub wireguard_device: Option<String>,

@@ -729,6 +729,42 @@ fn mesh_agent_settings() {
 }
 
 #[test]
+fn etcd_op_timeout_follows_the_lease_ttl() {
+    use std::time::Duration;
+    let mesh = |extra: &str| {
+        Config::from_toml(&format!("{NODE}{MESH}{extra}"))
+            .unwrap()
+            .mesh
+            .unwrap()
+    };
+    // Default TTL (10 s): 3 s fits (2.5 s + 2 × 3 s + 0.5 s = 9 s).
+    assert_eq!(mesh("").etcd_op_timeout, Duration::from_secs(3));
+    // A 4 s TTL: renewal every 1 s, at most (4 - 1 - 0.5) / 2 = 1.25 s per request.
+    assert_eq!(
+        mesh("lease_ttl = 4\n").etcd_op_timeout,
+        Duration::from_millis(1250)
+    );
+    assert_eq!(
+        mesh("lease_ttl = 4\netcd_op_timeout = \"800ms\"\n").etcd_op_timeout,
+        Duration::from_millis(800)
+    );
+    let t = ironmesh_configs::LeaseTiming::for_ttl(Duration::from_secs(2));
+    assert_eq!(t.keepalive_interval, Duration::from_millis(500));
+    assert_eq!(t.max_op_timeout, Duration::from_millis(500));
+    let e = Config::from_toml(&format!(
+        "{NODE}{MESH}lease_ttl = 4\netcd_op_timeout = \"2s\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("mesh.etcd_op_timeout")
+            && e.contains("mesh.lease_ttl = 4")
+            && e.contains("at most 1.25s"),
+        "{e}"
+    );
+}
+
+#[test]
 fn mesh_bgpd_settings() {
     let m = Config::from_toml(&format!("{NODE}{MESH}"))
         .unwrap()

@@ -11,10 +11,15 @@
 //! - the time for a fresh meshd to sync 100k remote endpoints: mirror election, listing of A,
 //!   writing the mirror into C, the synced marker, C's merged view holding all of them
 //!   (`sync_100k_seconds`); and a node agent's part alone (a fresh merged view of C's mirror);
-//! - memory per entry of a node agent's merged view (RSS growth / entries).
+//! - memory per entry of a node agent's merged view (RSS growth / entries);
+//! - `partition_failover_p99_ms` (issue 19): on a 3-member etcd, the member the client uses is
+//!   cut off from the other two (nftables in its namespace; it still answers the client) while
+//!   the client writes; the time from the cut to the first write that succeeds (through a
+//!   healthy member), over `MESH_BENCH_CUTS` (20) cuts. A cut of the leader includes etcd's own
+//!   election (its 1 s election timeout), so the p99 has that floor when a leader was cut.
 //!
 //! Sizes: `MESH_BENCH_SYNC` (100000), `MESH_BENCH_CHURN` (10000), `MESH_BENCH_PROBES` (300),
-//! `MESH_BENCH_IDENTITIES` (1000 per allocator).
+//! `MESH_BENCH_IDENTITIES` (1000 per allocator), `MESH_BENCH_CUTS` (20).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -397,6 +402,97 @@ fn start_etcd(lab: &Lab, sw: &Host, tag: &str, net_octet: u8, members: usize) ->
     EtcdCluster::start(&refs).expect("etcd")
 }
 
+/// Drops member `i`'s traffic with the other members (it still answers clients).
+fn cut_from_peers(etcd: &EtcdCluster, i: usize) {
+    let peers: Vec<String> = etcd
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, m)| m.ip.to_string())
+        .collect();
+    let peers = peers.join(", ");
+    let script = format!(
+        "table inet im_part {{\n\
+           chain in {{ type filter hook input priority 0; policy accept; ip saddr {{ {peers} }} drop; }}\n\
+           chain out {{ type filter hook output priority 0; policy accept; ip daddr {{ {peers} }} drop; }}\n\
+         }}\n"
+    );
+    let host = &etcd.members[i].host;
+    let path = host.path("nft-part.nft");
+    std::fs::write(&path, script).expect("nft script");
+    host.exec("nft", &["-f", &path.to_string_lossy()])
+        .expect("nft cut");
+}
+
+fn heal(etcd: &EtcdCluster, i: usize) {
+    etcd.members[i]
+        .host
+        .exec("nft", &["delete", "table", "inet", "im_part"])
+        .expect("nft heal");
+}
+
+/// Failover times (ms) over `cuts` cuts of the member in use: (all, those where the member
+/// cut was a follower), and how many cuts hit the leader.
+async fn partition_failover(etcd: &EtcdCluster, cuts: usize) -> (Vec<f64>, Vec<f64>, usize) {
+    let mut cfg = KvConfig::new(etcd.members.iter().map(|m| m.client_url()));
+    cfg.connect_timeout = Duration::from_secs(5);
+    // What meshd derives from the lab's 4 s lease TTL (configs::LeaseTiming).
+    cfg.op_timeout = Duration::from_millis(1250);
+    let store = KvStore::connect(&cfg).await.expect("etcd P");
+    let mut out = Vec::new();
+    let mut followers = Vec::new();
+    let mut leader_cuts = 0;
+    for n in 0..cuts {
+        // Everything healthy again, then cut the member in use.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store
+            .members()
+            .iter()
+            .any(|m| m.health != ironmesh_meshd::kvstore::members::Health::Healthy)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "members never all healthy: {:?}",
+                store.members()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        store
+            .put("bench/p", b"warm".to_vec(), None)
+            .await
+            .expect("warm write");
+        let used = store.member_client().0;
+        let was_leader = etcd.leader().ok() == Some(used);
+        if was_leader {
+            leader_cuts += 1;
+        }
+        let t = Instant::now();
+        cut_from_peers(etcd, used);
+        loop {
+            let r = store
+                .put("bench/p", format!("{n}").into_bytes(), None)
+                .await;
+            if r.is_ok() {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no write succeeded: {r:?}"
+            );
+        }
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        out.push(ms);
+        if !was_leader {
+            followers.push(ms);
+        }
+        heal(etcd, used);
+        etcd.wait_healthy(used, Duration::from_secs(30))
+            .expect("healed");
+    }
+    (out, followers, leader_cuts)
+}
+
 fn main() {
     // `cargo test --all-targets` runs harness-less benches without --bench: do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
@@ -415,6 +511,17 @@ fn main() {
     let r = client
         .block_on(run(&a, &b, &c, members))
         .expect("joining the client namespace");
+    let cuts = env_usize("MESH_BENCH_CUTS", 20);
+    let p = start_etcd(&lab, &sw, "p", 41, 3);
+    eprintln!("partition failover: {cuts} cuts of the member in use...");
+    let (mut failover, mut follower_failover, leader_cuts) = client
+        .block_on(partition_failover(&p, cuts))
+        .expect("joining the client namespace");
+    failover.sort_by(f64::total_cmp);
+    follower_failover.sort_by(f64::total_cmp);
+    let failover_p50 = percentile(&failover, 0.5);
+    let failover_p99 = percentile(&failover, 0.99);
+    let follower_p99 = percentile(&follower_failover, 0.99);
 
     let p50 = percentile(&r.prop, 0.5);
     let p99 = percentile(&r.prop, 0.99);
@@ -469,6 +576,18 @@ fn main() {
             "memory per entry (node agent view), bytes".into(),
             format!("{:.0}", r.bytes_per_entry),
         ),
+        (
+            format!("partition failover p50 ms ({cuts} cuts, {leader_cuts} of the leader)"),
+            format!("{failover_p50:.2}"),
+        ),
+        (
+            "partition failover p99 ms".into(),
+            format!("{failover_p99:.2}"),
+        ),
+        (
+            "  p99 ms of the cuts of a follower (no election)".into(),
+            format!("{follower_p99:.2}"),
+        ),
     ];
     for (k, v) in &rows {
         println!("{k:<52} {v:>14}");
@@ -491,7 +610,12 @@ fn main() {
         "mirror_sync_100k_seconds": r3(r.mirror_sync_s),
         "agent_sync_100k_seconds": r3(r.agent_sync_s),
         "memory_bytes_per_entry": r3(r.bytes_per_entry),
-        "targets": {"propagation_p99_ms": 100, "sync_100k_seconds": 5},
+        "partition_failover_p50_ms": r3(failover_p50),
+        "partition_failover_p99_ms": r3(failover_p99),
+        "partition_cuts": cuts,
+        "partition_leader_cuts": leader_cuts,
+        "partition_failover_follower_p99_ms": r3(follower_p99),
+        "targets": {"propagation_p99_ms": 100, "sync_100k_seconds": 5, "partition_failover_p99_ms": 1000},
     });
     let path =
         std::env::var("IRONMESH_BENCH_JSON").unwrap_or_else(|_| "target/bench/mesh.json".into());

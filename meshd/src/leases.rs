@@ -25,7 +25,8 @@ pub struct LeasePoolConfig {
     pub ttl_secs: i64,
     /// At most this many keys on one lease (Cilium uses 1000 per lease for the same reason).
     pub max_keys_per_lease: usize,
-    /// How often every lease is renewed (default TTL/3).
+    /// How often every lease is renewed (default TTL/4: one failed renewal plus a failover
+    /// to another etcd member still lands before the TTL).
     pub keepalive_interval: Duration,
 }
 
@@ -35,7 +36,7 @@ impl LeasePoolConfig {
         Self {
             ttl_secs,
             max_keys_per_lease: max_keys_per_lease.max(1),
-            keepalive_interval: Duration::from_millis(ttl_secs as u64 * 1000 / 3),
+            keepalive_interval: Duration::from_millis(ttl_secs as u64 * 1000 / 4),
         }
     }
 }
@@ -47,7 +48,7 @@ struct Inner {
     /// key -> (value, lease).
     keys: HashMap<String, (Vec<u8>, i64)>,
     /// Open keep-alive streams, per lease.
-    keepers: HashMap<i64, (LeaseKeeper, LeaseKeepAliveStream)>,
+    keepers: HashMap<i64, Keeper>,
     regrants: u64,
 }
 
@@ -248,25 +249,59 @@ impl LeasedKeys {
     }
 }
 
-/// Renews each lease every interval; replaces expired ones and rewrites their keys.
+/// Renews each lease every interval; replaces expired ones and rewrites their keys. The lock
+/// is not held while a renewal waits on etcd, so writers of keys are not held up by an etcd
+/// member that does not answer.
 async fn renew(store: KvStore, cfg: LeasePoolConfig, inner: Arc<Mutex<Inner>>) {
+    let mut failed = false;
     loop {
-        tokio::time::sleep(cfg.keepalive_interval).await;
-        let mut g = inner.lock().await;
-        let leases: Vec<i64> = g.leases.keys().copied().collect();
+        // After a failed round (no member could renew: an election), try again soon.
+        let pause = if failed {
+            cfg.keepalive_interval.min(Duration::from_millis(250))
+        } else {
+            cfg.keepalive_interval
+        };
+        tokio::time::sleep(pause).await;
+        failed = false;
+        let leases: Vec<i64> = inner.lock().await.leases.keys().copied().collect();
         for lease in leases {
-            match keep_alive_once(&store, &mut g, lease).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    if let Err(e) = regrant(&store, &cfg, &mut g, lease).await {
+            // A failed attempt takes its member out of rotation: once more at once, on
+            // another member. If that fails too, etcd is unreachable or electing: end the
+            // round rather than wait a timeout per lease.
+            let mut outcome = None;
+            for attempt in 0..2 {
+                let keeper = inner.lock().await.keepers.remove(&lease);
+                match keep_alive_once(&store, keeper, lease).await {
+                    Ok(r) => {
+                        outcome = Some(r);
+                        break;
+                    }
+                    Err(e) if attempt == 0 => {
+                        tracing::warn!(lease, error = %e, "lease keep-alive failed; retrying through another member");
+                    }
+                    Err(e) => {
+                        tracing::warn!(lease, error = %e, "lease keep-alive failed again; retrying soon");
+                    }
+                }
+            }
+            match outcome {
+                Some(Some(keeper)) => {
+                    let mut g = inner.lock().await;
+                    // Unless the lease went meanwhile (revoked, its keys deleted).
+                    if g.leases.contains_key(&lease) {
+                        g.keepers.insert(lease, keeper);
+                    }
+                }
+                Some(None) => {
+                    let mut g = inner.lock().await;
+                    if g.leases.contains_key(&lease)
+                        && let Err(e) = regrant(&store, &cfg, &mut g, lease).await
+                    {
                         tracing::warn!(lease, error = %e, "re-granting an expired lease failed; retrying");
                     }
                 }
-                Err(e) => {
-                    // etcd is unreachable or slow: end the round (and release the lock) rather
-                    // than wait a timeout per lease; the next round starts again.
-                    g.keepers.remove(&lease);
-                    tracing::warn!(lease, error = %e, "lease keep-alive failed; retrying");
+                None => {
+                    failed = true;
                     break;
                 }
             }
@@ -274,43 +309,66 @@ async fn renew(store: KvStore, cfg: LeasePoolConfig, inner: Arc<Mutex<Inner>>) {
     }
 }
 
-/// `Ok(false)`: the lease has expired.
-async fn keep_alive_once(store: &KvStore, g: &mut Inner, lease: i64) -> Result<bool, KvError> {
-    let timeout = store.op_timeout();
-    if let std::collections::hash_map::Entry::Vacant(slot) = g.keepers.entry(lease) {
-        let mut client = store.client();
-        match tokio::time::timeout(timeout, client.lease_keep_alive(lease)).await {
-            Ok(Ok(s)) => {
-                slot.insert(s);
+type Keeper = (usize, LeaseKeeper, LeaseKeepAliveStream);
+
+/// Renews `lease` through `keeper` (or a new stream on a healthy member); `Ok(None)`: the
+/// lease has expired. A failure is reported to the member health, so the next attempt goes
+/// to another member when this one has no leader or does not answer.
+async fn keep_alive_once(
+    store: &KvStore,
+    keeper: Option<Keeper>,
+    lease: i64,
+) -> Result<Option<Keeper>, KvError> {
+    // Half the op timeout: a failed attempt leaves time for one on another member.
+    let timeout = store.op_timeout() / 2;
+    let Some((member, mut keeper, mut stream)) = keeper else {
+        let (member, mut client) = store.member_client();
+        return match tokio::time::timeout(timeout, client.lease_keep_alive(lease)).await {
+            // Opening the stream renewed the lease.
+            Ok(Ok((k, s))) => {
+                store.report_ok(member);
+                Ok(Some((member, k, s)))
             }
             Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) if e.contains("not found") => {
-                return Ok(false);
+                Ok(None)
             }
-            Ok(Err(e)) => return Err(KvError::from_etcd("lease keep-alive", e)),
-            Err(_) => return Err(timed_out(store)),
-        }
-    }
-    let (keeper, stream) = g.keepers.get_mut(&lease).expect("just inserted");
+            Ok(Err(e)) => {
+                let e = KvError::from_etcd("lease keep-alive", e);
+                store.report_failure(member, &e);
+                Err(e)
+            }
+            Err(_) => {
+                let e = timed_out(store);
+                store.report_failure(member, &e);
+                Err(e)
+            }
+        };
+    };
+    let fail = |e: KvError| {
+        store.report_failure(member, &e);
+        e
+    };
     keeper
         .keep_alive()
         .await
-        .map_err(|e| KvError::from_etcd("lease keep-alive", e))?;
+        .map_err(|e| fail(KvError::from_etcd("lease keep-alive", e)))?;
     match tokio::time::timeout(timeout, stream.message()).await {
-        Ok(Ok(Some(r))) => Ok(r.ttl() > 0),
+        Ok(Ok(Some(r))) if r.ttl() > 0 => Ok(Some((member, keeper, stream))),
+        Ok(Ok(Some(_))) => Ok(None),
         Ok(Ok(None)) => Err(KvError::Etcd {
             op: "lease keep-alive".into(),
             detail: "stream ended".into(),
             transient: true,
         }),
-        Ok(Err(e)) => Err(KvError::from_etcd("lease keep-alive", e)),
-        Err(_) => Err(timed_out(store)),
+        Ok(Err(e)) => Err(fail(KvError::from_etcd("lease keep-alive", e))),
+        Err(_) => Err(fail(timed_out(store))),
     }
 }
 
 fn timed_out(store: &KvStore) -> KvError {
     KvError::Timeout {
         op: "lease keep-alive".into(),
-        timeout: store.op_timeout(),
+        timeout: store.op_timeout() / 2,
         endpoints: store.endpoints().into(),
     }
 }

@@ -138,7 +138,9 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 pub struct LeaseConfig {
     /// Lease TTL in seconds (etcd's minimum is a few seconds).
     pub ttl_secs: i64,
-    /// How often the lease is renewed; default TTL/3.
+    /// How often the lease is renewed; default TTL/4, so that one renewal that fails after
+    /// the op timeout plus a failover to another etcd member still lands before the TTL
+    /// (`configs::LeaseTiming`, which also bounds the op timeout).
     pub keepalive_interval: Duration,
 }
 
@@ -147,7 +149,7 @@ impl LeaseConfig {
         let ttl_secs = ttl_secs.max(1);
         Self {
             ttl_secs,
-            keepalive_interval: Duration::from_millis((ttl_secs as u64 * 1000 / 3).max(200)),
+            keepalive_interval: Duration::from_millis((ttl_secs as u64 * 1000 / 4).max(200)),
         }
     }
 }
@@ -159,6 +161,8 @@ pub struct RegistrationStatus {
     /// Times the lease had expired and the record was written again with a new lease.
     pub re_registrations: u64,
     pub last_error: Option<String>,
+    /// When the lease runs out unless renewed (from the TTL etcd granted at the last renewal).
+    pub lease_expires: Option<Instant>,
 }
 
 /// A node's record kept alive in etcd. Drop or [`stop`](Self::stop) it to stop renewing (the
@@ -189,6 +193,7 @@ impl NodeRegistration {
             lease_id,
             re_registrations: 0,
             last_error: None,
+            lease_expires: Some(Instant::now() + Duration::from_secs(cfg.ttl_secs as u64)),
         });
         let (record_tx, record_rx) = watch::channel(record);
         let task = tokio::spawn(keepalive(
@@ -208,6 +213,11 @@ impl NodeRegistration {
 
     pub fn status(&self) -> RegistrationStatus {
         self.status.borrow().clone()
+    }
+
+    /// The status as it changes (renewals, errors, re-registrations).
+    pub fn watch_status(&self) -> watch::Receiver<RegistrationStatus> {
+        self.status.clone()
     }
 
     pub fn record(&self) -> NodeRecord {
@@ -270,11 +280,14 @@ impl Failures<'_> {
         self.status.send_modify(|s| s.last_error = Some(e));
     }
 
-    fn renewed(&mut self) {
+    fn renewed(&mut self, ttl: i64, sent: Instant) {
         if let Some(d) = self.log.recovered(Instant::now()) {
             tracing::info!(after = ?d, "node lease renewed again");
         }
-        self.status.send_modify(|s| s.last_error = None);
+        self.status.send_modify(|s| {
+            s.last_error = None;
+            s.lease_expires = Some(sent + Duration::from_secs(ttl.max(0) as u64));
+        });
     }
 }
 
@@ -289,13 +302,24 @@ async fn keepalive(
         status: &status,
         log: FailureLog::new(WARN_EVERY),
     };
-    let mut backoff = Backoff::new(cfg.keepalive_interval);
+    // Retries while no member can renew (an election) are quick: the lease is running out.
+    let mut backoff = Backoff::new(cfg.keepalive_interval.min(Duration::from_millis(250)));
+    // One attempt gets half the op timeout, so a member that does not answer (a follower
+    // forwarding to a leader that is gone) leaves time for a second attempt elsewhere.
+    let attempt = store.op_timeout() / 2;
     loop {
-        // (Re)open the keep-alive stream; if the lease is gone, register again.
-        let mut client = store.client();
-        let opened = tokio::time::timeout(store.op_timeout(), client.lease_keep_alive(lease)).await;
+        // (Re)open the keep-alive stream on a healthy member (opening it renews the lease);
+        // if the lease is gone, register again.
+        let (member, mut client) = store.member_client();
+        let sent = Instant::now();
+        let opened = tokio::time::timeout(attempt, client.lease_keep_alive(lease)).await;
         let (mut keeper, mut responses) = match opened {
-            Ok(Ok(s)) => s,
+            Ok(Ok(s)) => {
+                store.report_ok(member);
+                failures.renewed(cfg.ttl_secs, sent);
+                backoff.reset();
+                s
+            }
             Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) if e.contains("not found") => {
                 let r = record.borrow().clone();
                 match put_with_new_lease(&store, &r, cfg.ttl_secs).await {
@@ -310,7 +334,7 @@ async fn keepalive(
                             s.lease_id = l;
                             s.re_registrations += 1;
                         });
-                        failures.renewed();
+                        failures.renewed(cfg.ttl_secs, sent);
                         backoff.reset();
                     }
                     Err(e) => failures.failed(e.to_string()),
@@ -320,48 +344,79 @@ async fn keepalive(
             }
             Ok(Err(e)) => {
                 let e = KvError::from_etcd("lease keep-alive", e);
-                // A refused connection (one member down) is retried soon, then less often
-                // while no member answers.
-                let pause = if e.never_sent() {
-                    backoff.pause()
-                } else {
-                    cfg.keepalive_interval
-                };
-                failures.failed(e.to_string());
-                tokio::time::sleep(pause).await;
+                store.report_failure(member, &e);
+                failures.failed(format!("{} (member {})", e, store.member_endpoint(member)));
+                // A member without leader or refusing connections has left the rotation:
+                // another member is tried soon, then less often while none answers.
+                tokio::time::sleep(backoff.pause()).await;
                 continue;
             }
             Err(_) => {
-                failures.failed("opening the keep-alive stream timed out".into());
+                let e = KvError::Timeout {
+                    op: "lease keep-alive".into(),
+                    timeout: attempt,
+                    endpoints: store.member_endpoint(member).into(),
+                };
+                store.report_failure(member, &e);
+                failures.failed(e.to_string());
                 continue;
             }
         };
-        // Renew every interval while the stream works.
+        // Renew every interval while the stream works; a failure reopens it at once (on
+        // another member when this one went unhealthy).
+        let lost = store.member_lost(member);
+        tokio::pin!(lost);
         loop {
-            tokio::time::sleep(cfg.keepalive_interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.keepalive_interval) => {}
+                _ = &mut lost => {
+                    failures.failed(format!("etcd member {} went unhealthy; renewing through another", store.member_endpoint(member)));
+                    break;
+                }
+            }
+            let sent = Instant::now();
             if let Err(e) = keeper.keep_alive().await {
                 failures.failed(e.to_string());
                 break;
             }
-            match tokio::time::timeout(store.op_timeout(), responses.message()).await {
-                Ok(Ok(Some(r))) if r.ttl() > 0 => {
-                    failures.renewed();
+            let answer = tokio::select! {
+                r = tokio::time::timeout(attempt, responses.message()) => Some(r),
+                _ = &mut lost => None,
+            };
+            match answer {
+                None => {
+                    failures.failed(format!(
+                        "etcd member {} went unhealthy; renewing through another",
+                        store.member_endpoint(member)
+                    ));
+                    break;
+                }
+                Some(Ok(Ok(Some(r)))) if r.ttl() > 0 => {
+                    failures.renewed(r.ttl(), sent);
                     backoff.reset();
                 }
-                Ok(Ok(Some(_))) => {
+                Some(Ok(Ok(Some(_)))) => {
                     failures.failed(format!("lease {lease} expired"));
                     break;
                 }
-                Ok(Ok(None)) => {
+                Some(Ok(Ok(None))) => {
                     failures.failed("keep-alive stream ended".into());
                     break;
                 }
-                Ok(Err(e)) => {
+                Some(Ok(Err(e))) => {
+                    let e = KvError::from_etcd("lease keep-alive", e);
+                    store.report_failure(member, &e);
                     failures.failed(e.to_string());
                     break;
                 }
-                Err(_) => {
-                    failures.failed("keep-alive response timed out".into());
+                Some(Err(_)) => {
+                    let e = KvError::Timeout {
+                        op: "lease keep-alive".into(),
+                        timeout: attempt,
+                        endpoints: store.member_endpoint(member).into(),
+                    };
+                    store.report_failure(member, &e);
+                    failures.failed(e.to_string());
                     break;
                 }
             }
@@ -442,14 +497,14 @@ mod tests {
     }
 
     #[test]
-    fn keepalive_interval_is_a_third_of_the_ttl() {
+    fn keepalive_interval_is_a_quarter_of_the_ttl() {
         assert_eq!(
-            LeaseConfig::with_ttl(3).keepalive_interval,
+            LeaseConfig::with_ttl(4).keepalive_interval,
             Duration::from_secs(1)
         );
         assert_eq!(
             LeaseConfig::with_ttl(0).keepalive_interval,
-            Duration::from_millis(333)
+            Duration::from_millis(250)
         );
     }
 }

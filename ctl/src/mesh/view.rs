@@ -45,6 +45,23 @@ pub struct StatusView {
     pub uptime_secs: u64,
     pub local: Counts,
     pub remotes: Vec<RemoteRow>,
+    /// Each member of the local etcd as meshd sees it.
+    pub etcd_members: Vec<EtcdMemberRow>,
+    /// How long the node's lease lasts unless renewed (ms); absent when not registered.
+    pub lease_ttl_remaining_ms: Option<i64>,
+}
+
+/// One local etcd member in `ironctl mesh status`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct EtcdMemberRow {
+    pub endpoint: String,
+    pub health: String,
+    pub reachable: bool,
+    pub has_leader: bool,
+    pub last_error: String,
+    pub rtt_us: u64,
+    pub failures: u64,
+    pub since_secs: u64,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq)]
@@ -107,6 +124,21 @@ pub fn status_view(s: pb::StatusResponse, now_ms: u64) -> StatusView {
         uptime_secs: s.uptime_secs,
         local: counts(s.local_counts),
         remotes,
+        etcd_members: s
+            .etcd_members
+            .into_iter()
+            .map(|m| EtcdMemberRow {
+                endpoint: m.endpoint,
+                health: m.health,
+                reachable: m.reachable,
+                has_leader: m.has_leader,
+                last_error: m.last_error,
+                rtt_us: m.rtt_us,
+                failures: m.failures,
+                since_secs: m.since_secs,
+            })
+            .collect(),
+        lease_ttl_remaining_ms: s.lease_ttl_remaining_ms,
     }
 }
 
@@ -146,6 +178,37 @@ pub fn status_text(v: &StatusView) -> String {
             ),
         ),
     ]);
+    if let Some(ms) = v.lease_ttl_remaining_ms {
+        out.push_str(&format!("lease ttl left: {:.1}s\n", ms as f64 / 1000.0));
+    }
+    if !v.etcd_members.is_empty() {
+        let mut t = Table::new(&[
+            ("ETCD MEMBER", Align::Left),
+            ("HEALTH", Align::Left),
+            ("REACHABLE", Align::Left),
+            ("LEADER", Align::Left),
+            ("RTT", Align::Right),
+            ("FAILURES", Align::Right),
+            ("LAST ERROR", Align::Left),
+        ]);
+        for m in &v.etcd_members {
+            t.row(vec![
+                m.endpoint.clone(),
+                format!("{} {}", m.health, human_duration(m.since_secs)),
+                yes(m.reachable),
+                yes(m.has_leader),
+                if m.rtt_us > 0 {
+                    format!("{:.1}ms", m.rtt_us as f64 / 1000.0)
+                } else {
+                    "-".into()
+                },
+                m.failures.to_string(),
+                shorten(&m.last_error, 80),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&t.render());
+    }
     if v.remotes.is_empty() {
         out.push_str("\nno remote clusters configured\n");
         return out;
@@ -414,6 +477,50 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn status_names_each_etcd_member_and_the_lease_left() {
+        let mut s = status();
+        s.etcd_members = vec![
+            pb::EtcdMemberStatus {
+                endpoint: "http://192.0.2.11:2379".into(),
+                health: "unhealthy".into(),
+                reachable: true,
+                has_leader: false,
+                last_error: "etcdserver: no leader".into(),
+                failures: 1,
+                ..Default::default()
+            },
+            pb::EtcdMemberStatus {
+                endpoint: "http://192.0.2.12:2379".into(),
+                health: "healthy".into(),
+                reachable: true,
+                has_leader: true,
+                rtt_us: 1500,
+                ..Default::default()
+            },
+        ];
+        s.lease_ttl_remaining_ms = Some(3200);
+        let v = status_view(s, 130_500);
+        let text = status_text(&v);
+        assert!(text.contains("lease ttl left: 3.2s"), "{text}");
+        let bad = text
+            .lines()
+            .find(|l| l.starts_with("http://192.0.2.11:2379"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            bad.contains("unhealthy") && bad.contains("no leader"),
+            "{bad}"
+        );
+        let good = text
+            .lines()
+            .find(|l| l.starts_with("http://192.0.2.12:2379"))
+            .unwrap();
+        assert!(good.contains("healthy") && good.contains("1.5ms"), "{good}");
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["etcd_members"][0]["has_leader"], false);
+        assert_eq!(json["lease_ttl_remaining_ms"], 3200);
     }
 
     #[test]

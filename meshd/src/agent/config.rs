@@ -250,6 +250,9 @@ impl AgentConfig {
                 // The liveness probe reads this cluster's own prefix: what its user may read
                 // whatever else its role allows.
                 kv.probe_prefix = crate::schema::Scope::Cluster(cfg.node.cluster.clone()).prefix();
+                // Derived from (and checked against) the lease TTL: a renewal that fails plus
+                // a failover to another member lands before the TTL.
+                kv.op_timeout = mesh.etcd_op_timeout;
                 kv
             },
             remotes,

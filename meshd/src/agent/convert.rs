@@ -10,6 +10,20 @@ use crate::schema::{Resource, ResourceKind};
 use crate::services::{Affinity, Backend, BackendState, Protocol, ServiceRecord, select_backends};
 
 /// Entry counts of one cluster in the merged view.
+/// One etcd member's health as the API shows it.
+pub fn etcd_member(m: &crate::kvstore::members::MemberView) -> pb::EtcdMemberStatus {
+    pb::EtcdMemberStatus {
+        endpoint: m.endpoint.clone(),
+        health: m.health.as_str().into(),
+        reachable: m.reachable,
+        has_leader: m.has_leader,
+        last_error: m.last_error.clone().unwrap_or_default(),
+        rtt_us: m.rtt.map(|d| d.as_micros() as u64).unwrap_or(0),
+        failures: m.failures,
+        since_secs: m.since.elapsed().as_secs(),
+    }
+}
+
 pub fn counts(st: &MergedState, cluster: &ClusterName) -> pb::Counts {
     let n = |k| st.count(cluster, k) as u64;
     pb::Counts {

@@ -21,6 +21,11 @@ struct ClusterLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabel {
+    member: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EntryLabel {
     cluster: String,
     kind: &'static str,
@@ -131,6 +136,47 @@ pub fn render(st: &pb::StatusResponse, now_ms: u64) -> String {
         "Entries of the merged view per cluster and kind",
         ents,
     );
+    let healthy = Family::<MemberLabel, Gauge>::default();
+    let has_leader = Family::<MemberLabel, Gauge>::default();
+    let rtt = Family::<MemberLabel, Gauge>::default();
+    let failures = Family::<MemberLabel, Gauge>::default();
+    for m in &st.etcd_members {
+        let l = MemberLabel {
+            member: m.endpoint.clone(),
+        };
+        healthy
+            .get_or_create(&l)
+            .set(i64::from(m.health == "healthy"));
+        has_leader.get_or_create(&l).set(i64::from(m.has_leader));
+        rtt.get_or_create(&l).set(m.rtt_us as i64);
+        failures.get_or_create(&l).set(m.failures as i64);
+    }
+    reg.register(
+        "etcd_member_healthy",
+        "The local etcd member is in rotation (1) or left out until a probe succeeds (0)",
+        healthy,
+    );
+    reg.register(
+        "etcd_member_has_leader",
+        "The local etcd member had a leader at its last probe or request",
+        has_leader,
+    );
+    reg.register(
+        "etcd_member_rtt_microseconds",
+        "Round trip of the member's last successful probe read",
+        rtt,
+    );
+    reg.register(
+        "etcd_member_unhealthy_total",
+        "Times the member went unhealthy since meshd started",
+        failures,
+    );
+    gauge(
+        &mut reg,
+        "node_lease_remaining_milliseconds",
+        "How long the node's lease lasts unless renewed (-1: not registered)",
+        st.lease_ttl_remaining_ms.unwrap_or(-1),
+    );
     let mut out = String::new();
     let _ = encode(&mut out, &reg);
     out
@@ -189,6 +235,15 @@ mod tests {
                 }),
                 ..Default::default()
             }],
+            etcd_members: vec![pb::EtcdMemberStatus {
+                endpoint: "http://192.0.2.11:2379".into(),
+                health: "unhealthy".into(),
+                reachable: true,
+                has_leader: false,
+                failures: 2,
+                ..Default::default()
+            }],
+            lease_ttl_remaining_ms: Some(3100),
             ..Default::default()
         };
         let text = render(&st, 25_500);
@@ -202,6 +257,10 @@ mod tests {
             "meshd_remote_records_refused{cluster=\"green\"} 3",
             "meshd_entries{cluster=\"green\",kind=\"endpoints\"} 7",
             "meshd_entries{cluster=\"red\",kind=\"nodes\"} 2",
+            "meshd_etcd_member_healthy{member=\"http://192.0.2.11:2379\"} 0",
+            "meshd_etcd_member_has_leader{member=\"http://192.0.2.11:2379\"} 0",
+            "meshd_etcd_member_unhealthy_total{member=\"http://192.0.2.11:2379\"} 2",
+            "meshd_node_lease_remaining_milliseconds 3100",
         ] {
             assert!(text.contains(want), "{want} missing in\n{text}");
         }

@@ -222,6 +222,7 @@ pub(super) async fn serve(
         lease = reg.status().lease_id, "node registered"
     );
     shared.set_record(Some(rec.clone()));
+    shared.set_lease(Some(reg.watch_status()));
 
     let (changes_tx, mut reconcile) = wiring::start(cfg, shared, &rec)?;
     let (changes_tx, policy_inputs) = endpoints::inputs::tap(cfg.cluster.clone(), changes_tx);

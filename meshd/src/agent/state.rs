@@ -29,6 +29,8 @@ struct Inner {
     encryption_off: String,
     /// Remotes refused at start (`federation::admit`), with the reason.
     refused_remotes: BTreeMap<ClusterName, String>,
+    /// The node registration's status (its lease).
+    lease: Option<watch::Receiver<crate::nodes::RegistrationStatus>>,
 }
 
 /// The agent's state as the API and metrics read it.
@@ -81,6 +83,10 @@ impl Shared {
 
     pub fn set_store(&self, s: KvStore) {
         self.lock().store = Some(s);
+    }
+
+    pub fn set_lease(&self, l: Option<watch::Receiver<crate::nodes::RegistrationStatus>>) {
+        self.lock().lease = l;
     }
 
     pub fn store(&self) -> Option<KvStore> {
@@ -145,6 +151,27 @@ impl Shared {
 
     /// The whole status, as the API returns it (and metrics render it).
     pub fn status(&self) -> pb::StatusResponse {
+        let (etcd_members, lease_ttl_remaining_ms) = {
+            let g = self.lock();
+            let members = g
+                .store
+                .as_ref()
+                .map(|s| s.members().iter().map(convert::etcd_member).collect())
+                .unwrap_or_default();
+            let lease = g
+                .lease
+                .as_ref()
+                .and_then(|l| l.borrow().lease_expires)
+                .map(|t| {
+                    let now = Instant::now();
+                    if t >= now {
+                        (t - now).as_millis() as i64
+                    } else {
+                        -((now - t).as_millis() as i64)
+                    }
+                });
+            (members, lease)
+        };
         let (etcd_error, view, mirrors, record, refused_remotes) = {
             let g = self.lock();
             let mirrors: BTreeMap<ClusterName, MirrorStatus> = g
@@ -219,6 +246,8 @@ impl Shared {
             local_counts,
             remotes,
             uptime_secs: self.started.elapsed().as_secs(),
+            etcd_members,
+            lease_ttl_remaining_ms: record.as_ref().and(lease_ttl_remaining_ms),
         }
     }
 

@@ -260,6 +260,15 @@ impl MirrorState {
         Some(self.set_status(true, Some(error), revision, leader))
     }
 
+    /// The status write for "the remote answers again" after a stale period that ended
+    /// without a listing (the remote watch resumed from its revision); `None` when not stale.
+    pub fn on_live(&mut self, remote_revision: i64, leader: &str) -> Option<MirrorOp> {
+        if !self.status.as_ref().is_some_and(|s| s.stale) {
+            return None;
+        }
+        Some(self.set_status(false, None, remote_revision, leader))
+    }
+
     fn set_status(
         &mut self,
         stale: bool,
@@ -680,6 +689,16 @@ async fn mirror_loop(
                         s.stale = true;
                         s.last_error = Some(err);
                     });
+                } else if st.synced_once
+                    && let Some(op) = state.on_live(st.revision, me)
+                {
+                    // The remote watch resumed from its revision (no listing): live again.
+                    write(local, ekey, lead, &[op]).await?;
+                    tracing::info!(remote = %cfg.remote, "remote etcd answers again; mirror live");
+                    status.send_modify(|s| {
+                        s.stale = false;
+                        s.last_error = None;
+                    });
                 }
             }
         }
@@ -836,6 +855,20 @@ mod tests {
             "m2",
         );
         assert_eq!(deletes_of(&ops), ["ironmesh/v1/mirror/green/nodes/a"]);
+    }
+
+    #[test]
+    fn a_stale_mirror_is_live_again_without_a_listing() {
+        let mut s = MirrorState::new("green".parse().unwrap());
+        assert!(s.on_live(5, "m1").is_none(), "not stale: nothing to write");
+        assert!(s.on_stale("cut".into(), "m1").is_some());
+        let Some(MirrorOp::Put { value, .. }) = s.on_live(9, "m1") else {
+            panic!("a status write")
+        };
+        let v: MirrorStatusValue = serde_json::from_slice(&value).unwrap();
+        assert!(!v.stale && v.stale_since_unix_ms.is_none() && v.error.is_none());
+        assert_eq!(v.remote_revision, 9);
+        assert!(s.on_live(10, "m1").is_none(), "written once");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! transient errors (leader elections, a member that died, timeouts) within a deadline.
 
 pub mod auth;
+pub mod members;
+pub(crate) mod pool;
 mod reflector;
 mod tls;
 
@@ -253,10 +255,106 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0] // the whole key space
 }
 
+/// Connects to one member (authenticating when a user is configured) and checks with a
+/// linearizable read that it is part of a quorum, by `deadline`. Errors name all endpoints.
+async fn connect_member(
+    cfg: &KvConfig,
+    opts: ConnectOptions,
+    ep: &str,
+    endpoints: &str,
+    deadline: tokio::time::Instant,
+) -> Result<Client, KvError> {
+    let unreachable = |detail: String| KvError::Unreachable {
+        endpoints: endpoints.to_string(),
+        timeout: cfg.connect_timeout,
+        detail,
+    };
+    // Authentication happens in connect; a transient failure there (a member starting, a
+    // stream cancelled) is retried within the connect timeout.
+    let mut client = loop {
+        let connect = Client::connect([ep], Some(opts.clone()));
+        let e = match tokio::time::timeout_at(deadline, connect).await {
+            Err(_) => return Err(unreachable("connect timed out".into())),
+            Ok(Ok(c)) => break c,
+            Ok(Err(e)) => KvError::from_etcd("authenticate", e),
+        };
+        let rejected = |d: &str| {
+            [
+                "authentication failed",
+                "InvalidArgument",
+                "Unauthenticated",
+                "PermissionDenied",
+            ]
+            .iter()
+            .any(|w| d.contains(w))
+        };
+        return Err(match (&cfg.user, e) {
+            (_, KvError::Etcd { detail, .. }) if tls_failure(cfg, &detail) => tls_error(detail),
+            (Some((user, _)), KvError::Etcd { detail, .. }) if rejected(&detail) => KvError::Auth {
+                user: user.clone(),
+                endpoints: endpoints.to_string(),
+                detail,
+            },
+            (_, e)
+                if e.is_transient()
+                    && tokio::time::Instant::now() + Duration::from_millis(100) < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            (_, KvError::Etcd { detail, .. }) => unreachable(detail),
+            (_, e) => e,
+        });
+    };
+    // The channel connects lazily: one read proves the member is there and has a quorum.
+    // A refused connection is retried within the connect timeout.
+    let key = cfg.probe_prefix.as_bytes();
+    let e = loop {
+        let read = client.get(key, Some(GetOptions::new().with_count_only()));
+        match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(_)) => return Ok(client),
+            Err(_) => return Err(unreachable("no answer to a first read".into())),
+            Ok(Err(e)) => {
+                let e = KvError::from_etcd("probe", e);
+                if e.is_transient()
+                    && tokio::time::Instant::now() + Duration::from_millis(100) < deadline
+                    && !matches!(&e, KvError::Etcd { detail, .. } if tls_failure(cfg, detail))
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                break e;
+            }
+        }
+    };
+    Err(match e {
+        KvError::Etcd { detail, .. } if tls_failure(cfg, &detail) => tls_error(detail),
+        KvError::Etcd { detail, .. }
+            if detail.contains("Unauthenticated") || detail.contains("user name") =>
+        {
+            match &cfg.user {
+                Some((user, _)) => KvError::Auth {
+                    user: user.clone(),
+                    endpoints: endpoints.to_string(),
+                    detail,
+                },
+                None => KvError::AuthRequired {
+                    endpoints: endpoints.to_string(),
+                    detail,
+                },
+            }
+        }
+        KvError::Etcd { detail, .. } => unreachable(detail),
+        other => other,
+    })
+}
+
 /// A connected etcd client. Cheap to clone (clones share the connections).
 #[derive(Clone)]
 pub struct KvStore {
-    client: Client,
+    /// One client per member, chosen by member health (`members.rs`, `pool.rs`).
+    pool: Arc<pool::Pool>,
+    _prober: Arc<pool::ProberGuard>,
     endpoints: Arc<str>,
     op_timeout: Duration,
     probe_prefix: Arc<str>,
@@ -304,7 +402,10 @@ impl KvStore {
             .with_connect_timeout(cfg.connect_timeout)
             // HTTP/2 pings find dead connections (etcd's default minimum ping interval is 5 s).
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // etcd's `hasleader` metadata (clientv3's WithRequireLeader): a member without
+            // quorum answers "no leader" at once instead of letting requests time out.
+            .with_require_leader(true);
         if let Some((u, p)) = &cfg.user {
             // etcd's simple tokens expire (5 min unused) and die with a restarted member:
             // log in again and resend once, instead of failing every call from then on.
@@ -315,89 +416,61 @@ impl KvStore {
         if let Some(tls) = &cfg.tls {
             opts = tls::apply(opts, tls)?;
         }
-        let unreachable = |detail: String| KvError::Unreachable {
+        // One client per member, all tried at once: the first member that answers a
+        // linearizable read (so it is part of a quorum) is enough to start; the others are
+        // connected by the prober as they answer.
+        let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
+        let mut tries = tokio::task::JoinSet::new();
+        for (i, ep) in cfg.endpoints.iter().enumerate() {
+            let (cfg, opts, ep, all) = (cfg.clone(), opts.clone(), ep.clone(), endpoints.clone());
+            tries.spawn(async move { (i, connect_member(&cfg, opts, &ep, &all, deadline).await) });
+        }
+        let mut errors = Vec::new();
+        while let Some(done) = tries.join_next().await {
+            let Ok((i, r)) = done else { continue };
+            match r {
+                Ok(client) => {
+                    let pool = pool::Pool::new(
+                        cfg.endpoints.clone(),
+                        (i, client),
+                        opts,
+                        cfg.connect_timeout,
+                        cfg.op_timeout,
+                        cfg.probe_prefix.as_bytes().to_vec(),
+                    );
+                    let prober = pool.spawn_prober();
+                    return Ok(KvStore {
+                        pool,
+                        _prober: Arc::new(prober),
+                        endpoints,
+                        op_timeout: cfg.op_timeout,
+                        probe_prefix: cfg.probe_prefix.as_str().into(),
+                    });
+                }
+                Err(e) => errors.push((i, e)),
+            }
+        }
+        errors.sort_by_key(|(i, _)| *i);
+        // A refusal (credentials, TLS, permission) says more than "unreachable".
+        if let Some(pos) = errors
+            .iter()
+            .position(|(_, e)| !matches!(e, KvError::Unreachable { .. }))
+        {
+            return Err(errors.swap_remove(pos).1);
+        }
+        let detail = errors
+            .iter()
+            .map(|(i, e)| match e {
+                KvError::Unreachable { detail, .. } => format!("{}: {detail}", cfg.endpoints[*i]),
+                other => format!("{}: {other}", cfg.endpoints[*i]),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(KvError::Unreachable {
             endpoints: endpoints.to_string(),
             timeout: cfg.connect_timeout,
             detail,
-        };
-        // Authentication happens in connect; a transient failure there (a member starting, a
-        // stream cancelled) is retried within the connect timeout.
-        let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
-        let client = loop {
-            let connect = Client::connect(cfg.endpoints.clone(), Some(opts.clone()));
-            let e = match tokio::time::timeout_at(deadline, connect).await {
-                Err(_) => return Err(unreachable("connect timed out".into())),
-                Ok(Ok(c)) => break c,
-                Ok(Err(e)) => KvError::from_etcd("authenticate", e),
-            };
-            let rejected = |d: &str| {
-                [
-                    "authentication failed",
-                    "InvalidArgument",
-                    "Unauthenticated",
-                    "PermissionDenied",
-                ]
-                .iter()
-                .any(|w| d.contains(w))
-            };
-            return Err(match (&cfg.user, e) {
-                (_, KvError::Etcd { detail, .. }) if tls_failure(cfg, &detail) => tls_error(detail),
-                (Some((user, _)), KvError::Etcd { detail, .. }) if rejected(&detail) => {
-                    KvError::Auth {
-                        user: user.clone(),
-                        endpoints: endpoints.to_string(),
-                        detail,
-                    }
-                }
-                (_, e)
-                    if e.is_transient()
-                        && tokio::time::Instant::now() + Duration::from_millis(100) < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-                (_, KvError::Etcd { detail, .. }) => unreachable(detail),
-                (_, e) => e,
-            });
-        };
-        let store = KvStore {
-            client,
-            endpoints: endpoints.clone(),
-            op_timeout: cfg.op_timeout,
-            probe_prefix: cfg.probe_prefix.as_str().into(),
-        };
-        // The channel connects lazily: one read proves the cluster is there. Members that
-        // refuse connections are skipped (retried within the connect timeout).
-        let first = KvStore {
-            op_timeout: cfg.connect_timeout,
-            ..store.clone()
-        };
-        match first.probe().await {
-            Ok(_) => Ok(store),
-            Err(KvError::Timeout { .. }) => Err(unreachable("no answer to a first read".into())),
-            Err(KvError::Etcd { detail, .. }) if tls_failure(cfg, &detail) => {
-                Err(tls_error(detail))
-            }
-            Err(e) => Err(match e {
-                KvError::Etcd { detail, .. }
-                    if detail.contains("Unauthenticated") || detail.contains("user name") =>
-                {
-                    match &cfg.user {
-                        Some((user, _)) => KvError::Auth {
-                            user: user.clone(),
-                            endpoints: endpoints.to_string(),
-                            detail,
-                        },
-                        None => KvError::AuthRequired {
-                            endpoints: endpoints.to_string(),
-                            detail,
-                        },
-                    }
-                }
-                KvError::Etcd { detail, .. } => unreachable(detail),
-                other => other,
-            }),
-        }
+        })
     }
 
     /// The endpoints, comma-separated (for messages).
@@ -409,37 +482,97 @@ impl KvStore {
         self.op_timeout
     }
 
-    /// The raw client, for streams (watch, lease keep-alive).
+    /// The client of the member requests go to now (a healthy one), for streams; see
+    /// [`member_client`](Self::member_client) to report a stream's failure.
     pub fn client(&self) -> Client {
-        self.client.clone()
+        self.member_client().1
     }
 
-    /// Runs one request with the op timeout. A request that failed to *connect* (it never
-    /// reached a server, e.g. one member of the cluster is down and the balancer picked it) is
-    /// sent again within the same timeout, so one dead member does not fail callers.
+    /// Runs one request with the op timeout on a healthy member. A member that fails it in a
+    /// way that says the member is unusable (no leader, connection refused, no answer within
+    /// half the op timeout, or a probe of it failing meanwhile) leaves the rotation and the
+    /// request is sent again, to the next member, within the same op timeout. A member
+    /// without leader refuses requests before applying them, and a member that lost its
+    /// quorum cannot commit an abandoned attempt; an attempt abandoned on a merely slow member
+    /// may still apply, which the callers' requests tolerate (puts and deletes are
+    /// idempotent, allocations are compare-and-set transactions that look up first).
     async fn timed<T, F, Fut>(&self, op: &str, mut f: F) -> Result<T, KvError>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
+        use members::Event;
         let deadline = tokio::time::Instant::now() + self.op_timeout;
+        // One attempt gets half the op timeout: a request stuck on a member (etcd 3.4 does
+        // not resend a read index lost in an election) is sent again, elsewhere if the member
+        // has gone bad, while time is left.
+        let attempt_for = self.op_timeout / 2;
+        // A request slower than this has its member probed at once (other requests and
+        // streams on it move sooner if the probe fails).
+        let suspect_after = (attempt_for / 2).min(self.pool.probe_timeout());
+        let timeout = || KvError::Timeout {
+            op: op.into(),
+            timeout: self.op_timeout,
+            endpoints: self.endpoints.to_string(),
+        };
+        let mut tried = Vec::new();
+        let mut last: Option<KvError> = None;
         loop {
-            match tokio::time::timeout_at(deadline, f(self.client.clone())).await {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) => {
-                    let e = KvError::from_etcd(op, e);
-                    let retry_at = tokio::time::Instant::now() + Duration::from_millis(20);
-                    if e.never_sent() && retry_at < deadline {
-                        tokio::time::sleep_until(retry_at).await;
-                        continue;
-                    }
-                    return Err(e);
+            let Some((i, client)) = self.pool.pick(&tried) else {
+                // Every member tried: start over after a pause, within the deadline.
+                let retry_at = tokio::time::Instant::now() + Duration::from_millis(50);
+                if retry_at >= deadline {
+                    return Err(last.unwrap_or_else(timeout));
                 }
-                Err(_) => {
-                    return Err(KvError::Timeout {
+                tokio::time::sleep_until(retry_at).await;
+                tried.clear();
+                continue;
+            };
+            tried.push(i);
+            let attempt = f(client);
+            let lost = self.pool.lost(i);
+            let suspect = tokio::time::sleep(suspect_after);
+            let attempt_end = (tokio::time::Instant::now() + attempt_for).min(deadline);
+            let give_up = tokio::time::sleep_until(attempt_end);
+            tokio::pin!(attempt, lost, suspect, give_up);
+            let mut suspected = false;
+            let outcome = loop {
+                tokio::select! {
+                    r = &mut attempt => break Some(r),
+                    _ = &mut lost => break None,
+                    _ = &mut suspect, if !suspected => {
+                        suspected = true;
+                        self.pool.report(i, Event::Suspect);
+                    }
+                    _ = &mut give_up => {
+                        let e = timeout();
+                        self.report_failure(i, &e);
+                        if tokio::time::Instant::now() + Duration::from_millis(10) >= deadline {
+                            return Err(e);
+                        }
+                        break None;
+                    }
+                }
+            };
+            match outcome {
+                Some(Ok(v)) => {
+                    self.pool.report(i, Event::RequestOk);
+                    return Ok(v);
+                }
+                Some(Err(e)) => {
+                    let e = KvError::from_etcd(op, e);
+                    if pool::failure_of(&e).is_none() {
+                        return Err(e);
+                    }
+                    self.report_failure(i, &e);
+                    last = Some(e);
+                }
+                None => {
+                    tracing::debug!(op, member = %self.pool.endpoint(i), "member went unhealthy or did not answer in time; sending the request again");
+                    last = Some(KvError::Etcd {
                         op: op.into(),
-                        timeout: self.op_timeout,
-                        endpoints: self.endpoints.to_string(),
+                        detail: format!("member {} went unhealthy", self.pool.endpoint(i)),
+                        transient: true,
                     });
                 }
             }
@@ -564,7 +697,7 @@ where
             Err(e) if e.is_transient() && start.elapsed() + backoff < deadline => {
                 tracing::debug!(what, error = %e, "transient etcd error; retrying");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
             other => return other,
         }

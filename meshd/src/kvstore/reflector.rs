@@ -207,6 +207,9 @@ pub struct ReflectorStatus {
     pub skipped: u64,
     /// Complete listings after the first one (reconnects, compactions).
     pub resyncs: u64,
+    /// Watches moved to another member and resumed from their revision, without a listing
+    /// (the member lost quorum or the stream broke).
+    pub resumes: u64,
     pub last_error: Option<String>,
 }
 
@@ -297,6 +300,7 @@ impl Reflector {
             entries: 0,
             skipped: 0,
             resyncs: 0,
+            resumes: 0,
             last_error: None,
         });
         let task = tokio::spawn(run(store, cfg, Cache::new(decoder), tx, status_tx));
@@ -318,6 +322,10 @@ enum Outcome {
     Closed,
     /// The watch ended or failed: relist.
     Lost(String),
+    /// The watch's member failed (no leader, stream broken, no member could take it): watch
+    /// again from the last revision on a healthy member; etcd says so when that revision was
+    /// compacted (then it is `Lost` and a listing follows).
+    Moved(String),
 }
 
 async fn run<D: Decoder>(
@@ -369,14 +377,45 @@ async fn run<D: Decoder>(
         });
         tracing::debug!(prefix = %cfg.prefix, revision, entries = cache.entries().len(), "listed");
 
-        // Watch from the listing's revision.
-        match watch_from(&store, &cfg, &mut cache, &tx, &status, revision + 1).await {
-            Outcome::Closed => return,
-            Outcome::Lost(why) => {
-                tracing::info!(prefix = %cfg.prefix, reason = %why, "watch lost; relisting");
-                mark_stale(&status, &why);
-                backoff = cfg.min_backoff;
-                tokio::time::sleep(backoff).await;
+        // Watch from the listing's revision; a watch whose member failed resumes from the
+        // last revision seen, on another member, without relisting.
+        let mut start = revision + 1;
+        let mut moves_in_a_row = 0u32;
+        loop {
+            let began = Instant::now();
+            let outcome = watch_from(&store, &cfg, &mut cache, &tx, &status, start).await;
+            if began.elapsed() >= Duration::from_secs(5) {
+                // It ran a while: this move is not part of a run of failing ones.
+                moves_in_a_row = 0;
+            }
+            match outcome {
+                Outcome::Closed => return,
+                Outcome::Moved(why) => {
+                    moves_in_a_row += 1;
+                    if moves_in_a_row > 1 {
+                        // Moving again at once (an election, etcd away): wait a little longer
+                        // each time.
+                        tokio::time::sleep((cfg.min_backoff * moves_in_a_row).min(cfg.max_backoff))
+                            .await;
+                    }
+                    if moves_in_a_row >= 2 {
+                        // No member took the watch (or kept it): say so until one does.
+                        mark_stale(&status, &why);
+                    }
+                    tracing::info!(prefix = %cfg.prefix, reason = %why, revision = cache.revision(), "watch moved to another etcd member; resuming from its revision");
+                    status.send_modify(|s| {
+                        s.resumes += 1;
+                        s.last_error = Some(why.clone());
+                    });
+                    start = cache.revision() + 1;
+                }
+                Outcome::Lost(why) => {
+                    tracing::info!(prefix = %cfg.prefix, reason = %why, "watch lost; relisting");
+                    mark_stale(&status, &why);
+                    backoff = cfg.min_backoff;
+                    tokio::time::sleep(backoff).await;
+                    break;
+                }
             }
         }
     }
@@ -405,28 +444,49 @@ async fn watch_from<D: Decoder>(
         .with_prefix()
         .with_start_revision(start)
         .with_progress_notify();
-    // A member that refuses connections is skipped (as in KvStore's requests).
+    // A member that refuses connections or has no leader is skipped (as in KvStore's
+    // requests): the failure takes it out of rotation and the next pick is another member.
     let deadline = Instant::now() + store.op_timeout();
-    let mut stream = loop {
-        let mut client = store.client();
+    let (member, mut stream) = loop {
+        let (member, mut client) = store.member_client();
+        // Half the op timeout per attempt: a member that does not answer leaves time for
+        // another.
+        let attempt_end = (Instant::now() + store.op_timeout() / 2).min(deadline);
         let created = tokio::time::timeout_at(
-            deadline,
+            attempt_end,
             client.watch(cfg.prefix.clone(), Some(opts.clone())),
         )
         .await;
-        match created {
-            Err(_) => return Outcome::Lost("creating the watch timed out".into()),
-            Ok(Ok(s)) => break s,
-            Ok(Err(e)) => {
-                let e = KvError::from_etcd("watch", e);
-                if e.never_sent() && Instant::now() + Duration::from_millis(20) < deadline {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-                return Outcome::Lost(e.to_string());
-            }
+        let e = match created {
+            Ok(Ok(s)) => break (member, s),
+            Err(_) => KvError::Timeout {
+                op: "watch".into(),
+                timeout: store.op_timeout() / 2,
+                endpoints: store.member_endpoint(member).into(),
+            },
+            Ok(Err(e)) => KvError::from_etcd("watch", e),
+        };
+        store.report_failure(member, &e);
+        if crate::kvstore::pool::failure_of(&e).is_none() {
+            return Outcome::Lost(e.to_string());
         }
+        if Instant::now() + Duration::from_millis(20) >= deadline {
+            // No member could take the watch (an election, or etcd away): try again from
+            // the same revision; a run of these ends in a listing.
+            return Outcome::Moved(e.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // A watch resumed after its members failed for a while is live again.
+    status.send_if_modified(|s| {
+        let stale = s.is_stale() && s.synced_once;
+        if stale {
+            s.state = SyncState::Synced;
+        }
+        stale
+    });
+    let lost = store.member_lost(member);
+    tokio::pin!(lost);
     let mut probe = tokio::time::interval(cfg.probe_interval);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     probe.tick().await;
@@ -435,8 +495,12 @@ async fn watch_from<D: Decoder>(
             msg = stream.message() => {
                 let resp = match msg {
                     Ok(Some(r)) => r,
-                    Ok(None) => return Outcome::Lost("the watch stream ended".into()),
-                    Err(e) => return Outcome::Lost(KvError::from_etcd("watch", e).to_string()),
+                    Ok(None) => return Outcome::Moved("the watch stream ended".into()),
+                    Err(e) => {
+                        let e = KvError::from_etcd("watch", e);
+                        store.report_failure(member, &e);
+                        return Outcome::Moved(e.to_string());
+                    }
                 };
                 if resp.compact_revision() > 0 {
                     return Outcome::Lost(format!(
@@ -445,7 +509,16 @@ async fn watch_from<D: Decoder>(
                     ));
                 }
                 if resp.canceled() {
-                    return Outcome::Lost(format!("watch canceled: {}", resp.cancel_reason()));
+                    let why = format!("watch canceled: {}", resp.cancel_reason());
+                    if resp.cancel_reason().contains("no leader") {
+                        store.report_failure(member, &KvError::Etcd {
+                            op: "watch".into(),
+                            detail: why.clone(),
+                            transient: true,
+                        });
+                        return Outcome::Moved(why);
+                    }
+                    return Outcome::Lost(why);
                 }
                 for ev in resp.events() {
                     let Some(kv) = ev.kv() else { continue };
@@ -469,9 +542,17 @@ async fn watch_from<D: Decoder>(
                 });
             }
             _ = probe.tick() => {
+                // A failed probe: the watch may be silently stuck; watch again from the
+                // last revision (etcd says when it was compacted: then a listing follows).
                 if let Err(e) = store.probe().await {
-                    return Outcome::Lost(format!("probe failed: {e}"));
+                    return Outcome::Moved(format!("probe failed: {e}"));
                 }
+            }
+            _ = &mut lost => {
+                return Outcome::Moved(format!(
+                    "etcd member {} went unhealthy",
+                    store.member_endpoint(member)
+                ));
             }
             _ = tx.closed() => return Outcome::Closed,
         }
