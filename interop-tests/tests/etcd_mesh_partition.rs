@@ -9,8 +9,10 @@
 //!   the start revision (a watch from that revision on a healthy member) holds no delete of
 //!   them, which is exact, not sampled;
 //! - an endpoint added during a cut gets its identity and record within 2 s (it is added 0.5 s
-//!   after the cut; when the cut member is the leader this includes etcd's own election,
-//!   1-2 s with etcd's default 1 s election timeout: measured here 0.1-1.6 s);
+//!   after the cut; when the cut member is the leader this includes etcd's own election: the
+//!   lab's etcd runs raft timing for its sub-millisecond RTT, `EtcdCluster::start_lan`,
+//!   election timeout 500 ms; with etcd's defaults (1 s, randomized up to 2 s) the election
+//!   alone can take most of the 2 s, and 2.4 s was measured here);
 //! - a meshd started during a cut registers within 5 s;
 //! - `ironctl mesh status` names the cut member (unhealthy, and without leader when only the
 //!   peers are cut), and the node's lease never runs low;
@@ -257,7 +259,7 @@ fn lab(name: &str) -> Lab3 {
         .enumerate()
         .map(|(i, h)| (h, member_ip(i).parse().unwrap()))
         .collect();
-    let etcd = EtcdCluster::start(&ms).unwrap();
+    let etcd = EtcdCluster::start_lan(&ms).unwrap();
     Lab3 {
         etcd,
         c1,
