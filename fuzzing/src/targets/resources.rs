@@ -106,6 +106,7 @@ fn manifests() -> Vec<&'static str> {
     vec![
         include_str!("../../../configs/examples/manifests/mesh-red.yaml"),
         include_str!("../../../configs/examples/manifests/mesh-blue.yaml"),
+        include_str!("../../../configs/examples/manifests/bgp-advertisement.yaml"),
         MORE,
     ]
 }
@@ -121,7 +122,7 @@ pub fn manifest_seeds() -> Vec<Vec<u8>> {
         out.push(resources::to_yaml(d).into_bytes());
     }
     out.push(
-        serde_json::to_vec_pretty(&json!({"apiVersion": "v1", "kind": "List", "items": docs}))
+        serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "List", "items": docs}))
             .expect("serializes"),
     );
     out
