@@ -79,11 +79,6 @@ pub(crate) fn dns1123_subdomain(s: &str) -> Result<(), &'static str> {
     }
 }
 
-/// IANA_SVC_NAME (RFC 6335): a named port.
-pub(crate) fn iana_svc_name(s: &str) -> Result<(), &'static str> {
-    common::port::iana_svc_name(s)
-}
-
 fn check_name(rule: NameRule, s: &str) -> Result<(), &'static str> {
     match rule {
         NameRule::Dns1123Label => dns1123_label(s),

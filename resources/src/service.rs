@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::fields::{Errors, Obj, join};
-use crate::meta::{ObjectMeta, check_labels, dns1123_label, iana_svc_name, unique};
+use common::port::iana_svc_name;
+
+use crate::meta::{ObjectMeta, check_labels, dns1123_label, unique};
 
 /// `ironmesh.io/global: "true"`: the service is one across every cluster of the mesh that
 /// marks it global.

@@ -86,26 +86,10 @@ async fn retrying<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
     what: &str,
     every: Duration,
     stop: &watch::Receiver<bool>,
-    mut transient: impl FnMut(&E) -> bool,
-    mut op: impl FnMut() -> Fut,
+    transient: impl FnMut(&E) -> bool,
+    op: impl FnMut() -> Fut,
 ) -> Result<Option<T>, E> {
-    loop {
-        let r = tokio::select! {
-            r = op() => r,
-            _ = stopped(stop.clone()) => return Ok(None),
-        };
-        match r {
-            Ok(v) => return Ok(Some(v)),
-            Err(e) if transient(&e) => {
-                tracing::error!("{what}: {e}; retrying in {}s", every.as_secs_f32());
-            }
-            Err(e) => return Err(e),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stopped(stop.clone()) => return Ok(None),
-        }
-    }
+    retry_loop(what, every, every, stop, transient, op).await
 }
 
 /// [`retrying`], with the wait doubling from `first` to 30 s while the error lasts (for errors
@@ -113,6 +97,19 @@ async fn retrying<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
 async fn retrying_backoff<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
     what: &str,
     first: Duration,
+    stop: &watch::Receiver<bool>,
+    transient: impl FnMut(&E) -> bool,
+    op: impl FnMut() -> Fut,
+) -> Result<Option<T>, E> {
+    retry_loop(what, first, Duration::from_secs(30), stop, transient, op).await
+}
+
+/// Runs `op` until it succeeds, fails for good or meshd stops, waiting `first` after the
+/// first transient error and doubling the wait up to `max`.
+async fn retry_loop<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
+    what: &str,
+    first: Duration,
+    max: Duration,
     stop: &watch::Receiver<bool>,
     mut transient: impl FnMut(&E) -> bool,
     mut op: impl FnMut() -> Fut,
@@ -134,7 +131,7 @@ async fn retrying_backoff<T, E: std::fmt::Display, Fut: Future<Output = Result<T
             _ = tokio::time::sleep(every) => {}
             _ = stopped(stop.clone()) => return Ok(None),
         }
-        every = (every * 2).min(Duration::from_secs(30));
+        every = (every * 2).min(max);
     }
 }
 

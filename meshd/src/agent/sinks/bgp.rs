@@ -252,10 +252,9 @@ async fn converge(
     complete: bool,
     ledger: &Path,
 ) -> Result<(), BgpSinkError> {
-    let add: Vec<pb::Advert> = want
+    let add: Vec<(&IpNet, &pb::Advert)> = want
         .iter()
         .filter(|(p, a)| applied.get(p) != Some(a))
-        .map(|(_, a)| a.clone())
         .collect();
     let remove: Vec<IpNet> = sent
         .iter()
@@ -265,19 +264,14 @@ async fn converge(
     if add.is_empty() && remove.is_empty() {
         return Ok(());
     }
-    let added: Vec<IpNet> = want
-        .iter()
-        .filter(|(p, a)| applied.get(p) != Some(a))
-        .map(|(p, _)| *p)
-        .collect();
+    let added: Vec<IpNet> = add.iter().map(|(p, _)| **p).collect();
     if !add.is_empty() {
         // Remembered before sending: a prefix bgpd may have must be in the ledger.
         sent.extend(added.iter().copied());
         save_ledger(ledger, sent);
-        conn.add(add).await?;
-        for p in &added {
-            applied.insert(*p, want[p].clone());
-        }
+        conn.add(add.iter().map(|(_, a)| (*a).clone()).collect())
+            .await?;
+        applied.extend(add.into_iter().map(|(p, a)| (*p, a.clone())));
     }
     if !remove.is_empty() {
         conn.remove(&remove).await?;
