@@ -180,6 +180,45 @@ impl Env {
 /// The file meshd writes into the network's directory with the node's PodCIDRs.
 pub const MESHD_POD_CIDRS_FILE: &str = "pod-cidrs.json";
 
+/// `pod-cidrs.json` as meshd writes it: every block the node holds, and the pools pods take
+/// addresses from (the first whose `namespaces` lists the pod's namespace, or has none).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshdPools {
+    #[serde(rename = "podCIDRs")]
+    pub pod_cidrs: Vec<IpNet>,
+    /// Absent (an older meshd): one pool of every block.
+    #[serde(default)]
+    pub pools: Vec<MeshdPool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshdPool {
+    pub name: String,
+    #[serde(default)]
+    pub namespaces: Option<Vec<String>>,
+    /// `ipv4`, `ipv6`: what a pod of the pool gets, also when the node has no block of it yet.
+    pub families: Vec<String>,
+    /// The node's blocks of the pool.
+    pub cidrs: Vec<IpNet>,
+}
+
+/// One address family of a pod's pool: the node's blocks of it, the first with room first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub v6: bool,
+    pub blocks: Vec<IpNet>,
+    /// The pool meshd can grow (none for a PodCIDR from the config).
+    pub pool: Option<String>,
+}
+
+impl Group {
+    pub fn family(&self) -> &'static str {
+        if self.v6 { "ipv6" } else { "ipv4" }
+    }
+}
+
 /// `ipam` section: `{"type": "ironmesh", "podCIDR": "10.244.1.0/24", "podCIDRv6": "fd00:244:1::/64"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -288,6 +327,9 @@ pub struct NetConf {
     /// CHECK/DEL: the result of the previous ADD (kept as JSON; compared on CHECK).
     #[serde(default)]
     pub prev_result: Option<serde_json::Value>,
+    /// The node's blocks and pools from meshd, when the config names no PodCIDR.
+    #[serde(skip)]
+    pub meshd: Option<MeshdPools>,
 }
 
 /// One entry of `cni.dev/valid-attachments`.
@@ -296,6 +338,47 @@ pub struct ValidAttachment {
     #[serde(rename = "containerID")]
     pub container_id: String,
     pub ifname: String,
+}
+
+/// meshd's file is input too: blocks the CNI can use, pools inside them, names that are
+/// safe as file names (a pool's name names its request file).
+fn check_meshd_pools(f: &MeshdPools) -> std::result::Result<(), String> {
+    if f.pod_cidrs.is_empty() {
+        return Err("lists no PodCIDR".into());
+    }
+    for n in &f.pod_cidrs {
+        let too_small = match n {
+            IpNet::V4(v) => v.prefix_len() > 30,
+            IpNet::V6(v) => v.prefix_len() > 126,
+        };
+        if too_small {
+            return Err(format!("lists {n}, too small for a gateway and a pod"));
+        }
+    }
+    for p in &f.pools {
+        let safe = !p.name.is_empty()
+            && p.name.len() <= 253
+            && !p.name.starts_with('.')
+            && p.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+        if !safe {
+            return Err(format!(
+                "names a pool {:?}, which is not a pool name",
+                p.name
+            ));
+        }
+        if let Some(bad) = p.families.iter().find(|f| *f != "ipv4" && *f != "ipv6") {
+            return Err(format!(
+                "pool {}: family {bad:?} is not ipv4 or ipv6",
+                p.name
+            ));
+        }
+        if let Some(bad) = p.cidrs.iter().find(|c| !f.pod_cidrs.contains(c)) {
+            return Err(format!("pool {}: {bad} is not one of podCIDRs", p.name));
+        }
+    }
+    Ok(())
 }
 
 /// The minimal header every input has: used for VERSION/STATUS/GC and to pick the
@@ -391,28 +474,94 @@ impl NetConf {
         if buf.len() > 64 * 1024 {
             return Err(missing("is larger than 64 KiB".into()));
         }
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct File {
-            #[serde(rename = "podCIDRs")]
-            pod_cidrs: Vec<IpNet>,
-        }
-        let file: File =
+        let file: MeshdPools =
             serde_json::from_slice(&buf).map_err(|e| missing(format!("is not valid ({e})")))?;
-        for net in file.pod_cidrs {
+        check_meshd_pools(&file).map_err(missing)?;
+        // The first block of each family stands for the family in the checks below.
+        for net in &file.pod_cidrs {
             match net {
-                IpNet::V4(_) if self.ipam.pod_cidr.is_none() => self.ipam.pod_cidr = Some(net),
+                IpNet::V4(_) if self.ipam.pod_cidr.is_none() => self.ipam.pod_cidr = Some(*net),
                 IpNet::V6(_) if self.ipam.pod_cidr_v6.is_none() => {
-                    self.ipam.pod_cidr_v6 = Some(net)
+                    self.ipam.pod_cidr_v6 = Some(*net)
                 }
-                _ => {
-                    return Err(missing(format!(
-                        "lists more than one {net:?}-family PodCIDR"
-                    )));
-                }
+                _ => {}
             }
         }
+        self.meshd = Some(file);
         Ok(())
+    }
+
+    /// The config as it is now: `pod-cidrs.json` read again (after meshd added a block).
+    pub fn reload_meshd(&self) -> Result<NetConf> {
+        let mut c = self.clone();
+        if c.meshd.is_some() {
+            c.ipam.pod_cidr = None;
+            c.ipam.pod_cidr_v6 = None;
+            c.meshd = None;
+            c.pod_cidrs_from_meshd()?;
+            c.validate()?;
+        }
+        Ok(c)
+    }
+
+    /// The families a pod of `namespace` (absent: `default`) gets an address of, with the
+    /// node's blocks of each: from meshd's pools, the first that takes the namespace.
+    pub fn groups_for(&self, namespace: Option<&str>) -> Result<Vec<Group>> {
+        let by_family = |nets: &[IpNet], fams: &[bool], pool: Option<String>| -> Vec<Group> {
+            fams.iter()
+                .map(|v6| Group {
+                    v6: *v6,
+                    blocks: nets
+                        .iter()
+                        .filter(|n| n.addr().is_ipv6() == *v6)
+                        .map(IpNet::trunc)
+                        .collect(),
+                    pool: pool.clone(),
+                })
+                .collect()
+        };
+        let Some(file) = &self.meshd else {
+            return Ok(self
+                .pod_cidrs()
+                .into_iter()
+                .map(|n| Group {
+                    v6: n.addr().is_ipv6(),
+                    blocks: vec![n],
+                    pool: None,
+                })
+                .collect());
+        };
+        if file.pools.is_empty() {
+            let fams: Vec<bool> = [false, true]
+                .into_iter()
+                .filter(|v6| file.pod_cidrs.iter().any(|n| n.addr().is_ipv6() == *v6))
+                .collect();
+            return Ok(by_family(&file.pod_cidrs, &fams, None));
+        }
+        let ns = namespace.unwrap_or("default");
+        let Some(pool) = file.pools.iter().find(|p| {
+            p.namespaces
+                .as_ref()
+                .is_none_or(|n| n.iter().any(|x| x == ns))
+        }) else {
+            let names: Vec<&str> = file.pools.iter().map(|p| p.name.as_str()).collect();
+            return Err(CniError::new(
+                Code::TryAgainLater,
+                format!(
+                    "ipam: no PodCIDR pool takes namespace {ns:?} (pools: {})",
+                    names.join(", ")
+                ),
+            )
+            .with_details(
+                "apply an IPPool of type PodCIDR whose namespaceSelector selects the namespace, or one without a namespaceSelector",
+            ));
+        };
+        let fams: Vec<bool> = [("ipv4", false), ("ipv6", true)]
+            .into_iter()
+            .filter(|(n, _)| pool.families.iter().any(|f| f == n))
+            .map(|(_, v6)| v6)
+            .collect();
+        Ok(by_family(&pool.cidrs, &fams, Some(pool.name.clone())))
     }
 
     fn validate(&self) -> Result<()> {
@@ -468,8 +617,12 @@ impl NetConf {
         Ok(())
     }
 
-    /// The configured PodCIDRs, normalised to their network address, v4 first.
+    /// The node's PodCIDRs (every block meshd gave it, or the configured ones), normalised to
+    /// their network address.
     pub fn pod_cidrs(&self) -> Vec<IpNet> {
+        if let Some(f) = &self.meshd {
+            return f.pod_cidrs.iter().map(IpNet::trunc).collect();
+        }
         [self.ipam.pod_cidr, self.ipam.pod_cidr_v6]
             .into_iter()
             .flatten()
@@ -812,12 +965,69 @@ mod tests {
                 "fd00:1:3::/64".parse().unwrap()
             ]
         );
-        // Hostile or broken content is refused naming the file.
+        // A grown node: two blocks of one family, both the node's, one group.
         std::fs::write(&file, r#"{"podCIDRs":["10.1.3.0/24","10.1.4.0/24"]}"#).unwrap();
-        let e = NetConf::parse(json.as_bytes()).unwrap_err();
-        assert!(e.msg.contains("more than one"), "{e}");
-        std::fs::write(&file, "x".repeat(70_000)).unwrap();
-        let e = NetConf::parse(json.as_bytes()).unwrap_err();
-        assert!(e.msg.contains("larger than 64 KiB"), "{e}");
+        let c = NetConf::parse(json.as_bytes()).unwrap();
+        let g = c.groups_for(None).unwrap();
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].blocks.len(), 2);
+        assert_eq!(g[0].pool, None);
+        // Hostile or broken content is refused naming the file.
+        for (body, why) in [
+            (r#"{"podCIDRs":["10.1.3.0/31"]}"#.to_string(), "too small"),
+            (r#"{"podCIDRs":[]}"#.to_string(), "lists no PodCIDR"),
+            (
+                r#"{"podCIDRs":["10.1.3.0/24"],"pools":[{"name":"../../etc","families":["ipv4"],"cidrs":[]}]}"#.to_string(),
+                "not a pool name",
+            ),
+            (
+                r#"{"podCIDRs":["10.1.3.0/24"],"pools":[{"name":"p","families":["ipv4"],"cidrs":["10.9.0.0/24"]}]}"#.to_string(),
+                "10.9.0.0/24 is not one of podCIDRs",
+            ),
+            (
+                r#"{"podCIDRs":["10.1.3.0/24"],"pools":[{"name":"p","families":["ipx"],"cidrs":[]}]}"#.to_string(),
+                "is not ipv4 or ipv6",
+            ),
+            ("x".repeat(70_000), "larger than 64 KiB"),
+        ] {
+            std::fs::write(&file, body).unwrap();
+            let e = NetConf::parse(json.as_bytes()).unwrap_err();
+            assert!(e.msg.contains(why), "{why}: {e}");
+            assert!(e.msg.contains(MESHD_POD_CIDRS_FILE), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_pod_takes_the_first_pool_that_takes_its_namespace_with_every_family_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = format!(
+            r#"{{"cniVersion":"1.1.0","name":"mesh","type":"ironmesh-cni","dataDir":{:?},"ipam":{{"type":"ironmesh"}}}}"#,
+            dir.path()
+        );
+        std::fs::create_dir_all(dir.path().join("mesh")).unwrap();
+        std::fs::write(
+            dir.path().join("mesh").join(MESHD_POD_CIDRS_FILE),
+            r#"{"podCIDRs":["10.1.3.0/24","10.9.0.8/29","10.9.0.16/29"],"pools":[
+                {"name":"tenants","namespaces":["team-a"],"families":["ipv4","ipv6"],"cidrs":["10.9.0.8/29","10.9.0.16/29"]},
+                {"name":"mesh.pod_cidr_pools","families":["ipv4"],"cidrs":["10.1.3.0/24"]}]}"#,
+        )
+        .unwrap();
+        let c = NetConf::parse(json.as_bytes()).unwrap();
+        let a = c.groups_for(Some("team-a")).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].pool.as_deref(), Some("tenants"));
+        assert_eq!(
+            a[0].blocks,
+            vec![
+                "10.9.0.8/29".parse::<IpNet>().unwrap(),
+                "10.9.0.16/29".parse().unwrap()
+            ]
+        );
+        // The node has no IPv6 block of the pool yet: an empty group (the plugin asks meshd).
+        assert!(a[1].v6 && a[1].blocks.is_empty());
+        let d = c.groups_for(None).unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].pool.as_deref(), Some("mesh.pod_cidr_pools"));
+        assert_eq!(c.pod_cidrs().len(), 3);
     }
 }

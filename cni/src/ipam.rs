@@ -28,6 +28,16 @@ pub struct Allocation {
     pub gateway: IpAddr,
 }
 
+/// What [`Ipam::allocate_groups`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// One address per group, and whether any is new.
+    Done(Vec<Allocation>, bool),
+    /// The `n`th group has no free address in any of its blocks (or no block at all):
+    /// nothing was taken.
+    Full(usize),
+}
+
 /// An allocated address and its owner, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
@@ -72,6 +82,25 @@ fn from_u128(like: IpAddr, n: u128) -> IpAddr {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(n as u32)),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(n)),
     }
+}
+
+/// Every pod address of `blocks` is allocated.
+pub fn no_free_address(blocks: &[IpNet]) -> CniError {
+    let names: Vec<String> = blocks.iter().map(ToString::to_string).collect();
+    let size: u128 = blocks
+        .iter()
+        .map(|b| {
+            let (first, last) = host_range(*b);
+            last.saturating_sub(first) + 1
+        })
+        .sum();
+    CniError::new(
+        Code::TryAgainLater,
+        format!("ipam: no free address in {}", names.join(", ")),
+    )
+    .with_details(format!(
+        "all {size} pod addresses are allocated; retry after a DEL"
+    ))
 }
 
 /// The allocator over one network's directory.
@@ -175,15 +204,111 @@ impl Ipam {
         container_id: &str,
         ifname: &str,
     ) -> Result<(Vec<Allocation>, bool)> {
+        let groups: Vec<Vec<IpNet>> = pools.iter().map(|p| vec![*p]).collect();
+        match self.allocate_groups(&groups, requested, container_id, ifname)? {
+            Outcome::Done(a, fresh) => Ok((a, fresh)),
+            Outcome::Full(i) => Err(no_free_address(&groups[i])),
+        }
+    }
+
+    /// One address from each group of blocks (a family of the pod's pool: the node's blocks
+    /// of it, the first with room first). As [`Ipam::allocate_with`] otherwise: idempotent,
+    /// all or nothing, requested addresses taken exactly.
+    pub fn allocate_groups(
+        &self,
+        groups: &[Vec<IpNet>],
+        requested: &[IpAddr],
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Outcome> {
         let _lock = self.lock()?;
         let held = self.lookup(container_id, ifname)?;
         let mut out = Vec::new();
         let mut fresh = Vec::new();
-        for (i, pool) in pools.iter().enumerate() {
-            let pool = pool.trunc();
-            let held_here = held.iter().copied().find(|a| is_pod_address(pool, *a));
-            let wanted = requested.iter().copied().find(|a| pool.contains(a));
+        let give_back = |fresh: &[IpAddr]| {
+            for a in fresh {
+                let _ = std::fs::remove_file(self.dir.join(a.to_string()));
+            }
+        };
+        for (gi, group) in groups.iter().enumerate() {
+            let blocks: Vec<IpNet> = group.iter().map(IpNet::trunc).collect();
+            let held_here = held
+                .iter()
+                .copied()
+                .find(|a| blocks.iter().any(|b| is_pod_address(*b, *a)));
+            let wanted = requested
+                .iter()
+                .copied()
+                .find(|a| blocks.iter().any(|b| b.contains(a)));
             let got = match (wanted, held_here) {
+                (None, None) => match self.take_first(&blocks, container_id, ifname)? {
+                    Some(a) => Ok((a, true)),
+                    None => {
+                        give_back(&fresh);
+                        return Ok(Outcome::Full(gi));
+                    }
+                },
+                (w, h) => {
+                    let pool = w
+                        .or(h)
+                        .and_then(|a| blocks.iter().copied().find(|b| b.contains(&a)))
+                        .expect("the address is in one of the blocks");
+                    self.one(pool, w, h, container_id, ifname)
+                }
+            };
+            let address = match got {
+                Ok((a, new)) => {
+                    if new {
+                        fresh.push(a);
+                    }
+                    a
+                }
+                Err(e) => {
+                    give_back(&fresh);
+                    return Err(e);
+                }
+            };
+            let pool = blocks
+                .iter()
+                .copied()
+                .find(|b| b.contains(&address))
+                .expect("allocated inside a block");
+            out.push(Allocation {
+                pool,
+                address,
+                gateway: gateway(pool),
+            });
+        }
+        Ok(Outcome::Done(out, !fresh.is_empty()))
+    }
+
+    /// The next free address of the first of `blocks` with one; `None`: all are full.
+    fn take_first(
+        &self,
+        blocks: &[IpNet],
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<IpAddr>> {
+        for b in blocks {
+            match self.take(*b, container_id, ifname) {
+                Ok(a) => return Ok(Some(a)),
+                Err(e) if e.code == Code::TryAgainLater => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// A requested (`wanted`) or already held address of `pool`.
+    fn one(
+        &self,
+        pool: IpNet,
+        wanted: Option<IpAddr>,
+        held_here: Option<IpAddr>,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(IpAddr, bool)> {
+        match (wanted, held_here) {
                 (Some(w), _) if !is_pod_address(pool, w) => Err(CniError::new(
                     Code::InvalidNetworkConfig,
                     format!("ipam: requested address {w} is not a pod address of {pool}"),
@@ -197,29 +322,11 @@ impl Ipam {
                 .with_details("DEL the attachment first to change its address")),
                 (_, Some(h)) => Ok((h, false)),
                 (Some(w), None) => self.take_exact(w, container_id, ifname).map(|a| (a, true)),
-                (None, None) => self.take(i, pool, container_id, ifname).map(|a| (a, true)),
-            };
-            let address = match got {
-                Ok((a, new)) => {
-                    if new {
-                        fresh.push(a);
-                    }
-                    a
-                }
-                Err(e) => {
-                    for a in fresh {
-                        let _ = std::fs::remove_file(self.dir.join(a.to_string()));
-                    }
-                    return Err(e);
-                }
-            };
-            out.push(Allocation {
-                pool,
-                address,
-                gateway: gateway(pool),
-            });
-        }
-        Ok((out, !fresh.is_empty()))
+                (None, None) => Err(CniError::new(
+                    Code::Internal,
+                    format!("ipam: neither a requested nor a held address of {pool}"),
+                )),
+            }
     }
 
     /// Takes exactly `address` (a static request), if no one holds it.
@@ -249,10 +356,14 @@ impl Ipam {
         }
     }
 
-    /// Takes the next free address of `pool` (the `index`th pool of the config).
-    fn take(&self, index: usize, pool: IpNet, container_id: &str, ifname: &str) -> Result<IpAddr> {
+    /// Takes the next free address of `pool` (round robin from the pool's cursor).
+    fn take(&self, pool: IpNet, container_id: &str, ifname: &str) -> Result<IpAddr> {
         let (first, last) = host_range(pool);
-        let cursor_path = self.dir.join(format!("last_reserved_ip.{index}"));
+        let cursor_path = self.dir.join(format!(
+            "last_reserved_ip.{}-{}",
+            pool.network(),
+            pool.prefix_len()
+        ));
         let start = std::fs::read_to_string(&cursor_path)
             .ok()
             .and_then(|s| s.trim().parse::<IpAddr>().ok())
@@ -280,13 +391,7 @@ impl Ipam {
             n = if n == last { first } else { n + 1 };
             tried += 1;
         }
-        Err(CniError::new(
-            Code::TryAgainLater,
-            format!("ipam: no free address in {pool}"),
-        )
-        .with_details(format!(
-            "all {size} pod addresses are allocated; retry after a DEL"
-        )))
+        Err(no_free_address(&[pool]))
     }
 
     /// Releases everything `container_id`/`ifname` holds (nothing held is not an error).
@@ -467,5 +572,53 @@ mod tests {
             .unwrap_err();
         assert!(e.msg.contains("not a pod address"), "{e}");
         assert_eq!(ipam.lookup("c3", "eth0").unwrap(), Vec::<IpAddr>::new());
+    }
+
+    #[test]
+    fn a_group_fills_its_first_block_then_the_next_and_says_which_group_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::open(dir.path()).unwrap();
+        let a: IpNet = "10.9.0.8/29".parse().unwrap();
+        let b: IpNet = "10.9.0.16/29".parse().unwrap();
+        let v6: IpNet = "fd00:9::/120".parse().unwrap();
+        let mut got = Vec::new();
+        for i in 0..5 {
+            match ipam
+                .allocate_groups(&[vec![a], vec![v6]], &[], &format!("c{i}"), "eth0")
+                .unwrap()
+            {
+                Outcome::Done(al, true) => got.push(al[0].address),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(got.iter().all(|ip| a.contains(ip)));
+        // The /29 is full: group 0 is reported, and the IPv6 address is not kept.
+        assert_eq!(
+            ipam.allocate_groups(&[vec![v6], vec![a]], &[], "c5", "eth0")
+                .unwrap(),
+            Outcome::Full(1)
+        );
+        assert_eq!(ipam.lookup("c5", "eth0").unwrap(), Vec::<IpAddr>::new());
+        // With a second block the next pod lands there, its gateway that block's.
+        let Outcome::Done(al, true) = ipam
+            .allocate_groups(&[vec![a, b]], &[], "c5", "eth0")
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(al[0].pool, b);
+        assert_eq!(al[0].gateway, "10.9.0.17".parse::<IpAddr>().unwrap());
+        // Held addresses come back whatever block they are in; an empty group is full.
+        let Outcome::Done(again, false) = ipam
+            .allocate_groups(&[vec![a, b]], &[], "c0", "eth0")
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(again[0].address, got[0]);
+        assert_eq!(
+            ipam.allocate_groups(&[vec![]], &[], "c9", "eth0").unwrap(),
+            Outcome::Full(0)
+        );
     }
 }

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod endpoint;
 pub mod error;
+pub mod grow;
 pub mod ipam;
 pub mod netlink;
 pub mod netns;

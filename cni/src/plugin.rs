@@ -20,10 +20,11 @@ use std::path::Path;
 use crate::config::{self, Command, Env, NetConf, check_version};
 use crate::endpoint::{self, Endpoint, host_ifname};
 use crate::error::{CniError, Code, Result};
-use crate::ipam::{Allocation, Ipam};
+use crate::ipam::{Allocation, Ipam, Outcome};
 use crate::netlink::{Link, Netlink, mac_string};
 use crate::netns::{self, NetnsId};
 use crate::result::{self, Attachment, CniResult, default_route, host_prefix};
+use ipnet::IpNet;
 
 /// Runs one invocation: environment through `get`, `stdin` the network configuration.
 /// Returns what to print on stdout on success.
@@ -146,10 +147,34 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult> {
     let requested = conf.requested_ips(env)?;
     let ns = open_netns(netns, Code::InvalidEnvironment)?;
     refuse_other_netns(env, conf, netns, &ns)?;
-    let pools = conf.pod_cidrs();
     let ipam = ipam(conf)?;
-    let (allocations, fresh) =
-        ipam.allocate_with(&pools, &requested, &env.container_id, &env.ifname)?;
+    let namespace = env.args.pod_namespace.as_deref();
+    // The node's blocks of the pod's pool; when they are full, meshd is asked once for another.
+    let mut current = conf.clone();
+    let mut asked = false;
+    let (allocations, fresh) = loop {
+        let groups = current.groups_for(namespace)?;
+        let blocks: Vec<Vec<IpNet>> = groups.iter().map(|g| g.blocks.clone()).collect();
+        match ipam.allocate_groups(&blocks, &requested, &env.container_id, &env.ifname)? {
+            Outcome::Done(a, fresh) => break (a, fresh),
+            Outcome::Full(i) => match &groups[i].pool {
+                Some(pool) if !asked => {
+                    asked = true;
+                    crate::grow::ask(
+                        &conf.network_dir(),
+                        pool,
+                        &groups[i],
+                        &env.container_id,
+                        crate::grow::WAIT,
+                    )?;
+                    current = current.reload_meshd()?;
+                }
+                _ => return Err(crate::ipam::no_free_address(&groups[i].blocks)),
+            },
+        }
+    };
+    let conf = &current;
+    let pools = conf.pod_cidrs();
     let give_back = |e: CniError| {
         if fresh {
             let _ = ipam.release(&env.container_id, &env.ifname);
@@ -328,13 +353,17 @@ pub fn check(env: &Env, conf: &NetConf) -> Result<()> {
     let addrs = pod.addrs(pl.index)?;
     let pod_routes = pod.routes()?;
     let host_routes = host.routes()?;
-    for pool in conf.pod_cidrs() {
-        let Some(ip) = held
+    // Every address held is a pod address of one of the node's blocks, with its routes.
+    let blocks = conf.pod_cidrs();
+    for ip in held.iter().copied() {
+        let Some(pool) = blocks
             .iter()
             .copied()
-            .find(|a| crate::ipam::is_pod_address(pool, *a))
+            .find(|b| crate::ipam::is_pod_address(*b, ip))
         else {
-            return Err(check_failed(format!("ipam: no address from {pool}")));
+            return Err(check_failed(format!(
+                "ipam: {ip} is not a pod address of this node's PodCIDRs {blocks:?}"
+            )));
         };
         let gw = crate::ipam::gateway(pool);
         if !addrs.contains(&host_prefix(ip)) {

@@ -437,7 +437,7 @@ fn table(objs: &[Value], all_ns: bool, wide: bool, now: u64) -> String {
             Spec::NetworkPolicy(p) => row.extend([p.pod_selector.to_display(), a]),
             Spec::Namespace => row.extend(["Active".to_string(), a]),
             Spec::IpPool(p) => row.extend([
-                "LoadBalancer".to_string(),
+                pool_type(p).to_string(),
                 p.cidrs
                     .iter()
                     .map(ToString::to_string)
@@ -757,7 +757,32 @@ pub fn describe(args: DescribeArgs) -> Result<(), String> {
         }
         Spec::Namespace => line("Status", "Active".into()),
         Spec::IpPool(p) => {
-            line("Type", "LoadBalancer".into());
+            line("Type", pool_type(p).into());
+            if p.type_ == resources::PoolType::PodCidr {
+                let m = p.masks();
+                line(
+                    "Node Mask Size",
+                    format!("IPv4 /{}, IPv6 /{}", m.ipv4, m.ipv6),
+                );
+                let nodes = s.status.get("nodes").and_then(|n| n.as_object());
+                line(
+                    "Node Blocks",
+                    match nodes {
+                        Some(n) if !n.is_empty() => n
+                            .iter()
+                            .map(|(node, b)| {
+                                let blocks: Vec<&str> = b
+                                    .as_array()
+                                    .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                                    .unwrap_or_default();
+                                format!("{node}: {}", blocks.join(" "))
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                        _ => "<none>".into(),
+                    },
+                );
+            }
             line(
                 "CIDRs",
                 p.cidrs
@@ -865,6 +890,13 @@ pub fn describe(args: DescribeArgs) -> Result<(), String> {
 }
 
 /// `PodCIDR` or `Service(app=web)`: one advertisement in a line.
+fn pool_type(p: &resources::IpPoolSpec) -> &'static str {
+    match p.type_ {
+        resources::PoolType::LoadBalancer => "LoadBalancer",
+        resources::PoolType::PodCidr => "PodCIDR",
+    }
+}
+
 fn advertisement_summary(a: &resources::Advertisement) -> String {
     match &a.type_ {
         resources::AdvertisementType::PodCidr => "PodCIDR".into(),

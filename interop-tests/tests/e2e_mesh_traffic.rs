@@ -402,3 +402,160 @@ spec:
         bare(route(rs, &pod_cidrs[i])) && bare(route(rs, &vip))
     });
 }
+
+/// An `IPPool` of type PodCIDR applied with `ironctl`, chosen by a Namespace's labels
+/// (multi-pool IPAM): red n1's first pod of that namespace makes the CNI ask meshd for a
+/// block (/29: five pods), the pool's pods fill it and the node takes a second block (the CNI
+/// asking, or meshd ahead of it), the node record lists both (so the ToR gets both, the other
+/// node of red and blue's node route to them): a pod in the second block is answered from
+/// red n2 and from blue. A pod of `default` still gets the config pool's address;
+/// `ironctl get ippool` shows the blocks in use and which node holds them; the pool cannot
+/// be deleted while a node holds blocks of it.
+#[test]
+fn e2e_apply_pod_cidr_pool_by_namespace_grows_a_node_and_the_mesh_routes_it() {
+    use interop_tests::mesh::probe::ask;
+    let mesh = start("e2e_podpool");
+    let red1 = &mesh.red.nodes[0];
+    let api = red1.api.display().to_string();
+    let file = mesh.dir().join("podpool.yaml");
+    std::fs::write(
+        &file,
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: tenant-a, labels: {tier: tenant}}
+---
+apiVersion: ironmesh.io/v1
+kind: IPPool
+metadata: {name: tenants}
+spec:
+  type: PodCIDR
+  cidrs: [10.11.0.0/24]
+  nodeMaskSize: {ipv4: 29}
+  namespaceSelector: {matchLabels: {tier: tenant}}
+"#,
+    )
+    .unwrap();
+    let out = mesh
+        .ironctl(&["apply", "--meshd", &api, "-f", &file.display().to_string()])
+        .unwrap();
+    assert!(out.contains("ippool.ironmesh.io/tenants created"), "{out}");
+    // A pool overlapping the config's is refused, naming both.
+    let bad = mesh.dir().join("bad-pool.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: ironmesh.io/v1\nkind: IPPool\nmetadata: {name: bad}\nspec: {type: PodCIDR, cidrs: [10.1.200.0/24]}\n",
+    )
+    .unwrap();
+    let e = mesh
+        .ironctl(&["apply", "--meshd", &api, "-f", &bad.display().to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("spec.cidrs[0]: Invalid value: \"10.1.200.0/24\": overlaps 10.1.0.0/16 of mesh.pod_cidr_pools"),
+        "{e}"
+    );
+
+    let file_for_cni = red1.cni_dir.join("mesh/pod-cidrs.json");
+    let t = Instant::now();
+    while !std::fs::read_to_string(&file_for_cni)
+        .is_ok_and(|s| s.contains(r#""namespaces":["tenant-a"]"#))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the CNI file never named the pool"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let conf = interop_tests::cni::conf_from_meshd(&red1.cni_dir, 1400, &[("app", "tenant")]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut ips = Vec::new();
+    let mut hosts = Vec::new();
+    for k in 0..6 {
+        let h = mesh.lab.host(&format!("red-n1-t{k}")).unwrap();
+        let t = Instant::now();
+        let (ip, _) = interop_tests::cni::add_in(
+            &mesh.bins.cni,
+            &red1.host,
+            &h,
+            &format!("tenant-{k}"),
+            "tenant-a",
+            &conf,
+        )
+        .unwrap();
+        eprintln!("tenant pod {k}: {ip} in {:?}", t.elapsed());
+        ips.push(ip);
+        hosts.push(h);
+    }
+    let first: ipnet::Ipv4Net = "10.11.0.0/29".parse().unwrap();
+    let second: ipnet::Ipv4Net = "10.11.0.8/29".parse().unwrap();
+    assert!(ips[..5].iter().all(|ip| first.contains(ip)), "{ips:?}");
+    assert!(
+        second.contains(&ips[5]),
+        "the sixth pod is in the second block: {ips:?}"
+    );
+    // A pod of another namespace: the config's pool (the node's /24 of 10.1.0.0/16).
+    let dh = mesh.lab.host("red-n1-d0").unwrap();
+    let (dip, _) =
+        interop_tests::cni::add_in(&mesh.bins.cni, &red1.host, &dh, "plain-0", "default", &conf)
+            .unwrap();
+    assert!(
+        red1.pod_cidr.contains(&dip),
+        "{dip} outside {}",
+        red1.pod_cidr
+    );
+
+    // Status: two blocks used of 32, both n1's.
+    let got: serde_json::Value = serde_json::from_str(
+        &mesh
+            .ironctl(&["get", "ippool", "tenants", "--meshd", &api, "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(got["status"]["used"], 2, "{got}");
+    assert_eq!(got["status"]["total"], 32, "{got}");
+    assert_eq!(
+        got["status"]["nodes"]["n1"],
+        serde_json::json!(["10.11.0.0/29", "10.11.0.8/29"]),
+        "{got}"
+    );
+    let e = mesh
+        .ironctl(&["delete", "ippool", "tenants", "--meshd", &api])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("still has 2 node block(s)"), "{e}");
+
+    // The mesh routes the new block: the ToR has it from n1, and red n2 and blue reach the pod.
+    let block: ipnet::IpNet = "10.11.0.8/29".parse().unwrap();
+    let t = Instant::now();
+    while !mesh
+        .red_tor
+        .routes_from_node(0)
+        .unwrap()
+        .iter()
+        .any(|r| r.prefix == block)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the ToR never got {block} from n1"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    probe::serve(&hosts[5], "tenant-5".into(), stop.clone()).unwrap();
+    let dst = SocketAddr::new(IpAddr::V4(ips[5]), APP_PORT);
+    let from_red = until(
+        &mesh.pod(Side::Red, "n2", "other").host,
+        dst,
+        Duration::from_secs(10),
+        |a| a == "tenant-5",
+    );
+    let from_blue = until(
+        &mesh.pod(Side::Blue, "n1", "web").host,
+        dst,
+        Duration::from_secs(10),
+        |a| a == "tenant-5",
+    );
+    eprintln!("the grown block's pod answered red n2 after {from_red:?}, blue after {from_blue:?}");
+    assert!(ask(&mesh.pod(Side::Red, "n2", "other").host, dst).is_ok());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}

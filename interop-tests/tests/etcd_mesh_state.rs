@@ -586,3 +586,80 @@ async fn futures_join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output
     .await;
     outs.into_iter().map(|o| o.unwrap()).collect()
 }
+
+/// Growing nodes (a node whose blocks are full gets another, `PodCidrAllocator::grow`) from
+/// three allocators at once, each its own node as each node's meshd does: every block is held
+/// once, each node's index lists exactly its blocks, and a pool with no block left says so.
+/// (A grow retried after an unknown outcome finds the block it added and adds none: a grow
+/// means "one more than when I started", so one node has one grower, its own meshd.)
+#[test]
+fn etcd_mesh_podcidr_growth_storm_never_gives_one_block_twice() -> Result<()> {
+    let s = EtcdLab::start("cidrgrow", 1)?;
+    s.etcd.wait_leader(Duration::from_secs(10))?;
+    let base = vec![Pool::new("10.244.0.0/16".parse().unwrap(), 24).unwrap()];
+    // 16 blocks of /28: 3 allocators × 5 grows = 15, plus each node's base block elsewhere.
+    let tenant = vec![Pool::new("10.9.0.0/24".parse().unwrap(), 28).unwrap()];
+    let nodes: Vec<NodeName> = (0..3)
+        .map(|i| format!("grow-{i}").parse().unwrap())
+        .collect();
+    let results = run_in(&s.client, async {
+        let mut tasks = Vec::new();
+        for c in 0..3usize {
+            let cfg = kv_config(&s.etcd);
+            let (nodes, base, tenant) = (&nodes, base.clone(), tenant.clone());
+            tasks.push(async move {
+                let store = KvStore::connect(&cfg).await.expect("connect");
+                let alloc = PodCidrAllocator::new(store, cluster(), base).unwrap();
+                let mut got = Vec::new();
+                for _ in 0..5 {
+                    let node = &nodes[c];
+                    alloc.allocate(node).await.expect("base block");
+                    let cidrs = alloc
+                        .grow(node, &tenant, Family::V4)
+                        .await
+                        .unwrap_or_else(|e| panic!("allocator {c}, {node}: {e}"));
+                    got.push((node.clone(), *cidrs.last().unwrap()));
+                }
+                got
+            });
+        }
+        futures_join_all(tasks).await
+    });
+    let grown: Vec<(NodeName, IpNet)> = results.into_iter().flatten().collect();
+    assert_eq!(grown.len(), 15);
+    let blocks: BTreeSet<IpNet> = grown.iter().map(|(_, b)| *b).collect();
+    assert_eq!(blocks.len(), 15, "a block was handed out twice: {grown:?}");
+    let (index, exhausted) = run_in(&s.client, async {
+        let store = KvStore::connect(&kv_config(&s.etcd))
+            .await
+            .expect("connect");
+        let alloc = PodCidrAllocator::new(store, cluster(), base.clone()).unwrap();
+        let mut index = BTreeMap::new();
+        for n in &nodes {
+            index.insert(n.clone(), alloc.lookup(n).await.unwrap().unwrap());
+        }
+        // One block is left: the next grow takes it, the one after is refused.
+        alloc.grow(&nodes[1], &tenant, Family::V4).await.unwrap();
+        let e = alloc
+            .grow(&nodes[1], &tenant, Family::V4)
+            .await
+            .unwrap_err();
+        (index, e.to_string())
+    });
+    for (node, b) in &grown {
+        assert!(
+            index[node].contains(b),
+            "{node}'s index lacks {b}: {index:?}"
+        );
+    }
+    let in_tenant: usize = index
+        .values()
+        .map(|c| c.iter().filter(|b| tenant[0].cidr().contains(*b)).count())
+        .sum();
+    assert_eq!(in_tenant, 15, "each node's index lists exactly its blocks");
+    assert!(
+        exhausted.contains("every IPv4 pool is exhausted"),
+        "{exhausted}"
+    );
+    Ok(())
+}

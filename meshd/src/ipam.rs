@@ -176,6 +176,10 @@ pub struct NodeCidrsValue {
     pub cidrs: Vec<IpNet>,
 }
 
+/// What a node's index still lacks: a block of a family, carved from these pools (`None`:
+/// nothing, the index is complete).
+type Want<'p> = dyn Fn(&NodeCidrsValue) -> Option<(Family, &'p [Pool])> + Sync + 'p;
+
 /// Allocates PodCIDRs in one cluster's etcd. Share one per process.
 #[derive(Debug)]
 pub struct PodCidrAllocator {
@@ -232,11 +236,44 @@ impl PodCidrAllocator {
 
     /// The node's CIDRs, one per configured family, allocating the missing ones.
     pub async fn allocate(&self, node: &NodeName) -> Result<Vec<IpNet>, IpamError> {
+        let want = |have: &NodeCidrsValue| {
+            self.families
+                .iter()
+                .find(|f| !have.cidrs.iter().any(|c| family(c) == **f))
+                .map(|f| (*f, self.pools.as_slice()))
+        };
+        self.add_retrying(node, &want).await
+    }
+
+    /// Adds one more block of `fam` carved from `pools` to the node's CIDRs: a node whose
+    /// blocks of a pool are full, or its first block of an `IPPool` of type PodCIDR. The same
+    /// transaction as [`allocate`](Self::allocate), so two nodes never get one block. Returns
+    /// the node's CIDRs with the new one last.
+    pub async fn grow(
+        &self,
+        node: &NodeName,
+        pools: &[Pool],
+        fam: Family,
+    ) -> Result<Vec<IpNet>, IpamError> {
+        check_pools(pools)?;
+        let target = std::sync::OnceLock::new();
+        let want = |have: &NodeCidrsValue| {
+            let t = *target.get_or_init(|| have.cidrs.len() + 1);
+            (have.cidrs.len() < t).then_some((fam, pools))
+        };
+        self.add_retrying(node, &want).await
+    }
+
+    async fn add_retrying<'p>(
+        &self,
+        node: &NodeName,
+        want: &Want<'p>,
+    ) -> Result<Vec<IpNet>, IpamError> {
         let started = tokio::time::Instant::now();
         let mut conflicts = 0;
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.try_allocate(node, &mut conflicts).await {
+            match self.try_allocate(node, &mut conflicts, want).await {
                 Err(IpamError::Kv(e))
                     if e.is_transient() && started.elapsed() + backoff < self.deadline =>
                 {
@@ -275,10 +312,11 @@ impl PodCidrAllocator {
         }
     }
 
-    async fn try_allocate(
+    async fn try_allocate<'p>(
         &self,
         node: &NodeName,
         conflicts: &mut u32,
+        want: &Want<'p>,
     ) -> Result<Vec<IpNet>, IpamError> {
         let node_key = self.key(Resource::PodCidrsOfNode(node.clone()));
         loop {
@@ -293,16 +331,12 @@ impl PodCidrAllocator {
                     Compare::create_revision(node_key.clone(), CompareOp::Equal, 0),
                 ),
             };
-            let Some(&missing) = self
-                .families
-                .iter()
-                .find(|f| !have.cidrs.iter().any(|c| family(c) == **f))
-            else {
+            let Some((missing, pools)) = want(&have) else {
                 return Ok(have.cidrs);
             };
             let mut used = self.load_used().await?;
             used.extend(have.cidrs.iter().copied());
-            let (cidr, pool) = carve(&self.pools, missing, &used).ok_or(IpamError::Exhausted {
+            let (cidr, pool) = carve(pools, missing, &used).ok_or(IpamError::Exhausted {
                 family: missing,
                 used: used.len(),
             })?;

@@ -29,6 +29,7 @@ pub mod lbipam;
 pub mod leases;
 pub mod nodes;
 pub mod objects;
+pub mod podpools;
 pub mod policy;
 pub mod reconcile;
 pub mod records;

@@ -173,6 +173,9 @@ pub struct NodeRegistration {
     record: Arc<watch::Sender<NodeRecord>>,
     status: watch::Receiver<RegistrationStatus>,
     task: tokio::task::JoinHandle<()>,
+    /// Serialises read-modify-writes of the record ([`modify`](Self::modify)): the key
+    /// publisher and the PodCIDR grower change different fields of one record.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl Drop for NodeRegistration {
@@ -208,6 +211,7 @@ impl NodeRegistration {
             record: Arc::new(record_tx),
             status,
             task,
+            writing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -224,8 +228,26 @@ impl NodeRegistration {
         self.record.borrow().clone()
     }
 
+    /// Changes the record with `f` and writes it under the same lease, one change at a time
+    /// (two writers changing different fields never undo each other). Nothing is written
+    /// when `f` changes nothing. Returns the record as written.
+    pub async fn modify(&self, f: impl FnOnce(&mut NodeRecord)) -> Result<NodeRecord, KvError> {
+        let _one = self.writing.lock().await;
+        let mut r = self.record();
+        f(&mut r);
+        if r != self.record() {
+            self.put(r.clone()).await?;
+        }
+        Ok(r)
+    }
+
     /// Writes a changed record under the same lease.
     pub async fn update(&self, record: NodeRecord) -> Result<(), KvError> {
+        let _one = self.writing.lock().await;
+        self.put(record).await
+    }
+
+    async fn put(&self, record: NodeRecord) -> Result<(), KvError> {
         let lease = self.status.borrow().lease_id;
         self.store
             .put(&record.key(), record.encode(), Some(lease))

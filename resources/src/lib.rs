@@ -27,7 +27,7 @@ pub use bgpadvert::{
     SERVICE_NAMESPACE_LABEL,
 };
 pub use fields::FieldError;
-pub use ippool::{IpPoolSpec, PoolType};
+pub use ippool::{IpPoolSpec, MAX_NODE_MASK_V4, MAX_NODE_MASK_V6, NodeMaskSize, PoolType};
 pub use meta::{LabelSelector, ObjectMeta, Operator, Requirement};
 pub use netpol::{IpBlock, NetworkPolicySpec, Peer, PolicyPort, PolicyType, Rule};
 pub use service::{

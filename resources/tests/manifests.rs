@@ -683,3 +683,40 @@ fn health_check_annotations_are_read_and_bad_ones_refused_with_the_path() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn a_pod_cidr_pool_takes_node_mask_sizes_per_family_and_refuses_what_cannot_work() {
+    let docs = parse_manifests(
+        "apiVersion: ironmesh.io/v1\nkind: IPPool\nmetadata: {name: tenants}\nspec:\n  type: PodCIDR\n  cidrs: [10.9.0.0/16, fd00:9::/48]\n  nodeMaskSize: {ipv4: 26}\n  namespaceSelector: {matchLabels: {tier: tenant}}\n",
+    )
+    .unwrap();
+    let o = decode(&docs[0]).unwrap();
+    let Spec::IpPool(p) = &o.spec else { panic!() };
+    assert_eq!(p.type_, ironmesh_resources::PoolType::PodCidr);
+    // An unnamed family keeps the default (/64 for IPv6).
+    assert_eq!(
+        p.masks(),
+        ironmesh_resources::NodeMaskSize { ipv4: 26, ipv6: 64 }
+    );
+    assert!(p.namespace_selector.is_some());
+
+    let errs = errors(
+        "apiVersion: ironmesh.io/v1\nkind: IPPool\nmetadata: {name: p}\nspec:\n  type: PodCIDR\n  cidrs: [10.9.0.0/26]\n  nodeMaskSize: {ipv4: 24, ipv6: 127, ipv5: 1}\n  serviceSelector: {}\n",
+    );
+    for want in [
+        "spec.nodeMaskSize.ipv4: Invalid value: 24: a node block /24 is larger than spec.cidrs[0] 10.9.0.0/26; use /26 or longer",
+        "spec.nodeMaskSize.ipv6: Invalid value: 127",
+        "spec.nodeMaskSize.ipv5: ",
+        "spec.serviceSelector: Forbidden: a PodCIDR pool is chosen by its pods' namespaces",
+    ] {
+        assert!(errs.iter().any(|e| e.starts_with(want)), "{want}: {errs:?}");
+    }
+    let errs = errors(
+        "apiVersion: ironmesh.io/v1\nkind: IPPool\nmetadata: {name: p}\nspec: {cidrs: [203.0.113.0/28], nodeMaskSize: {ipv4: 30}}\n",
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("spec.nodeMaskSize: Forbidden: only a PodCIDR pool")),
+        "{errs:?}"
+    );
+}

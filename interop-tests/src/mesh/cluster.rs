@@ -21,6 +21,9 @@ pub(super) struct Plan {
     /// The first three octets of the cluster's /24 segment.
     pub segment: [u8; 3],
     pub pool: &'static str,
+    /// The range the cluster's `IPPool`s of type PodCIDR take from (the remote is told the
+    /// cluster may claim it, beside `pool`).
+    pub ippools: &'static str,
     /// (pod name, app label) per node.
     pub pods: [&'static [(&'static str, &'static str)]; 2],
     pub remote: (&'static str, u16),
@@ -35,6 +38,7 @@ impl Plan {
             node_asns: [65011, 65012],
             segment: [192, 0, 2],
             pool: "10.1.0.0/16",
+            ippools: "10.11.0.0/16",
             pods: [
                 &[("client", "client"), ("web", "web")],
                 &[("web", "web"), ("other", "other")],
@@ -51,6 +55,7 @@ impl Plan {
             node_asns: [65021, 65022],
             segment: [198, 51, 100],
             pool: "10.2.0.0/16",
+            ippools: "10.12.0.0/16",
             pods: [&[("web", "web")], &[("web", "web")]],
             remote: ("red", 1),
         }

@@ -110,7 +110,7 @@ pub(super) fn start_node(
          service_cidrs = [\"10.96.0.0/16\"]\n\
          cni_endpoints_dir = {cni_eps:?}\n\n{local_auth}\n\
          [[mesh.remote_clusters]]\nname = \"{remote}\"\nid = {remote_id}\nendpoints = {reps}\n\
-         pod_cidrs = [\"{rpool}\"]\nnode_cidrs = [\"{rseg}\"]\n\
+         pod_cidrs = [\"{rpool}\", \"{rippools}\"]\nnode_cidrs = [\"{rseg}\"]\n\
          service_cidrs = [\"10.96.0.0/16\", \"203.0.113.0/24\"]\n{remote_auth}\n\
          {datapath}",
         local_auth = creds.local_toml(),
@@ -123,6 +123,7 @@ pub(super) fn start_node(
         pool = plan.pool,
         reps = toml_list(remote_endpoints),
         rpool = remote_plan.pool,
+        rippools = remote_plan.ippools,
         rseg = remote_plan.segment_cidr(),
         datapath = dp.meshd_config(),
         cni_eps = cni_dir.join("mesh/endpoints"),

@@ -248,7 +248,8 @@ impl MeshApi {
             self.store()?,
             self.shared.cluster.clone(),
             self.shared.service_cidrs.clone(),
-        ))
+        )
+        .with_pod_pools(self.shared.pod_pools.clone()))
     }
 }
 

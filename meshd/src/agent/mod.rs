@@ -19,6 +19,7 @@ pub mod grpc;
 mod health;
 pub mod metrics;
 mod node;
+mod podcidrs;
 pub mod sinks;
 pub mod state;
 mod wiring;
@@ -162,7 +163,8 @@ pub async fn run(
             cfg.local_etcd.endpoints.join(","),
             cfg.remotes.iter().map(|r| (r.name.clone(), r.id)).collect(),
         )
-        .with_service_cidrs(cfg.service_cidrs.clone()),
+        .with_service_cidrs(cfg.service_cidrs.clone())
+        .with_pod_pools(cfg.pools.iter().map(|p| p.cidr()).collect()),
     );
     let (stop_tx, stop) = watch::channel(false);
     let api = match &cfg.api_socket {

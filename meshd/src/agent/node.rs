@@ -95,17 +95,16 @@ async fn publish_ipsec(
     cfg: &AgentConfig,
     shared: &Shared,
     reg: &NodeRegistration,
-    rec: &NodeRecord,
     mut announce: watch::Receiver<Option<Announce>>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         let current = announce.borrow_and_update().clone();
         if let Some(a) = current {
-            let r = plan::with_announce(rec, &a);
-            while reg.record() != r {
-                match reg.update(r.clone()).await {
-                    Ok(()) => {
+            // On the record as it is now: the PodCIDR grower changes it too.
+            while reg.record() != plan::with_announce(&reg.record(), &a) {
+                match reg.modify(|r| *r = plan::with_announce(r, &a)).await {
+                    Ok(r) => {
                         tracing::info!(spi = a.sends, accepts = ?a.accepts, "IPsec announce published in the node record");
                         shared.set_record(Some(r.clone()));
                     }
@@ -243,9 +242,8 @@ pub(super) async fn serve(
         cfg.probe_interval,
         Some(changes_tx),
     ));
-    if let Some(dir) = &cfg.cni_endpoints_dir {
-        write_cni_pod_cidrs(dir, &rec.pod_cidrs);
-    }
+    // The node's blocks as they grow: the CNI endpoint controller refuses addresses outside.
+    let (cidrs_tx, cidrs_rx) = watch::channel(rec.pod_cidrs.clone());
     let local_endpoints = cfg.cni_endpoints_dir.as_ref().map(|dir| {
         LocalEndpoints::spawn(
             Settings {
@@ -262,7 +260,7 @@ pub(super) async fn serve(
                 ledger: cfg.state_dir.join("endpoints.json"),
                 poll: cfg.endpoint_poll,
                 lease_ttl_secs: cfg.lease_ttl_secs,
-                pod_cidrs: rec.pod_cidrs.clone(),
+                pod_cidrs: cidrs_rx.clone(),
             },
             store.clone(),
             reconcile.as_ref().and_then(|r| r.datapath()),
@@ -302,15 +300,38 @@ pub(super) async fn serve(
             m
         })
         .collect();
+    let grower = match (&ipam, &cfg.cni_endpoints_dir) {
+        (Some(ipam), Some(dir)) => dir.parent().map(|network_dir| super::podcidrs::Grower {
+            cfg,
+            shared,
+            reg: &reg,
+            ipam: ipam.clone(),
+            view: view.clone(),
+            cidrs: cidrs_tx,
+            network_dir: network_dir.to_path_buf(),
+        }),
+        _ => None,
+    };
     let gc = spawn_gc(cfg, &store, ipam);
 
-    match reconcile.as_ref().and_then(|r| r.ipsec_announce()) {
-        Some(announce) => publish_ipsec(cfg, shared, &reg, &rec, announce, stop).await,
-        None => match reconcile.as_ref().and_then(|r| r.wireguard_key()) {
-            Some(key) => key.run(shared, &reg, cfg.retry_interval, stop).await,
-            None => stopped(stop).await,
-        },
-    }
+    let grow = async {
+        if let Some(g) = grower {
+            g.run(stop.clone()).await
+        }
+    };
+    let publish = async {
+        match reconcile.as_ref().and_then(|r| r.ipsec_announce()) {
+            Some(announce) => publish_ipsec(cfg, shared, &reg, announce, stop.clone()).await,
+            None => match reconcile.as_ref().and_then(|r| r.wireguard_key()) {
+                Some(key) => {
+                    key.run(shared, &reg, cfg.retry_interval, stop.clone())
+                        .await
+                }
+                None => stopped(stop.clone()).await,
+            },
+        }
+    };
+    tokio::join!(grow, publish);
     tracing::info!("stopping: resigning mirror elections");
     drop(local_endpoints);
     drop(health_checks);
@@ -344,32 +365,4 @@ pub(super) async fn serve(
     }
     drop(view);
     Ok(())
-}
-
-/// Writes the node's PodCIDRs for the CNI plugin beside its endpoint records
-/// (`<dataDir>/<network>/pod-cidrs.json`, what the plugin reads when its config names no
-/// PodCIDR), replaced atomically; nothing when meshd allocates none, or when the CNI's
-/// `dataDir` does not exist (no plugin installed on this host: meshd creates no directory
-/// tree of its own outside its state dir).
-fn write_cni_pod_cidrs(endpoints_dir: &std::path::Path, cidrs: &[ipnet::IpNet]) {
-    let Some(dir) = endpoints_dir.parent() else {
-        return;
-    };
-    if cidrs.is_empty() || !dir.parent().is_some_and(std::path::Path::is_dir) {
-        return;
-    }
-    let path = dir.join("pod-cidrs.json");
-    let tmp = dir.join(".pod-cidrs.json.tmp");
-    let body = serde_json::json!({ "podCIDRs": cidrs }).to_string();
-    let r = std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&tmp, body))
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    match r {
-        Ok(()) => {
-            tracing::info!(path = %path.display(), ?cidrs, "PodCIDRs written for the CNI plugin")
-        }
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write the PodCIDRs for the CNI plugin")
-        }
-    }
 }

@@ -43,6 +43,8 @@ pub struct Shared {
     pub remotes: Vec<(ClusterName, ClusterId)>,
     /// `mesh.service_cidrs`: the ClusterIP ranges of applied Services.
     pub service_cidrs: Vec<ipnet::IpNet>,
+    /// `mesh.pod_cidr_pools`: IPPools may not overlap them.
+    pub pod_pools: Vec<ipnet::IpNet>,
     started: Instant,
     inner: Mutex<Inner>,
 }
@@ -62,6 +64,7 @@ impl Shared {
             etcd_endpoints,
             remotes,
             service_cidrs: Vec::new(),
+            pod_pools: Vec::new(),
             started: Instant::now(),
             inner: Mutex::new(Inner::default()),
         }
@@ -70,6 +73,12 @@ impl Shared {
     /// Sets `mesh.service_cidrs` (the API allocates ClusterIPs from them).
     pub fn with_service_cidrs(mut self, cidrs: Vec<ipnet::IpNet>) -> Self {
         self.service_cidrs = cidrs;
+        self
+    }
+
+    /// Sets `mesh.pod_cidr_pools` (applied IPPools are checked against them).
+    pub fn with_pod_pools(mut self, pools: Vec<ipnet::IpNet>) -> Self {
+        self.pod_pools = pools;
         self
     }
 

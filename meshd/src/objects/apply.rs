@@ -50,6 +50,8 @@ pub struct Objects {
     store: KvStore,
     cluster: ClusterName,
     service_cidrs: Vec<IpNet>,
+    /// `mesh.pod_cidr_pools`: no IPPool may overlap them.
+    pod_pools: Vec<IpNet>,
     /// One ClusterIP allocator for every apply of this value (it lists the keys once).
     cluster_ips: std::sync::Arc<std::sync::OnceLock<Option<VipAllocator>>>,
 }
@@ -62,8 +64,15 @@ impl Objects {
             store,
             cluster,
             service_cidrs,
+            pod_pools: Vec::new(),
             cluster_ips: Default::default(),
         }
+    }
+
+    /// The PodCIDR pools of meshd's config (`mesh.pod_cidr_pools`).
+    pub fn with_pod_pools(mut self, pools: Vec<IpNet>) -> Self {
+        self.pod_pools = pools;
+        self
     }
 
     fn key(&self, name: &ObjectName) -> String {
@@ -190,6 +199,9 @@ impl Objects {
             None => (new_uid(), rfc3339(SystemTime::now())),
         };
         let mut warning = String::new();
+        if let Spec::IpPool(spec) = &next.object.spec {
+            self.check_pool(&next.object.meta.name, spec, old).await?;
+        }
         if let Spec::Service(spec) = next.object.spec.clone() {
             let key = ServiceKey::new(next.object.namespace(), &next.object.meta.name)
                 .map_err(|e| ApplyError::Invalid(e.to_string()))?;
@@ -435,6 +447,109 @@ impl Objects {
         ))
     }
 
+    /// An IPPool overlaps no other address range of the cluster (the service CIDRs, the
+    /// config's PodCIDR pools, other IPPools), and a PodCIDR pool keeps what nodes hold: a CIDR
+    /// with node blocks stays, its family's node mask and the pool's type do not change.
+    async fn check_pool(
+        &self,
+        name: &str,
+        spec: &resources::IpPoolSpec,
+        old: Option<&Stored>,
+    ) -> Result<(), ApplyError> {
+        let mut errs = Vec::new();
+        let mut taken: Vec<(IpNet, String)> = Vec::new();
+        taken.extend(
+            self.service_cidrs
+                .iter()
+                .map(|c| (*c, "mesh.service_cidrs".to_string())),
+        );
+        taken.extend(
+            self.pod_pools
+                .iter()
+                .map(|c| (*c, "mesh.pod_cidr_pools".to_string())),
+        );
+        for s in self.list(Kind::IpPool, None).await? {
+            if let Spec::IpPool(p) = &s.object.spec
+                && s.object.meta.name != name
+            {
+                taken.extend(
+                    p.cidrs
+                        .iter()
+                        .map(|c| (*c, format!("IPPool {:?}", s.object.meta.name))),
+                );
+            }
+        }
+        for (i, c) in spec.cidrs.iter().enumerate() {
+            if let Some((o, by)) = taken.iter().find(|(o, _)| crate::ipam::overlaps(o, c)) {
+                errs.push(format!(
+                    "spec.cidrs[{i}]: Invalid value: \"{c}\": overlaps {o} of {by}; address ranges of a cluster must be disjoint"
+                ));
+            }
+        }
+        let old_spec = old.and_then(|o| match &o.object.spec {
+            Spec::IpPool(p) => Some(p.clone()),
+            _ => None,
+        });
+        if let Some(o) = &old_spec
+            && o.type_ != spec.type_
+        {
+            errs.push(format!(
+                "spec.type: Invalid value: {:?}: field is immutable (it was {:?}); delete the pool and create it again",
+                spec.type_, o.type_
+            ));
+        }
+        if let Some(o) = old_spec.filter(|o| o.type_ == resources::PoolType::PodCidr) {
+            let blocks = self.pod_blocks().await?;
+            for c in &o.cidrs {
+                let held: Vec<&IpNet> = blocks
+                    .iter()
+                    .filter(|(_, v)| v.pool == *c)
+                    .map(|(b, _)| b)
+                    .collect();
+                if held.is_empty() {
+                    continue;
+                }
+                if !spec.cidrs.contains(c) {
+                    errs.push(format!(
+                        "spec.cidrs: Forbidden: {c} has {} node block(s) allocated (e.g. {}); it can be removed once no node holds one",
+                        held.len(),
+                        held[0]
+                    ));
+                } else if o.masks().for_net(c) != spec.masks().for_net(c) {
+                    errs.push(format!(
+                        "spec.nodeMaskSize: Forbidden: {c} has {} node block(s) of /{}; the mask of a family cannot change while nodes hold blocks",
+                        held.len(),
+                        o.masks().for_net(c)
+                    ));
+                }
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ApplyError::Invalid(format!(
+                "The IPPool {name:?} is invalid: {}",
+                errs.join(", ")
+            )))
+        }
+    }
+
+    /// Every allocated node block (`ipam/podcidrs/<cidr>`) with its holder and pool.
+    async fn pod_blocks(&self) -> Result<Vec<(IpNet, crate::ipam::PodCidrValue)>, ApplyError> {
+        let prefix = Scope::Cluster(self.cluster.clone()).kind_prefix(ResourceKind::PodCidrs);
+        let (kvs, _) = self.store.list(&prefix, false).await?;
+        Ok(kvs
+            .iter()
+            .filter_map(|kv| match Key::parse_bytes(&kv.key) {
+                Ok(Key::Resource {
+                    resource: Resource::PodCidr(net),
+                    ..
+                }) => serde_json::from_slice(&kv.value).ok().map(|v| (net, v)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// The CIDRs of the enabled LoadBalancer IPPools whose selectors take the service.
     async fn pools_for(&self, o: &Object) -> Result<Vec<IpNet>, ApplyError> {
         let ns_labels: BTreeMap<String, String> =
@@ -460,7 +575,7 @@ impl Objects {
                 .namespace_selector
                 .as_ref()
                 .is_none_or(|sel| sel.matches(|k| ns_labels.get(k).map(String::as_str)));
-            if !p.disabled && svc_ok && ns_ok {
+            if !p.disabled && svc_ok && ns_ok && p.type_ == resources::PoolType::LoadBalancer {
                 out.extend(p.cidrs.iter().copied());
             }
         }
@@ -567,8 +682,13 @@ impl Objects {
                     _ => None,
                 })
                 .collect();
+            let blocks = self.pod_blocks().await?;
             for s in &mut objs {
-                if let Spec::IpPool(p) = &s.object.spec {
+                if let Spec::IpPool(p) = &s.object.spec
+                    && p.type_ == resources::PoolType::PodCidr
+                {
+                    s.status = pod_pool_status(p, &blocks);
+                } else if let Spec::IpPool(p) = &s.object.spec {
                     let n = used
                         .iter()
                         .filter(|ip| p.cidrs.iter().any(|c| c.contains(*ip)))
@@ -621,6 +741,25 @@ impl Objects {
                 }
             }
         }
+        if kind == Kind::IpPool
+            && let Some(s) = self.get_one(kind, None, name).await?
+            && let Spec::IpPool(p) = &s.object.spec
+            && p.type_ == resources::PoolType::PodCidr
+        {
+            let blocks = self.pod_blocks().await?;
+            let held: Vec<String> = blocks
+                .iter()
+                .filter(|(_, v)| p.cidrs.contains(&v.pool))
+                .map(|(b, v)| format!("{b} ({})", v.node))
+                .collect();
+            if !held.is_empty() {
+                return Err(ApplyError::Invalid(format!(
+                    "IPPool {name:?} still has {} node block(s): {}; a node's blocks are freed when the node is gone (after mesh.pod_cidr_grace)",
+                    held.len(),
+                    held.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
         let key = self.key(&n);
         if !self.store.delete(&key).await? {
             if deleted.is_empty() {
@@ -649,6 +788,38 @@ impl Objects {
         deleted.push(format!("{}/{name}", kind.singular()));
         Ok(deleted)
     }
+}
+
+/// A PodCIDR pool's use: node blocks allocated and how many its CIDRs have, and which
+/// nodes hold them.
+fn pod_pool_status(
+    p: &resources::IpPoolSpec,
+    blocks: &[(IpNet, crate::ipam::PodCidrValue)],
+) -> Value {
+    let mine: Vec<&(IpNet, crate::ipam::PodCidrValue)> = blocks
+        .iter()
+        .filter(|(_, v)| p.cidrs.contains(&v.pool))
+        .collect();
+    let total: u128 = p
+        .cidrs
+        .iter()
+        .map(|c| {
+            let bits = u32::from(p.masks().for_net(c).saturating_sub(c.prefix_len()));
+            1u128.checked_shl(bits).unwrap_or(u128::MAX)
+        })
+        .fold(0u128, u128::saturating_add);
+    let mut nodes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (b, v) in &mine {
+        nodes
+            .entry(v.node.to_string())
+            .or_default()
+            .push(b.to_string());
+    }
+    json!({
+        "used": mine.len(),
+        "total": total.min(u128::from(u64::MAX)) as u64,
+        "nodes": nodes,
+    })
 }
 
 /// How many addresses a pool hands out (IPv4 pools shorter than /31 skip the network and

@@ -56,7 +56,7 @@ pub struct Settings {
     pub lease_ttl_secs: i64,
     /// This node's PodCIDRs: a CNI record with an address outside them is refused. Empty
     /// (meshd allocates no PodCIDRs here): the CNI's own IPAM config is the only authority.
-    pub pod_cidrs: Vec<ipnet::IpNet>,
+    pub pod_cidrs: watch::Receiver<Vec<ipnet::IpNet>>,
 }
 
 /// The running controller; stops when dropped.
@@ -135,10 +135,11 @@ impl Controller {
     }
 
     async fn sync_files(&mut self) {
-        let scan = if self.s.pod_cidrs.is_empty() {
+        let cidrs = self.s.pod_cidrs.borrow().clone();
+        let scan = if cidrs.is_empty() {
             cni::scan(&self.s.dir)
         } else {
-            cni::scan_within(&self.s.dir, &self.s.pod_cidrs)
+            cni::scan_within(&self.s.dir, &cidrs)
         };
         let scan = match scan {
             Ok(s) => s,

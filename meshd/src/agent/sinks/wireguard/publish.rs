@@ -37,14 +37,15 @@ impl KeyPublication {
         loop {
             let want = self.want.borrow_and_update().clone();
             loop {
-                let mut r = reg.record();
-                if r.wireguard_public_key.as_deref() == Some(want.as_str()) {
+                if reg.record().wireguard_public_key.as_deref() == Some(want.as_str()) {
                     self.inner.key_published.send_replace(Some(want.clone()));
                     break;
                 }
-                r.wireguard_public_key = Some(want.clone());
-                match reg.update(r.clone()).await {
-                    Ok(()) => {
+                match reg
+                    .modify(|r| r.wireguard_public_key = Some(want.clone()))
+                    .await
+                {
+                    Ok(r) => {
                         tracing::info!(public_key = %want, "WireGuard public key published in the node record");
                         shared.set_record(Some(r));
                     }
