@@ -192,6 +192,17 @@ async fn get_objects(
     all: bool,
     name: Option<&str>,
 ) -> Result<Vec<Value>, String> {
+    Ok(get_with_events(socket, kind, namespace, all, name).await?.0)
+}
+
+/// The objects, and for one named object its events.
+async fn get_with_events(
+    socket: &Path,
+    kind: &str,
+    namespace: &str,
+    all: bool,
+    name: Option<&str>,
+) -> Result<(Vec<Value>, Vec<Value>), String> {
     let mut c = connect(socket).await?;
     let r = call(c.get(pb::GetRequest {
         kind: kind.into(),
@@ -200,12 +211,53 @@ async fn get_objects(
         all_namespaces: all,
     }))
     .await?;
-    r.objects_json
-        .iter()
-        .map(|s| {
-            serde_json::from_str(s).map_err(|e| format!("meshd sent an unreadable object: {e}"))
-        })
-        .collect()
+    let parse = |list: &[String], what: &str| -> Result<Vec<Value>, String> {
+        list.iter()
+            .map(|s| {
+                serde_json::from_str(s).map_err(|e| format!("meshd sent an unreadable {what}: {e}"))
+            })
+            .collect()
+    };
+    Ok((
+        parse(&r.objects_json, "object")?,
+        parse(&r.events_json, "event")?,
+    ))
+}
+
+/// kubectl describe's Events section: Type, Reason, Age ("2m (x3 over 5m)"), From, Message.
+fn events_section(events: &[Value], now: u64) -> String {
+    if events.is_empty() {
+        return format!("{:<25}<none>\n", "Events:");
+    }
+    let mut t = Table::new(&[
+        ("Type", Align::Left),
+        ("Reason", Align::Left),
+        ("Age", Align::Left),
+        ("From", Align::Left),
+        ("Message", Align::Left),
+    ]);
+    let field = |e: &Value, k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    for e in events {
+        let count = e.get("count").and_then(Value::as_u64).unwrap_or(1);
+        let last = age(&field(e, "lastTimestamp"), now);
+        let when = if count > 1 {
+            format!(
+                "{last} (x{count} over {})",
+                age(&field(e, "firstTimestamp"), now)
+            )
+        } else {
+            last
+        };
+        t.row(vec![
+            field(e, "type"),
+            field(e, "reason"),
+            when,
+            format!("meshd/{}", field(e, "source")),
+            field(e, "message"),
+        ]);
+    }
+    let body: String = t.render().lines().map(|l| format!("  {l}\n")).collect();
+    format!("Events:\n{body}")
 }
 
 pub fn get(args: GetArgs) -> Result<(), String> {
@@ -574,7 +626,7 @@ pub fn delete(args: DeleteArgs) -> Result<(), String> {
 
 pub fn describe(args: DescribeArgs) -> Result<(), String> {
     let rt = runtime()?;
-    let objs = rt.block_on(get_objects(
+    let (objs, events) = rt.block_on(get_with_events(
         &args.socket.socket,
         &args.kind,
         &args.namespace,
@@ -885,6 +937,7 @@ pub fn describe(args: DescribeArgs) -> Result<(), String> {
             }
         }
     }
+    out.push_str(&events_section(&events, now_secs()));
     print!("{out}");
     Ok(())
 }
@@ -936,6 +989,28 @@ fn conditions(out: &mut String, s: &Stored) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn events_are_listed_as_kubectl_describe_does() {
+        assert_eq!(events_section(&[], 0), format!("{:<25}<none>\n", "Events:"));
+        let e = serde_json::json!({"type": "Warning", "reason": "PoolExhausted",
+            "message": "every address of IPPool red-public is taken", "source": "n1",
+            "count": 3, "firstTimestamp": "1970-01-01T00:00:00Z",
+            "lastTimestamp": "1970-01-01T00:04:00Z"});
+        let out = events_section(&[e], 300);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "Events:");
+        assert!(lines[1].starts_with("  Type "), "{out}");
+        assert!(
+            lines[2].contains("Warning")
+                && lines[2].contains("PoolExhausted")
+                && lines[2].contains("60s (x3 over 5m)")
+                && lines[2].contains("meshd/n1")
+                && lines[2].ends_with("every address of IPPool red-public is taken"),
+            "{out}"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -557,5 +557,37 @@ spec:
     );
     eprintln!("the grown block's pod answered red n2 after {from_red:?}, blue after {from_blue:?}");
     assert!(ask(&mesh.pod(Side::Red, "n2", "other").host, dst).is_ok());
+
+    // describe tells what happened, as kubectl's events: the blocks n1 took, and the lab's
+    // LoadBalancer service its addresses (applied through red's meshd at start).
+    let d = mesh
+        .ironctl(&["describe", "ippool", "tenants", "--meshd", &api])
+        .unwrap();
+    assert!(
+        d.contains("Node Blocks:") && d.contains("n1: 10.11.0.0/29 10.11.0.8/29"),
+        "{d}"
+    );
+    for want in [
+        "node n1 took 10.11.0.0/29 (IPv4 block: ",
+        "node n1 took 10.11.0.8/29 (IPv4 block: ",
+    ] {
+        assert!(
+            d.lines().any(|l| l.contains("Normal")
+                && l.contains("BlockAllocated")
+                && l.contains("meshd/n1")
+                && l.contains(want)),
+            "{want}: {d}"
+        );
+    }
+    let d = mesh
+        .ironctl(&["describe", "svc", "front", "--meshd", &api])
+        .unwrap();
+    assert!(
+        d.lines().any(|l| l.contains("Normal")
+            && l.contains("IPAllocated")
+            && l.contains(&format!("Assigned IP [\"{LB_VIP}\"]"))),
+        "{d}"
+    );
+    assert!(d.lines().any(|l| l.contains("ClusterIPAllocated")), "{d}");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }

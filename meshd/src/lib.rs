@@ -19,6 +19,7 @@
 
 pub mod agent;
 pub mod endpoints;
+pub mod events;
 pub mod federation;
 pub mod gc;
 pub mod health;

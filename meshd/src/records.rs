@@ -36,6 +36,7 @@ pub fn check_value(cluster: &ClusterName, resource: &Resource, value: &[u8]) -> 
         Resource::ClusterIpsOfService(_) => json::<ServiceVipsValue>(value),
         Resource::Object(name) => crate::objects::decode(name, value).map(drop),
         Resource::Health(ip) => crate::objects::HealthValue::decode(*ip, value).map(drop),
+        Resource::Event(..) => json::<crate::events::Event>(value),
         Resource::IdentityRef(..) | Resource::MirrorLeader(_) => json::<serde_json::Value>(value),
     }
 }

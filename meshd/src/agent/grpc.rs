@@ -208,6 +208,7 @@ impl pb::mesh_server::Mesh for MeshApi {
                     .iter()
                     .map(ToString::to_string)
                     .collect(),
+                events_json: Vec::new(),
             }));
         }
         let kind = kind_arg(&r.kind)?;
@@ -216,11 +217,29 @@ impl pb::mesh_server::Mesh for MeshApi {
             .get(kind, ns, non_empty(&r.name))
             .await
             .map_err(object_status)?;
+        let mut events_json = Vec::new();
+        if let ([one], Some(_)) = (objs.as_slice(), non_empty(&r.name)) {
+            let o = &one.object;
+            let name = crate::schema::ObjectName::new(
+                o.kind(),
+                o.kind().namespaced().then(|| o.namespace()),
+                &o.meta.name,
+            )
+            .map_err(Status::invalid_argument)?;
+            let events = crate::events::list(&self.store()?, &self.shared.cluster, &name)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            events_json = events
+                .iter()
+                .map(|e| serde_json::to_string(e).expect("serializes"))
+                .collect();
+        }
         Ok(Response::new(pb::GetResponse {
             objects_json: objs
                 .iter()
                 .map(|s| String::from_utf8_lossy(&s.encode()).into_owned())
                 .collect(),
+            events_json,
         }))
     }
 
@@ -249,7 +268,8 @@ impl MeshApi {
             self.shared.cluster.clone(),
             self.shared.service_cidrs.clone(),
         )
-        .with_pod_pools(self.shared.pod_pools.clone()))
+        .with_pod_pools(self.shared.pod_pools.clone())
+        .with_events(self.shared.events()))
     }
 }
 

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ClusterName, NodeName};
+use common::{ClusterName, NodeName, ServiceKey};
 use resources::HealthCheck;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -36,12 +36,13 @@ impl Drop for HealthChecks {
     }
 }
 
-/// What to check now: (address, port) -> the check.
-fn targets(
-    view: &MergedView,
-    cluster: &ClusterName,
-    me: &NodeName,
-) -> BTreeMap<(IpAddr, u16), HealthCheck> {
+/// What to check now: (address, port) -> the check, and the services of each address.
+type Targets = (
+    BTreeMap<(IpAddr, u16), HealthCheck>,
+    BTreeMap<IpAddr, BTreeSet<ServiceKey>>,
+);
+
+fn targets(view: &MergedView, cluster: &ClusterName, me: &NodeName) -> Targets {
     view.with(|st| {
         let mut checked = BTreeMap::new();
         for (c, r, v) in st.entries() {
@@ -63,10 +64,11 @@ fn targets(
             }
         }
         if checked.is_empty() {
-            return BTreeMap::new();
+            return Default::default();
         }
         let mut out = BTreeMap::new();
-        for rec in st.services() {
+        let mut of: BTreeMap<IpAddr, BTreeSet<ServiceKey>> = BTreeMap::new();
+        for rec in st.services().iter() {
             if &rec.cluster != cluster {
                 continue;
             }
@@ -76,10 +78,11 @@ fn targets(
             for b in &rec.backends {
                 if b.node.as_ref() == Some(me) {
                     out.insert((b.ip, b.port), h.clone());
+                    of.entry(b.ip).or_default().insert(rec.service.clone());
                 }
             }
         }
-        out
+        (out, of)
     })
 }
 
@@ -126,6 +129,7 @@ impl HealthChecks {
         node: NodeName,
         lease_ttl_secs: i64,
         view: Arc<MergedView>,
+        events: Option<Arc<crate::events::Recorder>>,
         mut stop: watch::Receiver<bool>,
     ) -> Self {
         let keys = LeasedKeys::new(store, LeasePoolConfig::new(lease_ttl_secs, 1000));
@@ -133,7 +137,7 @@ impl HealthChecks {
             let mut tracker = HealthTracker::new();
             let mut published: BTreeMap<IpAddr, Vec<u16>> = BTreeMap::new();
             loop {
-                let want = targets(&view, &cluster, &node);
+                let (want, services_of) = targets(&view, &cluster, &node);
                 let mut changed = tracker.retain(&want.keys().copied().collect());
                 let mut set = tokio::task::JoinSet::new();
                 for ((ip, port), how) in &want {
@@ -170,12 +174,35 @@ impl HealthChecks {
                     };
                     match r {
                         Ok(()) => {
-                            if ports.is_empty() {
+                            let event = if ports.is_empty() {
                                 tracing::info!(%ip, "backend healthy again");
                                 published.remove(&ip);
+                                (
+                                    crate::events::EventType::Normal,
+                                    "BackendHealthy",
+                                    format!(
+                                        "backend {ip} on node {node} passes its health check again: back in rotation"
+                                    ),
+                                )
                             } else {
                                 tracing::warn!(%ip, ?ports, %reason, "backend failing its health check: quarantined");
+                                let msg = format!(
+                                    "backend {ip} (ports {ports:?}) on node {node} failed its health check {} times in a row: {reason}; quarantined (no new connections)",
+                                    crate::health::FALL
+                                );
                                 published.insert(ip, ports);
+                                (crate::events::EventType::Warning, "BackendUnhealthy", msg)
+                            };
+                            if let Some(rec) = &events {
+                                for svc in services_of.get(&ip).into_iter().flatten() {
+                                    if let Ok(name) = crate::schema::ObjectName::new(
+                                        resources::Kind::Service,
+                                        Some(svc.namespace()),
+                                        svc.name(),
+                                    ) {
+                                        rec.record(&name, event.0, event.1, event.2.clone()).await;
+                                    }
+                                }
                             }
                         }
                         Err(e) => {

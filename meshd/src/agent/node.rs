@@ -269,15 +269,16 @@ pub(super) async fn serve(
             stop.clone(),
         )
     });
+    shared.set_store(store.clone());
     let health_checks = super::health::HealthChecks::spawn(
         store.clone(),
         cfg.cluster.clone(),
         cfg.node.clone(),
         cfg.lease_ttl_secs,
         view.clone(),
+        shared.events(),
         stop.clone(),
     );
-    shared.set_store(store.clone());
     shared.set_view(view.clone());
     if let Some(r) = &mut reconcile {
         r.arm(view.clone());

@@ -59,6 +59,17 @@ impl Grower<'_> {
         }
     }
 
+    /// An event of an IPPool (the config's pool is no object: the log says it).
+    async fn event(&self, pool: &str, t: crate::events::EventType, reason: &str, msg: String) {
+        let (Some(rec), Ok(name)) = (
+            self.shared.events(),
+            crate::schema::ObjectName::new(Kind::IpPool, None, pool),
+        ) else {
+            return;
+        };
+        rec.record(&name, t, reason, msg).await;
+    }
+
     async fn tick(&self, written: &mut Option<CniFile>, logged: &mut BTreeMap<String, String>) {
         let pools = self.view.with(|v| {
             let (ippools, namespaces) = local_pools(v, &self.cfg.cluster);
@@ -89,12 +100,38 @@ impl Grower<'_> {
                         pool = %pool.name, family = %g.family, why = ?g.why,
                         block = ?all.last(), "the node took another PodCIDR block"
                     );
+                    let why = match &g.why {
+                        podpools::Why::Requested => "the CNI found no free address".to_string(),
+                        podpools::Why::LowWater { free } => format!("{free} address(es) left"),
+                    };
+                    if let Some(b) = all.last() {
+                        self.event(
+                            &pool.name,
+                            crate::events::EventType::Normal,
+                            "BlockAllocated",
+                            format!(
+                                "node {} took {b} ({} block: {why})",
+                                self.cfg.node, g.family
+                            ),
+                        )
+                        .await;
+                    }
                     blocks = all;
                 }
                 Err(e) => {
                     let why = format!("pool {:?}: {e}", pool.name);
                     if logged.get(&podpools::request_name(&r.pool, r.family)) != Some(&why) {
                         tracing::warn!(pool = %pool.name, family = %g.family, error = %e, "cannot grow the node's PodCIDR blocks");
+                        self.event(
+                            &pool.name,
+                            crate::events::EventType::Warning,
+                            "BlockAllocationFailed",
+                            format!(
+                                "node {} could not take a {} block: {e}",
+                                self.cfg.node, g.family
+                            ),
+                        )
+                        .await;
                     }
                     answer(&req_dir, &r, Some(&why), logged);
                 }

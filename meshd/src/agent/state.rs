@@ -24,6 +24,7 @@ struct Inner {
     record: Option<NodeRecord>,
     /// The local etcd, once connected (policy writes from the API).
     store: Option<KvStore>,
+    events: Option<std::sync::Arc<crate::events::Recorder>>,
     encryption: Option<EncryptionStatusSource>,
     /// Why there is no encryption status (mode off, not started yet, device missing).
     encryption_off: String,
@@ -91,7 +92,15 @@ impl Shared {
     }
 
     pub fn set_store(&self, s: KvStore) {
-        self.lock().store = Some(s);
+        let rec = crate::events::Recorder::new(s.clone(), self.cluster.clone(), self.node.clone());
+        let mut g = self.lock();
+        g.events = Some(std::sync::Arc::new(rec));
+        g.store = Some(s);
+    }
+
+    /// This meshd's event recorder (once it reached its etcd).
+    pub fn events(&self) -> Option<std::sync::Arc<crate::events::Recorder>> {
+        self.lock().events.clone()
     }
 
     pub fn set_lease(&self, l: Option<watch::Receiver<crate::nodes::RegistrationStatus>>) {

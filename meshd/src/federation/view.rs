@@ -153,6 +153,11 @@ pub struct MergedState {
     listed: bool,
     /// The remotes' records are checked against their claims (`None`: shape only).
     checks: Option<Checks>,
+    /// Bumped by every event applied.
+    generation: u64,
+    /// [`MergedState::services`] as of a generation: derived once per change, however often
+    /// it is read (the health checker reads it every second, the API on every call).
+    services_cache: std::sync::Mutex<Option<(u64, Arc<Vec<ServiceRecord>>)>>,
 }
 
 /// Remote records not applied: refused (with the reason), or waiting (an endpoint whose node
@@ -185,6 +190,8 @@ impl MergedState {
             held: BTreeSet::new(),
             listed: false,
             checks: None,
+            generation: 0,
+            services_cache: std::sync::Mutex::new(None),
         }
     }
 
@@ -570,6 +577,9 @@ impl MergedState {
             },
             ReflectorEvent::Synced { .. } => self.listed = true,
         }
+        // Any event may have changed what services() derives from (entries, and the checks'
+        // state behind them): the next read derives again.
+        self.generation += 1;
         out
     }
 
@@ -632,7 +642,22 @@ impl MergedState {
     /// Service records of every cluster (backends labelled by cluster): those derived from
     /// Service objects and the endpoints that exist, and written `services/` records where no
     /// object of the same cluster and name exists.
-    pub fn services(&self) -> Vec<ServiceRecord> {
+    pub fn services(&self) -> Arc<Vec<ServiceRecord>> {
+        let mut cache = self
+            .services_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((g, s)) = cache.as_ref()
+            && *g == self.generation
+        {
+            return s.clone();
+        }
+        let s = Arc::new(self.derive_services());
+        *cache = Some((self.generation, s.clone()));
+        s
+    }
+
+    fn derive_services(&self) -> Vec<ServiceRecord> {
         let mut ctl = crate::objects::ServiceController::new();
         for (c, r, v) in self.entries() {
             if matches!(
@@ -670,9 +695,9 @@ impl MergedState {
     pub fn global_backends(&self, service: &ServiceKey) -> Vec<Backend> {
         let mut out: Vec<Backend> = self
             .services()
-            .into_iter()
+            .iter()
             .filter(|s| s.global && &s.service == service)
-            .flat_map(|s| s.backends)
+            .flat_map(|s| s.backends.iter().cloned())
             .collect();
         out.sort();
         out
@@ -931,6 +956,28 @@ mod tests {
             },
             value: v.into_bytes(),
         }
+    }
+
+    #[test]
+    fn services_are_derived_once_per_change_and_follow_every_change() {
+        let mut s = MergedState::new(c("red"));
+        s.apply(svc_ev("red", "10.1.0.5", false));
+        let a = s.services();
+        let b = s.services();
+        assert!(Arc::ptr_eq(&a, &b), "no change: the same derivation");
+        assert_eq!(a[0].backends[0].ip.to_string(), "10.1.0.5");
+        s.apply(svc_ev("red", "10.1.0.6", false));
+        let c2 = s.services();
+        assert!(!Arc::ptr_eq(&a, &c2));
+        assert_eq!(c2[0].backends[0].ip.to_string(), "10.1.0.6");
+        s.apply(ReflectorEvent::Delete {
+            key: ViewKey::Entry {
+                cluster: c("red"),
+                resource: Resource::Service("shop/web".parse().unwrap()),
+            },
+            last: Vec::new(),
+        });
+        assert!(s.services().is_empty());
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Objects {
     service_cidrs: Vec<IpNet>,
     /// `mesh.pod_cidr_pools`: no IPPool may overlap them.
     pod_pools: Vec<IpNet>,
+    /// Where what happened to an object is told (`kubectl describe`'s events).
+    events: Option<std::sync::Arc<crate::events::Recorder>>,
     /// One ClusterIP allocator for every apply of this value (it lists the keys once).
     cluster_ips: std::sync::Arc<std::sync::OnceLock<Option<VipAllocator>>>,
 }
@@ -65,8 +67,15 @@ impl Objects {
             cluster,
             service_cidrs,
             pod_pools: Vec::new(),
+            events: None,
             cluster_ips: Default::default(),
         }
+    }
+
+    /// Records events of what applies do (addresses assigned, why one is pending).
+    pub fn with_events(mut self, events: Option<std::sync::Arc<crate::events::Recorder>>) -> Self {
+        self.events = events;
+        self
     }
 
     /// The PodCIDR pools of meshd's config (`mesh.pod_cidr_pools`).
@@ -172,6 +181,11 @@ impl Objects {
                 .and_then([TxnOp::put(key.clone(), value, None)]);
             if self.store.txn(txn).await?.succeeded() {
                 tracing::info!(%key, action, "object applied");
+                if let Some(rec) = &self.events {
+                    for (t, reason, msg) in service_events(old.as_ref(), &next) {
+                        rec.record(&name, t, reason, msg).await;
+                    }
+                }
                 if o.kind() == Kind::IpPool {
                     self.retry_pending_vips().await;
                 }
@@ -790,6 +804,81 @@ impl Objects {
     }
 }
 
+/// What an apply did to a Service, as events: ClusterIPs and LoadBalancer IPs assigned or
+/// released (MetalLB's words), and a condition that turned False (why a VIP is pending).
+pub fn service_events(
+    old: Option<&Stored>,
+    next: &Stored,
+) -> Vec<(crate::events::EventType, &'static str, String)> {
+    use crate::events::EventType::{Normal, Warning};
+    if !matches!(next.object.spec, Spec::Service(_)) {
+        return Vec::new();
+    }
+    // From the documents: the allocated ClusterIPs are set there (`spec.clusterIPs`).
+    let cluster_ips = |s: &Stored| -> Vec<String> {
+        s.object
+            .document
+            .pointer("/spec/clusterIPs")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    let old_ips = old.map(cluster_ips).unwrap_or_default();
+    let ips = cluster_ips(next);
+    if old_ips.is_empty() && !ips.is_empty() && ips != ["None"] {
+        out.push((
+            Normal,
+            "ClusterIPAllocated",
+            format!(
+                "Allocated ClusterIP {} from mesh.service_cidrs",
+                ips.join(",")
+            ),
+        ));
+    }
+    let ingress = |s: &Stored| -> Vec<String> {
+        let st: resources::ServiceStatus = s.status_as();
+        st.load_balancer
+            .ingress
+            .iter()
+            .map(|i| i.ip.to_string())
+            .collect()
+    };
+    let before = old.map(ingress).unwrap_or_default();
+    let now = ingress(next);
+    let added: Vec<&String> = now.iter().filter(|ip| !before.contains(ip)).collect();
+    let gone: Vec<&String> = before.iter().filter(|ip| !now.contains(ip)).collect();
+    if !added.is_empty() {
+        out.push((Normal, "IPAllocated", format!("Assigned IP {added:?}")));
+    }
+    if !gone.is_empty() {
+        out.push((Normal, "IPReleased", format!("Released IP {gone:?}")));
+    }
+    let conds = |s: &Stored| -> Vec<resources::Condition> {
+        let st: resources::ServiceStatus = s.status_as();
+        st.conditions
+    };
+    let old_conds = old.map(conds).unwrap_or_default();
+    for c in conds(next) {
+        let same = old_conds
+            .iter()
+            .any(|o| o.type_ == c.type_ && o.status == c.status && o.reason == c.reason);
+        if c.status == "False" && !same {
+            let reason = match c.reason.as_str() {
+                "NoPool" => "NoPool",
+                "PoolExhausted" => "PoolExhausted",
+                _ => "Pending",
+            };
+            out.push((Warning, reason, c.message.clone()));
+        }
+    }
+    out
+}
+
 /// A PodCIDR pool's use: node blocks allocated and how many its CIDRs have, and which
 /// nodes hold them.
 fn pod_pool_status(
@@ -955,6 +1044,65 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn svc(cluster_ip: Option<&str>, status: serde_json::Value) -> Stored {
+        let mut spec = json!({"type": "LoadBalancer", "selector": {"app": "web"},
+            "ports": [{"port": 80}]});
+        if let Some(ip) = cluster_ip {
+            spec["clusterIP"] = json!(ip);
+            spec["clusterIPs"] = json!([ip]);
+        }
+        let doc = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "front", "namespace": "shop"}, "spec": spec, "status": status});
+        Stored::decode(&serde_json::to_vec(&doc).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn service_events_say_what_was_assigned_and_why_a_vip_is_pending_once() {
+        use crate::events::EventType::{Normal, Warning};
+        let pending = json!({"conditions": [{"type": "LoadBalancerReady", "status": "False",
+            "reason": "PoolExhausted", "message": "every address of IPPool red-public is taken"}]});
+        let first = svc(Some("10.96.0.10"), pending.clone());
+        let ev = service_events(None, &first);
+        assert_eq!(
+            ev,
+            vec![
+                (
+                    Normal,
+                    "ClusterIPAllocated",
+                    "Allocated ClusterIP 10.96.0.10 from mesh.service_cidrs".to_string()
+                ),
+                (
+                    Warning,
+                    "PoolExhausted",
+                    "every address of IPPool red-public is taken".to_string()
+                ),
+            ]
+        );
+        // Applied again, still pending: nothing new to tell.
+        assert_eq!(service_events(Some(&first), &first), vec![]);
+        let served = svc(
+            Some("10.96.0.10"),
+            json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.1"}]}}),
+        );
+        assert_eq!(
+            service_events(Some(&first), &served),
+            vec![(
+                Normal,
+                "IPAllocated",
+                "Assigned IP [\"203.0.113.1\"]".to_string()
+            )]
+        );
+        let none = svc(Some("10.96.0.10"), json!({}));
+        assert_eq!(
+            service_events(Some(&served), &none),
+            vec![(
+                Normal,
+                "IPReleased",
+                "Released IP [\"203.0.113.1\"]".to_string()
+            )]
+        );
+    }
 
     #[test]
     fn rfc3339_formats_utc_seconds() {

@@ -105,10 +105,14 @@ pub enum ResourceKind {
     /// A backend's failing health checks (`health/<ip>`), written by the backend's node under
     /// its leases while a check fails (absent: healthy).
     Health,
+    /// What happened to an applied object (`events/<plural>/[<namespace>/]<name>/<id>`), as
+    /// `kubectl describe` lists them; under an events lease of the writing node (about an
+    /// hour). Local: not mirrored.
+    Events,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 16] = [
+    pub const ALL: [ResourceKind; 17] = [
         Self::Nodes,
         Self::Identities,
         Self::IdentitiesByLabels,
@@ -125,12 +129,13 @@ impl ResourceKind {
         Self::ClusterIps,
         Self::ClusterIpsByService,
         Self::Health,
+        Self::Events,
     ];
 
     /// Whether the federation mirror copies this kind to other clusters (coordination keys,
-    /// the election and identity references, stay local).
+    /// the election and identity references, and events stay local).
     pub fn is_mirrored(self) -> bool {
-        !matches!(self, Self::MirrorLeader | Self::IdentityRefs)
+        !matches!(self, Self::MirrorLeader | Self::IdentityRefs | Self::Events)
     }
 
     /// The path segment(s) of this kind, without slashes at the ends.
@@ -152,6 +157,7 @@ impl ResourceKind {
             Self::ClusterIps => "ipam/clusterips",
             Self::ClusterIpsByService => "ipam/clusterips-by-service",
             Self::Health => "health",
+            Self::Events => "events",
         }
     }
 }
@@ -190,6 +196,9 @@ pub enum Resource {
     ClusterIpsOfService(ServiceKey),
     /// The failing health checks of the backend at this address.
     Health(IpAddr),
+    /// An event of an object: the object, and the event's id (`[a-z0-9.-]`, unique per
+    /// writer: the node name and a time).
+    Event(ObjectName, String),
 }
 
 /// The name of an applied resource: kind, namespace (namespaced kinds only), name.
@@ -271,6 +280,7 @@ impl Resource {
             Resource::ClusterIp(_) => ResourceKind::ClusterIps,
             Resource::ClusterIpsOfService(_) => ResourceKind::ClusterIpsByService,
             Resource::Health(_) => ResourceKind::Health,
+            Resource::Event(..) => ResourceKind::Events,
         }
     }
 }
@@ -289,6 +299,7 @@ impl fmt::Display for Resource {
             | Resource::ClusterIp(ip)
             | Resource::Health(ip) => write!(f, "{ip}"),
             Resource::Object(o) => write!(f, "{o}"),
+            Resource::Event(o, id) => write!(f, "{o}/{id}"),
             Resource::Service(s)
             | Resource::VipsOfService(s)
             | Resource::Policy(s)
@@ -505,6 +516,23 @@ fn parse_resource(kind: ResourceKind, tail: &str) -> Result<Resource, String> {
         ResourceKind::ClusterIps => Resource::ClusterIp(parse_ip(tail)?),
         ResourceKind::Health => Resource::Health(parse_ip(tail)?),
         ResourceKind::ClusterIpsByService => Resource::ClusterIpsOfService(parse_service(tail)?),
+        ResourceKind::Events => {
+            let (object, id) = tail
+                .rsplit_once('/')
+                .ok_or_else(|| "events keys are <kind>/[<namespace>/]<name>/<id>".to_string())?;
+            if id.is_empty()
+                || id.len() > 128
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-'))
+            {
+                return Err(format!("event id {id:?} must be [a-z0-9.-], at most 128"));
+            }
+            match parse_resource(ResourceKind::Objects, object)? {
+                Resource::Object(o) => Resource::Event(o, id.to_string()),
+                other => return Err(format!("{other} is not an object")),
+            }
+        }
         ResourceKind::Objects => {
             let (plural, rest) = tail
                 .split_once('/')

@@ -86,6 +86,20 @@ fn builds_the_documented_keys() {
             "ironmesh/v1/clusters/blue/objects/ippools/public",
         ),
         (
+            Resource::Event(
+                ObjectName::new(resources::Kind::Service, Some("shop"), "web").unwrap(),
+                "n1.1765100000123456789".into(),
+            ),
+            "ironmesh/v1/clusters/blue/events/services/shop/web/n1.1765100000123456789",
+        ),
+        (
+            Resource::Event(
+                ObjectName::new(resources::Kind::IpPool, None, "tenants").unwrap(),
+                "n-2.5".into(),
+            ),
+            "ironmesh/v1/clusters/blue/events/ippools/tenants/n-2.5",
+        ),
+        (
             Resource::VipsOfService("default/web".parse().unwrap()),
             "ironmesh/v1/clusters/blue/ipam/vips-by-service/default/web",
         ),
@@ -317,6 +331,19 @@ fn resource() -> impl Strategy<Value = Resource> {
             .prop_map(|(k, ns, n)| Resource::Object(
                 ObjectName::new(k, k.namespaced().then_some(ns.as_str()), &n).unwrap()
             )),
+        (
+            prop_oneof![
+                Just(resources::Kind::Service),
+                Just(resources::Kind::IpPool)
+            ],
+            "[a-z0-9]{1,10}",
+            "[a-z][a-z0-9]{0,10}(\\.[a-z0-9]{1,5})?",
+            "[a-z0-9][a-z0-9.-]{0,20}"
+        )
+            .prop_map(|(k, ns, n, id)| Resource::Event(
+                ObjectName::new(k, k.namespaced().then_some(ns.as_str()), &n).unwrap(),
+                id
+            )),
         ("[a-z0-9]{1,10}", "[a-z][a-z0-9]{0,10}")
             .prop_map(|(ns, n)| Resource::Service(ServiceKey::new(&ns, &n).unwrap())),
         ("[a-z0-9]{1,10}", "[a-z][a-z0-9]{0,10}")
@@ -351,6 +378,7 @@ proptest! {
             let extra = resource.to_string().matches('/').count();
             let want = match resource {
                 Resource::Object(o) => 1 + usize::from(o.namespace.is_some()),
+                Resource::Event(o, _) => 2 + usize::from(o.namespace.is_some()),
                 r => usize::from(matches!(
                     r.kind(),
                     ResourceKind::Services
