@@ -144,7 +144,7 @@ pub(super) fn denied(
                 |(u, _)| u.clone(),
             ),
             cluster: cfg.cluster.clone(),
-            source: e,
+            source: Box::new(e),
         },
         KvError::Auth { .. } | KvError::AuthRequired { .. } => AgentError::Config {
             field: "mesh.auth".into(),
