@@ -170,6 +170,7 @@ fn etcd_mesh_auth_clusters_write_only_their_own_prefix() -> Result<()> {
                 candidate: "r1".into(),
                 lease_ttl_secs: 2,
                 probe_interval: Duration::from_millis(300),
+                trust: None,
             },
         );
         let view = MergedView::spawn(

@@ -239,7 +239,7 @@ pub(super) async fn serve(
         .collect();
     let view = Arc::new(MergedView::spawn_checked(
         store.clone(),
-        trust,
+        trust.clone(),
         cfg.probe_interval,
         Some(changes_tx),
     ));
@@ -296,6 +296,7 @@ pub(super) async fn serve(
                     candidate: cfg.node.to_string(),
                     lease_ttl_secs: cfg.lease_ttl_secs,
                     probe_interval: cfg.probe_interval,
+                    trust: Some(trust.clone()),
                 },
             );
             shared.add_mirror(r.name.clone(), m.watch_status());
