@@ -21,7 +21,7 @@ pub use config::{
     CidrOverlap, ClusterInfo, FederationConfigError, RemoteCluster, admit, check_remotes,
 };
 pub use mirror::{
-    MAX_PUBLISHED_REFUSALS, MAX_REFUSAL_LEN, MirrorConfig, MirrorController, MirrorRole,
+    MAX_PUBLISHED_REFUSALS, MAX_REFUSAL_LEN, MirrorConfig, MirrorController, MirrorOp, MirrorRole,
     MirrorState, MirrorStatus, MirrorStatusValue, SyncedValue, bounded,
 };
 pub use trust::{Refusal, RemoteClaims, Trust};
