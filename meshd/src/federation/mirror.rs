@@ -161,6 +161,9 @@ pub struct MirrorState {
     refusals_changed: bool,
     /// Records refused (a record refused again for another reason counts again).
     refused_total: u64,
+    /// A complete remote listing was seen in this term: until then `refused` is partial, and
+    /// the status keeps the refusals the previous leader published.
+    listed: bool,
     /// What the local etcd holds under `mirror/<remote>/` (after our writes).
     mirrored: BTreeMap<Resource, Vec<u8>>,
     /// What the remote reflector has reported (its cache).
@@ -180,6 +183,7 @@ impl MirrorState {
             refused: BTreeMap::new(),
             refusals_changed: false,
             refused_total: 0,
+            listed: false,
             mirrored: BTreeMap::new(),
             seen: BTreeMap::new(),
             status: None,
@@ -339,16 +343,17 @@ impl MirrorState {
                     value: serde_json::to_vec(&synced).expect("serializes"),
                 });
                 self.synced = Some(synced);
+                self.listed = true;
                 ops.push(self.set_status(false, None, revision, leader));
             }
         }
         ops
     }
 
-    /// The status write that publishes changed refusals (after the first complete listing,
-    /// whose status carries them; `None` when nothing changed).
+    /// The status write that publishes changed refusals (after the term's first complete
+    /// listing, whose status carries them; `None` when nothing changed).
     pub fn on_refusals(&mut self, leader: &str) -> Option<MirrorOp> {
-        if !self.refusals_changed || self.synced.is_none() {
+        if !self.refusals_changed || !self.listed {
             return None;
         }
         let (stale, error) = self
@@ -401,13 +406,26 @@ impl MirrorState {
             leader: leader.to_owned(),
             error,
             updated_unix_ms: now,
-            refused: self
-                .refused
-                .values()
-                .take(MAX_PUBLISHED_REFUSALS)
-                .map(|r| bounded(&r.to_string(), MAX_REFUSAL_LEN))
-                .collect(),
-            refused_count: self.refused.len() as u64,
+            refused: Vec::new(),
+            refused_count: 0,
+        };
+        let v = match (&self.status, self.listed) {
+            // Before this term's first complete listing: what the previous leader published.
+            (Some(prev), false) => MirrorStatusValue {
+                refused: prev.refused.clone(),
+                refused_count: prev.refused_count,
+                ..v
+            },
+            _ => MirrorStatusValue {
+                refused: self
+                    .refused
+                    .values()
+                    .take(MAX_PUBLISHED_REFUSALS)
+                    .map(|r| bounded(&r.to_string(), MAX_REFUSAL_LEN))
+                    .collect(),
+                refused_count: self.refused.len() as u64,
+                ..v
+            },
         };
         self.refusals_changed = false;
         self.status = Some(v.clone());
@@ -1126,6 +1144,47 @@ mod tests {
         };
         let st: MirrorStatusValue = serde_json::from_slice(&value).unwrap();
         assert!(st.stale && st.refused_count == 1);
+    }
+
+    #[test]
+    fn a_new_term_keeps_the_published_refusals_until_its_first_listing() {
+        let published = MirrorStatusValue {
+            remote_revision: 4,
+            leader: "m1".into(),
+            refused: vec!["node evil pod_cidrs 0.0.0.0/0 outside green's pools".into()],
+            refused_count: 1,
+            ..Default::default()
+        };
+        let mut s = MirrorState::checked("green".parse().unwrap(), blue_trust());
+        s.load(&[
+            kv(
+                "ironmesh/v1/mirror/green/status".into(),
+                serde_json::to_vec(&published).unwrap(),
+            ),
+            kv(
+                "ironmesh/v1/mirror/green/synced".into(),
+                br#"{"remote_revision":4,"entries":2,"at_unix_ms":1}"#.to_vec(),
+            ),
+        ]);
+        // The remote is cut at the start of the term: stale, the refusals still listed.
+        let Some(MirrorOp::Put { value, .. }) = s.on_stale("cut".into(), "m2") else {
+            panic!()
+        };
+        let v: MirrorStatusValue = serde_json::from_slice(&value).unwrap();
+        assert!(v.stale && v.refused_count == 1 && v.refused == published.refused);
+        // Mid-listing, nothing partial is published; the listing's end says what is refused now.
+        let good = node_with("a", "198.51.100.1", "10.2.1.0/24");
+        s.on_event(up("a", &good), "m2");
+        assert!(s.on_refusals("m2").is_none());
+        let ops = s.on_event(
+            ReflectorEvent::Synced {
+                revision: 9,
+                entries: 1,
+            },
+            "m2",
+        );
+        let v = status_of(&ops).unwrap();
+        assert_eq!((v.refused_count, v.refused.len()), (0, 0));
     }
 
     #[test]
