@@ -113,6 +113,25 @@ impl Config {
         })
     }
 
+    /// Every etcd user the config names: `mesh.auth`, then each `mesh.remote_clusters[].auth`.
+    pub fn etcd_auths(&self) -> impl Iterator<Item = &EtcdAuth> {
+        self.mesh.iter().flat_map(|m| {
+            m.auth
+                .iter()
+                .chain(m.remote_clusters.iter().filter_map(|r| r.auth.as_ref()))
+        })
+    }
+
+    /// Reads every etcd password file of the config with the checks meshd applies when it
+    /// loads them ([`EtcdAuth::password`]: a private regular file, not a FIFO or device, at most
+    /// [`MAX_SECRET_FILE_BYTES`], one line) and drops the passwords; returns what is wrong with
+    /// each (naming the field, never quoting the file). `ironctl config check` reports these.
+    pub fn check_secret_files(&self) -> Vec<SecretFileError> {
+        self.etcd_auths()
+            .filter_map(|a| a.password().err())
+            .collect()
+    }
+
     /// Valid but probably unintended settings, as `path: advice` lines.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();

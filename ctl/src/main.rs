@@ -108,6 +108,16 @@ fn done(r: Result<(), String>) -> ExitCode {
 fn check(file: &std::path::Path) -> ExitCode {
     match Config::from_file(file) {
         Ok(config) => {
+            // The etcd password files, read with meshd's own checks (private regular file,
+            // bounded, one line): a config meshd would refuse at start does not pass here.
+            let secrets = config.check_secret_files();
+            if !secrets.is_empty() {
+                eprintln!("{}: {} error(s):", file.display(), secrets.len());
+                for e in &secrets {
+                    eprintln!("  {e}");
+                }
+                return ExitCode::FAILURE;
+            }
             print!("{}", summary::render(file, &config));
             ExitCode::SUCCESS
         }

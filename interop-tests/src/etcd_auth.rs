@@ -81,6 +81,19 @@ impl EtcdAuthLab {
         cluster: &str,
         remotes: &[&str],
     ) -> Result<String> {
+        self.provision_with(ironctl, host, etcd, cluster, remotes, &[])
+    }
+
+    /// As [`provision`](Self::provision), with `extra` arguments (e.g. `--rotate-passwords`).
+    pub fn provision_with(
+        &self,
+        ironctl: &Path,
+        host: &Host,
+        etcd: &EtcdCluster,
+        cluster: &str,
+        remotes: &[&str],
+        extra: &[&str],
+    ) -> Result<String> {
         let d = self.dir.join(cluster);
         std::fs::create_dir_all(&d).map_err(io_err("creating a cluster's secrets dir"))?;
         let file = |user: &str| -> Result<String> {
@@ -118,6 +131,7 @@ impl EtcdAuthLab {
             args.push("--reader".into());
             args.push(format!("{r}={}", file(&format!("{r}-reader"))?));
         }
+        args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         host.exec(&ironctl.to_string_lossy(), &args)
     }

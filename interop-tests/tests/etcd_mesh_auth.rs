@@ -68,6 +68,7 @@ fn etcd_mesh_auth_clusters_write_only_their_own_prefix() -> Result<()> {
                 root_password: "root-pw".into(),
                 meshd_password: format!("{cluster}-pw"),
                 readers: vec![(name(other), format!("{other}-reader-pw"))],
+                rotate_passwords: false,
             };
             let first = provision(&s, &plan).await.expect("provision");
             assert_eq!(first.len(), 6, "{first:?}");
@@ -170,6 +171,7 @@ fn etcd_mesh_auth_clusters_write_only_their_own_prefix() -> Result<()> {
                 candidate: "r1".into(),
                 lease_ttl_secs: 2,
                 probe_interval: Duration::from_millis(300),
+                trust: None,
             },
         );
         let view = MergedView::spawn(

@@ -126,6 +126,7 @@ fn etcd_mesh_federation_mirror_view_cut_and_failover() -> Result<()> {
             candidate: candidate.into(),
             lease_ttl_secs: TTL_SECS,
             probe_interval: Duration::from_millis(300),
+            trust: None,
         };
         let mut meshds = [
             Some(MirrorController::spawn(local.clone(), mk("red-m1"))),
@@ -406,6 +407,7 @@ fn etcd_mesh_federation_start_while_cut_keeps_state() -> Result<()> {
                 candidate: "red-m1".into(),
                 lease_ttl_secs: TTL_SECS,
                 probe_interval: Duration::from_millis(300),
+                trust: None,
             },
         );
         assert!(

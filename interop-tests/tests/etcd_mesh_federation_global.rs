@@ -99,6 +99,7 @@ async fn start_meshd(
             candidate: node_name.to_string(),
             lease_ttl_secs: 2,
             probe_interval: Duration::from_millis(300),
+            trust: None,
         },
     );
     let view = MergedView::spawn(

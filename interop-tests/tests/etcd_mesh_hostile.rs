@@ -13,6 +13,14 @@
 //!
 //! r1's config also names a remote "green" whose pools overlap red's: it is refused at start
 //! (neither mirrored nor read) and its status says why.
+//!
+//! The checks run twice (defence in depth): on arrival, r1's mirror (the leader) checks each of
+//! blue's records against what blue may claim and never writes a refused one into red's etcd
+//! (etcd's history of `mirror/blue/` shows no put of one; a record that turns bad is deleted
+//! from it); on use, every node's merged view checks the mirrored records against the local
+//! ones (local state wins). The mirror leader publishes its refusals in the mirror's status key,
+//! so a second meshd `r5` (red's switch only, never the mirror) lists the same refusals, once
+//! each, in its status and metric.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -26,6 +34,7 @@ use interop_tests::*;
 use ipnet::IpNet;
 use ironmesh_meshd::agent::AgentConfig;
 use ironmesh_meshd::federation::MergedView;
+use ironmesh_meshd::kvstore::etcd::{Client, EventType, WatchOptions};
 use ironmesh_meshd::kvstore::{KvConfig, KvStore};
 use ironmesh_meshd::nodes::NodeRecord;
 use ironmesh_meshd::reconcile::{
@@ -157,7 +166,7 @@ fn blue_status(s: &Value) -> Value {
 
 #[test]
 fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
-    let (meshd, ironctl) = build_binaries();
+    let (meshd_bin, ironctl) = build_binaries();
     let lab = Lab::new("hostile")?;
     let swr = lab.switch("swr")?;
     let swb = lab.switch("swb")?;
@@ -172,38 +181,47 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
     lab.attach(&r1, &["192.0.2.21/24"], &swr)?;
     lab.attach(&r1, &["198.51.100.21/24"], &swb)?;
 
-    let state = r1.path("meshd-state");
-    let toml = format!(
-        "[node]\nname = \"r1\"\ncluster = \"red\"\nstate_dir = {state:?}\n\n\
+    let toml_of = |host: &Host, name: &str, ipv4: &str| {
+        let state = host.path(&format!("meshd-state-{name}"));
+        format!(
+            "[node]\nname = \"{name}\"\ncluster = \"red\"\nstate_dir = {state:?}\n\n\
          [encryption]\nmode = \"opportunistic\"\n\n\
          [mesh]\netcd_endpoints = [\"{red}\"]\ncluster_id = 1\nlease_ttl = 4\n\
-         node_ipv4 = \"192.0.2.21\"\n\
+         node_ipv4 = \"{ipv4}\"\n\
          pod_cidr_pools = [{{ cidr = \"10.1.0.0/16\", node_mask = 24 }}]\n\n\
          [[mesh.remote_clusters]]\nname = \"blue\"\nid = 2\nendpoints = [\"{blue}\"]\n\
          pod_cidrs = [\"10.2.0.0/16\"]\nnode_cidrs = [\"198.51.100.0/24\"]\n\
          service_cidrs = [\"10.96.0.0/16\"]\n\n\
          [[mesh.remote_clusters]]\nname = \"green\"\nid = 3\nendpoints = [\"http://127.0.0.1:1\"]\n\
          pod_cidrs = [\"10.1.128.0/17\"]\n",
-        red = etcd_r.endpoints(),
-        blue = etcd_b.endpoints(),
-    );
-    let conf = r1.path("meshd.toml");
-    std::fs::write(&conf, &toml).unwrap();
-    let sock = r1.path("meshd.sock");
-    let args: Vec<String> = [
-        "--config",
-        &conf.display().to_string(),
-        "--api",
-        &sock.display().to_string(),
-        "--metrics",
-        METRICS,
-        "--log",
-        "info,ironmesh_meshd=debug",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let meshd = r1.spawn("meshd", &meshd.display().to_string(), &args)?;
+            red = etcd_r.endpoints(),
+            blue = etcd_b.endpoints(),
+        )
+    };
+    let start = |host: &Host, name: &str, toml: &str| -> Result<(Process, PathBuf)> {
+        let conf = host.path(&format!("meshd-{name}.toml"));
+        std::fs::write(&conf, toml).unwrap();
+        let sock = host.path(&format!("meshd-{name}.sock"));
+        let args: Vec<String> = [
+            "--config",
+            &conf.display().to_string(),
+            "--api",
+            &sock.display().to_string(),
+            "--metrics",
+            METRICS,
+            "--log",
+            "info,ironmesh_meshd=debug",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Ok((
+            host.spawn(name, &meshd_bin.display().to_string(), &args)?,
+            sock,
+        ))
+    };
+    let toml = toml_of(&r1, "r1", "192.0.2.21");
+    let (meshd, sock) = start(&r1, "r1", &toml)?;
     // The same checks as r1's meshd: the trust its config gives.
     let agent = AgentConfig::from_config(&configs::Config::from_toml(&toml).unwrap()).unwrap();
     let (trust, refused) = agent.trust();
@@ -336,6 +354,30 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
                 p.peers.contains_key("blue/b2") && p.ipcache.contains_key(&ip("10.2.2.5"))
             })
             .await;
+            // A good record that turns bad: mirrored and applied, then deleted from the mirror
+            // and no longer applied.
+            let turncoat = node("blue", "turncoat", "198.51.100.38", &["10.2.5.0/24"]);
+            put_all(&blue, vec![(turncoat.key(), turncoat.encode())]).await;
+            until("blue's turncoat programmed", Duration::from_secs(30), || {
+                rec.programmed().peers.contains_key("blue/turncoat")
+            })
+            .await;
+            let mirrored = "ironmesh/v1/mirror/blue/nodes/turncoat";
+            assert!(red.get(mirrored).await.unwrap().is_some(), "good: mirrored");
+            let turned = node("blue", "turncoat", "198.51.100.38", &["10.1.2.0/24"]);
+            put_all(&blue, vec![(turned.key(), turned.encode())]).await;
+            until("blue's turncoat no longer programmed", Duration::from_secs(30), || {
+                !rec.programmed().peers.contains_key("blue/turncoat")
+            })
+            .await;
+            let start = Instant::now();
+            while red.get(mirrored).await.unwrap().is_some() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "the turned record stays in red's mirror"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             // Let any (wrong) late change land.
             tokio::time::sleep(Duration::from_secs(1)).await;
             (before, rec.programmed())
@@ -378,7 +420,7 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
     );
 
     // r1's meshd (the real process): its nodes, services, status and metrics.
-    const REFUSED: usize = 14;
+    const REFUSED: usize = 15;
     let status = wait_for(
         "r1's status listing blue's refused records",
         Duration::from_secs(30),
@@ -416,6 +458,7 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
         "node evil pod_cidrs 0.0.0.0/0 outside blue's pools (10.2.0.0/16)",
         "node thief pod_cidrs 10.1.1.0/24 outside blue's pools (10.2.0.0/16)",
         "node outside ipv4 192.0.2.99 outside blue's node ranges (198.51.100.0/24)",
+        "node turncoat pod_cidrs 10.1.2.0/24 outside blue's pools (10.2.0.0/16)",
         "endpoint 10.2.1.6 identity 1 is the reserved identity host; a remote cluster may not use it",
         "endpoint 10.2.1.7 identity 65836 is not an identity of blue (cluster ID 2): it belongs to cluster ID 1",
         "endpoint 10.2.9.9 ip 10.2.9.9 outside the PodCIDRs of its node b1 (10.2.1.0/24)",
@@ -454,7 +497,7 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
         .expect("running ironctl");
     let text = String::from_utf8_lossy(&text.stdout);
     eprintln!("{text}");
-    assert!(text.contains("blue: 14 records refused:"), "{text}");
+    assert!(text.contains("blue: 15 records refused:"), "{text}");
     assert!(
         text.contains("  node evil pod_cidrs 0.0.0.0/0 outside blue's pools (10.2.0.0/16)"),
         "{text}"
@@ -528,7 +571,165 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
         .collect();
     assert_eq!(ips, ["10.1.1.5"], "{api}");
 
-    let metrics = r1
+    let metrics = scrape(&r1)?;
+    assert!(
+        metrics.contains("meshd_remote_records_refused{cluster=\"blue\"} 15"),
+        "{metrics}"
+    );
+    // Logged once each, with the reason.
+    let log = meshd.log_tail(200_000);
+    assert_eq!(
+        log.matches("node evil pod_cidrs 0.0.0.0/0 outside blue's pools")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("remote record refused on arrival; not mirrored"),
+        "the mirror (r1) refuses on arrival: {log}"
+    );
+
+    // On arrival: etcd's history of red's mirror of blue holds no put of a refused record,
+    // and the turncoat was put only while good, then deleted.
+    let history = r1.block_on(mirror_history(etcd_r.endpoints()))?;
+    let puts_of = |key: &str| -> Vec<&Vec<u8>> {
+        history
+            .iter()
+            .filter(|(k, v)| k == key && v.is_some())
+            .map(|(_, v)| v.as_ref().unwrap())
+            .collect()
+    };
+    let m = |rest: &str| format!("ironmesh/v1/mirror/blue/{rest}");
+    for good in [
+        "nodes/b1",
+        "nodes/b2",
+        "endpoints/10.2.1.5",
+        "services/shop/web",
+    ] {
+        assert!(
+            !puts_of(&m(good)).is_empty(),
+            "{good} mirrored: {history:?}"
+        );
+    }
+    // Refused on use only (they need the local records to judge): mirrored.
+    for on_use in [
+        "nodes/b7",
+        "nodes/b8",
+        "endpoints/10.2.7.8",
+        "endpoints/10.2.9.9",
+    ] {
+        assert!(
+            !puts_of(&m(on_use)).is_empty(),
+            "{on_use} mirrored: {history:?}"
+        );
+    }
+    for refused in [
+        "nodes/evil",
+        "nodes/thief",
+        "nodes/outside",
+        "endpoints/10.2.1.6",
+        "endpoints/10.2.1.7",
+        "endpoints/192.0.2.22",
+        "endpoints/10.1.1.5",
+        "identities/1",
+        "services/shop/api",
+        "objects/services/shop/web",
+    ] {
+        let key = m(refused);
+        assert!(
+            history.iter().all(|(k, _)| *k != key),
+            "{refused} reached red's mirror: {history:?}"
+        );
+    }
+    let turncoat = m("nodes/turncoat");
+    let puts = puts_of(&turncoat);
+    assert!(!puts.is_empty(), "the turncoat was mirrored while good");
+    for v in puts {
+        let r = NodeRecord::decode(&c("blue"), &"turncoat".parse().unwrap(), v).unwrap();
+        assert_eq!(r.pod_cidrs, vec!["10.2.5.0/24".parse::<IpNet>().unwrap()]);
+    }
+    assert_eq!(
+        history.iter().rev().find(|(k, _)| *k == turncoat),
+        Some(&(turncoat.clone(), None)),
+        "the turned record was deleted from the mirror last"
+    );
+
+    // A second node of red, r5, on red's switch only: r1 holds the mirror, r5 never writes
+    // it, and still lists every refusal (the mirror's, from the status key; its own, on use)
+    // once each, in its status, ironctl's text and its metric.
+    let r5 = lab.host("r5")?;
+    lab.attach(&r5, &["192.0.2.25/24"], &swr)?;
+    let (meshd5, sock5) = start(&r5, "r5", &toml_of(&r5, "r5", "192.0.2.25"))?;
+    let status5 = wait_for(
+        "r5's status listing blue's refused records",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        |last| {
+            if !meshd5.is_running() {
+                return Err(LabError::Invalid(format!(
+                    "r5's meshd exited:\n{}",
+                    meshd5.log_tail(3000)
+                )));
+            }
+            match ctl(&ironctl, &sock5, "status") {
+                Ok(s) if blue_status(&s)["refused_count"] == REFUSED => Ok(Some(s)),
+                Ok(s) => {
+                    *last = blue_status(&s).to_string();
+                    Ok(None)
+                }
+                Err(e) => {
+                    *last = e;
+                    Ok(None)
+                }
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\nr5's meshd log:\n{}", meshd5.log_tail(4000)));
+    let b5 = blue_status(&status5);
+    assert_eq!(b5["local_is_mirror"], false, "{b5}");
+    assert_eq!(b5["mirror_leader"], "r1", "{b5}");
+    let why5: Vec<String> = b5["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let mut sorted = why5.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), REFUSED, "each listed once: {why5:#?}");
+    let mut why1 = why.clone();
+    why1.sort();
+    assert_eq!(sorted, why1, "r5 lists what r1 lists");
+    let text = std::process::Command::new(&ironctl)
+        .args(["mesh", "--meshd"])
+        .arg(&sock5)
+        .arg("status")
+        .output()
+        .expect("running ironctl");
+    let text = String::from_utf8_lossy(&text.stdout);
+    eprintln!("r5: {text}");
+    assert!(text.contains("blue: 15 records refused:"), "{text}");
+    assert!(
+        text.contains("  node evil pod_cidrs 0.0.0.0/0 outside blue's pools (10.2.0.0/16)"),
+        "{text}"
+    );
+    let metrics = scrape(&r5)?;
+    assert!(
+        metrics.contains("meshd_remote_records_refused{cluster=\"blue\"} 15"),
+        "{metrics}"
+    );
+    let log5 = meshd5.log_tail(200_000);
+    assert!(
+        !log5.contains("remote record refused on arrival"),
+        "r5 never mirrors: {log5}"
+    );
+    Ok(())
+}
+
+/// `GET /metrics` of the meshd on `host`.
+fn scrape(host: &Host) -> Result<String> {
+    Ok(host
         .in_netns(|| {
             use std::io::{Read, Write};
             let mut s = std::net::TcpStream::connect(METRICS).map_err(|e| e.to_string())?;
@@ -540,18 +741,43 @@ fn etcd_mesh_hostile_remote_records_are_refused() -> Result<()> {
             s.read_to_string(&mut out).map_err(|e| e.to_string())?;
             Ok::<_, String>(out)
         })?
+        .unwrap())
+}
+
+/// Every write under red's `mirror/blue/` in etcd's history (from revision 1; the lab's etcd
+/// is never compacted), in order: (key, `Some(value)` for a put, `None` for a delete). Reads
+/// until the history is quiet for a second (at most 15 s).
+async fn mirror_history(endpoints: String) -> Vec<(String, Option<Vec<u8>>)> {
+    let eps: Vec<String> = endpoints.split(',').map(str::to_owned).collect();
+    let mut c = Client::connect(eps, None).await.unwrap();
+    let mut s = c
+        .watch(
+            "ironmesh/v1/mirror/blue/",
+            Some(WatchOptions::new().with_prefix().with_start_revision(1)),
+        )
+        .await
         .unwrap();
-    assert!(
-        metrics.contains("meshd_remote_records_refused{cluster=\"blue\"} 14"),
-        "{metrics}"
-    );
-    // Logged once each, with the reason.
-    let log = meshd.log_tail(200_000);
-    assert_eq!(
-        log.matches("node evil pod_cidrs 0.0.0.0/0 outside blue's pools")
-            .count(),
-        1,
-        "{log}"
-    );
-    Ok(())
+    let mut out = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(15);
+    while let Ok(Ok(Some(r))) = tokio::time::timeout_at(
+        until.min(tokio::time::Instant::now() + Duration::from_secs(1)),
+        s.message(),
+    )
+    .await
+    {
+        assert!(
+            !r.canceled(),
+            "history watch canceled: {}",
+            r.cancel_reason()
+        );
+        for ev in r.events() {
+            let kv = ev.kv().unwrap();
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            out.push(match ev.event_type() {
+                EventType::Put => (key, Some(kv.value().to_vec())),
+                EventType::Delete => (key, None),
+            });
+        }
+    }
+    out
 }

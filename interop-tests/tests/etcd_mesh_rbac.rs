@@ -135,6 +135,7 @@ fn etcd_mesh_red_meshd_cannot_write_blue_keys_rbac_through_its_own_code_path() {
         "a second provision changed something:\n{again}"
     );
     assert!(again.contains("user/red-reader unchanged"), "{again}");
+
     // Auth is on: a client with a CA-signed certificate but no user gets nothing.
     let anon = auth.node_creds("anon").unwrap();
     let denied = blue_h.exec(
@@ -155,6 +156,88 @@ fn etcd_mesh_red_meshd_cannot_write_blue_keys_rbac_through_its_own_code_path() {
         denied.is_err(),
         "an unknown certificate wrote to blue's etcd"
     );
+
+    // Password rotation. A new password in red-reader's file: a plain provision leaves etcd's
+    // (it cannot tell that they differ); --rotate-passwords sets it, and blue's own user's, on
+    // every run, never root's. Checked by logging in to blue's etcd with each password.
+    let reader_file = password_path(&auth.dir, "blue", "red-reader");
+    let read_pw = |p: &Path| std::fs::read_to_string(p).unwrap().trim().to_string();
+    let old_pw = read_pw(&reader_file);
+    std::fs::remove_file(&reader_file).unwrap();
+    interop_tests::pki::password_file(&reader_file).unwrap();
+    let new_pw = read_pw(&reader_file);
+    assert_ne!(old_pw, new_pw);
+    let anon_ca = format!("--cacert={}", anon.ca.display());
+    let anon_cert = format!("--cert={}", anon.cert.cert.display());
+    let anon_key = format!("--key={}", anon.cert.key.display());
+    // Whether red-reader logs in with `pw` and reads blue's prefix (the password goes to
+    // etcdctl in its environment, not on a command line, and no output is printed).
+    let reads_with = |pw: &str| {
+        let pw = pw.to_string();
+        let (ca, cert, key) = (anon_ca.clone(), anon_cert.clone(), anon_key.clone());
+        blue_h
+            .in_netns(move || {
+                std::process::Command::new("etcdctl")
+                    .env("ETCDCTL_API", "3")
+                    .env("ETCDCTL_USER", format!("red-reader:{pw}"))
+                    .args([
+                        "--endpoints=https://192.0.2.31:2379",
+                        "--command-timeout=3s",
+                        &ca,
+                        &cert,
+                        &key,
+                        "get",
+                        "ironmesh/v1/clusters/blue/",
+                        "--prefix",
+                        "--keys-only",
+                    ])
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .unwrap()
+    };
+    assert!(
+        reads_with(&old_pw) && !reads_with(&new_pw),
+        "before any rotation"
+    );
+    let plain = auth
+        .provision(&bins.ironctl, &blue_h, &blue, "blue", &["red"])
+        .unwrap();
+    assert!(plain.contains("user/red-reader unchanged"), "{plain}");
+    assert!(
+        reads_with(&old_pw) && !reads_with(&new_pw),
+        "a provision without --rotate-passwords changed a password"
+    );
+    for run in 0..2 {
+        let rotated = auth
+            .provision_with(
+                &bins.ironctl,
+                &blue_h,
+                &blue,
+                "blue",
+                &["red"],
+                &["--rotate-passwords"],
+            )
+            .unwrap();
+        eprintln!("rotation {run}:\n{rotated}");
+        for line in [
+            "user/root unchanged",
+            "user/blue rotated",
+            "user/red-reader rotated",
+            "auth unchanged (enabled)",
+        ] {
+            assert!(
+                rotated.lines().any(|l| l == line),
+                "{line:?} missing in:\n{rotated}"
+            );
+        }
+        assert!(!rotated.contains(&new_pw) && !rotated.contains(&old_pw));
+        assert!(
+            reads_with(&new_pw) && !reads_with(&old_pw),
+            "after rotation {run}: the new password logs in, the old one no longer"
+        );
+    }
 
     let creds = auth.node_creds("red").unwrap();
     let dir = &auth.dir;
@@ -212,7 +295,16 @@ fn etcd_mesh_red_meshd_cannot_write_blue_keys_rbac_through_its_own_code_path() {
         log.contains("the local etcd refused user \"red-reader\" on cluster blue's keys"),
         "{log}"
     );
-    assert!(log.contains("etcd denied txn"), "{log}");
+    // The refusal names the user, the operation (a write) and the fix.
+    assert!(
+        log.contains("etcd denied user \"red-reader\" the write of"),
+        "{log}"
+    );
+    assert!(log.contains("(txn: PermissionDenied"), "{log}");
+    assert!(
+        log.contains("may write only its own cluster's prefix"),
+        "{log}"
+    );
     assert!(log.contains("permission denied"), "{log}");
     assert!(log.contains("mesh.auth.user"), "{log}");
 
@@ -236,6 +328,15 @@ fn etcd_mesh_red_meshd_cannot_write_blue_keys_rbac_through_its_own_code_path() {
         log.contains("the local etcd refused user \"red-reader\" on cluster red's keys"),
         "{log}"
     );
+    // A read, named as one (not as a write), with the prefix it asked for.
+    assert!(
+        log.contains(
+            "etcd denied user \"red-reader\" the read of prefix \"ironmesh/v1/clusters/red/\""
+        ),
+        "{log}"
+    );
+    assert!(log.contains("do not grant reading it"), "{log}");
+    assert!(!log.contains("may write only"), "{log}");
 
     let after = all_keys(&blue);
     assert_eq!(after, before, "blue's etcd changed: {after:?}");

@@ -203,6 +203,7 @@ fn etcd_mesh_tls_client_certs_and_auth() -> Result<()> {
             root_password: "root-pw".into(),
             meshd_password: "red-pw".into(),
             readers: vec![],
+            rotate_passwords: false,
         };
         provision(&store, &plan).await.expect("provision over TLS");
         let red = KvStore::connect(&cfg(ip, Some(tls.clone()), Some(("red", "red-pw"))))

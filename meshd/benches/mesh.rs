@@ -206,6 +206,7 @@ fn mirror(
             candidate: candidate.into(),
             lease_ttl_secs: 5,
             probe_interval: Duration::from_secs(1),
+            trust: None,
         },
     )
 }

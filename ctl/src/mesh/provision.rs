@@ -1,6 +1,7 @@
 //! `ironctl mesh provision`: one cluster's etcd users and roles (meshd's
 //! `kvstore::auth::provision`), then auth on. Run once per cluster against that cluster's
-//! etcd, again whenever a remote cluster joins; it changes nothing that exists.
+//! etcd, again whenever a remote cluster joins; it changes nothing that exists, unless
+//! `--rotate-passwords` asks it to set the passwords of the users that exist from their files.
 //!
 //! ```text
 //! ironctl mesh provision --cluster red --endpoints https://192.0.2.21:2379 \
@@ -54,6 +55,13 @@ pub struct ProvisionArgs {
     /// mesh.remote_clusters[].auth). Repeat for each remote.
     #[arg(long, value_name = "REMOTE=PATH")]
     reader: Vec<String>,
+    /// Also set the password of the cluster's meshd user and of each --reader that exists
+    /// already, from its file (new users always get theirs). etcd never tells a password, so
+    /// each is reported `rotated` whether it differed or not. Root's password is not changed.
+    /// meshd reads its password file at start: write the new files, rotate, then restart the
+    /// meshds of this cluster (own user) and of the remotes (readers).
+    #[arg(long)]
+    rotate_passwords: bool,
     /// How long to wait for etcd to answer.
     #[arg(long, default_value = "10", value_name = "SECONDS")]
     timeout: u64,
@@ -103,6 +111,7 @@ pub fn run(args: ProvisionArgs) -> Result<(), String> {
         root_password: root_password.clone(),
         meshd_password,
         readers,
+        rotate_passwords: args.rotate_passwords,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -157,9 +157,30 @@ fn to<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("serializes")
 }
 
+/// What the fuzzed remote `blue` (cluster ID 2) may claim, as a local cluster `red` declares it.
+fn trust() -> meshd::federation::Trust {
+    use meshd::federation::{RemoteClaims, Trust};
+    let blue = RemoteClaims {
+        name: cluster(),
+        id: common::ClusterId::new(2).expect("valid"),
+        pod_cidrs: vec![net("10.2.0.0/16")],
+        node_cidrs: vec![net("192.0.2.0/24")],
+        service_cidrs: vec![net("10.96.0.0/16")],
+    };
+    Trust {
+        local: ClusterName::new("red").expect("valid"),
+        local_id: common::ClusterId::new(1).expect("valid"),
+        layout: common::IdentityLayout::default(),
+        local_pools: vec![net("10.1.0.0/16")],
+        remotes: [(cluster(), blue)].into(),
+    }
+}
+
 /// `etcd_record`: the first byte picks a key (one of every kind, as [`records`]); the rest is
 /// the value, checked by `records::check_value` in the remote cluster's scope as the mirror
 /// and the merged view do. A value accepted for a node, endpoint or service names that key.
+/// An accepted value then arrives at a checked mirror (`MirrorState::checked`, the claims of
+/// [`trust`]): refused, nothing is written; accepted, exactly its own key is.
 pub fn record(data: &[u8]) -> Outcome {
     let mut o = Outcome::default();
     let Some((&which, value)) = data.split_first() else {
@@ -186,6 +207,31 @@ pub fn record(data: &[u8]) -> Outcome {
                 assert_eq!(s.object.kind(), name.kind);
             }
             _ => {}
+        }
+        if resource.kind().is_mirrored() {
+            use meshd::federation::{MirrorOp, MirrorState};
+            let mut m = MirrorState::checked(c.clone(), trust());
+            let ops = m.on_event(
+                meshd::kvstore::ReflectorEvent::Upsert {
+                    key: resource.clone(),
+                    value: value.to_vec(),
+                },
+                "fuzz",
+            );
+            let refused = m.refused().contains_key(resource);
+            // A note, not a step: `accepted` stays the value decoder's verdict.
+            o.note(("claims", refused));
+            let key = Key::mirror(&c, resource.clone()).to_string();
+            let put = MirrorOp::Put {
+                key,
+                value: value.to_vec(),
+            };
+            if refused {
+                assert!(ops.is_empty(), "a refused record was written: {ops:?}");
+                assert!(!m.mirrored().contains_key(resource));
+            } else {
+                assert_eq!(ops, [put], "an accepted record is written as it is");
+            }
         }
     }
     o

@@ -33,6 +33,12 @@ struct Args {
 fn load(args: &Args) -> anyhow::Result<(AgentConfig, Vec<String>)> {
     let cfg = configs::Config::from_file(&args.config)
         .with_context(|| format!("{}", args.config.display()))?;
+    // Every password file at once, with the checks `ironctl config check` runs too.
+    let secrets = cfg.check_secret_files();
+    if !secrets.is_empty() {
+        let all: Vec<String> = secrets.iter().map(ToString::to_string).collect();
+        anyhow::bail!("{}: {}", args.config.display(), all.join("; "));
+    }
     let mut agent =
         AgentConfig::from_config(&cfg).with_context(|| format!("{}", args.config.display()))?;
     agent.api_socket = Some(

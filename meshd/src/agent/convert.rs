@@ -3,7 +3,9 @@
 use api::mesh as pb;
 use common::{ClusterId, ClusterName, Labels, NodeName};
 
-use crate::federation::{MergedState, MirrorRole, MirrorStatus};
+use crate::federation::{
+    MAX_REFUSAL_LEN, MergedState, MirrorRole, MirrorStatus, MirrorStatusValue, bounded,
+};
 use crate::identity::IdentityValue;
 use crate::nodes::{NodeHealth, NodeRecord};
 use crate::schema::{Resource, ResourceKind};
@@ -54,6 +56,7 @@ pub fn remote_status(
                 .filter(|_| local_is_mirror)
         })
         .unwrap_or_default();
+    let refused = st.map_or_else(|| (Vec::new(), 0), |s| refusals(s, status, name));
     pb::RemoteClusterStatus {
         name: name.to_string(),
         id: u32::from(id.get()),
@@ -70,15 +73,42 @@ pub fn remote_status(
         } else {
             String::new()
         },
-        refused: st.map_or_else(Vec::new, |s| {
-            s.refusals(name)
-                .into_iter()
-                .take(MAX_REFUSALS_SHOWN)
-                .map(ToString::to_string)
-                .collect()
-        }),
-        refused_count: st.map_or(0, |s| s.refusals(name).len() as u64),
+        refused: refused.0,
+        refused_count: refused.1,
     }
+}
+
+/// The refused records of one remote, listed (at most [`MAX_REFUSALS_SHOWN`]) and counted:
+/// those the mirror refused on arrival (published by the mirror leader in the status key, so
+/// every node sees them) and those this node's merged view refuses on use (checks against the
+/// local records). A record the mirror refused is never in the mirror, so the two do not
+/// overlap; a reason listed by both (a mirror written before the checks) counts once.
+fn refusals(
+    st: &MergedState,
+    status: Option<&MirrorStatusValue>,
+    name: &ClusterName,
+) -> (Vec<String>, u64) {
+    let mut listed: Vec<String> = status
+        .map(|s| {
+            s.refused
+                .iter()
+                .take(MAX_REFUSALS_SHOWN)
+                .map(|r| bounded(r, MAX_REFUSAL_LEN))
+                .collect()
+        })
+        .unwrap_or_default();
+    let published = listed.len() as u64;
+    let mut count = status.map_or(0, |s| s.refused_count.max(published));
+    for r in st.refusals(name) {
+        let r = bounded(&r.to_string(), MAX_REFUSAL_LEN);
+        if !listed.contains(&r) {
+            count += 1;
+            if listed.len() < MAX_REFUSALS_SHOWN {
+                listed.push(r);
+            }
+        }
+    }
+    (listed, count)
 }
 
 /// How many refused records of one remote the status lists (all are counted).

@@ -182,6 +182,7 @@ fn remote_status_from_marker_status_and_role() {
         leader: "r2".into(),
         error: None,
         updated_unix_ms: 1_000,
+        ..Default::default()
     };
     put(
         &mut st,
@@ -256,4 +257,62 @@ fn remote_status_lists_refused_records() {
         ["node evil pod_cidrs 0.0.0.0/0 outside green's pools (10.2.0.0/16)"]
     );
     assert_eq!(s.counts.unwrap().nodes, 0);
+}
+
+#[test]
+fn remote_status_lists_the_mirrors_refusals_and_its_own_once() {
+    use crate::federation::{RemoteClaims, Trust};
+    let green = RemoteClaims {
+        name: c("green"),
+        id: common::ClusterId::new(2).unwrap(),
+        pod_cidrs: vec!["10.2.0.0/16".parse().unwrap()],
+        node_cidrs: vec!["198.51.100.0/24".parse().unwrap()],
+        service_cidrs: vec![],
+    };
+    let mut st = MergedState::checked(Trust {
+        local: c("red"),
+        local_id: common::ClusterId::new(1).unwrap(),
+        layout: common::IdentityLayout::default(),
+        local_pools: vec!["10.1.0.0/16".parse().unwrap()],
+        remotes: [(c("green"), green)].into(),
+    });
+    // Refused on use by this node (also, from an older mirror, listed by the leader).
+    let mut evil = node_rec("green", "evil", "198.51.100.9");
+    evil.pod_cidrs = vec!["0.0.0.0/0".parse().unwrap()];
+    entry(
+        &mut st,
+        "green",
+        Resource::Node("evil".parse().unwrap()),
+        evil.encode(),
+    );
+    let evil_why = "node evil pod_cidrs 0.0.0.0/0 outside green's pools (10.2.0.0/16)";
+    // The leader refused two on arrival (listing one of them, and a hostile long reason).
+    let long = format!("node x {}", "y".repeat(5_000));
+    let status = MirrorStatusValue {
+        remote_revision: 9,
+        leader: "r2".into(),
+        updated_unix_ms: 1_000,
+        refused: vec![evil_why.into(), long],
+        refused_count: 3,
+        ..Default::default()
+    };
+    put(
+        &mut st,
+        ViewKey::Status(c("green")),
+        serde_json::to_vec(&status).unwrap(),
+    );
+    let s = remote_status(
+        &c("green"),
+        common::ClusterId::new(2).unwrap(),
+        Some(&st),
+        None,
+    );
+    assert_eq!(s.refused_count, 3, "the one refused by both counts once");
+    assert_eq!(s.refused.len(), 2);
+    assert_eq!(s.refused[0], evil_why);
+    assert!(
+        s.refused[1].len() <= crate::federation::MAX_REFUSAL_LEN,
+        "bounded"
+    );
+    assert!(s.refused[1].starts_with("node x yyy") && s.refused[1].ends_with('…'));
 }

@@ -52,7 +52,7 @@ pub enum AgentError {
     Denied {
         user: String,
         cluster: common::ClusterName,
-        source: KvError,
+        source: Box<KvError>,
     },
     #[error("cannot serve the API on {path}: {source}; pass --api with a writable path")]
     Api {

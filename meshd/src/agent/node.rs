@@ -143,7 +143,7 @@ pub(super) fn denied(
                 |(u, _)| u.clone(),
             ),
             cluster: cfg.cluster.clone(),
-            source: e,
+            source: Box::new(e),
         },
         KvError::Auth { .. } | KvError::AuthRequired { .. } => AgentError::Config {
             field: "mesh.auth".into(),
@@ -238,7 +238,7 @@ pub(super) async fn serve(
         .collect();
     let view = Arc::new(MergedView::spawn_checked(
         store.clone(),
-        trust,
+        trust.clone(),
         cfg.probe_interval,
         Some(changes_tx),
     ));
@@ -295,6 +295,7 @@ pub(super) async fn serve(
                     candidate: cfg.node.to_string(),
                     lease_ttl_secs: cfg.lease_ttl_secs,
                     probe_interval: cfg.probe_interval,
+                    trust: Some(trust.clone()),
                 },
             );
             shared.add_mirror(r.name.clone(), m.watch_status());

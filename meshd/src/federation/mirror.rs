@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use super::election::{self, Campaign, ElectionConfig, Leadership};
+use super::trust::{self, Refusal, Trust};
 use crate::kvstore::{Decoder, Kv, KvConfig, KvStore, Reflector, ReflectorConfig, ReflectorEvent};
 use crate::schema::{Key, Resource, Scope};
 
@@ -32,7 +33,7 @@ pub struct SyncedValue {
 }
 
 /// The value of `mirror/<remote>/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorStatusValue {
     /// The remote etcd is unreachable; the mirror holds the last good state.
     pub stale: bool,
@@ -46,6 +47,35 @@ pub struct MirrorStatusValue {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub updated_unix_ms: u64,
+    /// The remote's records the mirror refuses now (checked on arrival against what the remote
+    /// may claim; never written to the local mirror): at most [`MAX_PUBLISHED_REFUSALS`]
+    /// reasons of at most [`MAX_REFUSAL_LEN`] bytes each, so every node's status lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
+    /// How many records the mirror refuses now (all of them, listed or not).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refused_count: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How many refusals the mirror's status key lists (all are counted).
+pub const MAX_PUBLISHED_REFUSALS: usize = 20;
+/// The longest refusal reason the status key carries (longer ones are cut, marked `…`).
+pub const MAX_REFUSAL_LEN: usize = 300;
+
+/// `s` cut to at most `max` bytes on a character boundary, marked when cut.
+pub fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 pub(crate) fn now_unix_ms() -> u64 {
@@ -116,9 +146,24 @@ impl MirrorOp {
 }
 
 /// What the local mirror holds and what the remote has, and the writes that reconcile them.
+///
+/// With a [`Trust`] ([`MirrorState::checked`]), every record is checked on arrival by
+/// [`trust::check_static`] (the claims alone; what depends on the local records is checked again
+/// on use by the merged view): a refused record is never written to the local mirror, one that
+/// becomes invalid is deleted from it, and the refusals go into the status key.
 #[derive(Debug)]
 pub struct MirrorState {
     remote: ClusterName,
+    trust: Option<Trust>,
+    /// The remote's records refused now, with the reason.
+    refused: BTreeMap<Resource, Refusal>,
+    /// The refusals changed since the status was last written.
+    refusals_changed: bool,
+    /// Records refused (a record refused again for another reason counts again).
+    refused_total: u64,
+    /// A complete remote listing was seen in this term: until then `refused` is partial, and
+    /// the status keeps the refusals the previous leader published.
+    listed: bool,
     /// What the local etcd holds under `mirror/<remote>/` (after our writes).
     mirrored: BTreeMap<Resource, Vec<u8>>,
     /// What the remote reflector has reported (its cache).
@@ -134,12 +179,46 @@ impl MirrorState {
     pub fn new(remote: ClusterName) -> Self {
         Self {
             remote,
+            trust: None,
+            refused: BTreeMap::new(),
+            refusals_changed: false,
+            refused_total: 0,
+            listed: false,
             mirrored: BTreeMap::new(),
             seen: BTreeMap::new(),
             status: None,
             synced: None,
             puts: 0,
             deletes: 0,
+        }
+    }
+
+    /// A state that mirrors only the records that pass the static checks against what the
+    /// remote may claim in `trust` (a remote `trust` does not name: shape checks only).
+    pub fn checked(remote: ClusterName, trust: Trust) -> Self {
+        Self {
+            trust: Some(trust),
+            ..Self::new(remote)
+        }
+    }
+
+    /// The remote's records refused now.
+    pub fn refused(&self) -> &BTreeMap<Resource, Refusal> {
+        &self.refused
+    }
+
+    /// How many times a record was refused on arrival.
+    pub fn refused_total(&self) -> u64 {
+        self.refused_total
+    }
+
+    fn check(&self, resource: &Resource, value: &[u8]) -> Result<(), Refusal> {
+        match &self.trust {
+            Some(t) => match t.remotes.get(&self.remote) {
+                Some(claims) => trust::check_static(t, claims, resource, value),
+                None => Ok(()),
+            },
+            None => Ok(()),
         }
     }
 
@@ -195,6 +274,26 @@ impl MirrorState {
         let mut ops = Vec::new();
         match ev {
             ReflectorEvent::Upsert { key, value } => {
+                if let Err(r) = self.check(&key, &value) {
+                    if self.refused.get(&key) != Some(&r) {
+                        tracing::warn!(remote = %self.remote, refusal = %r, "remote record refused on arrival; not mirrored");
+                        self.refused_total += 1;
+                        self.refusals_changed = true;
+                    }
+                    self.refused.insert(key.clone(), r);
+                    // Never half-applied: a record that became invalid leaves the mirror.
+                    if self.mirrored.remove(&key).is_some() {
+                        ops.push(MirrorOp::Delete {
+                            key: self.key(&key),
+                        });
+                        self.deletes += 1;
+                    }
+                    self.seen.insert(key, value);
+                    return ops;
+                }
+                if self.refused.remove(&key).is_some() {
+                    self.refusals_changed = true;
+                }
                 if self.mirrored.get(&key) != Some(&value) {
                     ops.push(MirrorOp::Put {
                         key: self.key(&key),
@@ -207,6 +306,9 @@ impl MirrorState {
             }
             ReflectorEvent::Delete { key, .. } => {
                 self.seen.remove(&key);
+                if self.refused.remove(&key).is_some() {
+                    self.refusals_changed = true;
+                }
                 if self.mirrored.remove(&key).is_some() {
                     ops.push(MirrorOp::Delete {
                         key: self.key(&key),
@@ -241,10 +343,25 @@ impl MirrorState {
                     value: serde_json::to_vec(&synced).expect("serializes"),
                 });
                 self.synced = Some(synced);
+                self.listed = true;
                 ops.push(self.set_status(false, None, revision, leader));
             }
         }
         ops
+    }
+
+    /// The status write that publishes changed refusals (after the term's first complete
+    /// listing, whose status carries them; `None` when nothing changed).
+    pub fn on_refusals(&mut self, leader: &str) -> Option<MirrorOp> {
+        if !self.refusals_changed || !self.listed {
+            return None;
+        }
+        let (stale, error) = self
+            .status
+            .as_ref()
+            .map_or((false, None), |s| (s.stale, s.error.clone()));
+        let revision = self.synced.as_ref().map_or(0, |s| s.remote_revision);
+        Some(self.set_status(stale, error, revision, leader))
     }
 
     /// The status write for "the remote is unreachable" (keeps `since` of an earlier stale).
@@ -289,7 +406,28 @@ impl MirrorState {
             leader: leader.to_owned(),
             error,
             updated_unix_ms: now,
+            refused: Vec::new(),
+            refused_count: 0,
         };
+        let v = match (&self.status, self.listed) {
+            // Before this term's first complete listing: what the previous leader published.
+            (Some(prev), false) => MirrorStatusValue {
+                refused: prev.refused.clone(),
+                refused_count: prev.refused_count,
+                ..v
+            },
+            _ => MirrorStatusValue {
+                refused: self
+                    .refused
+                    .values()
+                    .take(MAX_PUBLISHED_REFUSALS)
+                    .map(|r| bounded(&r.to_string(), MAX_REFUSAL_LEN))
+                    .collect(),
+                refused_count: self.refused.len() as u64,
+                ..v
+            },
+        };
+        self.refusals_changed = false;
         self.status = Some(v.clone());
         MirrorOp::Put {
             key: Key::MirrorStatus {
@@ -314,6 +452,9 @@ pub struct MirrorConfig {
     pub lease_ttl_secs: i64,
     /// How often the remote is probed while watching (a cut link is silence).
     pub probe_interval: Duration,
+    /// What the remote may claim: its records are checked on arrival and refused ones never
+    /// reach the local mirror (`None`: shape checks only).
+    pub trust: Option<Trust>,
 }
 
 impl MirrorConfig {
@@ -606,7 +747,10 @@ async fn mirror_loop(
         .list(&Scope::Mirror(cfg.remote.clone()).prefix(), false)
         .await
         .map_err(|e| TermEnd::Retry(e.to_string()))?;
-    let mut state = MirrorState::new(cfg.remote.clone());
+    let mut state = match &cfg.trust {
+        Some(t) => MirrorState::checked(cfg.remote.clone(), t.clone()),
+        None => MirrorState::new(cfg.remote.clone()),
+    };
     state.load(&kvs);
     tracing::info!(remote = %cfg.remote, mirrored = state.mirrored().len(), "mirror term starts from the local state");
 
@@ -660,6 +804,7 @@ async fn mirror_loop(
                         Err(_) => break,
                     }
                 }
+                ops.extend(state.on_refusals(me));
                 write(local, ekey, lead, &ops).await?;
                 let (puts, deletes) = state.writes();
                 status.send_modify(|s| {
@@ -901,5 +1046,181 @@ mod tests {
         };
         let v3: MirrorStatusValue = serde_json::from_slice(value).unwrap();
         assert!(!v3.stale && v3.stale_since_unix_ms.is_none());
+    }
+
+    fn blue_trust() -> Trust {
+        use super::super::trust::RemoteClaims;
+        let green = RemoteClaims {
+            name: "green".parse().unwrap(),
+            id: common::ClusterId::new(2).unwrap(),
+            pod_cidrs: vec!["10.2.0.0/16".parse().unwrap()],
+            node_cidrs: vec!["198.51.100.0/24".parse().unwrap()],
+            service_cidrs: vec![],
+        };
+        Trust {
+            local: "red".parse().unwrap(),
+            local_id: common::ClusterId::new(1).unwrap(),
+            layout: common::IdentityLayout::default(),
+            local_pools: vec!["10.1.0.0/16".parse().unwrap()],
+            remotes: [(green.name.clone(), green)].into(),
+        }
+    }
+
+    fn node_with(name: &str, ip: &str, cidr: &str) -> Vec<u8> {
+        let mut r = NodeRecord::new("green".parse().unwrap(), name.parse().unwrap());
+        r.ipv4 = Some(ip.parse().unwrap());
+        r.pod_cidrs = vec![cidr.parse().unwrap()];
+        r.encode()
+    }
+
+    fn status_of(ops: &[MirrorOp]) -> Option<MirrorStatusValue> {
+        ops.iter().find_map(|o| match o {
+            MirrorOp::Put { key, value } if key.ends_with("/status") => {
+                Some(serde_json::from_slice(value).unwrap())
+            }
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn refused_records_never_reach_the_mirror_and_are_published_in_the_status() {
+        let mut s = MirrorState::checked("green".parse().unwrap(), blue_trust());
+        let good = node_with("a", "198.51.100.1", "10.2.1.0/24");
+        let evil = node_with("evil", "198.51.100.66", "0.0.0.0/0");
+        let mut ops = s.on_event(up("a", &good), "m1");
+        ops.extend(s.on_event(up("evil", &evil), "m1"));
+        assert!(
+            s.on_refusals("m1").is_none(),
+            "no status before the first listing"
+        );
+        ops.extend(s.on_event(
+            ReflectorEvent::Synced {
+                revision: 7,
+                entries: 2,
+            },
+            "m1",
+        ));
+        assert!(!puts_of(&ops).iter().any(|k| k.contains("evil")), "{ops:?}");
+        assert!(s.mirrored().contains_key(&node("a")));
+        assert!(!s.mirrored().contains_key(&node("evil")));
+        let st = status_of(&ops).expect("a status write");
+        assert_eq!(st.refused_count, 1);
+        assert_eq!(
+            st.refused,
+            ["node evil pod_cidrs 0.0.0.0/0 outside green's pools (10.2.0.0/16)"]
+        );
+        // Seen again unchanged: neither counted nor published again.
+        assert!(s.on_event(up("evil", &evil), "m1").is_empty());
+        assert!(s.on_refusals("m1").is_none());
+        assert_eq!(s.refused_total(), 1);
+
+        // A mirrored record that becomes invalid is deleted from the mirror, and published.
+        let thief = node_with("a", "198.51.100.1", "10.1.1.0/24");
+        let ops = s.on_event(up("a", &thief), "m1");
+        assert_eq!(deletes_of(&ops), ["ironmesh/v1/mirror/green/nodes/a"]);
+        assert!(!s.mirrored().contains_key(&node("a")));
+        let st = status_of(&s.on_refusals("m1").into_iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(st.refused_count, 2);
+        assert_eq!(st.remote_revision, 7);
+        // Good again: mirrored again. The evil one deleted at the remote: no longer refused.
+        let ops = s.on_event(up("a", &good), "m1");
+        assert_eq!(puts_of(&ops), ["ironmesh/v1/mirror/green/nodes/a"]);
+        s.on_event(
+            ReflectorEvent::Delete {
+                key: node("evil"),
+                last: evil,
+            },
+            "m1",
+        );
+        let st = status_of(&s.on_refusals("m1").into_iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!((st.refused_count, st.refused.len()), (0, 0));
+        // A stale status keeps the refusals it lists.
+        s.on_event(
+            up("evil", &node_with("evil", "198.51.100.66", "0.0.0.0/0")),
+            "m1",
+        );
+        let Some(MirrorOp::Put { value, .. }) = s.on_stale("cut".into(), "m1") else {
+            panic!()
+        };
+        let st: MirrorStatusValue = serde_json::from_slice(&value).unwrap();
+        assert!(st.stale && st.refused_count == 1);
+    }
+
+    #[test]
+    fn a_new_term_keeps_the_published_refusals_until_its_first_listing() {
+        let published = MirrorStatusValue {
+            remote_revision: 4,
+            leader: "m1".into(),
+            refused: vec!["node evil pod_cidrs 0.0.0.0/0 outside green's pools".into()],
+            refused_count: 1,
+            ..Default::default()
+        };
+        let mut s = MirrorState::checked("green".parse().unwrap(), blue_trust());
+        s.load(&[
+            kv(
+                "ironmesh/v1/mirror/green/status".into(),
+                serde_json::to_vec(&published).unwrap(),
+            ),
+            kv(
+                "ironmesh/v1/mirror/green/synced".into(),
+                br#"{"remote_revision":4,"entries":2,"at_unix_ms":1}"#.to_vec(),
+            ),
+        ]);
+        // The remote is cut at the start of the term: stale, the refusals still listed.
+        let Some(MirrorOp::Put { value, .. }) = s.on_stale("cut".into(), "m2") else {
+            panic!()
+        };
+        let v: MirrorStatusValue = serde_json::from_slice(&value).unwrap();
+        assert!(v.stale && v.refused_count == 1 && v.refused == published.refused);
+        // Mid-listing, nothing partial is published; the listing's end says what is refused now.
+        let good = node_with("a", "198.51.100.1", "10.2.1.0/24");
+        s.on_event(up("a", &good), "m2");
+        assert!(s.on_refusals("m2").is_none());
+        let ops = s.on_event(
+            ReflectorEvent::Synced {
+                revision: 9,
+                entries: 1,
+            },
+            "m2",
+        );
+        let v = status_of(&ops).unwrap();
+        assert_eq!((v.refused_count, v.refused.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_takeover_deletes_what_an_unchecked_mirror_holds() {
+        let evil = node_with("evil", "198.51.100.66", "0.0.0.0/0");
+        let mut s = MirrorState::checked("green".parse().unwrap(), blue_trust());
+        s.load(&[kv(
+            "ironmesh/v1/mirror/green/nodes/evil".into(),
+            evil.clone(),
+        )]);
+        let ops = s.on_event(up("evil", &evil), "m2");
+        assert_eq!(deletes_of(&ops), ["ironmesh/v1/mirror/green/nodes/evil"]);
+    }
+
+    #[test]
+    fn published_refusals_are_bounded_in_count_and_size() {
+        let mut s = MirrorState::checked("green".parse().unwrap(), blue_trust());
+        for i in 0..(MAX_PUBLISHED_REFUSALS + 5) {
+            let name = format!("n{i}");
+            s.on_event(
+                up(&name, &node_with(&name, "192.0.2.1", "10.2.1.0/24")),
+                "m1",
+            );
+        }
+        let ops = s.on_event(
+            ReflectorEvent::Synced {
+                revision: 1,
+                entries: MAX_PUBLISHED_REFUSALS + 5,
+            },
+            "m1",
+        );
+        let st = status_of(&ops).unwrap();
+        assert_eq!(st.refused_count as usize, MAX_PUBLISHED_REFUSALS + 5);
+        assert_eq!(st.refused.len(), MAX_PUBLISHED_REFUSALS);
+        assert_eq!(bounded("abc", 3), "abc");
+        let cut = bounded(&"é".repeat(400), MAX_REFUSAL_LEN);
+        assert!(cut.len() <= MAX_REFUSAL_LEN && cut.ends_with('…'), "{cut}");
     }
 }

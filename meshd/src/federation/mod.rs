@@ -21,8 +21,8 @@ pub use config::{
     CidrOverlap, ClusterInfo, FederationConfigError, RemoteCluster, admit, check_remotes,
 };
 pub use mirror::{
-    MirrorConfig, MirrorController, MirrorRole, MirrorState, MirrorStatus, MirrorStatusValue,
-    SyncedValue,
+    MAX_PUBLISHED_REFUSALS, MAX_REFUSAL_LEN, MirrorConfig, MirrorController, MirrorOp, MirrorRole,
+    MirrorState, MirrorStatus, MirrorStatusValue, SyncedValue, bounded,
 };
 pub use trust::{Refusal, RemoteClaims, Trust};
 pub use view::{MergedState, MergedView, ViewChange, ViewKey};

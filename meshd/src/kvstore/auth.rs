@@ -9,9 +9,12 @@
 //! | `<cluster>` (meshd) | `ironmesh-<cluster>` | read `ironmesh/`; readwrite `ironmesh/v1/clusters/<cluster>/` and `ironmesh/v1/mirror/` |
 //! | `<remote>-reader` | `ironmesh-<cluster>-read` | read `ironmesh/v1/clusters/<cluster>/` |
 //!
-//! [`provision`] is idempotent: users and roles that exist are kept (their passwords are not
-//! changed), permissions are granted again; it reports what it created and what it found
-//! (`ironctl mesh provision` prints that).
+//! [`provision`] is idempotent: users and roles that exist are kept, permissions are granted
+//! again; it reports what it created and what it found (`ironctl mesh provision` prints that).
+//! An existing user's password is changed only when the plan says so
+//! ([`AuthPlan::rotate_passwords`]): etcd cannot tell whether a password differs (it never
+//! returns one), so rotation is explicit and every existing user it covers is reported
+//! `rotated`, on every run. Root's password is never changed (provisioning logs in with it).
 
 use common::ClusterName;
 use etcd_client::Permission;
@@ -28,12 +31,16 @@ pub struct AuthPlan {
     pub meshd_password: String,
     /// Remote clusters that read this cluster: (remote, password of `<remote>-reader`).
     pub readers: Vec<(ClusterName, String)>,
+    /// Set the passwords above on the meshd and reader users that exist already (new users
+    /// always get them).
+    pub rotate_passwords: bool,
 }
 
 impl std::fmt::Debug for AuthPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthPlan")
             .field("cluster", &self.cluster)
+            .field("rotate_passwords", &self.rotate_passwords)
             .field(
                 "readers",
                 &self.readers.iter().map(|(r, _)| r).collect::<Vec<_>>(),
@@ -61,6 +68,8 @@ fn exists(e: &etcd_client::Error) -> bool {
 pub enum Outcome {
     Created,
     Unchanged,
+    /// An existing user's password was set from the plan.
+    Rotated,
 }
 
 impl Outcome {
@@ -68,6 +77,7 @@ impl Outcome {
         match self {
             Outcome::Created => "created",
             Outcome::Unchanged => "unchanged",
+            Outcome::Rotated => "rotated",
         }
     }
 }
@@ -110,6 +120,34 @@ pub async fn provision(store: &KvStore, plan: &AuthPlan) -> Result<Vec<Provision
             });
         }};
     }
+    // A meshd or reader user: created with its password, or found (and, when rotating, given
+    // the password of the plan).
+    macro_rules! user {
+        ($name:expr, $password:expr, $what:expr) => {{
+            let name: String = $name;
+            let created = tolerate!($what, c.user_add(name.clone(), $password.clone(), None));
+            let outcome = if created {
+                Outcome::Created
+            } else if plan.rotate_passwords {
+                if let Err(e) = c
+                    .user_change_password(name.clone(), $password.clone())
+                    .await
+                {
+                    return Err(KvError::from_etcd(&op("change a user's password"), e)
+                        .denied_on("", Some("root")));
+                }
+                Outcome::Rotated
+            } else {
+                Outcome::Unchanged
+            };
+            done.push(Provisioned {
+                kind: "user",
+                name: name.clone(),
+                outcome,
+            });
+            name
+        }};
+    }
     let own = Scope::Cluster(plan.cluster.clone()).prefix();
     let mirrors = format!("{ROOT}{VERSION}/mirror/");
     made!(
@@ -133,12 +171,10 @@ pub async fn provision(store: &KvStore, plan: &AuthPlan) -> Result<Vec<Provision
             c.role_grant_permission(rw.clone(), perm)
         );
     }
-    let user = meshd_user(&plan.cluster);
-    made!(
-        "user",
-        user,
-        "add the meshd user",
-        c.user_add(user.clone(), plan.meshd_password.clone(), None)
+    let user = user!(
+        meshd_user(&plan.cluster),
+        plan.meshd_password,
+        "add the meshd user"
     );
     tolerate!("grant the meshd user", c.user_grant_role(user, rw));
 
@@ -149,13 +185,7 @@ pub async fn provision(store: &KvStore, plan: &AuthPlan) -> Result<Vec<Provision
         c.role_grant_permission(ro.clone(), Permission::read(own).with_prefix())
     );
     for (remote, password) in &plan.readers {
-        let u = reader_user(remote);
-        made!(
-            "user",
-            u,
-            "add a reader user",
-            c.user_add(u.clone(), password.clone(), None)
-        );
+        let u = user!(reader_user(remote), password, "add a reader user");
         tolerate!("grant a reader user", c.user_grant_role(u, ro.clone()));
     }
     match c.auth_enable().await {

@@ -107,8 +107,22 @@ pub enum KvError {
     },
     #[error("etcd at {endpoints} requires authentication but no user is configured: {detail}")]
     AuthRequired { endpoints: String, detail: String },
-    #[error("etcd denied {op}: {detail} (the user may write only its own cluster's prefix)")]
-    PermissionDenied { op: String, detail: String },
+    #[error(
+        "etcd denied {} the {access} of {} ({op}: {detail}); {}",
+        who(.user.as_deref()),
+        what(.key),
+        fix(*.access)
+    )]
+    PermissionDenied {
+        op: String,
+        /// Whether the request read or wrote.
+        access: Access,
+        /// The key or prefix asked for (empty when the request spans several).
+        key: String,
+        /// The etcd user the request ran as (`None`: no user configured).
+        user: Option<String>,
+        detail: String,
+    },
     #[error("etcd {op} timed out after {timeout:?} (endpoints {endpoints})")]
     Timeout {
         op: String,
@@ -123,7 +137,80 @@ pub enum KvError {
     },
 }
 
+/// Whether a request reads or writes etcd (a denied one says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Access {
+    /// What an operation named `op` does (reads: get, list, probe, watch, connect).
+    pub fn of(op: &str) -> Self {
+        match op {
+            "get" | "list" | "probe" | "watch" | "connect" | "authenticate" => Access::Read,
+            _ => Access::Write,
+        }
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Access::Read => "read",
+            Access::Write => "write",
+        })
+    }
+}
+
+fn who(user: Option<&str>) -> String {
+    match user {
+        Some(u) => format!("user {u:?}"),
+        None => "the client (no etcd user configured; TLS client certificate's CN)".into(),
+    }
+}
+
+/// The longest key an error quotes.
+const MAX_KEY_SHOWN: usize = 200;
+
+fn what(key: &str) -> String {
+    let shown: String = key.chars().take(MAX_KEY_SHOWN).collect();
+    let cut = if shown.len() < key.len() { "…" } else { "" };
+    match key {
+        "" => "its keys".into(),
+        k if k.ends_with('/') => format!("prefix {shown:?}{cut}"),
+        _ => format!("key {shown:?}{cut}"),
+    }
+}
+
+fn fix(access: Access) -> &'static str {
+    match access {
+        Access::Read => {
+            "the user's roles do not grant reading it: a cluster's meshd user reads `ironmesh/`, a remote's reader user only the cluster prefix it mirrors. Check which user the config names for this etcd (mesh.auth.user for the local etcd, mesh.remote_clusters[].auth for a remote) and run `ironctl mesh provision` on that etcd to grant the roles"
+        }
+        Access::Write => {
+            "the user's roles do not grant writing it: a cluster's meshd user may write only its own cluster's prefix `ironmesh/v1/clusters/<cluster>/` and `ironmesh/v1/mirror/`, a reader user nothing. Check that mesh.auth.user is this cluster's own user and run `ironctl mesh provision` on this cluster's etcd to grant the roles"
+        }
+    }
+}
+
 impl KvError {
+    /// A denied request's key and user, once the caller knows them (other errors unchanged).
+    pub fn denied_on(self, key: &str, user: Option<&str>) -> Self {
+        match self {
+            KvError::PermissionDenied {
+                op, access, detail, ..
+            } => KvError::PermissionDenied {
+                op,
+                access,
+                key: key.to_owned(),
+                user: user.map(str::to_owned),
+                detail,
+            },
+            e => e,
+        }
+    }
+
     /// True for failures that a retry may cure: timeouts, unavailable members, leader changes.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -148,6 +235,9 @@ impl KvError {
                 match s.code() {
                     Code::PermissionDenied => KvError::PermissionDenied {
                         op: op.into(),
+                        access: Access::of(op),
+                        key: String::new(),
+                        user: None,
                         detail,
                     },
                     code => KvError::Etcd {
@@ -323,7 +413,10 @@ async fn connect_member(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
-                break e;
+                break e.denied_on(
+                    &cfg.probe_prefix,
+                    cfg.user.as_ref().map(|(u, _)| u.as_str()),
+                );
             }
         }
     };
@@ -358,6 +451,8 @@ pub struct KvStore {
     endpoints: Arc<str>,
     op_timeout: Duration,
     probe_prefix: Arc<str>,
+    /// The etcd user requests run as (named by a denied request's error).
+    user: Option<Arc<str>>,
 }
 
 impl fmt::Debug for KvStore {
@@ -445,6 +540,7 @@ impl KvStore {
                         endpoints,
                         op_timeout: cfg.op_timeout,
                         probe_prefix: cfg.probe_prefix.as_str().into(),
+                        user: cfg.user.as_ref().map(|(u, _)| u.as_str().into()),
                     });
                 }
                 Err(e) => errors.push((i, e)),
@@ -583,7 +679,8 @@ impl KvStore {
     pub async fn get(&self, key: &str) -> Result<Option<Kv>, KvError> {
         let r = self
             .timed("get", |mut c| async move { c.get(key, None).await })
-            .await?;
+            .await
+            .map_err(|e| self.denied(e, key))?;
         Ok(r.kvs().first().map(Kv::from))
     }
 
@@ -608,7 +705,8 @@ impl KvStore {
                     let (from, opts) = (from.clone(), opts.clone());
                     async move { c.get(from, Some(opts)).await }
                 })
-                .await?;
+                .await
+                .map_err(|e| self.denied(e, prefix))?;
             if revision == 0 {
                 revision = r.header().map(|h| h.revision()).unwrap_or(0);
             }
@@ -631,12 +729,14 @@ impl KvStore {
         })
         .await
         .map(drop)
+        .map_err(|e| self.denied(e, key))
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool, KvError> {
         let r = self
             .timed("delete", |mut c| async move { c.delete(key, None).await })
-            .await?;
+            .await
+            .map_err(|e| self.denied(e, key))?;
         Ok(r.deleted() > 0)
     }
 
@@ -646,6 +746,17 @@ impl KvStore {
             async move { c.txn(txn).await }
         })
         .await
+        .map_err(|e| self.denied(e, ""))
+    }
+
+    /// A denied request's error names the key and this store's user.
+    fn denied(&self, e: KvError, key: &str) -> KvError {
+        e.denied_on(key, self.user.as_deref())
+    }
+
+    /// The etcd user requests run as (`None`: no user configured).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// Grants a lease of `ttl` seconds; returns its ID.
@@ -675,7 +786,8 @@ impl KvStore {
             .timed("probe", |mut c| async move {
                 c.get(key, Some(GetOptions::new().with_count_only())).await
             })
-            .await?;
+            .await
+            .map_err(|e| self.denied(e, &self.probe_prefix))?;
         Ok(r.header().map(|h| h.revision()).unwrap_or(0))
     }
 }
@@ -707,6 +819,64 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn denied(op: &str) -> KvError {
+        KvError::from_etcd(
+            op,
+            etcd_client::Error::GRpcStatus(tonic::Status::permission_denied(
+                "etcdserver: permission denied",
+            )),
+        )
+    }
+
+    #[test]
+    fn permission_denied_names_the_operation_the_key_and_the_user_with_the_fix() {
+        let e = denied("list").denied_on("ironmesh/v1/clusters/blue/", Some("red-reader"));
+        let s = e.to_string();
+        assert!(
+            s.starts_with(
+                "etcd denied user \"red-reader\" the read of prefix \"ironmesh/v1/clusters/blue/\" (list: PermissionDenied: etcdserver: permission denied); the user's roles do not grant reading it"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("mesh.remote_clusters[].auth") && s.contains("ironctl mesh provision"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("may write only"),
+            "a read is not about writing: {s}"
+        );
+
+        let e = denied("put").denied_on("ironmesh/v1/clusters/blue/nodes/n1", Some("red"));
+        let s = e.to_string();
+        assert!(
+            s.starts_with(
+                "etcd denied user \"red\" the write of key \"ironmesh/v1/clusters/blue/nodes/n1\" (put: "
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("may write only its own cluster's prefix `ironmesh/v1/clusters/<cluster>/`")
+                && s.contains("mesh.auth.user"),
+            "{s}"
+        );
+        // A transaction spans keys; without a user the client certificate is named.
+        let s = denied("txn").denied_on("", None).to_string();
+        assert!(
+            s.starts_with("etcd denied the client (no etcd user configured; TLS client certificate's CN) the write of its keys (txn: "),
+            "{s}"
+        );
+        assert_eq!(Access::of("watch"), Access::Read);
+        assert_eq!(Access::of("delete"), Access::Write);
+        // A long key is quoted bounded.
+        let long = "k".repeat(5_000);
+        let s = denied("get").denied_on(&long, Some("u")).to_string();
+        assert!(s.len() < 1_500 && s.contains("…"), "{}", s.len());
+        // Other errors are left alone.
+        let t = KvError::NoEndpoints.denied_on("x", Some("u"));
+        assert!(matches!(t, KvError::NoEndpoints));
+    }
 
     #[test]
     fn prefix_ends() {

@@ -464,7 +464,7 @@ async fn watch_from<D: Decoder>(
                 timeout: store.op_timeout() / 2,
                 endpoints: store.member_endpoint(member).into(),
             },
-            Ok(Err(e)) => KvError::from_etcd("watch", e),
+            Ok(Err(e)) => KvError::from_etcd("watch", e).denied_on(&cfg.prefix, store.user()),
         };
         store.report_failure(member, &e);
         if crate::kvstore::pool::failure_of(&e).is_none() {
