@@ -466,6 +466,7 @@ fn parse_resource(kind: ResourceKind, tail: &str) -> Result<Resource, String> {
             | ResourceKind::Policies
             | ResourceKind::ClusterIpsByService
             | ResourceKind::Objects
+            | ResourceKind::Events
     );
     if !two_segments && tail.contains('/') {
         return Err(format!(
