@@ -137,12 +137,17 @@ impl Inner {
     /// number).
     fn peers(&self) -> BTreeMap<String, Remote> {
         let nodes = self.nodes.lock().expect("nodes lock");
+        // This node's record as published now: a node that took another PodCIDR block
+        // (IPPools, growth) protects the new block's traffic too.
+        let own = nodes
+            .get(&(self.local.clone(), self.me.clone()))
+            .unwrap_or(&self.own);
         nodes
             .iter()
             .filter(|((c, n), _)| !(c == &self.local && n == &self.me))
             .map(|((c, n), r)| {
                 let name = plan::peer_name(&self.local, c, n);
-                let xp = plan::xfrm_peers(&name, &self.own, r);
+                let xp = plan::xfrm_peers(&name, own, r);
                 let remote = (r.ipsec_key_index, xp, plan::announce_of(r), r.ipsec_node_id);
                 (name, remote)
             })
