@@ -90,7 +90,7 @@ fn mesh_status_while_etcd_is_unreachable() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(
-        text.contains("NOT connected (http://127.0.0.1:1)"),
+        text.contains("no member answered yet (http://127.0.0.1:1)"),
         "{text}"
     );
     let green = text.lines().find(|l| l.starts_with("green")).expect(&text);

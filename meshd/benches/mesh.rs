@@ -12,14 +12,23 @@
 //!   writing the mirror into C, the synced marker, C's merged view holding all of them
 //!   (`sync_100k_seconds`); and a node agent's part alone (a fresh merged view of C's mirror);
 //! - memory per entry of a node agent's merged view (RSS growth / entries);
-//! - `partition_failover_p99_ms` (issue 19): on a 3-member etcd, the member the client uses is
-//!   cut off from the other two (nftables in its namespace; it still answers the client) while
-//!   the client writes; the time from the cut to the first write that succeeds (through a
-//!   healthy member), over `MESH_BENCH_CUTS` (20) cuts. A cut of the leader includes etcd's own
-//!   election (its 1 s election timeout), so the p99 has that floor when a leader was cut.
+//! - `partition_failover_p99_ms` (issue 19): on a 3-member etcd, a member is cut off from the
+//!   other two (nftables in its namespace; it still answers the client) while the client
+//!   writes: the member the client uses on even cuts, etcd's leader on odd ones (whether the
+//!   client uses it or not: writes through any member wait for a new leader), so both kinds
+//!   are measured however the client's preference moves. The time from the cut to the first
+//!   write that succeeds (through a healthy member), over `MESH_BENCH_CUTS` (20) cuts. A cut of
+//!   the leader includes etcd's own election, so the p99 has that floor: on those cuts the
+//!   election itself (cut → a remaining member reports a new leader, status polled every
+//!   5 ms) and the failover after it are reported too. Measured twice, on two etcds:
+//!   `partition_failover_*` with etcd tuned for a LAN as etcd's tuning guide recommends
+//!   (heartbeat ≈ round trip: 50 ms; election timeout 10x: 500 ms; `EtcdCluster::start_lan`, as
+//!   the lab's partition tests run it), and `partition_failover_*_etcd_defaults` with etcd's
+//!   defaults (heartbeat 100 ms, election 1 s, randomized up to 2 s by etcd).
 //!
 //! Sizes: `MESH_BENCH_SYNC` (100000), `MESH_BENCH_CHURN` (10000), `MESH_BENCH_PROBES` (300),
 //! `MESH_BENCH_IDENTITIES` (1000 per allocator), `MESH_BENCH_CUTS` (20).
+//! `MESH_BENCH_ONLY=partition` runs the partition rows alone (the JSON then has only those).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -392,6 +401,18 @@ async fn run(a: &EtcdCluster, b: &EtcdCluster, c: &EtcdCluster, members: usize) 
 }
 
 fn start_etcd(lab: &Lab, sw: &Host, tag: &str, net_octet: u8, members: usize) -> EtcdCluster {
+    start_etcd_timed(lab, sw, tag, net_octet, members, false)
+}
+
+/// `lan`: etcd's raft timing for a LAN (`EtcdCluster::start_lan`), else etcd's defaults.
+fn start_etcd_timed(
+    lab: &Lab,
+    sw: &Host,
+    tag: &str,
+    net_octet: u8,
+    members: usize,
+    lan: bool,
+) -> EtcdCluster {
     let mut hosts = Vec::new();
     for i in 0..members {
         let h = lab.host(&format!("{tag}{i}")).expect("host");
@@ -400,7 +421,11 @@ fn start_etcd(lab: &Lab, sw: &Host, tag: &str, net_octet: u8, members: usize) ->
         hosts.push((h, ip.parse::<IpAddr>().unwrap()));
     }
     let refs: Vec<(&Host, IpAddr)> = hosts.iter().map(|(h, ip)| (h, *ip)).collect();
-    EtcdCluster::start(&refs).expect("etcd")
+    if lan {
+        EtcdCluster::start_lan(&refs).expect("etcd")
+    } else {
+        EtcdCluster::start(&refs).expect("etcd")
+    }
 }
 
 /// Drops member `i`'s traffic with the other members (it still answers clients).
@@ -433,19 +458,63 @@ fn heal(etcd: &EtcdCluster, i: usize) {
         .expect("nft heal");
 }
 
-/// Failover times (ms) over `cuts` cuts of the member in use: (all, those where the member
-/// cut was a follower), and how many cuts hit the leader.
-async fn partition_failover(etcd: &EtcdCluster, cuts: usize) -> (Vec<f64>, Vec<f64>, usize) {
+/// What `partition_failover` measured, in ms per cut.
+struct Cuts {
+    /// Cut → first successful write, every cut.
+    all: Vec<f64>,
+    /// The same, cuts of a follower only.
+    followers: Vec<f64>,
+    /// The same, cuts of the leader only.
+    leaders: Vec<f64>,
+    /// Cuts of the leader: cut → a remaining member reports a new leader (etcd's own
+    /// election, polled every 5 ms with status requests).
+    elections: Vec<f64>,
+    /// Cuts of the leader: failover − election (what the client adds to etcd's election).
+    after_election: Vec<f64>,
+}
+
+/// The first time (since `t`) a member other than `cut` reports a leader that is neither 0
+/// nor `old` (status requests, 5 ms apart, bounded).
+async fn elected(mut clients: Vec<etcd_client::Client>, old: u64, t: Instant) -> Option<f64> {
+    while t.elapsed() < Duration::from_secs(30) {
+        for c in clients.iter_mut() {
+            if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_millis(100), c.status()).await
+                && st.leader() != 0
+                && st.leader() != old
+            {
+                return Some(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+/// Failover times over `cuts` cuts, alternately of the member in use and of etcd's leader.
+async fn partition_failover(etcd: &EtcdCluster, cuts: usize) -> Cuts {
     let mut cfg = KvConfig::new(etcd.members.iter().map(|m| m.client_url()));
     cfg.connect_timeout = Duration::from_secs(5);
     // What meshd derives from the lab's 4 s lease TTL (configs::LeaseTiming).
     cfg.op_timeout = Duration::from_millis(1250);
     let store = KvStore::connect(&cfg).await.expect("etcd P");
-    let mut out = Vec::new();
-    let mut followers = Vec::new();
-    let mut leader_cuts = 0;
+    // Plain clients (no require-leader) for status requests, one per member.
+    let mut status = Vec::new();
+    for m in &etcd.members {
+        status.push(
+            etcd_client::Client::connect([m.client_url()], None)
+                .await
+                .expect("status client"),
+        );
+    }
+    let mut c = Cuts {
+        all: Vec::new(),
+        followers: Vec::new(),
+        leaders: Vec::new(),
+        elections: Vec::new(),
+        after_election: Vec::new(),
+    };
     for n in 0..cuts {
-        // Everything healthy again, then cut the member in use.
+        // Everything healthy again, then cut.
         let deadline = Instant::now() + Duration::from_secs(30);
         while store
             .members()
@@ -463,13 +532,25 @@ async fn partition_failover(etcd: &EtcdCluster, cuts: usize) -> (Vec<f64>, Vec<f
             .put("bench/p", b"warm".to_vec(), None)
             .await
             .expect("warm write");
+        // Even cuts: the member in use. Odd cuts: etcd's leader, in use or not (a write
+        // through any member waits for a new leader then), so leader cuts are measured
+        // however the client's preference moves.
         let used = store.member_client().0;
-        let was_leader = etcd.leader().ok() == Some(used);
-        if was_leader {
-            leader_cuts += 1;
-        }
+        let leader = etcd.leader().ok();
+        let cut = if n % 2 == 1 {
+            leader.unwrap_or(used)
+        } else {
+            used
+        };
+        let was_leader = leader == Some(cut);
+        let old_leader_id = status[cut].status().await.map(|s| s.leader()).unwrap_or(0);
+        let others: Vec<etcd_client::Client> = (0..status.len())
+            .filter(|&i| i != cut)
+            .map(|i| status[i].clone())
+            .collect();
         let t = Instant::now();
-        cut_from_peers(etcd, used);
+        cut_from_peers(etcd, cut);
+        let election = was_leader.then(|| tokio::spawn(elected(others, old_leader_id, t)));
         loop {
             let r = store
                 .put("bench/p", format!("{n}").into_bytes(), None)
@@ -483,15 +564,69 @@ async fn partition_failover(etcd: &EtcdCluster, cuts: usize) -> (Vec<f64>, Vec<f
             );
         }
         let ms = t.elapsed().as_secs_f64() * 1000.0;
-        out.push(ms);
-        if !was_leader {
-            followers.push(ms);
+        c.all.push(ms);
+        if let Some(e) = election {
+            c.leaders.push(ms);
+            if let Ok(Some(e)) = e.await {
+                c.elections.push(e);
+                c.after_election.push(ms - e);
+            }
+        } else {
+            c.followers.push(ms);
         }
-        heal(etcd, used);
-        etcd.wait_healthy(used, Duration::from_secs(30))
+        heal(etcd, cut);
+        etcd.wait_healthy(cut, Duration::from_secs(30))
             .expect("healed");
     }
-    (out, followers, leader_cuts)
+    c
+}
+
+/// Failover percentiles of one etcd (ms).
+struct Failover {
+    p50: f64,
+    p99: f64,
+    follower_p99: f64,
+    leader_p99: f64,
+    election_p99: f64,
+    after_election_p99: f64,
+    leader_cuts: usize,
+}
+
+fn failover(client: &Host, etcd: &EtcdCluster, cuts: usize, what: &str) -> Failover {
+    eprintln!(
+        "partition failover ({what}): {cuts} cuts, of the member in use and of the leader..."
+    );
+    let mut c = client
+        .block_on(partition_failover(etcd, cuts))
+        .expect("joining the client namespace");
+    for v in [
+        &mut c.all,
+        &mut c.followers,
+        &mut c.leaders,
+        &mut c.elections,
+        &mut c.after_election,
+    ] {
+        v.sort_by(f64::total_cmp);
+    }
+    eprintln!("  follower cuts (ms, sorted): {:.0?}", c.followers);
+    eprintln!("  leader cuts (ms, sorted): {:.0?}", c.leaders);
+    eprintln!(
+        "  of which etcd's election (ms, sorted): {:.0?}",
+        c.elections
+    );
+    eprintln!(
+        "  failover - election (ms, sorted): {:.0?}",
+        c.after_election
+    );
+    Failover {
+        p50: percentile(&c.all, 0.5),
+        p99: percentile(&c.all, 0.99),
+        follower_p99: percentile(&c.followers, 0.99),
+        leader_p99: percentile(&c.leaders, 0.99),
+        election_p99: percentile(&c.elections, 0.99),
+        after_election_p99: percentile(&c.after_election, 0.99),
+        leader_cuts: c.leaders.len(),
+    }
 }
 
 fn main() {
@@ -500,129 +635,196 @@ fn main() {
         eprintln!("benchmark skipped: run it with `scripts/bench mesh`");
         return;
     }
+    let only_partition = match std::env::var("MESH_BENCH_ONLY").as_deref() {
+        Ok("partition") => true,
+        Ok(other) => panic!("MESH_BENCH_ONLY={other:?}: the only choice is \"partition\""),
+        Err(_) => false,
+    };
     let members = env_usize("MESH_BENCH_ETCD_MEMBERS", 1);
     let lab = Lab::new("mbench").expect("lab (run as root)");
     let sw = lab.switch("sw").expect("switch");
-    let a = start_etcd(&lab, &sw, "a", 11, members);
-    let b = start_etcd(&lab, &sw, "b", 21, members);
-    let c = start_etcd(&lab, &sw, "c", 31, members);
     let client = lab.host("m").expect("host");
     lab.attach(&client, &["192.0.2.100/24"], &sw)
         .expect("attach");
-    let r = client
-        .block_on(run(&a, &b, &c, members))
-        .expect("joining the client namespace");
-    let cuts = env_usize("MESH_BENCH_CUTS", 20);
-    let p = start_etcd(&lab, &sw, "p", 41, 3);
-    eprintln!("partition failover: {cuts} cuts of the member in use...");
-    let (mut failover, mut follower_failover, leader_cuts) = client
-        .block_on(partition_failover(&p, cuts))
-        .expect("joining the client namespace");
-    failover.sort_by(f64::total_cmp);
-    follower_failover.sort_by(f64::total_cmp);
-    let failover_p50 = percentile(&failover, 0.5);
-    let failover_p99 = percentile(&failover, 0.99);
-    let follower_p99 = percentile(&follower_failover, 0.99);
-
-    let p50 = percentile(&r.prop, 0.5);
-    let p99 = percentile(&r.prop, 0.99);
-    println!(
-        "meshd mesh benchmark (etcd 3.4, {} member(s) per cluster, lab netns)",
-        r.members
-    );
-    println!("{:<52} {:>14}", "metric", "value");
-    let rows: Vec<(String, String)> = vec![
-        (
-            "identity allocations/s, 1 allocator".into(),
-            format!("{:.0}", r.ids_1.1),
-        ),
-        (
-            "identity allocation p50 ms, 1 allocator".into(),
-            format!("{:.2}", r.ids_1.2),
-        ),
-        (
-            "identity allocations/s, 3 allocators".into(),
-            format!("{:.0}", r.ids_3.1),
-        ),
-        (
-            "identity allocation p50 ms, 3 allocators".into(),
-            format!("{:.2}", r.ids_3.2),
-        ),
-        (
-            format!("propagation p50 ms (A write -> B view, {} churn)", r.churn),
-            format!("{p50:.2}"),
-        ),
-        ("propagation p99 ms".into(), format!("{p99:.2}")),
-        (
-            "churn writes during probes".into(),
-            format!("{}", r.churn_writes),
-        ),
-        (
-            format!("write {} endpoints into A, s", r.sync_entries),
-            format!("{:.2}", r.write_100k_s),
-        ),
-        (
-            format!("fresh meshd sync of {} remote endpoints, s", r.sync_entries),
-            format!("{:.2}", r.sync_s),
-        ),
-        (
-            "  of which the mirror's copy (synced marker), s".into(),
-            format!("{:.2}", r.mirror_sync_s),
-        ),
-        (
-            "  node agent alone (fresh view of the mirror), s".into(),
-            format!("{:.2}", r.agent_sync_s),
-        ),
-        (
-            "memory per entry (node agent view), bytes".into(),
-            format!("{:.0}", r.bytes_per_entry),
-        ),
-        (
-            format!("partition failover p50 ms ({cuts} cuts, {leader_cuts} of the leader)"),
-            format!("{failover_p50:.2}"),
-        ),
-        (
-            "partition failover p99 ms".into(),
-            format!("{failover_p99:.2}"),
-        ),
-        (
-            "  p99 ms of the cuts of a follower (no election)".into(),
-            format!("{follower_p99:.2}"),
-        ),
-    ];
-    for (k, v) in &rows {
-        println!("{k:<52} {v:>14}");
-    }
-    let out = json!({
-        "etcd_members_per_cluster": r.members,
-        "identity_allocs_per_s_1": r3(r.ids_1.1),
-        "identity_alloc_p50_ms_1": r3(r.ids_1.2),
-        "identity_allocs_per_s_3": r3(r.ids_3.1),
-        "identity_alloc_p50_ms_3": r3(r.ids_3.2),
-        "identities_allocated": r.ids_1.0 + r.ids_3.0,
-        "propagation_p50_ms": r3(p50),
-        "propagation_p99_ms": r3(p99),
-        "propagation_samples": r.prop.len(),
-        "churn_endpoints": r.churn,
-        "churn_writes": r.churn_writes,
-        "sync_entries": r.sync_entries,
-        "write_remote_seconds": r3(r.write_100k_s),
-        "sync_100k_seconds": r3(r.sync_s),
-        "mirror_sync_100k_seconds": r3(r.mirror_sync_s),
-        "agent_sync_100k_seconds": r3(r.agent_sync_s),
-        "memory_bytes_per_entry": r3(r.bytes_per_entry),
-        "partition_failover_p50_ms": r3(failover_p50),
-        "partition_failover_p99_ms": r3(failover_p99),
-        "partition_cuts": cuts,
-        "partition_leader_cuts": leader_cuts,
-        "partition_failover_follower_p99_ms": r3(follower_p99),
-        "targets": {"propagation_p99_ms": 100, "sync_100k_seconds": 5, "partition_failover_p99_ms": 1000},
+    let r = (!only_partition).then(|| {
+        let a = start_etcd(&lab, &sw, "a", 11, members);
+        let b = start_etcd(&lab, &sw, "b", 21, members);
+        let c = start_etcd(&lab, &sw, "c", 31, members);
+        client
+            .block_on(run(&a, &b, &c, members))
+            .expect("joining the client namespace")
     });
+    let cuts = env_usize("MESH_BENCH_CUTS", 20);
+    let lan = {
+        let p = start_etcd_timed(&lab, &sw, "p", 41, 3, true);
+        failover(&client, &p, cuts, "etcd heartbeat 50 ms, election 500 ms")
+    };
+    let defaults = {
+        let p = start_etcd_timed(&lab, &sw, "q", 51, 3, false);
+        failover(&client, &p, cuts, "etcd's default raft timing")
+    };
+
+    println!("meshd mesh benchmark (etcd 3.4, lab netns)");
+    println!("{:<60} {:>14}", "metric", "value");
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut out = serde_json::Map::new();
+    if let Some(r) = &r {
+        let p50 = percentile(&r.prop, 0.5);
+        let p99 = percentile(&r.prop, 0.99);
+        rows.extend([
+            (
+                "etcd members per cluster (identities, propagation, sync)".into(),
+                format!("{}", r.members),
+            ),
+            (
+                "identity allocations/s, 1 allocator".into(),
+                format!("{:.0}", r.ids_1.1),
+            ),
+            (
+                "identity allocation p50 ms, 1 allocator".into(),
+                format!("{:.2}", r.ids_1.2),
+            ),
+            (
+                "identity allocations/s, 3 allocators".into(),
+                format!("{:.0}", r.ids_3.1),
+            ),
+            (
+                "identity allocation p50 ms, 3 allocators".into(),
+                format!("{:.2}", r.ids_3.2),
+            ),
+            (
+                format!("propagation p50 ms (A write -> B view, {} churn)", r.churn),
+                format!("{p50:.2}"),
+            ),
+            ("propagation p99 ms".into(), format!("{p99:.2}")),
+            (
+                "churn writes during probes".into(),
+                format!("{}", r.churn_writes),
+            ),
+            (
+                format!("write {} endpoints into A, s", r.sync_entries),
+                format!("{:.2}", r.write_100k_s),
+            ),
+            (
+                format!("fresh meshd sync of {} remote endpoints, s", r.sync_entries),
+                format!("{:.2}", r.sync_s),
+            ),
+            (
+                "  of which the mirror's copy (synced marker), s".into(),
+                format!("{:.2}", r.mirror_sync_s),
+            ),
+            (
+                "  node agent alone (fresh view of the mirror), s".into(),
+                format!("{:.2}", r.agent_sync_s),
+            ),
+            (
+                "memory per entry (node agent view), bytes".into(),
+                format!("{:.0}", r.bytes_per_entry),
+            ),
+        ]);
+        let v = json!({
+            "etcd_members_per_cluster": r.members,
+            "identity_allocs_per_s_1": r3(r.ids_1.1),
+            "identity_alloc_p50_ms_1": r3(r.ids_1.2),
+            "identity_allocs_per_s_3": r3(r.ids_3.1),
+            "identity_alloc_p50_ms_3": r3(r.ids_3.2),
+            "identities_allocated": r.ids_1.0 + r.ids_3.0,
+            "propagation_p50_ms": r3(p50),
+            "propagation_p99_ms": r3(p99),
+            "propagation_samples": r.prop.len(),
+            "churn_endpoints": r.churn,
+            "churn_writes": r.churn_writes,
+            "sync_entries": r.sync_entries,
+            "write_remote_seconds": r3(r.write_100k_s),
+            "sync_100k_seconds": r3(r.sync_s),
+            "mirror_sync_100k_seconds": r3(r.mirror_sync_s),
+            "agent_sync_100k_seconds": r3(r.agent_sync_s),
+            "memory_bytes_per_entry": r3(r.bytes_per_entry),
+        });
+        if let serde_json::Value::Object(m) = v {
+            out.extend(m);
+        }
+    }
+    for (f, label, suffix) in [
+        (&lan, "etcd LAN timing 50/500 ms", ""),
+        (&defaults, "etcd default timing", "_etcd_defaults"),
+    ] {
+        rows.extend([
+            (
+                format!(
+                    "partition failover p50 ms, {label} ({cuts} cuts, {} of the leader)",
+                    f.leader_cuts
+                ),
+                format!("{:.2}", f.p50),
+            ),
+            (
+                format!("partition failover p99 ms, {label}"),
+                format!("{:.2}", f.p99),
+            ),
+            (
+                "  p99 ms of the cuts of a follower (no election)".into(),
+                format!("{:.2}", f.follower_p99),
+            ),
+            (
+                "  p99 ms of the cuts of the leader".into(),
+                format!("{:.2}", f.leader_p99),
+            ),
+            (
+                "    etcd's election alone (cut -> new leader), p99 ms".into(),
+                format!("{:.2}", f.election_p99),
+            ),
+            (
+                "    failover after the election, p99 ms".into(),
+                format!("{:.2}", f.after_election_p99),
+            ),
+        ]);
+        out.insert(
+            format!("partition_failover_p50_ms{suffix}"),
+            json!(r3(f.p50)),
+        );
+        out.insert(
+            format!("partition_failover_p99_ms{suffix}"),
+            json!(r3(f.p99)),
+        );
+        out.insert(
+            format!("partition_leader_cuts{suffix}"),
+            json!(f.leader_cuts),
+        );
+        out.insert(
+            format!("partition_failover_follower_p99_ms{suffix}"),
+            json!(r3(f.follower_p99)),
+        );
+        out.insert(
+            format!("partition_failover_leader_p99_ms{suffix}"),
+            json!(r3(f.leader_p99)),
+        );
+        out.insert(
+            format!("partition_election_p99_ms{suffix}"),
+            json!(r3(f.election_p99)),
+        );
+        out.insert(
+            format!("partition_failover_after_election_p99_ms{suffix}"),
+            json!(r3(f.after_election_p99)),
+        );
+    }
+    out.insert("partition_cuts".into(), json!(cuts));
+    out.insert(
+        "partition_etcd_timing".into(),
+        json!("heartbeat 50 ms, election 500 ms (etcd's LAN tuning); *_etcd_defaults: 100 ms, 1 s"),
+    );
+    out.insert(
+        "targets".into(),
+        json!({"propagation_p99_ms": 100, "sync_100k_seconds": 5, "partition_failover_p99_ms": 1000}),
+    );
+    for (k, v) in &rows {
+        println!("{k:<60} {v:>14}");
+    }
     let path =
         std::env::var("IRONMESH_BENCH_JSON").unwrap_or_else(|_| "target/bench/mesh.json".into());
     if let Some(dir) = std::path::Path::new(&path).parent() {
         let _ = std::fs::create_dir_all(dir);
     }
+    let out = serde_json::Value::Object(out);
     std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap() + "\n")
         .unwrap_or_else(|e| panic!("writing {path}: {e}"));
 }

@@ -337,6 +337,7 @@ impl IdentityAllocator {
                         op: "identity txn".into(),
                         detail: format!("unexpected txn responses {other:?}"),
                         transient: false,
+                        kind: crate::kvstore::ErrorKind::Other,
                     }
                     .into());
                 }

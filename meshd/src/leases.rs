@@ -359,6 +359,7 @@ async fn keep_alive_once(
             op: "lease keep-alive".into(),
             detail: "stream ended".into(),
             transient: true,
+            kind: crate::kvstore::ErrorKind::Transport,
         }),
         Ok(Err(e)) => Err(fail(KvError::from_etcd("lease keep-alive", e))),
         Err(_) => Err(fail(timed_out(store))),

@@ -146,12 +146,52 @@ fn yes(b: bool) -> String {
     if b { "yes" } else { "no" }.into()
 }
 
-pub fn status_text(v: &StatusView) -> String {
-    let etcd = if v.etcd_connected {
-        format!("connected ({})", v.etcd_endpoints)
-    } else {
-        format!("NOT connected ({}): {}", v.etcd_endpoints, v.etcd_error)
+/// The `etcd` line: a summary of the member table (how many members are healthy, which are
+/// slow or failed, whether a leader is reachable through a usable member), or, before any
+/// member answered, the endpoints and the error.
+pub fn etcd_summary(v: &StatusView) -> String {
+    let m = &v.etcd_members;
+    if m.is_empty() {
+        return if v.etcd_error.is_empty() {
+            format!("connecting ({})", v.etcd_endpoints)
+        } else {
+            format!(
+                "no member answered yet ({}): {}",
+                v.etcd_endpoints, v.etcd_error
+            )
+        };
+    }
+    let with = |h: &str| m.iter().filter(|r| r.health == h).collect::<Vec<_>>();
+    let (healthy, slow, failed) = (with("healthy"), with("slow"), with("unhealthy"));
+    let names = |rs: &[&EtcdMemberRow]| {
+        rs.iter()
+            .map(|r| r.endpoint.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
     };
+    let mut out = format!("{}/{} members healthy", healthy.len(), m.len());
+    if !slow.is_empty() {
+        out.push_str(&format!(", {} slow ({})", slow.len(), names(&slow)));
+    }
+    if !failed.is_empty() {
+        out.push_str(&format!(", {} failed ({})", failed.len(), names(&failed)));
+    }
+    let leader = m
+        .iter()
+        .any(|r| r.has_leader && (r.health == "healthy" || r.health == "slow"));
+    out.push_str(if leader {
+        ", leader reachable"
+    } else {
+        ", NO leader reachable"
+    });
+    if !v.etcd_error.is_empty() {
+        out.push_str(&format!("; {}", v.etcd_error));
+    }
+    out
+}
+
+pub fn status_text(v: &StatusView) -> String {
+    let etcd = etcd_summary(v);
     let mut out = key_values(&[
         (
             "node",
@@ -505,6 +545,16 @@ mod tests {
         let v = status_view(s, 130_500);
         let text = status_text(&v);
         assert!(text.contains("lease ttl left: 3.2s"), "{text}");
+        let etcd = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("etcd "))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            etcd.ends_with(
+                "1/2 members healthy, 1 failed (http://192.0.2.11:2379), leader reachable"
+            ),
+            "{etcd}"
+        );
         let bad = text
             .lines()
             .find(|l| l.starts_with("http://192.0.2.11:2379"))
@@ -600,5 +650,64 @@ mod tests {
         assert_eq!(row.ports, ["80/tcp"]);
         let t = services_table(&[row]);
         assert!(t.contains("10.1.0.5:8080@red,10.2.0.7:8080@green"), "{t}");
+    }
+
+    fn member(endpoint: &str, health: &str, has_leader: bool) -> pb::EtcdMemberStatus {
+        pb::EtcdMemberStatus {
+            endpoint: endpoint.into(),
+            health: health.into(),
+            reachable: true,
+            has_leader,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_etcd_line_summarizes_the_member_table() {
+        let summary = |members: Vec<pb::EtcdMemberStatus>, error: &str| {
+            let mut s = status();
+            s.etcd_members = members;
+            s.etcd_error = error.into();
+            etcd_summary(&status_view(s, 0))
+        };
+        assert_eq!(
+            summary(
+                vec![
+                    member("http://a:2379", "healthy", true),
+                    member("http://b:2379", "healthy", true),
+                    member("http://c:2379", "healthy", true),
+                ],
+                ""
+            ),
+            "3/3 members healthy, leader reachable"
+        );
+        assert_eq!(
+            summary(
+                vec![
+                    member("http://a:2379", "slow", true),
+                    member("http://b:2379", "healthy", true),
+                    member("http://c:2379", "unhealthy", false),
+                ],
+                ""
+            ),
+            "1/3 members healthy, 1 slow (http://a:2379), 1 failed (http://c:2379), leader reachable"
+        );
+        // A member that is not usable does not count as a way to the leader.
+        assert_eq!(
+            summary(
+                vec![
+                    member("http://a:2379", "unhealthy", true),
+                    member("http://b:2379", "unhealthy", false),
+                ],
+                "listing the local etcd"
+            ),
+            "0/2 members healthy, 2 failed (http://a:2379 http://b:2379), NO leader reachable; listing the local etcd"
+        );
+        // Before any member answered: the endpoints and why.
+        assert_eq!(
+            summary(vec![], "etcd is unreachable"),
+            "no member answered yet (http://192.0.2.11:2379): etcd is unreachable"
+        );
+        assert_eq!(summary(vec![], ""), "connecting (http://192.0.2.11:2379)");
     }
 }

@@ -137,6 +137,7 @@ pub fn render(st: &pb::StatusResponse, now_ms: u64) -> String {
         ents,
     );
     let healthy = Family::<MemberLabel, Gauge>::default();
+    let slow = Family::<MemberLabel, Gauge>::default();
     let has_leader = Family::<MemberLabel, Gauge>::default();
     let rtt = Family::<MemberLabel, Gauge>::default();
     let failures = Family::<MemberLabel, Gauge>::default();
@@ -146,7 +147,8 @@ pub fn render(st: &pb::StatusResponse, now_ms: u64) -> String {
         };
         healthy
             .get_or_create(&l)
-            .set(i64::from(m.health == "healthy"));
+            .set(i64::from(m.health == "healthy" || m.health == "slow"));
+        slow.get_or_create(&l).set(i64::from(m.health == "slow"));
         has_leader.get_or_create(&l).set(i64::from(m.has_leader));
         rtt.get_or_create(&l).set(m.rtt_us as i64);
         failures.get_or_create(&l).set(m.failures as i64);
@@ -157,13 +159,18 @@ pub fn render(st: &pb::StatusResponse, now_ms: u64) -> String {
         healthy,
     );
     reg.register(
+        "etcd_member_slow",
+        "The local etcd member answers, but slowly: used only when no fast member is left",
+        slow,
+    );
+    reg.register(
         "etcd_member_has_leader",
         "The local etcd member had a leader at its last probe or request",
         has_leader,
     );
     reg.register(
         "etcd_member_rtt_microseconds",
-        "Round trip of the member's last successful probe read",
+        "Smoothed round trip of the member's probe reads and requests",
         rtt,
     );
     reg.register(
@@ -235,14 +242,23 @@ mod tests {
                 }),
                 ..Default::default()
             }],
-            etcd_members: vec![pb::EtcdMemberStatus {
-                endpoint: "http://192.0.2.11:2379".into(),
-                health: "unhealthy".into(),
-                reachable: true,
-                has_leader: false,
-                failures: 2,
-                ..Default::default()
-            }],
+            etcd_members: vec![
+                pb::EtcdMemberStatus {
+                    endpoint: "http://192.0.2.11:2379".into(),
+                    health: "unhealthy".into(),
+                    reachable: true,
+                    has_leader: false,
+                    failures: 2,
+                    ..Default::default()
+                },
+                pb::EtcdMemberStatus {
+                    endpoint: "http://192.0.2.12:2379".into(),
+                    health: "slow".into(),
+                    reachable: true,
+                    has_leader: true,
+                    ..Default::default()
+                },
+            ],
             lease_ttl_remaining_ms: Some(3100),
             ..Default::default()
         };
@@ -258,6 +274,9 @@ mod tests {
             "meshd_entries{cluster=\"green\",kind=\"endpoints\"} 7",
             "meshd_entries{cluster=\"red\",kind=\"nodes\"} 2",
             "meshd_etcd_member_healthy{member=\"http://192.0.2.11:2379\"} 0",
+            "meshd_etcd_member_slow{member=\"http://192.0.2.11:2379\"} 0",
+            "meshd_etcd_member_healthy{member=\"http://192.0.2.12:2379\"} 1",
+            "meshd_etcd_member_slow{member=\"http://192.0.2.12:2379\"} 1",
             "meshd_etcd_member_has_leader{member=\"http://192.0.2.11:2379\"} 0",
             "meshd_etcd_member_unhealthy_total{member=\"http://192.0.2.11:2379\"} 2",
             "meshd_node_lease_remaining_milliseconds 3100",

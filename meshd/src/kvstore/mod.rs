@@ -134,6 +134,8 @@ pub enum KvError {
         op: String,
         detail: String,
         transient: bool,
+        /// What failed, from the gRPC status code (member health is judged by this).
+        kind: ErrorKind,
     },
 }
 
@@ -194,6 +196,36 @@ fn fix(access: Access) -> &'static str {
     }
 }
 
+/// etcd's description of its "no leader" error (`rpctypes.ErrGRPCNoLeader`, UNAVAILABLE):
+/// among UNAVAILABLE answers it is the one that says the member lost its quorum. clientv3
+/// tells etcd's errors apart by the same descriptions (`rpctypes.ErrorDesc`).
+pub const ETCD_NO_LEADER: &str = "etcdserver: no leader";
+
+/// The class of a failed etcd call, from its gRPC status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A gRPC status: from the member, or tonic's own (UNAVAILABLE for a connection that
+    /// could not be made, as gRPC specifies).
+    Status(tonic::Code),
+    /// UNAVAILABLE with etcd's [`ETCD_NO_LEADER`]: the member has no quorum.
+    NoLeader,
+    /// The connection broke below gRPC (transport, I/O, a stream that ended).
+    Transport,
+    /// Anything else (an argument the client refused, an unexpected answer).
+    Other,
+}
+
+impl ErrorKind {
+    /// The class of a gRPC status.
+    pub fn of_status(s: &tonic::Status) -> Self {
+        if s.code() == tonic::Code::Unavailable && s.message() == ETCD_NO_LEADER {
+            ErrorKind::NoLeader
+        } else {
+            ErrorKind::Status(s.code())
+        }
+    }
+}
+
 impl KvError {
     /// A denied request's key and user, once the caller knows them (other errors unchanged).
     pub fn denied_on(self, key: &str, user: Option<&str>) -> Self {
@@ -220,10 +252,12 @@ impl KvError {
         }
     }
 
-    /// The request failed before reaching any server (connection refused or unreachable),
-    /// so sending it again cannot apply it twice.
-    pub(crate) fn never_sent(&self) -> bool {
-        matches!(self, KvError::Etcd { detail, .. } if detail.contains("connect error"))
+    /// The class of an [`Etcd`](KvError::Etcd) error (`None` for the others).
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            KvError::Etcd { kind, .. } => Some(*kind),
+            _ => None,
+        }
     }
 
     pub(crate) fn from_etcd(op: &str, e: etcd_client::Error) -> Self {
@@ -243,6 +277,7 @@ impl KvError {
                     code => KvError::Etcd {
                         op: op.into(),
                         detail,
+                        kind: ErrorKind::of_status(&s),
                         transient: matches!(
                             code,
                             Code::Unavailable
@@ -261,12 +296,14 @@ impl KvError {
                     op: op.into(),
                     detail: error_chain(&e),
                     transient: true,
+                    kind: ErrorKind::Transport,
                 }
             }
             other => KvError::Etcd {
                 op: op.into(),
                 detail: error_chain(&other),
                 transient: false,
+                kind: ErrorKind::Other,
             },
         }
     }
@@ -368,23 +405,27 @@ async fn connect_member(
             Ok(Ok(c)) => break c,
             Ok(Err(e)) => KvError::from_etcd("authenticate", e),
         };
-        let rejected = |d: &str| {
-            [
-                "authentication failed",
-                "InvalidArgument",
-                "Unauthenticated",
-                "PermissionDenied",
-            ]
-            .iter()
-            .any(|w| d.contains(w))
+        // etcd refuses a login with INVALID_ARGUMENT ("authentication failed, invalid user
+        // ID or password"), UNAUTHENTICATED or PERMISSION_DENIED.
+        let rejected = |k: ErrorKind| {
+            matches!(
+                k,
+                ErrorKind::Status(
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::Unauthenticated
+                        | tonic::Code::PermissionDenied
+                )
+            )
         };
         return Err(match (&cfg.user, e) {
             (_, KvError::Etcd { detail, .. }) if tls_failure(cfg, &detail) => tls_error(detail),
-            (Some((user, _)), KvError::Etcd { detail, .. }) if rejected(&detail) => KvError::Auth {
-                user: user.clone(),
-                endpoints: endpoints.to_string(),
-                detail,
-            },
+            (Some((user, _)), KvError::Etcd { detail, kind, .. }) if rejected(kind) => {
+                KvError::Auth {
+                    user: user.clone(),
+                    endpoints: endpoints.to_string(),
+                    detail,
+                }
+            }
             (_, e)
                 if e.is_transient()
                     && tokio::time::Instant::now() + Duration::from_millis(100) < deadline =>
@@ -422,21 +463,23 @@ async fn connect_member(
     };
     Err(match e {
         KvError::Etcd { detail, .. } if tls_failure(cfg, &detail) => tls_error(detail),
-        KvError::Etcd { detail, .. }
-            if detail.contains("Unauthenticated") || detail.contains("user name") =>
-        {
-            match &cfg.user {
-                Some((user, _)) => KvError::Auth {
-                    user: user.clone(),
-                    endpoints: endpoints.to_string(),
-                    detail,
-                },
-                None => KvError::AuthRequired {
-                    endpoints: endpoints.to_string(),
-                    detail,
-                },
-            }
-        }
+        // No or an expired token (UNAUTHENTICATED), or no user name (INVALID_ARGUMENT,
+        // etcd's "user name is empty") on a read.
+        KvError::Etcd {
+            detail,
+            kind: ErrorKind::Status(tonic::Code::Unauthenticated | tonic::Code::InvalidArgument),
+            ..
+        } => match &cfg.user {
+            Some((user, _)) => KvError::Auth {
+                user: user.clone(),
+                endpoints: endpoints.to_string(),
+                detail,
+            },
+            None => KvError::AuthRequired {
+                endpoints: endpoints.to_string(),
+                detail,
+            },
+        },
         KvError::Etcd { detail, .. } => unreachable(detail),
         other => other,
     })
@@ -584,92 +627,145 @@ impl KvStore {
         self.member_client().1
     }
 
-    /// Runs one request with the op timeout on a healthy member. A member that fails it in a
-    /// way that says the member is unusable (no leader, connection refused, no answer within
-    /// half the op timeout, or a probe of it failing meanwhile) leaves the rotation and the
-    /// request is sent again, to the next member, within the same op timeout. A member
-    /// without leader refuses requests before applying them, and a member that lost its
-    /// quorum cannot commit an abandoned attempt; an attempt abandoned on a merely slow member
-    /// may still apply, which the callers' requests tolerate (puts and deletes are
-    /// idempotent, allocations are compare-and-set transactions that look up first).
+    /// Runs one request with the op timeout, on a healthy member, copied to other members
+    /// when it is not answered in time (a hedged request). The first copy goes to the
+    /// preferred member; while no copy has answered, another is sent after the hedge delay of
+    /// the member it goes to ([`MemberSet::hedge_after`](members::MemberSet::hedge_after):
+    /// 4 times that member's smoothed round trip, between 50 ms and a quarter of the op
+    /// timeout), to a member without a copy first, then rotating over the usable ones; a
+    /// copy that fails in a way that says its member is unusable (no leader, refused) sends
+    /// the next one at once. Each copy lives half the op timeout (etcd 3.4 does not resend a
+    /// read index lost in an election, so a stuck copy never comes back by itself); one that
+    /// runs out marks its member unhealthy. The first answer wins; members whose copies it
+    /// overtook are reported late (slow, probed at once).
+    ///
+    /// So a member cut off from its peers costs one hedge delay, not a timeout, and a cut
+    /// leader costs etcd's election plus at most a rotation of copies. A member without
+    /// leader refuses requests before applying them, and a member that lost its quorum cannot
+    /// commit a copy; a copy on a merely slow member may still apply as well as another one,
+    /// which the callers' requests tolerate (puts and deletes are idempotent, allocations are
+    /// compare-and-set transactions that look up first).
     async fn timed<T, F, Fut>(&self, op: &str, mut f: F) -> Result<T, KvError>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         use members::Event;
-        let deadline = tokio::time::Instant::now() + self.op_timeout;
-        // One attempt gets half the op timeout: a request stuck on a member (etcd 3.4 does
-        // not resend a read index lost in an election) is sent again, elsewhere if the member
-        // has gone bad, while time is left.
-        let attempt_for = self.op_timeout / 2;
-        // A request slower than this has its member probed at once (other requests and
-        // streams on it move sooner if the probe fails).
-        let suspect_after = (attempt_for / 2).min(self.pool.probe_timeout());
+        use tokio::time::Instant;
+        let start = Instant::now();
+        let deadline = start + self.op_timeout;
+        let copy_for = self.op_timeout / 2;
+        let hedge_max = self.op_timeout / 4;
+        // A copy stuck on a follower whose leader was cut never returns (its forwarded
+        // proposal is lost), so copies keep going out every hedge delay until etcd has a new
+        // leader: enough for one per hedge delay over a copy's life, plus one per member.
+        let max_copies = self.pool.len().max(1)
+            + (copy_for.as_millis() / members::HEDGE_MIN.as_millis()) as usize;
         let timeout = || KvError::Timeout {
             op: op.into(),
             timeout: self.op_timeout,
             endpoints: self.endpoints.to_string(),
         };
-        let mut tried = Vec::new();
-        let mut last: Option<KvError> = None;
+        // In flight: a few (during an election, one per hedge delay), polled in turn.
+        struct Copy<C> {
+            member: usize,
+            sent: Instant,
+            hedge: Duration,
+            suspected: bool,
+            fut: std::pin::Pin<Box<tokio::time::Timeout<C>>>,
+        }
+        let mut copies: Vec<Copy<Fut>> = Vec::new();
+        let mut last_member = 0;
+        let mut last_err: Option<KvError> = None;
+        let mut next_copy = start;
+        // Copies that failed since the last pause: once every member failed one, the next
+        // copy waits a little (members that refuse at once are not hammered in a loop).
+        let mut failed = 0;
         loop {
-            let Some((i, client)) = self.pool.pick(&tried) else {
-                // Every member tried: start over after a pause, within the deadline.
-                let retry_at = tokio::time::Instant::now() + Duration::from_millis(50);
-                if retry_at >= deadline {
-                    return Err(last.unwrap_or_else(timeout));
-                }
-                tokio::time::sleep_until(retry_at).await;
-                tried.clear();
-                continue;
-            };
-            tried.push(i);
-            let attempt = f(client);
-            let lost = self.pool.lost(i);
-            let suspect = tokio::time::sleep(suspect_after);
-            let attempt_end = (tokio::time::Instant::now() + attempt_for).min(deadline);
-            let give_up = tokio::time::sleep_until(attempt_end);
-            tokio::pin!(attempt, lost, suspect, give_up);
-            let mut suspected = false;
-            let outcome = loop {
-                tokio::select! {
-                    r = &mut attempt => break Some(r),
-                    _ = &mut lost => break None,
-                    _ = &mut suspect, if !suspected => {
-                        suspected = true;
-                        self.pool.report(i, Event::Suspect);
-                    }
-                    _ = &mut give_up => {
-                        let e = timeout();
-                        self.report_failure(i, &e);
-                        if tokio::time::Instant::now() + Duration::from_millis(10) >= deadline {
-                            return Err(e);
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(last_err.unwrap_or_else(timeout));
+            }
+            if now >= next_copy && copies.len() < max_copies {
+                let in_flight: Vec<usize> = copies.iter().map(|c| c.member).collect();
+                match self.pool.pick_copy(&in_flight, last_member) {
+                    Some((i, client)) => {
+                        let hedge = self.pool.hedge_after(i, hedge_max);
+                        // The members this copy is sent away from are probed now.
+                        for c in copies.iter_mut().filter(|c| !c.suspected) {
+                            c.suspected = true;
+                            self.pool.report(c.member, Event::Suspect);
                         }
-                        break None;
+                        let end = (now + copy_for).min(deadline);
+                        copies.push(Copy {
+                            member: i,
+                            sent: now,
+                            hedge,
+                            suspected: false,
+                            fut: Box::pin(tokio::time::timeout_at(end, f(client))),
+                        });
+                        last_member = i;
+                        next_copy = now + hedge;
                     }
+                    None => next_copy = now + members::HEDGE_MIN,
                 }
+            }
+            let wake = if copies.len() < max_copies {
+                next_copy.min(deadline)
+            } else {
+                deadline
             };
-            match outcome {
-                Some(Ok(v)) => {
-                    self.pool.report(i, Event::RequestOk);
+            let done = tokio::select! {
+                d = std::future::poll_fn(|cx| {
+                    for (k, c) in copies.iter_mut().enumerate() {
+                        if let std::task::Poll::Ready(r) = c.fut.as_mut().poll(cx) {
+                            return std::task::Poll::Ready((k, r));
+                        }
+                    }
+                    std::task::Poll::Pending
+                }), if !copies.is_empty() => Some(d),
+                _ = tokio::time::sleep_until(wake) => None,
+            };
+            let Some((k, r)) = done else { continue };
+            let Copy {
+                member: i, sent, ..
+            } = copies.swap_remove(k);
+            match r {
+                Ok(Ok(v)) => {
+                    let rtt = sent.elapsed();
+                    self.pool.report(i, Event::Answered(rtt));
+                    for c in &copies {
+                        if c.member != i && c.sent.elapsed() > c.hedge {
+                            self.pool.report(c.member, Event::Late);
+                        }
+                    }
                     return Ok(v);
                 }
-                Some(Err(e)) => {
+                Ok(Err(e)) => {
                     let e = KvError::from_etcd(op, e);
                     if pool::failure_of(&e).is_none() {
                         return Err(e);
                     }
+                    tracing::debug!(op, member = %self.pool.endpoint(i), error = %e, "request failed on a member; sending it to another");
                     self.report_failure(i, &e);
-                    last = Some(e);
+                    last_err = Some(e);
+                    failed += 1;
+                    next_copy = if failed >= self.pool.len() {
+                        failed = 0;
+                        Instant::now() + members::HEDGE_MIN
+                    } else {
+                        Instant::now()
+                    };
                 }
-                None => {
-                    tracing::debug!(op, member = %self.pool.endpoint(i), "member went unhealthy or did not answer in time; sending the request again");
-                    last = Some(KvError::Etcd {
+                Err(_) => {
+                    let e = KvError::Timeout {
                         op: op.into(),
-                        detail: format!("member {} went unhealthy", self.pool.endpoint(i)),
-                        transient: true,
-                    });
+                        timeout: copy_for,
+                        endpoints: self.pool.endpoint(i).to_string(),
+                    };
+                    tracing::debug!(op, member = %self.pool.endpoint(i), "a copy of a request got no answer in time");
+                    self.report_failure(i, &e);
+                    next_copy = Instant::now();
                 }
             }
         }
@@ -883,6 +979,93 @@ mod tests {
         assert_eq!(prefix_end(b"a/"), b"a0".to_vec());
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
         assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+
+    /// Each class of failure, from the gRPC status code alone: what member health makes
+    /// of it (`pool::failure_of`), and whether a retry may cure it.
+    #[test]
+    fn errors_are_classified_by_grpc_status_code() {
+        use members::Failure;
+        use tonic::Status;
+        let class = |s: Status| {
+            let e = KvError::from_etcd("put", etcd_client::Error::GRpcStatus(s));
+            (e.kind(), pool::failure_of(&e), e.is_transient())
+        };
+        // No leader: etcd's UNAVAILABLE with its no-leader description.
+        let (k, f, t) = class(Status::unavailable(ETCD_NO_LEADER));
+        assert_eq!(k, Some(ErrorKind::NoLeader));
+        assert!(matches!(f, Some(Failure::NoLeader(_))), "{f:?}");
+        assert!(t);
+        // Any other UNAVAILABLE (a refused connection as tonic reports it, etcd's "request
+        // timed out", "leader changed"; also a message that merely mentions a leader):
+        // the member is unusable for now.
+        for msg in [
+            "tcp connect error: Connection refused (os error 111)",
+            "etcdserver: request timed out",
+            "etcdserver: leader changed",
+            "this text says no leader but is not etcd's error",
+        ] {
+            let (k, f, t) = class(Status::unavailable(msg));
+            assert_eq!(
+                k,
+                Some(ErrorKind::Status(tonic::Code::Unavailable)),
+                "{msg}"
+            );
+            assert!(matches!(f, Some(Failure::Unreachable(_))), "{msg}: {f:?}");
+            assert!(t, "{msg}");
+        }
+        // DEADLINE_EXCEEDED: no answer in time.
+        let (k, f, t) = class(Status::deadline_exceeded("context deadline exceeded"));
+        assert_eq!(k, Some(ErrorKind::Status(tonic::Code::DeadlineExceeded)));
+        assert!(matches!(f, Some(Failure::Timeout(_))), "{f:?}");
+        assert!(t);
+        // The member answered and refused the request: not a health matter, and whatever the
+        // text says (here it even mentions "Unavailable" and "no leader").
+        let (k, f, t) = class(Status::invalid_argument(
+            "etcdserver: key is not provided (Unavailable? no leader?)",
+        ));
+        assert_eq!(k, Some(ErrorKind::Status(tonic::Code::InvalidArgument)));
+        assert_eq!(f, None);
+        assert!(!t);
+        let (k, f, t) = class(Status::failed_precondition(
+            "etcdserver: requested lease not found",
+        ));
+        assert_eq!(k, Some(ErrorKind::Status(tonic::Code::FailedPrecondition)));
+        assert_eq!(f, None);
+        assert!(!t);
+        // PERMISSION_DENIED is its own error, never a member failure.
+        let e = KvError::from_etcd(
+            "put",
+            etcd_client::Error::GRpcStatus(Status::permission_denied(
+                "etcdserver: permission denied",
+            )),
+        );
+        assert!(matches!(e, KvError::PermissionDenied { .. }), "{e:?}");
+        assert_eq!(pool::failure_of(&e), None);
+        // Below gRPC: a broken connection is an unreachable member.
+        let e = KvError::from_etcd(
+            "watch",
+            etcd_client::Error::IoError(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "reset",
+            )),
+        );
+        assert_eq!(e.kind(), Some(ErrorKind::Transport));
+        assert!(matches!(
+            pool::failure_of(&e),
+            Some(Failure::Unreachable(_))
+        ));
+        // A client-side refusal is the caller's problem.
+        let e = KvError::from_etcd("put", etcd_client::Error::InvalidArgs("no key".into()));
+        assert_eq!(e.kind(), Some(ErrorKind::Other));
+        assert_eq!(pool::failure_of(&e), None);
+        // meshd's own timeout of a request.
+        let e = KvError::Timeout {
+            op: "put".into(),
+            timeout: Duration::from_secs(1),
+            endpoints: "http://192.0.2.1:2379".into(),
+        };
+        assert!(matches!(pool::failure_of(&e), Some(Failure::Timeout(_))));
     }
 
     #[test]

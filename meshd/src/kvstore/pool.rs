@@ -9,7 +9,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::members::{Event, Failure, Health, HealthConfig, MemberSet, MemberView};
-use super::{KvError, KvStore};
+use super::{ErrorKind, KvError, KvStore};
 
 pub(crate) struct Pool {
     endpoints: Vec<String>,
@@ -34,22 +34,24 @@ impl Drop for ProberGuard {
 
 /// The health-relevant part of a failed request, if any (`None`: the member answered and
 /// the request itself was refused, e.g. permission denied or a malformed request).
+///
+/// Classified by the gRPC status code ([`ErrorKind`]), never by the message: etcd's "no
+/// leader" is UNAVAILABLE with etcd's own description; any other UNAVAILABLE (a connection
+/// tonic could not make, etcd's "request timed out" or "leader changed") or a broken
+/// transport is an unreachable member; DEADLINE_EXCEEDED is a timeout.
 pub(crate) fn failure_of(e: &KvError) -> Option<Failure> {
+    use tonic::Code;
     match e {
         KvError::Timeout { .. } => Some(Failure::Timeout(e.to_string())),
         KvError::Unreachable { detail, .. } => Some(Failure::Unreachable(detail.clone())),
-        KvError::Etcd { detail, .. } if detail.contains("no leader") => {
-            Some(Failure::NoLeader(detail.clone()))
-        }
-        KvError::Etcd { detail, .. }
-            if e.never_sent()
-                || detail.contains("Unavailable")
-                || detail.contains("transport error")
-                || detail.contains("leader changed")
-                || detail.contains("request timed out") =>
-        {
-            Some(Failure::Unreachable(detail.clone()))
-        }
+        KvError::Etcd { detail, kind, .. } => match kind {
+            ErrorKind::NoLeader => Some(Failure::NoLeader(detail.clone())),
+            ErrorKind::Transport | ErrorKind::Status(Code::Unavailable) => {
+                Some(Failure::Unreachable(detail.clone()))
+            }
+            ErrorKind::Status(Code::DeadlineExceeded) => Some(Failure::Timeout(detail.clone())),
+            ErrorKind::Status(_) | ErrorKind::Other => None,
+        },
         _ => None,
     }
 }
@@ -111,6 +113,29 @@ impl Pool {
 
     pub(crate) fn probe_timeout(&self) -> Duration {
         lock(&self.set).config().probe_timeout
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    pub(crate) fn hedge_after(&self, i: usize, max: Duration) -> Duration {
+        lock(&self.set).hedge_after(i, max)
+    }
+
+    /// The member for one more copy of a request (see `MemberSet::pick_copy`) and its
+    /// client; a member without a client yet is not chosen.
+    pub(crate) fn pick_copy(&self, in_flight: &[usize], last: usize) -> Option<(usize, Client)> {
+        let mut busy = in_flight.to_vec();
+        for _ in 0..=self.endpoints.len() {
+            let i = lock(&self.set).pick_copy(&busy, last)?;
+            match self.client(i) {
+                Some(c) => return Some((i, c)),
+                // Counted as busy: it has no connection to send on.
+                None => busy.extend(std::iter::repeat_n(i, 4 * self.endpoints.len())),
+            }
+        }
+        None
     }
 
     /// The member for the next request (skipping `tried`) and its client.
@@ -267,10 +292,10 @@ impl Pool {
         } else {
             match tokio::time::timeout(timeout, client.status()).await {
                 Ok(Ok(s)) => (true, s.leader()),
-                // The member answered (e.g. "no leader"): reachable.
+                // The member answered (e.g. "no leader"): reachable. Any other UNAVAILABLE
+                // is tonic's for a connection it could not make.
                 Ok(Err(etcd_client::Error::GRpcStatus(s)))
-                    if s.code() != tonic::Code::Unavailable
-                        || s.message().contains("no leader") =>
+                    if ErrorKind::of_status(&s) != ErrorKind::Status(tonic::Code::Unavailable) =>
                 {
                     (true, 0)
                 }

@@ -510,11 +510,15 @@ async fn watch_from<D: Decoder>(
                 }
                 if resp.canceled() {
                     let why = format!("watch canceled: {}", resp.cancel_reason());
-                    if resp.cancel_reason().contains("no leader") {
+                    // A canceled watch carries its reason as text only (no status code); etcd
+                    // 3.4 ends a require-leader watch stream with UNAVAILABLE "no leader",
+                    // which arrives as a stream error above, classified by its code.
+                    if resp.cancel_reason().contains(super::ETCD_NO_LEADER) {
                         store.report_failure(member, &KvError::Etcd {
                             op: "watch".into(),
                             detail: why.clone(),
                             transient: true,
+                            kind: super::ErrorKind::NoLeader,
                         });
                         return Outcome::Moved(why);
                     }
