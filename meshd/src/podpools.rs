@@ -364,6 +364,18 @@ mod tests {
         vec![Pool::new(net("10.1.0.0/16"), 24).unwrap()]
     }
 
+    /// The tenants pool (namespaces labelled tier=tenant) and the config's pool.
+    fn tenants_then_config() -> Vec<PodPool> {
+        resolve(
+            &config(),
+            &[(
+                "tenants".into(),
+                tenant_pool(Some(selector("tier", "tenant")), false),
+            )],
+            &namespaces(),
+        )
+    }
+
     #[test]
     fn selecting_pools_come_first_then_the_config_then_open_ippools_and_disabled_ones_never() {
         let ippools = vec![
@@ -411,14 +423,7 @@ mod tests {
 
     #[test]
     fn the_cni_file_lists_each_pools_blocks_and_families_even_without_a_block() {
-        let pools = resolve(
-            &config(),
-            &[(
-                "tenants".into(),
-                tenant_pool(Some(selector("tier", "tenant")), false),
-            )],
-            &namespaces(),
-        );
+        let pools = tenants_then_config();
         let blocks = vec![net("10.1.3.0/24"), net("10.9.0.8/29")];
         let f = cni_file(&pools, &blocks);
         assert_eq!(f.pod_cidrs, blocks);
@@ -446,14 +451,7 @@ mod tests {
 
     #[test]
     fn a_pool_grows_when_asked_with_no_room_or_when_an_eighth_is_left() {
-        let pools = resolve(
-            &config(),
-            &[(
-                "tenants".into(),
-                tenant_pool(Some(selector("tier", "tenant")), false),
-            )],
-            &namespaces(),
-        );
+        let pools = tenants_then_config();
         let blocks = vec![net("10.1.3.0/24"), net("10.9.0.8/29")];
         let req = |p: &str, f| Request {
             pool: p.into(),

@@ -166,8 +166,15 @@ impl Pool {
                 error = view.last_error.as_deref().unwrap_or(""),
                 "etcd member unhealthy; taken out of rotation until a probe succeeds"
             ),
-            _ if tr.from == Health::Unhealthy => tracing::info!(
+            Health::Slow => tracing::warn!(
                 member = %self.endpoints[i],
+                has_leader = view.has_leader,
+                rtt_ms = view.rtt.map(|d| d.as_millis() as u64),
+                "etcd member slow (it answers, but its round trip is above the slow threshold); used only when no healthy member is left"
+            ),
+            _ if matches!(tr.from, Health::Unhealthy | Health::Slow) => tracing::info!(
+                member = %self.endpoints[i],
+                was = ?tr.from,
                 "etcd member healthy again"
             ),
             _ => {}
