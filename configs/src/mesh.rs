@@ -58,6 +58,9 @@ pub struct Mesh {
     /// `mesh.pod_cidr_release_grace`: how long a node's PodCIDRs stay reserved after its record
     /// went (lease ran out), so a node that comes back keeps its pods' addresses.
     pub pod_cidr_release_grace: Duration,
+    /// `mesh.pod_cidr_block_idle`: how long a node's extra PodCIDR block (one it took when its
+    /// blocks filled up) holds no pod before the node gives it back.
+    pub pod_cidr_block_idle: Duration,
     /// `mesh.service_cidrs`: where ClusterIPs of applied Services come from (one CIDR per
     /// family at most; empty: Services that need a ClusterIP are refused, naming this field).
     pub service_cidrs: Vec<IpNet>,
@@ -98,6 +101,8 @@ impl LeaseTiming {
 
 /// Default of `mesh.identity_gc_grace`.
 pub const DEFAULT_IDENTITY_GC_GRACE: Duration = Duration::from_secs(300);
+/// Default of `mesh.pod_cidr_block_idle`.
+pub const DEFAULT_POD_CIDR_BLOCK_IDLE: Duration = Duration::from_secs(600);
 /// Default of `mesh.pod_cidr_release_grace`.
 pub const DEFAULT_POD_CIDR_RELEASE_GRACE: Duration = Duration::from_secs(600);
 const MAX_GRACE: Duration = Duration::from_secs(30 * 86_400);
@@ -515,11 +520,23 @@ pub(crate) fn validate(
             .unwrap_or(DEFAULT_CNI_ENDPOINTS_DIR),
     );
     let (identity_gc_grace, pod_cidr_release_grace) = graces(errs, &raw);
+    let pod_cidr_block_idle = match raw.pod_cidr_block_idle.as_deref() {
+        Some(t) => crate::duration::field(
+            errs,
+            "mesh.pod_cidr_block_idle",
+            t,
+            Duration::from_secs(1)..=MAX_GRACE,
+            "a block given back at once would be taken again by the next burst of pods",
+            "write e.g. \"10m\" (the default)",
+        ),
+        None => Some(DEFAULT_POD_CIDR_BLOCK_IDLE),
+    };
     let service_cidrs = service_cidrs(errs, &raw.service_cidrs, pools.as_deref());
     Some(Mesh {
         service_cidrs: service_cidrs?,
         identity_gc_grace: identity_gc_grace?,
         pod_cidr_release_grace: pod_cidr_release_grace?,
+        pod_cidr_block_idle: pod_cidr_block_idle?,
         deregister_on_stop: raw.deregister_on_stop.unwrap_or(false),
         cni_endpoints_dir: cni_endpoints_dir?,
         wireguard_device: wireguard_device?,

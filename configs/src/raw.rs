@@ -217,6 +217,7 @@ pub struct RawMesh {
     pub deregister_on_stop: Option<bool>,
     pub identity_gc_grace: Option<String>,
     pub pod_cidr_release_grace: Option<String>,
+    pub pod_cidr_block_idle: Option<String>,
     #[serde(default)]
     pub service_cidrs: Vec<String>,
 }

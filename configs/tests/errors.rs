@@ -686,6 +686,17 @@ fn mesh_gc_graces() {
         ["mesh.identity_gc_grace", "mesh.pod_cidr_release_grace"],
         "{e}"
     );
+    // An idle extra block goes back after mesh.pod_cidr_block_idle (10m by default).
+    assert_eq!(m.pod_cidr_block_idle, Duration::from_secs(600));
+    let m = Config::from_toml(&format!("{NODE}{MESH}pod_cidr_block_idle = \"2s\"\n"))
+        .unwrap()
+        .mesh
+        .unwrap();
+    assert_eq!(m.pod_cidr_block_idle, Duration::from_secs(2));
+    assert_error(
+        &format!("{NODE}{MESH}pod_cidr_block_idle = \"0s\"\n"),
+        "mesh.pod_cidr_block_idle: \"0s\" is too short: at least 1s (a block given back at once would be taken again by the next burst of pods); write e.g. \"10m\" (the default)",
+    );
 }
 
 #[test]

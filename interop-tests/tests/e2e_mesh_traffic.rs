@@ -589,5 +589,75 @@ spec:
         "{d}"
     );
     assert!(d.lines().any(|l| l.contains("ClusterIPAllocated")), "{d}");
+
+    // The second block's only pod goes, and two of the first block's: the first block alone
+    // has room above its low water now, so after mesh.pod_cidr_block_idle (2 s in the lab)
+    // and the drain (15 s, for an ADD that read the file before) n1 gives the second block
+    // back: out of its record, withdrawn at the ToR, free in etcd. The first block stays.
+    // (With the first block full the second stays: that is checked by the unit tests.)
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for k in [5, 4, 3] {
+        interop_tests::cni::del(
+            &mesh.bins.cni,
+            &red1.host,
+            &hosts[k],
+            &format!("tenant-{k}"),
+            &conf,
+        )
+        .unwrap();
+    }
+    let t = Instant::now();
+    let used = || -> serde_json::Value {
+        serde_json::from_str(
+            &mesh
+                .ironctl(&["get", "ippool", "tenants", "--meshd", &api, "-o", "json"])
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    while used()["status"]["used"] != 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "the idle block never went back: {}",
+            used()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("the idle block went back after {:?}", t.elapsed());
+    assert_eq!(
+        used()["status"]["nodes"]["n1"],
+        serde_json::json!(["10.11.0.0/29"])
+    );
+    let t = Instant::now();
+    while mesh
+        .red_tor
+        .routes_from_node(0)
+        .unwrap()
+        .iter()
+        .any(|r| r.prefix == block)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the ToR kept {block}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let d = mesh
+        .ironctl(&["describe", "ippool", "tenants", "--meshd", &api])
+        .unwrap();
+    assert!(
+        d.lines()
+            .any(|l| l.contains("BlockReleased") && l.contains("node n1 gave 10.11.0.8/29 back")),
+        "{d}"
+    );
+    // The pods of the first block are untouched: one still answers from red n2.
+    let stop0 = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    probe::serve(&hosts[0], "tenant-0".into(), stop0.clone()).unwrap();
+    until(
+        &mesh.pod(Side::Red, "n2", "other").host,
+        SocketAddr::new(IpAddr::V4(ips[0]), APP_PORT),
+        Duration::from_secs(10),
+        |a| a == "tenant-0",
+    );
+    stop0.store(true, std::sync::atomic::Ordering::Relaxed);
 }

@@ -589,7 +589,8 @@ async fn futures_join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output
 
 /// Growing nodes (a node whose blocks are full gets another, `PodCidrAllocator::grow`) from
 /// three allocators at once, each its own node as each node's meshd does: every block is held
-/// once, each node's index lists exactly its blocks, and a pool with no block left says so.
+/// once, each node's index lists exactly its blocks, a pool with no block left says so, and a
+/// block given back (`release_block`) is carved again for the next node.
 /// (A grow retried after an unknown outcome finds the block it added and adds none: a grow
 /// means "one more than when I started", so one node has one grower, its own meshd.)
 #[test]
@@ -639,11 +640,29 @@ fn etcd_mesh_podcidr_growth_storm_never_gives_one_block_twice() -> Result<()> {
             index.insert(n.clone(), alloc.lookup(n).await.unwrap().unwrap());
         }
         // One block is left: the next grow takes it, the one after is refused.
-        alloc.grow(&nodes[1], &tenant, Family::V4).await.unwrap();
+        let all = alloc.grow(&nodes[1], &tenant, Family::V4).await.unwrap();
         let e = alloc
             .grow(&nodes[1], &tenant, Family::V4)
             .await
             .unwrap_err();
+        // Given back (an idle extra block), it is free for the next node that grows; a block
+        // another node holds is not this node's to give back.
+        let last = *all.last().unwrap();
+        let after = alloc.release_block(&nodes[1], last).await.unwrap();
+        assert!(!after.contains(&last), "{after:?}");
+        let other = index[&nodes[2]].last().copied().unwrap();
+        let unchanged = alloc.release_block(&nodes[1], other).await.unwrap();
+        assert_eq!(unchanged, after, "not node 1's block: nothing changes");
+        let taken = alloc.grow(&nodes[2], &tenant, Family::V4).await.unwrap();
+        assert_eq!(
+            taken.last(),
+            Some(&last),
+            "the given-back block is carved again"
+        );
+        assert_eq!(
+            alloc.lookup(&nodes[2]).await.unwrap().unwrap().last(),
+            Some(&last)
+        );
         (index, e.to_string())
     });
     for (node, b) in &grown {

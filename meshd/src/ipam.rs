@@ -459,6 +459,59 @@ impl PodCidrAllocator {
     }
 }
 
+impl PodCidrAllocator {
+    /// Gives one block of the node back (a grown node whose extra block has been empty for a
+    /// while): the block's key goes if this node holds it, and the node's index loses it, in
+    /// one transaction guarded by both keys' revisions. Returns the node's CIDRs after.
+    pub async fn release_block(
+        &self,
+        node: &NodeName,
+        block: IpNet,
+    ) -> Result<Vec<IpNet>, IpamError> {
+        let node_key = self.key(Resource::PodCidrsOfNode(node.clone()));
+        let Some(kv) = self.store.get(&node_key).await? else {
+            return Ok(Vec::new());
+        };
+        let mut have = decode_node(&node_key, &kv)?;
+        if !have.cidrs.contains(&block) {
+            return Ok(have.cidrs);
+        }
+        have.cidrs.retain(|c| *c != block);
+        let mut when = vec![Compare::mod_revision(
+            node_key.clone(),
+            CompareOp::Equal,
+            kv.mod_revision,
+        )];
+        let mut ops = vec![TxnOp::put(
+            node_key.clone(),
+            serde_json::to_vec(&have).expect("serializes"),
+            None,
+        )];
+        let k = self.key(Resource::PodCidr(block));
+        if let Some(ckv) = self.store.get(&k).await?
+            && serde_json::from_slice::<PodCidrValue>(&ckv.value).is_ok_and(|v| &v.node == node)
+        {
+            when.push(Compare::mod_revision(
+                k.clone(),
+                CompareOp::Equal,
+                ckv.mod_revision,
+            ));
+            ops.push(TxnOp::delete(k, None));
+        }
+        let resp = self.store.txn(Txn::new().when(when).and_then(ops)).await?;
+        if !resp.succeeded() {
+            return Err(IpamError::Contention {
+                node: node.to_string(),
+                attempts: 1,
+            });
+        }
+        if let Some(u) = self.used.lock().unwrap().as_mut() {
+            u.remove(&block);
+        }
+        Ok(have.cidrs)
+    }
+}
+
 fn decode_node(key: &str, kv: &Kv) -> Result<NodeCidrsValue, IpamError> {
     serde_json::from_slice(&kv.value).map_err(|e| IpamError::Malformed {
         key: key.into(),

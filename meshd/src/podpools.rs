@@ -285,6 +285,40 @@ pub fn to_grow(
     out
 }
 
+/// The block to give back now, if any (at most one per call): a block that is not the node's
+/// first of its pool and family, empty since at least `after` (`empty_since`: when each block
+/// was last seen empty, kept by the caller), and whose pool would still have more than its
+/// low water free without it (so it is not grown again at once).
+pub fn to_release(
+    pools: &[PodPool],
+    node_blocks: &[IpNet],
+    used: &BTreeSet<IpAddr>,
+    empty_since: &BTreeMap<IpNet, std::time::Instant>,
+    now: std::time::Instant,
+    after: std::time::Duration,
+) -> Option<IpNet> {
+    for p in pools {
+        for fam in p.families() {
+            let blocks = p.blocks(fam, node_blocks);
+            for b in blocks.iter().skip(1) {
+                let empty = !used.iter().any(|a| b.contains(a));
+                let long = empty_since
+                    .get(b)
+                    .is_some_and(|t| now.saturating_duration_since(*t) >= after);
+                if !(empty && long) {
+                    continue;
+                }
+                let rest: Vec<IpNet> = blocks.iter().filter(|x| *x != b).copied().collect();
+                let low = rest.last().map(|l| (capacity(l) / 8).max(1)).unwrap_or(1);
+                if free(&rest, used) > low {
+                    return Some(*b);
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Why a request cannot be served, if it cannot (unknown pool or family, or the node at its
 /// block limit for the pool).
 pub fn refuse(pools: &[PodPool], node_blocks: &[IpNet], r: &Request) -> Option<String> {
@@ -490,6 +524,54 @@ mod tests {
         // The config pool's /24 with 2 used: nothing.
         let some: BTreeSet<IpAddr> = [ip("10.1.3.2"), ip("10.1.3.3")].into();
         assert_eq!(to_grow(&pools, &blocks, &some, &[]), vec![]);
+    }
+
+    #[test]
+    fn an_extra_block_empty_long_enough_goes_back_but_never_the_first_or_one_still_needed() {
+        use std::time::{Duration, Instant};
+        let pools = tenants_then_config();
+        let a = net("10.9.0.8/29");
+        let b = net("10.9.0.16/29");
+        let blocks = vec![net("10.1.3.0/24"), a, b];
+        let t0 = Instant::now();
+        let after = Duration::from_secs(600);
+        let since: BTreeMap<IpNet, Instant> = [(a, t0), (b, t0)].into();
+        let later = t0 + after;
+        // Both empty: the first block of the pool stays, the second goes.
+        let none = BTreeSet::new();
+        assert_eq!(
+            to_release(&pools, &blocks, &none, &since, later, after),
+            Some(b)
+        );
+        // Not empty long enough yet.
+        assert_eq!(
+            to_release(
+                &pools,
+                &blocks,
+                &none,
+                &since,
+                t0 + Duration::from_secs(599),
+                after
+            ),
+            None
+        );
+        // The second block is empty but the first is full: without it the pool would be at
+        // its low water and grow again, so it stays.
+        let full_a: BTreeSet<IpAddr> = (10..15).map(|i| ip(&format!("10.9.0.{i}"))).collect();
+        assert_eq!(
+            to_release(&pools, &blocks, &full_a, &since, later, after),
+            None
+        );
+        // A pod in the second block keeps it.
+        let in_b: BTreeSet<IpAddr> = [ip("10.9.0.18")].into();
+        assert_eq!(
+            to_release(&pools, &blocks, &in_b, &since, later, after),
+            None
+        );
+        // The node's only config block never goes.
+        let only: Vec<IpNet> = vec![net("10.1.3.0/24")];
+        let s2: BTreeMap<IpNet, Instant> = [(only[0], t0)].into();
+        assert_eq!(to_release(&pools, &only, &none, &s2, later, after), None);
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub(super) fn start_node(
          [mesh]\netcd_endpoints = {eps}\ncluster_id = {id}\nlease_ttl = 4\n\
          node_ipv4 = \"{ip}\"\nbgpd_socket = {bgpd_sock:?}\nwireguard_device = \"{wg}\"\n\
          pod_cidr_pools = [{{ cidr = \"{pool}\", node_mask = 24 }}]\n\
-         service_cidrs = [\"10.96.0.0/16\"]\n\
+         service_cidrs = [\"10.96.0.0/16\"]\npod_cidr_block_idle = \"2s\"\n\
          cni_endpoints_dir = {cni_eps:?}\n\n{local_auth}\n\
          [[mesh.remote_clusters]]\nname = \"{remote}\"\nid = {remote_id}\nendpoints = {reps}\n\
          pod_cidrs = [\"{rpool}\", \"{rippools}\"]\nnode_cidrs = [\"{rseg}\"]\n\

@@ -77,6 +77,8 @@ pub struct AgentConfig {
     pub gc_interval: Duration,
     pub identity_grace: Duration,
     pub pod_cidr_grace: Duration,
+    /// `mesh.pod_cidr_block_idle`: an extra block idle this long goes back.
+    pub pod_cidr_block_idle: Duration,
     /// `mesh.service_cidrs`: where applied Services' ClusterIPs come from.
     pub service_cidrs: Vec<ipnet::IpNet>,
 }
@@ -295,6 +297,7 @@ impl AgentConfig {
             gc_interval: Duration::from_secs(30),
             identity_grace: mesh.identity_gc_grace,
             pod_cidr_grace: mesh.pod_cidr_release_grace,
+            pod_cidr_block_idle: mesh.pod_cidr_block_idle,
             service_cidrs: mesh.service_cidrs.clone(),
         })
     }

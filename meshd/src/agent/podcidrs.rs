@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use ipnet::IpNet;
 use resources::{Kind, Spec};
@@ -43,14 +44,30 @@ pub(super) struct Grower<'a> {
     pub network_dir: PathBuf,
 }
 
+/// How long a block is kept out of the CNI file before it is given back: an ADD that read
+/// the file before may still take an address in it (the plugin waits at most 10 s for meshd).
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// What the grower remembers between ticks.
+#[derive(Default)]
+struct Memory {
+    written: Option<CniFile>,
+    logged: BTreeMap<String, String>,
+    /// Since when each of the node's blocks has held no pod.
+    empty_since: BTreeMap<IpNet, Instant>,
+    /// A block on its way back: out of the CNI file since then.
+    draining: BTreeMap<IpNet, Instant>,
+    /// Blocks out of the node record whose etcd keys still have to go.
+    to_free: BTreeSet<IpNet>,
+}
+
 impl Grower<'_> {
     /// Until `stop`.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut written: Option<CniFile> = None;
-        let mut logged: BTreeMap<String, String> = BTreeMap::new();
+        let mut m = Memory::default();
         loop {
             if self.view.with(|v| v.listed()) {
-                self.tick(&mut written, &mut logged).await;
+                self.tick(&mut m).await;
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.endpoint_poll) => {}
@@ -70,7 +87,14 @@ impl Grower<'_> {
         rec.record(&name, t, reason, msg).await;
     }
 
-    async fn tick(&self, written: &mut Option<CniFile>, logged: &mut BTreeMap<String, String>) {
+    async fn tick(&self, m: &mut Memory) {
+        let Memory {
+            written,
+            logged,
+            empty_since,
+            draining,
+            to_free,
+        } = m;
         let pools = self.view.with(|v| {
             let (ippools, namespaces) = local_pools(v, &self.cfg.cluster);
             podpools::resolve(&self.cfg.pools, &ippools, &namespaces)
@@ -137,7 +161,55 @@ impl Grower<'_> {
                 }
             }
         }
-        // The record first: every node must know a block before a pod gets an address in it.
+        // Giving back: an extra block empty for RELEASE_AFTER leaves the CNI file, and after
+        // DRAIN (still empty) the node record and then etcd.
+        let now = Instant::now();
+        blocks.retain(|b| !to_free.contains(b));
+        for b in &blocks {
+            if used.iter().any(|a| b.contains(a)) {
+                empty_since.remove(b);
+            } else {
+                empty_since.entry(*b).or_insert(now);
+            }
+        }
+        empty_since.retain(|b, _| blocks.contains(b));
+        draining.retain(|b, _| blocks.contains(b));
+        // The CNI asking for a pool means its blocks are needed after all.
+        draining.retain(|b, _| {
+            !requests.iter().any(|r| {
+                crate::ipam::family(b) == r.family
+                    && pools.iter().any(|p| p.name == r.pool && p.holds(b))
+            })
+        });
+        let mut release = None;
+        for (b, since) in draining.clone() {
+            if used.iter().any(|a| b.contains(a)) {
+                tracing::info!(block = %b, "a pod took an address in a draining block; the node keeps it");
+                draining.remove(&b);
+            } else if now.saturating_duration_since(since) >= DRAIN {
+                release = Some(b);
+            }
+        }
+        if draining.is_empty()
+            && let Some(b) = podpools::to_release(
+                &pools,
+                &blocks,
+                &used,
+                empty_since,
+                now,
+                self.cfg.pod_cidr_block_idle,
+            )
+        {
+            tracing::info!(block = %b, idle = ?self.cfg.pod_cidr_block_idle, "a PodCIDR block held no pod for mesh.pod_cidr_block_idle; draining it");
+            draining.insert(b, now);
+        }
+        if let Some(b) = release {
+            blocks.retain(|x| *x != b);
+            draining.remove(&b);
+            to_free.insert(b);
+        }
+        // The record first: every node must know a block before a pod gets an address in it
+        // (and forget one only once no pod can take an address in it).
         if self.reg.record().pod_cidrs != blocks {
             match self.reg.modify(|r| r.pod_cidrs = blocks.clone()).await {
                 Ok(r) => self.shared.set_record(Some(r)),
@@ -152,7 +224,36 @@ impl Grower<'_> {
             *c = blocks.clone();
             changed
         });
-        let file = podpools::cni_file(&pools, &blocks);
+        for b in to_free.clone() {
+            match self.ipam.release_block(&self.cfg.node, b).await {
+                Ok(_) => {
+                    to_free.remove(&b);
+                    tracing::info!(block = %b, "PodCIDR block given back");
+                    if let Some(p) = pools.iter().find(|p| p.holds(&b)) {
+                        self.event(
+                            &p.name,
+                            crate::events::EventType::Normal,
+                            "BlockReleased",
+                            format!(
+                                "node {} gave {b} back (no pod in it for {:?}: mesh.pod_cidr_block_idle)",
+                                self.cfg.node,
+                                self.cfg.pod_cidr_block_idle
+                            ),
+                        )
+                        .await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(block = %b, error = %e, "giving a PodCIDR block back failed; retrying")
+                }
+            }
+        }
+        let offered: Vec<IpNet> = blocks
+            .iter()
+            .filter(|b| !draining.contains_key(b))
+            .copied()
+            .collect();
+        let file = podpools::cni_file(&pools, &offered);
         if written.as_ref() != Some(&file) && write_cni_file(&self.network_dir, &file) {
             *written = Some(file);
         }

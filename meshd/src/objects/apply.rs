@@ -768,7 +768,7 @@ impl Objects {
                 .collect();
             if !held.is_empty() {
                 return Err(ApplyError::Invalid(format!(
-                    "IPPool {name:?} still has {} node block(s): {}; a node's blocks are freed when the node is gone (after mesh.pod_cidr_grace)",
+                    "IPPool {name:?} still has {} node block(s): {}; a node's blocks are freed when the node is gone (after mesh.pod_cidr_release_grace), an extra block when it held no pod for mesh.pod_cidr_block_idle",
                     held.len(),
                     held.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
                 )));
