@@ -417,19 +417,63 @@ impl PodCidrAllocator {
         node: &NodeName,
         extra: Vec<Compare>,
     ) -> Result<Vec<IpNet>, IpamError> {
+        Ok(self.release_where(node, extra, |_| true).await?.0)
+    }
+
+    /// Gives one block of the node back (a grown node whose extra block has been empty for a
+    /// while): the block's key goes if this node holds it, and the node's index loses it, in
+    /// one transaction guarded by both keys' revisions. Returns the node's CIDRs after.
+    pub async fn release_block(
+        &self,
+        node: &NodeName,
+        block: IpNet,
+    ) -> Result<Vec<IpNet>, IpamError> {
+        Ok(self
+            .release_where(node, Vec::new(), |c| *c == block)
+            .await?
+            .1)
+    }
+
+    /// Releases the node's CIDRs that `which` picks in one transaction: guarded by the index's
+    /// revision (and `extra`), each picked CIDR's key deleted only if this node holds it
+    /// (guarded by its revision too), the index rewritten with the rest or deleted when none
+    /// is left. Nothing picked (and some left): nothing written. Returns (released, kept).
+    async fn release_where(
+        &self,
+        node: &NodeName,
+        extra: Vec<Compare>,
+        which: impl Fn(&IpNet) -> bool,
+    ) -> Result<(Vec<IpNet>, Vec<IpNet>), IpamError> {
         let node_key = self.key(Resource::PodCidrsOfNode(node.clone()));
         let Some(kv) = self.store.get(&node_key).await? else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         };
-        let have = decode_node(&node_key, &kv)?;
+        let (released, kept): (Vec<IpNet>, Vec<IpNet>) = decode_node(&node_key, &kv)?
+            .cidrs
+            .into_iter()
+            .partition(|c| which(c));
+        if released.is_empty() && !kept.is_empty() {
+            return Ok((released, kept));
+        }
         let mut when = vec![Compare::mod_revision(
             node_key.clone(),
             CompareOp::Equal,
             kv.mod_revision,
         )];
         when.extend(extra);
-        let mut ops = vec![TxnOp::delete(node_key.clone(), None)];
-        for cidr in &have.cidrs {
+        let mut ops = vec![if kept.is_empty() {
+            TxnOp::delete(node_key.clone(), None)
+        } else {
+            let rest = NodeCidrsValue {
+                cidrs: kept.clone(),
+            };
+            TxnOp::put(
+                node_key.clone(),
+                serde_json::to_vec(&rest).expect("serializes"),
+                None,
+            )
+        }];
+        for cidr in &released {
             let k = self.key(Resource::PodCidr(*cidr));
             // Delete a CIDR key only if this node holds it.
             if let Some(ckv) = self.store.get(&k).await?
@@ -451,64 +495,11 @@ impl PodCidrAllocator {
             });
         }
         if let Some(u) = self.used.lock().unwrap().as_mut() {
-            for c in &have.cidrs {
+            for c in &released {
                 u.remove(c);
             }
         }
-        Ok(have.cidrs)
-    }
-}
-
-impl PodCidrAllocator {
-    /// Gives one block of the node back (a grown node whose extra block has been empty for a
-    /// while): the block's key goes if this node holds it, and the node's index loses it, in
-    /// one transaction guarded by both keys' revisions. Returns the node's CIDRs after.
-    pub async fn release_block(
-        &self,
-        node: &NodeName,
-        block: IpNet,
-    ) -> Result<Vec<IpNet>, IpamError> {
-        let node_key = self.key(Resource::PodCidrsOfNode(node.clone()));
-        let Some(kv) = self.store.get(&node_key).await? else {
-            return Ok(Vec::new());
-        };
-        let mut have = decode_node(&node_key, &kv)?;
-        if !have.cidrs.contains(&block) {
-            return Ok(have.cidrs);
-        }
-        have.cidrs.retain(|c| *c != block);
-        let mut when = vec![Compare::mod_revision(
-            node_key.clone(),
-            CompareOp::Equal,
-            kv.mod_revision,
-        )];
-        let mut ops = vec![TxnOp::put(
-            node_key.clone(),
-            serde_json::to_vec(&have).expect("serializes"),
-            None,
-        )];
-        let k = self.key(Resource::PodCidr(block));
-        if let Some(ckv) = self.store.get(&k).await?
-            && serde_json::from_slice::<PodCidrValue>(&ckv.value).is_ok_and(|v| &v.node == node)
-        {
-            when.push(Compare::mod_revision(
-                k.clone(),
-                CompareOp::Equal,
-                ckv.mod_revision,
-            ));
-            ops.push(TxnOp::delete(k, None));
-        }
-        let resp = self.store.txn(Txn::new().when(when).and_then(ops)).await?;
-        if !resp.succeeded() {
-            return Err(IpamError::Contention {
-                node: node.to_string(),
-                attempts: 1,
-            });
-        }
-        if let Some(u) = self.used.lock().unwrap().as_mut() {
-            u.remove(&block);
-        }
-        Ok(have.cidrs)
+        Ok((released, kept))
     }
 }
 
