@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use common::podcidrs::{FILE_NAME, PodCidrsFile};
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -177,33 +178,6 @@ impl Env {
     }
 }
 
-/// The file meshd writes into the network's directory with the node's PodCIDRs.
-pub const MESHD_POD_CIDRS_FILE: &str = "pod-cidrs.json";
-
-/// `pod-cidrs.json` as meshd writes it: every block the node holds, and the pools pods take
-/// addresses from (the first whose `namespaces` lists the pod's namespace, or has none).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MeshdPools {
-    #[serde(rename = "podCIDRs")]
-    pub pod_cidrs: Vec<IpNet>,
-    /// Absent (an older meshd): one pool of every block.
-    #[serde(default)]
-    pub pools: Vec<MeshdPool>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MeshdPool {
-    pub name: String,
-    #[serde(default)]
-    pub namespaces: Option<Vec<String>>,
-    /// `ipv4`, `ipv6`: what a pod of the pool gets, also when the node has no block of it yet.
-    pub families: Vec<String>,
-    /// The node's blocks of the pool.
-    pub cidrs: Vec<IpNet>,
-}
-
 /// One address family of a pod's pool: the node's blocks of it, the first with room first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
@@ -329,7 +303,7 @@ pub struct NetConf {
     pub prev_result: Option<serde_json::Value>,
     /// The node's blocks and pools from meshd, when the config names no PodCIDR.
     #[serde(skip)]
-    pub meshd: Option<MeshdPools>,
+    pub meshd: Option<PodCidrsFile>,
 }
 
 /// One entry of `cni.dev/valid-attachments`.
@@ -342,7 +316,7 @@ pub struct ValidAttachment {
 
 /// meshd's file is input too: blocks the CNI can use, pools inside them, names that are
 /// safe as file names (a pool's name names its request file).
-fn check_meshd_pools(f: &MeshdPools) -> std::result::Result<(), String> {
+fn check_meshd_pools(f: &PodCidrsFile) -> std::result::Result<(), String> {
     if f.pod_cidrs.is_empty() {
         return Err("lists no PodCIDR".into());
     }
@@ -449,7 +423,7 @@ impl NetConf {
     /// has them (`{"podCIDRs": ["10.1.0.0/24", "fd00:1::/64"]}`), used when the config names
     /// none, so nobody copies the PodCIDR into the CNI config by hand.
     pub fn meshd_pod_cidrs_file(&self) -> PathBuf {
-        self.network_dir().join(MESHD_POD_CIDRS_FILE)
+        self.network_dir().join(FILE_NAME)
     }
 
     fn pod_cidrs_from_meshd(&mut self) -> Result<()> {
@@ -474,7 +448,7 @@ impl NetConf {
         if buf.len() > 64 * 1024 {
             return Err(missing("is larger than 64 KiB".into()));
         }
-        let file: MeshdPools =
+        let file: PodCidrsFile =
             serde_json::from_slice(&buf).map_err(|e| missing(format!("is not valid ({e})")))?;
         check_meshd_pools(&file).map_err(missing)?;
         // The first block of each family stands for the family in the checks below.
@@ -955,7 +929,7 @@ mod tests {
         );
         assert!(e.msg.contains("mesh.cni_endpoints_dir"), "{e}");
         std::fs::create_dir_all(dir.path().join("mesh")).unwrap();
-        let file = dir.path().join("mesh").join(MESHD_POD_CIDRS_FILE);
+        let file = dir.path().join("mesh").join(FILE_NAME);
         std::fs::write(&file, r#"{"podCIDRs":["10.1.3.0/24","fd00:1:3::/64"]}"#).unwrap();
         let c = NetConf::parse(json.as_bytes()).unwrap();
         assert_eq!(
@@ -993,7 +967,7 @@ mod tests {
             std::fs::write(&file, body).unwrap();
             let e = NetConf::parse(json.as_bytes()).unwrap_err();
             assert!(e.msg.contains(why), "{why}: {e}");
-            assert!(e.msg.contains(MESHD_POD_CIDRS_FILE), "{e}");
+            assert!(e.msg.contains(FILE_NAME), "{e}");
         }
     }
 
@@ -1006,7 +980,7 @@ mod tests {
         );
         std::fs::create_dir_all(dir.path().join("mesh")).unwrap();
         std::fs::write(
-            dir.path().join("mesh").join(MESHD_POD_CIDRS_FILE),
+            dir.path().join("mesh").join(FILE_NAME),
             r#"{"podCIDRs":["10.1.3.0/24","10.9.0.8/29","10.9.0.16/29"],"pools":[
                 {"name":"tenants","namespaces":["team-a"],"families":["ipv4","ipv6"],"cidrs":["10.9.0.8/29","10.9.0.16/29"]},
                 {"name":"mesh.pod_cidr_pools","families":["ipv4"],"cidrs":["10.1.3.0/24"]}]}"#,

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use crate::config::Group;
 use crate::error::{CniError, Code, Result};
 
-/// The directory of requests (meshd's `agent/podcidrs.rs` reads the same).
-pub const REQUESTS_DIR: &str = "pool-requests";
+use common::podcidrs::REQUESTS_DIR;
 /// How long an ADD waits for meshd (it looks every `mesh.endpoint_poll`, 200 ms by default).
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -27,7 +26,7 @@ pub fn ask(
     let dir = network_dir.join(REQUESTS_DIR);
     std::fs::create_dir_all(&dir)
         .map_err(|e| CniError::io(format!("creating {}", dir.display()), e))?;
-    let name = format!("{pool}.{}", group.family());
+    let name = common::podcidrs::request_name(pool, group.family());
     let request = dir.join(&name);
     std::fs::write(&request, container_id)
         .map_err(|e| CniError::io(format!("writing {}", request.display()), e))?;

@@ -8,6 +8,7 @@ pub mod community;
 mod identity;
 mod labels;
 mod name;
+pub mod podcidrs;
 pub mod port;
 mod service;
 

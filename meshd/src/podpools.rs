@@ -3,7 +3,7 @@
 //! what the CNI plugin is told (`pod-cidrs.json`), and when the node needs another block of a
 //! pool (the CNI asked because the blocks it has are full, or few addresses are left).
 //!
-//! The CNI plugin picks, for a pod of namespace `ns`, the first pool of [`CniFile::pools`]
+//! The CNI plugin picks, for a pod of namespace `ns`, the first pool of [`PodCidrsFile::pools`]
 //! whose `namespaces` lists `ns` (or is absent: every namespace), and takes one address per
 //! family the pool has from the node's blocks of that pool, the first block with room first.
 //! When none has room it drops a request (`pool-requests/<pool>.<ipv4|ipv6>`) and waits a
@@ -12,9 +12,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use common::podcidrs::{FilePool, PodCidrsFile};
 use ipnet::IpNet;
 use resources::{IpPoolSpec, PoolType};
-use serde::{Deserialize, Serialize};
 
 use crate::ipam::{Family, Pool, family};
 
@@ -129,28 +129,6 @@ pub fn resolve(
     out
 }
 
-/// `<dataDir>/<network>/pod-cidrs.json`, what the CNI plugin reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CniFile {
-    /// Every block the node holds (an address in any of them is this node's pod).
-    #[serde(rename = "podCIDRs")]
-    pub pod_cidrs: Vec<IpNet>,
-    pub pools: Vec<CniPool>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CniPool {
-    pub name: String,
-    /// Absent: every namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespaces: Option<Vec<String>>,
-    /// The families the pool gives addresses of (`ipv4`, `ipv6`), each also when the node has
-    /// no block of it yet (the CNI then asks for one).
-    pub families: Vec<String>,
-    /// The node's blocks of this pool.
-    pub cidrs: Vec<IpNet>,
-}
-
 pub fn family_name(f: Family) -> &'static str {
     match f {
         Family::V4 => "ipv4",
@@ -166,12 +144,12 @@ pub fn parse_family(s: &str) -> Option<Family> {
     }
 }
 
-pub fn cni_file(pools: &[PodPool], node_blocks: &[IpNet]) -> CniFile {
-    CniFile {
+pub fn cni_file(pools: &[PodPool], node_blocks: &[IpNet]) -> PodCidrsFile {
+    PodCidrsFile {
         pod_cidrs: node_blocks.to_vec(),
         pools: pools
             .iter()
-            .map(|p| CniPool {
+            .map(|p| FilePool {
                 name: p.name.clone(),
                 namespaces: p.namespaces.as_ref().map(|n| n.iter().cloned().collect()),
                 families: p
@@ -234,7 +212,7 @@ pub struct Request {
 
 /// The request file's name for a pool and family.
 pub fn request_name(pool: &str, fam: Family) -> String {
-    format!("{pool}.{}", family_name(fam))
+    common::podcidrs::request_name(pool, family_name(fam))
 }
 
 /// Parses a request file's name (`<pool>.<ipv4|ipv6>`).

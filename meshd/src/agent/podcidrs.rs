@@ -24,11 +24,12 @@ use super::state::Shared;
 use crate::federation::MergedView;
 use crate::ipam::PodCidrAllocator;
 use crate::nodes::NodeRegistration;
-use crate::podpools::{self, CniFile, Request};
+use common::podcidrs::PodCidrsFile;
+
+use crate::podpools::{self, Request};
 use crate::schema::Resource;
 
-/// The directory the CNI plugin drops its requests into.
-pub const REQUESTS_DIR: &str = "pool-requests";
+use common::podcidrs::REQUESTS_DIR;
 /// Bounds on what is read from the CNI's directories (hostile or broken files).
 const MAX_ENTRIES: usize = 65_536;
 
@@ -51,7 +52,7 @@ const DRAIN: std::time::Duration = std::time::Duration::from_secs(15);
 /// What the grower remembers between ticks.
 #[derive(Default)]
 struct Memory {
-    written: Option<CniFile>,
+    written: Option<PodCidrsFile>,
     logged: BTreeMap<String, String>,
     /// Since when each of the node's blocks has held no pod.
     empty_since: BTreeMap<IpNet, Instant>,
@@ -354,11 +355,11 @@ fn answer(dir: &Path, r: &Request, failure: Option<&str>, logged: &mut BTreeMap<
 /// Writes `pod-cidrs.json` atomically. Nothing when the CNI's `dataDir` does not exist (no
 /// plugin installed on this host: meshd creates no directory tree of its own outside its
 /// state dir). Whether it was written.
-fn write_cni_file(network_dir: &Path, file: &CniFile) -> bool {
+fn write_cni_file(network_dir: &Path, file: &PodCidrsFile) -> bool {
     if file.pod_cidrs.is_empty() || !network_dir.parent().is_some_and(Path::is_dir) {
         return false;
     }
-    let path = network_dir.join(cni_file_name());
+    let path = network_dir.join(common::podcidrs::FILE_NAME);
     let tmp = network_dir.join(".pod-cidrs.json.tmp");
     let body = serde_json::to_vec(file).expect("serializes");
     let r = std::fs::create_dir_all(network_dir)
@@ -374,10 +375,6 @@ fn write_cni_file(network_dir: &Path, file: &CniFile) -> bool {
             false
         }
     }
-}
-
-fn cni_file_name() -> &'static str {
-    "pod-cidrs.json"
 }
 
 #[cfg(test)]
