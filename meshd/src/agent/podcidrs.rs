@@ -26,7 +26,7 @@ use crate::ipam::PodCidrAllocator;
 use crate::nodes::NodeRegistration;
 use common::podcidrs::PodCidrsFile;
 
-use crate::podpools::{self, Request};
+use crate::podpools::{self, PodPool, Request};
 use crate::schema::Resource;
 
 use common::podcidrs::REQUESTS_DIR;
@@ -60,6 +60,8 @@ struct Memory {
     draining: BTreeMap<IpNet, Instant>,
     /// Blocks out of the node record whose etcd keys still have to go.
     to_free: BTreeSet<IpNet>,
+    /// The pools as resolved at a view generation (resolving walks every entry of the view).
+    pools: Option<(u64, Vec<PodPool>)>,
 }
 
 impl Grower<'_> {
@@ -95,10 +97,16 @@ impl Grower<'_> {
             empty_since,
             draining,
             to_free,
+            pools: resolved,
         } = m;
-        let pools = self.view.with(|v| {
-            let (ippools, namespaces) = local_pools(v, &self.cfg.cluster);
-            podpools::resolve(&self.cfg.pools, &ippools, &namespaces)
+        let pools = self.view.with(|v| match resolved {
+            Some((g, p)) if *g == v.generation() => p.clone(),
+            _ => {
+                let (ippools, namespaces) = local_pools(v, &self.cfg.cluster);
+                let p = podpools::resolve(&self.cfg.pools, &ippools, &namespaces);
+                *resolved = Some((v.generation(), p.clone()));
+                p
+            }
         });
         let mut blocks = self.reg.record().pod_cidrs;
         let used = read_used(&self.network_dir.join("ipam"));

@@ -583,6 +583,12 @@ impl MergedState {
         out
     }
 
+    /// Changes with every event applied: what was derived from the state at one generation
+    /// holds until it moves.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The local etcd has been listed once.
     pub fn listed(&self) -> bool {
         self.listed
