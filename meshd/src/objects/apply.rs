@@ -840,16 +840,17 @@ pub fn service_events(
             ),
         ));
     }
-    let ingress = |s: &Stored| -> Vec<String> {
-        let st: resources::ServiceStatus = s.status_as();
+    let old_st: resources::ServiceStatus = old.map(Stored::status_as).unwrap_or_default();
+    let next_st: resources::ServiceStatus = next.status_as();
+    let ingress = |st: &resources::ServiceStatus| -> Vec<String> {
         st.load_balancer
             .ingress
             .iter()
             .map(|i| i.ip.to_string())
             .collect()
     };
-    let before = old.map(ingress).unwrap_or_default();
-    let now = ingress(next);
+    let before = ingress(&old_st);
+    let now = ingress(&next_st);
     let added: Vec<&String> = now.iter().filter(|ip| !before.contains(ip)).collect();
     let gone: Vec<&String> = before.iter().filter(|ip| !now.contains(ip)).collect();
     if !added.is_empty() {
@@ -858,13 +859,9 @@ pub fn service_events(
     if !gone.is_empty() {
         out.push((Normal, "IPReleased", format!("Released IP {gone:?}")));
     }
-    let conds = |s: &Stored| -> Vec<resources::Condition> {
-        let st: resources::ServiceStatus = s.status_as();
-        st.conditions
-    };
-    let old_conds = old.map(conds).unwrap_or_default();
-    for c in conds(next) {
-        let same = old_conds
+    for c in &next_st.conditions {
+        let same = old_st
+            .conditions
             .iter()
             .any(|o| o.type_ == c.type_ && o.status == c.status && o.reason == c.reason);
         if c.status == "False" && !same {
