@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use datapath::events::{DropReason, EventKind};
 use datapath::lb::Proto;
+use interop_tests::cmd::wait_for;
 use interop_tests::mesh::services::{self, LB_PORT, LB_VIP, WEB_VIP};
 use interop_tests::mesh::{APP_PORT, Bins, MeshLab, Side, WG_PORT, probe};
 
@@ -457,16 +458,16 @@ spec:
     );
 
     let file_for_cni = red1.cni_dir.join("mesh/pod-cidrs.json");
-    let t = Instant::now();
-    while !std::fs::read_to_string(&file_for_cni)
-        .is_ok_and(|s| s.contains(r#""namespaces":["tenant-a"]"#))
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the CNI file never named the pool"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(
+        "the CNI file naming the pool's namespace",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        |last| {
+            *last = std::fs::read_to_string(&file_for_cni).unwrap_or_default();
+            Ok(last.contains(r#""namespaces":["tenant-a"]"#).then_some(()))
+        },
+    )
+    .unwrap();
     let conf = interop_tests::cni::conf_from_meshd(&red1.cni_dir, 1400, &[("app", "tenant")]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut ips = Vec::new();
@@ -506,12 +507,15 @@ spec:
     );
 
     // Status: two blocks used of 32, both n1's.
-    let got: serde_json::Value = serde_json::from_str(
-        &mesh
-            .ironctl(&["get", "ippool", "tenants", "--meshd", &api, "-o", "json"])
-            .unwrap(),
-    )
-    .unwrap();
+    let pool = || -> serde_json::Value {
+        serde_json::from_str(
+            &mesh
+                .ironctl(&["get", "ippool", "tenants", "--meshd", &api, "-o", "json"])
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let got = pool();
     assert_eq!(got["status"]["used"], 2, "{got}");
     assert_eq!(got["status"]["total"], 32, "{got}");
     assert_eq!(
@@ -527,20 +531,22 @@ spec:
 
     // The mesh routes the new block: the ToR has it from n1, and red n2 and blue reach the pod.
     let block: ipnet::IpNet = "10.11.0.8/29".parse().unwrap();
-    let t = Instant::now();
-    while !mesh
-        .red_tor
-        .routes_from_node(0)
-        .unwrap()
-        .iter()
-        .any(|r| r.prefix == block)
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the ToR never got {block} from n1"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Whether the ToR has `block` from n1 is `want` (what it has goes into the report).
+    let tor = &mesh.red_tor;
+    let tor_has = |want: bool| {
+        move |last: &mut String| {
+            let routes = tor.routes_from_node(0)?;
+            *last = format!("{routes:?}");
+            Ok((routes.iter().any(|r| r.prefix == block) == want).then_some(()))
+        }
+    };
+    wait_for(
+        "the ToR getting the new block from n1",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        tor_has(true),
+    )
+    .unwrap();
     probe::serve(&hosts[5], "tenant-5".into(), stop.clone()).unwrap();
     let dst = SocketAddr::new(IpAddr::V4(ips[5]), APP_PORT);
     let from_red = until(
@@ -607,41 +613,29 @@ spec:
         .unwrap();
     }
     let t = Instant::now();
-    let used = || -> serde_json::Value {
-        serde_json::from_str(
-            &mesh
-                .ironctl(&["get", "ippool", "tenants", "--meshd", &api, "-o", "json"])
-                .unwrap(),
-        )
-        .unwrap()
-    };
-    while used()["status"]["used"] != 1 {
-        assert!(
-            t.elapsed() < Duration::from_secs(40),
-            "the idle block never went back: {}",
-            used()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let after = wait_for(
+        "the idle block going back",
+        Duration::from_secs(40),
+        Duration::from_millis(250),
+        |last| {
+            let p = pool();
+            *last = p.to_string();
+            Ok((p["status"]["used"] == 1).then_some(p))
+        },
+    )
+    .unwrap();
     eprintln!("the idle block went back after {:?}", t.elapsed());
     assert_eq!(
-        used()["status"]["nodes"]["n1"],
+        after["status"]["nodes"]["n1"],
         serde_json::json!(["10.11.0.0/29"])
     );
-    let t = Instant::now();
-    while mesh
-        .red_tor
-        .routes_from_node(0)
-        .unwrap()
-        .iter()
-        .any(|r| r.prefix == block)
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the ToR kept {block}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(
+        "the ToR withdrawing the given-back block",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        tor_has(false),
+    )
+    .unwrap();
     let d = mesh
         .ironctl(&["describe", "ippool", "tenants", "--meshd", &api])
         .unwrap();
