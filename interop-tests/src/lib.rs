@@ -20,6 +20,7 @@ pub mod frr;
 pub mod gobgp;
 pub mod lab;
 pub mod mesh;
+pub mod node1;
 pub mod pki;
 pub mod process;
 pub mod route;

@@ -17,20 +17,15 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use interop_tests::bgpd;
-use interop_tests::datapath_lab::{Pins, Stop};
+use interop_tests::datapath_lab::Stop;
+use interop_tests::node1::{CLUSTER, Node1, POD_POOL, POD_PORT};
 use interop_tests::*;
 
 const T: Duration = Duration::from_secs(20);
 const ONE_S: Duration = Duration::from_secs(1);
-const NODE: &str = "n1";
-const CLUSTER: &str = "red";
-const PORT: u16 = 7000;
-const POD_CIDR: &str = "10.244.1.0/24";
+const PORT: u16 = POD_PORT;
 
 fn within(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -47,14 +42,6 @@ fn within(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Durat
     }
 }
 
-/// Every pod names its app port (7000) `app`, as a container port would
-/// (`runtimeConfig.ports`): named ports of Services and NetworkPolicies resolve through it.
-fn cni_conf(data_dir: &Path, app: &str) -> serde_json::Value {
-    let mut c = cni::conf(data_dir, POD_CIDR, 1500, &[("app", app)]);
-    c["runtimeConfig"]["ports"] = serde_json::json!([{"name": "app", "containerPort": PORT}]);
-    c
-}
-
 /// One request from `pod` to `dst` with short timeouts: who answered.
 fn ask(pod: &Host, dst: SocketAddr) -> Result<String, String> {
     pod.in_netns(move || {
@@ -68,146 +55,6 @@ fn ask(pod: &Host, dst: SocketAddr) -> Result<String, String> {
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     })
     .unwrap()
-}
-
-fn meshd_config(node: &Host, etcd: &EtcdCluster, root: &Path, eps: &Path) -> PathBuf {
-    let state = node.path("meshd-state");
-    let conf = node.path("meshd.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[node]\nname = \"{NODE}\"\ncluster = \"{CLUSTER}\"\nstate_dir = {state:?}\n\n\
-             [mesh]\netcd_endpoints = [\"{}\"]\ncluster_id = 1\nlease_ttl = 4\n\
-             node_ipv4 = \"192.0.2.2\"\ncni_endpoints_dir = {eps:?}\n\
-             service_cidrs = [\"10.96.0.0/16\"]\n\n\
-             [datapath]\nbpffs = {root:?}\nload = true\nuplinks = [\"eth0\"]\nmode = \"native\"\n",
-            etcd.endpoints(),
-        ),
-    )
-    .unwrap();
-    conf
-}
-
-/// meshd in `node`'s netns, in this test's mount namespace (it sees the pin root).
-fn start_meshd(node: &Host, bin: &Path, conf: &Path, sock: &Path) -> Process {
-    let args: Vec<String> = [
-        format!("--mount=/proc/{}/ns/mnt", std::process::id()),
-        "--".into(),
-        bin.display().to_string(),
-        "--config".into(),
-        conf.display().to_string(),
-        "--api".into(),
-        sock.display().to_string(),
-        "--log".into(),
-        "info,ironmesh_meshd=debug".into(),
-    ]
-    .into();
-    node.spawn("meshd", "nsenter", &args).unwrap()
-}
-
-/// One node (`node`, 192.0.2.2, linked to `tor`) with a one-member etcd and the meshd binary
-/// owning its datapath; pods added by the real CNI plugin.
-struct Node1 {
-    // Dropped first: meshd, then etcd, the pins, the lab (namespaces) last.
-    meshd: Process,
-    etcd: EtcdCluster,
-    _pins: Pins,
-    tor: Host,
-    node: Host,
-    sock: PathBuf,
-    data_dir: PathBuf,
-    cni: PathBuf,
-    ironctl: PathBuf,
-    lab: Lab,
-}
-
-impl Node1 {
-    /// The lab `name`; the ToR has `tor_addrs` on the link.
-    fn start(name: &str, tor_addrs: &[&str]) -> Result<Node1> {
-        let bins = bgpd::build_binaries(&[
-            ("ironmesh-meshd", "meshd"),
-            ("ironmesh-cni", "ironmesh-cni"),
-            ("ironctl", "ironctl"),
-        ])
-        .unwrap();
-        let lab = Lab::new(name)?;
-        let tor = lab.host("tor")?;
-        let node = lab.host("node")?;
-        lab.link(&tor, tor_addrs, &node, &["192.0.2.2/24"])?;
-        let pins = Pins::mounted(format!("/sys/fs/bpf/{}-node", lab.id())).unwrap();
-        let etcd = EtcdCluster::start(&[(&node, "192.0.2.2".parse().unwrap())])?;
-        let data_dir = lab.dir().join("node-cni");
-        let conf = meshd_config(
-            &node,
-            &etcd,
-            pins.root().path(),
-            &data_dir.join("mesh/endpoints"),
-        );
-        let sock = node.path("meshd.sock");
-        let meshd = start_meshd(&node, &bins[0], &conf, &sock);
-        Ok(Node1 {
-            meshd,
-            etcd,
-            _pins: pins,
-            tor,
-            node,
-            sock,
-            data_dir,
-            cni: bins[1].clone(),
-            ironctl: bins[2].clone(),
-            lab,
-        })
-    }
-
-    fn alive(&self) {
-        assert!(
-            self.meshd.is_running(),
-            "meshd died: {}",
-            self.meshd.log_tail(4000)
-        );
-    }
-
-    /// `ironctl ARGS` against this node's meshd.
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(&self.ironctl)
-            .args(args)
-            .env("IRONMESH_MESHD_SOCKET", &self.sock)
-            .output()
-            .unwrap()
-    }
-
-    /// `ironctl ARGS`, which must succeed: its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args);
-        assert!(out.status.success(), "ironctl {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Pods (name, Kubernetes namespace, app label) through the CNI, then waits until meshd
-    /// lists them all (it reached etcd and registered them).
-    fn add_pods(&self, pods: &[(&str, &str, &str)]) -> Result<Vec<(Host, Ipv4Addr)>> {
-        let mut out = Vec::new();
-        for (name, ns, app) in pods {
-            let host = self.lab.host(name)?;
-            let conf = cni_conf(&self.data_dir, app);
-            let (ip, _) = cni::add_in(&self.cni, &self.node, &host, name, ns, &conf)?;
-            out.push((host, ip));
-        }
-        within("meshd lists the pods", T, || {
-            self.alive();
-            let listed = self.ctl(&["get", "pods", "-A"]);
-            let text = String::from_utf8_lossy(&listed.stdout);
-            listed.status.success() && out.iter().all(|(_, ip)| text.contains(&ip.to_string()))
-        });
-        Ok(out)
-    }
-
-    /// Writes `text` to a file of the lab's dir; its path.
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.lab.dir().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    }
 }
 
 const WEB: &str = r#"
@@ -245,8 +92,8 @@ spec:
 #[test]
 fn e2e_apply_service_backends_follow_pods() -> Result<()> {
     let f1 = Node1::start("e2e_apply", &["192.0.2.1/24"])?;
-    let (node, etcd, cni, data_dir) = (&f1.node, &f1.etcd, &f1.cni, &f1.data_dir);
-    let alive = || f1.alive();
+    let (node, etcd, cni) = (&f1.node, &f1.etcd, &f1.cni);
+    let alive = || f1.alive().unwrap();
     let ctl = |args: &[&str]| f1.ctl(args);
     let ok = |args: &[&str]| f1.ok(args);
     // Pods: a client, two web pods, and a pod with other labels serving the same port.
@@ -327,7 +174,7 @@ fn e2e_apply_service_backends_follow_pods() -> Result<()> {
     });
     std::thread::sleep(Duration::from_millis(1500));
     let del_at = start.elapsed();
-    cni::del(cni, node, web2, "web2", &cni_conf(data_dir, "web")).unwrap();
+    cni::del(cni, node, web2, "web2", &f1.cni_conf("web")).unwrap();
     asker.join().unwrap();
     let results: Vec<_> = rx.iter().collect();
     let before: Vec<_> = results.iter().filter(|(t, _)| *t < del_at).collect();
@@ -516,8 +363,8 @@ fn ask_from(host: &Host, src: Ipv4Addr, dst: SocketAddr) -> Result<String, Strin
 fn e2e_apply_network_policies_from_the_kubernetes_docs() -> Result<()> {
     let f1 = Node1::start("e2e_netpol", &["192.0.2.1/24", "192.0.2.5/24"])?;
     let tor = &f1.tor;
-    tor.ip(&["route", "add", POD_CIDR, "via", "192.0.2.2"])?;
-    let alive = || f1.alive();
+    tor.ip(&["route", "add", POD_POOL, "via", "192.0.2.2"])?;
+    let alive = || f1.alive().unwrap();
     let ctl = |args: &[&str]| f1.ctl(args);
     // web (default), client (default), other (default), opsclient (namespace ops).
     let pods = f1.add_pods(&[
@@ -737,7 +584,7 @@ fn e2e_backends_health_check_quarantines_a_failing_pod_and_restores_it() -> Resu
         seen.len() == 2
     });
     eprintln!("web2 back {:?} after its server returned", back.elapsed());
-    f1.alive();
+    f1.alive().unwrap();
     drop((stop1, stop2));
     Ok(())
 }

@@ -1,53 +1,73 @@
-//! meshd drives bgpd's adverts (issue 8, wiring): a BIRD ToR, one node running a one-member
-//! etcd, the meshd binary (with `mesh.bgpd_socket`) and lab-bgpd. Everything is checked at the
-//! ToR, from BIRD's own CLI.
+//! meshd drives bgpd's adverts from what a user declares (issues 8 and 13): a BIRD ToR, one
+//! node running a one-member etcd and the meshd binary ([`interop_tests::node1`], with
+//! `mesh.bgpd_socket`), lab-bgpd, pods added by the real `ironmesh-cni`, the LoadBalancer pool
+//! and services applied with `ironctl apply`. Nothing is written into etcd by hand; everything
+//! is checked at the ToR, from BIRD's own CLI.
 //!
 //! - meshd starts before bgpd: it retries until bgpd's API answers, then the PodCIDR it
 //!   allocated reaches BIRD;
-//! - a LoadBalancer VIP (LB-IPAM key) whose service has an active backend on this node is
-//!   announced; when the node's last backend goes, BIRD loses the route within 1 s (measured);
-//! - bgpd restarted (its API adverts are in memory only): meshd resyncs and the routes return.
+//! - a LoadBalancer service gets its VIP from the IPPool; with no pod of its selector on this
+//!   node it is not announced (`mesh.advertise_vips` = local-backends, the default); the CNI
+//!   adds such a pod: announced; the CNI deletes it: BIRD loses the route within 1 s
+//!   (measured from the CNI DEL);
+//! - bgpd restarted (its API adverts are in memory only) while the pods change: meshd
+//!   resyncs and bgpd holds exactly meshd's adverts;
+//! - meshd restarted while a pod goes: the PodCIDR is never withdrawn meanwhile, the VIP the
+//!   old meshd left is.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use interop_tests::bgpd::{self, BgpdConfig, BgpdPeer};
-use interop_tests::mesh::services::tcp_record;
+use interop_tests::bgpd::{BgpdConfig, BgpdPeer};
+use interop_tests::node1::Node1;
 use interop_tests::route::find;
 use interop_tests::*;
-use ironmesh_meshd::lbipam::VipValue;
-use ironmesh_meshd::schema::{Key, Resource};
-use ironmesh_meshd::services::{BackendState, ServiceRecord};
 
 const T: Duration = Duration::from_secs(30);
 const VIP: &str = "203.0.113.10";
-const NODE: &str = "n1";
-const CLUSTER: &str = "red";
+const VIP2: &str = "203.0.113.11";
+
+const POOL_AND_WEB: &str = r#"
+apiVersion: ironmesh.io/v1
+kind: IPPool
+metadata:
+  name: public
+spec:
+  cidrs: [203.0.113.0/28]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  type: LoadBalancer
+  loadBalancerIP: 203.0.113.10
+  selector: {app: web}
+  ports:
+  - name: http
+    port: 80
+    targetPort: app
+"#;
+
+const API: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: api
+  namespace: shop
+spec:
+  type: LoadBalancer
+  loadBalancerIP: 203.0.113.11
+  selector: {app: api}
+  ports:
+  - name: http
+    port: 80
+    targetPort: app
+"#;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
-}
-
-/// Builds meshd with the profile of this test binary; returns its path.
-fn build_meshd() -> PathBuf {
-    bgpd::build_binaries(&[("ironmesh-meshd", "meshd")])
-        .unwrap()
-        .remove(0)
-}
-
-/// The service `shop/web` of red with the VIP and one backend per (node, state).
-fn service(backends: &[(&str, BackendState)]) -> ServiceRecord {
-    let backends = backends
-        .iter()
-        .enumerate()
-        .map(|(i, (node, state))| (ip(&format!("10.1.0.{}", i + 10)), 8080, *node, *state));
-    tcp_record("shop/web", CLUSTER, ip(VIP), 80, backends)
-}
-
-fn put_service(etcd: &EtcdCluster, s: &ServiceRecord) {
-    etcd.put(0, &s.key(), std::str::from_utf8(&s.encode()).unwrap())
-        .unwrap();
 }
 
 /// Polls BIRD every 20 ms until `pred` holds for the routes from `proto`; the time it took
@@ -75,71 +95,29 @@ fn time_until(
 
 #[test]
 fn e2e_bgp_adverts_podcidr_vip_withdraw_and_bgpd_restart() -> Result<()> {
-    let meshd_bin = build_meshd();
-    let lab = Lab::new("e2e_bgp_adverts")?;
-    let tor_h = lab.host("tor")?;
-    let node_h = lab.host("node")?;
-    lab.link(&tor_h, &["192.0.2.1/24"], &node_h, &["192.0.2.2/24"])?;
-
+    // meshd first: bgpd is not there yet, so meshd must retry.
+    let f1 = Node1::start_with("e2e_bgp_adverts", &["192.0.2.1/24"], &|node| {
+        format!("bgpd_socket = {:?}", node.path("bgpd.sock"))
+    })?;
+    let (tor_h, node_h, meshd) = (&f1.tor, &f1.node, &f1.meshd);
     let mut bc = BirdConfig::new("192.0.2.1".parse().unwrap());
     bc.peers
         .push(BirdPeer::new("node", 65000, ip("192.0.2.2"), 65101));
-    let bird = Bird::start(&tor_h, &bc)?;
-    let etcd = EtcdCluster::start(&[(&node_h, ip("192.0.2.2"))])?;
-
-    // meshd first: bgpd is not there yet, so meshd must retry.
-    let bgpd_sock = node_h.path("bgpd.sock");
-    let state = node_h.path("meshd-state");
-    let conf = node_h.path("meshd.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[node]\nname = \"{NODE}\"\ncluster = \"{CLUSTER}\"\nstate_dir = {state:?}\n\n\
-             [mesh]\netcd_endpoints = [\"{}\"]\ncluster_id = 1\nlease_ttl = 4\n\
-             node_ipv4 = \"192.0.2.2\"\nbgpd_socket = {bgpd_sock:?}\n\
-             pod_cidr_pools = [{{ cidr = \"10.1.0.0/16\", node_mask = 24 }}]\n",
-            etcd.endpoints()
-        ),
-    )
-    .unwrap();
-    let args: Vec<String> = [
-        "--config",
-        &conf.display().to_string(),
-        "--api",
-        &node_h.path("meshd.sock").display().to_string(),
-        "--log",
-        "info,ironmesh_meshd=debug",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let meshd = node_h.spawn("meshd", &meshd_bin.display().to_string(), &args)?;
-    // Wait until meshd registered (its PodCIDR is in etcd) and tried bgpd at least once.
-    let cidr_key = format!("ironmesh/v1/clusters/{CLUSTER}/ipam/podcidrs-by-node/{NODE}");
-    let cidr = interop_tests::cmd::wait_for(
-        "meshd's PodCIDR in etcd",
-        T,
-        Duration::from_millis(200),
-        |_| etcd.get(0, &cidr_key),
-    )?;
-    let pod_cidr: ipnet::IpNet = serde_json::from_str::<serde_json::Value>(&cidr).unwrap()["cidrs"]
-        [0]
-    .as_str()
-    .unwrap_or_else(|| panic!("unexpected podcidrs-by-node value {cidr}"))
-    .parse()
-    .unwrap();
+    let bird = Bird::start(tor_h, &bc)?;
+    let pod_cidr = f1.pod_cidr()?;
     assert!(
-        pod_cidr.to_string().starts_with("10.1.") && pod_cidr.prefix_len() == 24,
+        pod_cidr.to_string().starts_with("10.244.") && pod_cidr.prefix_len() == 24,
         "{pod_cidr}"
     );
     std::thread::sleep(Duration::from_millis(500));
-    assert!(meshd.is_running(), "meshd died: {}", meshd.log_tail(3000));
+    f1.alive()?;
 
     let bgpd_conf =
         BgpdConfig::new(65101, "192.0.2.2").peer(BgpdPeer::new("tor", "192.0.2.1", 65000));
-    let bgpd = Bgpd::start(&node_h, &bgpd_conf.render())?;
+    let bgpd = Bgpd::start(node_h, &bgpd_conf.render())?;
     assert_eq!(
-        bgpd.api, bgpd_sock,
+        bgpd.api,
+        node_h.path("bgpd.sock"),
         "bgpd's API socket is where meshd looks"
     );
     bird.wait_established("node", T)?;
@@ -154,16 +132,19 @@ fn e2e_bgp_adverts_podcidr_vip_withdraw_and_bgpd_restart() -> Result<()> {
     assert_eq!(r.next_hop, Some(ip("192.0.2.2")));
     assert_eq!(r.as_path, vec![65101]);
 
-    // A LoadBalancer VIP (as LB-IPAM writes it) of a service with no backend here: not
-    // announced. A backend on another node does not count either.
-    let vip_key = Key::cluster(&CLUSTER.parse().unwrap(), Resource::Vip(ip(VIP))).to_string();
-    let vip_val = VipValue {
-        service: "shop/web".parse().unwrap(),
-        pool: "203.0.113.0/28".parse().unwrap(),
-    };
-    etcd.put(0, &vip_key, &serde_json::to_string(&vip_val).unwrap())?;
-    put_service(&etcd, &service(&[("n2", BackendState::Active)]));
+    // The pool and a LoadBalancer service without a pod: the VIP is allocated, not announced.
+    let out = f1.apply("web.yaml", POOL_AND_WEB);
+    assert_eq!(
+        out.trim(),
+        "ippool.ironmesh.io/public created\nservice/web created",
+        "{out}"
+    );
     let vip32 = format!("{VIP}/32");
+    cmd::wait_for("the VIP allocated", T, Duration::from_millis(50), |last| {
+        *last = f1.ok(&["get", "svc", "web", "-n", "shop", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(last).unwrap();
+        Ok((v["status"]["loadBalancer"]["ingress"][0]["ip"] == VIP).then_some(()))
+    })?;
     std::thread::sleep(Duration::from_secs(1));
     let now = bird.routes_from("node")?;
     assert!(
@@ -172,32 +153,23 @@ fn e2e_bgp_adverts_podcidr_vip_withdraw_and_bgpd_restart() -> Result<()> {
     );
     assert!(find(&now, &pc).is_some());
 
-    // An active backend on this node: the VIP appears.
+    // A pod of the service on this node: the VIP appears.
     let start = Instant::now();
-    put_service(
-        &etcd,
-        &service(&[("n2", BackendState::Active), (NODE, BackendState::Active)]),
-    );
+    let web1 = f1.add_pods(&[("web1", "shop", "web")])?.remove(0);
     let took = time_until(&bird, "node", start, Duration::from_secs(10), |r| {
         find(r, &vip32).is_some()
     });
-    eprintln!("VIP announced at BIRD {took:?} after the service was written");
+    eprintln!("VIP announced at BIRD {took:?} after the CNI ADD of its first pod");
     let r = find(&bird.routes_from("node")?, &vip32).cloned().unwrap();
     assert_eq!(r.next_hop, Some(ip("192.0.2.2")));
 
-    // The node's last backend goes (another node still has one): withdrawn within 1 s.
+    // The node's last pod of the service goes: withdrawn within 1 s.
     let start = Instant::now();
-    put_service(
-        &etcd,
-        &service(&[
-            ("n2", BackendState::Active),
-            (NODE, BackendState::Terminating),
-        ]),
-    );
+    f1.del_pod(&web1.0, "web1", "web")?;
     let took = time_until(&bird, "node", start, Duration::from_secs(5), |r| {
         find(r, &vip32).is_none()
     });
-    eprintln!("VIP withdrawn at BIRD {took:?} after the node's last backend went");
+    eprintln!("VIP withdrawn at BIRD {took:?} after the CNI DEL of the node's last pod");
     assert!(
         took < Duration::from_secs(1),
         "withdraw took {took:?}; must be under 1 s"
@@ -209,25 +181,16 @@ fn e2e_bgp_adverts_podcidr_vip_withdraw_and_bgpd_restart() -> Result<()> {
 
     // bgpd restarts; it keeps API adverts in memory only, and BIRD (graceful-restart aware
     // by default) keeps bgpd's routes as stale until bgpd's End-of-RIB. While bgpd is down
-    // the desired state changes: shop/web loses its local backend, shop/api (another VIP)
-    // gains one. After the restart, bgpd's own Loc-RIB holds exactly meshd's resynced adverts,
-    // and BIRD converges to them (the stale VIP goes, the PodCIDR and the new VIP are there).
-    put_service(&etcd, &service(&[(NODE, BackendState::Active)]));
+    // the desired state changes: web loses its pod, api (another VIP) gains one. After the
+    // restart, bgpd's own Loc-RIB holds exactly meshd's resynced adverts, and BIRD converges
+    // to them (the stale VIP goes, the PodCIDR and the new VIP are there).
+    let web2 = f1.add_pods(&[("web2", "shop", "web")])?.remove(0);
     bird.wait_routes("node", T, |r| find(r, &vip32).is_some())?;
     bgpd.process.terminate();
-    put_service(&etcd, &service(&[("n2", BackendState::Active)]));
-    let vip2 = "203.0.113.11";
-    let vip2_32 = format!("{vip2}/32");
-    let mut api_svc = service(&[(NODE, BackendState::Active)]);
-    api_svc.service = "shop/api".parse().unwrap();
-    api_svc.vips = vec![ip(vip2)];
-    put_service(&etcd, &api_svc);
-    let vip2_key = Key::cluster(&CLUSTER.parse().unwrap(), Resource::Vip(ip(vip2))).to_string();
-    let vip2_val = VipValue {
-        service: "shop/api".parse().unwrap(),
-        pool: "203.0.113.0/28".parse().unwrap(),
-    };
-    etcd.put(0, &vip2_key, &serde_json::to_string(&vip2_val).unwrap())?;
+    f1.del_pod(&web2.0, "web2", "web")?;
+    let vip2_32 = format!("{VIP2}/32");
+    assert_eq!(f1.apply("api.yaml", API).trim(), "service/api created");
+    let api1 = f1.add_pods(&[("api1", "shop", "api")])?.remove(0);
     std::thread::sleep(Duration::from_millis(500));
     bgpd.process.restart()?;
     let restarted = Instant::now();
@@ -246,7 +209,7 @@ fn e2e_bgp_adverts_podcidr_vip_withdraw_and_bgpd_restart() -> Result<()> {
         restarted.elapsed()
     );
     assert!(find(&back, &vip32).is_none(), "{back:?}");
-    assert!(meshd.is_running(), "meshd died: {}", meshd.log_tail(3000));
+    f1.alive()?;
     let log = std::fs::read_to_string(meshd.log_path()).unwrap_or_default();
     assert!(
         log.matches("bgpd adverts resynced").count() >= 2,
@@ -254,13 +217,11 @@ fn e2e_bgp_adverts_podcidr_vip_withdraw_and_bgpd_restart() -> Result<()> {
         meshd.log_tail(3000)
     );
 
-    // meshd restarts while shop/api loses its local backend. The new meshd must never
-    // withdraw the PodCIDR meanwhile (its desired state is incomplete until the view is
-    // listed), and must withdraw the VIP the old meshd left at bgpd (its ledger).
+    // meshd restarts while api's pod goes (the CNI DEL runs while meshd is down). The new
+    // meshd must never withdraw the PodCIDR meanwhile (its desired state is incomplete until
+    // the view is listed), and must withdraw the VIP the old meshd left at bgpd (its ledger).
     meshd.terminate();
-    let mut api_gone = api_svc.clone();
-    api_gone.backends[0].node = Some("n2".parse().unwrap());
-    put_service(&etcd, &api_gone);
+    f1.del_pod(&api1.0, "api1", "api")?;
     meshd.restart()?;
     let restarted = Instant::now();
     let mut polls = 0;

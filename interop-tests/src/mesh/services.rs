@@ -12,10 +12,6 @@ use datapath::lb::{CT_DIR_FORWARD, CT_F_EXTERNAL, CtKey, Proto};
 
 use std::time::Duration;
 
-use ironmesh_meshd::services::{
-    Affinity, Backend, BackendState, Protocol, ServicePort, ServiceRecord,
-};
-
 use super::node::Node;
 use super::{APP_PORT, MeshLab};
 use crate::cmd::wait_for;
@@ -26,41 +22,6 @@ pub const WEB_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 /// `default/front`'s LoadBalancer VIP, announced by red's nodes with a local backend.
 pub const LB_VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const LB_PORT: u16 = 80;
-
-/// A TCP service record: `service` of `cluster` on `vip:port`, a backend per
-/// (address, port, node, state); neither global nor with affinity (set those on the result).
-pub fn tcp_record<'a>(
-    service: &str,
-    cluster: &str,
-    vip: IpAddr,
-    port: u16,
-    backends: impl IntoIterator<Item = (IpAddr, u16, &'a str, BackendState)>,
-) -> ServiceRecord {
-    ServiceRecord {
-        service: service.parse().expect("service name"),
-        cluster: cluster.parse().expect("cluster name"),
-        vips: vec![vip],
-        ports: vec![ServicePort {
-            name: None,
-            port,
-            protocol: Protocol::Tcp,
-        }],
-        backends: backends
-            .into_iter()
-            .map(|(ip, port, node, state)| Backend {
-                ip,
-                port,
-                port_name: None,
-                node: Some(node.parse().expect("node name")),
-                cluster: None,
-                zone: None,
-                state,
-            })
-            .collect(),
-        global: false,
-        affinity: Affinity::None,
-    }
-}
 
 /// The lab's manifests (`configs/examples/manifests/`): red's IPPool, `default/web` and
 /// `default/front`; blue's `default/web`.
