@@ -5,6 +5,7 @@
 
 mod asn;
 pub mod community;
+pub mod flows;
 mod identity;
 mod labels;
 mod name;

@@ -45,7 +45,14 @@ pub struct Datapath {
     /// The `external` VXLAN device meshd creates in VXLAN mode (only with `load`).
     pub vxlan_device: String,
     pub policy_enforcement: PolicyEnforcement,
+    /// How many flow records meshd keeps (its ring, served by `ironctl observe`); 0: meshd
+    /// does not read the datapath's events (only with `load`: the events ring buffer has one
+    /// reader, which is then meshd, not `ironctl monitor`).
+    pub flows: usize,
 }
+
+/// The largest `datapath.flows`.
+pub const MAX_FLOWS: i64 = 1 << 20;
 
 impl Default for Datapath {
     fn default() -> Self {
@@ -56,6 +63,7 @@ impl Default for Datapath {
             uplinks: Vec::new(),
             vxlan_device: DEFAULT_VXLAN_DEVICE.into(),
             policy_enforcement: PolicyEnforcement::Default,
+            flows: 0,
         }
     }
 }
@@ -161,7 +169,26 @@ pub(crate) fn validate(raw: Option<RawDatapath>, errs: &mut Errors) -> Option<Da
             None
         }
     };
+    let flows = match raw.flows {
+        None => Some(0),
+        Some(_) if !load => {
+            errs.push(
+                "datapath.flows",
+                "is set but meshd does not load the datapath (it reads the events of the \
+                 datapath it owns); set datapath.load = true or remove it",
+            );
+            None
+        }
+        Some(n) => errs.int::<usize>(
+            "datapath.flows",
+            n,
+            0,
+            MAX_FLOWS,
+            "a number of flow records",
+        ),
+    };
     Some(Datapath {
+        flows: flows?,
         mode: mode?,
         bpffs: bpffs?,
         load,

@@ -277,6 +277,7 @@ pub struct RawDatapath {
     pub uplinks: Option<Vec<String>>,
     pub vxlan_device: Option<String>,
     pub policy_enforcement: Option<String>,
+    pub flows: Option<i64>,
 }
 
 /// An ASN as written: a number, or a string ("any" or asdot).

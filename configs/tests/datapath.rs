@@ -80,3 +80,23 @@ fn errors_name_the_field_and_the_fix() {
         "mesh.cni_endpoints_dir: \"endpoints\" is not an absolute path; write it starting with '/'",
     );
 }
+
+#[test]
+fn flows_need_the_datapath_loaded_and_a_bounded_ring() {
+    let c = Config::from_toml(&format!("{NODE}{MESH}")).unwrap();
+    assert_eq!(c.datapath.flows, 0, "off by default");
+    let c = Config::from_toml(&format!(
+        "{NODE}{MESH}[datapath]\nload = true\nflows = 4096\n"
+    ))
+    .unwrap();
+    assert_eq!(c.datapath.flows, 4096);
+    assert_error(
+        "[datapath]\nflows = 10\n",
+        "datapath.flows: is set but meshd does not load the datapath (it reads the events of \
+         the datapath it owns); set datapath.load = true or remove it",
+    );
+    assert_error(
+        "[datapath]\nload = true\nflows = 2000000\n",
+        "datapath.flows: 2000000 is out of range; use 0..=1048576 (a number of flow records)",
+    );
+}

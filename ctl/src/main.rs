@@ -6,6 +6,7 @@ mod encryption;
 mod mesh;
 mod monitor;
 mod objects;
+mod observe;
 mod summary;
 mod table;
 mod view;
@@ -34,8 +35,11 @@ enum Command {
     Mesh(mesh::MeshArgs),
     /// This node's encryption via meshd: mode, key age, WireGuard peers, handshakes.
     Encryption(encryption::EncryptionArgs),
-    /// Follow the datapath's drop, policy-verdict and trace events, like `hubble observe`.
+    /// Follow the datapath's drop, policy-verdict and trace events, like `hubble observe`
+    /// (where meshd keeps flow records, datapath.flows, it reads them: use `observe`).
     Monitor(monitor::MonitorArgs),
+    /// A node's flow records from meshd (datapath.flows), filtered like `hubble observe`.
+    Observe(observe::ObserveArgs),
     /// Apply manifests (Namespace, Service, NetworkPolicy, IPPool, BGPAdvertisement) as `kubectl apply -f`.
     Apply(objects::ApplyArgs),
     /// List resources like `kubectl get`: svc, netpol, ns, ippool, bgpadv, pods.
@@ -67,6 +71,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Encryption(args) => match encryption::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ironctl: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Observe(args) => match observe::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ironctl: {e}");

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use clap::{Args, ValueEnum};
 use common::Identity;
-use datapath::events::{DropReason, EventError, EventKind, Trace, Verdict};
+use datapath::events::{EventError, EventKind, Trace};
 use datapath::pin::{DEFAULT_PIN_ROOT, PinRoot, bpffs_mounted};
 use datapath::policy::{Direction, EndpointInfo, EndpointKey};
 use datapath::{Event, EventReader};
@@ -549,41 +549,7 @@ pub fn json_event(e: &Event, labels: &Labeler) -> JsonEvent {
         identity,
         labels: labels.labels(identity).unwrap_or_default(),
     };
-    let (kind, reason) = match e.kind {
-        EventKind::Drop(r) => (
-            "drop",
-            match r {
-                DropReason::NoBackend => "no-backend",
-                DropReason::FamilyMismatch => "family-mismatch",
-                DropReason::PolicyDenied => "policy-denied",
-                DropReason::PolicyDefaultDeny => "policy-default-deny",
-                DropReason::NoTunnelKey => "no-tunnel-key",
-                DropReason::TunnelKey => "tunnel-key",
-                DropReason::ConntrackFull => "conntrack-full",
-                DropReason::Spoofed => "spoofed",
-            }
-            .to_string(),
-        ),
-        EventKind::PolicyVerdict(v) => (
-            "verdict",
-            match v {
-                Verdict::Allowed => "allowed",
-                Verdict::Denied => "denied",
-                Verdict::DefaultDeny => "default-deny",
-            }
-            .to_string(),
-        ),
-        EventKind::Trace(t) => (
-            "trace",
-            match t {
-                Trace::ToOverlay { .. } => "to-overlay",
-                Trace::FromOverlay { .. } => "from-overlay",
-                Trace::FibRedirect { .. } => "fib-redirect",
-            }
-            .to_string(),
-        ),
-        EventKind::Unknown(k, r) => ("unknown", format!("kind {k} reason {r}")),
-    };
+    let (kind, reason) = (e.kind.kind_name(), e.kind.reason_name());
     let (node, vni, redirect_ifindex) = match e.kind {
         EventKind::Trace(Trace::ToOverlay { node, vni } | Trace::FromOverlay { node, vni }) => {
             (Some(IpAddr::V4(node)), Some(vni), None)
@@ -600,14 +566,7 @@ pub fn json_event(e: &Event, labels: &Labeler) -> JsonEvent {
         }),
         source: end(e.src, e.src_identity),
         destination: end(e.dst, e.dst_identity),
-        protocol: match e.proto {
-            1 => "ICMP".into(),
-            6 => "TCP".into(),
-            17 => "UDP".into(),
-            58 => "ICMPv6".into(),
-            132 => "SCTP".into(),
-            p => p.to_string(),
-        },
+        protocol: datapath::events::protocol_name(e.proto),
         proto: e.proto,
         service_id: e.svc_id,
         endpoint_id: e.endpoint_id,
@@ -623,6 +582,7 @@ pub fn json_event(e: &Event, labels: &Labeler) -> JsonEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datapath::events::{DropReason, Verdict};
 
     fn ev(kind: EventKind) -> Event {
         Event {

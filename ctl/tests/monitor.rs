@@ -513,6 +513,13 @@ macro_rules! only_identities {
                     identities: self.0.clone(),
                 }))
             }
+            type FlowsStream = tonic::codegen::BoxStream<pb::FlowsResponse>;
+            async fn flows(
+                &self,
+                _: tonic::Request<pb::FlowsRequest>,
+            ) -> Result<tonic::Response<Self::FlowsStream>, tonic::Status> {
+                Err(tonic::Status::unimplemented("not in this fake"))
+            }
             $(
                 async fn $rpc(
                     &self,

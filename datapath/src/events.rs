@@ -311,6 +311,102 @@ impl Event {
     }
 }
 
+impl EventKind {
+    /// The kind's stable name: `drop`, `verdict`, `trace` or `unknown`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            EventKind::Drop(_) => "drop",
+            EventKind::PolicyVerdict(_) => "verdict",
+            EventKind::Trace(_) => "trace",
+            EventKind::Unknown(..) => "unknown",
+        }
+    }
+
+    /// The reason's stable name. Drop: `no-backend`, `family-mismatch`, `policy-denied`,
+    /// `policy-default-deny`, `no-tunnel-key`, `tunnel-key`, `conntrack-full`, `spoofed`.
+    /// Verdict: `allowed`, `denied`, `default-deny`. Trace: `to-overlay`, `from-overlay`,
+    /// `fib-redirect`. Unknown: `kind K reason R`.
+    pub fn reason_name(&self) -> String {
+        match self {
+            EventKind::Drop(r) => match r {
+                DropReason::NoBackend => "no-backend",
+                DropReason::FamilyMismatch => "family-mismatch",
+                DropReason::PolicyDenied => "policy-denied",
+                DropReason::PolicyDefaultDeny => "policy-default-deny",
+                DropReason::NoTunnelKey => "no-tunnel-key",
+                DropReason::TunnelKey => "tunnel-key",
+                DropReason::ConntrackFull => "conntrack-full",
+                DropReason::Spoofed => "spoofed",
+            }
+            .to_string(),
+            EventKind::PolicyVerdict(v) => match v {
+                Verdict::Allowed => "allowed",
+                Verdict::Denied => "denied",
+                Verdict::DefaultDeny => "default-deny",
+            }
+            .to_string(),
+            EventKind::Trace(t) => match t {
+                Trace::ToOverlay { .. } => "to-overlay",
+                Trace::FromOverlay { .. } => "from-overlay",
+                Trace::FibRedirect { .. } => "fib-redirect",
+            }
+            .to_string(),
+            EventKind::Unknown(k, r) => format!("kind {k} reason {r}"),
+        }
+    }
+
+    /// What became of the packet: a drop or a denying verdict is DROPPED, an allowing one
+    /// FORWARDED, a trace TRACED (an unknown kind too: it is information, not a verdict).
+    pub fn verdict(&self) -> common::flows::FlowVerdict {
+        use common::flows::FlowVerdict as V;
+        match self {
+            EventKind::Drop(_)
+            | EventKind::PolicyVerdict(Verdict::Denied | Verdict::DefaultDeny) => V::Dropped,
+            EventKind::PolicyVerdict(Verdict::Allowed) => V::Forwarded,
+            EventKind::Trace(_) | EventKind::Unknown(..) => V::Traced,
+        }
+    }
+}
+
+/// The protocol's name (`TCP`, `UDP`, `ICMP`, `ICMPv6`, `SCTP`) or its number.
+pub fn protocol_name(p: u8) -> String {
+    proto_name(p).map_or_else(|| p.to_string(), String::from)
+}
+
+impl Event {
+    /// The flow record of this event, observed on `node` of `cluster` at `time_ms` (Unix
+    /// milliseconds); `end(ip, port, identity)` names each end (labels, pod, cluster, node),
+    /// `labels(identity)` names identities in the summary.
+    pub fn flow(
+        &self,
+        (cluster, node): (&str, &str),
+        time_ms: u64,
+        end: &dyn Fn(IpAddr, u16, u32) -> common::flows::FlowEnd,
+        labels: &dyn Fn(u32) -> Option<String>,
+    ) -> common::flows::Flow {
+        common::flows::Flow {
+            time_ms,
+            cluster: cluster.to_string(),
+            node: node.to_string(),
+            verdict: self.kind.verdict(),
+            kind: self.kind.kind_name().to_string(),
+            reason: self.kind.reason_name(),
+            direction: self.direction.map(|d| {
+                match d {
+                    Direction::Ingress => "ingress",
+                    Direction::Egress => "egress",
+                }
+                .to_string()
+            }),
+            protocol: protocol_name(self.proto),
+            source: end(self.src.0, self.src.1, self.src_identity),
+            destination: end(self.dst.0, self.dst.1, self.dst_identity),
+            service_id: self.svc_id,
+            summary: self.describe(labels),
+        }
+    }
+}
+
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.describe(&|_| None))
@@ -434,6 +530,53 @@ mod tests {
         r.saddr[..4].copy_from_slice(&[10, 0, 1, 5]);
         r.daddr[..4].copy_from_slice(&[10, 0, 2, 7]);
         r
+    }
+
+    #[test]
+    fn an_event_becomes_a_flow_with_its_verdict_and_named_ends() {
+        use common::flows::{FlowEnd, FlowVerdict};
+        let end = |ip: IpAddr, port: u16, identity: u32| FlowEnd {
+            ip,
+            port,
+            identity,
+            labels: Default::default(),
+            pod: (identity == 4242).then(|| "shop/client".to_string()),
+            cluster: None,
+            node: None,
+        };
+        let e = Event::try_from(raw(EVENT_DROP, DROP_POLICY_DENIED)).unwrap();
+        let f = e.flow(("red", "n1"), 7, &end, &|_| None);
+        assert_eq!(f.verdict, FlowVerdict::Dropped);
+        assert_eq!(
+            (f.kind.as_str(), f.reason.as_str()),
+            ("drop", "policy-denied")
+        );
+        assert_eq!(f.direction.as_deref(), Some("egress"));
+        assert_eq!(f.protocol, "TCP");
+        assert_eq!(f.source.pod.as_deref(), Some("shop/client"));
+        assert_eq!((f.source.port, f.destination.port), (40000, 80));
+        assert_eq!(
+            (f.cluster.as_str(), f.node.as_str(), f.time_ms),
+            ("red", "n1", 7)
+        );
+        assert_eq!(f.summary, e.to_string());
+        let verdict = |kind, reason| {
+            Event::try_from(raw(kind, reason))
+                .unwrap()
+                .flow(("red", "n1"), 0, &end, &|_| None)
+        };
+        let v = verdict(EVENT_POLICY_VERDICT, VERDICT_ALLOWED);
+        assert_eq!(
+            (v.verdict, v.reason.as_str()),
+            (FlowVerdict::Forwarded, "allowed")
+        );
+        let v = verdict(EVENT_POLICY_VERDICT, VERDICT_DEFAULT_DENY);
+        assert_eq!(
+            (v.verdict, v.reason.as_str()),
+            (FlowVerdict::Dropped, "default-deny")
+        );
+        let v = verdict(EVENT_TRACE, TRACE_FIB_REDIRECT);
+        assert_eq!((v.verdict, v.kind.as_str()), (FlowVerdict::Traced, "trace"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! meshd binary owning the node's eBPF datapath at a per-test pin root, its PodCIDR allocated
 //! by meshd from `10.244.0.0/16`, the service CIDR `10.96.0.0/16`, pods added by the real
 //! `ironmesh-cni` plugin (which takes the PodCIDR from the file meshd writes), and resources
-//! given by `ironctl apply`. Nothing is written into etcd by hand.
+//! given by `ironctl apply`. Nothing is written into etcd by hand. meshd keeps the node's flow
+//! records (`datapath.flows`, read with `ironctl observe`).
 //!
 //! Dropping it stops meshd, then etcd, removes the pins and the lab's namespaces, also when
 //! the test panics.
@@ -245,7 +246,8 @@ fn meshd_config(
              node_ipv4 = \"{NODE_IP}\"\ncni_endpoints_dir = {eps:?}\n\
              service_cidrs = [\"10.96.0.0/16\"]\n\
              pod_cidr_pools = [{{ cidr = \"{POD_POOL}\", node_mask = 24 }}]\n{extra}\n\n\
-             [datapath]\nbpffs = {root:?}\nload = true\nuplinks = [\"eth0\"]\nmode = \"native\"\n",
+             [datapath]\nbpffs = {root:?}\nload = true\nuplinks = [\"eth0\"]\nmode = \"native\"\n\
+             flows = 4096\n",
             etcd.endpoints(),
         ),
     )

@@ -286,6 +286,7 @@ impl AgentConfig {
                     configs::PolicyEnforcement::Always => datapath::PolicyMode::Always,
                     configs::PolicyEnforcement::Never => datapath::PolicyMode::Never,
                 },
+                flows: cfg.datapath.flows,
             }),
             cni_endpoints_dir: Some(mesh.cni_endpoints_dir.clone()),
             endpoint_poll: Duration::from_millis(200),

@@ -20,6 +20,8 @@ pub struct OwnerSettings {
     /// `Some((device, UDP port))` in VXLAN mode.
     pub vxlan: Option<(String, u16)>,
     pub policy_mode: PolicyMode,
+    /// `datapath.flows`: how many flow records meshd keeps (0: it does not read the events).
+    pub flows: usize,
 }
 
 /// Why meshd could not set up the datapath it was asked to own.

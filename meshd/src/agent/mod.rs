@@ -15,6 +15,7 @@ mod config;
 pub mod convert;
 pub mod datapath_owner;
 pub mod endpoints;
+pub mod flows;
 pub mod grpc;
 mod health;
 pub mod metrics;

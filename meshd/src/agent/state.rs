@@ -32,6 +32,8 @@ struct Inner {
     refused_remotes: BTreeMap<ClusterName, String>,
     /// The node registration's status (its lease).
     lease: Option<watch::Receiver<crate::nodes::RegistrationStatus>>,
+    /// The node's flow records (`datapath.flows`).
+    flows: Option<Arc<super::flows::FlowStore>>,
 }
 
 /// The agent's state as the API and metrics read it.
@@ -101,6 +103,14 @@ impl Shared {
     /// This meshd's event recorder (once it reached its etcd).
     pub fn events(&self) -> Option<std::sync::Arc<crate::events::Recorder>> {
         self.lock().events.clone()
+    }
+
+    pub fn set_flows(&self, f: Option<Arc<super::flows::FlowStore>>) {
+        self.lock().flows = f;
+    }
+
+    pub fn flows(&self) -> Option<Arc<super::flows::FlowStore>> {
+        self.lock().flows.clone()
     }
 
     pub fn set_lease(&self, l: Option<watch::Receiver<crate::nodes::RegistrationStatus>>) {

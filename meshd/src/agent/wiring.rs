@@ -30,6 +30,8 @@ pub(super) struct Reconcile {
     _wireguard: Option<WireGuardPeers>,
     ipsec: Option<IpsecPeers>,
     _datapath: Option<DatapathMaps>,
+    /// Reads the owned datapath's events into the node's flow records (`datapath.flows`).
+    flows: Option<super::flows::FlowCollector>,
     armed: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -67,6 +69,9 @@ impl Reconcile {
     /// must not act on a partial node list that the desired state is complete: bgpd's ledger
     /// (removes what a previous meshd left) and the WireGuard worker (removes unknown peers).
     pub(super) fn arm(&mut self, view: Arc<MergedView>) {
+        if let Some(f) = &self.flows {
+            f.set_view(view.clone());
+        }
         let bgp = self.bgp.as_ref().map(BgpAdverts::sink);
         let wireguard = self._wireguard.as_ref().map(WireGuardPeers::completion);
         if bgp.is_none() && wireguard.is_none() {
@@ -175,6 +180,27 @@ pub(super) fn start(
         },
         (None, None) => None,
     };
+    let flows = match &cfg.datapath_owner {
+        Some(owner) if owner.flows > 0 && datapath.is_some() => {
+            let store = super::flows::FlowStore::new(owner.flows);
+            match super::flows::FlowCollector::spawn(
+                &owner.pin_root,
+                store.clone(),
+                (cfg.cluster.to_string(), cfg.node.to_string()),
+                cfg.cni_endpoints_dir.clone(),
+            ) {
+                Ok(c) => {
+                    shared.set_flows(Some(store));
+                    Some(c)
+                }
+                Err(e) => {
+                    tracing::error!("{e}; this node keeps no flow records");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     if bgp.is_none() && wireguard.is_none() && ipsec.is_none() && datapath.is_none() {
         return Ok((None, None));
     }
@@ -209,6 +235,7 @@ pub(super) fn start(
             _wireguard: wireguard,
             ipsec,
             _datapath: datapath,
+            flows,
             armed: None,
         }),
     ))
