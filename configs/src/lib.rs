@@ -12,6 +12,7 @@ mod encryption;
 mod error;
 mod mesh;
 mod node;
+mod observe;
 mod policy;
 mod raw;
 mod secret;
@@ -38,6 +39,7 @@ pub use mesh::{
     EtcdAuth, EtcdEndpoint, LeaseTiming, Mesh, PodCidrPool, RemoteCluster, Tls,
 };
 pub use node::{DEFAULT_STATE_DIR, Node};
+pub use observe::{DEFAULT_OBSERVE_PORT, Observe};
 pub use policy::{BUILTIN_POLICIES, BgpPolicy, PolicyAction, PolicyRule, PrefixMatch};
 pub use secret::{MAX_SECRET_FILE_BYTES, Secret, SecretFileError, read_secret_file};
 
@@ -51,6 +53,7 @@ pub struct Config {
     /// `None`: standalone node without etcd.
     pub mesh: Option<Mesh>,
     pub datapath: Datapath,
+    pub observe: Observe,
 }
 
 impl Config {
@@ -94,6 +97,13 @@ impl Config {
             .mesh
             .map(|m| mesh::validate(m, node.as_ref().map(|n| &n.cluster), &mut errs));
         let datapath = datapath::validate(raw.datapath, &mut errs);
+        let observe = observe::validate(
+            raw.observe,
+            datapath.as_ref().map(|d| d.flows),
+            mesh.as_ref()
+                .map(|m| m.as_ref().is_some_and(|m| m.node_ipv4.is_some())),
+            &mut errs,
+        );
         if !errs.0.is_empty() {
             return Err(ConfigError::Invalid(errs.0));
         }
@@ -110,6 +120,7 @@ impl Config {
             encryption: encryption.ok_or_else(missing)?,
             mesh: mesh.map(|m| m.ok_or_else(missing)).transpose()?,
             datapath: datapath.ok_or_else(missing)?,
+            observe: observe.ok_or_else(missing)?,
         })
     }
 

@@ -14,6 +14,15 @@ pub struct RawConfig {
     pub encryption: Option<RawEncryption>,
     pub mesh: Option<RawMesh>,
     pub datapath: Option<RawDatapath>,
+    pub observe: Option<RawObserve>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawObserve {
+    pub serve: Option<bool>,
+    pub port: Option<i64>,
+    pub relay: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

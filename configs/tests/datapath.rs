@@ -100,3 +100,39 @@ fn flows_need_the_datapath_loaded_and_a_bounded_ring() {
         "datapath.flows: 2000000 is out of range; use 0..=1048576 (a number of flow records)",
     );
 }
+
+#[test]
+fn observe_serves_flows_only_where_there_are_some_and_relays_need_the_mesh() {
+    let c = Config::from_toml(&format!("{NODE}{MESH}")).unwrap();
+    assert_eq!(c.observe, ironmesh_configs::Observe::default());
+    assert!(!c.observe.serve && !c.observe.relay);
+    let c = Config::from_toml(&format!(
+        "{NODE}{MESH}node_ipv4 = \"192.0.2.2\"\n[datapath]\nload = true\nflows = 100\n\
+         [observe]\nserve = true\nport = 4300\nrelay = true\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.observe,
+        ironmesh_configs::Observe {
+            serve: true,
+            port: 4300,
+            relay: true
+        }
+    );
+    assert_error(
+        &format!("{MESH}node_ipv4 = \"192.0.2.2\"\n[observe]\nserve = true\n"),
+        "observe.serve: there are no flow records to serve; set datapath.flows (with datapath.load = true)",
+    );
+    assert_error(
+        &format!("{MESH}[datapath]\nload = true\nflows = 100\n[observe]\nserve = true\n"),
+        "observe.serve: needs mesh.node_ipv4 (the address relays reach this node at); set it",
+    );
+    assert_error(
+        "[observe]\nrelay = true\n",
+        "observe.relay: needs [mesh] (the relay finds the nodes in the mesh's node records)",
+    );
+    assert_error(
+        &format!("{MESH}[observe]\nport = 0\n"),
+        "observe.port: 0 is out of range; use 1..=65535 (a TCP port)",
+    );
+}

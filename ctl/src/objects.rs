@@ -542,6 +542,7 @@ fn pods_table(objs: &[Value], all_ns: bool) -> String {
         headers.push(("NAMESPACE", Align::Left));
     }
     headers.extend([
+        ("NAME", Align::Left),
         ("IP", Align::Left),
         ("NODE", Align::Left),
         ("CLUSTER", Align::Left),
@@ -555,6 +556,7 @@ fn pods_table(objs: &[Value], all_ns: bool) -> String {
             row.push(str_at(o, "/metadata/namespace").to_string());
         }
         row.extend([
+            str_at(o, "/metadata/name").to_string(),
             str_at(o, "/status/podIP").to_string(),
             str_at(o, "/spec/nodeName").to_string(),
             str_at(o, "/cluster").to_string(),

@@ -21,6 +21,10 @@ pub struct ObserveArgs {
         default_value = "/var/lib/ironmesh/meshd.sock"
     )]
     socket: PathBuf,
+    /// Every node of every cluster, through this meshd's relay (observe.relay), merged by
+    /// time; a node that does not answer is reported, the others go on.
+    #[arg(long)]
+    mesh: bool,
     /// Show the last N matching flows [default: 20, or 0 with --follow].
     #[arg(long, value_name = "N")]
     last: Option<u32>,
@@ -155,6 +159,7 @@ pub fn run(args: ObserveArgs) -> Result<(), String> {
         last: args.last.unwrap_or(if args.follow { 0 } else { 20 }),
         follow: args.follow,
         filter_json: serde_json::to_string(&filter).map_err(|e| e.to_string())?,
+        mesh: args.mesh,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -175,6 +180,9 @@ pub fn run(args: ObserveArgs) -> Result<(), String> {
                 Ok(None) => break,
                 Err(s) => return Err(format!("meshd: {}", s.message())),
             };
+            if !msg.node_error.is_empty() {
+                eprintln!("ironctl: observe: node {}", msg.node_error);
+            }
             if msg.lost > 0 {
                 eprintln!("ironctl: observe: {} flows lost (the node's ring overwrote them before they were sent)", msg.lost);
             }

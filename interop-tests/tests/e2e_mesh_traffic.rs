@@ -2,7 +2,12 @@
 //!
 //! - pod to pod across clusters: over the routes bgpd learned from the ToRs, through
 //!   WireGuard (the device's counters grow; the ToR link carries UDP to the WireGuard port and
-//!   no plain pod packet), and app=other denied by blue web's policy with a drop event;
+//!   no plain pod packet), and app=other denied by blue web's policy with a drop in blue/n1's
+//!   flow records (`ironctl observe`);
+//! - `e2e_observe_*`: the relay (any meshd, `observe.relay`) merges every node's flows of both
+//!   clusters: a denied cross-cluster connect shows on red/n1's relay within 1 s with both
+//!   pods' names and clusters and the reason; a node whose meshd stops is reported while the
+//!   others' flows keep coming;
 //! - the global service fails over from the local backends to the remote cluster's when the
 //!   local pods are deleted (CNI DEL), and back when they are added again;
 //! - the LoadBalancer VIP: ECMP at the BIRD ToR, both nodes answer the external client, each
@@ -14,7 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use datapath::events::{DropReason, EventKind};
 use datapath::lb::Proto;
 use interop_tests::cmd::wait_for;
 use interop_tests::mesh::services::{self, LB_PORT, LB_VIP, WEB_VIP};
@@ -112,35 +116,177 @@ fn e2e_mesh_pod_to_pod_across_clusters_encrypted_over_bgp_routes() {
         "{wg:?}"
     );
 
-    // app=other is denied by blue web's policy; blue/n1's datapath says why.
+    // app=other is denied by blue web's policy; blue/n1's flow records say why (ironctl
+    // observe on blue/n1, whose meshd reads its datapath's events).
     let other = mesh.pod(Side::Red, "n2", "other");
     let web = mesh.pod(Side::Blue, "n1", "web");
-    let mut events = blue1.dp.events().unwrap();
     assert!(
         probe::ask(&other.host, web.addr()).is_err(),
         "app=other reached blue web"
     );
-    let mut seen = Vec::new();
-    let drop = loop {
-        match events.next_timeout(Duration::from_secs(3)).unwrap() {
-            Some(e) if e.src.0 == IpAddr::V4(other.ip) && matches!(e.kind, EventKind::Drop(_)) => {
-                break e;
-            }
-            Some(e) => seen.push(e),
-            None => panic!("no drop event for {} -> {}: {seen:?}", other.ip, web.ip),
-        }
-    };
-    assert_eq!(drop.kind, EventKind::Drop(DropReason::PolicyDefaultDeny));
+    let from = format!("default/red-n2-{}", other.name);
+    let drop = wait_for(
+        "the drop in blue/n1's flows",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        |last| {
+            let (flows, _) = mesh.observe(blue1, &["--verdict", "DROPPED", "--from-pod", &from])?;
+            *last = format!("{flows:?}");
+            Ok(flows.into_iter().last())
+        },
+    )
+    .unwrap();
+    assert_eq!(drop.reason, "policy-default-deny", "{drop:?}");
     assert_eq!(
-        (drop.src_identity, drop.dst_identity, drop.dst),
-        (other.identity, web.identity, (IpAddr::V4(web.ip), APP_PORT)),
+        (
+            drop.source.identity,
+            drop.destination.identity,
+            drop.destination.ip,
+            drop.destination.port
+        ),
+        (other.identity, web.identity, IpAddr::V4(web.ip), APP_PORT),
         "the remote source's identity comes from the IP cache meshd programmed"
     );
+    assert_eq!(drop.source.cluster.as_deref(), Some("red"), "{drop:?}");
     assert_eq!(
         probe::ask(&client.host, web.addr()).as_deref(),
         Ok(web.answer().as_str()),
         "app=client still admitted"
     );
+}
+
+/// `ironctl observe --mesh -o json ARGS` through `node`'s relay, following: the first flow
+/// line within `limit`, and ironctl's stderr so far.
+fn follow_first(
+    mesh: &MeshLab,
+    node: &interop_tests::mesh::Node,
+    args: &[&str],
+    act: impl FnOnce(),
+    limit: Duration,
+) -> Option<common::flows::Flow> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(&mesh.bins.ironctl)
+        .args(["observe", "--mesh", "-f", "-o", "json", "--meshd"])
+        .arg(&node.api)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The relay connects to every node first.
+    std::thread::sleep(Duration::from_millis(500));
+    act();
+    let got = rx.recv_timeout(limit).ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    got.map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}")))
+}
+
+/// The relay: any meshd (here red/n1's) merges the flows of every node of both clusters.
+#[test]
+fn e2e_observe_relay_shows_a_cross_cluster_drop_with_both_pods_and_reports_a_stopped_node() {
+    let mesh = start("e2e_observe");
+    let red1 = mesh.red.node("n1");
+    let other = mesh.pod(Side::Red, "n2", "other");
+    let web = mesh.pod(Side::Blue, "n1", "web");
+    let from = format!("default/red-n2-{}", other.name);
+    let to = format!("default/blue-n1-{}", web.name);
+    let args = [
+        "--mesh",
+        "--verdict",
+        "DROPPED",
+        "--from-pod",
+        &from,
+        "--to-pod",
+        &to,
+    ];
+
+    // A denied connect from red to blue: on red/n1's relay within 1 s, both ends named.
+    let start = Instant::now();
+    let (drop, took) = std::thread::scope(|s| {
+        let asker = s.spawn(|| probe::ask(&other.host, web.addr()));
+        let drop = wait_for(
+            "the cross-cluster drop on red/n1's relay",
+            Duration::from_secs(1),
+            Duration::from_millis(20),
+            |last| {
+                let (flows, err) = mesh.observe(red1, &args)?;
+                *last = format!("{flows:?} {err}");
+                Ok(flows.into_iter().last())
+            },
+        );
+        let took = start.elapsed();
+        assert!(asker.join().unwrap().is_err(), "app=other reached blue web");
+        (drop.unwrap(), took)
+    });
+    eprintln!("cross-cluster drop on the relay {took:?} after the connect started");
+    assert_eq!(
+        (drop.cluster.as_str(), drop.node.as_str()),
+        ("blue", "n1"),
+        "{drop:?}"
+    );
+    assert_eq!(drop.reason, "policy-default-deny", "{drop:?}");
+    assert_eq!(drop.direction.as_deref(), Some("ingress"), "{drop:?}");
+    for (end, pod, cluster, node, app) in [
+        (&drop.source, &from, "red", "n2", "other"),
+        (&drop.destination, &to, "blue", "n1", "web"),
+    ] {
+        assert_eq!(end.pod.as_deref(), Some(pod.as_str()), "{drop:?}");
+        assert_eq!(end.cluster.as_deref(), Some(cluster), "{drop:?}");
+        assert_eq!(end.node.as_deref(), Some(node), "{drop:?}");
+        assert_eq!(
+            end.labels.get("app").map(String::as_str),
+            Some(app),
+            "{drop:?}"
+        );
+    }
+    // Filters by where it was observed.
+    let (in_red, _) = mesh
+        .observe(red1, &[&args[..], &["--cluster", "red"]].concat())
+        .unwrap();
+    assert!(in_red.is_empty(), "observed in blue, not red: {in_red:?}");
+    let (on_n1, _) = mesh
+        .observe(
+            red1,
+            &[&args[..], &["--cluster", "blue", "--node", "n1"]].concat(),
+        )
+        .unwrap();
+    assert!(!on_n1.is_empty());
+    // Without --mesh: red/n1's own flows only (the drop happened on blue/n1).
+    let (own, _) = mesh.observe(red1, &args[1..]).unwrap();
+    assert!(own.is_empty(), "red/n1 did not see it: {own:?}");
+
+    // blue/n2's meshd stops: the relay names it and the others' flows keep coming, listed
+    // and followed.
+    let blue2 = mesh.blue.node("n2");
+    blue2.meshd.terminate();
+    let (flows, err) = mesh.observe(red1, &args).unwrap();
+    assert!(!flows.is_empty(), "the other nodes' flows are still listed");
+    assert!(
+        err.contains("node blue/n2 (198.51.100.12:4244)"),
+        "the stopped node is named: {err}"
+    );
+    let followed = follow_first(
+        &mesh,
+        red1,
+        &args[1..],
+        || {
+            let _ = probe::ask(&other.host, web.addr());
+        },
+        Duration::from_secs(3),
+    )
+    .expect("a new drop followed through the relay while blue/n2 is down");
+    assert_eq!(followed.source.pod.as_deref(), Some(from.as_str()));
 }
 
 #[test]

@@ -87,6 +87,7 @@ async fn start_meshd(
             tunnel_endpoint: Some(IpAddr::from([192, 0, cluster_octet, node])),
             encrypt_key: 0,
             ports: Vec::new(),
+            pod: None,
         })
         .collect();
     eps.upsert(&records).await.expect("endpoints");

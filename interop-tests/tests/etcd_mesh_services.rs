@@ -45,6 +45,7 @@ fn endpoint(node: &str, i: u32) -> EndpointRecord {
         tunnel_endpoint: Some("192.0.2.20".parse().unwrap()),
         encrypt_key: 1,
         ports: Vec::new(),
+        pod: None,
     }
 }
 

@@ -104,6 +104,7 @@ fn ep(cluster: &str, node: &str, block: u8, i: usize, key: u8) -> EndpointRecord
         tunnel_endpoint: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 50))),
         encrypt_key: key,
         ports: Vec::new(),
+        pod: None,
     }
 }
 

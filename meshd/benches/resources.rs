@@ -131,6 +131,7 @@ async fn run(etcd: &EtcdCluster) -> Results {
                 tunnel_endpoint: None,
                 encrypt_key: 0,
                 ports: Vec::new(),
+                pod: None,
             };
             store.put(&rec.key(), rec.encode(), None).await.unwrap();
         }

@@ -29,6 +29,11 @@ pub struct EndpointRecord {
     /// named target ports and NetworkPolicies' named ports resolve through them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<common::ContainerPort>,
+    /// The pod's `namespace/name` (from the CNI's K8S_POD_NAMESPACE and K8S_POD_NAME), so
+    /// every node and cluster can name it (`ironctl observe`); absent when the runtime did
+    /// not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 impl EndpointRecord {
@@ -50,7 +55,28 @@ impl EndpointRecord {
             ));
         }
         common::port::check_container_ports(&r.ports).map_err(|e| format!("ports{e}"))?;
+        if let Some(p) = &r.pod {
+            check_pod_name(p)?;
+        }
         Ok(r)
+    }
+}
+
+/// `namespace/name` as Kubernetes names them: each a DNS label or subdomain (lowercase
+/// letters, digits, '-' and '.', at most 253 bytes, alphanumeric at both ends).
+pub fn check_pod_name(p: &str) -> Result<(), String> {
+    let ok = |s: &str| {
+        (1..=253).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+    };
+    match p.split_once('/') {
+        Some((ns, name)) if ok(ns) && ok(name) => Ok(()),
+        _ => Err(format!(
+            "pod {p:?}: use namespace/name, each lowercase letters, digits, '-' and '.'"
+        )),
     }
 }
 
@@ -133,6 +159,7 @@ mod tests {
             tunnel_endpoint: Some("192.0.2.1".parse().unwrap()),
             encrypt_key: 1,
             ports: Vec::new(),
+            pod: None,
         };
         assert_eq!(r.key(), "ironmesh/v1/clusters/red/endpoints/10.1.0.7");
         let red = "red".parse().unwrap();
@@ -167,5 +194,25 @@ mod tests {
             err.starts_with("ports[1].name: \"http\" is used twice"),
             "{err}"
         );
+        // The pod's name round-trips; a bad one (possibly a remote cluster's) is refused.
+        let mut n = r.clone();
+        n.pod = Some("shop/web-7d9f".into());
+        assert_eq!(
+            EndpointRecord::decode(&red, r.ip, &n.encode()),
+            Ok(n.clone())
+        );
+        for bad in [
+            "web",
+            "shop/",
+            "/web",
+            "Shop/web",
+            "shop/web\u{1b}[31m",
+            "a/b/c",
+            "shop/-web",
+        ] {
+            n.pod = Some(bad.into());
+            let err = EndpointRecord::decode(&red, r.ip, &n.encode()).unwrap_err();
+            assert!(err.contains("use namespace/name"), "{bad}: {err}");
+        }
     }
 }

@@ -245,6 +245,39 @@ impl MeshLab {
         probe::ironctl(&self.bins.ironctl, args)
     }
 
+    /// `ironctl observe -o json ARGS` through `node`'s meshd: the flows, and what ironctl
+    /// said on stderr (nodes that do not answer).
+    pub fn observe(
+        &self,
+        node: &Node,
+        args: &[&str],
+    ) -> Result<(Vec<common::flows::Flow>, String)> {
+        let out = std::process::Command::new(&self.bins.ironctl)
+            .args(["observe", "-o", "json", "--meshd"])
+            .arg(&node.api)
+            .args(args)
+            .output()
+            .map_err(crate::error::io_err("running ironctl observe"))?;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            return Err(LabError::Command {
+                cmd: format!("ironctl observe {}", args.join(" ")),
+                status: out.status.to_string(),
+                stderr,
+            });
+        }
+        let flows = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).map_err(|e| LabError::Parse {
+                    what: "ironctl observe -o json".into(),
+                    detail: format!("{e}: {l}"),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((flows, stderr))
+    }
+
     pub fn dir(&self) -> &Path {
         self.lab.dir()
     }

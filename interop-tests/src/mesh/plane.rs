@@ -11,8 +11,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::ClusterName;
+use datapath::Datapath;
 use datapath::pin::{PinRoot, bpffs_mounted};
-use datapath::{Datapath, EventReader};
 use ironmesh_meshd::endpoints::EndpointRecord;
 use ironmesh_meshd::schema::{Key, Resource};
 
@@ -69,17 +69,15 @@ impl NodeDatapath {
     }
 
     /// meshd's `[datapath]` section: meshd loads the datapath into this pin root, native
-    /// routing, host_ingress on the uplink eth0 (north-south load balancing of the VIP).
+    /// routing, host_ingress on the uplink eth0 (north-south load balancing of the VIP); it
+    /// keeps the node's flow records (the events are read with `ironctl observe`), serves
+    /// them to relays and relays the mesh's (`[observe]`).
     pub fn meshd_config(&self) -> String {
         format!(
-            "[datapath]\nmode = \"native\"\nbpffs = {:?}\nload = true\nuplinks = [\"eth0\"]\n",
+            "[datapath]\nmode = \"native\"\nbpffs = {:?}\nload = true\nuplinks = [\"eth0\"]\n\
+             flows = 4096\n\n[observe]\nserve = true\nrelay = true\n",
             self.root.path()
         )
-    }
-
-    /// The datapath's event ring (drops, verdicts), read from now on.
-    pub fn events(&self) -> Result<EventReader> {
-        EventReader::open(&self.root).map_err(|e| LabError::Invalid(format!("events: {e}")))
     }
 }
 

@@ -54,6 +54,8 @@ pub struct AgentConfig {
     pub bgpd_socket: Option<PathBuf>,
     /// Which LoadBalancer VIPs are advertised.
     pub vip_adverts: VipAdverts,
+    /// `[observe]`: serve this node's flows to relays, relay the mesh's.
+    pub observe: configs::Observe,
     /// `datapath.bpffs`: the IP cache and services go to the maps pinned there, when the
     /// datapath pinned them (`None`: no datapath sink).
     pub datapath_pin_root: Option<PathBuf>,
@@ -271,6 +273,7 @@ impl AgentConfig {
                 configs::AdvertiseVips::All => VipAdverts::All,
                 configs::AdvertiseVips::LocalBackends => VipAdverts::LocalBackends,
             },
+            observe: cfg.observe.clone(),
             datapath_pin_root: Some(cfg.datapath.bpffs.clone()),
             datapath_owner: cfg.datapath.load.then(|| OwnerSettings {
                 pin_root: cfg.datapath.bpffs.clone(),

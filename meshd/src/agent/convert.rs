@@ -179,10 +179,16 @@ pub fn pods(st: &MergedState, namespace: Option<&str>) -> Vec<serde_json::Value>
         }
         let labels: std::collections::BTreeMap<&str, &str> =
             l.map(|l| l.iter().collect()).unwrap_or_default();
+        let name = ep
+            .pod
+            .as_deref()
+            .and_then(|p| p.split_once('/'))
+            .map(|(_, n)| n)
+            .unwrap_or("");
         out.push(serde_json::json!({
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"namespace": ns, "labels": labels},
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
             "spec": {"nodeName": ep.node.to_string()},
             "status": {"podIP": ep.ip.to_string()},
             "cluster": ep.cluster.to_string(),

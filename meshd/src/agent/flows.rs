@@ -4,10 +4,10 @@
 //! `datapath.flows` of them in a [`FlowRing`], which the API's `Flows` call serves (last N,
 //! then follow).
 //!
-//! Naming ([`Namer`]): the merged view gives every cluster's endpoints (cluster, node) and
-//! identities (labels), re-indexed when its generation changes; the CNI plugin's endpoint
-//! records give this node's pods their `namespace/name` (re-read, at most every 2 s, when an
-//! address of a local PodCIDR is not known yet).
+//! Naming ([`Namer`]): the merged view gives every cluster's endpoints (cluster, node, pod
+//! `namespace/name`) and identities (labels), re-indexed when its generation changes; the CNI
+//! plugin's endpoint records name this node's pods before their records are published
+//! (re-read, at most every 2 s, when a local address is not named yet).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use api::mesh as pb;
 use common::flows::{Flow, FlowEnd, FlowFilter, FlowRing};
 use datapath::events::{EventError, EventReader};
 use datapath::pin::PinRoot;
@@ -92,6 +93,7 @@ impl FlowStore {
 struct Known {
     cluster: String,
     node: String,
+    pod: Option<String>,
 }
 
 /// Names both ends of an event (see the module docs).
@@ -139,6 +141,7 @@ impl Namer {
                     Known {
                         cluster: ep.cluster.to_string(),
                         node: ep.node.to_string(),
+                        pod: ep.pod.clone(),
                     },
                 );
             }
@@ -187,7 +190,11 @@ impl Namer {
                 .cloned()
                 .or_else(|| Namer::reserved(identity))
                 .unwrap_or_default(),
-            pod: self.pods.get(&ip).cloned(),
+            pod: self
+                .pods
+                .get(&ip)
+                .cloned()
+                .or_else(|| known.and_then(|k| k.pod.clone())),
             cluster: known.map(|k| k.cluster.clone()),
             node: known.map(|k| k.node.clone()),
         }
@@ -318,4 +325,346 @@ impl Drop for FlowCollector {
             let _ = t.join();
         }
     }
+}
+
+/// The API's filter argument: JSON of [`FlowFilter`], checked.
+pub fn parse_filter(json: &str) -> Result<FlowFilter, tonic::Status> {
+    let filter: FlowFilter = if json.is_empty() {
+        FlowFilter::default()
+    } else {
+        serde_json::from_str(json)
+            .map_err(|e| tonic::Status::invalid_argument(format!("filter: {e}")))?
+    };
+    filter.validate().map_err(tonic::Status::invalid_argument)?;
+    Ok(filter)
+}
+
+type Sent = Result<pb::FlowsResponse, tonic::Status>;
+pub type FlowStream = tokio_stream::wrappers::ReceiverStream<Sent>;
+
+fn flow_msg(f: &Flow) -> pb::FlowsResponse {
+    pb::FlowsResponse {
+        flow_json: serde_json::to_string(f).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// This node's flows: the last `last` passing `filter`, then with `follow` each new one.
+pub fn stream_node(
+    store: Arc<FlowStore>,
+    last: usize,
+    follow: bool,
+    filter: FlowFilter,
+) -> FlowStream {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let mut changed = store.subscribe();
+    let (first, mut next) = store.last(last, &filter);
+    tokio::spawn(async move {
+        for f in &first {
+            if tx.send(Ok(flow_msg(f))).await.is_err() {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        loop {
+            tokio::select! {
+                c = changed.changed() => if c.is_err() { return },
+                () = tx.closed() => return,
+            }
+            let (flows, lost, after) = store.since(next, &filter);
+            next = after;
+            if lost > 0 {
+                let m = pb::FlowsResponse {
+                    lost,
+                    ..Default::default()
+                };
+                if tx.send(Ok(m)).await.is_err() {
+                    return;
+                }
+            }
+            for f in &flows {
+                if tx.send(Ok(flow_msg(f))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// The `NodeFlows` service: this node's flows to relays (`observe.serve`).
+#[derive(Debug)]
+pub struct NodeFlowsApi {
+    shared: Arc<super::state::Shared>,
+}
+
+#[tonic::async_trait]
+impl pb::node_flows_server::NodeFlows for NodeFlowsApi {
+    type FlowsStream = FlowStream;
+
+    async fn flows(
+        &self,
+        req: tonic::Request<pb::FlowsRequest>,
+    ) -> Result<tonic::Response<FlowStream>, tonic::Status> {
+        let r = req.into_inner();
+        let filter = parse_filter(&r.filter_json)?;
+        let store = self.shared.flows().ok_or_else(|| {
+            tonic::Status::failed_precondition(format!(
+                "node {}/{} keeps no flow records",
+                self.shared.cluster, self.shared.node
+            ))
+        })?;
+        Ok(tonic::Response::new(stream_node(
+            store,
+            r.last as usize,
+            r.follow,
+            filter,
+        )))
+    }
+}
+
+/// Binds `addr` now (a bad address fails at start) and returns the `NodeFlows` server, which
+/// serves until `shutdown` completes.
+pub async fn serve_node_flows(
+    shared: Arc<super::state::Shared>,
+    addr: std::net::SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<
+    impl std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+    String,
+> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("observe.serve: binding {addr}: {e}"))?;
+    tracing::info!(%addr, "serving this node's flows to relays");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    Ok(tonic::transport::Server::builder()
+        .add_service(pb::node_flows_server::NodeFlowsServer::new(NodeFlowsApi {
+            shared,
+        }))
+        .serve_with_incoming_shutdown(incoming, shutdown))
+}
+
+/// How long a relay waits for a node to connect and to answer a `--last` request.
+const NODE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long after a node stopped answering a following relay tries it again.
+const NODE_RETRY: Duration = Duration::from_secs(5);
+
+/// A node a relay reads: `cluster/node` and where its flows are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayTarget {
+    pub name: String,
+    pub addr: std::net::SocketAddr,
+}
+
+/// The nodes of `nodes` a relay can reach at `port`: each node's IPv4 address, except
+/// addresses no node can have (unspecified, loopback, multicast, broadcast), which a hostile
+/// record could name to turn the relay against the host it runs on.
+pub fn relay_targets(nodes: &[crate::nodes::NodeRecord], port: u16) -> Vec<RelayTarget> {
+    let mut out: Vec<RelayTarget> = nodes
+        .iter()
+        .filter_map(|n| {
+            let ip = n.ipv4?;
+            if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
+                tracing::warn!(node = %n.name, cluster = %n.cluster, %ip, "relay: not reading a node at this address");
+                return None;
+            }
+            Some(RelayTarget {
+                name: format!("{}/{}", n.cluster, n.name),
+                addr: std::net::SocketAddr::new(ip.into(), port),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+async fn node_stream(
+    t: &RelayTarget,
+    req: pb::FlowsRequest,
+) -> Result<tonic::Streaming<pb::FlowsResponse>, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", t.addr))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(NODE_TIMEOUT);
+    let ch = tokio::time::timeout(NODE_TIMEOUT, endpoint.connect())
+        .await
+        .map_err(|_| format!("no answer within {}s", NODE_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let mut c = pb::node_flows_client::NodeFlowsClient::new(ch);
+    let r = tokio::time::timeout(NODE_TIMEOUT, c.flows(req))
+        .await
+        .map_err(|_| format!("no answer within {}s", NODE_TIMEOUT.as_secs()))?
+        .map_err(|s| s.message().to_string())?;
+    Ok(r.into_inner())
+}
+
+fn node_error(t: &RelayTarget, why: &str) -> pb::FlowsResponse {
+    pb::FlowsResponse {
+        node_error: format!("{} ({}): {why}", t.name, t.addr),
+        ..Default::default()
+    }
+}
+
+/// One node's last `last` flows (a `--last` request to it).
+async fn node_last(t: RelayTarget, last: u32, filter_json: String) -> Result<Vec<Flow>, String> {
+    let req = pb::FlowsRequest {
+        last,
+        follow: false,
+        filter_json,
+        mesh: false,
+    };
+    let read = async {
+        let mut s = node_stream(&t, req).await?;
+        let mut out = Vec::new();
+        while let Some(m) = s.message().await.map_err(|e| e.message().to_string())? {
+            if let Ok(f) = serde_json::from_str::<Flow>(&m.flow_json) {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(NODE_TIMEOUT * 2, read)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {}s", NODE_TIMEOUT.as_secs() * 2)))
+}
+
+/// The relay: the last `last` flows of every target merged by time (each node's own
+/// answer checked), then with `follow` every target's new flows as they come. A target that
+/// does not answer is reported (`node_error`) and, when following, tried again every 5 s;
+/// the others go on.
+pub fn relay(targets: Vec<RelayTarget>, last: u32, follow: bool, filter: FlowFilter) -> FlowStream {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Sent>(1024);
+    let filter_json = serde_json::to_string(&filter).unwrap_or_default();
+    tokio::spawn(async move {
+        // Followers first (from now on), so nothing falls between the history and them.
+        let (live_tx, mut live_rx) = tokio::sync::mpsc::channel::<pb::FlowsResponse>(1024);
+        let mut followers = Vec::new();
+        if follow {
+            for t in &targets {
+                followers.push(tokio::spawn(follow_node(
+                    t.clone(),
+                    filter_json.clone(),
+                    live_tx.clone(),
+                )));
+            }
+        }
+        drop(live_tx);
+        let mut history = Vec::new();
+        let answers = futures_join(
+            targets
+                .iter()
+                .map(|t| node_last(t.clone(), last, filter_json.clone())),
+        )
+        .await;
+        for (t, a) in targets.iter().zip(answers) {
+            match a {
+                Ok(flows) => history.extend(flows.into_iter().filter(|f| filter.matches(f))),
+                Err(why) => {
+                    if tx.send(Ok(node_error(t, &why))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        history.sort_by_key(|f| f.time_ms);
+        let skip = history.len().saturating_sub(last as usize);
+        let history: Vec<Flow> = history.into_iter().skip(skip).collect();
+        for f in &history {
+            if tx.send(Ok(flow_msg(f))).await.is_err() {
+                return;
+            }
+        }
+        if follow {
+            loop {
+                tokio::select! {
+                    m = live_rx.recv() => match m {
+                        Some(m) => {
+                            // A flow of the history may come again from its follower.
+                            if !m.flow_json.is_empty()
+                                && let Ok(f) = serde_json::from_str::<Flow>(&m.flow_json)
+                                && history.contains(&f)
+                            {
+                                continue;
+                            }
+                            if tx.send(Ok(m)).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    () = tx.closed() => break,
+                }
+            }
+        }
+        for f in followers {
+            f.abort();
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Follows one node until the relay's client goes, reconnecting after errors.
+async fn follow_node(
+    t: RelayTarget,
+    filter_json: String,
+    out: tokio::sync::mpsc::Sender<pb::FlowsResponse>,
+) {
+    let mut reported = false;
+    loop {
+        let req = pb::FlowsRequest {
+            last: 0,
+            follow: true,
+            filter_json: filter_json.clone(),
+            mesh: false,
+        };
+        let why = match node_stream(&t, req).await {
+            Ok(mut s) => {
+                if reported {
+                    tracing::info!(node = %t.name, "relay: the node answers again");
+                    reported = false;
+                }
+                loop {
+                    match s.message().await {
+                        Ok(Some(m)) => {
+                            if out.send(m).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break "the node ended the stream".to_string(),
+                        Err(e) => break e.message().to_string(),
+                    }
+                }
+            }
+            Err(why) => why,
+        };
+        if !reported {
+            reported = true;
+            if out.send(node_error(&t, &why)).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(NODE_RETRY) => {}
+            () = out.closed() => return,
+        }
+    }
+}
+
+/// Runs every node's `--last` request at once; their answers in order.
+async fn futures_join(
+    fs: impl Iterator<
+        Item = impl std::future::Future<Output = Result<Vec<Flow>, String>> + Send + 'static,
+    >,
+) -> Vec<Result<Vec<Flow>, String>> {
+    let handles: Vec<_> = fs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(
+            h.await
+                .unwrap_or_else(|e| Err(format!("the relay task failed: {e}"))),
+        );
+    }
+    out
 }

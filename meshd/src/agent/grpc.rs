@@ -260,69 +260,40 @@ impl pb::mesh_server::Mesh for MeshApi {
         }))
     }
 
-    type FlowsStream = tokio_stream::wrappers::ReceiverStream<Result<pb::FlowsResponse, Status>>;
+    type FlowsStream = super::flows::FlowStream;
 
     async fn flows(
         &self,
         req: Request<pb::FlowsRequest>,
     ) -> Result<Response<Self::FlowsStream>, Status> {
         let r = req.into_inner();
-        let filter: common::flows::FlowFilter = if r.filter_json.is_empty() {
-            common::flows::FlowFilter::default()
-        } else {
-            serde_json::from_str(&r.filter_json)
-                .map_err(|e| Status::invalid_argument(format!("filter: {e}")))?
-        };
-        filter.validate().map_err(Status::invalid_argument)?;
+        let filter = super::flows::parse_filter(&r.filter_json)?;
+        if r.mesh {
+            let observe = self.shared.observe();
+            if !observe.relay {
+                return Err(Status::failed_precondition(format!(
+                    "node {} is no relay: set observe.relay = true (or observe this node without --mesh)",
+                    self.shared.node
+                )));
+            }
+            self.ready()?;
+            let nodes = self.shared.node_records();
+            let targets = super::flows::relay_targets(&nodes, observe.port);
+            return Ok(Response::new(super::flows::relay(
+                targets, r.last, r.follow, filter,
+            )));
+        }
         let store = self.shared.flows().ok_or_else(|| {
             Status::failed_precondition(format!(
                 "node {} keeps no flow records: set datapath.flows (with datapath.load = true)",
                 self.shared.node
             ))
         })?;
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let mut changed = store.subscribe();
-        let (first, mut next) = store.last(r.last as usize, &filter);
-        tokio::spawn(async move {
-            let send = |f: &common::flows::Flow, lost: u64| pb::FlowsResponse {
-                flow_json: serde_json::to_string(f).unwrap_or_default(),
-                lost,
-            };
-            for f in &first {
-                if tx.send(Ok(send(f, 0))).await.is_err() {
-                    return;
-                }
-            }
-            if !r.follow {
-                return;
-            }
-            loop {
-                tokio::select! {
-                    c = changed.changed() => if c.is_err() { return },
-                    () = tx.closed() => return,
-                }
-                let (flows, lost, after) = store.since(next, &filter);
-                next = after;
-                if lost > 0
-                    && tx
-                        .send(Ok(pb::FlowsResponse {
-                            flow_json: String::new(),
-                            lost,
-                        }))
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-                for f in &flows {
-                    if tx.send(Ok(send(f, 0))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            rx,
+        Ok(Response::new(super::flows::stream_node(
+            store,
+            r.last as usize,
+            r.follow,
+            filter,
         )))
     }
 }

@@ -43,6 +43,9 @@ pub enum AgentError {
         "the config has no [mesh] section; meshd needs mesh.etcd_endpoints and mesh.cluster_id"
     )]
     NoMesh,
+    /// `observe.serve`: the flows server could not listen.
+    #[error("{0}")]
+    Observe(String),
     #[error("{field}: {detail}")]
     Config { field: String, detail: String },
     #[error(transparent)]
@@ -165,9 +168,27 @@ pub async fn run(
             cfg.remotes.iter().map(|r| (r.name.clone(), r.id)).collect(),
         )
         .with_service_cidrs(cfg.service_cidrs.clone())
-        .with_pod_pools(cfg.pools.iter().map(|p| p.cidr()).collect()),
+        .with_pod_pools(cfg.pools.iter().map(|p| p.cidr()).collect())
+        .with_observe(cfg.observe.clone()),
     );
+    // The flow records' ring exists from the start (the collector fills it once the datapath
+    // is loaded), so relays can connect at once.
+    if let Some(owner) = cfg.datapath_owner.as_ref().filter(|o| o.flows > 0) {
+        shared.set_flows(Some(flows::FlowStore::new(owner.flows)));
+    }
     let (stop_tx, stop) = watch::channel(false);
+    let node_flows = match (cfg.observe.serve, cfg.ipv4) {
+        (true, Some(ip)) => Some(tokio::spawn(
+            flows::serve_node_flows(
+                shared.clone(),
+                std::net::SocketAddr::new(ip.into(), cfg.observe.port),
+                stopped(stop.clone()),
+            )
+            .await
+            .map_err(AgentError::Observe)?,
+        )),
+        _ => None,
+    };
     let api = match &cfg.api_socket {
         Some(path) => Some(tokio::spawn(grpc::serve(
             shared.clone(),
@@ -190,6 +211,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     if let Some(m) = metrics {
         let _ = m.await;
+    }
+    if let Some(f) = node_flows {
+        let _ = f.await;
     }
     if let Some(api) = api {
         match api.await {

@@ -48,6 +48,7 @@ pub struct Shared {
     pub service_cidrs: Vec<ipnet::IpNet>,
     /// `mesh.pod_cidr_pools`: IPPools may not overlap them.
     pub pod_pools: Vec<ipnet::IpNet>,
+    observe: configs::Observe,
     started: Instant,
     inner: Mutex<Inner>,
 }
@@ -68,6 +69,7 @@ impl Shared {
             remotes,
             service_cidrs: Vec::new(),
             pod_pools: Vec::new(),
+            observe: configs::Observe::default(),
             started: Instant::now(),
             inner: Mutex::new(Inner::default()),
         }
@@ -103,6 +105,23 @@ impl Shared {
     /// This meshd's event recorder (once it reached its etcd).
     pub fn events(&self) -> Option<std::sync::Arc<crate::events::Recorder>> {
         self.lock().events.clone()
+    }
+
+    /// `[observe]`: whether this meshd relays, and the port nodes serve their flows on.
+    pub fn with_observe(mut self, o: configs::Observe) -> Self {
+        self.observe = o;
+        self
+    }
+
+    pub fn observe(&self) -> configs::Observe {
+        self.observe.clone()
+    }
+
+    /// Node records of every cluster in the merged view (none before it exists).
+    pub fn node_records(&self) -> Vec<crate::nodes::NodeRecord> {
+        self.view()
+            .map(|v| v.with(|st| st.nodes()))
+            .unwrap_or_default()
     }
 
     pub fn set_flows(&self, f: Option<Arc<super::flows::FlowStore>>) {

@@ -181,20 +181,18 @@ pub(super) fn start(
         (None, None) => None,
     };
     let flows = match &cfg.datapath_owner {
-        Some(owner) if owner.flows > 0 && datapath.is_some() => {
-            let store = super::flows::FlowStore::new(owner.flows);
+        Some(owner) if datapath.is_some() && shared.flows().is_some() => {
+            let store = shared.flows().expect("checked");
             match super::flows::FlowCollector::spawn(
                 &owner.pin_root,
                 store.clone(),
                 (cfg.cluster.to_string(), cfg.node.to_string()),
                 cfg.cni_endpoints_dir.clone(),
             ) {
-                Ok(c) => {
-                    shared.set_flows(Some(store));
-                    Some(c)
-                }
+                Ok(c) => Some(c),
                 Err(e) => {
                     tracing::error!("{e}; this node keeps no flow records");
+                    shared.set_flows(None);
                     None
                 }
             }

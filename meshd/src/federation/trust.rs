@@ -514,6 +514,7 @@ mod tests {
             tunnel_endpoint: None,
             encrypt_key: 0,
             ports: Vec::new(),
+            pod: None,
         }
     }
 

@@ -40,6 +40,7 @@ fn endpoint(cluster: &str, ip: &str, node: &str, id: u32) -> (Resource, Vec<u8>)
         tunnel_endpoint: None,
         encrypt_key: 0,
         ports: Vec::new(),
+        pod: None,
     };
     (Resource::Endpoint(r.ip), r.encode())
 }

@@ -44,6 +44,7 @@ fn ep(cluster: &str, ip: &str, node: &str, id: u32) -> (Resource, Vec<u8>) {
         tunnel_endpoint: Some("192.0.2.99".parse().unwrap()),
         encrypt_key: 2,
         ports: Vec::new(),
+        pod: None,
     };
     (Resource::Endpoint(r.ip), r.encode())
 }

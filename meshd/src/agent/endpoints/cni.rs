@@ -35,6 +35,14 @@ pub struct CniEndpoint {
 
 impl CniEndpoint {
     /// The identity labels: the pod's labels without its name, plus the cluster label.
+    /// `namespace/name` of the pod, when the runtime named both and they are valid names.
+    pub fn pod_name(&self) -> Option<String> {
+        let ns = self.labels.get(crate::objects::NAMESPACE_LABEL)?;
+        let name = self.labels.get(LABEL_POD_NAME)?;
+        let p = format!("{ns}/{name}");
+        crate::endpoints::check_pod_name(&p).ok().map(|()| p)
+    }
+
     pub fn identity_labels(&self, cluster: &ClusterName) -> Result<Labels, String> {
         let pairs = self
             .labels

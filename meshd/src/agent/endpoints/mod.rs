@@ -214,6 +214,7 @@ impl Controller {
                 tunnel_endpoint: self.s.tunnel_endpoint,
                 encrypt_key: 0,
                 ports: rec.ports.clone(),
+                pod: rec.pod_name(),
             })
             .collect();
         self.publisher

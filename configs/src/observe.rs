@@ -1,0 +1,77 @@
+//! `[observe]`: who reads this node's flow records besides its own API (issue 17).
+//!
+//! ```toml
+//! [observe]
+//! serve = true   # this node's flows on <mesh.node_ipv4>:<port> for relays
+//! port = 4244    # where every node serves them (and relays reach them)
+//! relay = true   # `ironctl observe --mesh` through this meshd: every node of every cluster
+//! ```
+
+use crate::error::Errors;
+use crate::raw::RawObserve;
+
+/// Default of `observe.port` (Hubble's peer port).
+pub const DEFAULT_OBSERVE_PORT: u16 = 4244;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observe {
+    /// Serve this node's flow records on `<mesh.node_ipv4>:<port>` (plaintext gRPC, the
+    /// `NodeFlows` service: flows only, read-only).
+    pub serve: bool,
+    pub port: u16,
+    /// This meshd's API answers `Flows` for the whole mesh: it reaches every node of every
+    /// cluster in its merged view at `<node address>:<port>` and merges their flows.
+    pub relay: bool,
+}
+
+impl Default for Observe {
+    fn default() -> Self {
+        Observe {
+            serve: false,
+            port: DEFAULT_OBSERVE_PORT,
+            relay: false,
+        }
+    }
+}
+
+/// `flows`: `datapath.flows` (0: none); `node_ipv4`: whether `mesh.node_ipv4` is set (`None`:
+/// no `[mesh]`).
+pub(crate) fn validate(
+    raw: Option<RawObserve>,
+    flows: Option<usize>,
+    node_ipv4: Option<bool>,
+    errs: &mut Errors,
+) -> Option<Observe> {
+    let Some(raw) = raw else {
+        return Some(Observe::default());
+    };
+    let port = match raw.port {
+        None => Some(DEFAULT_OBSERVE_PORT),
+        Some(p) => errs.int("observe.port", p, 1, 65535, "a TCP port"),
+    };
+    let serve = raw.serve.unwrap_or(false);
+    let relay = raw.relay.unwrap_or(false);
+    if serve && flows == Some(0) {
+        errs.push(
+            "observe.serve",
+            "there are no flow records to serve; set datapath.flows (with datapath.load = true)",
+        );
+    }
+    if serve && node_ipv4 != Some(true) {
+        errs.push(
+            "observe.serve",
+            "needs mesh.node_ipv4 (the address relays reach this node at); set it",
+        );
+    }
+    if relay && node_ipv4.is_none() {
+        errs.push(
+            "observe.relay",
+            "needs [mesh] (the relay finds the nodes in the mesh's node records)",
+        );
+    }
+    Some(Observe {
+        serve,
+        port: port?,
+        relay,
+    })
+}
