@@ -500,6 +500,27 @@ async fn node_stream(
     Ok(r.into_inner())
 }
 
+/// A node's message as the relay passes it on: a flow that parses and was observed on that
+/// node (a node, possibly of another cluster, speaks only for itself), re-encoded; anything
+/// else is dropped with a warning.
+fn checked(t: &RelayTarget, m: &pb::FlowsResponse) -> Option<Flow> {
+    if m.flow_json.is_empty() {
+        return None;
+    }
+    match serde_json::from_str::<Flow>(&m.flow_json) {
+        Ok(f) if format!("{}/{}", f.cluster, f.node) == t.name => Some(f),
+        Ok(f) => {
+            tracing::warn!(node = %t.name, claimed = %format!("{}/{}", f.cluster, f.node),
+                "relay: dropping a flow a node sent as another node's");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(node = %t.name, error = %e, "relay: dropping a flow that is not one");
+            None
+        }
+    }
+}
+
 fn node_error(t: &RelayTarget, why: &str) -> pb::FlowsResponse {
     pb::FlowsResponse {
         node_error: format!("{} ({}): {why}", t.name, t.addr),
@@ -519,7 +540,7 @@ async fn node_last(t: RelayTarget, last: u32, filter_json: String) -> Result<Vec
         let mut s = node_stream(&t, req).await?;
         let mut out = Vec::new();
         while let Some(m) = s.message().await.map_err(|e| e.message().to_string())? {
-            if let Ok(f) = serde_json::from_str::<Flow>(&m.flow_json) {
+            if let Some(f) = checked(&t, &m) {
                 out.push(f);
             }
         }
@@ -628,6 +649,15 @@ async fn follow_node(
                 loop {
                     match s.message().await {
                         Ok(Some(m)) => {
+                            // Only what the node may say: its own flows, or a loss count.
+                            let m = match checked(&t, &m) {
+                                Some(f) => flow_msg(&f),
+                                None if m.flow_json.is_empty() && m.lost > 0 => pb::FlowsResponse {
+                                    lost: m.lost,
+                                    ..Default::default()
+                                },
+                                None => continue,
+                            };
                             if out.send(m).await.is_err() {
                                 return;
                             }
@@ -667,4 +697,81 @@ async fn futures_join(
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nodes::NodeRecord;
+
+    fn node(cluster: &str, name: &str, ip: Option<&str>) -> NodeRecord {
+        let mut n = NodeRecord::new(cluster.parse().unwrap(), name.parse().unwrap());
+        n.ipv4 = ip.map(|i| i.parse().unwrap());
+        n
+    }
+
+    #[test]
+    fn a_relay_reads_nodes_at_their_address_never_at_one_no_node_can_have() {
+        let nodes = [
+            node("red", "n2", Some("192.0.2.12")),
+            node("blue", "n1", Some("198.51.100.11")),
+            node("blue", "evil", Some("127.0.0.1")),
+            node("blue", "zero", Some("0.0.0.0")),
+            node("blue", "multi", Some("224.0.0.1")),
+            node("blue", "bcast", Some("255.255.255.255")),
+            node("red", "v6only", None),
+        ];
+        let t = relay_targets(&nodes, 4244);
+        let got: Vec<(String, String)> = t
+            .iter()
+            .map(|t| (t.name.clone(), t.addr.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("blue/n1".to_string(), "198.51.100.11:4244".to_string()),
+                ("red/n2".to_string(), "192.0.2.12:4244".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_node_speaks_only_for_itself() {
+        let t = RelayTarget {
+            name: "blue/n1".into(),
+            addr: "198.51.100.11:4244".parse().unwrap(),
+        };
+        let end = FlowEnd {
+            ip: "10.2.0.5".parse().unwrap(),
+            port: 80,
+            identity: 1,
+            labels: Default::default(),
+            pod: None,
+            cluster: None,
+            node: None,
+        };
+        let mut f = Flow {
+            time_ms: 1,
+            cluster: "blue".into(),
+            node: "n1".into(),
+            verdict: common::flows::FlowVerdict::Dropped,
+            kind: "drop".into(),
+            reason: "policy-denied".into(),
+            direction: None,
+            protocol: "TCP".into(),
+            source: end.clone(),
+            destination: end,
+            service_id: 0,
+            summary: String::new(),
+        };
+        let msg = |f: &Flow| flow_msg(f);
+        assert_eq!(checked(&t, &msg(&f)), Some(f.clone()));
+        f.cluster = "red".into();
+        assert_eq!(checked(&t, &msg(&f)), None, "another cluster's flow");
+        let junk = pb::FlowsResponse {
+            flow_json: "{\"time_ms\":".into(),
+            ..Default::default()
+        };
+        assert_eq!(checked(&t, &junk), None);
+    }
 }
