@@ -33,6 +33,8 @@ pub const POD_POOL: &str = "10.244.0.0/16";
 pub const POD_PORT: u16 = 7000;
 
 const T: Duration = Duration::from_secs(30);
+/// meshd's metrics address, inside the node's namespace.
+const METRICS: &str = "192.0.2.2:9464";
 
 /// The node; see the module docs.
 #[allow(missing_debug_implementations)] // Datapath and Process hold OS handles
@@ -222,6 +224,34 @@ impl Node1 {
         f(guard.as_ref().expect("opened"))
     }
 
+    /// `GET /metrics` of meshd (from inside the node's namespace): the exposition text.
+    pub fn metrics(&self) -> Result<String> {
+        use std::io::{Read, Write};
+        let text = self
+            .node
+            .in_netns(|| -> std::io::Result<String> {
+                let mut s = std::net::TcpStream::connect(METRICS)?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out)
+            })?
+            .map_err(crate::error::io_err("scraping meshd's metrics"))?;
+        Ok(text
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or(text))
+    }
+
+    /// The value of the sample `series` (`name{labels}` exactly as exposed) in `text`; 0 when
+    /// it is absent (a counter not incremented yet).
+    pub fn sample(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The pin root meshd programs.
     pub fn pin_root(&self) -> &Path {
         self.pins.root().path()
@@ -269,6 +299,8 @@ fn start_meshd(node: &Host, bin: &Path, conf: &Path, sock: &Path) -> Result<Proc
         sock.display().to_string(),
         "--log".into(),
         "info,ironmesh_meshd=debug".into(),
+        "--metrics".into(),
+        METRICS.into(),
     ]
     .into();
     node.spawn("meshd", "nsenter", &args)

@@ -212,3 +212,72 @@ fn e2e_observe_denied_connect_names_both_pods_and_the_reason_within_1s() -> Resu
     drop(stop);
     Ok(())
 }
+
+/// `e2e_metrics_*`: meshd's metrics move when the lab causes them: a denied connect counts as
+/// a policy drop on the destination's ingress, an allowed one as an allowed verdict; the flow
+/// ring's fill shows too.
+#[test]
+fn e2e_metrics_policy_drops_and_verdicts_move_when_the_lab_causes_them() -> Result<()> {
+    let f1 = Node1::start("e2e_metrics", &["192.0.2.1/24"])?;
+    let pods = f1.add_pods(&[
+        ("client", "shop", "client"),
+        ("w1", "shop", "web"),
+        ("intruder", "shop", "other"),
+    ])?;
+    let (client, web, intruder) = (&pods[0], &pods[1], &pods[2]);
+    let stop = Stop::new();
+    tcp::who_server(&web.0, POD_PORT, stop.0.clone(), Duration::from_secs(120));
+    let dst = SocketAddr::new(web.1.into(), POD_PORT);
+    f1.apply("policy.yaml", POLICY);
+    cmd::wait_for("the policy in force", T, Duration::from_millis(100), |_| {
+        Ok(connect(&intruder.0, dst).is_err().then_some(()))
+    })?;
+
+    let drops = |t: &str| {
+        Node1::sample(
+            t,
+            "meshd_datapath_drops_total{reason=\"policy-default-deny\",direction=\"ingress\"}",
+        ) + Node1::sample(
+            t,
+            "meshd_datapath_drops_total{reason=\"policy-denied\",direction=\"ingress\"}",
+        )
+    };
+    let allowed = |t: &str| {
+        Node1::sample(
+            t,
+            "meshd_datapath_policy_verdicts_total{reason=\"allowed\",direction=\"ingress\"}",
+        )
+    };
+    let before = f1.metrics()?;
+    assert_eq!(
+        Node1::sample(&before, "meshd_flows_capacity"),
+        4096.0,
+        "{before}"
+    );
+    for _ in 0..3 {
+        assert!(connect(&intruder.0, dst).is_err());
+    }
+    connect(&client.0, dst).expect("the client is allowed");
+    let after = cmd::wait_for(
+        "the counters moved",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        |last| {
+            let t = f1.metrics()?;
+            let moved = drops(&t) >= drops(&before) + 3.0 && allowed(&t) > allowed(&before);
+            *last = t.clone();
+            Ok(moved.then_some(t))
+        },
+    )?;
+    eprintln!(
+        "drops {} -> {}, allowed verdicts {} -> {}",
+        drops(&before),
+        drops(&after),
+        allowed(&before),
+        allowed(&after)
+    );
+    assert!(Node1::sample(&after, "meshd_flows_kept") >= 4.0, "{after}");
+    f1.alive()?;
+    drop(stop);
+    Ok(())
+}

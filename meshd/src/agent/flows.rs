@@ -35,6 +35,8 @@ const REREAD: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct FlowStore {
     ring: Mutex<FlowRing>,
+    /// Every flow read since meshd started, by (type, reason, direction): the metrics.
+    counts: Mutex<BTreeMap<(String, String, String), u64>>,
     /// The next sequence number, published after each push (followers wait on it).
     next: watch::Sender<u64>,
 }
@@ -43,6 +45,7 @@ impl FlowStore {
     pub fn new(capacity: usize) -> Arc<FlowStore> {
         Arc::new(FlowStore {
             ring: Mutex::new(FlowRing::new(capacity)),
+            counts: Mutex::new(BTreeMap::new()),
             next: watch::channel(0).0,
         })
     }
@@ -52,6 +55,12 @@ impl FlowStore {
     }
 
     pub fn push(&self, f: Flow) {
+        {
+            let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            let dir = f.direction.clone().unwrap_or_default();
+            *c.entry((f.kind.clone(), f.reason.clone(), dir))
+                .or_default() += 1;
+        }
         let next = {
             let mut r = self.ring();
             r.push(f);
@@ -62,6 +71,23 @@ impl FlowStore {
 
     pub fn capacity(&self) -> usize {
         self.ring().capacity()
+    }
+
+    /// How many flow records the ring holds now.
+    pub fn len(&self) -> usize {
+        self.ring().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ring().is_empty()
+    }
+
+    /// Flows read since meshd started by (type, reason, direction; "" when none).
+    pub fn counts(&self) -> BTreeMap<(String, String, String), u64> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The last `n` flows `filter` passes and the sequence number after them.

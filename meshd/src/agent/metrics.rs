@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use api::mesh as pb;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -196,6 +197,152 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    reason: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    peer: String,
+}
+
+/// Flows read since start by (type, reason, direction).
+pub type FlowCounts = std::collections::BTreeMap<(String, String, String), u64>;
+
+/// What the status does not carry: the flow collector's counts, the encryption status.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// (type, reason, direction) → flows read since start, records kept, capacity; `None`:
+    /// no flow records kept.
+    pub flows: Option<(FlowCounts, usize, usize)>,
+    pub encryption: Option<pb::EncryptionStatusResponse>,
+}
+
+/// The metrics of [`Extra`], appended to [`render`]'s (`now_s`: Unix seconds).
+pub fn render_extra(x: &Extra, now_s: u64) -> String {
+    let mut reg = Registry::with_prefix("meshd");
+    if let Some((counts, kept, capacity)) = &x.flows {
+        let drops = Family::<EventLabel, Counter>::default();
+        let verdicts = Family::<EventLabel, Counter>::default();
+        for ((kind, reason, direction), n) in counts {
+            let l = EventLabel {
+                reason: reason.clone(),
+                direction: direction.clone(),
+            };
+            match kind.as_str() {
+                "drop" => drops.get_or_create(&l).inc_by(*n),
+                "verdict" => verdicts.get_or_create(&l).inc_by(*n),
+                _ => 0,
+            };
+        }
+        reg.register(
+            "datapath_drops",
+            "Packets the datapath dropped, by reason and direction (from its events; needs datapath.flows)",
+            drops,
+        );
+        reg.register(
+            "datapath_policy_verdicts",
+            "Policy verdicts on new flows, by verdict (reason) and direction (from the datapath's events)",
+            verdicts,
+        );
+        gauge(
+            &mut reg,
+            "flows_kept",
+            "Flow records in the node's ring",
+            *kept as i64,
+        );
+        gauge(
+            &mut reg,
+            "flows_capacity",
+            "Flow records the node's ring holds at most (datapath.flows)",
+            *capacity as i64,
+        );
+    }
+    if let Some(e) = &x.encryption {
+        gauge(
+            &mut reg,
+            "encryption_enabled",
+            "Node-to-node encryption is on (1) or off (0)",
+            i64::from(e.enabled),
+        );
+        gauge(
+            &mut reg,
+            "encryption_peers_configured",
+            "Peers configured on the device",
+            i64::from(e.peers_configured),
+        );
+        gauge(
+            &mut reg,
+            "encryption_peers_expected",
+            "Peers the mesh's node records call for",
+            i64::from(e.peers_expected),
+        );
+        gauge(
+            &mut reg,
+            "encryption_peers_handshaked",
+            "Peers with a fresh handshake",
+            i64::from(e.peers_handshaked),
+        );
+        gauge(
+            &mut reg,
+            "encryption_ready_for_strict",
+            "Every expected peer has a fresh handshake (1)",
+            i64::from(e.ready_for_strict),
+        );
+        gauge(
+            &mut reg,
+            "encryption_key_age_seconds",
+            "Age of this node's key (-1: unknown)",
+            e.key_age_seconds.map_or(-1, |a| a as i64),
+        );
+        let age = Family::<PeerLabel, Gauge>::default();
+        let rx = Family::<PeerLabel, Gauge>::default();
+        let tx = Family::<PeerLabel, Gauge>::default();
+        for p in &e.peers {
+            let l = PeerLabel {
+                peer: p.node.clone(),
+            };
+            age.get_or_create(&l).set(
+                p.last_handshake_unix
+                    .map_or(-1, |t| now_s.saturating_sub(t) as i64),
+            );
+            rx.get_or_create(&l).set(p.rx_bytes as i64);
+            tx.get_or_create(&l).set(p.tx_bytes as i64);
+        }
+        reg.register(
+            "encryption_peer_last_handshake_age_seconds",
+            "Seconds since the peer's last handshake (-1: none yet)",
+            age,
+        );
+        reg.register(
+            "encryption_peer_rx_bytes",
+            "Bytes received from the peer through the tunnel",
+            rx,
+        );
+        reg.register(
+            "encryption_peer_tx_bytes",
+            "Bytes sent to the peer through the tunnel",
+            tx,
+        );
+    }
+    let mut out = String::new();
+    encode(&mut out, &reg).expect("writing to a String cannot fail");
+    // One exposition: the `# EOF` terminator is render()'s.
+    out.strip_suffix("# EOF\n").unwrap_or(&out).to_string()
+}
+
+/// The extra metrics' inputs now (the encryption status is read off the async runtime).
+async fn extra(shared: &Shared) -> Extra {
+    let flows = shared.flows().map(|f| (f.counts(), f.len(), f.capacity()));
+    let encryption = match shared.encryption() {
+        Some(src) => tokio::task::spawn_blocking(move || src.status()).await.ok(),
+        None => None,
+    };
+    Extra { flows, encryption }
+}
+
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -204,7 +351,13 @@ pub async fn serve(
 ) {
     let scrape = move || {
         let shared = shared.clone();
-        async move { Some(render(&shared.status(), now_ms())) }
+        async move {
+            let x = extra(&shared).await;
+            let now = now_ms();
+            let base = render(&shared.status(), now);
+            let head = base.strip_suffix("# EOF\n").unwrap_or(&base);
+            Some(format!("{head}{}# EOF\n", render_extra(&x, now / 1000)))
+        }
     };
     api::metrics::serve(listener, scrape, shutdown).await;
 }
@@ -217,6 +370,64 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renders_datapath_counters_and_encryption_gauges() {
+        let counts = [
+            (("drop", "policy-denied", "ingress"), 3),
+            (("drop", "no-backend", ""), 1),
+            (("verdict", "allowed", "egress"), 5),
+            (("trace", "fib-redirect", ""), 9),
+        ]
+        .into_iter()
+        .map(|((k, r, d), n)| ((k.to_string(), r.to_string(), d.to_string()), n))
+        .collect();
+        let x = Extra {
+            flows: Some((counts, 18, 4096)),
+            encryption: Some(pb::EncryptionStatusResponse {
+                enabled: true,
+                peers_configured: 3,
+                peers_expected: 3,
+                peers_handshaked: 2,
+                key_age_seconds: Some(60),
+                peers: vec![
+                    pb::EncryptionPeer {
+                        node: "blue/n1".into(),
+                        last_handshake_unix: Some(990),
+                        rx_bytes: 100,
+                        tx_bytes: 200,
+                        ..Default::default()
+                    },
+                    pb::EncryptionPeer {
+                        node: "n2".into(),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }),
+        };
+        let text = render_extra(&x, 1000);
+        for want in [
+            "meshd_datapath_drops_total{reason=\"policy-denied\",direction=\"ingress\"} 3",
+            "meshd_datapath_drops_total{reason=\"no-backend\",direction=\"\"} 1",
+            "meshd_datapath_policy_verdicts_total{reason=\"allowed\",direction=\"egress\"} 5",
+            "meshd_flows_kept 18",
+            "meshd_flows_capacity 4096",
+            "meshd_encryption_peers_handshaked 2",
+            "meshd_encryption_key_age_seconds 60",
+            "meshd_encryption_peer_last_handshake_age_seconds{peer=\"blue/n1\"} 10",
+            "meshd_encryption_peer_last_handshake_age_seconds{peer=\"n2\"} -1",
+            "meshd_encryption_peer_tx_bytes{peer=\"blue/n1\"} 200",
+        ] {
+            assert!(text.contains(want), "{want} in\n{text}");
+        }
+        assert!(
+            !text.contains("fib-redirect"),
+            "traces are not drops or verdicts"
+        );
+        assert!(!text.contains("# EOF"), "one terminator, render()'s");
+        assert_eq!(render_extra(&Extra::default(), 0), "");
+    }
 
     #[test]
     fn renders_remote_gauges() {
