@@ -27,6 +27,9 @@ struct Args {
     /// Log filter (tracing env-filter syntax), e.g. "info" or "ironmesh_bgpd=debug".
     #[arg(long, default_value = "info")]
     log: String,
+    /// Log lines as text (for people) or JSON, one object per line (for log shippers).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = api::log::LogFormat::parse)]
+    log_format: api::log::LogFormat,
 }
 
 /// The whole `main` of bgpd (shared by the lab's copy of the binary).
@@ -48,12 +51,7 @@ pub fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    api::log::init(&args.log, args.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -27,6 +27,9 @@ struct Args {
     /// Log filter (tracing env-filter syntax), e.g. "info" or "ironmesh_meshd=debug".
     #[arg(long, default_value = "info")]
     log: String,
+    /// Log lines as text (for people) or JSON, one object per line (for log shippers).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = api::log::LogFormat::parse)]
+    log_format: api::log::LogFormat,
 }
 
 /// The agent's settings and the config's warnings.
@@ -73,14 +76,7 @@ pub fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    api::log::init(&args.log, args.log_format);
     for w in &warnings {
         tracing::warn!("{w}");
     }
