@@ -76,6 +76,11 @@ fn rt() -> Result<tokio::runtime::Runtime> {
 impl Bgpd {
     /// Writes `config` (TOML) and starts bgpd in `host`; waits until its API answers.
     pub fn start(host: &Host, config: &str) -> Result<Bgpd> {
+        Bgpd::start_with_args(host, config, &[])
+    }
+
+    /// [`Bgpd::start`] with `extra` command-line arguments (e.g. `--metrics ADDR`).
+    pub fn start_with_args(host: &Host, config: &str, extra: &[&str]) -> Result<Bgpd> {
         let bin = cargo_binary("lab-bgpd")?;
         let conf = host.path("bgpd.toml");
         // Each bgpd keeps its state (the graceful-restart marker) in the lab, never in
@@ -92,7 +97,7 @@ impl Bgpd {
         };
         std::fs::write(&conf, &config).map_err(io_err("writing bgpd.toml"))?;
         let api = host.path("bgpd.sock");
-        let args = vec![
+        let mut args = vec![
             "--config".to_string(),
             conf.to_string_lossy().into_owned(),
             "--api".into(),
@@ -100,6 +105,7 @@ impl Bgpd {
             "--log".into(),
             "debug".into(),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let process = host.spawn("bgpd", &bin.to_string_lossy(), &args)?;
         let b = Bgpd {
             host: host.clone(),

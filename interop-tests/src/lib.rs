@@ -24,6 +24,7 @@ pub mod node1;
 pub mod pki;
 pub mod process;
 pub mod route;
+pub mod scrape;
 mod sys;
 pub mod tcp;
 pub mod wireguard;

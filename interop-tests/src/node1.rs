@@ -226,30 +226,12 @@ impl Node1 {
 
     /// `GET /metrics` of meshd (from inside the node's namespace): the exposition text.
     pub fn metrics(&self) -> Result<String> {
-        use std::io::{Read, Write};
-        let text = self
-            .node
-            .in_netns(|| -> std::io::Result<String> {
-                let mut s = std::net::TcpStream::connect(METRICS)?;
-                s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-                let mut out = String::new();
-                s.read_to_string(&mut out)?;
-                Ok(out)
-            })?
-            .map_err(crate::error::io_err("scraping meshd's metrics"))?;
-        Ok(text
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
-            .unwrap_or(text))
+        crate::scrape::get(&self.node, METRICS)
     }
 
-    /// The value of the sample `series` (`name{labels}` exactly as exposed) in `text`; 0 when
-    /// it is absent (a counter not incremented yet).
+    /// See [`crate::scrape::sample`].
     pub fn sample(text: &str, series: &str) -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+        crate::scrape::sample(text, series)
     }
 
     /// The pin root meshd programs.

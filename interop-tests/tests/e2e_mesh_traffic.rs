@@ -289,6 +289,88 @@ fn e2e_observe_relay_shows_a_cross_cluster_drop_with_both_pods_and_reports_a_sto
     assert_eq!(followed.source.pod.as_deref(), Some(from.as_str()));
 }
 
+/// deploy/grafana/ironmesh.json names only metrics the lab exposes: every query's `meshd_*`
+/// and `bgp_*` names are found in a real scrape of every node's meshd and bgpd (both
+/// clusters, encryption on, remotes mirrored, BGP to the ToRs), after the lab caused a policy
+/// drop and an allowed verdict, which show in blue/n1's counters, and handshakes, which show
+/// in every node's encryption gauges.
+#[test]
+fn e2e_metrics_grafana_dashboard_queries_name_metrics_the_lab_exposes() {
+    use interop_tests::scrape;
+    let mesh = start("e2e_metrics_dash");
+    let blue1 = mesh.blue.node("n1");
+    let other = mesh.pod(Side::Red, "n2", "other");
+    let client = mesh.pod(Side::Red, "n1", "client");
+    let web = mesh.pod(Side::Blue, "n1", "web");
+    let meshd_at = "127.0.0.1:9464";
+    let bgpd_at = "127.0.0.1:9179";
+    let drops = "meshd_datapath_drops_total{reason=\"policy-default-deny\",direction=\"ingress\"}";
+    let allowed = "meshd_datapath_policy_verdicts_total{reason=\"allowed\",direction=\"ingress\"}";
+    let before = scrape::get(&blue1.host, meshd_at).unwrap();
+    assert!(
+        probe::ask(&other.host, web.addr()).is_err(),
+        "app=other reached blue web"
+    );
+    probe::ask(&client.host, web.addr()).expect("app=client is admitted");
+    let after = wait_for(
+        "blue/n1's drop and verdict counters moved",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        |last| {
+            let t = scrape::get(&blue1.host, meshd_at)?;
+            let moved = scrape::sample(&t, drops) > scrape::sample(&before, drops)
+                && scrape::sample(&t, allowed) > scrape::sample(&before, allowed);
+            *last = t.clone();
+            Ok(moved.then_some(t))
+        },
+    )
+    .unwrap();
+    assert!(
+        scrape::sample(&after, "meshd_encryption_peers_handshaked") >= 1.0,
+        "blue/n1 has handshaked peers: {after}"
+    );
+
+    let mut exposed = BTreeSet::new();
+    for n in mesh.nodes() {
+        exposed.extend(scrape::names(&scrape::get(&n.host, meshd_at).unwrap()));
+        exposed.extend(scrape::names(&scrape::get(&n.host, bgpd_at).unwrap()));
+    }
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/ironmesh.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 15, "{} panels", panels.len());
+    let mut named = BTreeSet::new();
+    for p in panels {
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {} has no query", p["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().expect("expr");
+            let names: Vec<String> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .filter(|w| w.starts_with("meshd_") || w.starts_with("bgp_"))
+                .map(String::from)
+                .collect();
+            assert!(
+                !names.is_empty(),
+                "panel {}: {expr} names no metric",
+                p["title"]
+            );
+            named.extend(names);
+        }
+    }
+    let missing: Vec<&String> = named.iter().filter(|n| !exposed.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics the lab does not expose: {missing:?}\nexposed: {exposed:?}"
+    );
+    eprintln!(
+        "{} metric names in the dashboard, all exposed by the lab",
+        named.len()
+    );
+}
+
 #[test]
 fn e2e_mesh_global_service_fails_over_to_the_remote_cluster() {
     let mesh = start("e2e_mesh_global");

@@ -139,7 +139,11 @@ pub(super) fn start_node(
         ))
         .render();
     // Learned routes (the other nodes' PodCIDRs, the other cluster's segment) into the kernel.
-    let bgpd = Bgpd::start(host, &format!("{bgpd_conf}\n[bgp.fib]\ntable = 254\n"))?;
+    let bgpd = Bgpd::start_with_args(
+        host,
+        &format!("{bgpd_conf}\n[bgp.fib]\ntable = 254\n"),
+        &["--metrics", crate::scrape::BGPD_METRICS],
+    )?;
 
     let key = format!(
         "ironmesh/v1/clusters/{}/ipam/podcidrs-by-node/{name}",

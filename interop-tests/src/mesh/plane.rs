@@ -119,6 +119,8 @@ pub fn spawn_meshd(host: &Host, meshd: &Path, conf: &Path, api: &Path) -> Result
         api.display().to_string(),
         "--log".into(),
         "info,ironmesh_meshd=debug".into(),
+        "--metrics".into(),
+        crate::scrape::MESHD_METRICS.into(),
     ];
     host.spawn("meshd", "nsenter", &args)
 }

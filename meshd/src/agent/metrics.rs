@@ -336,9 +336,10 @@ pub fn render_extra(x: &Extra, now_s: u64) -> String {
 /// The extra metrics' inputs now (the encryption status is read off the async runtime).
 async fn extra(shared: &Shared) -> Extra {
     let flows = shared.flows().map(|f| (f.counts(), f.len(), f.capacity()));
+    // Off is a state too: the gauges say 0 rather than vanish.
     let encryption = match shared.encryption() {
         Some(src) => tokio::task::spawn_blocking(move || src.status()).await.ok(),
-        None => None,
+        None => Some(pb::EncryptionStatusResponse::default()),
     };
     Extra { flows, encryption }
 }
