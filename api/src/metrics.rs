@@ -36,6 +36,32 @@ pub async fn serve<R, F>(
     R: Fn() -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Option<String>> + Send,
 {
+    let handler = move |route: Route| {
+        let render = render.clone();
+        async move {
+            match route {
+                Route::Metrics => Some(render().await.map(|b| (CONTENT_TYPE, b))),
+                _ => None,
+            }
+        }
+    };
+    serve_routes(listener, handler, shutdown).await;
+}
+
+/// What a handler answers for a route: `None`: 404 (not served here); `Some(None)`: 503 (the
+/// daemon cannot say now); `Some(Some((content type, body)))`: 200.
+pub type Answer = Option<Option<(&'static str, String)>>;
+
+/// Serves the GET routes `handler` answers (the same limits as the metrics endpoint).
+pub async fn serve_routes<H, F>(
+    listener: TcpListener,
+    handler: H,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    H: Fn(Route) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Answer> + Send,
+{
+    let render = handler;
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
@@ -83,6 +109,10 @@ pub enum Head {
 pub enum Route {
     /// `GET /metrics` (any query): the body.
     Metrics,
+    /// `GET /` (any query): a page (meshd's flows page, `observe.ui`).
+    Index,
+    /// `GET /flows.json` (any query): the page's data.
+    Flows,
     /// `GET` of another path: 404.
     NotFound,
     /// Another method, or no request line: 405.
@@ -105,6 +135,8 @@ pub fn parse_head(buf: &[u8]) -> Head {
     let path = target.map(|t| t.split(|b| *b == b'?').next().unwrap_or_default());
     Head::Complete(match (method, path) {
         (Some(b"GET"), Some(b"/metrics")) => Route::Metrics,
+        (Some(b"GET"), Some(b"/")) => Route::Index,
+        (Some(b"GET"), Some(b"/flows.json")) => Route::Flows,
         (Some(b"GET"), _) => Route::NotFound,
         _ => Route::MethodNotAllowed,
     })
@@ -113,8 +145,8 @@ pub fn parse_head(buf: &[u8]) -> Head {
 /// Reads one request head and answers it; the connection closes after the response.
 async fn answer<R, F>(mut s: TcpStream, render: R) -> std::io::Result<()>
 where
-    R: Fn() -> F,
-    F: Future<Output = Option<String>>,
+    R: Fn(Route) -> F,
+    F: Future<Output = Answer>,
 {
     let mut buf = Vec::with_capacity(1024);
     let head = tokio::time::timeout(READ_TIMEOUT, async {
@@ -133,23 +165,18 @@ where
         }
     })
     .await;
-    let (status, body) = match head {
-        Err(_) => ("408 Request Timeout", String::new()),
+    let plain = "text/plain; charset=utf-8";
+    let (status, ctype, body) = match head {
+        Err(_) => ("408 Request Timeout", plain, String::new()),
         Ok(Err(e)) => return Err(e),
-        Ok(Ok(None)) => ("431 Request Header Fields Too Large", String::new()),
-        Ok(Ok(Some(route))) => match route {
-            Route::Metrics => match render().await {
-                Some(body) => ("200 OK", body),
-                None => ("503 Service Unavailable", String::new()),
-            },
-            Route::NotFound => ("404 Not Found", String::new()),
-            Route::MethodNotAllowed => ("405 Method Not Allowed", String::new()),
+        Ok(Ok(None)) => ("431 Request Header Fields Too Large", plain, String::new()),
+        Ok(Ok(Some(Route::MethodNotAllowed))) => ("405 Method Not Allowed", plain, String::new()),
+        Ok(Ok(Some(Route::NotFound))) => ("404 Not Found", plain, String::new()),
+        Ok(Ok(Some(route))) => match render(route).await {
+            Some(Some((ctype, body))) => ("200 OK", ctype, body),
+            Some(None) => ("503 Service Unavailable", plain, String::new()),
+            None => ("404 Not Found", plain, String::new()),
         },
-    };
-    let ctype = if status.starts_with("200") {
-        CONTENT_TYPE
-    } else {
-        "text/plain; charset=utf-8"
     };
     let resp = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -173,6 +200,14 @@ mod tests {
         );
         assert_eq!(
             route("GET / HTTP/1.1\r\n\r\n"),
+            Head::Complete(Route::Index)
+        );
+        assert_eq!(
+            route("GET /flows.json?last=5 HTTP/1.1\r\n\r\n"),
+            Head::Complete(Route::Flows)
+        );
+        assert_eq!(
+            route("GET /etc/passwd HTTP/1.1\r\n\r\n"),
             Head::Complete(Route::NotFound)
         );
         assert_eq!(

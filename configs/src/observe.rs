@@ -5,6 +5,7 @@
 //! serve = true   # this node's flows on <mesh.node_ipv4>:<port> for relays
 //! port = 4244    # where every node serves them (and relays reach them)
 //! relay = true   # `ironctl observe --mesh` through this meshd: every node of every cluster
+//! ui = "127.0.0.1:4245"  # the flows page (service map, flow table) of the relay's flows
 //! ```
 
 use crate::error::Errors;
@@ -22,6 +23,8 @@ pub struct Observe {
     /// This meshd's API answers `Flows` for the whole mesh: it reaches every node of every
     /// cluster in its merged view at `<node address>:<port>` and merges their flows.
     pub relay: bool,
+    /// Serve the flows page (service map and flow table of the relay's flows) here.
+    pub ui: Option<std::net::SocketAddr>,
 }
 
 impl Default for Observe {
@@ -30,6 +33,7 @@ impl Default for Observe {
             serve: false,
             port: DEFAULT_OBSERVE_PORT,
             relay: false,
+            ui: None,
         }
     }
 }
@@ -69,9 +73,30 @@ pub(crate) fn validate(
             "needs [mesh] (the relay finds the nodes in the mesh's node records)",
         );
     }
+    let ui = match raw.ui.as_deref() {
+        None => Some(None),
+        Some(a) => match a.parse::<std::net::SocketAddr>() {
+            Ok(addr) if relay => Some(Some(addr)),
+            Ok(_) => {
+                errs.push(
+                    "observe.ui",
+                    "the page shows the relay's flows; set observe.relay = true or remove it",
+                );
+                None
+            }
+            Err(_) => {
+                errs.push(
+                    "observe.ui",
+                    format!("{a:?} is not an address; use IP:PORT, e.g. \"127.0.0.1:4245\""),
+                );
+                None
+            }
+        },
+    };
     Some(Observe {
         serve,
         port: port?,
         relay,
+        ui: ui?,
     })
 }

@@ -23,6 +23,7 @@ pub struct RawObserve {
     pub serve: Option<bool>,
     pub port: Option<i64>,
     pub relay: Option<bool>,
+    pub ui: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -116,7 +116,8 @@ fn observe_serves_flows_only_where_there_are_some_and_relays_need_the_mesh() {
         ironmesh_configs::Observe {
             serve: true,
             port: 4300,
-            relay: true
+            relay: true,
+            ui: None,
         }
     );
     assert_error(
@@ -130,6 +131,14 @@ fn observe_serves_flows_only_where_there_are_some_and_relays_need_the_mesh() {
     assert_error(
         "[observe]\nrelay = true\n",
         "observe.relay: needs [mesh] (the relay finds the nodes in the mesh's node records)",
+    );
+    assert_error(
+        &format!("{MESH}[observe]\nui = \"127.0.0.1:4245\"\n"),
+        "observe.ui: the page shows the relay's flows; set observe.relay = true or remove it",
+    );
+    assert_error(
+        &format!("{MESH}[observe]\nrelay = true\nui = \"localhost\"\n"),
+        "observe.ui: \"localhost\" is not an address; use IP:PORT, e.g. \"127.0.0.1:4245\"",
     );
     assert_error(
         &format!("{MESH}[observe]\nport = 0\n"),

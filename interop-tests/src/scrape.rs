@@ -1,5 +1,5 @@
-//! Prometheus scrapes of the lab's daemons (meshd's and bgpd's `GET /metrics`), from inside a
-//! host's namespace, and what an exposition defines.
+//! Prometheus scrapes of the lab's daemons (meshd's and bgpd's `GET /metrics`) and other GETs
+//! (meshd's flows page), from inside a host's namespace, and what an exposition defines.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -15,12 +15,18 @@ pub const BGPD_METRICS: &str = "0.0.0.0:9179";
 /// `GET /metrics` of whatever serves it at `addr` (an address `host` reaches, e.g.
 /// 127.0.0.1:9464): the exposition text.
 pub fn get(host: &Host, addr: &str) -> Result<String> {
+    http_get(host, addr, "/metrics")
+}
+
+/// `GET path` from `addr`, from inside `host`'s namespace: the body.
+pub fn http_get(host: &Host, addr: &str, path: &str) -> Result<String> {
     use std::io::{Read, Write};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let text = host
         .in_netns(|| -> std::io::Result<String> {
             let mut s = std::net::TcpStream::connect(addr)?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            s.write_all(request.as_bytes())?;
             let mut out = String::new();
             s.read_to_string(&mut out)?;
             Ok(out)

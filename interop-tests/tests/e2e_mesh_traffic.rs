@@ -371,6 +371,102 @@ fn e2e_metrics_grafana_dashboard_queries_name_metrics_the_lab_exposes() {
     );
 }
 
+/// meshd's flows page (`observe.ui`, red/n1 relaying both clusters) in a real headless
+/// Chromium: the service map shows red's `other` and blue's `web` with a red (denied) edge
+/// between them and the allowed one from `client`; the flow table lists the drop; a
+/// screenshot is saved as target/observe-page.png.
+#[test]
+fn e2e_observe_page_shows_the_service_map_with_a_denied_edge_in_chromium() {
+    use interop_tests::scrape;
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromium is not installed: run scripts/setup (Debian package chromium)");
+    let mesh = start("e2e_observe_page");
+    let red1 = mesh.red.node("n1");
+    let other = mesh.pod(Side::Red, "n2", "other");
+    let client = mesh.pod(Side::Red, "n1", "client");
+    let web = mesh.pod(Side::Blue, "n1", "web");
+    assert!(probe::ask(&other.host, web.addr()).is_err());
+    probe::ask(&client.host, web.addr()).expect("app=client is admitted");
+    // The page's data has the drop before the browser looks.
+    wait_for(
+        "the drop in the page's data",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        |last| {
+            let body = scrape::http_get(&red1.host, "127.0.0.1:4245", "/flows.json")?;
+            let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| {
+                interop_tests::LabError::Invalid(format!("/flows.json: {e}: {body}"))
+            })?;
+            *last = body.clone();
+            Ok(v["flows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["verdict"] == "DROPPED" && f["source"]["labels"]["app"] == "other")
+                .then_some(()))
+        },
+    )
+    .unwrap();
+
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    std::fs::create_dir_all(&target).unwrap();
+    let shot = target.join("observe-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = mesh.dir().join("chromium-profile");
+    let browse = |extra: &[String]| -> String {
+        let out = std::process::Command::new("timeout")
+            .args(["60", "ip", "netns", "exec", red1.host.netns(), chromium])
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--virtual-time-budget=5000",
+                "--window-size=1100,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg("http://127.0.0.1:4245/")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "chromium: {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = browse(&["--dump-dom".to_string()]);
+    for want in [
+        "data-name=\"red/other\"",
+        "data-name=\"blue/web\"",
+        "data-name=\"red/client\"",
+        "class=\"edge denied\" data-from=\"red/other\" data-to=\"blue/web\"",
+        "class=\"edge\" data-from=\"red/client\" data-to=\"blue/web\"",
+        "<td>DROPPED</td>",
+    ] {
+        assert!(dom.contains(want), "{want} not on the page:\n{dom}");
+    }
+    browse(&[format!("--screenshot={}", shot.display())]);
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 10_000,
+        "screenshot {} is {size} bytes",
+        shot.display()
+    );
+    eprintln!(
+        "screenshot of the flows page: {} ({size} bytes)",
+        shot.display()
+    );
+}
+
 #[test]
 fn e2e_mesh_global_service_fails_over_to_the_remote_cluster() {
     let mesh = start("e2e_mesh_global");

@@ -75,7 +75,7 @@ impl NodeDatapath {
     pub fn meshd_config(&self) -> String {
         format!(
             "[datapath]\nmode = \"native\"\nbpffs = {:?}\nload = true\nuplinks = [\"eth0\"]\n\
-             flows = 4096\n\n[observe]\nserve = true\nrelay = true\n",
+             flows = 4096\n\n[observe]\nserve = true\nrelay = true\nui = \"0.0.0.0:4245\"\n",
             self.root.path()
         )
     }

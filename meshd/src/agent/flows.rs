@@ -725,6 +725,42 @@ async fn futures_join(
     out
 }
 
+/// The flows page (`observe.ui`): a plain HTML file with its script, served as is.
+pub const PAGE: &str = include_str!("ui/flows.html");
+/// How many flows the page gets (the relay's last, merged).
+const PAGE_FLOWS: u32 = 1000;
+
+/// The page's answers: `/` the page, `/flows.json` the relay's last flows of every node of
+/// every cluster and the nodes that did not answer (`{"flows": [...], "errors": [...]}`).
+pub async fn page_answer(
+    shared: Arc<super::state::Shared>,
+    route: api::metrics::Route,
+) -> api::metrics::Answer {
+    use api::metrics::Route;
+    match route {
+        Route::Index => Some(Some(("text/html; charset=utf-8", PAGE.to_string()))),
+        Route::Flows => {
+            if !shared.ready() {
+                return Some(None);
+            }
+            let targets = relay_targets(&shared.node_records(), shared.observe().port);
+            let mut rx = relay(targets, PAGE_FLOWS, false, FlowFilter::default()).into_inner();
+            let mut flows = Vec::new();
+            let mut errors = Vec::new();
+            while let Some(Ok(m)) = rx.recv().await {
+                if !m.node_error.is_empty() {
+                    errors.push(m.node_error);
+                } else if let Ok(f) = serde_json::from_str::<serde_json::Value>(&m.flow_json) {
+                    flows.push(f);
+                }
+            }
+            let body = serde_json::json!({"flows": flows, "errors": errors}).to_string();
+            Some(Some(("application/json", body)))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,6 +197,22 @@ pub async fn run(
         )?)),
         None => None,
     };
+    let ui = match cfg.observe.ui {
+        Some(addr) => {
+            let l = metrics::bind(addr)
+                .await
+                .map_err(|e| AgentError::Observe(format!("observe.ui: binding {addr}: {e}")))?;
+            tracing::info!(%addr, "serving the flows page");
+            let page_shared = shared.clone();
+            let handler = move |route| flows::page_answer(page_shared.clone(), route);
+            Some(tokio::spawn(api::metrics::serve_routes(
+                l,
+                handler,
+                stopped(stop.clone()),
+            )))
+        }
+        None => None,
+    };
     let metrics = metrics_listener.map(|l| {
         tracing::info!(addr = ?l.local_addr().ok(), "metrics listening");
         tokio::spawn(metrics::serve(l, shared.clone(), stopped(stop.clone())))
@@ -214,6 +230,9 @@ pub async fn run(
     }
     if let Some(f) = node_flows {
         let _ = f.await;
+    }
+    if let Some(u) = ui {
+        let _ = u.await;
     }
     if let Some(api) = api {
         match api.await {
