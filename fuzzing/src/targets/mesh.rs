@@ -59,6 +59,7 @@ pub fn records() -> Vec<(Resource, Vec<u8>)> {
         tunnel_endpoint: Some(ip("198.51.100.11")),
         encrypt_key: 3,
         ports: Vec::new(),
+        pod: Some("default/web-7d9f".into()),
     };
     let service_record = json!({
         "service": service(),
