@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [observe]
-//! serve = true   # this node's flows on <mesh.node_ipv4>:<port> for relays
+//! serve = true   # this node's flows on <node address>:<port> for relays
 //! port = 4244    # where every node serves them (and relays reach them)
 //! relay = true   # `ironctl observe --mesh` through this meshd: every node of every cluster
 //! ui = "127.0.0.1:4245"  # the flows page (service map, flow table) of the relay's flows
@@ -16,7 +16,8 @@ pub const DEFAULT_OBSERVE_PORT: u16 = 4244;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observe {
-    /// Serve this node's flow records on `<mesh.node_ipv4>:<port>` (plaintext gRPC, the
+    /// Serve this node's flow records on `<node address>:<port>` (the node record's IPv4
+    /// address: `mesh.node_ipv4`, else the host's first global one; plaintext gRPC, the
     /// `NodeFlows` service: flows only, read-only).
     pub serve: bool,
     pub port: u16,
@@ -61,10 +62,10 @@ pub(crate) fn validate(
             "there are no flow records to serve; set datapath.flows (with datapath.load = true)",
         );
     }
-    if serve && node_ipv4 != Some(true) {
+    if serve && node_ipv4.is_none() {
         errs.push(
             "observe.serve",
-            "needs mesh.node_ipv4 (the address relays reach this node at); set it",
+            "needs [mesh] (relays reach this node at its node record's address)",
         );
     }
     if relay && node_ipv4.is_none() {

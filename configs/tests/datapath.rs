@@ -125,8 +125,8 @@ fn observe_serves_flows_only_where_there_are_some_and_relays_need_the_mesh() {
         "observe.serve: there are no flow records to serve; set datapath.flows (with datapath.load = true)",
     );
     assert_error(
-        &format!("{MESH}[datapath]\nload = true\nflows = 100\n[observe]\nserve = true\n"),
-        "observe.serve: needs mesh.node_ipv4 (the address relays reach this node at); set it",
+        "[datapath]\nload = true\nflows = 100\n[observe]\nserve = true\n",
+        "observe.serve: needs [mesh] (relays reach this node at its node record's address)",
     );
     assert_error(
         "[observe]\nrelay = true\n",

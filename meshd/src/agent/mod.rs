@@ -177,7 +177,16 @@ pub async fn run(
         shared.set_flows(Some(flows::FlowStore::new(owner.flows)));
     }
     let (stop_tx, stop) = watch::channel(false);
-    let node_flows = match (cfg.observe.serve, cfg.ipv4) {
+    // The node record's address: configured, else the host's first global one.
+    let flows_ip = cfg
+        .ipv4
+        .or_else(|| (cfg.ipv6.is_none()).then(|| addrs::discover().0).flatten());
+    if cfg.observe.serve && flows_ip.is_none() {
+        return Err(AgentError::Observe(
+            "observe.serve: this node has no IPv4 address to serve its flows on; set mesh.node_ipv4".into(),
+        ));
+    }
+    let node_flows = match (cfg.observe.serve, flows_ip) {
         (true, Some(ip)) => Some(tokio::spawn(
             flows::serve_node_flows(
                 shared.clone(),
