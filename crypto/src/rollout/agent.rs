@@ -172,7 +172,7 @@ impl<B: WireGuardBackend, R: TunnelRoutes, F: PlaintextFilter> NodeEncryption<B,
         let held = plan::held_through_reconcile(mode, nodes, &desired.nodes);
         self.sync_routes(&tunnel, &held, &mut added, &mut removed)?;
         // Peers, then routes to peers that are now ready, then tightening the filter.
-        let peers = self.reconciler.reconcile(&keyed)?;
+        let peers = self.reconciler.reconcile_at(&keyed, now)?;
         let after = backend.device()?;
         let (paths, tunnel) = plan::paths(
             mode,

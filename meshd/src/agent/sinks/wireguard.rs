@@ -170,21 +170,26 @@ impl Inner {
         Ok(agent)
     }
 
-    /// Opens the device if needed, then steps the encryption once.
-    fn step(&self) {
+    /// Opens the device if needed, then steps the encryption once. Returns how soon to step
+    /// again when that is before the tick (a first-contact hold ends then).
+    fn step(&self) -> Option<Duration> {
         let mut agent = self.agent.lock().expect("agent lock");
         if agent.is_none() {
             match self.open() {
                 Ok(a) => *agent = Some(a),
-                Err(e) => return self.set_error(Some(e.to_string())),
+                Err(e) => {
+                    self.set_error(Some(e.to_string()));
+                    return None;
+                }
             }
         }
         if !self.complete.load(Ordering::Acquire) {
-            return;
+            return None;
         }
         self.scheduled_rotation(&mut agent);
-        let Some(agent) = agent.as_ref() else { return };
-        match agent.step(&self.mesh(), SystemTime::now()) {
+        let agent = agent.as_ref()?;
+        let now = SystemTime::now();
+        match agent.step(&self.mesh(), now) {
             Ok(rep) => {
                 if !rep.is_quiet() {
                     tracing::info!(
@@ -194,8 +199,15 @@ impl Inner {
                     );
                 }
                 self.set_error(None);
+                // A few ms past the end, so the hold is over when the step runs.
+                rep.peers
+                    .wake_at
+                    .map(|t| t.duration_since(now).unwrap_or_default() + Duration::from_millis(5))
             }
-            Err(e) => self.set_error(Some(format!("encryption step failed: {e}"))),
+            Err(e) => {
+                self.set_error(Some(format!("encryption step failed: {e}")));
+                None
+            }
         }
     }
 }
