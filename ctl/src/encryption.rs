@@ -100,6 +100,7 @@ struct RolloutNodeView {
     peers_ready: u32,
     peers_expected: u32,
     not_ready: String,
+    draining: bool,
 }
 
 /// The rollout, as printed (JSON field names are stable).
@@ -131,6 +132,7 @@ fn rollout_view(r: pb::EncryptionRolloutStatusResponse) -> RolloutView {
                 peers_ready: n.peers_ready,
                 peers_expected: n.peers_expected,
                 not_ready: n.not_ready,
+                draining: n.draining,
             })
             .collect(),
         missing: r.missing,
@@ -169,7 +171,11 @@ fn rollout_text(v: &RolloutView) -> String {
         for n in &v.nodes {
             t.row(vec![
                 n.node.clone(),
-                n.mode.clone(),
+                if n.draining {
+                    format!("{} (draining)", n.mode)
+                } else {
+                    n.mode.clone()
+                },
                 if n.ready_for_strict { "yes" } else { "no" }.into(),
                 format!("{}/{}", n.peers_ready, n.peers_expected),
                 n.not_ready.clone(),
@@ -495,6 +501,7 @@ mod tests {
                 peers_ready: 1,
                 peers_expected: 2,
                 not_ready: "1/2 peers in the tunnel; waiting for n3".into(),
+                draining: false,
             }],
             missing: vec![],
         });

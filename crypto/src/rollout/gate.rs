@@ -10,10 +10,14 @@
 //! | `strict` | `opportunistic` first (from off) | always |
 //! | `strict` | `strict` | every node of the cluster published `ready_for_strict` (every peer tunnelled after a fresh handshake, no plaintext counted), or is strict already |
 //! | `off` | `opportunistic` first (from strict) | always |
-//! | `off` | `off` | no node of the cluster is strict any more (a strict node drops plaintext) |
+//! | `off` | `opportunistic`, draining | no node of the cluster is strict any more (a strict node drops plaintext) |
+//! | `off` | `off` | this node drained, and every node that published drains or is off |
 //!
-//! So the step to strict waits for the last node to be ready and names it; going back passes
-//! through opportunistic on every node before any node goes off. A node that joins mid-rollout
+//! Draining ([`super::NodeEncryption::set_draining`]) sends every peer's traffic in clear but
+//! keeps the peers, so what other nodes still tunnel to this one is decrypted; once every node
+//! drains, nothing is in the tunnel and removing peers loses nothing. So the step to strict
+//! waits for the last node to be ready and names it; going back passes through opportunistic
+//! and draining on every node before any node goes off. A node that joins mid-rollout
 //! starts in opportunistic when the cluster is strict (it has no handshakes yet) and follows.
 //! A node that stopped publishing (no record) blocks strict: it cannot be shown ready.
 
@@ -34,12 +38,17 @@ pub struct NodeRollout {
     /// Why the node is not ready (peers not tunnelled, plaintext counted); empty when ready.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub not_ready: String,
+    /// Opportunistic on its way to off: sends in clear, keeps its peers.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// The mode a node should run now, and what keeps it from the desired one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gate {
     pub mode: EncryptionMode,
+    /// Drain (only with `opportunistic`): clear out, peers kept.
+    pub drain: bool,
     /// Why `mode` is not the desired mode yet (names the node holding it back).
     pub blocked: Option<String>,
 }
@@ -56,10 +65,11 @@ fn not_ready(n: &NodeRollout) -> String {
 
 /// This node's (`local`) next mode for the cluster's `desired` mode. `nodes` is what every node
 /// of the cluster published, this one included (a missing node blocks strict: list it in
-/// `expected` by name). `current` is the mode the node runs.
+/// `expected` by name). `current` is the mode the node runs, `draining` whether it drains.
 pub fn next_mode(
     desired: EncryptionMode,
     current: EncryptionMode,
+    draining: bool,
     local: &str,
     expected: &[String],
     nodes: &[NodeRollout],
@@ -67,7 +77,13 @@ pub fn next_mode(
     let find = |name: &str| nodes.iter().find(|n| n.node == name);
     let open = |mode| Gate {
         mode,
+        drain: false,
         blocked: None,
+    };
+    let wait = |mode, drain, why: String| Gate {
+        mode,
+        drain,
+        blocked: Some(why),
     };
     match desired {
         EncryptionMode::Opportunistic => open(EncryptionMode::Opportunistic),
@@ -85,38 +101,46 @@ pub fn next_mode(
             });
             match blocker {
                 None if current == EncryptionMode::Opportunistic => open(EncryptionMode::Strict),
-                None => Gate {
-                    mode: EncryptionMode::Opportunistic,
-                    blocked: Some(format!(
-                        "node {local} is off; strict comes after opportunistic"
-                    )),
-                },
-                Some(b) => Gate {
-                    mode: EncryptionMode::Opportunistic,
-                    blocked: Some(b),
-                },
+                None => wait(
+                    EncryptionMode::Opportunistic,
+                    false,
+                    format!("node {local} is off; strict comes after opportunistic"),
+                ),
+                Some(b) => wait(EncryptionMode::Opportunistic, false, b),
             }
         }
         EncryptionMode::Off if current == EncryptionMode::Off => open(current),
         EncryptionMode::Off => {
-            let strict = nodes
-                .iter()
-                .find(|n| n.mode == EncryptionMode::Strict && n.node != local);
-            match (current, strict) {
-                (EncryptionMode::Strict, _) => Gate {
-                    mode: EncryptionMode::Opportunistic,
-                    blocked: Some(format!(
-                        "node {local} leaves strict first; off comes after opportunistic"
-                    )),
-                },
-                (_, Some(s)) => Gate {
-                    mode: current,
-                    blocked: Some(format!(
-                        "node {} is still strict (it would drop plaintext)",
-                        s.node
-                    )),
-                },
-                (_, None) => open(EncryptionMode::Off),
+            let others = || nodes.iter().filter(|n| n.node != local);
+            let strict = others().find(|n| n.mode == EncryptionMode::Strict);
+            // Nodes that published nothing send nothing: only published ones are waited for.
+            let tunnelling = others().find(|n| n.mode != EncryptionMode::Off && !n.draining);
+            match (current, strict, tunnelling) {
+                (EncryptionMode::Strict, ..) => wait(
+                    EncryptionMode::Opportunistic,
+                    false,
+                    format!("node {local} leaves strict first; off comes after opportunistic"),
+                ),
+                (_, Some(s), _) => wait(
+                    current,
+                    false,
+                    format!("node {} is still strict (it would drop plaintext)", s.node),
+                ),
+                (_, None, Some(t)) => wait(
+                    EncryptionMode::Opportunistic,
+                    true,
+                    format!(
+                        "node {} still tunnels to its peers; off once every node drains",
+                        t.node
+                    ),
+                ),
+                (_, None, None) if draining => open(EncryptionMode::Off),
+                // This node has not drained yet: drain first, off at a later step.
+                (_, None, None) => wait(
+                    EncryptionMode::Opportunistic,
+                    true,
+                    format!("node {local} drains first; off once every node drains"),
+                ),
             }
         }
     }
@@ -153,7 +177,7 @@ pub fn status(
         Some(format!("node {m} has published no encryption state"))
     } else if let Some(b) = behind {
         // The node's own gate, as it sees the cluster now.
-        let gate = next_mode(desired, b.mode, &b.node, expected, nodes);
+        let gate = next_mode(desired, b.mode, b.draining, &b.node, expected, nodes);
         Some(gate.blocked.unwrap_or_else(|| {
             format!(
                 "node {} runs {} and moves to {} at its next step",
@@ -185,6 +209,7 @@ mod tests {
             peers_ready: if ready { 2 } else { 1 },
             peers_expected: 2,
             not_ready: String::new(),
+            draining: false,
         }
     }
 
@@ -195,11 +220,12 @@ mod tests {
     #[test]
     fn opportunistic_is_always_open() {
         for current in [Off, Opportunistic, Strict] {
-            let g = next_mode(Opportunistic, current, "n1", &names(), &[]);
+            let g = next_mode(Opportunistic, current, false, "n1", &names(), &[]);
             assert_eq!(
                 g,
                 Gate {
                     mode: Opportunistic,
+                    drain: false,
                     blocked: None
                 }
             );
@@ -215,30 +241,31 @@ mod tests {
             n("n2", Opportunistic, false),
             n("n3", Opportunistic, true),
         ];
-        let g = next_mode(Strict, Opportunistic, "n1", &names(), &nodes);
+        let g = next_mode(Strict, Opportunistic, false, "n1", &names(), &nodes);
         assert_eq!(g.mode, Opportunistic);
         assert_eq!(
             g.blocked.as_deref(),
             Some("node n2 is not ready for strict (1/2 peers ready)")
         );
         nodes[1].not_ready = "peer n3 awaits a handshake".into();
-        let g = next_mode(Strict, Opportunistic, "n1", &names(), &nodes);
+        let g = next_mode(Strict, Opportunistic, false, "n1", &names(), &nodes);
         assert_eq!(
             g.blocked.as_deref(),
             Some("node n2 is not ready for strict (peer n3 awaits a handshake)")
         );
 
         nodes[1] = n("n2", Opportunistic, true);
-        let g = next_mode(Strict, Opportunistic, "n1", &names(), &nodes);
+        let g = next_mode(Strict, Opportunistic, false, "n1", &names(), &nodes);
         assert_eq!(
             g,
             Gate {
                 mode: Strict,
+                drain: false,
                 blocked: None
             }
         );
         // A node that published nothing blocks.
-        let g = next_mode(Strict, Opportunistic, "n1", &names(), &nodes[..2]);
+        let g = next_mode(Strict, Opportunistic, false, "n1", &names(), &nodes[..2]);
         assert_eq!(
             g.blocked.as_deref(),
             Some("node n3 has published no encryption state")
@@ -246,12 +273,12 @@ mod tests {
         // Nodes already strict count as ready; a strict node stays strict.
         nodes[2] = n("n3", Strict, false);
         assert_eq!(
-            next_mode(Strict, Opportunistic, "n1", &names(), &nodes).mode,
+            next_mode(Strict, Opportunistic, false, "n1", &names(), &nodes).mode,
             Strict
         );
         nodes[1] = n("n2", Opportunistic, false);
         assert_eq!(
-            next_mode(Strict, Strict, "n3", &names(), &nodes).mode,
+            next_mode(Strict, Strict, false, "n3", &names(), &nodes).mode,
             Strict
         );
 
@@ -261,38 +288,62 @@ mod tests {
             n("n2", Opportunistic, true),
             n("n3", Opportunistic, true),
         ];
-        let g = next_mode(Strict, Off, "n1", &names(), &all_ready);
+        let g = next_mode(Strict, Off, false, "n1", &names(), &all_ready);
         assert_eq!(g.mode, Opportunistic);
         assert!(g.blocked.unwrap().contains("n1 is off"));
     }
 
-    /// Back to off: strict nodes go to opportunistic first; no node goes off while another is
-    /// still strict.
+    /// Back to off: strict nodes go to opportunistic first; no node drains while another is
+    /// still strict; a node goes off only after it drained and every other published node
+    /// drains or is off (a node that published nothing does not hold it).
     #[test]
-    fn off_passes_through_opportunistic_and_waits_for_strict_nodes() {
+    fn off_passes_through_opportunistic_and_draining() {
         let nodes = vec![
             n("n1", Strict, true),
             n("n2", Strict, true),
             n("n3", Opportunistic, true),
         ];
-        let g = next_mode(Off, Strict, "n1", &names(), &nodes);
-        assert_eq!(g.mode, Opportunistic);
-        let g = next_mode(Off, Opportunistic, "n3", &names(), &nodes);
-        assert_eq!(g.mode, Opportunistic);
+        let g = next_mode(Off, Strict, false, "n1", &names(), &nodes);
+        assert_eq!((g.mode, g.drain), (Opportunistic, false));
+        let g = next_mode(Off, Opportunistic, false, "n3", &names(), &nodes);
+        assert_eq!((g.mode, g.drain), (Opportunistic, false));
         assert_eq!(
             g.blocked.as_deref(),
             Some("node n1 is still strict (it would drop plaintext)")
         );
-        let nodes = vec![
+
+        let mut nodes = vec![
             n("n1", Opportunistic, true),
             n("n2", Off, false),
             n("n3", Opportunistic, true),
         ];
+        // n3 drains first, even though everyone else is off or opportunistic.
+        let g = next_mode(Off, Opportunistic, false, "n3", &names(), &nodes);
+        assert_eq!((g.mode, g.drain), (Opportunistic, true));
+        // Draining, but n1 still tunnels: n3 stays draining and names n1.
+        let g = next_mode(Off, Opportunistic, true, "n3", &names(), &nodes);
+        assert_eq!((g.mode, g.drain), (Opportunistic, true));
         assert_eq!(
-            next_mode(Off, Opportunistic, "n3", &names(), &nodes).mode,
-            Off
+            g.blocked.as_deref(),
+            Some("node n1 still tunnels to its peers; off once every node drains")
         );
-        assert_eq!(next_mode(Off, Off, "n2", &names(), &nodes).mode, Off);
+        nodes[0].draining = true;
+        let g = next_mode(Off, Opportunistic, true, "n3", &names(), &nodes);
+        assert_eq!(
+            g,
+            Gate {
+                mode: Off,
+                drain: false,
+                blocked: None
+            }
+        );
+        assert_eq!(next_mode(Off, Off, false, "n2", &names(), &nodes).mode, Off);
+        // Without n1's state at all, n3 does not wait for it.
+        let g = next_mode(Off, Opportunistic, true, "n3", &names(), &nodes[1..]);
+        assert_eq!(g.mode, Off);
+        // Back to opportunistic mid-drain: the drain ends.
+        let g = next_mode(Opportunistic, Opportunistic, true, "n3", &names(), &nodes);
+        assert_eq!((g.mode, g.drain), (Opportunistic, false));
     }
 
     #[test]

@@ -59,6 +59,7 @@ fn rollout_response(
         peers_ready: n.peers_ready as u32,
         peers_expected: n.peers_expected as u32,
         not_ready: n.not_ready.clone(),
+        draining: n.draining,
     };
     match seen.status() {
         Some(st) => pb::EncryptionRolloutStatusResponse {

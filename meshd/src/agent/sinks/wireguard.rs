@@ -300,14 +300,16 @@ impl RolloutSource {
         let mut agent = inner.agent.lock().expect("agent lock");
         let agent = agent.as_mut()?;
         let me = inner.me.to_string();
-        let current = agent.mode();
+        let (current, draining) = (agent.mode(), agent.draining());
         let mut blocked = None;
         if let Some(desired) = desired {
-            let gate = crypto::rollout::next_mode(desired, current, &me, expected, published);
+            let gate =
+                crypto::rollout::next_mode(desired, current, draining, &me, expected, published);
             blocked = gate.blocked;
-            if gate.mode != current {
-                tracing::info!(from = %current, to = %gate.mode, %desired, "encryption mode changes (cluster rollout)");
+            if gate.mode != current || gate.drain != draining {
+                tracing::info!(from = %current, to = %gate.mode, drain = gate.drain, %desired, "encryption mode changes (cluster rollout)");
                 agent.set_mode(gate.mode);
+                agent.set_draining(gate.drain);
                 self.1.wake();
             }
         }
@@ -322,6 +324,7 @@ impl RolloutSource {
                     peers_ready: 0,
                     peers_expected: nodes.len().saturating_sub(1),
                     not_ready: format!("cannot read the WireGuard device: {e}"),
+                    draining: agent.draining(),
                 };
                 return Some((state, blocked));
             }
@@ -334,6 +337,8 @@ impl RolloutSource {
             .collect();
         let not_ready = if st.ready_for_strict {
             String::new()
+        } else if agent.draining() {
+            "draining: sends in clear on its way to off".into()
         } else if !waiting.is_empty() {
             format!(
                 "{}/{} peers in the tunnel; waiting for {}",
@@ -353,6 +358,7 @@ impl RolloutSource {
             peers_ready: st.peers_expected - waiting.len(),
             peers_expected: st.peers_expected,
             not_ready,
+            draining: agent.draining(),
         };
         Some((state, blocked))
     }
