@@ -8,6 +8,8 @@
 //! - **repair_one_Nk_seconds**: one peer's allowed IPs changed by hand, then a reconcile;
 //! - **remove_all_Nk_seconds**: reconcile to an empty node list.
 //!
+//! (These stages turn the first-contact hold off: they measure programming, not handshakes.)
+//!
 //! **rotation_lost_packets**: two nodes, pings at 100/s from node a to node b through the
 //! tunnel; b rotates its key (`rotate_key`), a reconciles with b's new record at once; lost =
 //! sent − received of 300 pings. The new record is handed over directly here; in a cluster the
@@ -15,17 +17,29 @@
 //!
 //! **iperf3_wireguard_to_plain_ratio**: one iperf3 TCP stream for 5 s between two nodes over a
 //! veth pair, first in clear (node IPs), then through their wireguard-go tunnel; the ratio of
-//! received bit rates (plus both rates). `scripts/bench crypto` writes the JSON to
+//! received bit rates (plus both rates).
+//!
+//! **first_contact_p99_ms** (and p50, max): 20 fresh pairs (new keys, new devices), the two
+//! programmed at once or up to 600 ms apart in either order, each reconciled again at its
+//! report's `wake_at` (as meshd does); time from the later programming to the first answered
+//! ping (50/s) through the tunnel. `crypto::wireguard::contact` makes the lower key initiate.
+//!
+//! Every two-node stage waits for the handshake on both sides (driving the first-contact
+//! holds) before it measures. `scripts/bench crypto` writes the JSON to
 //! target/bench/crypto.json.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use interop_tests::{Host, Lab, WgDevice};
 use ironmesh_crypto::KeyStore;
 use ironmesh_crypto::PrivateKey;
 use ironmesh_crypto::wireguard::{
-    MeshNode, PeerPolicy, Reconciler, UserspaceBackend, WireGuardBackend, ensure_device, rotate_key,
+    ContactRole, FirstContact, MeshNode, PeerPolicy, Reconciler, UserspaceBackend,
+    WireGuardBackend, ensure_device, rotate_key,
 };
 use serde_json::{Value, json};
 
@@ -58,7 +72,10 @@ fn secs(d: Duration) -> f64 {
 fn program(lab: &Lab, host: &Host, n: u32) -> Value {
     let dev = WgDevice::start(host, 51820 + (n / 1000) as u16).expect("wireguard-go");
     let backend = UserspaceBackend::new(&dev.ifname).with_timeout(Duration::from_secs(120));
-    let r = Reconciler::new(backend, "local", POLICY);
+    // Programming cost only: no first-contact holds (with them, half the peers would be
+    // restarted once their hold ends, which is a separate, one-off cost).
+    let r = Reconciler::new(backend, "local", POLICY)
+        .with_first_contact(FirstContact::new(Duration::ZERO));
     let list = nodes(n);
 
     let t = Instant::now();
@@ -146,7 +163,153 @@ fn two_nodes(lab: &Lab, p: &str) -> (Host, Host, Vec<Side>) {
     for s in &side {
         s.2.reconcile(&recs).unwrap();
     }
+    settle(&side, &recs);
     (a, b, side)
+}
+
+/// Reconciles both sides at their reports' `wake_at` until both have a handshake (the
+/// responder of a new pair initiates when its first-contact hold ends).
+fn settle(side: &[Side], recs: &[MeshNode]) {
+    let t = Instant::now();
+    loop {
+        let done = side.iter().all(|s| {
+            let dev = s.2.backend().device().unwrap();
+            !dev.peers.is_empty() && dev.peers.values().all(|p| p.last_handshake.is_some())
+        });
+        if done {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(12),
+            "no handshake between the two nodes in 12 s"
+        );
+        for s in side {
+            s.2.reconcile(recs).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// (initiator, responder) programming offsets in ms, cycled over the pairs.
+const CONTACT_ORDERS_MS: [(u64, u64); 5] = [(0, 0), (0, 100), (100, 0), (0, 600), (600, 0)];
+const CONTACT_PAIRS: usize = 20;
+
+/// Steps `r` at `at`, then at each `wake_at` (at most every second) until `stop`.
+fn drive(
+    r: &Reconciler<UserspaceBackend>,
+    recs: &[MeshNode],
+    at: Instant,
+    programmed: &Mutex<Option<Instant>>,
+    stop: &AtomicBool,
+) {
+    while Instant::now() < at {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    *programmed.lock().unwrap() = Some(Instant::now());
+    let mut wake = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() >= wake {
+            let now = SystemTime::now();
+            let rep = r.reconcile_at(recs, now).expect("reconcile");
+            let next = rep.wake_at.map_or(Duration::from_secs(1), |t| {
+                t.duration_since(now).unwrap_or_default() + Duration::from_millis(5)
+            });
+            wake = Instant::now() + next.min(Duration::from_secs(1));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Kills the ping by PID however the pair ends.
+struct Pinger(Child);
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One fresh pair: time from the later programming to the first answered ping.
+fn first_contact(i: usize) -> Duration {
+    let lab = Lab::new("crypto-bench-fc").expect("lab");
+    let a = lab.host("fa").unwrap();
+    let b = lab.host("fb").unwrap();
+    lab.link(&a, &["192.0.2.1/24"], &b, &["192.0.2.2/24"])
+        .unwrap();
+    let policy = PeerPolicy {
+        persistent_keepalive: 25,
+        ..POLICY
+    };
+    let mut side = Vec::new();
+    for (n, h) in [(1u8, &a), (2u8, &b)] {
+        let dev = WgDevice::start(h, 51820).unwrap();
+        let store = KeyStore::load_or_create(lab.dir().join(format!("fc{n}-state"))).unwrap();
+        let backend = UserspaceBackend::new(&dev.ifname);
+        ensure_device(&backend, store.private_key(), 51820).unwrap();
+        h.ip(&[
+            "addr",
+            "add",
+            &format!("10.99.{n}.1/24"),
+            "dev",
+            &dev.ifname,
+        ])
+        .unwrap();
+        h.ip(&["link", "set", &dev.ifname, "up"]).unwrap();
+        h.route_add(&format!("10.99.{}.0/24 dev {}", 3 - n, dev.ifname))
+            .unwrap();
+        side.push((
+            dev,
+            store,
+            Reconciler::new(backend, format!("fc{n}"), policy),
+        ));
+    }
+    let recs = vec![record("fc", 1, &side[0].1), record("fc", 2, &side[1].1)];
+    let (ka, kb) = (side[0].1.public_key(), side[1].1.public_key());
+    let (init_off, resp_off) = CONTACT_ORDERS_MS[i % CONTACT_ORDERS_MS.len()];
+    let offsets = match ironmesh_crypto::wireguard::contact::role(&ka, &kb) {
+        ContactRole::Initiator => [init_off, resp_off],
+        ContactRole::Responder => [resp_off, init_off],
+    };
+    let mut pinger = Pinger(
+        Command::new("ip")
+            .args(["netns", "exec", a.netns(), "ping", "-n", "-q", "-c", "1"])
+            .args(["-i", "0.02", "-W", "1", "-w", "10", "10.99.2.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ping"),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let stop = AtomicBool::new(false);
+    let programmed = [Mutex::new(None), Mutex::new(None)];
+    let start = Instant::now() + Duration::from_millis(20);
+    let answered = std::thread::scope(|sc| {
+        for (n, s) in side.iter().enumerate() {
+            let (recs, programmed, stop) = (&recs, &programmed[n], &stop);
+            let at = start + Duration::from_millis(offsets[n]);
+            sc.spawn(move || drive(&s.2, recs, at, programmed, stop));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let answered = loop {
+            match pinger.0.try_wait() {
+                Ok(Some(st)) => break st.success().then(Instant::now),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                _ => break None,
+            }
+        };
+        stop.store(true, Ordering::Relaxed);
+        answered
+    });
+    let both = programmed
+        .iter()
+        .map(|p| p.lock().unwrap().expect("programmed"))
+        .max()
+        .unwrap();
+    let answered = answered.unwrap_or_else(|| panic!("pair {i}: no answered ping in 10 s"));
+    answered.saturating_duration_since(both)
 }
 
 fn record(p: &str, i: u8, store: &KeyStore) -> MeshNode {
@@ -293,6 +456,20 @@ fn main() {
     json["iperf3_plain_gbit_s"] = json!((plain / 1e7).round() / 100.0);
     json["iperf3_wireguard_gbit_s"] = json!((wg / 1e6).round() / 1000.0);
     json["iperf3_wireguard_to_plain_ratio"] = json!((ratio * 1e4).round() / 1e4);
+    let mut contact: Vec<Duration> = (0..CONTACT_PAIRS).map(first_contact).collect();
+    contact.sort();
+    let pct = |q: f64| contact[((q * contact.len() as f64).ceil() as usize).max(1) - 1];
+    let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+    println!(
+        "first contact over {CONTACT_PAIRS} fresh pairs: p50 {} ms, p99 {} ms, max {} ms",
+        ms(pct(0.5)),
+        ms(pct(0.99)),
+        ms(*contact.last().unwrap())
+    );
+    json["first_contact_pairs"] = json!(CONTACT_PAIRS);
+    json["first_contact_p50_ms"] = json!(ms(pct(0.5)));
+    json["first_contact_p99_ms"] = json!(ms(pct(0.99)));
+    json["first_contact_max_ms"] = json!(ms(*contact.last().unwrap()));
     json["backend"] = json!("userspace-uapi (wireguard-go 0.0.20220316)");
     json["notes"] = json!(
         "rotation: record handed over directly (no etcd latency); iperf3: one TCP stream over a veth pair, wireguard-go (userspace) vs clear, 2 shared cores: compare the ratio, not absolutes"

@@ -2,6 +2,10 @@
 //! age, WireGuard peers configured vs expected, handshakes), from meshd's `EncryptionStatus`.
 //! `ironctl encryption rotate`: a new WireGuard key now (`RotateKey`), published in the node
 //! record for the peers.
+//! `ironctl encryption rollout --to off|opportunistic|strict`: the cluster's desired mode in etcd
+//! (`SetEncryptionRollout`), which every node's meshd follows without a restart, gated;
+//! `ironctl encryption rollout status`: per node mode and peers ready/expected, and what
+//! blocks the rollout (`EncryptionRolloutStatus`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,6 +51,140 @@ enum EncryptionCommand {
     Status,
     /// Replace this node's WireGuard key now; peers pick it up from the node record.
     Rotate,
+    /// The cluster's encryption rollout: `--to MODE` sets the desired mode (every node moves
+    /// without a restart; strict only once every node is ready), `status` shows it.
+    Rollout(RolloutArgs),
+}
+
+#[derive(Debug, Args)]
+struct RolloutArgs {
+    /// The cluster's desired mode: off, opportunistic or strict.
+    #[arg(long, value_name = "MODE")]
+    to: Option<String>,
+    #[command(subcommand)]
+    command: Option<RolloutCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCommand {
+    /// Desired mode, per node mode and peers ready/expected, what blocks the rollout.
+    Status,
+}
+
+/// What the rollout command asks meshd: set a mode, or show the status.
+fn rollout_request(a: &RolloutArgs) -> Result<Option<String>, String> {
+    match (&a.to, &a.command) {
+        (Some(_), Some(_)) => {
+            Err("ironctl encryption rollout: give either --to MODE or `status`, not both".into())
+        }
+        (None, None) => Err(
+            "ironctl encryption rollout: give --to off|opportunistic|strict, or `status`".into(),
+        ),
+        (None, Some(RolloutCommand::Status)) => Ok(None),
+        (Some(m), None) => match m.as_str() {
+            "off" | "opportunistic" | "strict" => Ok(Some(m.clone())),
+            other => Err(format!(
+                "--to {:?}: unknown encryption mode; use off, opportunistic or strict",
+                other.chars().take(40).collect::<String>()
+            )),
+        },
+    }
+}
+
+/// One node of the rollout, as printed.
+#[derive(Debug, Serialize)]
+struct RolloutNodeView {
+    node: String,
+    mode: String,
+    ready_for_strict: bool,
+    peers_ready: u32,
+    peers_expected: u32,
+    not_ready: String,
+    draining: bool,
+}
+
+/// The rollout, as printed (JSON field names are stable).
+#[derive(Debug, Serialize)]
+struct RolloutView {
+    cluster: String,
+    set: bool,
+    desired: String,
+    complete: bool,
+    blocking: String,
+    nodes: Vec<RolloutNodeView>,
+    missing: Vec<String>,
+}
+
+fn rollout_view(r: pb::EncryptionRolloutStatusResponse) -> RolloutView {
+    RolloutView {
+        cluster: r.cluster,
+        set: r.set,
+        desired: r.desired,
+        complete: r.complete,
+        blocking: r.blocking,
+        nodes: r
+            .nodes
+            .into_iter()
+            .map(|n| RolloutNodeView {
+                node: n.node,
+                mode: n.mode,
+                ready_for_strict: n.ready_for_strict,
+                peers_ready: n.peers_ready,
+                peers_expected: n.peers_expected,
+                not_ready: n.not_ready,
+                draining: n.draining,
+            })
+            .collect(),
+        missing: r.missing,
+    }
+}
+
+fn rollout_text(v: &RolloutView) -> String {
+    let mut out = format!("Encryption rollout of cluster {}\n", v.cluster);
+    if !v.set {
+        out.push_str(&key_values(&[(
+            "desired",
+            "not set: every node runs its configured [encryption] mode".into(),
+        )]));
+    } else {
+        out.push_str(&key_values(&[
+            ("desired", v.desired.clone()),
+            (
+                "state",
+                if v.complete {
+                    "complete: every node runs the desired mode".into()
+                } else {
+                    format!("in progress: {}", v.blocking)
+                },
+            ),
+            ("missing", v.missing.join(", ")),
+        ]));
+    }
+    if !v.nodes.is_empty() {
+        let mut t = Table::new(&[
+            ("NODE", Align::Left),
+            ("MODE", Align::Left),
+            ("READY", Align::Left),
+            ("PEERS", Align::Right),
+            ("WHY NOT READY", Align::Left),
+        ]);
+        for n in &v.nodes {
+            t.row(vec![
+                n.node.clone(),
+                if n.draining {
+                    format!("{} (draining)", n.mode)
+                } else {
+                    n.mode.clone()
+                },
+                if n.ready_for_strict { "yes" } else { "no" }.into(),
+                format!("{}/{}", n.peers_ready, n.peers_expected),
+                n.not_ready.clone(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&t.render());
+    }
+    out
 }
 
 /// A rotation, as printed (JSON field names are stable).
@@ -260,6 +398,29 @@ pub fn run(args: EncryptionArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let path = args.socket.clone();
+    if let EncryptionCommand::Rollout(r) = &args.command {
+        let to = rollout_request(r)?;
+        let st = rt.block_on(async move {
+            let mut c = MeshClient::new(connect(&path).await?);
+            match to {
+                Some(to) => {
+                    answer(c.set_encryption_rollout(pb::SetEncryptionRolloutRequest { to })).await
+                }
+                None => {
+                    answer(c.encryption_rollout_status(pb::EncryptionRolloutStatusRequest {})).await
+                }
+            }
+        })?;
+        let v = rollout_view(st);
+        if args.output == Output::Json {
+            let s =
+                serde_json::to_string_pretty(&v).map_err(|e| format!("cannot encode JSON: {e}"))?;
+            println!("{s}");
+        } else {
+            print!("{}", rollout_text(&v));
+        }
+        return Ok(());
+    }
     if let EncryptionCommand::Rotate = args.command {
         let r = rt.block_on(async move {
             let mut c = MeshClient::new(connect(&path).await?);
@@ -296,6 +457,64 @@ pub fn run(args: EncryptionArgs) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rollout_arguments_are_checked_with_the_fix() {
+        let args = |to: Option<&str>, status: bool| RolloutArgs {
+            to: to.map(String::from),
+            command: status.then_some(RolloutCommand::Status),
+        };
+        assert_eq!(
+            rollout_request(&args(Some("strict"), false)),
+            Ok(Some("strict".into()))
+        );
+        assert_eq!(rollout_request(&args(None, true)), Ok(None));
+        assert_eq!(
+            rollout_request(&args(Some("Strict"), false)).unwrap_err(),
+            "--to \"Strict\": unknown encryption mode; use off, opportunistic or strict"
+        );
+        assert!(
+            rollout_request(&args(None, false))
+                .unwrap_err()
+                .contains("give --to")
+        );
+        assert!(
+            rollout_request(&args(Some("off"), true))
+                .unwrap_err()
+                .contains("not both")
+        );
+    }
+
+    #[test]
+    fn rollout_text_names_the_blocker() {
+        let v = rollout_view(pb::EncryptionRolloutStatusResponse {
+            cluster: "c1".into(),
+            set: true,
+            desired: "strict".into(),
+            complete: false,
+            blocking: "node n2 is not ready for strict (1/2 peers in the tunnel; waiting for n3)"
+                .into(),
+            nodes: vec![pb::EncryptionRolloutNode {
+                node: "n2".into(),
+                mode: "opportunistic".into(),
+                ready_for_strict: false,
+                peers_ready: 1,
+                peers_expected: 2,
+                not_ready: "1/2 peers in the tunnel; waiting for n3".into(),
+                draining: false,
+            }],
+            missing: vec![],
+        });
+        let t = rollout_text(&v);
+        assert!(
+            t.contains("in progress: node n2 is not ready for strict"),
+            "{t}"
+        );
+        assert!(t.contains("opportunistic") && t.contains("1/2"), "{t}");
+        let j = serde_json::to_value(&v).unwrap();
+        assert_eq!(j["nodes"][0]["peers_expected"], 2);
+        assert_eq!(j["desired"], "strict");
+    }
 
     #[test]
     fn status_text_and_json() {

@@ -538,6 +538,8 @@ only_identities! {
     list_services(ListServicesRequest) -> ListServicesResponse;
     encryption_status(EncryptionStatusRequest) -> EncryptionStatusResponse;
     rotate_key(RotateKeyRequest) -> RotateKeyResponse;
+    set_encryption_rollout(SetEncryptionRolloutRequest) -> EncryptionRolloutStatusResponse;
+    encryption_rollout_status(EncryptionRolloutStatusRequest) -> EncryptionRolloutStatusResponse;
     apply_policy(ApplyPolicyRequest) -> ApplyPolicyResponse;
     list_policies(ListPoliciesRequest) -> ListPoliciesResponse;
     delete_policy(DeletePolicyRequest) -> DeletePolicyResponse;

@@ -11,7 +11,7 @@ mod wireguard_support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crypto::wireguard::WireGuardBackend;
+use crypto::wireguard::{PeerChange, WireGuardBackend};
 use interop_tests::cmd::wait_for;
 use interop_tests::*;
 use wireguard_support::*;
@@ -93,7 +93,21 @@ fn wireguard_mesh_reconciles_from_node_records() -> Result<()> {
                 n.host.name()
             );
         }
-        // Reconciling a converged mesh changes nothing.
+        // The first reconcile after the handshakes ends the first-contact holds: the
+        // responder of each pair turns on the keepalive it withheld (nothing else changes);
+        // then reconciling the converged mesh changes nothing.
+        let first = n.reconcile(&all);
+        assert!(
+            first.changes.iter().all(|c| matches!(
+                c,
+                PeerChange::Update {
+                    allowed_ips: None,
+                    persistent_keepalive: Some(25),
+                    ..
+                }
+            )),
+            "{first:?}"
+        );
         assert!(n.reconcile(&all).is_clean());
     }
 
@@ -221,6 +235,9 @@ fn wireguard_mesh_reconciles_from_node_records() -> Result<()> {
         );
         assert_eq!(peers_of(n).len(), 2, "{}", n.host.name());
     }
+    // n3's returning peers are first contacts again: the responder side initiates once its
+    // hold ends (n3 still has sessions with the others, which they no longer do).
+    settle_first_contact(&nodes, &with_bad)?;
     let bad = ping_all_pairs(&nodes, 3);
     assert!(bad.is_empty(), "mesh with a bad record: {bad:?}");
     Ok(())

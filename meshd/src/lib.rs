@@ -34,5 +34,6 @@ pub mod podpools;
 pub mod policy;
 pub mod reconcile;
 pub mod records;
+pub mod rollout;
 pub mod schema;
 pub mod services;

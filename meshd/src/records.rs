@@ -37,6 +37,8 @@ pub fn check_value(cluster: &ClusterName, resource: &Resource, value: &[u8]) -> 
         Resource::Object(name) => crate::objects::decode(name, value).map(drop),
         Resource::Health(ip) => crate::objects::HealthValue::decode(*ip, value).map(drop),
         Resource::Event(..) => json::<crate::events::Event>(value),
+        Resource::EncryptionDesired => json::<crate::rollout::DesiredValue>(value),
+        Resource::EncryptionNode(_) => json::<crypto::rollout::NodeRollout>(value),
         Resource::IdentityRef(..) | Resource::MirrorLeader(_) => json::<serde_json::Value>(value),
     }
 }

@@ -70,6 +70,8 @@ pub struct NodeEncryption<B, R, F> {
     last_counters: Option<PlaintextCounters>,
     /// When this node last rotated its key: older handshakes do not count.
     rotated_at: Option<SystemTime>,
+    /// Opportunistic, on the way to off: nothing routed into the tunnel, peers kept.
+    draining: bool,
 }
 
 impl<B: WireGuardBackend, R: TunnelRoutes, F: PlaintextFilter> NodeEncryption<B, R, F> {
@@ -82,7 +84,33 @@ impl<B: WireGuardBackend, R: TunnelRoutes, F: PlaintextFilter> NodeEncryption<B,
             mode: EncryptionMode::Off,
             last_counters: None,
             rotated_at: None,
+            draining: false,
         }
+    }
+
+    /// Draining (only in opportunistic): every peer's traffic leaves the tunnel while the
+    /// peers stay, so a cluster can go off without loss: once every node drains, none sends
+    /// through the tunnel, and each can remove its peers ([`super::gate`]).
+    pub fn set_draining(&mut self, on: bool) {
+        self.draining = on;
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining && self.mode == EncryptionMode::Opportunistic
+    }
+
+    /// The per-node paths, drained when draining.
+    #[allow(clippy::type_complexity)]
+    fn paths_now(
+        &self,
+        local: &str,
+        nodes: &[MeshNode],
+        peers: &BTreeMap<PublicKey, String>,
+        device: &crate::wireguard::DeviceState,
+        now: SystemTime,
+    ) -> (BTreeMap<String, PeerPath>, BTreeSet<IpNet>) {
+        let p = plan::paths(self.mode, local, nodes, peers, device, now, self.rotated_at);
+        if self.draining() { plan::drain(p) } else { p }
     }
 
     pub fn mode(&self) -> EncryptionMode {
@@ -159,30 +187,14 @@ impl<B: WireGuardBackend, R: TunnelRoutes, F: PlaintextFilter> NodeEncryption<B,
             self.routes.rules(true)?;
         }
         let before = backend.device()?;
-        let (_, tunnel) = plan::paths(
-            mode,
-            local,
-            nodes,
-            &desired.nodes,
-            &before,
-            now,
-            self.rotated_at,
-        );
+        let (_, tunnel) = self.paths_now(local, nodes, &desired.nodes, &before, now);
         // Strict: a peer being re-keyed keeps its route while the reconcile replaces it.
         let held = plan::held_through_reconcile(mode, nodes, &desired.nodes);
         self.sync_routes(&tunnel, &held, &mut added, &mut removed)?;
         // Peers, then routes to peers that are now ready, then tightening the filter.
-        let peers = self.reconciler.reconcile(&keyed)?;
+        let peers = self.reconciler.reconcile_at(&keyed, now)?;
         let after = backend.device()?;
-        let (paths, tunnel) = plan::paths(
-            mode,
-            local,
-            nodes,
-            &desired.nodes,
-            &after,
-            now,
-            self.rotated_at,
-        );
+        let (paths, tunnel) = self.paths_now(local, nodes, &desired.nodes, &after, now);
         self.sync_routes(&tunnel, &BTreeSet::new(), &mut added, &mut removed)?;
         if mode == EncryptionMode::Off {
             self.routes.rules(false)?;
@@ -231,15 +243,7 @@ impl<B: WireGuardBackend, R: TunnelRoutes, F: PlaintextFilter> NodeEncryption<B,
         let keyed = plan::keyed_nodes(mode, &local, nodes);
         let desired = desired_peers(&local, &keyed, self.reconciler.policy());
         let dev = backend.device()?;
-        let (paths, tunnel) = plan::paths(
-            mode,
-            &local,
-            nodes,
-            &desired.nodes,
-            &dev,
-            now,
-            self.rotated_at,
-        );
+        let (paths, tunnel) = self.paths_now(&local, nodes, &desired.nodes, &dev, now);
         let fresh = |t: Option<SystemTime>| {
             t.is_some_and(|t| now.duration_since(t).unwrap_or_default() < plan::HANDSHAKE_FRESH)
         };

@@ -337,3 +337,47 @@ fn a_peer_rotating_its_key_keeps_its_route_in_strict() {
     a.step(&after, now).unwrap();
     assert_eq!(take(&log), ["route put 10.244.2.0/24"]);
 }
+
+/// Draining on the way to off: the tunnel route goes, the peer stays (traffic still arriving
+/// through the tunnel is decrypted), the node is not ready for strict; ending the drain brings
+/// the route back, and off then removes the peer.
+#[test]
+fn draining_sends_in_clear_and_keeps_the_peer() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let k2 = PrivateKey::generate().public_key();
+    let nodes = [node(1, None), node(2, Some(k2))];
+    let (mut a, log) = agent();
+    a.set_mode(EncryptionMode::Opportunistic);
+    a.step(&nodes, now).unwrap();
+    handshake(&a, &k2, now - Duration::from_secs(1));
+    a.step(&nodes, now).unwrap();
+    take(&log);
+
+    a.set_draining(true);
+    assert!(a.draining());
+    let r = a.step(&nodes, now).unwrap();
+    assert_eq!(take(&log), ["route del 10.244.2.0/24"]);
+    assert_eq!(r.paths["n2"], PeerPath::PlainDraining);
+    assert!(
+        a.reconciler()
+            .backend()
+            .device()
+            .unwrap()
+            .peers
+            .contains_key(&k2)
+    );
+    a.status(&nodes, None, now).unwrap();
+    assert!(!a.status(&nodes, None, now).unwrap().ready_for_strict);
+
+    a.set_draining(false);
+    a.step(&nodes, now).unwrap();
+    assert_eq!(take(&log), ["route put 10.244.2.0/24"]);
+
+    a.set_draining(true);
+    a.step(&nodes, now).unwrap();
+    take(&log);
+    a.set_mode(EncryptionMode::Off);
+    assert!(!a.draining(), "draining is an opportunistic state");
+    a.step(&nodes, now).unwrap();
+    assert_eq!(take(&log), ["filter none", "peer remove", "rules off"]);
+}

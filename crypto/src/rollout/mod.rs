@@ -10,9 +10,11 @@
 //! 1. A node takes a peer (it can decrypt) before anyone sends to it through the tunnel: a
 //!    node only routes a peer's PodCIDRs into the tunnel after a handshake with that peer
 //!    completed, which proves the peer holds our key too ([`plan::paths`]).
-//! 2. The operator moves every node to `opportunistic` before any to `strict`, and moves a
-//!    node to strict only when its status says `ready_for_strict` (every keyed peer tunnelled
-//!    and no plaintext pod packet counted by the audit rules since the last check).
+//! 2. Every node is `opportunistic` before any is `strict`, and a node goes strict only when
+//!    every node of its cluster published `ready_for_strict` (every keyed peer tunnelled and
+//!    no plaintext pod packet counted by the audit rules since the last check); going back,
+//!    every node leaves strict before any goes off ([`gate::next_mode`], which decides a
+//!    node's mode from the cluster's desired one).
 //! 3. Within one step, tightening goes peers → routes → filter and loosening goes
 //!    filter → routes → peers ([`NodeEncryption::step`]).
 //!
@@ -26,12 +28,14 @@ use std::str::FromStr;
 
 mod agent;
 pub mod filter;
+pub mod gate;
 pub mod plan;
 pub mod routes;
 mod status;
 
 pub use agent::{NodeEncryption, RolloutError, StepReport};
 pub use filter::{FilterSpec, NftFilter, PlaintextCounters, PlaintextFilter};
+pub use gate::{Gate, NodeRollout, RolloutStatus, next_mode};
 pub use plan::PeerPath;
 pub use routes::{NetlinkRoutes, RouteError, TunnelRoutes};
 pub use status::{EncryptionStatus, PeerStatus};

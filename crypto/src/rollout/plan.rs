@@ -27,6 +27,24 @@ pub enum PeerPath {
     PlainAwaitingHandshake,
     /// Dropped: strict mode and the node has no usable key.
     Blocked,
+    /// In clear although the tunnel is up: this node is draining on its way to off (the
+    /// peer stays, so traffic still arriving through the tunnel is decrypted).
+    PlainDraining,
+}
+
+/// Draining (opportunistic on its way to off): every tunnelled peer's traffic goes in clear,
+/// peers stay. Once every node drains, none sends through the tunnel, so peers can go.
+pub fn drain(
+    (paths, _): (BTreeMap<String, PeerPath>, BTreeSet<IpNet>),
+) -> (BTreeMap<String, PeerPath>, BTreeSet<IpNet>) {
+    let paths = paths
+        .into_iter()
+        .map(|(n, p)| match p {
+            PeerPath::Tunnel => (n, PeerPath::PlainDraining),
+            p => (n, p),
+        })
+        .collect();
+    (paths, BTreeSet::new())
 }
 
 /// The nodes that should get a peer in `mode`: every other node with a key, none when off.

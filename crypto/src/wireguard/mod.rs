@@ -19,6 +19,9 @@
 //!   the prefixes from the old peer to the new one before the old one goes).
 //! - [`reconcile`] turns node records into desired peers and applies only the differences.
 //! - [`rotate_key`] replaces the node's key in its store and on the device.
+//! - [`contact`] picks which side of a new pair initiates the first handshake (the lower public
+//!   key; the other holds back for at most [`FIRST_CONTACT_HOLD`]), so crossed initiations do
+//!   not cost a 5 s retransmit.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -29,6 +32,7 @@ use ipnet::IpNet;
 
 use crate::keys::{PrivateKey, PublicKey};
 
+pub mod contact;
 mod diff;
 #[cfg(test)]
 pub(crate) mod fake;
@@ -40,6 +44,7 @@ mod rotate;
 pub mod uapi;
 mod userspace;
 
+pub use contact::{ContactRole, FIRST_CONTACT_HOLD, FirstContact};
 pub use diff::diff;
 pub use keepalive::{MIN_PERSISTENT_KEEPALIVE, effective_keepalive};
 pub use kernel::KernelBackend;

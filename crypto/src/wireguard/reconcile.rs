@@ -9,9 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::SystemTime;
 
 use ipnet::IpNet;
 
+use super::contact::FirstContact;
 use super::diff::diff;
 use super::{PeerChange, PeerConfig, WgError, WireGuardBackend};
 use crate::keys::{KeyError, PublicKey};
@@ -186,6 +189,10 @@ pub struct ReconcileReport {
     pub failed: Vec<(PeerChange, WgError)>,
     /// Peers the device should now have.
     pub desired_peers: usize,
+    /// New peers this node does not initiate to yet ([`super::contact`]).
+    pub held: usize,
+    /// When the earliest first-contact hold ends: reconcile again then.
+    pub wake_at: Option<SystemTime>,
 }
 
 impl ReconcileReport {
@@ -213,6 +220,7 @@ pub struct Reconciler<B> {
     backend: B,
     local_node: String,
     policy: PeerPolicy,
+    contact: Mutex<FirstContact>,
 }
 
 impl<B: WireGuardBackend> Reconciler<B> {
@@ -229,7 +237,14 @@ impl<B: WireGuardBackend> Reconciler<B> {
             backend,
             local_node: local_node.into(),
             policy,
+            contact: Mutex::new(FirstContact::default()),
         }
+    }
+
+    /// Replaces the first-contact tracker (e.g. `FirstContact::new(Duration::ZERO)`: no hold).
+    pub fn with_first_contact(mut self, contact: FirstContact) -> Self {
+        self.contact = Mutex::new(contact);
+        self
     }
 
     pub fn backend(&self) -> &B {
@@ -244,19 +259,52 @@ impl<B: WireGuardBackend> Reconciler<B> {
         &self.local_node
     }
 
+    /// [`reconcile_at`](Self::reconcile_at) now.
+    pub fn reconcile(&self, nodes: &[MeshNode]) -> Result<ReconcileReport, WgError> {
+        self.reconcile_at(nodes, SystemTime::now())
+    }
+
     /// Reads the device, applies the difference to the desired peers of `nodes` stage by stage
-    /// ([`diff`]), reports. Errors only when the device cannot be read or a whole stage fails to
+    /// ([`diff`]), reports. New peers this node is the responder for are held (no endpoint, no
+    /// keepalive) until a handshake or the hold's end ([`super::contact`]): call again at the
+    /// report's `wake_at`. Errors only when the device cannot be read or a whole stage fails to
     /// reach it; a refused stage is retried change by change so one bad change does not block
     /// the rest.
-    pub fn reconcile(&self, nodes: &[MeshNode]) -> Result<ReconcileReport, WgError> {
-        let desired = desired_peers(&self.local_node, nodes, &self.policy);
+    pub fn reconcile_at(
+        &self,
+        nodes: &[MeshNode],
+        now: SystemTime,
+    ) -> Result<ReconcileReport, WgError> {
+        let mut desired = desired_peers(&self.local_node, nodes, &self.policy);
         for r in &desired.rejected {
             tracing::warn!(device = self.backend.device_name(), "{r}");
         }
-        let actual = self.backend.device()?;
+        let mut actual = self.backend.device()?;
+        let (plan, held) = {
+            let mut contact = self.contact.lock().unwrap_or_else(|p| p.into_inner());
+            let plan = contact.hold(
+                actual.public_key.as_ref(),
+                &mut desired.peers,
+                &actual.peers,
+                now,
+            );
+            (plan, contact.held().len())
+        };
+        // A hold that ended without a handshake: the peer goes and comes back whole, so the
+        // device initiates at once (`contact`); the diff then sees it as new.
+        let restart: Vec<PeerChange> = plan
+            .restart
+            .iter()
+            .filter(|k| actual.peers.remove(k).is_some())
+            .map(|k| PeerChange::Remove(*k))
+            .collect();
+        let mut stages = diff(&desired.peers, &actual.peers);
+        if !restart.is_empty() {
+            stages.insert(0, restart);
+        }
         let mut failed = Vec::new();
         let mut changes = Vec::new();
-        for stage in diff(&desired.peers, &actual.peers) {
+        for stage in stages {
             match self.backend.apply(&stage) {
                 Ok(()) => {}
                 Err(WgError::Refused { .. }) if stage.len() > 1 => {
@@ -282,6 +330,8 @@ impl<B: WireGuardBackend> Reconciler<B> {
             rejected: desired.rejected,
             failed,
             desired_peers: desired.peers.len(),
+            held,
+            wake_at: plan.wake_at,
         })
     }
 }
@@ -595,6 +645,56 @@ mod tests {
         assert_eq!(c.persistent_keepalive, POLICY.persistent_keepalive);
         assert_eq!(c.allowed_ips, nets(&["10.244.3.0/24", "192.0.2.3/32"]));
         assert!(r.backend().device().unwrap().peers.contains_key(&k2));
+    }
+
+    /// First contact on a keyed device: the peer with the higher key is added whole (this node
+    /// initiates to it); the one with the lower key initiates to us, so its peer is added
+    /// without endpoint and keepalive, and is restarted whole when the hold ends.
+    #[test]
+    fn first_contact_holds_only_peers_with_a_lower_key_until_the_hold_ends() {
+        use crate::wireguard::contact::{ContactRole, FIRST_CONTACT_HOLD, role};
+        use std::time::{Duration, UNIX_EPOCH};
+
+        // Three keys in order: the local device holds the middle one.
+        let mut nodes: Vec<(MeshNode, PublicKey)> =
+            (1..=3).map(|i| node(&format!("n{i}"), i)).collect();
+        nodes.sort_by_key(|(_, k)| *k.as_bytes());
+        let local = nodes.remove(1).1;
+        let (waits, initiated) = (nodes[0].1, nodes[1].1);
+        assert_eq!(role(&local, &initiated), ContactRole::Initiator);
+        assert_eq!(role(&local, &waits), ContactRole::Responder);
+        let nodes: Vec<MeshNode> = nodes.into_iter().map(|(n, _)| n).collect();
+        let dev = FakeDevice::default();
+        dev.state.lock().unwrap().public_key = Some(local);
+        let r = Reconciler::new(dev, "local", POLICY);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let report = r.reconcile_at(&nodes, t0).unwrap();
+        assert_eq!((report.added(), report.held), (2, 1));
+        assert_eq!(report.wake_at, Some(t0 + FIRST_CONTACT_HOLD));
+        let peers = r.backend().device().unwrap().peers;
+        let (whole, held) = (&peers[&initiated].config, &peers[&waits].config);
+        assert!(whole.endpoint.is_some() && whole.persistent_keepalive == 25);
+        assert!(held.endpoint.is_none() && held.persistent_keepalive == 0);
+        assert!(!held.allowed_ips.is_empty());
+
+        assert!(
+            r.reconcile_at(&nodes, t0 + FIRST_CONTACT_HOLD / 2)
+                .unwrap()
+                .is_clean()
+        );
+        // No handshake came: the peer is restarted whole (a fresh peer initiates at once).
+        let report = r.reconcile_at(&nodes, t0 + FIRST_CONTACT_HOLD).unwrap();
+        let [PeerChange::Remove(gone), PeerChange::Add(whole)] = report.changes.as_slice() else {
+            panic!("{:?}", report.changes);
+        };
+        assert_eq!((*gone, whole.public_key), (waits, waits));
+        assert!(whole.endpoint.is_some() && whole.persistent_keepalive == 25);
+        assert_eq!((report.held, report.wake_at), (0, None));
+        assert!(
+            r.reconcile_at(&nodes, t0 + FIRST_CONTACT_HOLD * 2)
+                .unwrap()
+                .is_clean()
+        );
     }
 
     /// The device refuses one change: the batch is retried one by one, the rest lands.

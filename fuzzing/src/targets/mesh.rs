@@ -144,6 +144,18 @@ pub fn records() -> Vec<(Resource, Vec<u8>)> {
             }
             .encode(),
         ),
+        (
+            Resource::EncryptionDesired,
+            to(&json!({"mode": "strict", "set_at_unix_ms": 1, "set_by": "n1"})),
+        ),
+        (
+            Resource::EncryptionNode(node()),
+            to(&json!({
+                "node": "n1", "mode": "opportunistic", "ready_for_strict": false,
+                "peers_ready": 1, "peers_expected": 2, "not_ready": "waiting for n2",
+                "draining": false
+            })),
+        ),
     ];
     for stored in super::resources::stored_objects() {
         let o = &stored.object;

@@ -173,6 +173,28 @@ pub fn wait_handshakes(nodes: &[MeshHost]) -> Result<Duration> {
     Ok(t.elapsed())
 }
 
+/// Reconciles every node again until no first-contact hold is left (the responder of a new
+/// pair withholds its endpoint for up to `FIRST_CONTACT_HOLD`, then initiates itself), as
+/// meshd's worker does when a report's `wake_at` comes. Returns the time taken.
+pub fn settle_first_contact(nodes: &[MeshHost], records: &[NodeRecord]) -> Result<Duration> {
+    let t = std::time::Instant::now();
+    interop_tests::cmd::wait_for(
+        "the first-contact holds to end",
+        Duration::from_secs(3),
+        Duration::from_millis(20),
+        |last| {
+            let held: Vec<String> = nodes
+                .iter()
+                .filter(|n| n.reconcile(records).held > 0)
+                .map(|n| n.host.name().to_string())
+                .collect();
+            *last = format!("still holding: {held:?}");
+            Ok(held.is_empty().then_some(()))
+        },
+    )?;
+    Ok(t.elapsed())
+}
+
 /// Pings from every pod to every other pod; returns the failures.
 pub fn ping_all_pairs(nodes: &[MeshHost], count: u32) -> Vec<String> {
     let mut bad = Vec::new();

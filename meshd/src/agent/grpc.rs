@@ -47,6 +47,39 @@ impl MeshApi {
     }
 }
 
+/// The rollout as the API returns it.
+fn rollout_response(
+    shared: &Shared,
+    seen: &crate::rollout::Published,
+) -> pb::EncryptionRolloutStatusResponse {
+    let node = |n: &crypto::rollout::NodeRollout| pb::EncryptionRolloutNode {
+        node: n.node.clone(),
+        mode: n.mode.to_string(),
+        ready_for_strict: n.ready_for_strict,
+        peers_ready: n.peers_ready as u32,
+        peers_expected: n.peers_expected as u32,
+        not_ready: n.not_ready.clone(),
+        draining: n.draining,
+    };
+    match seen.status() {
+        Some(st) => pb::EncryptionRolloutStatusResponse {
+            cluster: shared.cluster.to_string(),
+            set: true,
+            desired: st.desired.to_string(),
+            complete: st.complete,
+            blocking: st.blocking.unwrap_or_default(),
+            nodes: st.nodes.iter().map(node).collect(),
+            missing: st.missing,
+        },
+        None => pb::EncryptionRolloutStatusResponse {
+            cluster: shared.cluster.to_string(),
+            set: false,
+            nodes: seen.nodes.iter().map(node).collect(),
+            ..Default::default()
+        },
+    }
+}
+
 #[tonic::async_trait]
 impl pb::mesh_server::Mesh for MeshApi {
     async fn status(
@@ -103,6 +136,55 @@ impl pb::mesh_server::Mesh for MeshApi {
             .await
             .map_err(|e| Status::internal(format!("encryption status task failed: {e}")))?;
         Ok(Response::new(st))
+    }
+
+    async fn set_encryption_rollout(
+        &self,
+        req: Request<pb::SetEncryptionRolloutRequest>,
+    ) -> Result<Response<pb::EncryptionRolloutStatusResponse>, Status> {
+        let to = req.into_inner().to;
+        let mode: crypto::rollout::EncryptionMode = to
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("--to: {e}")))?;
+        if !matches!(
+            self.shared.encryption(),
+            Some(EncryptionStatusSource::WireGuard(_))
+        ) {
+            return Err(Status::failed_precondition(format!(
+                "node {} runs no WireGuard encryption ({}); the rollout moves nodes whose meshd runs \
+                 the WireGuard worker: set [encryption] mode (the starting mode) and the WireGuard backend",
+                self.shared.node,
+                self.shared.encryption_off()
+            )));
+        }
+        let store = self.store()?;
+        let value = crate::rollout::DesiredValue {
+            mode,
+            set_at_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            set_by: self.shared.node.to_string(),
+        };
+        let key = Key::cluster(&self.shared.cluster, Resource::EncryptionDesired).to_string();
+        let bytes = serde_json::to_vec(&value)
+            .map_err(|e| Status::internal(format!("encoding the desired mode: {e}")))?;
+        store
+            .put(&key, bytes, None)
+            .await
+            .map_err(|e| Status::unavailable(format!("writing {key}: {e}")))?;
+        tracing::info!(%mode, "encryption rollout: desired mode set");
+        let mut seen = self.shared.rollout().unwrap_or_default();
+        seen.desired = Some(value);
+        Ok(Response::new(rollout_response(&self.shared, &seen)))
+    }
+
+    async fn encryption_rollout_status(
+        &self,
+        _: Request<pb::EncryptionRolloutStatusRequest>,
+    ) -> Result<Response<pb::EncryptionRolloutStatusResponse>, Status> {
+        self.ready()?;
+        let seen = self.shared.rollout().unwrap_or_default();
+        Ok(Response::new(rollout_response(&self.shared, &seen)))
     }
 
     async fn rotate_key(

@@ -21,6 +21,7 @@ mod health;
 pub mod metrics;
 mod node;
 mod podcidrs;
+mod rollout;
 pub mod sinks;
 pub mod state;
 mod wiring;

@@ -279,6 +279,20 @@ pub(super) async fn serve(
         shared.events(),
         stop.clone(),
     );
+    let rollout = reconcile
+        .as_ref()
+        .and_then(|r| r.wireguard_rollout())
+        .map(|source| {
+            super::rollout::RolloutTask::spawn(
+                store.clone(),
+                cfg.cluster.clone(),
+                cfg.node.clone(),
+                cfg.lease_ttl_secs,
+                view.clone(),
+                source,
+                stop.clone(),
+            )
+        });
     shared.set_view(view.clone());
     if let Some(r) = &mut reconcile {
         r.arm(view.clone());
@@ -337,6 +351,7 @@ pub(super) async fn serve(
     tracing::info!("stopping: resigning mirror elections");
     drop(local_endpoints);
     drop(health_checks);
+    drop(rollout);
     drop(reconcile);
     drop(gc);
     for m in mirrors {

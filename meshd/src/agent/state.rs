@@ -196,6 +196,12 @@ impl Shared {
         self.lock().view.clone()
     }
 
+    /// This cluster's encryption rollout as the merged view holds it.
+    pub fn rollout(&self) -> Option<crate::rollout::Published> {
+        self.view()
+            .map(|v| v.with(|st| crate::rollout::Published::read(st, &self.cluster)))
+    }
+
     /// The whole status, as the API returns it (and metrics render it).
     pub fn status(&self) -> pb::StatusResponse {
         let (etcd_members, lease_ttl_remaining_ms) = {

@@ -60,6 +60,11 @@ impl Reconcile {
         self.ipsec.as_ref().map(IpsecPeers::announce)
     }
 
+    /// The node's side of the cluster encryption rollout (WireGuard backend only).
+    pub(super) fn wireguard_rollout(&self) -> Option<super::sinks::wireguard::RolloutSource> {
+        self._wireguard.as_ref().map(WireGuardPeers::rollout)
+    }
+
     /// What keeps the node record's WireGuard public key current (WireGuard backend only).
     pub(super) fn wireguard_key(&self) -> Option<super::sinks::wireguard::publish::KeyPublication> {
         self._wireguard.as_ref().map(WireGuardPeers::publication)

@@ -50,7 +50,7 @@ impl MergedDecoder {
             Key::Resource {
                 scope: Scope::Cluster(c),
                 resource,
-            } => *c == self.local && resource.kind().is_mirrored(),
+            } => *c == self.local && resource.kind().in_local_view(),
             Key::Resource {
                 scope: Scope::Mirror(r),
                 resource,
@@ -84,7 +84,7 @@ impl Decoder for MergedDecoder {
             Some(("clusters", c)) if c == self.local.as_ref() => {
                 matches!(
                     Key::parse_bytes(key),
-                    Ok(Key::Resource { resource, .. }) if !resource.kind().is_mirrored()
+                    Ok(Key::Resource { resource, .. }) if !resource.kind().in_local_view()
                 )
             }
             Some(("mirror", r)) => !self.remotes.iter().any(|x| x.as_ref() == r),

@@ -109,10 +109,15 @@ pub enum ResourceKind {
     /// `kubectl describe` lists them; under an events lease of the writing node (about an
     /// hour). Local: not mirrored.
     Events,
+    /// The encryption rollout (`encryption/desired`: the cluster's desired mode, set by
+    /// `ironctl encryption rollout`; `encryption/nodes/<node>`: what each node runs and
+    /// whether it is ready for strict, under the node's lease). Each cluster rolls out on
+    /// its own: not mirrored.
+    Encryption,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 17] = [
+    pub const ALL: [ResourceKind; 18] = [
         Self::Nodes,
         Self::Identities,
         Self::IdentitiesByLabels,
@@ -130,12 +135,22 @@ impl ResourceKind {
         Self::ClusterIpsByService,
         Self::Health,
         Self::Events,
+        Self::Encryption,
     ];
+
+    /// Whether the local cluster's merged view holds this kind: the mirrored kinds, and the
+    /// encryption rollout (local coordination every node reads).
+    pub fn in_local_view(self) -> bool {
+        self.is_mirrored() || self == Self::Encryption
+    }
 
     /// Whether the federation mirror copies this kind to other clusters (coordination keys,
     /// the election and identity references, and events stay local).
     pub fn is_mirrored(self) -> bool {
-        !matches!(self, Self::MirrorLeader | Self::IdentityRefs | Self::Events)
+        !matches!(
+            self,
+            Self::MirrorLeader | Self::IdentityRefs | Self::Events | Self::Encryption
+        )
     }
 
     /// The path segment(s) of this kind, without slashes at the ends.
@@ -158,6 +173,7 @@ impl ResourceKind {
             Self::ClusterIpsByService => "ipam/clusterips-by-service",
             Self::Health => "health",
             Self::Events => "events",
+            Self::Encryption => "encryption",
         }
     }
 }
@@ -199,6 +215,10 @@ pub enum Resource {
     /// An event of an object: the object, and the event's id (`[a-z0-9.-]`, unique per
     /// writer: the node name and a time).
     Event(ObjectName, String),
+    /// The cluster's desired encryption mode (`encryption/desired`).
+    EncryptionDesired,
+    /// What a node runs in the encryption rollout (`encryption/nodes/<node>`).
+    EncryptionNode(NodeName),
 }
 
 /// The name of an applied resource: kind, namespace (namespaced kinds only), name.
@@ -281,6 +301,7 @@ impl Resource {
             Resource::ClusterIpsOfService(_) => ResourceKind::ClusterIpsByService,
             Resource::Health(_) => ResourceKind::Health,
             Resource::Event(..) => ResourceKind::Events,
+            Resource::EncryptionDesired | Resource::EncryptionNode(_) => ResourceKind::Encryption,
         }
     }
 }
@@ -308,6 +329,8 @@ impl fmt::Display for Resource {
             }
             Resource::IdentityRef(id, node) => write!(f, "{id}/{node}"),
             Resource::MirrorLeader(c) => write!(f, "{c}"),
+            Resource::EncryptionDesired => f.write_str("desired"),
+            Resource::EncryptionNode(n) => write!(f, "nodes/{n}"),
         }
     }
 }
@@ -467,6 +490,7 @@ fn parse_resource(kind: ResourceKind, tail: &str) -> Result<Resource, String> {
             | ResourceKind::ClusterIpsByService
             | ResourceKind::Objects
             | ResourceKind::Events
+            | ResourceKind::Encryption
     );
     if !two_segments && tail.contains('/') {
         return Err(format!(
@@ -565,6 +589,17 @@ fn parse_resource(kind: ResourceKind, tail: &str) -> Result<Resource, String> {
         ResourceKind::MirrorLeader => {
             Resource::MirrorLeader(ClusterName::new(tail).map_err(|e| e.to_string())?)
         }
+        ResourceKind::Encryption => match tail.split_once('/') {
+            None if tail == "desired" => Resource::EncryptionDesired,
+            Some(("nodes", node)) => {
+                Resource::EncryptionNode(NodeName::new(node).map_err(|e| e.to_string())?)
+            }
+            _ => {
+                return Err(
+                    "encryption keys are encryption/desired or encryption/nodes/<node>".into(),
+                );
+            }
+        },
     })
 }
 

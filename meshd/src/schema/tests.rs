@@ -107,6 +107,14 @@ fn builds_the_documented_keys() {
             Resource::IdentityRef(id, "worker-1".parse().unwrap()),
             "ironmesh/v1/clusters/blue/identity-refs/65792/worker-1",
         ),
+        (
+            Resource::EncryptionDesired,
+            "ironmesh/v1/clusters/blue/encryption/desired",
+        ),
+        (
+            Resource::EncryptionNode("worker-1.rack2".parse().unwrap()),
+            "ironmesh/v1/clusters/blue/encryption/nodes/worker-1.rack2",
+        ),
     ];
     for (resource, text) in cases {
         let key = Key::cluster(&blue, resource.clone());
@@ -229,6 +237,11 @@ fn rejects_malformed_keys() {
         "ironmesh/v1/clusters/a/services/web",
         "ironmesh/v1/clusters/a/services/a/b/c",
         "ironmesh/v1/mirror/a/synced/x",
+        "ironmesh/v1/clusters/a/encryption/mode",
+        "ironmesh/v1/clusters/a/encryption/desired/x",
+        "ironmesh/v1/clusters/a/encryption/nodes/",
+        "ironmesh/v1/clusters/a/encryption/nodes/n/x",
+        "ironmesh/v1/clusters/a/encryption/nodes/N",
     ] {
         assert!(
             matches!(err(key), SchemaError::Malformed { .. }),
@@ -352,6 +365,8 @@ fn resource() -> impl Strategy<Value = Resource> {
             Identity::from_raw(v).unwrap(),
             NodeName::new(&n).unwrap()
         )),
+        Just(Resource::EncryptionDesired),
+        "[a-z0-9]{1,8}".prop_map(|n| Resource::EncryptionNode(NodeName::new(&n).unwrap())),
     ]
 }
 
@@ -379,6 +394,7 @@ proptest! {
             let want = match resource {
                 Resource::Object(o) => 1 + usize::from(o.namespace.is_some()),
                 Resource::Event(o, _) => 2 + usize::from(o.namespace.is_some()),
+                Resource::EncryptionNode(_) => 1,
                 r => usize::from(matches!(
                     r.kind(),
                     ResourceKind::Services

@@ -38,20 +38,21 @@ pub struct NodeSink {
 
 impl NodeSink {
     /// Starts the worker thread `name`: `step` runs at once, after every change (wakes that
-    /// pile up meanwhile count once) and at least every `tick`.
+    /// pile up meanwhile count once) and at least every `tick`, sooner when `step` returns a
+    /// shorter wait (a WireGuard first-contact hold ending).
     pub fn spawn_worker(
         name: &str,
         nodes: Arc<NodeTable>,
         tick: Duration,
-        step: impl Fn() + Send + 'static,
+        step: impl Fn() -> Option<Duration> + Send + 'static,
     ) -> std::io::Result<(Self, JoinHandle<()>)> {
         let (wake, rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
                 loop {
-                    step();
-                    match rx.recv_timeout(tick) {
+                    let wait = step().map_or(tick, |w| w.min(tick));
+                    match rx.recv_timeout(wait) {
                         Ok(()) => while rx.try_recv().is_ok() {},
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         Err(mpsc::RecvTimeoutError::Disconnected) => return,

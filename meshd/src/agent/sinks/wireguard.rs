@@ -170,21 +170,26 @@ impl Inner {
         Ok(agent)
     }
 
-    /// Opens the device if needed, then steps the encryption once.
-    fn step(&self) {
+    /// Opens the device if needed, then steps the encryption once. Returns how soon to step
+    /// again when that is before the tick (a first-contact hold ends then).
+    fn step(&self) -> Option<Duration> {
         let mut agent = self.agent.lock().expect("agent lock");
         if agent.is_none() {
             match self.open() {
                 Ok(a) => *agent = Some(a),
-                Err(e) => return self.set_error(Some(e.to_string())),
+                Err(e) => {
+                    self.set_error(Some(e.to_string()));
+                    return None;
+                }
             }
         }
         if !self.complete.load(Ordering::Acquire) {
-            return;
+            return None;
         }
         self.scheduled_rotation(&mut agent);
-        let Some(agent) = agent.as_ref() else { return };
-        match agent.step(&self.mesh(), SystemTime::now()) {
+        let agent = agent.as_ref()?;
+        let now = SystemTime::now();
+        match agent.step(&self.mesh(), now) {
             Ok(rep) => {
                 if !rep.is_quiet() {
                     tracing::info!(
@@ -194,8 +199,15 @@ impl Inner {
                     );
                 }
                 self.set_error(None);
+                // A few ms past the end, so the hold is over when the step runs.
+                rep.peers
+                    .wake_at
+                    .map(|t| t.duration_since(now).unwrap_or_default() + Duration::from_millis(5))
             }
-            Err(e) => self.set_error(Some(format!("encryption step failed: {e}"))),
+            Err(e) => {
+                self.set_error(Some(format!("encryption step failed: {e}")));
+                None
+            }
         }
     }
 }
@@ -258,6 +270,97 @@ impl WireGuardPeers {
     /// A status source for the API (shares the worker's state).
     pub fn status_source(&self) -> EncryptionStatusSource {
         EncryptionStatusSource(self.inner.clone())
+    }
+
+    /// What the cluster rollout moves (the worker's mode) and reads (its readiness).
+    pub fn rollout(&self) -> RolloutSource {
+        RolloutSource(self.inner.clone(), self.sink.clone())
+    }
+}
+
+/// The node's side of the cluster rollout ([`crate::rollout`]): the gate's mode goes to the
+/// worker's agent (no restart), the node's state comes back for `encryption/nodes/<node>`.
+#[derive(Debug, Clone)]
+pub struct RolloutSource(Arc<Inner>, NodeSink);
+
+impl RolloutSource {
+    /// Blocking (reads the device). Moves the agent to the gate's mode for `desired` (None:
+    /// no rollout, the configured mode stays) and returns what this node publishes, with the
+    /// reason the node is not at `desired` yet. None until the device first answered; a
+    /// device that stops answering makes the node not ready (it blocks strict, named).
+    pub fn step(
+        &self,
+        desired: Option<EncryptionMode>,
+        expected: &[String],
+        published: &[crypto::rollout::NodeRollout],
+    ) -> Option<(crypto::rollout::NodeRollout, Option<String>)> {
+        let inner = &self.0;
+        let nodes = inner.mesh();
+        let now = SystemTime::now();
+        let mut agent = inner.agent.lock().expect("agent lock");
+        let agent = agent.as_mut()?;
+        let me = inner.me.to_string();
+        let (current, draining) = (agent.mode(), agent.draining());
+        let mut blocked = None;
+        if let Some(desired) = desired {
+            let gate =
+                crypto::rollout::next_mode(desired, current, draining, &me, expected, published);
+            blocked = gate.blocked;
+            if gate.mode != current || gate.drain != draining {
+                tracing::info!(from = %current, to = %gate.mode, drain = gate.drain, %desired, "encryption mode changes (cluster rollout)");
+                agent.set_mode(gate.mode);
+                agent.set_draining(gate.drain);
+                self.1.wake();
+            }
+        }
+        let st = match agent.status(&nodes, None, now) {
+            Ok(st) => st,
+            // The device is gone (its daemon stopped): not ready, and says why.
+            Err(e) => {
+                let state = crypto::rollout::NodeRollout {
+                    node: me,
+                    mode: agent.mode(),
+                    ready_for_strict: false,
+                    peers_ready: 0,
+                    peers_expected: nodes.len().saturating_sub(1),
+                    not_ready: format!("cannot read the WireGuard device: {e}"),
+                    draining: agent.draining(),
+                };
+                return Some((state, blocked));
+            }
+        };
+        let waiting: Vec<&str> = st
+            .peers
+            .iter()
+            .filter(|p| p.path != crypto::rollout::PeerPath::Tunnel)
+            .map(|p| p.node.as_str())
+            .collect();
+        let not_ready = if st.ready_for_strict {
+            String::new()
+        } else if agent.draining() {
+            "draining: sends in clear on its way to off".into()
+        } else if !waiting.is_empty() {
+            format!(
+                "{}/{} peers in the tunnel; waiting for {}",
+                st.peers_expected - waiting.len(),
+                st.peers_expected,
+                waiting.join(", ")
+            )
+        } else if st.mode == EncryptionMode::Off {
+            "encryption is off".into()
+        } else {
+            "plaintext pod packets counted since the last check".into()
+        };
+        let state = crypto::rollout::NodeRollout {
+            node: me,
+            mode: agent.mode(),
+            ready_for_strict: st.ready_for_strict,
+            peers_ready: st.peers_expected - waiting.len(),
+            peers_expected: st.peers_expected,
+            not_ready,
+            draining: agent.draining(),
+        };
+        Some((state, blocked))
     }
 }
 

@@ -69,8 +69,11 @@ impl IpsecPeers {
         let inner = Arc::new(Inner::new(settings.clone(), own, publish));
         let worker = inner.clone();
         let (sink, thread) =
-            NodeSink::spawn_worker("ipsec", inner.nodes.clone(), TICK, move || worker.step())
-                .map_err(|e| IpsecSinkError::Thread(e.to_string()))?;
+            NodeSink::spawn_worker("ipsec", inner.nodes.clone(), TICK, move || {
+                worker.step();
+                None
+            })
+            .map_err(|e| IpsecSinkError::Thread(e.to_string()))?;
         tracing::info!(mode = %settings.mode, key_file = %settings.key_file.display(), "IPsec encryption started");
         Ok(Self {
             inner,
