@@ -208,6 +208,9 @@ pub struct RibRoute<'a> {
     pub best: bool,
     /// In the multipath set as of the last flush.
     pub multipath: bool,
+    /// Kept from a session that is gone (graceful restart, RFC 4724 §4.2; long-lived stale,
+    /// RFC 9494 §4.2) or awaiting its re-send (enhanced route refresh, RFC 7313 §4).
+    pub stale: bool,
 }
 
 /// Per-family sync state of a peer's Adj-RIB-Out.
@@ -364,10 +367,10 @@ impl Rib {
         self.v4.sweep_stale(id) + self.v6.sweep_stale(id)
     }
 
-    /// RFC 9494 §4.2: the peer's restart time ran out and it negotiated LLGR: its stale paths
-    /// stay as long-lived stale (LLGR_STALE added, least preferred), except those marked
-    /// NO_LLGR, which go. Returns (kept, removed).
-    pub fn enter_long_lived_stale(&mut self, id: PeerId) -> (usize, usize) {
+    /// RFC 9494 §4.2: the peer's restart time ran out (or was zero) and it negotiated LLGR for
+    /// `afi`: its stale paths there stay as long-lived stale (LLGR_STALE added, least
+    /// preferred), except those marked NO_LLGR, which go. Returns (kept, removed).
+    pub fn enter_long_lived_stale(&mut self, id: PeerId, afi: Afi) -> (usize, usize) {
         let Rib {
             v4, v6, interner, ..
         } = self;
@@ -383,10 +386,22 @@ impl Rib {
             t.attrs.communities.push(Community::LLGR_STALE);
             Some(interner.intern(t))
         };
-        let (k4, r4) = v4.retag_stale(id, &mut tag);
-        let (k6, r6) = v6.retag_stale(id, &mut tag);
+        let res = match afi {
+            Afi::IPV4 => v4.retag_stale(id, &mut tag),
+            Afi::IPV6 => v6.retag_stale(id, &mut tag),
+            _ => (0, 0),
+        };
         self.interner.request_sweep();
-        (k4 + k6, r4 + r6)
+        res
+    }
+
+    /// How many of the peer's paths of `afi` are stale.
+    pub fn stale_count(&self, id: PeerId, afi: Afi) -> usize {
+        match afi {
+            Afi::IPV4 => self.v4.stale_count(id),
+            Afi::IPV6 => self.v6.stale_count(id),
+            _ => 0,
+        }
     }
 
     /// RFC 7313 §4: the peer begins re-sending a family (BoRR): its paths there become stale
@@ -745,6 +760,7 @@ fn originated_route<P: RibPrefix>(p: P, a: &Arc<RouteAttrs>) -> RibRoute<'_> {
         accepted: true,
         best: true,
         multipath: false,
+        stale: false,
     }
 }
 
@@ -756,6 +772,7 @@ fn learned_route<P: RibPrefix>(p: P, path: &Path) -> RibRoute<'_> {
         accepted: path.has(flags::ELIGIBLE),
         best: path.has(flags::BEST),
         multipath: path.has(flags::MULTIPATH),
+        stale: path.has(flags::STALE),
     }
 }
 

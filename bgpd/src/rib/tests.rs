@@ -1271,7 +1271,7 @@ fn llgr_keeps_stale_routes_tagged_and_drops_no_llgr_ones() {
     .unwrap();
     rib.flush();
     rib.peer_down_graceful(PeerId(1)).unwrap();
-    assert_eq!(rib.enter_long_lived_stale(PeerId(1)), (1, 1));
+    assert_eq!(rib.enter_long_lived_stale(PeerId(1), Afi::IPV4), (1, 1));
     let out = rib.flush();
     // The tagged route stays installed; the NO_LLGR one goes.
     assert_eq!(
@@ -1344,7 +1344,7 @@ fn llgr_stale_routes_go_only_to_peers_that_negotiated_llgr() {
     .unwrap();
     rib.flush();
     rib.peer_down_graceful(PeerId(1)).unwrap();
-    rib.enter_long_lived_stale(PeerId(1));
+    rib.enter_long_lived_stale(PeerId(1), Afi::IPV4);
     let out = rib.flush();
     // Peer 2 (no LLGR) gets a withdrawal; peer 3 the route with LLGR_STALE.
     let to2 = sent(&out, 2, &CTX4);

@@ -105,7 +105,7 @@ fn route(r: &RibRoute<'_>, peer_name: &dyn Fn(PeerId) -> String) -> pb::Route {
             .collect(),
         peer: r.peer.map(peer_name).unwrap_or_default(),
         best: r.best,
-        stale: false,
+        stale: r.stale,
     }
 }
 
@@ -253,6 +253,7 @@ impl pb::bgp_server::Bgp for BgpApi {
                                 accepted: true,
                                 best: true,
                                 multipath: false,
+                                stale: false,
                             };
                             out.push(route(&rr, &name));
                         }

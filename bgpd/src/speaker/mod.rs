@@ -140,8 +140,6 @@ impl Speaker {
         };
         let mut rib = Rib::new(cfg.local_asn, cfg.router_id);
         rib.set_fib_tracking(cfg.fib.is_some());
-        let mut core = Core::new(rib, fib_tx, cmd_tx.clone());
-        core.set_pools(&cfg.pools);
         let bmp = if cfg.bmp_collectors.is_empty() {
             crate::bmp::BmpSink::default()
         } else {
@@ -153,7 +151,8 @@ impl Speaker {
             info!(collectors = ?cfg.bmp_collectors, "exporting to BMP collectors");
             crate::bmp::start(&cfg.bmp_collectors, &cfg.sys_name, dump)
         };
-        core.set_bmp(bmp.clone());
+        let mut core = Core::new(rib, fib_tx, bmp.clone());
+        core.set_pools(&cfg.pools);
         let initial = cfg
             .adverts
             .iter()
@@ -290,18 +289,22 @@ impl SpeakerHandle {
         {
             return Some(Err(format!("advert {e}")));
         }
-        let (tx, rx) = oneshot::channel();
+        let (reply, rx) = oneshot::channel();
         self.cmds
-            .send(CoreCmd::AddAdverts(adverts, tx))
+            .send(CoreCmd::AddAdverts { adverts, reply })
             .await
             .ok()?;
-        rx.await.ok()
+        let done = rx.await.ok()?;
+        Some(
+            done.map(|n| (n.added, n.replaced))
+                .map_err(|e| e.to_string()),
+        )
     }
 
     pub async fn remove_adverts(&self, prefixes: Vec<IpNet>) -> Option<u32> {
-        let (tx, rx) = oneshot::channel();
+        let (reply, rx) = oneshot::channel();
         self.cmds
-            .send(CoreCmd::RemoveAdverts(prefixes, tx))
+            .send(CoreCmd::RemoveAdverts { prefixes, reply })
             .await
             .ok()?;
         rx.await.ok()
@@ -309,8 +312,8 @@ impl SpeakerHandle {
 
     /// RFC 8326 graceful shutdown of every session's routes; returns the sessions up.
     pub async fn drain(&self) -> Option<u32> {
-        let (tx, rx) = oneshot::channel();
-        self.cmds.send(CoreCmd::Drain(tx)).await.ok()?;
+        let (reply, rx) = oneshot::channel();
+        self.cmds.send(CoreCmd::Drain { reply }).await.ok()?;
         rx.await.ok()
     }
 
