@@ -249,7 +249,9 @@ pub fn routes_table(routes: &[RouteRow], view: RibView) -> String {
     for r in routes {
         let mut row = Vec::new();
         if with_peer {
-            row.push(if r.best { "*" } else { " " }.to_string());
+            // `*` best, `S` stale (kept by graceful restart or LLGR, RFC 4724 / RFC 9494).
+            let best = if r.best { "*" } else { " " };
+            row.push(format!("{best}{}", if r.stale { "S" } else { "" }));
         }
         row.extend([
             r.prefix.clone(),
@@ -399,6 +401,19 @@ mod tests {
         let out = routes_table(&routes(), RibView::AdjOut);
         assert!(out.starts_with("PREFIX "), "{out}");
         assert!(!out.contains("PEER") && !out.contains('*'), "{out}");
+    }
+
+    #[test]
+    fn routes_table_marks_stale_routes() {
+        let mut rows = routes();
+        rows[0].stale = true;
+        let out = routes_table(&rows, RibView::AdjIn);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[1].starts_with("*S  10.244.2.0/24"), "{out}");
+        assert!(lines[2].starts_with("    203.0.113.10/32"), "{out}");
+        let v = serde_json::to_value(&rows).unwrap();
+        assert_eq!(v[0]["stale"], true);
+        assert_eq!(v[1]["stale"], false);
     }
 
     #[test]

@@ -1,0 +1,148 @@
+//! RFC conformance against real peers (`<peer>_bgp_conformance_*`), listed in
+//! docs/bgp-conformance.md. bgpd runs on `node`, the ToR on `tor`, in namespaces of their own.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use api::bgp::{RibKind, SessionState};
+use interop_tests::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// `prefix` is in the node's kernel table via the ToR.
+fn in_kernel(node: &Host, prefix: &str) -> Result<bool> {
+    Ok(node
+        .ip(&["route", "show", prefix])?
+        .contains("via 192.0.2.1"))
+}
+
+/// bgpd on `node` installing learned routes, peered with the ToR at 192.0.2.1, once the ToR's
+/// route is in the kernel.
+fn node_with_fib(node: &Host) -> Result<Bgpd> {
+    let toml = format!(
+        "{}\n[bgp.fib]\n",
+        BgpdConfig::new(65101, "192.0.2.2")
+            .peer(BgpdPeer::new("tor", "192.0.2.1", 65000))
+            .render()
+    );
+    let bgpd = Bgpd::start(node, &toml)?;
+    bgpd.wait_established("tor", T)?;
+    cmd::wait_for(
+        "the ToR's route in the node's kernel",
+        T,
+        Duration::from_millis(100),
+        |_| Ok(in_kernel(node, "198.51.100.0/24")?.then_some(())),
+    )?;
+    Ok(bgpd)
+}
+
+fn bird_tor(lab: &Lab, graceful_restart: bool) -> Result<(Host, Host, Bird, BirdConfig)> {
+    let tor = lab.host("tor")?;
+    let node = lab.host("node")?;
+    lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
+    let mut bc = BirdConfig::new("192.0.2.1".parse().unwrap());
+    let mut p = BirdPeer::new("node", 65000, ip("192.0.2.2"), 65101);
+    p.graceful_restart = graceful_restart;
+    bc.peers.push(p);
+    bc.statics = vec!["198.51.100.0/24".into()];
+    let bird = Bird::start(&tor, &bc)?;
+    Ok((tor, node, bird, bc))
+}
+
+/// RFC 4724 §4.2 (and §3: the address families in the capability are those whose state the
+/// sender preserves): BIRD's default "graceful restart aware" sends the capability with a
+/// restart time and no address family. When that ToR crashes its routes must leave the node's
+/// kernel with the session, not after the restart time (120 s).
+#[test]
+fn bird_bgp_conformance_gr_aware_tor_crash_removes_kernel_routes() -> Result<()> {
+    let lab = Lab::new("conf_gr_aware")?;
+    let (_tor, node, bird, _) = bird_tor(&lab, false)?;
+    let bgpd = node_with_fib(&node)?;
+    // The case under test: the ToR did send a GR capability (aware), just with no family.
+    let caps = bgpd.peer("tor")?.capabilities;
+    assert!(
+        caps.iter().any(|c| c == "graceful-restart"),
+        "BIRD sent no GR capability at all: {caps:?}"
+    );
+
+    // The ToR crashes: the kernel closes its TCP connection, no NOTIFICATION.
+    bird.process.kill();
+    let t = Instant::now();
+    cmd::wait_for(
+        "the crashed ToR's route out of the kernel",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        |_| Ok((!in_kernel(&node, "198.51.100.0/24")?).then_some(())),
+    )?;
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the route stayed {:?}",
+        t.elapsed()
+    );
+    assert_ne!(bgpd.peer("tor")?.state(), SessionState::Established);
+    let kept = bgpd.api_routes(RibKind::AdjIn, "tor")?;
+    assert!(kept.is_empty(), "routes kept from the aware ToR: {kept:?}");
+    Ok(())
+}
+
+/// RFC 4724 §4.2 with a ToR that lists IPv4 unicast (`graceful restart on`): its routes are kept
+/// across its crash, shown `stale: true` in the API (Adj-RIB-In and Loc-RIB) and stay in the
+/// kernel; once it is back and re-sent them, they are fresh again.
+#[test]
+fn bird_bgp_conformance_gr_stale_routes_flagged_in_the_api() -> Result<()> {
+    let lab = Lab::new("conf_gr_stale")?;
+    let (_tor, node, bird, _) = bird_tor(&lab, true)?;
+    let bgpd = node_with_fib(&node)?;
+    let fresh = bgpd.api_routes(RibKind::AdjIn, "tor")?;
+    assert!(
+        fresh
+            .iter()
+            .any(|r| r.prefix == "198.51.100.0/24" && !r.stale),
+        "{fresh:?}"
+    );
+
+    bird.process.kill();
+    let stale = cmd::wait_for(
+        "the ToR's route kept as stale",
+        T,
+        Duration::from_millis(100),
+        |last| {
+            let r = bgpd.api_routes(RibKind::AdjIn, "tor")?;
+            *last = format!("{r:?}");
+            Ok(r.iter()
+                .any(|r| r.prefix == "198.51.100.0/24" && r.stale)
+                .then_some(r))
+        },
+    )?;
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    let loc = bgpd.api_routes(RibKind::Loc, "")?;
+    let best = loc
+        .iter()
+        .find(|r| r.prefix == "198.51.100.0/24")
+        .expect("the stale route left the Loc-RIB");
+    assert!(best.stale && best.best, "{best:?}");
+    assert!(
+        in_kernel(&node, "198.51.100.0/24")?,
+        "the stale route left the kernel"
+    );
+
+    bird.process.restart()?;
+    bgpd.wait_established("tor", T)?;
+    cmd::wait_for(
+        "the route fresh again",
+        T,
+        Duration::from_millis(100),
+        |last| {
+            let r = bgpd.api_routes(RibKind::AdjIn, "tor")?;
+            *last = format!("{r:?}");
+            Ok(r.iter()
+                .any(|r| r.prefix == "198.51.100.0/24" && !r.stale)
+                .then_some(()))
+        },
+    )?;
+    Ok(())
+}
