@@ -83,6 +83,35 @@ impl Scripted {
         self.send(&Message::Open(open));
     }
 
+    /// Our OPEN (AS 65000, IPv4 unicast) with one more capability, its code and value octets
+    /// as given (e.g. a graceful restart capability written byte by byte).
+    pub fn send_open_with_raw_capability(&mut self, code: u8, value: &[u8]) {
+        let open = build_open(
+            PEER_AS,
+            90,
+            "192.0.2.9".parse().unwrap(),
+            &[
+                Capability::Multiprotocol {
+                    afi: Afi::IPV4,
+                    safi: Safi::UNICAST,
+                },
+                Capability::Unknown {
+                    code,
+                    value: bytes::Bytes::copy_from_slice(value),
+                },
+            ],
+        );
+        self.send(&Message::Open(open));
+    }
+
+    /// [`Scripted::establish`] after [`Scripted::send_open_with_raw_capability`].
+    pub fn establish_with_raw_capability(&mut self, code: u8, value: &[u8]) {
+        self.send_open_with_raw_capability(code, value);
+        assert!(matches!(self.recv(), Some(Message::Open(_))));
+        self.send(&Message::Keepalive);
+        assert!(matches!(self.recv(), Some(Message::Keepalive)));
+    }
+
     /// OPEN both ways, then KEEPALIVE both ways: the session is Established on both sides.
     pub fn establish(&mut self) {
         self.send_open();
