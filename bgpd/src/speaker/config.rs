@@ -252,7 +252,7 @@ impl SpeakerConfig {
             .iter()
             .map(|a| Advert {
                 prefix: a.prefix,
-                communities: a.communities.iter().map(|c| Community(c.0)).collect(),
+                communities: a.communities.clone(),
                 large_communities: a
                     .large_communities
                     .iter()
@@ -339,7 +339,7 @@ pub fn special_prefix_refusal(p: &IpNet) -> Option<String> {
 /// Parses "65000:100" or a well-known name (RFC 1997, 8326, ...) with the one parser every
 /// ironmesh crate uses ([`configs::Community`]).
 pub fn parse_community(s: &str) -> Result<Community, String> {
-    s.parse::<configs::Community>().map(|c| Community(c.0))
+    s.parse::<Community>()
 }
 
 /// Parses "65000:1:2" (RFC 8092), see [`parse_community`].

@@ -9,7 +9,7 @@ use super::config::{parse_community, parse_large_community, parse_prefix};
 use super::status::PeerStatus;
 use crate::fsm::State;
 use crate::rib::{Advert, PeerId, RibRoute};
-use crate::wire::{AsSegmentType, MpNextHop, Origin};
+use crate::wire::{AsSegmentType, Community, MpNextHop, Origin};
 
 #[derive(Debug)]
 pub struct BgpApi {
@@ -93,11 +93,7 @@ fn route(r: &RibRoute<'_>, peer_name: &dyn Fn(PeerId) -> String) -> pb::Route {
         .into(),
         med: a.med,
         local_pref: a.local_pref,
-        communities: a
-            .communities
-            .iter()
-            .map(|c| format!("{}:{}", c.0 >> 16, c.0 & 0xffff))
-            .collect(),
+        communities: a.communities.iter().map(Community::to_string).collect(),
         large_communities: a
             .large_communities
             .iter()
@@ -407,6 +403,65 @@ mod tests {
         let r = api.add_adverts(add(&["203.0.113.10/32"])).await.unwrap();
         assert_eq!(r.into_inner().added, 1);
         assert_eq!(originated(&sp.handle()).await, ["203.0.113.10/32"]);
+        sp.stop(false).await;
+    }
+
+    /// One community type and parser: a config advert and an API advert with the same names
+    /// (from both former lists) carry the same communities; a bad one is refused by the API with
+    /// the config's wording.
+    #[tokio::test]
+    async fn config_and_api_accept_the_same_community_names() {
+        let names = [
+            "no-peer",
+            "graceful-shutdown",
+            "blackhole",
+            "no-export",
+            "65000:7",
+        ];
+        let sp = speaker(&format!(
+            "[[bgp.adverts]]\nprefix = \"203.0.113.1/32\"\ncommunities = {names:?}\n"
+        ))
+        .await;
+        let api = BgpApi::new(sp.handle());
+        let mut req = add(&["203.0.113.2/32"]);
+        req.get_mut().adverts[0].communities = names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(api.add_adverts(req).await.unwrap().into_inner().added, 1);
+        let comms = sp
+            .handle()
+            .query(|rib| {
+                rib.loc_rib()
+                    .map(|r| r.attrs.attrs.communities.clone())
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap();
+        let expected = vec![
+            Community::NO_PEER,
+            Community::GRACEFUL_SHUTDOWN,
+            Community::BLACKHOLE,
+            Community::NO_EXPORT,
+            Community::new(65000, 7),
+        ];
+        assert_eq!(comms, vec![expected.clone(), expected.clone()]);
+        let shown: Vec<String> = expected.iter().map(Community::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "65535:65284",
+                "65535:0",
+                "65535:666",
+                "65535:65281",
+                "65000:7"
+            ]
+        );
+        let mut bad = add(&["203.0.113.3/32"]);
+        bad.get_mut().adverts[0].communities = vec!["no-such-thing".into()];
+        let e = api.add_adverts(bad).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            e.message(),
+            "no-such-thing".parse::<configs::Community>().unwrap_err()
+        );
         sp.stop(false).await;
     }
 

@@ -861,8 +861,7 @@ impl CoreState {
             self.rib.withdraw_originated(p.prefix);
             return;
         }
-        let mut communities: Vec<Community> =
-            p.communities.iter().map(|c| Community(c.0)).collect();
+        let mut communities: Vec<Community> = p.communities.clone();
         if self.draining {
             communities.push(Community::GRACEFUL_SHUTDOWN);
         }
