@@ -146,3 +146,72 @@ fn bird_bgp_conformance_gr_stale_routes_flagged_in_the_api() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// GoBGP as the ToR with graceful restart on; `families`: its capability lists IPv4 unicast.
+fn gobgp_tor(lab: &Lab, families: bool) -> Result<(Host, Gobgp)> {
+    let tor = lab.host("tor")?;
+    let node = lab.host("node")?;
+    lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
+    let mut gc = GobgpConfig::new(65000, "192.0.2.1".parse().unwrap());
+    let mut n = GobgpNeighbor::new(ip("192.0.2.2"), 65101);
+    n.graceful_restart = true;
+    n.graceful_restart_families = families;
+    gc.neighbors.push(n);
+    let gobgp = Gobgp::start(&tor, &gc)?;
+    gobgp.announce("198.51.100.0/24", &[], &[])?;
+    Ok((node, gobgp))
+}
+
+/// RFC 4724 §3/§4.2 with GoBGP: graceful restart enabled but no family configured for it sends
+/// the capability with no address family; the crashed ToR's route leaves the kernel at once.
+#[test]
+fn gobgp_bgp_conformance_gr_without_families_tor_crash_removes_kernel_routes() -> Result<()> {
+    let lab = Lab::new("conf_gobgp_gr0")?;
+    let (node, gobgp) = gobgp_tor(&lab, false)?;
+    let bgpd = node_with_fib(&node)?;
+    let caps = bgpd.peer("tor")?.capabilities;
+    assert!(
+        caps.iter().any(|c| c == "graceful-restart"),
+        "GoBGP sent no GR capability at all: {caps:?}"
+    );
+    gobgp.process.kill();
+    let t = Instant::now();
+    cmd::wait_for(
+        "the crashed ToR's route out of the kernel",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        |_| Ok((!in_kernel(&node, "198.51.100.0/24")?).then_some(())),
+    )?;
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the route stayed {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
+/// The same ToR listing IPv4 unicast in its capability: the route stays in the kernel across
+/// the crash, stale in the API.
+#[test]
+fn gobgp_bgp_conformance_gr_listing_ipv4_keeps_the_kernel_route_stale() -> Result<()> {
+    let lab = Lab::new("conf_gobgp_gr4")?;
+    let (node, gobgp) = gobgp_tor(&lab, true)?;
+    let bgpd = node_with_fib(&node)?;
+    gobgp.process.kill();
+    cmd::wait_for("the session down", T, Duration::from_millis(50), |_| {
+        Ok((bgpd.peer("tor")?.state() != SessionState::Established).then_some(()))
+    })?;
+    for _ in 0..20 {
+        assert!(
+            in_kernel(&node, "198.51.100.0/24")?,
+            "the kernel route went while the ToR restarts"
+        );
+        let r = bgpd.api_routes(RibKind::AdjIn, "tor")?;
+        assert!(
+            r.iter().any(|r| r.prefix == "198.51.100.0/24" && r.stale),
+            "{r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
