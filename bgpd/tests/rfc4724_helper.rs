@@ -114,6 +114,10 @@ async fn gr_capability_listing_ipv4_keeps_the_route_stale_until_the_peer_returns
     let (sp, peer) = session_with_route("", &[(GR, &[0x00, 0x78, 0x00, 0x01, 0x01, 0x00])]).await;
     let h = sp.handle();
     crash(&h, peer).await;
+    wait("the route kept, stale", async || {
+        loc_rib(&h).await == [("198.51.100.0/24".to_string(), true)]
+    })
+    .await;
     // Kept, marked stale, for as long as we look (well under the restart time).
     for _ in 0..10 {
         assert_eq!(
@@ -181,5 +185,29 @@ async fn llgr_with_restart_time_zero_keeps_the_route_long_lived_stale_at_once() 
             [("198.51.100.0/24".to_string(), true, true)]
         );
     }
+    sp.stop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gr_restart_time_runs_out_and_the_stale_route_goes() {
+    // Restart time 1 s, IPv4 unicast listed: kept while the peer restarts, gone after 1 s.
+    let (sp, peer) = session_with_route("", &[(GR, &[0x00, 0x01, 0x00, 0x01, 0x01, 0x00])]).await;
+    let h = sp.handle();
+    let t = Instant::now();
+    crash(&h, peer).await;
+    wait("the route kept, stale", async || {
+        loc_rib(&h).await == [("198.51.100.0/24".to_string(), true)]
+    })
+    .await;
+    wait("the stale route gone", async || {
+        loc_rib(&h).await.is_empty()
+    })
+    .await;
+    let gone = t.elapsed();
+    assert!(
+        gone >= Duration::from_millis(900),
+        "removed after {gone:?}, before the 1 s restart time"
+    );
+    assert!(gone < Duration::from_secs(5), "removed only after {gone:?}");
     sp.stop(false).await;
 }

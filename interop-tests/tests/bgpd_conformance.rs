@@ -198,9 +198,19 @@ fn gobgp_bgp_conformance_gr_listing_ipv4_keeps_the_kernel_route_stale() -> Resul
     let (node, gobgp) = gobgp_tor(&lab, true)?;
     let bgpd = node_with_fib(&node)?;
     gobgp.process.kill();
-    cmd::wait_for("the session down", T, Duration::from_millis(50), |_| {
-        Ok((bgpd.peer("tor")?.state() != SessionState::Established).then_some(()))
-    })?;
+    cmd::wait_for(
+        "the route kept as stale",
+        T,
+        Duration::from_millis(50),
+        |last| {
+            let r = bgpd.api_routes(RibKind::AdjIn, "tor")?;
+            *last = format!("{r:?}");
+            Ok(r.iter()
+                .any(|r| r.prefix == "198.51.100.0/24" && r.stale)
+                .then_some(()))
+        },
+    )?;
+    assert_ne!(bgpd.peer("tor")?.state(), SessionState::Established);
     for _ in 0..20 {
         assert!(
             in_kernel(&node, "198.51.100.0/24")?,

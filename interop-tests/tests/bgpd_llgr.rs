@@ -91,7 +91,8 @@ fn bird_bgp_llgr_tor_down_keeps_routes_long_lived_stale() -> Result<()> {
     })?;
     let api = bgpd.api_routes(RibKind::AdjIn, "tor")?;
     assert!(
-        api.iter().any(|r| r.prefix == "198.51.100.0/24" && !r.stale),
+        api.iter()
+            .any(|r| r.prefix == "198.51.100.0/24" && !r.stale),
         "the fresh route is still stale: {api:?}"
     );
     cmd::wait_for(
