@@ -168,6 +168,65 @@ pub struct UpdateOutcome {
     pub stale_removed: usize,
     /// New prefixes ignored because the peer is at its max-prefix limit.
     pub over_limit: usize,
+    /// Routes ignored for a semantically incorrect NEXT_HOP (RFC 4271 §6.3).
+    pub bad_next_hop: Option<BadNextHop>,
+}
+
+/// Routes of an UPDATE ignored because of their NEXT_HOP (RFC 4271 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadNextHop {
+    pub next_hop: MpNextHop,
+    /// What is wrong with it ("multicast", "the receiver's own address", ...).
+    pub why: &'static str,
+    /// How many prefixes were ignored.
+    pub prefixes: usize,
+}
+
+/// RFC 4271 §6.3 (and §5.1.3): a NEXT_HOP that is the unspecified address, the receiver's own
+/// address on the session, multicast, broadcast or loopback is semantically incorrect. A
+/// loopback next hop is accepted only on a session that itself runs over loopback (where it
+/// is the peer's own address: in-process tests). For IPv6 (RFC 2545 §3), an unspecified global
+/// address is accepted when a link-local one follows (unnumbered peers send that); the
+/// link-local one must be link-local.
+pub fn next_hop_refusal(nh: &MpNextHop, s: &SessionInfo) -> Option<&'static str> {
+    let on_loopback =
+        s.local_v4.is_some_and(|a| a.is_loopback()) || s.local_v6.is_some_and(|a| a.is_loopback());
+    match *nh {
+        MpNextHop::Ipv4(a) => {
+            if a.is_unspecified() {
+                Some("the unspecified address")
+            } else if a.is_multicast() {
+                Some("multicast")
+            } else if a.is_broadcast() {
+                Some("the broadcast address")
+            } else if a.is_loopback() && !on_loopback {
+                Some("loopback")
+            } else if s.local_v4 == Some(a) {
+                Some("the receiver's own address")
+            } else {
+                None
+            }
+        }
+        MpNextHop::Ipv6 { global, link_local } => {
+            if let Some(ll) = link_local
+                && !ll.is_unicast_link_local()
+            {
+                return Some("a second (link-local) address that is not link-local");
+            }
+            if global.is_unspecified() {
+                return link_local.is_none().then_some("the unspecified address");
+            }
+            if global.is_multicast() {
+                Some("multicast")
+            } else if global.is_loopback() && !on_loopback {
+                Some("loopback")
+            } else if s.local_v6 == Some(global) {
+                Some("the receiver's own address")
+            } else {
+                None
+            }
+        }
+    }
 }
 
 /// Per-peer counters.
@@ -181,6 +240,8 @@ pub struct PeerCounters {
     pub advertised: u64,
     pub updates_received: u64,
     pub treat_as_withdraw: u64,
+    /// Prefixes ignored for a semantically incorrect NEXT_HOP (RFC 4271 §6.3).
+    pub bad_next_hop: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -858,6 +919,19 @@ impl Ingest<'_> {
         }
         if !self.session.has(P::AFI) {
             self.out.ignored += prefixes.len();
+            return;
+        }
+        // RFC 4271 §6.3: a semantically incorrect NEXT_HOP: the routes are ignored (as if
+        // withdrawn, so an earlier route of the peer for the prefix does not linger), no
+        // NOTIFICATION; never stored, so never passed on. The core logs it once per session.
+        if let Some(why) = next_hop_refusal(&nh, self.session) {
+            self.withdraw(table, prefixes);
+            self.out.bad_next_hop = Some(BadNextHop {
+                next_hop: nh,
+                why,
+                prefixes: self.out.bad_next_hop.map_or(0, |b| b.prefixes) + prefixes.len(),
+            });
+            self.peer.counters.bad_next_hop += prefixes.len() as u64;
             return;
         }
         let info = &self.peer.info;

@@ -177,6 +177,11 @@ pub fn render(s: &Sample) -> String {
         "bgp_updates_treat_as_withdraw",
         "Malformed UPDATEs handled as withdrawals (RFC 7606) in the current session",
     );
+    let bad_next_hop = counter_family(
+        &mut reg,
+        "bgp_routes_bad_next_hop",
+        "Routes ignored for a semantically incorrect NEXT_HOP (RFC 4271 §6.3) in the current session",
+    );
     for p in &s.peers {
         let l = vec![("peer", p.name.clone())];
         state.get_or_create(&l).set(state_number(p.state));
@@ -188,6 +193,7 @@ pub fn render(s: &Sample) -> String {
         notif_out.get_or_create(&l).inc_by(p.notifications_out);
         notif_in.get_or_create(&l).inc_by(p.notifications_in);
         withdrawn.get_or_create(&l).inc_by(p.rib.treat_as_withdraw);
+        bad_next_hop.get_or_create(&l).inc_by(p.rib.bad_next_hop);
     }
     let loc = gauge_family(
         &mut reg,
@@ -246,6 +252,7 @@ mod tests {
                 received,
                 accepted: received,
                 advertised: 4,
+                bad_next_hop: 2,
                 ..PeerCounters::default()
             },
         }
@@ -277,6 +284,7 @@ mod tests {
             "bgp_notifications_sent_total{peer=\"tor-b\"} 1",
             "bgp_notifications_received_total{peer=\"tor-b\"} 0",
             "bgp_updates_treat_as_withdraw_total{peer=\"tor-a\"} 0",
+            "bgp_routes_bad_next_hop_total{peer=\"tor-a\"} 2",
             "bgp_loc_rib_prefixes{family=\"ipv4-unicast\"} 9",
             "bgp_loc_rib_prefixes{family=\"ipv6-unicast\"} 1",
             "bgp_attribute_sets 5",

@@ -258,6 +258,8 @@ struct CorePeer {
     enhanced_rr: bool,
     /// Codec context of the current session, to re-encode UPDATEs for BMP.
     bmp_ctx: Option<Context>,
+    /// A semantically incorrect NEXT_HOP was logged for the current session.
+    bad_next_hop_logged: bool,
 }
 
 pub struct CoreState {
@@ -387,6 +389,7 @@ impl CoreState {
                 restart: RestartPlan::default(),
                 enhanced_rr: false,
                 bmp_ctx: None,
+                bad_next_hop_logged: false,
             },
         );
     }
@@ -449,6 +452,7 @@ impl CoreState {
             Ok(()) => {
                 p.generation = generation;
                 p.over_limit_reported = false;
+                p.bad_next_hop_logged = false;
             }
             Err(e) => warn!(peer = %p.name, error = %e, "peer up refused by the RIB"),
         }
@@ -638,7 +642,16 @@ impl CoreState {
                 Ok(o) if o.end_of_rib.is_some() => {
                     info!(peer = %self.name(peer), family = ?o.end_of_rib, "End-of-RIB received")
                 }
-                Ok(_) => {}
+                // RFC 4271 §6.3: logged (once per session), the routes ignored, no NOTIFICATION.
+                Ok(o) => {
+                    if let Some(bad) = o.bad_next_hop
+                        && let Some(p) = self.peers.get_mut(&peer)
+                        && !std::mem::replace(&mut p.bad_next_hop_logged, true)
+                    {
+                        warn!(peer = %p.name, next_hop = ?bad.next_hop, why = bad.why, prefixes = bad.prefixes,
+                              "routes with a semantically incorrect NEXT_HOP ignored (RFC 4271 §6.3); further ones this session are only counted");
+                    }
+                }
                 Err(e) => warn!(peer = %self.name(peer), error = %e, "UPDATE not applied"),
             }
         }
