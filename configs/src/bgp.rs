@@ -124,6 +124,10 @@ pub struct Peer {
     /// RFC 8212: an eBGP session without policy accepts and sends nothing.
     pub ebgp_requires_policy: bool,
     pub next_hop_self: bool,
+    /// RFC 4271 §6.3 (a MAY, on by default as in FRR): an eBGP peer's AS_PATH must start with
+    /// its AS; routes whose path does not are ignored. Off for route servers, which do not
+    /// prepend their AS.
+    pub enforce_first_as: bool,
     /// Limit on prefixes accepted from this peer.
     pub max_prefixes: Option<MaxPrefixes>,
     /// BFD (RFC 5880; single hop RFC 5881, or multihop RFC 5883 with `multihop_ttl`) to the
@@ -497,6 +501,7 @@ fn peer(i: usize, raw: RawPeer, errs: &mut Errors) -> Option<Peer> {
         export_policy: export_policy?,
         ebgp_requires_policy: raw.ebgp_requires_policy.unwrap_or(true),
         next_hop_self: raw.next_hop_self,
+        enforce_first_as: raw.enforce_first_as.unwrap_or(true),
         max_prefixes: max_prefixes?,
         bfd: bfd?,
         graceful_restart_time: graceful_restart_time?,

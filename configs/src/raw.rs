@@ -135,6 +135,7 @@ pub struct RawPeer {
     pub ebgp_requires_policy: Option<bool>,
     #[serde(default)]
     pub next_hop_self: bool,
+    pub enforce_first_as: Option<bool>,
     pub max_prefixes: Option<i64>,
     pub max_prefixes_action: Option<String>,
     pub max_prefixes_restart: Option<i64>,

@@ -225,3 +225,62 @@ fn gobgp_bgp_conformance_gr_listing_ipv4_keeps_the_kernel_route_stale() -> Resul
     }
     Ok(())
 }
+
+/// RFC 4271 §6.3 (MAY, on by default as in FRR): BIRD as a route server (`rs client`) does not
+/// prepend its AS, so its route reaches bgpd with an AS_PATH that does not start with the
+/// ToR's AS: ignored, logged, the session stays. With `enforce_first_as = false` (reloaded,
+/// which restarts the session) the same route is accepted, with its empty AS_PATH.
+#[test]
+fn bird_bgp_conformance_enforce_first_as_ignores_route_server_routes_unless_off() -> Result<()> {
+    let lab = Lab::new("conf_first_as")?;
+    let tor = lab.host("tor")?;
+    let node = lab.host("node")?;
+    lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
+    let mut bc = BirdConfig::new("192.0.2.1".parse().unwrap());
+    let mut p = BirdPeer::new("node", 65000, ip("192.0.2.2"), 65101);
+    p.rs_client = true;
+    bc.peers.push(p);
+    bc.statics = vec!["198.51.100.0/24".into()];
+    let _bird = Bird::start(&tor, &bc)?;
+    let mut peer = BgpdPeer::new("tor", "192.0.2.1", 65000);
+    peer.extra = "enforce_first_as = true\n".into();
+    let bgpd = Bgpd::start(
+        &node,
+        &BgpdConfig::new(65101, "192.0.2.2").peer(peer).render(),
+    )?;
+    bgpd.wait_established("tor", T)?;
+    cmd::wait_for(
+        "bgpd to log the ignored route",
+        T,
+        Duration::from_millis(100),
+        |_| {
+            Ok(bgpd
+                .process
+                .log_tail(1 << 20)
+                .contains("does not start with the peer's AS")
+                .then_some(()))
+        },
+    )?;
+    let r = bgpd.api_routes(RibKind::AdjIn, "tor")?;
+    assert!(r.is_empty(), "a route without the ToR's AS first: {r:?}");
+    assert_eq!(bgpd.peer("tor")?.state(), SessionState::Established);
+
+    let conf = std::fs::read_to_string(&bgpd.config).unwrap();
+    let off = conf.replace("enforce_first_as = true", "enforce_first_as = false");
+    assert_ne!(conf, off);
+    std::fs::write(&bgpd.config, off).unwrap();
+    assert_eq!(bgpd.reload()?, vec!["tor".to_string()]);
+    let got = cmd::wait_for(
+        "the route accepted with the check off",
+        T,
+        Duration::from_millis(100),
+        |last| {
+            let r = bgpd.api_routes(RibKind::AdjIn, "tor")?;
+            *last = format!("{r:?}");
+            Ok(r.into_iter().find(|r| r.prefix == "198.51.100.0/24"))
+        },
+    )?;
+    assert!(got.as_path.is_empty(), "{got:?}");
+    assert_eq!(got.next_hop, "192.0.2.1");
+    Ok(())
+}

@@ -61,6 +61,9 @@ pub struct PeerInfo {
     pub export: Policy,
     /// Toward iBGP peers: advertise our address as next hop instead of keeping it.
     pub next_hop_self: bool,
+    /// RFC 4271 §6.3 (MAY): from an eBGP peer, ignore routes whose AS_PATH does not start with
+    /// the peer's AS.
+    pub enforce_first_as: bool,
     /// Accept at most this many prefixes; new ones beyond it are ignored (max-prefix "drop").
     pub max_accepted: Option<u64>,
 }
@@ -170,6 +173,17 @@ pub struct UpdateOutcome {
     pub over_limit: usize,
     /// Routes ignored for a semantically incorrect NEXT_HOP (RFC 4271 §6.3).
     pub bad_next_hop: Option<BadNextHop>,
+    /// Prefixes ignored because the eBGP peer's AS was not first in AS_PATH (RFC 4271 §6.3).
+    pub first_as_mismatch: usize,
+}
+
+/// The leftmost AS of an AS_PATH: the first AS of a leading AS_SEQUENCE (an empty path, or one
+/// starting with an AS_SET, has none).
+fn first_as(a: &PathAttrs) -> Option<u32> {
+    let seg = a.as_path.as_ref()?.segments.first()?;
+    (seg.kind == crate::wire::AsSegmentType::Sequence)
+        .then(|| seg.asns.first().copied())
+        .flatten()
 }
 
 /// Routes of an UPDATE ignored because of their NEXT_HOP (RFC 4271 §6.3).
@@ -242,6 +256,8 @@ pub struct PeerCounters {
     pub treat_as_withdraw: u64,
     /// Prefixes ignored for a semantically incorrect NEXT_HOP (RFC 4271 §6.3).
     pub bad_next_hop: u64,
+    /// Prefixes ignored because the eBGP peer's AS was not first in AS_PATH (RFC 4271 §6.3).
+    pub first_as_mismatch: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -934,9 +950,19 @@ impl Ingest<'_> {
             self.peer.counters.bad_next_hop += prefixes.len() as u64;
             return;
         }
+        let base = self.normalize(attrs);
+        // RFC 4271 §6.3 (MAY; on by default, as in FRR): from an eBGP peer the leftmost AS of
+        // the AS_PATH (after RFC 6793 reconstruction) must be the peer's. Otherwise the routes
+        // are ignored as if withdrawn (RFC 7606 §2 treat-as-withdraw, not §6.3's reset).
+        let info = &self.peer.info;
+        if !info.ibgp && info.enforce_first_as && first_as(&base) != Some(info.asn) {
+            self.withdraw(table, prefixes);
+            self.out.first_as_mismatch += prefixes.len();
+            self.peer.counters.first_as_mismatch += prefixes.len() as u64;
+            return;
+        }
         let info = &self.peer.info;
         let ibgp = info.ibgp;
-        let base = self.normalize(attrs);
         let ibgp_flag = if ibgp { flags::IBGP } else { 0 };
         let mut received: Option<Arc<RouteAttrs>> = None;
         let mut intern_received = |interner: &mut Interner| {

@@ -53,6 +53,7 @@ fn peer(id: u32, asn: u32) -> PeerInfo {
         import: Policy::accept_all(),
         export: Policy::accept_all(),
         next_hop_self: false,
+        enforce_first_as: false,
         max_accepted: None,
     }
 }
@@ -1513,4 +1514,52 @@ fn acceptable_next_hops_are_not_refused() {
         next_hop_refusal(&MpNextHop::Ipv4(v4("127.0.0.1")), &lo),
         Some("the receiver's own address")
     );
+}
+
+// ---- enforce-first-as (RFC 4271 §6.3, a MAY; on by default as in FRR) ----
+
+#[test]
+fn enforce_first_as_ignores_ebgp_routes_without_the_peers_as_first() {
+    let mut p1 = peer(1, 65010);
+    p1.enforce_first_as = true;
+    let mut rib = rib_with(vec![p1]);
+    rib.apply_update(
+        PeerId(1),
+        &announce("192.0.2.1", attrs(&[65010, 65020]), &["198.51.100.0/24"]),
+    )
+    .unwrap();
+    assert_eq!(rib.adj_rib_in(PeerId(1)).count(), 1);
+    // Another AS first (a route server that does not prepend, or a leak), or an empty path:
+    // ignored, and the earlier route for the prefix withdrawn.
+    for path in [&[65020, 65010][..], &[]] {
+        let o = rib
+            .apply_update(
+                PeerId(1),
+                &announce("192.0.2.1", attrs(path), &["198.51.100.0/24"]),
+            )
+            .unwrap();
+        assert_eq!(o.first_as_mismatch, 1, "{path:?}");
+        assert_eq!(rib.adj_rib_in(PeerId(1)).count(), 0, "{path:?}");
+    }
+    assert_eq!(rib.counters(PeerId(1)).unwrap().first_as_mismatch, 2);
+}
+
+#[test]
+fn enforce_first_as_applies_to_ebgp_only_and_can_be_turned_off() {
+    // iBGP: the path starts with the originating neighbor AS, never ours.
+    let mut ibgp = peer(1, ASN);
+    ibgp.enforce_first_as = true;
+    // eBGP with the check off (a route server client).
+    let off = peer(2, 65020);
+    let mut rib = rib_with(vec![ibgp, off]);
+    for id in [1, 2] {
+        let o = rib
+            .apply_update(
+                PeerId(id),
+                &announce("192.0.2.9", attrs(&[65099]), &["198.51.100.0/24"]),
+            )
+            .unwrap();
+        assert_eq!(o.first_as_mismatch, 0, "peer {id}");
+        assert_eq!(rib.adj_rib_in(PeerId(id)).count(), 1, "peer {id}");
+    }
 }

@@ -44,6 +44,8 @@ pub struct PeerSpec {
     pub import: Policy,
     pub export: Policy,
     pub next_hop_self: bool,
+    /// RFC 4271 §6.3: routes from this eBGP peer must have its AS first in AS_PATH.
+    pub enforce_first_as: bool,
     pub max_prefixes: Option<configs::MaxPrefixes>,
     /// BFD to the peer's address (single hop, RFC 5881).
     pub bfd: Option<crate::bfd::BfdConfig>,
@@ -237,6 +239,7 @@ impl SpeakerConfig {
                 import,
                 export,
                 next_hop_self: p.next_hop_self,
+                enforce_first_as: p.enforce_first_as,
                 max_prefixes: p.max_prefixes,
                 bfd: p.bfd.map(|b| crate::bfd::BfdConfig {
                     desired_min_tx: Duration::from_millis(b.min_tx_ms.into()),

@@ -182,6 +182,11 @@ pub fn render(s: &Sample) -> String {
         "bgp_routes_bad_next_hop",
         "Routes ignored for a semantically incorrect NEXT_HOP (RFC 4271 §6.3) in the current session",
     );
+    let first_as = counter_family(
+        &mut reg,
+        "bgp_routes_first_as_mismatch",
+        "Routes ignored because the eBGP peer's AS was not first in AS_PATH (RFC 4271 §6.3) in the current session",
+    );
     for p in &s.peers {
         let l = vec![("peer", p.name.clone())];
         state.get_or_create(&l).set(state_number(p.state));
@@ -194,6 +199,7 @@ pub fn render(s: &Sample) -> String {
         notif_in.get_or_create(&l).inc_by(p.notifications_in);
         withdrawn.get_or_create(&l).inc_by(p.rib.treat_as_withdraw);
         bad_next_hop.get_or_create(&l).inc_by(p.rib.bad_next_hop);
+        first_as.get_or_create(&l).inc_by(p.rib.first_as_mismatch);
     }
     let loc = gauge_family(
         &mut reg,
@@ -253,6 +259,7 @@ mod tests {
                 accepted: received,
                 advertised: 4,
                 bad_next_hop: 2,
+                first_as_mismatch: 3,
                 ..PeerCounters::default()
             },
         }
@@ -285,6 +292,7 @@ mod tests {
             "bgp_notifications_received_total{peer=\"tor-b\"} 0",
             "bgp_updates_treat_as_withdraw_total{peer=\"tor-a\"} 0",
             "bgp_routes_bad_next_hop_total{peer=\"tor-a\"} 2",
+            "bgp_routes_first_as_mismatch_total{peer=\"tor-a\"} 3",
             "bgp_loc_rib_prefixes{family=\"ipv4-unicast\"} 9",
             "bgp_loc_rib_prefixes{family=\"ipv6-unicast\"} 1",
             "bgp_attribute_sets 5",

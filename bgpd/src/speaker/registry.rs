@@ -93,6 +93,7 @@ impl Registry {
             import: spec.import.clone(),
             export: spec.export.clone(),
             next_hop_self: spec.next_hop_self,
+            enforce_first_as: spec.enforce_first_as,
             max_accepted: spec
                 .max_prefixes
                 .filter(|m| m.action == configs::MaxPrefixAction::Drop)

@@ -260,6 +260,8 @@ struct CorePeer {
     bmp_ctx: Option<Context>,
     /// A semantically incorrect NEXT_HOP was logged for the current session.
     bad_next_hop_logged: bool,
+    /// An AS_PATH without the peer's AS first was logged for the current session.
+    first_as_logged: bool,
 }
 
 pub struct CoreState {
@@ -390,6 +392,7 @@ impl CoreState {
                 enhanced_rr: false,
                 bmp_ctx: None,
                 bad_next_hop_logged: false,
+                first_as_logged: false,
             },
         );
     }
@@ -453,6 +456,7 @@ impl CoreState {
                 p.generation = generation;
                 p.over_limit_reported = false;
                 p.bad_next_hop_logged = false;
+                p.first_as_logged = false;
             }
             Err(e) => warn!(peer = %p.name, error = %e, "peer up refused by the RIB"),
         }
@@ -650,6 +654,13 @@ impl CoreState {
                     {
                         warn!(peer = %p.name, next_hop = ?bad.next_hop, why = bad.why, prefixes = bad.prefixes,
                               "routes with a semantically incorrect NEXT_HOP ignored (RFC 4271 §6.3); further ones this session are only counted");
+                    }
+                    if o.first_as_mismatch > 0
+                        && let Some(p) = self.peers.get_mut(&peer)
+                        && !std::mem::replace(&mut p.first_as_logged, true)
+                    {
+                        warn!(peer = %p.name, prefixes = o.first_as_mismatch,
+                              "routes whose AS_PATH does not start with the peer's AS ignored (RFC 4271 §6.3, enforce_first_as); further ones this session are only counted");
                     }
                 }
                 Err(e) => warn!(peer = %self.name(peer), error = %e, "UPDATE not applied"),

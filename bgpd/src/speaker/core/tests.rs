@@ -41,6 +41,7 @@ fn tor_info() -> PeerInfo {
         import: Policy::accept_all(),
         export: Policy::accept_all(),
         next_hop_self: false,
+        enforce_first_as: true,
         max_accepted: None,
     }
 }
