@@ -435,6 +435,14 @@ impl Session {
 
     fn check_open(&self, open: &OpenMsg) -> Result<(), NotificationMsg> {
         let err = |sub: u8, data: Bytes| NotificationMsg::new(error_code::OPEN_MESSAGE, sub, data);
+        // RFC 7607 §2: AS 0 as the peer's AS (My AS, or the 4-octet AS capability) is Bad Peer
+        // AS, whatever peer AS is configured ("any" included).
+        if open.asn() == 0 {
+            return Err(err(
+                open_subcode::BAD_PEER_AS,
+                Bytes::copy_from_slice(&open.my_as.to_be_bytes()),
+            ));
+        }
         // §6.2: Bad Peer AS, data = the 2-octet My AS field.
         if let PeerAs::Exact(want) = self.cfg.peer_as
             && open.asn() != want

@@ -175,6 +175,28 @@ fn wrong_peer_as_is_refused_with_bad_peer_as() {
 }
 
 #[test]
+fn as_zero_in_open_is_bad_peer_as_even_with_any_peer_as() {
+    // RFC 7607 §2: My AS 0, or AS_TRANS with a 4-octet AS capability of 0.
+    for open in [peer_open(0, 90), {
+        let mut o = peer_open(0, 90);
+        o.my_as = crate::wire::AS_TRANS;
+        o
+    }] {
+        let mut s = Session::new(SessionConfig {
+            peer_as: PeerAs::Any,
+            ..cfg()
+        });
+        s.handle(Event::ManualStart);
+        s.handle(Event::TcpConnected);
+        assert_eq!(open.asn(), 0);
+        let a = s.handle(Event::Message(Message::Open(open)));
+        let n = notification(&a).expect("a NOTIFICATION");
+        assert_eq!((n.code, n.subcode), (2, 2));
+        assert_eq!(s.state(), State::Idle);
+    }
+}
+
+#[test]
 fn any_peer_as_learns_it_from_open() {
     let mut s = Session::new(SessionConfig {
         peer_as: PeerAs::Any,

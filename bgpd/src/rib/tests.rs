@@ -1146,8 +1146,11 @@ fn unused_attribute_sets_are_dropped() {
     let mut rib = rib_with(vec![peer(1, 65010)]);
     for i in 0..10u32 {
         let p = format!("10.{i}.0.0/16");
-        rib.apply_update(PeerId(1), &announce("192.0.2.1", attrs(&[65010, i]), &[&p]))
-            .unwrap();
+        rib.apply_update(
+            PeerId(1),
+            &announce("192.0.2.1", attrs(&[65010, 64600 + i]), &[&p]),
+        )
+        .unwrap();
     }
     rib.flush();
     assert_eq!(rib.attribute_sets(), 10);
