@@ -65,7 +65,12 @@ async fn speakers_establish_and_exchange_adverts() {
         prefix: "203.0.113.10/32".parse().unwrap(),
         ..Advert::default()
     };
-    assert_eq!(ha.add_adverts(vec![vip]).await, Some((1, 0)));
+    assert_eq!(
+        ha.add_adverts(vec![vip])
+            .await
+            .map(|n| (n.added, n.replaced)),
+        Some((1, 0))
+    );
     wait("VIP at B", async || {
         loc_rib(&hb)
             .await

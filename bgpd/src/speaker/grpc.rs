@@ -279,13 +279,16 @@ impl pb::bgp_server::Bgp for BgpApi {
             .into_iter()
             .map(advert)
             .collect::<Result<Vec<_>, _>>()?;
-        let (added, replaced) = self
+        let n = self
             .h
             .add_adverts_in_pools(list)
             .await
             .ok_or_else(gone)?
-            .map_err(Status::invalid_argument)?;
-        Ok(Response::new(pb::AddAdvertsResponse { added, replaced }))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(pb::AddAdvertsResponse {
+            added: n.added,
+            replaced: n.replaced,
+        }))
     }
 
     async fn remove_adverts(
