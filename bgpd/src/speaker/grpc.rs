@@ -105,6 +105,24 @@ fn route(r: &RibRoute<'_>, peer_name: &dyn Fn(PeerId) -> String) -> pb::Route {
     }
 }
 
+fn bfd_pb(s: &crate::bfd::BfdStatus) -> pb::Bfd {
+    let ms = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    pb::Bfd {
+        state: s.state.to_string(),
+        remote_state: s.remote_state.to_string(),
+        diag: s.diag.to_string(),
+        local_discriminator: s.local_disc,
+        remote_discriminator: s.remote_disc,
+        tx_interval_ms: ms(s.tx_interval),
+        required_min_rx_ms: ms(s.required_min_rx),
+        remote_min_rx_ms: ms(s.remote_min_rx),
+        remote_desired_min_tx_ms: ms(s.remote_desired_min_tx),
+        detect_mult: s.detect_mult.into(),
+        remote_detect_mult: s.remote_detect_mult.into(),
+        detection_time_ms: s.detection_time.map(ms).unwrap_or(0),
+    }
+}
+
 fn advert(a: pb::Advert) -> Result<(Advert, Option<String>), Status> {
     let bad = |e: String| Status::invalid_argument(e);
     let pool = (!a.pool.is_empty()).then(|| a.pool.clone());
@@ -147,6 +165,7 @@ impl pb::bgp_server::Bgp for BgpApi {
             })
             .await
             .ok_or_else(gone)?;
+        let bfd = self.h.bfd_status().await;
         let mut peers = Vec::new();
         for (p, rc) in self.h.peers().iter().zip(rib_counters) {
             if !want.is_empty() && want != p.name {
@@ -176,6 +195,7 @@ impl pb::bgp_server::Bgp for BgpApi {
                 }),
                 last_error: st.last_error.clone().unwrap_or_default(),
                 peer_router_id: n.map(|n| n.peer_router_id.to_string()).unwrap_or_default(),
+                bfd: bfd.get(&p.name).map(bfd_pb),
             });
         }
         if !want.is_empty() && peers.is_empty() {

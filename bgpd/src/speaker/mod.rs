@@ -290,6 +290,17 @@ impl SpeakerHandle {
         Ok(self.reload(new).await?)
     }
 
+    /// The BFD session of each peer that has one, by peer name.
+    pub async fn bfd_status(&self) -> std::collections::HashMap<String, crate::bfd::BfdStatus> {
+        self.registry
+            .lock()
+            .await
+            .bfd_sessions
+            .iter()
+            .map(|(name, h)| (name.clone(), h.status()))
+            .collect()
+    }
+
     /// Runs `f` on the RIB inside the core task.
     pub async fn query<T: Send + 'static>(
         &self,
