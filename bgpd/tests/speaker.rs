@@ -98,7 +98,10 @@ async fn speakers_establish_and_exchange_adverts() {
     ha.stop_peer("b", Some("maintenance".into())).await;
     wait("B sees the Cease", async || {
         hb.peers()[0].status.lock().unwrap().last_error.as_deref()
-            == Some("NOTIFICATION received: Cease/Administrative Shutdown: \"maintenance\"")
+            // Both speakers send the N bit (RFC 8538): the Cease comes as a Hard Reset.
+            == Some(
+                "NOTIFICATION received: Cease/Hard Reset (Cease/Administrative Shutdown: \"maintenance\")"
+            )
     })
     .await;
     a.stop(true).await;

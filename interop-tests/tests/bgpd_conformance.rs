@@ -284,3 +284,79 @@ fn bird_bgp_conformance_enforce_first_as_ignores_route_server_routes_unless_off(
     assert_eq!(got.next_hop, "192.0.2.1");
     Ok(())
 }
+
+/// RFC 8538 with FRR (`bgp graceful-restart`, which sends the N bit, as bgpd does): FRR's hold
+/// timer expires (the node's packets are dropped on the ToR), FRR sends Hold Timer Expired;
+/// with the N bit exchanged that NOTIFICATION is a graceful end, so bgpd keeps the ToR's
+/// route, stale, in the kernel (RFC 4724 alone would remove it).
+#[test]
+fn frr_bgp_conformance_graceful_notification_keeps_routes_after_hold_timer_expiry() -> Result<()> {
+    let lab = Lab::new("conf_frr_n")?;
+    let tor = lab.host("tor")?;
+    let node = lab.host("node")?;
+    lab.link(&tor, &["192.0.2.1/24"], &node, &["192.0.2.2/24"])?;
+    let mut fc = FrrConfig::new(65000, "192.0.2.1".parse().unwrap());
+    fc.neighbors.push(FrrNeighbor::new(ip("192.0.2.2"), 65101));
+    fc.networks = vec!["198.51.100.0/24".into()];
+    fc.extra = " bgp graceful-restart\n neighbor 192.0.2.2 timers 1 3\n".into();
+    let _frr = Frr::start(&tor, &fc)?;
+    let bgpd = node_with_fib(&node)?;
+    let caps = bgpd.peer("tor")?.capabilities;
+    assert!(
+        caps.iter().any(|c| c == "graceful-notification"),
+        "FRR and bgpd did not both send the N bit: {caps:?}"
+    );
+
+    // FRR stops hearing the node: its hold timer (3 s) expires and it sends the NOTIFICATION.
+    let script = tor.path("cut.nft");
+    std::fs::write(
+        &script,
+        "table inet conf_cut {\n chain input {\n  type filter hook input priority 0;\n  \
+         ip saddr 192.0.2.2 meta l4proto tcp drop\n }\n}\n",
+    )
+    .unwrap();
+    tor.exec("nft", &["-f", &script.to_string_lossy()])?;
+    // Whichever hold timer runs out first (FRR's, or bgpd's once FRR's TCP stalls without
+    // ACKs), the session ends with a Hold Timer Expired NOTIFICATION, not a TCP loss.
+    cmd::wait_for(
+        "the session down by Hold Timer Expired",
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        |last| {
+            let log = bgpd.process.log_tail(1 << 20);
+            let down: Vec<&str> = log.lines().filter(|l| l.contains("session down")).collect();
+            *last = down.join("\n");
+            Ok(down
+                .iter()
+                .any(|l| l.contains("Notification") && l.contains("code: 4"))
+                .then_some(()))
+        },
+    )?;
+    for _ in 0..20 {
+        assert!(
+            in_kernel(&node, "198.51.100.0/24")?,
+            "the route left the kernel after a graceful NOTIFICATION"
+        );
+        let r = bgpd.api_routes(RibKind::AdjIn, "tor")?;
+        assert!(
+            r.iter().any(|r| r.prefix == "198.51.100.0/24" && r.stale),
+            "{r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tor.exec("nft", &["delete", "table", "inet", "conf_cut"])?;
+    bgpd.wait_established("tor", T)?;
+    cmd::wait_for(
+        "the route fresh again",
+        T,
+        Duration::from_millis(100),
+        |last| {
+            let r = bgpd.api_routes(RibKind::AdjIn, "tor")?;
+            *last = format!("{r:?}");
+            Ok(r.iter()
+                .any(|r| r.prefix == "198.51.100.0/24" && !r.stale)
+                .then_some(()))
+        },
+    )?;
+    Ok(())
+}

@@ -497,6 +497,24 @@ impl Session {
 
     /// Common exit to Idle: optional NOTIFICATION, close, stop timers, report, schedule restart.
     fn down(&mut self, out: &mut Vec<Action>, reason: DownReason, notify: Option<NotificationMsg>) {
+        // RFC 8538 §5: with the N bit exchanged, a Cease meant to remove the routes goes out as
+        // a Hard Reset (and is reported so: the core must not keep the peer's routes either).
+        let graceful_notification = self
+            .negotiated
+            .as_ref()
+            .is_some_and(|n| n.graceful_notification());
+        let hard = |n: NotificationMsg| {
+            if graceful_notification && n.wants_hard_reset() {
+                NotificationMsg::hard_reset(&n)
+            } else {
+                n
+            }
+        };
+        let notify = notify.map(hard);
+        let reason = match reason {
+            DownReason::NotificationSent(n) => DownReason::NotificationSent(hard(n)),
+            r => r,
+        };
         if let Some(n) = notify {
             out.push(Action::Send(Message::Notification(n)));
         }

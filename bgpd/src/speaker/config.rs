@@ -174,9 +174,11 @@ impl SpeakerConfig {
             // RFC 4724 §3: forwarding state is preserved across a bgpd restart (the kernel
             // and the eBPF datapath keep forwarding), so the F bit is set; the R bit is set
             // at start when bgpd restarted gracefully (see `speaker::graceful`).
+            // RFC 8538 §2: the N bit: a NOTIFICATION other than Hard Reset is a graceful end
+            // too (the FSM sends the Cease subcodes meant to remove routes as Hard Reset).
             caps.push(Capability::GracefulRestart(GracefulRestart {
                 restart_state: false,
-                notification: false,
+                notification: true,
                 restart_time: p.graceful_restart_time,
                 families: families
                     .iter()

@@ -57,6 +57,7 @@ fn capabilities(st: &PeerStatus) -> Vec<String> {
         (n.extended_message, "extended-message"),
         (!n.extended_next_hop.is_empty(), "extended-next-hop"),
         (n.peer_graceful_restart.is_some(), "graceful-restart"),
+        (n.graceful_notification(), "graceful-notification"),
     ] {
         if on {
             caps.push(name.into());

@@ -195,6 +195,8 @@ struct RestartPlan {
     families: Vec<Afi>,
     /// Both sides sent LLGR: the long-lived stale time and the families the peer listed.
     long_lived: Option<(u32, Vec<Afi>)>,
+    /// Both sides sent the N bit (RFC 8538): a NOTIFICATION other than Hard Reset is graceful.
+    notification: bool,
 }
 
 impl RestartPlan {
@@ -235,6 +237,7 @@ impl RestartPlan {
             restart_time: gr.restart_time,
             families,
             long_lived,
+            notification: n.graceful_notification(),
         }
     }
 
@@ -483,9 +486,17 @@ impl CoreState {
         }
         let plan = p.restart.clone();
         let name = p.name.clone();
-        // RFC 4724 §4.2: only a session lost without a NOTIFICATION is a graceful restart
-        // (a BFD-detected failure is a path failure, RFC 5882 §4.3.2: no restart either).
-        let graceful = matches!(reason, DownReason::TcpFailed);
+        // RFC 4724 §4.2: a session lost without a NOTIFICATION is a graceful restart; RFC 8538
+        // §4: with the N bit exchanged, so is one ended by a NOTIFICATION (sent or received,
+        // Hold Timer Expired included) other than Hard Reset. A BFD-detected failure is a path
+        // failure (RFC 5882 §4.3.2) and a manual stop is meant: no restart.
+        let graceful = match &reason {
+            DownReason::TcpFailed => true,
+            DownReason::NotificationSent(n) | DownReason::NotificationReceived(n) => {
+                plan.notification && !n.is_hard_reset()
+            }
+            DownReason::ManualStop | DownReason::BfdDown => false,
+        };
         // The families whose routes are retained: those in the peer's GR capability while its
         // Restart Time is nonzero (RFC 4724 §4.2), and those in its LLGR capability (RFC 9494
         // §4.2). No family: the routes go with the session.

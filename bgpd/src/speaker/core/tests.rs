@@ -121,9 +121,10 @@ fn negotiated(caps: &TorCaps) -> Box<Negotiated> {
     };
     let mut ours = base(LOCAL_ASN);
     ours.push(Capability::EnhancedRouteRefresh);
-    ours.push(Capability::GracefulRestart(
-        gr(120, &[(Afi::IPV4, false), (Afi::IPV6, false)]).unwrap(),
-    ));
+    ours.push(Capability::GracefulRestart(GracefulRestart {
+        notification: true,
+        ..gr(120, &[(Afi::IPV4, false), (Afi::IPV6, false)]).unwrap()
+    }));
     ours.push(Capability::LongLivedGracefulRestart(
         llgr(86400, &[Afi::IPV4, Afi::IPV6]).unwrap(),
     ));
@@ -475,6 +476,78 @@ fn events_of_an_old_session_are_ignored() {
     assert!(c.rib().is_up(TOR), "a stale Down took the new session down");
     updates(&mut c, 2, vec![announce4(&["203.0.113.0/24"])], t0);
     assert_eq!(prefixes(&c), vec![net("203.0.113.0/24")]);
+}
+
+// ---- graceful NOTIFICATION (RFC 8538) ----
+
+/// A GR capability listing both families, with the N bit as given.
+fn gr_n(notification: bool) -> Option<GracefulRestart> {
+    Some(GracefulRestart {
+        notification,
+        ..gr(120, &[(Afi::IPV4, false), (Afi::IPV6, false)]).unwrap()
+    })
+}
+
+fn hold_timer_expired() -> crate::wire::NotificationMsg {
+    crate::wire::NotificationMsg::new(4, 0, bytes::Bytes::new())
+}
+
+#[test]
+fn with_the_n_bit_a_notification_other_than_hard_reset_keeps_the_routes() {
+    let t0 = Instant::now();
+    let caps = TorCaps {
+        gr: gr_n(true),
+        ..TorCaps::default()
+    };
+    for reason in [
+        DownReason::NotificationReceived(hold_timer_expired()),
+        DownReason::NotificationSent(hold_timer_expired()),
+    ] {
+        let mut c = tor_with_routes(&caps, t0);
+        let a = down(&mut c, 1, reason.clone(), t0);
+        assert_eq!(
+            armed(&a),
+            vec![(CoreTimer::Restart(TOR), t0 + S(120))],
+            "{reason:?}"
+        );
+        assert!(
+            adj_in(&c).iter().all(|r| r.1),
+            "{reason:?}: {:?}",
+            adj_in(&c)
+        );
+        assert_eq!(adj_in(&c).len(), 2);
+    }
+}
+
+#[test]
+fn a_hard_reset_or_a_missing_n_bit_removes_the_routes() {
+    let t0 = Instant::now();
+    let hard = crate::wire::NotificationMsg::hard_reset(
+        &crate::wire::NotificationMsg::cease_with_communication(
+            cease_subcode::ADMINISTRATIVE_SHUTDOWN,
+            "maintenance",
+        ),
+    );
+    for (caps, reason) in [
+        (gr_n(true), DownReason::NotificationReceived(hard.clone())),
+        (gr_n(true), DownReason::NotificationSent(hard)),
+        // The peer did not send N: any NOTIFICATION ends GR (RFC 4724 §4.2).
+        (
+            gr_n(false),
+            DownReason::NotificationReceived(hold_timer_expired()),
+        ),
+    ] {
+        let mut c = tor_with_routes(
+            &TorCaps {
+                gr: caps,
+                ..TorCaps::default()
+            },
+            t0,
+        );
+        let a = down(&mut c, 1, reason.clone(), t0);
+        assert!(armed(&a).is_empty(), "{reason:?}: {a:?}");
+        assert!(prefixes(&c).is_empty(), "{reason:?}");
+    }
 }
 
 // ---- long-lived graceful restart, helper side (RFC 9494 §4.2) ----
