@@ -136,6 +136,10 @@ pub struct Peer {
     /// Restart time we advertise (RFC 4724 §3): how long the peer keeps our routes while
     /// bgpd restarts. Seconds.
     pub graceful_restart_time: u16,
+    /// RFC 8538: send the N bit (default). With it exchanged, a NOTIFICATION other than Hard
+    /// Reset (a hold-timer expiry included) keeps the peer's routes for its restart time;
+    /// `false` makes every NOTIFICATION remove them at once.
+    pub graceful_notification: bool,
     /// Long-lived graceful restart (RFC 9494): after the restart time, routes are kept this
     /// much longer as LLGR_STALE (least preferred). Both ways: we advertise it and, when the
     /// peer does too, keep its routes so. Seconds; `None` disables LLGR.
@@ -505,6 +509,7 @@ fn peer(i: usize, raw: RawPeer, errs: &mut Errors) -> Option<Peer> {
         max_prefixes: max_prefixes?,
         bfd: bfd?,
         graceful_restart_time: graceful_restart_time?,
+        graceful_notification: raw.graceful_notification.unwrap_or(true),
         long_lived_stale_time: long_lived_stale_time?,
     })
 }

@@ -146,6 +146,7 @@ pub struct RawPeer {
     pub bfd_multiplier: Option<i64>,
     pub bfd_min_ttl: Option<i64>,
     pub graceful_restart_time: Option<i64>,
+    pub graceful_notification: Option<bool>,
     pub long_lived_stale_time: Option<i64>,
 }
 

@@ -178,7 +178,7 @@ impl SpeakerConfig {
             // too (the FSM sends the Cease subcodes meant to remove routes as Hard Reset).
             caps.push(Capability::GracefulRestart(GracefulRestart {
                 restart_state: false,
-                notification: true,
+                notification: p.graceful_notification,
                 restart_time: p.graceful_restart_time,
                 families: families
                     .iter()
@@ -389,6 +389,27 @@ mod tests {
 
     fn peer(address: &str) -> String {
         format!("[[bgp.peers]]\nname = \"tor\"\naddress = \"{address}\"\npeer_asn = 65000\n")
+    }
+
+    /// The N bit of the GR capability we send (RFC 8538 §2).
+    fn sends_n_bit(s: &SpeakerConfig) -> bool {
+        s.peers[0]
+            .session
+            .capabilities
+            .iter()
+            .any(|c| matches!(c, Capability::GracefulRestart(gr) if gr.notification))
+    }
+
+    #[test]
+    fn the_n_bit_is_sent_unless_graceful_notification_is_off() {
+        let on = from_toml("", &peer("192.0.2.1")).unwrap();
+        assert!(sends_n_bit(&on));
+        let off = from_toml(
+            "",
+            &format!("{}graceful_notification = false\n", peer("192.0.2.1")),
+        )
+        .unwrap();
+        assert!(!sends_n_bit(&off));
     }
 
     const SPECIAL: [&str; 12] = [
