@@ -128,6 +128,7 @@ fn peer(id: u32, asn: u32) -> PeerInfo {
         import: Policy::accept_all(),
         export: Policy::accept_all(),
         next_hop_self: false,
+        enforce_first_as: false,
         max_accepted: None,
     }
 }

@@ -65,7 +65,12 @@ async fn speakers_establish_and_exchange_adverts() {
         prefix: "203.0.113.10/32".parse().unwrap(),
         ..Advert::default()
     };
-    assert_eq!(ha.add_adverts(vec![vip]).await, Some((1, 0)));
+    assert_eq!(
+        ha.add_adverts(vec![vip])
+            .await
+            .map(|n| (n.added, n.replaced)),
+        Some((1, 0))
+    );
     wait("VIP at B", async || {
         loc_rib(&hb)
             .await
@@ -93,7 +98,10 @@ async fn speakers_establish_and_exchange_adverts() {
     ha.stop_peer("b", Some("maintenance".into())).await;
     wait("B sees the Cease", async || {
         hb.peers()[0].status.lock().unwrap().last_error.as_deref()
-            == Some("NOTIFICATION received: Cease/Administrative Shutdown: \"maintenance\"")
+            // Both speakers send the N bit (RFC 8538): the Cease comes as a Hard Reset.
+            == Some(
+                "NOTIFICATION received: Cease/Hard Reset (Cease/Administrative Shutdown: \"maintenance\")"
+            )
     })
     .await;
     a.stop(true).await;

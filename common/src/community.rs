@@ -1,6 +1,8 @@
 //! BGP communities as people write them — in config files, manifests, the API and the CLI:
 //! `65000:100` or a well-known name (RFC 1997, 3765, 7611, 7999, 8326, 9494) and
-//! `65000:1:2` (large, RFC 8092). The one parser every crate uses.
+//! `65000:1:2` (large, RFC 8092). The one type and parser every crate uses: bgpd's codec
+//! (`ironmesh_bgpd::wire::Community`) is this type, and the config, the API, manifests and the
+//! CLI all parse with [`Community::from_str`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,6 +28,15 @@ impl Community {
     pub const NO_EXPORT_SUBCONFED: Community = Community(0xFFFF_FF03);
     /// RFC 3765.
     pub const NO_PEER: Community = Community(0xFFFF_FF04);
+
+    pub const fn new(asn: u16, value: u16) -> Self {
+        Community(((asn as u32) << 16) | value as u32)
+    }
+
+    /// Whether this is in the well-known range 0xFFFF0000-0xFFFFFFFF (RFC 1997).
+    pub const fn is_well_known(self) -> bool {
+        self.0 >> 16 == 0xFFFF
+    }
 
     /// The names accepted for well-known communities (`local-as` is Cisco's and FRR's name
     /// for NO_EXPORT_SUBCONFED).

@@ -124,6 +124,10 @@ pub struct Peer {
     /// RFC 8212: an eBGP session without policy accepts and sends nothing.
     pub ebgp_requires_policy: bool,
     pub next_hop_self: bool,
+    /// RFC 4271 §6.3 (a MAY, on by default as in FRR): an eBGP peer's AS_PATH must start with
+    /// its AS; routes whose path does not are ignored. Off for route servers, which do not
+    /// prepend their AS.
+    pub enforce_first_as: bool,
     /// Limit on prefixes accepted from this peer.
     pub max_prefixes: Option<MaxPrefixes>,
     /// BFD (RFC 5880; single hop RFC 5881, or multihop RFC 5883 with `multihop_ttl`) to the
@@ -132,6 +136,10 @@ pub struct Peer {
     /// Restart time we advertise (RFC 4724 §3): how long the peer keeps our routes while
     /// bgpd restarts. Seconds.
     pub graceful_restart_time: u16,
+    /// RFC 8538: send the N bit (default). With it exchanged, a NOTIFICATION other than Hard
+    /// Reset (a hold-timer expiry included) keeps the peer's routes for its restart time;
+    /// `false` makes every NOTIFICATION remove them at once.
+    pub graceful_notification: bool,
     /// Long-lived graceful restart (RFC 9494): after the restart time, routes are kept this
     /// much longer as LLGR_STALE (least preferred). Both ways: we advertise it and, when the
     /// peer does too, keep its routes so. Seconds; `None` disables LLGR.
@@ -497,9 +505,11 @@ fn peer(i: usize, raw: RawPeer, errs: &mut Errors) -> Option<Peer> {
         export_policy: export_policy?,
         ebgp_requires_policy: raw.ebgp_requires_policy.unwrap_or(true),
         next_hop_self: raw.next_hop_self,
+        enforce_first_as: raw.enforce_first_as.unwrap_or(true),
         max_prefixes: max_prefixes?,
         bfd: bfd?,
         graceful_restart_time: graceful_restart_time?,
+        graceful_notification: raw.graceful_notification.unwrap_or(true),
         long_lived_stale_time: long_lived_stale_time?,
     })
 }

@@ -145,6 +145,7 @@ pub struct RawPeer {
     pub ebgp_requires_policy: Option<bool>,
     #[serde(default)]
     pub next_hop_self: bool,
+    pub enforce_first_as: Option<bool>,
     pub max_prefixes: Option<i64>,
     pub max_prefixes_action: Option<String>,
     pub max_prefixes_restart: Option<i64>,
@@ -155,6 +156,7 @@ pub struct RawPeer {
     pub bfd_multiplier: Option<i64>,
     pub bfd_min_ttl: Option<i64>,
     pub graceful_restart_time: Option<i64>,
+    pub graceful_notification: Option<bool>,
     pub long_lived_stale_time: Option<i64>,
 }
 

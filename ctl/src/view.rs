@@ -26,6 +26,68 @@ pub struct PeerRow {
     pub capabilities: Vec<String>,
     pub counters: CountersRow,
     pub last_error: Option<String>,
+    /// The peer's BFD session; `None` when BFD is off for it.
+    pub bfd: Option<BfdRow>,
+}
+
+/// A BFD session (RFC 5880) as bgpd reports it.
+#[derive(Debug, Serialize)]
+pub struct BfdRow {
+    /// `AdminDown`, `Down`, `Init` or `Up`.
+    pub state: String,
+    pub remote_state: String,
+    pub diag: String,
+    pub local_discriminator: u32,
+    /// `None` until the peer was heard.
+    pub remote_discriminator: Option<u32>,
+    pub tx_interval_ms: u32,
+    pub required_min_rx_ms: u32,
+    pub remote_min_rx_ms: u32,
+    pub remote_desired_min_tx_ms: u32,
+    pub detect_mult: u32,
+    pub remote_detect_mult: u32,
+    /// `None` until the peer was heard.
+    pub detection_time_ms: Option<u32>,
+}
+
+impl From<pb::Bfd> for BfdRow {
+    fn from(b: pb::Bfd) -> Self {
+        BfdRow {
+            state: b.state,
+            remote_state: b.remote_state,
+            diag: b.diag,
+            local_discriminator: b.local_discriminator,
+            remote_discriminator: (b.remote_discriminator != 0).then_some(b.remote_discriminator),
+            tx_interval_ms: b.tx_interval_ms,
+            required_min_rx_ms: b.required_min_rx_ms,
+            remote_min_rx_ms: b.remote_min_rx_ms,
+            remote_desired_min_tx_ms: b.remote_desired_min_tx_ms,
+            detect_mult: b.detect_mult,
+            remote_detect_mult: b.remote_detect_mult,
+            detection_time_ms: (b.detection_time_ms != 0).then_some(b.detection_time_ms),
+        }
+    }
+}
+
+/// One line: state, discriminators, intervals, detection time, and the diagnostic unless Up.
+fn bfd_line(b: &BfdRow) -> String {
+    let mut s = format!(
+        "{} (peer {}), discriminators {}/{}, tx {} ms, rx {} ms, multiplier {}, detection {}",
+        b.state,
+        b.remote_state,
+        b.local_discriminator,
+        opt(b.remote_discriminator),
+        b.tx_interval_ms,
+        b.required_min_rx_ms,
+        b.detect_mult,
+        b.detection_time_ms
+            .map(|t| format!("{t} ms"))
+            .unwrap_or_else(|| "-".into()),
+    );
+    if b.state != "Up" {
+        s.push_str(&format!(", diag {}", b.diag));
+    }
+    s
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -113,6 +175,7 @@ impl From<pb::Peer> for PeerRow {
                 prefixes_advertised: c.prefixes_advertised,
             },
             last_error: non_empty(p.last_error),
+            bfd: p.bfd.map(Into::into),
         }
     }
 }
@@ -175,7 +238,7 @@ pub fn peers_table(peers: &[PeerRow]) -> String {
 pub fn peer_detail(p: &PeerRow) -> String {
     let c = &p.counters;
     let mut out = format!("peer {} ({})\n", p.name, p.address);
-    out.push_str(&key_values(&[
+    let mut rows = vec![
         (
             "state",
             format!(
@@ -211,8 +274,12 @@ pub fn peer_detail(p: &PeerRow) -> String {
             "keepalives",
             format!("in {}, out {}", c.keepalives_in, c.keepalives_out),
         ),
-        ("last error", opt(p.last_error.as_deref())),
-    ]));
+    ];
+    if let Some(b) = &p.bfd {
+        rows.push(("bfd", bfd_line(b)));
+    }
+    rows.push(("last error", opt(p.last_error.as_deref())));
+    out.push_str(&key_values(&rows));
     out
 }
 
@@ -249,7 +316,9 @@ pub fn routes_table(routes: &[RouteRow], view: RibView) -> String {
     for r in routes {
         let mut row = Vec::new();
         if with_peer {
-            row.push(if r.best { "*" } else { " " }.to_string());
+            // `*` best, `S` stale (kept by graceful restart or LLGR, RFC 4724 / RFC 9494).
+            let best = if r.best { "*" } else { " " };
+            row.push(format!("{best}{}", if r.stale { "S" } else { "" }));
         }
         row.extend([
             r.prefix.clone(),
@@ -297,6 +366,20 @@ mod tests {
             }),
             last_error: String::new(),
             peer_router_id: "10.10.1.1".into(),
+            bfd: Some(pb::Bfd {
+                state: "Up".into(),
+                remote_state: "Up".into(),
+                diag: "No Diagnostic".into(),
+                local_discriminator: 7,
+                remote_discriminator: 0x1234,
+                tx_interval_ms: 300,
+                required_min_rx_ms: 300,
+                remote_min_rx_ms: 300,
+                remote_desired_min_tx_ms: 300,
+                detect_mult: 3,
+                remote_detect_mult: 3,
+                detection_time_ms: 900,
+            }),
         }
     }
 
@@ -315,6 +398,7 @@ mod tests {
                 "NOTIFICATION received: Cease/Administrative Shutdown: \"maintenance window\""
                     .into(),
             peer_router_id: String::new(),
+            bfd: None,
         }
     }
 
@@ -353,11 +437,13 @@ mod tests {
             "  capabilities   ipv4-unicast, 4-octet-asn",
             "  prefixes       received 1200, accepted 1100, advertised 2",
             "  updates        in 12, out 3",
+            "  bfd            Up (peer Up), discriminators 7/4660, tx 300 ms, rx 300 ms, multiplier 3, detection 900 ms",
             "  last error     -",
         ] {
             assert!(d.lines().any(|l| l == line), "missing {line:?} in\n{d}");
         }
         let d = peer_detail(&idle_peer().into());
+        assert!(!d.contains("  bfd "), "no BFD line without BFD: {d}");
         assert!(d.contains("  hold time      -\n"), "{d}");
         assert!(d.contains("\"maintenance window\""), "the whole error: {d}");
     }
@@ -402,8 +488,26 @@ mod tests {
     }
 
     #[test]
+    fn routes_table_marks_stale_routes() {
+        let mut rows = routes();
+        rows[0].stale = true;
+        let out = routes_table(&rows, RibView::AdjIn);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[1].starts_with("*S  10.244.2.0/24"), "{out}");
+        assert!(lines[2].starts_with("    203.0.113.10/32"), "{out}");
+        let v = serde_json::to_value(&rows).unwrap();
+        assert_eq!(v[0]["stale"], true);
+        assert_eq!(v[1]["stale"], false);
+    }
+
+    #[test]
     fn json_field_names_are_stable() {
+        let v = serde_json::to_value(PeerRow::from(peer())).unwrap();
+        assert_eq!(v["bfd"]["state"], "Up");
+        assert_eq!(v["bfd"]["remote_discriminator"], 0x1234);
+        assert_eq!(v["bfd"]["detection_time_ms"], 900);
         let v = serde_json::to_value(PeerRow::from(idle_peer())).unwrap();
+        assert_eq!(v["bfd"], serde_json::Value::Null);
         assert_eq!(v["state"], "active");
         assert_eq!(v["peer_asn"], serde_json::Value::Null);
         assert_eq!(v["counters"]["prefixes_received"], 0);

@@ -181,13 +181,20 @@ impl Bgpd {
 
     /// A RIB view: Loc-RIB (`peer` filters by origin peer), or Adj-RIB-In/Out of `peer`.
     pub fn routes(&self, rib: pb::RibKind, peer: &str) -> Result<Vec<BgpRoute>> {
+        self.api_routes(rib, peer)?
+            .into_iter()
+            .map(convert)
+            .collect()
+    }
+
+    /// [`Bgpd::routes`] as the API returns them (with `best` and `stale`).
+    pub fn api_routes(&self, rib: pb::RibKind, peer: &str) -> Result<Vec<pb::Route>> {
         let req = pb::ListRoutesRequest {
             rib: rib as i32,
             peer: peer.into(),
             ..Default::default()
         };
-        let routes = self.call(async |mut c| Ok(c.list_routes(req).await?.into_inner().routes))?;
-        routes.into_iter().map(convert).collect()
+        self.call(async |mut c| Ok(c.list_routes(req).await?.into_inner().routes))
     }
 
     pub fn wait_routes(

@@ -37,6 +37,8 @@ pub struct BirdPeer {
     pub graceful_restart_time: Option<u16>,
     /// Long-lived graceful restart (RFC 9494) with this stale time.
     pub long_lived_stale_time: Option<u32>,
+    /// `rs client;`: BIRD acts as a route server for this neighbor and does not prepend its AS.
+    pub rs_client: bool,
 }
 
 impl BirdPeer {
@@ -59,6 +61,7 @@ impl BirdPeer {
             bfd: false,
             graceful_restart_time: None,
             long_lived_stale_time: None,
+            rs_client: false,
         }
     }
 }
@@ -146,6 +149,9 @@ impl BirdConfig {
             }
             if p.bfd {
                 c.push_str("  bfd on;\n");
+            }
+            if p.rs_client {
+                c.push_str("  rs client;\n");
             }
             if let Some(i) = &p.interface {
                 let _ = writeln!(c, "  interface \"{i}\";\n  direct;");

@@ -24,6 +24,11 @@ pub struct GobgpNeighbor {
     pub families: Vec<&'static str>,
     /// Graceful restart helper (RFC 4724) for every family.
     pub graceful_restart: bool,
+    /// The Restart Time it advertises (with `graceful_restart`).
+    pub graceful_restart_time: u16,
+    /// With `graceful_restart`: list every family in the capability (`mp-graceful-restart`);
+    /// `false` sends the capability with no address family.
+    pub graceful_restart_families: bool,
 }
 
 impl GobgpNeighbor {
@@ -34,6 +39,8 @@ impl GobgpNeighbor {
             password: None,
             multihop_ttl: None,
             graceful_restart: false,
+            graceful_restart_time: 120,
+            graceful_restart_families: true,
             families: vec![if addr.is_ipv4() {
                 "ipv4-unicast"
             } else {
@@ -80,14 +87,18 @@ impl GobgpConfig {
                 );
             }
             if n.graceful_restart {
-                c.push_str("  [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 120\n");
+                let _ = write!(
+                    c,
+                    "  [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = {}\n",
+                    n.graceful_restart_time
+                );
             }
             for f in &n.families {
                 let _ = write!(
                     c,
                     "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{f}\"\n"
                 );
-                if n.graceful_restart {
+                if n.graceful_restart && n.graceful_restart_families {
                     c.push_str("    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n");
                 }
             }

@@ -131,6 +131,20 @@ fn wait_for_frr_fast(frr: &Frr) -> Result<serde_json::Value> {
     }
 }
 
+/// bgpd's API view of the ToR's BFD session, once its state is `state`.
+fn bgpd_bfd(bgpd: &Bgpd, state: &str) -> Result<api::bgp::Bfd> {
+    cmd::wait_for(
+        &format!("the API's BFD state {state}"),
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        |last| {
+            let b = bgpd.peer("tor")?.bfd;
+            *last = format!("{b:?}");
+            Ok(b.filter(|b| b.state == state))
+        },
+    )
+}
+
 fn bird_bfd_cut(name: &str, tor_addr: &str, node_addr: &str) -> Result<()> {
     let (lab, tor_h, node_h) = topology(name)?;
     let mut bc = BirdConfig::new("192.0.2.1".parse().unwrap());
@@ -155,10 +169,19 @@ fn bird_bfd_cut(name: &str, tor_addr: &str, node_addr: &str) -> Result<()> {
         bird.birdc("show bfd sessions")?
     );
 
+    // The API shows the BFD session: Up both ways, BIRD's discriminator, 100 ms × 3.
+    let b = bgpd_bfd(&bgpd, "Up")?;
+    assert_eq!(b.remote_state, "Up", "{b:?}");
+    assert_ne!(b.remote_discriminator, 0, "{b:?}");
+    assert_eq!((b.detect_mult, b.remote_detect_mult), (3, 3), "{b:?}");
+    assert_eq!(b.required_min_rx_ms, 100, "{b:?}");
+
     let took = cut_and_time_down(&bgpd, &node_h)?;
     eprintln!("bgpd's session down {took:?} after the cut (hold time 9 s)");
     assert!(took < Duration::from_millis(500), "took {took:?}");
     bird.wait_bfd(ip(node_addr), "Down", Duration::from_secs(3))?;
+    let b = bgpd_bfd(&bgpd, "Down")?;
+    assert_eq!(b.diag, "Control Detection Time Expired", "{b:?}");
 
     restore_bfd_and_bgp(&node_h)?;
     let t_back = Instant::now();

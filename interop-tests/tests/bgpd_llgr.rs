@@ -69,6 +69,12 @@ fn bird_bgp_llgr_tor_down_keeps_routes_long_lived_stale() -> Result<()> {
         "tagged before the restart time ran out"
     );
     assert!(find(&tagged, "198.51.100.0/24").is_some());
+    // Long-lived stale routes are stale in the API too.
+    let api = bgpd.api_routes(RibKind::AdjIn, "tor")?;
+    assert!(
+        api.iter().any(|r| r.prefix == "198.51.100.0/24" && r.stale),
+        "{api:?}"
+    );
     for _ in 0..10 {
         assert!(
             kernel("198.51.100.0/24")?,
@@ -83,6 +89,12 @@ fn bird_bgp_llgr_tor_down_keeps_routes_long_lived_stale() -> Result<()> {
     bgpd.wait_routes(RibKind::AdjIn, "tor", T, |r| {
         find(r, "198.51.100.0/24").is_some_and(|r| !r.communities.contains(&LLGR_STALE))
     })?;
+    let api = bgpd.api_routes(RibKind::AdjIn, "tor")?;
+    assert!(
+        api.iter()
+            .any(|r| r.prefix == "198.51.100.0/24" && !r.stale),
+        "the fresh route is still stale: {api:?}"
+    );
     cmd::wait_for(
         "the route in the kernel again",
         T,

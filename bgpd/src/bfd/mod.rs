@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 pub use packet::{BadPacket, BfdState, CONTROL_PORT, ControlPacket, Diag, MULTIHOP_PORT};
-pub use session::{Action, BfdConfig, Session};
+pub use session::{Action, BfdConfig, BfdStatus, Session};
 
 /// What a session tells its owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,9 +158,12 @@ impl Service {
             },
         );
         let (stop_tx, stop_rx) = oneshot::channel();
+        let session = Session::new(cfg, disc, seed);
+        let status = Arc::new(std::sync::Mutex::new(session.status()));
         let task = SessionTask {
             name: name.to_string(),
-            session: Session::new(cfg, disc, seed),
+            status: status.clone(),
+            session,
             sock,
             peer: SocketAddr::new(peer, port),
             rx,
@@ -173,6 +176,7 @@ impl Service {
               "BFD session started");
         Ok(SessionHandle {
             local_disc: disc,
+            status,
             stop: Some(stop_tx),
             task: tokio::spawn(task.run(notify)),
         })
@@ -191,6 +195,8 @@ impl Drop for Service {
 #[derive(Debug)]
 pub struct SessionHandle {
     local_disc: u32,
+    /// Refreshed by the session task after every packet and timer.
+    status: Arc<std::sync::Mutex<BfdStatus>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -199,6 +205,11 @@ impl SessionHandle {
     /// Our discriminator for this session.
     pub fn local_disc(&self) -> u32 {
         self.local_disc
+    }
+
+    /// The session now (state, discriminators, intervals).
+    pub fn status(&self) -> BfdStatus {
+        *self.status.lock().unwrap()
     }
 
     /// Sends AdminDown to the peer and waits for the task to end.
@@ -258,6 +269,7 @@ async fn receive(sock: UdpSocket, demux: Demux, multihop: bool) {
 
 struct SessionTask {
     name: String,
+    status: Arc<std::sync::Mutex<BfdStatus>>,
     session: Session,
     sock: UdpSocket,
     peer: SocketAddr,
@@ -273,6 +285,7 @@ impl SessionTask {
             for a in acts.drain(..) {
                 self.act(a, &notify).await;
             }
+            *self.status.lock().unwrap() = self.session.status();
             let deadline = self
                 .session
                 .next_deadline()
@@ -358,6 +371,30 @@ mod tests {
         let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
         assert_eq!(ev.unwrap(), Some(BfdEvent::Up));
         (svc, h, rx)
+    }
+
+    #[tokio::test]
+    async fn status_shows_state_discriminators_and_intervals() {
+        let (_svc, h, _rx) = looped(0, None).await;
+        // The task refreshes the status after each packet: wait for one sent while Up.
+        let mut s = h.status();
+        for _ in 0..200 {
+            if s.state == BfdState::Up && s.remote_state == BfdState::Up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            s = h.status();
+        }
+        assert_eq!(s.state, BfdState::Up);
+        // Looped back: the "peer" is this session, with our discriminator and timers.
+        assert_eq!(s.remote_state, BfdState::Up);
+        assert_eq!(s.remote_disc, h.local_disc());
+        assert_eq!(s.local_disc, h.local_disc());
+        assert_eq!(s.tx_interval, Duration::from_millis(50));
+        assert_eq!(s.remote_min_rx, Duration::from_millis(50));
+        assert_eq!((s.detect_mult, s.remote_detect_mult), (3, 3));
+        assert_eq!(s.detection_time, Some(Duration::from_millis(150)));
+        h.stop().await;
     }
 
     const LO: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);

@@ -46,6 +46,30 @@ pub enum Action {
     },
 }
 
+/// What the operator sees of a session (API, `ironctl bgp peer`, metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BfdStatus {
+    pub state: BfdState,
+    /// The state the peer last reported.
+    pub remote_state: BfdState,
+    /// Our diagnostic (why the session last went down).
+    pub diag: Diag,
+    pub local_disc: u32,
+    /// 0 until the peer was heard.
+    pub remote_disc: u32,
+    /// The interval between our packets now (§6.8.7, before jitter).
+    pub tx_interval: Duration,
+    /// bfd.RequiredMinRxInterval.
+    pub required_min_rx: Duration,
+    /// The peer's Required Min RX and Desired Min TX intervals, as last received.
+    pub remote_min_rx: Duration,
+    pub remote_desired_min_tx: Duration,
+    pub detect_mult: u8,
+    pub remote_detect_mult: u8,
+    /// §6.8.4; `None` until the peer was heard.
+    pub detection_time: Option<Duration>,
+}
+
 /// RFC 5880 §6.8.1 state variables.
 #[derive(Debug)]
 pub struct Session {
@@ -112,6 +136,24 @@ impl Session {
 
     pub fn diag(&self) -> Diag {
         self.local_diag
+    }
+
+    /// The session as the operator sees it.
+    pub fn status(&self) -> BfdStatus {
+        BfdStatus {
+            state: self.state,
+            remote_state: self.remote_state,
+            diag: self.local_diag,
+            local_disc: self.local_disc,
+            remote_disc: self.remote_disc,
+            tx_interval: self.tx_interval(),
+            required_min_rx: self.cfg.required_min_rx,
+            remote_min_rx: Duration::from_micros(self.remote_min_rx_us.into()),
+            remote_desired_min_tx: Duration::from_micros(self.remote_desired_min_tx_us.into()),
+            detect_mult: self.cfg.detect_mult,
+            remote_detect_mult: self.remote_detect_mult,
+            detection_time: self.detection_time(),
+        }
     }
 
     /// bfd.DesiredMinTxInterval now: the configured value when Up, at least 1 s otherwise.

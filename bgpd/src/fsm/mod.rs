@@ -435,6 +435,14 @@ impl Session {
 
     fn check_open(&self, open: &OpenMsg) -> Result<(), NotificationMsg> {
         let err = |sub: u8, data: Bytes| NotificationMsg::new(error_code::OPEN_MESSAGE, sub, data);
+        // RFC 7607 §2: AS 0 as the peer's AS (My AS, or the 4-octet AS capability) is Bad Peer
+        // AS, whatever peer AS is configured ("any" included).
+        if open.asn() == 0 {
+            return Err(err(
+                open_subcode::BAD_PEER_AS,
+                Bytes::copy_from_slice(&open.my_as.to_be_bytes()),
+            ));
+        }
         // §6.2: Bad Peer AS, data = the 2-octet My AS field.
         if let PeerAs::Exact(want) = self.cfg.peer_as
             && open.asn() != want
@@ -489,6 +497,24 @@ impl Session {
 
     /// Common exit to Idle: optional NOTIFICATION, close, stop timers, report, schedule restart.
     fn down(&mut self, out: &mut Vec<Action>, reason: DownReason, notify: Option<NotificationMsg>) {
+        // RFC 8538 §5: with the N bit exchanged, a Cease meant to remove the routes goes out as
+        // a Hard Reset (and is reported so: the core must not keep the peer's routes either).
+        let graceful_notification = self
+            .negotiated
+            .as_ref()
+            .is_some_and(|n| n.graceful_notification());
+        let hard = |n: NotificationMsg| {
+            if graceful_notification && n.wants_hard_reset() {
+                NotificationMsg::hard_reset(&n)
+            } else {
+                n
+            }
+        };
+        let notify = notify.map(hard);
+        let reason = match reason {
+            DownReason::NotificationSent(n) => DownReason::NotificationSent(hard(n)),
+            r => r,
+        };
         if let Some(n) = notify {
             out.push(Action::Send(Message::Notification(n)));
         }

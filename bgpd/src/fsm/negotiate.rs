@@ -48,6 +48,17 @@ impl Negotiated {
         Some(ours.min(theirs)).filter(|&t| t > 0)
     }
 
+    /// RFC 8538 §2: both sides sent the N bit in their graceful restart capability: a
+    /// NOTIFICATION other than Hard Reset then ends the session gracefully (routes retained).
+    pub fn graceful_notification(&self) -> bool {
+        let n = |o: &OpenMsg| {
+            o.capabilities
+                .iter()
+                .any(|c| matches!(c, Capability::GracefulRestart(gr) if gr.notification))
+        };
+        n(&self.sent_open) && n(&self.received_open)
+    }
+
     /// The codec context for this session.
     pub fn context(&self) -> Context {
         Context {

@@ -175,6 +175,28 @@ fn wrong_peer_as_is_refused_with_bad_peer_as() {
 }
 
 #[test]
+fn as_zero_in_open_is_bad_peer_as_even_with_any_peer_as() {
+    // RFC 7607 §2: My AS 0, or AS_TRANS with a 4-octet AS capability of 0.
+    for open in [peer_open(0, 90), {
+        let mut o = peer_open(0, 90);
+        o.my_as = crate::wire::AS_TRANS;
+        o
+    }] {
+        let mut s = Session::new(SessionConfig {
+            peer_as: PeerAs::Any,
+            ..cfg()
+        });
+        s.handle(Event::ManualStart);
+        s.handle(Event::TcpConnected);
+        assert_eq!(open.asn(), 0);
+        let a = s.handle(Event::Message(Message::Open(open)));
+        let n = notification(&a).expect("a NOTIFICATION");
+        assert_eq!((n.code, n.subcode), (2, 2));
+        assert_eq!(s.state(), State::Idle);
+    }
+}
+
+#[test]
 fn any_peer_as_learns_it_from_open() {
     let mut s = Session::new(SessionConfig {
         peer_as: PeerAs::Any,
@@ -199,6 +221,70 @@ fn ibgp_peer_with_our_router_id_is_refused() {
     let a = s.handle(Event::Message(Message::Open(open)));
     let n = notification(&a).unwrap();
     assert_eq!((n.code, n.subcode), (2, 3));
+}
+
+/// A session where both sides sent the N bit (RFC 8538), or only we did.
+fn established_with_n(peer_n: bool) -> Session {
+    let gr = |notification| {
+        Capability::GracefulRestart(crate::wire::GracefulRestart {
+            restart_state: false,
+            notification,
+            restart_time: 120,
+            families: vec![],
+        })
+    };
+    let mut c = cfg();
+    c.capabilities.push(gr(true));
+    let mut s = Session::new(c);
+    s.handle(Event::ManualStart);
+    s.handle(Event::TcpConnected);
+    let mut open = peer_open(PEER_AS, 30);
+    open.capabilities.push(gr(peer_n));
+    s.handle(Event::Message(Message::Open(open)));
+    let a = s.handle(Event::Message(Message::Keepalive));
+    assert!(matches!(a.last(), Some(Action::Established(_))), "{a:?}");
+    s
+}
+
+#[test]
+fn with_the_n_bit_route_removing_ceases_go_out_as_hard_reset() {
+    // RFC 8538 §5: Administrative Shutdown (manual stop) and Maximum Number of Prefixes are
+    // wrapped; the Down reason carries what was sent.
+    let mut s = established_with_n(true);
+    let a = s.handle(Event::ManualStop {
+        communication: Some("bye".into()),
+    });
+    let n = notification(&a).unwrap();
+    assert_eq!((n.code, n.subcode), (6, 9));
+    assert_eq!(&n.data[..], b"\x06\x02\x03bye");
+    let mut s = established_with_n(true);
+    let a = s.handle(Event::Cease {
+        subcode: cease_subcode::MAXIMUM_PREFIXES_REACHED,
+        communication: None,
+    });
+    let n = notification(&a).unwrap();
+    assert_eq!((n.code, n.subcode, &n.data[..2]), (6, 9, &[6u8, 1][..]));
+    assert!(
+        a.iter().any(
+            |x| matches!(x, Action::Down(DownReason::NotificationSent(d)) if d.is_hard_reset())
+        )
+    );
+    // Connection Collision Resolution stays a plain (graceful) Cease.
+    let mut s = established_with_n(true);
+    let a = s.handle(Event::Cease {
+        subcode: cease_subcode::CONNECTION_COLLISION_RESOLUTION,
+        communication: None,
+    });
+    assert_eq!(notification(&a).map(|n| (n.code, n.subcode)), Some((6, 7)));
+}
+
+#[test]
+fn without_the_peers_n_bit_a_cease_is_not_wrapped() {
+    let mut s = established_with_n(false);
+    let a = s.handle(Event::ManualStop {
+        communication: None,
+    });
+    assert_eq!(notification(&a).map(|n| (n.code, n.subcode)), Some((6, 2)));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use configs::{BgpPolicy, Family, PolicyAction, PolicyRule};
 
 use super::{Match, Policy, PrefixEntry, Rule, Set, Verdict};
-use crate::wire::{Afi, Community, LargeCommunity, Safi};
+use crate::wire::{Afi, LargeCommunity, Safi};
 
 fn verdict(a: PolicyAction) -> Verdict {
     match a {
@@ -35,11 +35,7 @@ fn rule(r: &PolicyRule) -> Rule {
             .collect();
         matches.push(Match::Prefix(list));
     }
-    matches.extend(
-        r.communities
-            .iter()
-            .map(|c| Match::Community(Community(c.0))),
-    );
+    matches.extend(r.communities.iter().map(|c| Match::Community(*c)));
     matches.extend(
         r.large_communities
             .iter()
@@ -64,13 +60,9 @@ fn rule(r: &PolicyRule) -> Rule {
     actions.extend(
         r.remove_communities
             .iter()
-            .map(|c| Set::RemoveCommunity(Community(c.0))),
+            .map(|c| Set::RemoveCommunity(*c)),
     );
-    actions.extend(
-        r.add_communities
-            .iter()
-            .map(|c| Set::AddCommunity(Community(c.0))),
-    );
+    actions.extend(r.add_communities.iter().map(|c| Set::AddCommunity(*c)));
     actions.extend(
         r.remove_large_communities
             .iter()

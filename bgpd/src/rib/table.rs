@@ -298,6 +298,15 @@ impl<P: RibPrefix> Table<P> {
         n
     }
 
+    /// How many paths of `peer` are stale.
+    pub fn stale_count(&self, peer: PeerId) -> usize {
+        self.dests
+            .values()
+            .flat_map(|paths| paths.as_slice())
+            .filter(|p| p.peer == peer && p.has(flags::STALE))
+            .count()
+    }
+
     /// Re-tags (or with `None` removes) every stale path of `peer`; returns (kept, removed).
     pub fn retag_stale(
         &mut self,

@@ -44,6 +44,8 @@ pub struct PeerSpec {
     pub import: Policy,
     pub export: Policy,
     pub next_hop_self: bool,
+    /// RFC 4271 §6.3: routes from this eBGP peer must have its AS first in AS_PATH.
+    pub enforce_first_as: bool,
     pub max_prefixes: Option<configs::MaxPrefixes>,
     /// BFD to the peer's address (single hop, RFC 5881).
     pub bfd: Option<crate::bfd::BfdConfig>,
@@ -172,9 +174,11 @@ impl SpeakerConfig {
             // RFC 4724 §3: forwarding state is preserved across a bgpd restart (the kernel
             // and the eBPF datapath keep forwarding), so the F bit is set; the R bit is set
             // at start when bgpd restarted gracefully (see `speaker::graceful`).
+            // RFC 8538 §2: the N bit: a NOTIFICATION other than Hard Reset is a graceful end
+            // too (the FSM sends the Cease subcodes meant to remove routes as Hard Reset).
             caps.push(Capability::GracefulRestart(GracefulRestart {
                 restart_state: false,
-                notification: false,
+                notification: p.graceful_notification,
                 restart_time: p.graceful_restart_time,
                 families: families
                     .iter()
@@ -237,6 +241,7 @@ impl SpeakerConfig {
                 import,
                 export,
                 next_hop_self: p.next_hop_self,
+                enforce_first_as: p.enforce_first_as,
                 max_prefixes: p.max_prefixes,
                 bfd: p.bfd.map(|b| crate::bfd::BfdConfig {
                     desired_min_tx: Duration::from_millis(b.min_tx_ms.into()),
@@ -252,7 +257,7 @@ impl SpeakerConfig {
             .iter()
             .map(|a| Advert {
                 prefix: a.prefix,
-                communities: a.communities.iter().map(|c| Community(c.0)).collect(),
+                communities: a.communities.clone(),
                 large_communities: a
                     .large_communities
                     .iter()
@@ -339,7 +344,7 @@ pub fn special_prefix_refusal(p: &IpNet) -> Option<String> {
 /// Parses "65000:100" or a well-known name (RFC 1997, 8326, ...) with the one parser every
 /// ironmesh crate uses ([`configs::Community`]).
 pub fn parse_community(s: &str) -> Result<Community, String> {
-    s.parse::<configs::Community>().map(|c| Community(c.0))
+    s.parse::<Community>()
 }
 
 /// Parses "65000:1:2" (RFC 8092), see [`parse_community`].
@@ -384,6 +389,27 @@ mod tests {
 
     fn peer(address: &str) -> String {
         format!("[[bgp.peers]]\nname = \"tor\"\naddress = \"{address}\"\npeer_asn = 65000\n")
+    }
+
+    /// The N bit of the GR capability we send (RFC 8538 §2).
+    fn sends_n_bit(s: &SpeakerConfig) -> bool {
+        s.peers[0]
+            .session
+            .capabilities
+            .iter()
+            .any(|c| matches!(c, Capability::GracefulRestart(gr) if gr.notification))
+    }
+
+    #[test]
+    fn the_n_bit_is_sent_unless_graceful_notification_is_off() {
+        let on = from_toml("", &peer("192.0.2.1")).unwrap();
+        assert!(sends_n_bit(&on));
+        let off = from_toml(
+            "",
+            &format!("{}graceful_notification = false\n", peer("192.0.2.1")),
+        )
+        .unwrap();
+        assert!(!sends_n_bit(&off));
     }
 
     const SPECIAL: [&str; 12] = [

@@ -9,7 +9,7 @@ use super::config::{parse_community, parse_large_community, parse_prefix};
 use super::status::PeerStatus;
 use crate::fsm::State;
 use crate::rib::{Advert, PeerId, RibRoute};
-use crate::wire::{AsSegmentType, MpNextHop, Origin};
+use crate::wire::{AsSegmentType, Community, MpNextHop, Origin};
 
 #[derive(Debug)]
 pub struct BgpApi {
@@ -57,6 +57,7 @@ fn capabilities(st: &PeerStatus) -> Vec<String> {
         (n.extended_message, "extended-message"),
         (!n.extended_next_hop.is_empty(), "extended-next-hop"),
         (n.peer_graceful_restart.is_some(), "graceful-restart"),
+        (n.graceful_notification(), "graceful-notification"),
     ] {
         if on {
             caps.push(name.into());
@@ -93,11 +94,7 @@ fn route(r: &RibRoute<'_>, peer_name: &dyn Fn(PeerId) -> String) -> pb::Route {
         .into(),
         med: a.med,
         local_pref: a.local_pref,
-        communities: a
-            .communities
-            .iter()
-            .map(|c| format!("{}:{}", c.0 >> 16, c.0 & 0xffff))
-            .collect(),
+        communities: a.communities.iter().map(Community::to_string).collect(),
         large_communities: a
             .large_communities
             .iter()
@@ -105,7 +102,25 @@ fn route(r: &RibRoute<'_>, peer_name: &dyn Fn(PeerId) -> String) -> pb::Route {
             .collect(),
         peer: r.peer.map(peer_name).unwrap_or_default(),
         best: r.best,
-        stale: false,
+        stale: r.stale,
+    }
+}
+
+fn bfd_pb(s: &crate::bfd::BfdStatus) -> pb::Bfd {
+    let ms = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    pb::Bfd {
+        state: s.state.to_string(),
+        remote_state: s.remote_state.to_string(),
+        diag: s.diag.to_string(),
+        local_discriminator: s.local_disc,
+        remote_discriminator: s.remote_disc,
+        tx_interval_ms: ms(s.tx_interval),
+        required_min_rx_ms: ms(s.required_min_rx),
+        remote_min_rx_ms: ms(s.remote_min_rx),
+        remote_desired_min_tx_ms: ms(s.remote_desired_min_tx),
+        detect_mult: s.detect_mult.into(),
+        remote_detect_mult: s.remote_detect_mult.into(),
+        detection_time_ms: s.detection_time.map(ms).unwrap_or(0),
     }
 }
 
@@ -151,6 +166,7 @@ impl pb::bgp_server::Bgp for BgpApi {
             })
             .await
             .ok_or_else(gone)?;
+        let bfd = self.h.bfd_status().await;
         let mut peers = Vec::new();
         for (p, rc) in self.h.peers().iter().zip(rib_counters) {
             if !want.is_empty() && want != p.name {
@@ -180,6 +196,7 @@ impl pb::bgp_server::Bgp for BgpApi {
                 }),
                 last_error: st.last_error.clone().unwrap_or_default(),
                 peer_router_id: n.map(|n| n.peer_router_id.to_string()).unwrap_or_default(),
+                bfd: bfd.get(&p.name).map(bfd_pb),
             });
         }
         if !want.is_empty() && peers.is_empty() {
@@ -253,6 +270,7 @@ impl pb::bgp_server::Bgp for BgpApi {
                                 accepted: true,
                                 best: true,
                                 multipath: false,
+                                stale: false,
                             };
                             out.push(route(&rr, &name));
                         }
@@ -282,13 +300,16 @@ impl pb::bgp_server::Bgp for BgpApi {
             .into_iter()
             .map(advert)
             .collect::<Result<Vec<_>, _>>()?;
-        let (added, replaced) = self
+        let n = self
             .h
             .add_adverts_in_pools(list)
             .await
             .ok_or_else(gone)?
-            .map_err(Status::invalid_argument)?;
-        Ok(Response::new(pb::AddAdvertsResponse { added, replaced }))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(pb::AddAdvertsResponse {
+            added: n.added,
+            replaced: n.replaced,
+        }))
     }
 
     async fn remove_adverts(
@@ -406,6 +427,65 @@ mod tests {
         let r = api.add_adverts(add(&["203.0.113.10/32"])).await.unwrap();
         assert_eq!(r.into_inner().added, 1);
         assert_eq!(originated(&sp.handle()).await, ["203.0.113.10/32"]);
+        sp.stop(false).await;
+    }
+
+    /// One community type and parser: a config advert and an API advert with the same names
+    /// (from both former lists) carry the same communities; a bad one is refused by the API with
+    /// the config's wording.
+    #[tokio::test]
+    async fn config_and_api_accept_the_same_community_names() {
+        let names = [
+            "no-peer",
+            "graceful-shutdown",
+            "blackhole",
+            "no-export",
+            "65000:7",
+        ];
+        let sp = speaker(&format!(
+            "[[bgp.adverts]]\nprefix = \"203.0.113.1/32\"\ncommunities = {names:?}\n"
+        ))
+        .await;
+        let api = BgpApi::new(sp.handle());
+        let mut req = add(&["203.0.113.2/32"]);
+        req.get_mut().adverts[0].communities = names.iter().map(|n| n.to_string()).collect();
+        assert_eq!(api.add_adverts(req).await.unwrap().into_inner().added, 1);
+        let comms = sp
+            .handle()
+            .query(|rib| {
+                rib.loc_rib()
+                    .map(|r| r.attrs.attrs.communities.clone())
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap();
+        let expected = vec![
+            Community::NO_PEER,
+            Community::GRACEFUL_SHUTDOWN,
+            Community::BLACKHOLE,
+            Community::NO_EXPORT,
+            Community::new(65000, 7),
+        ];
+        assert_eq!(comms, vec![expected.clone(), expected.clone()]);
+        let shown: Vec<String> = expected.iter().map(Community::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "65535:65284",
+                "65535:0",
+                "65535:666",
+                "65535:65281",
+                "65000:7"
+            ]
+        );
+        let mut bad = add(&["203.0.113.3/32"]);
+        bad.get_mut().adverts[0].communities = vec!["no-such-thing".into()];
+        let e = api.add_adverts(bad).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            e.message(),
+            "no-such-thing".parse::<configs::Community>().unwrap_err()
+        );
         sp.stop(false).await;
     }
 

@@ -31,6 +31,8 @@ pub struct PeerSample {
     pub notifications_out: u64,
     /// Prefixes received/accepted/advertised, from the RIB.
     pub rib: PeerCounters,
+    /// The BFD session's state, when the peer has one.
+    pub bfd: Option<crate::bfd::BfdState>,
 }
 
 /// Everything a scrape shows.
@@ -54,6 +56,7 @@ pub async fn sample(h: &SpeakerHandle) -> Option<Sample> {
             (c, rib.prefix_count(), rib.attribute_sets())
         })
         .await?;
+    let bfd = h.bfd_status().await;
     let peers = h
         .peers()
         .iter()
@@ -68,6 +71,7 @@ pub async fn sample(h: &SpeakerHandle) -> Option<Sample> {
                 notifications_in: st.counters.notifications_in,
                 notifications_out: st.counters.notifications_out,
                 rib,
+                bfd: bfd.get(&p.name).map(|b| b.state),
             }
         })
         .collect();
@@ -177,6 +181,21 @@ pub fn render(s: &Sample) -> String {
         "bgp_updates_treat_as_withdraw",
         "Malformed UPDATEs handled as withdrawals (RFC 7606) in the current session",
     );
+    let bad_next_hop = counter_family(
+        &mut reg,
+        "bgp_routes_bad_next_hop",
+        "Routes ignored for a semantically incorrect NEXT_HOP (RFC 4271 §6.3) in the current session",
+    );
+    let bfd_state = gauge_family(
+        &mut reg,
+        "bgp_bfd_state",
+        "BFD session state of peers with BFD (RFC 5880 §4.1: 0 AdminDown, 1 Down, 2 Init, 3 Up)",
+    );
+    let first_as = counter_family(
+        &mut reg,
+        "bgp_routes_first_as_mismatch",
+        "Routes ignored because the eBGP peer's AS was not first in AS_PATH (RFC 4271 §6.3) in the current session",
+    );
     for p in &s.peers {
         let l = vec![("peer", p.name.clone())];
         state.get_or_create(&l).set(state_number(p.state));
@@ -188,6 +207,11 @@ pub fn render(s: &Sample) -> String {
         notif_out.get_or_create(&l).inc_by(p.notifications_out);
         notif_in.get_or_create(&l).inc_by(p.notifications_in);
         withdrawn.get_or_create(&l).inc_by(p.rib.treat_as_withdraw);
+        bad_next_hop.get_or_create(&l).inc_by(p.rib.bad_next_hop);
+        first_as.get_or_create(&l).inc_by(p.rib.first_as_mismatch);
+        if let Some(b) = p.bfd {
+            bfd_state.get_or_create(&l).set(b as i64);
+        }
     }
     let loc = gauge_family(
         &mut reg,
@@ -246,8 +270,11 @@ mod tests {
                 received,
                 accepted: received,
                 advertised: 4,
+                bad_next_hop: 2,
+                first_as_mismatch: 3,
                 ..PeerCounters::default()
             },
+            bfd: (name == "tor-a").then_some(crate::bfd::BfdState::Up),
         }
     }
 
@@ -277,6 +304,9 @@ mod tests {
             "bgp_notifications_sent_total{peer=\"tor-b\"} 1",
             "bgp_notifications_received_total{peer=\"tor-b\"} 0",
             "bgp_updates_treat_as_withdraw_total{peer=\"tor-a\"} 0",
+            "bgp_routes_bad_next_hop_total{peer=\"tor-a\"} 2",
+            "bgp_routes_first_as_mismatch_total{peer=\"tor-a\"} 3",
+            "bgp_bfd_state{peer=\"tor-a\"} 3",
             "bgp_loc_rib_prefixes{family=\"ipv4-unicast\"} 9",
             "bgp_loc_rib_prefixes{family=\"ipv6-unicast\"} 1",
             "bgp_attribute_sets 5",
@@ -288,6 +318,10 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+        assert!(
+            !text.contains("bgp_bfd_state{peer=\"tor-b\"}"),
+            "a peer without BFD has no BFD state:\n{text}"
+        );
     }
 
     #[test]

@@ -29,10 +29,37 @@ pub use config::{ConfigError, PeerSpec, SpeakerConfig};
 pub use status::{Counters, PeerStatus, notification_text};
 
 use crate::rib::{Advert, PeerId, Rib};
+pub use core::{AdvertsAdded, CoreError};
 use core::{Core, CoreCmd};
 use peer::PeerMsg;
 use registry::Registry;
 pub use reload::ReloadError;
+
+/// Why adverts were refused (nothing was added).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AdvertError {
+    /// A special prefix while `bgp.allow_special_prefixes` is off (the refusal names it).
+    #[error("advert {0}")]
+    SpecialPrefix(String),
+    #[error(transparent)]
+    Pool(#[from] CoreError),
+}
+
+/// Why a reload from the config file was refused (the running config is kept).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadFileError {
+    #[error("bgpd was started without a config file to reload")]
+    NoConfigFile,
+    #[error("{path}: {source}")]
+    Config {
+        path: String,
+        source: configs::ConfigError,
+    },
+    #[error("{path}: {source}")]
+    Speaker { path: String, source: ConfigError },
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpeakerError {
@@ -140,8 +167,6 @@ impl Speaker {
         };
         let mut rib = Rib::new(cfg.local_asn, cfg.router_id);
         rib.set_fib_tracking(cfg.fib.is_some());
-        let mut core = Core::new(rib, fib_tx, cmd_tx.clone());
-        core.set_pools(&cfg.pools);
         let bmp = if cfg.bmp_collectors.is_empty() {
             crate::bmp::BmpSink::default()
         } else {
@@ -153,7 +178,8 @@ impl Speaker {
             info!(collectors = ?cfg.bmp_collectors, "exporting to BMP collectors");
             crate::bmp::start(&cfg.bmp_collectors, &cfg.sys_name, dump)
         };
-        core.set_bmp(bmp.clone());
+        let mut core = Core::new(rib, fib_tx, bmp.clone());
+        core.set_pools(&cfg.pools);
         let initial = cfg
             .adverts
             .iter()
@@ -245,16 +271,34 @@ impl SpeakerHandle {
     }
 
     /// Re-reads the config file given in [`RunOptions::config_path`] and applies it.
-    pub async fn reload_from_file(&self) -> Result<Vec<String>, String> {
+    pub async fn reload_from_file(&self) -> Result<Vec<String>, ReloadFileError> {
         let path = self
             .config_path
             .as_ref()
-            .ok_or("bgpd was started without a config file to reload")?;
-        let cfg = configs::Config::from_file(path.as_path())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let new =
-            SpeakerConfig::from_config(&cfg).map_err(|e| format!("{}: {e}", path.display()))?;
-        self.reload(new).await.map_err(|e| e.to_string())
+            .ok_or(ReloadFileError::NoConfigFile)?;
+        let at = |p: &std::path::Path| p.display().to_string();
+        let cfg = configs::Config::from_file(path.as_path()).map_err(|source| {
+            ReloadFileError::Config {
+                path: at(path),
+                source,
+            }
+        })?;
+        let new = SpeakerConfig::from_config(&cfg).map_err(|source| ReloadFileError::Speaker {
+            path: at(path),
+            source,
+        })?;
+        Ok(self.reload(new).await?)
+    }
+
+    /// The BFD session of each peer that has one, by peer name.
+    pub async fn bfd_status(&self) -> std::collections::HashMap<String, crate::bfd::BfdStatus> {
+        self.registry
+            .lock()
+            .await
+            .bfd_sessions
+            .iter()
+            .map(|(name, h)| (name.clone(), h.status()))
+            .collect()
     }
 
     /// Runs `f` on the RIB inside the core task.
@@ -270,8 +314,9 @@ impl SpeakerHandle {
         rx.await.ok()
     }
 
-    /// Adds or replaces adverts; returns (added, replaced). Never resets a session.
-    pub async fn add_adverts(&self, adverts: Vec<Advert>) -> Option<(u32, u32)> {
+    /// Adds or replaces adverts; returns how many were added and replaced. Never resets a
+    /// session.
+    pub async fn add_adverts(&self, adverts: Vec<Advert>) -> Option<AdvertsAdded> {
         let list = adverts.into_iter().map(|a| (a, None)).collect();
         self.add_adverts_in_pools(list).await?.ok()
     }
@@ -282,26 +327,26 @@ impl SpeakerHandle {
     pub async fn add_adverts_in_pools(
         &self,
         adverts: Vec<(Advert, Option<String>)>,
-    ) -> Option<Result<(u32, u32), String>> {
+    ) -> Option<Result<AdvertsAdded, AdvertError>> {
         if !self.registry.lock().await.current.allow_special_prefixes
             && let Some(e) = adverts
                 .iter()
                 .find_map(|(a, _)| config::special_prefix_refusal(&a.prefix))
         {
-            return Some(Err(format!("advert {e}")));
+            return Some(Err(AdvertError::SpecialPrefix(e)));
         }
-        let (tx, rx) = oneshot::channel();
+        let (reply, rx) = oneshot::channel();
         self.cmds
-            .send(CoreCmd::AddAdverts(adverts, tx))
+            .send(CoreCmd::AddAdverts { adverts, reply })
             .await
             .ok()?;
-        rx.await.ok()
+        Some(rx.await.ok()?.map_err(AdvertError::from))
     }
 
     pub async fn remove_adverts(&self, prefixes: Vec<IpNet>) -> Option<u32> {
-        let (tx, rx) = oneshot::channel();
+        let (reply, rx) = oneshot::channel();
         self.cmds
-            .send(CoreCmd::RemoveAdverts(prefixes, tx))
+            .send(CoreCmd::RemoveAdverts { prefixes, reply })
             .await
             .ok()?;
         rx.await.ok()
@@ -309,8 +354,8 @@ impl SpeakerHandle {
 
     /// RFC 8326 graceful shutdown of every session's routes; returns the sessions up.
     pub async fn drain(&self) -> Option<u32> {
-        let (tx, rx) = oneshot::channel();
-        self.cmds.send(CoreCmd::Drain(tx)).await.ok()?;
+        let (reply, rx) = oneshot::channel();
+        self.cmds.send(CoreCmd::Drain { reply }).await.ok()?;
         rx.await.ok()
     }
 

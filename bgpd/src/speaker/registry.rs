@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, info, warn};
 
 use super::config::{PeerSpec, SpeakerConfig};
-use super::core::CoreCmd;
+use super::core::{CoreCmd, NewPeer, PeerLink};
 use super::peer::{CoreEvent, PeerMsg, PeerTask};
 use super::reload::{ReloadError, plan};
 use super::status::PeerStatus;
@@ -93,6 +93,7 @@ impl Registry {
             import: spec.import.clone(),
             export: spec.export.clone(),
             next_hop_self: spec.next_hop_self,
+            enforce_first_as: spec.enforce_first_as,
             max_accepted: spec
                 .max_prefixes
                 .filter(|m| m.action == configs::MaxPrefixAction::Drop)
@@ -100,14 +101,18 @@ impl Registry {
         };
         let (ack_tx, ack_rx) = oneshot::channel();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
-        let cmd = CoreCmd::AddPeer(
-            info,
-            spec.name.clone(),
-            tx.clone(),
-            out_tx,
-            spec.max_prefixes,
-            ack_tx,
-        );
+        let cmd = CoreCmd::AddPeer {
+            peer: NewPeer {
+                info,
+                name: spec.name.clone(),
+                max_prefixes: spec.max_prefixes,
+            },
+            link: PeerLink {
+                tx: tx.clone(),
+                out: out_tx,
+            },
+            ack: ack_tx,
+        };
         if self.cmds.send(cmd).await.is_err() || ack_rx.await.is_err() {
             return; // shutting down
         }
@@ -206,7 +211,10 @@ impl Registry {
         let (ack_tx, ack_rx) = oneshot::channel();
         if self
             .cmds
-            .send(CoreCmd::RemovePeer(view.id, ack_tx))
+            .send(CoreCmd::RemovePeer {
+                peer: view.id,
+                ack: ack_tx,
+            })
             .await
             .is_ok()
         {
@@ -250,8 +258,13 @@ impl Registry {
                 continue;
             };
             info!(peer = %spec.name, "reload: policy changed, applying without a session reset");
-            let (tx, rx) = oneshot::channel();
-            let cmd = CoreCmd::SetPolicies(id, spec.import.clone(), spec.export.clone(), tx);
+            let (ack, rx) = oneshot::channel();
+            let cmd = CoreCmd::SetPolicies {
+                peer: id,
+                import: spec.import.clone(),
+                export: spec.export.clone(),
+                ack,
+            };
             if self.cmds.send(cmd).await.is_ok() {
                 let _ = rx.await;
             }
@@ -264,21 +277,29 @@ impl Registry {
             self.add(spec.clone()).await;
         }
         if !p.advertise.is_empty() {
-            let (tx, rx) = oneshot::channel();
-            let list = p
+            let (reply, rx) = oneshot::channel();
+            let adverts = p
                 .advertise
                 .iter()
                 .map(|a| (a.clone(), new.advert_pool.get(&a.prefix).cloned()))
                 .collect();
-            if self.cmds.send(CoreCmd::AddAdverts(list, tx)).await.is_ok() {
+            if self
+                .cmds
+                .send(CoreCmd::AddAdverts { adverts, reply })
+                .await
+                .is_ok()
+            {
                 let _ = rx.await;
             }
         }
         if !p.withdraw.is_empty() {
-            let (tx, rx) = oneshot::channel();
+            let (reply, rx) = oneshot::channel();
             if self
                 .cmds
-                .send(CoreCmd::RemoveAdverts(p.withdraw.clone(), tx))
+                .send(CoreCmd::RemoveAdverts {
+                    prefixes: p.withdraw.clone(),
+                    reply,
+                })
                 .await
                 .is_ok()
             {

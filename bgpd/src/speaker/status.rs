@@ -57,6 +57,12 @@ pub fn count_messages(mut b: &[u8]) -> u64 {
 
 /// "Hold Timer Expired", "Cease/Administrative Shutdown: <text>" (RFC 4271 §4.5, RFC 4486).
 pub fn notification_text(n: &NotificationMsg) -> String {
+    // RFC 8538 §3: a Hard Reset is shown with the NOTIFICATION it carries (not nested twice).
+    if let Some(inner) = n.hard_reset_inner()
+        && !inner.is_hard_reset()
+    {
+        return format!("Cease/Hard Reset ({})", notification_text(&inner));
+    }
     let code = match n.code {
         error_code::MESSAGE_HEADER => "Message Header Error",
         error_code::OPEN_MESSAGE => "OPEN Message Error",
@@ -114,6 +120,17 @@ mod tests {
         assert_eq!(
             notification_text(&NotificationMsg::new(2, 2, Bytes::new())),
             "OPEN Message Error/Bad Peer AS"
+        );
+        // RFC 8538 §3: a Hard Reset shows what it carries; a short one shows as itself.
+        let hard =
+            NotificationMsg::hard_reset(&NotificationMsg::cease_with_communication(3, "gone"));
+        assert_eq!(
+            notification_text(&hard),
+            "Cease/Hard Reset (Cease/Peer De-configured)"
+        );
+        assert_eq!(
+            notification_text(&NotificationMsg::new(6, 9, Bytes::from_static(&[6]))),
+            "Cease/Hard Reset"
         );
     }
 

@@ -138,6 +138,17 @@ fn list<const N: usize, T>(v: &[u8], f: impl Fn([u8; N]) -> T) -> Check<Vec<T>> 
         .collect())
 }
 
+/// A decoded AS_PATH or AS4_PATH: malformed if it did not decode, or (RFC 7607 §2) if it holds
+/// AS 0, which then is treat-as-withdraw for AS_PATH and attribute discard for AS4_PATH
+/// ([`malformed_action`]).
+fn no_as_zero(p: Option<AsPath>) -> Check<AsPath> {
+    let p = p.ok_or(AttrErrorReason::Value)?;
+    if p.segments.iter().any(|s| s.asns.contains(&0)) {
+        return Err(AttrErrorReason::AsZero);
+    }
+    Ok(p)
+}
+
 fn aggregator(v: &[u8], four_octet: bool) -> Check<Aggregator> {
     let (asn, addr) = if four_octet {
         let b = fixed::<8>(v)?;
@@ -152,6 +163,10 @@ fn aggregator(v: &[u8], four_octet: bool) -> Check<Aggregator> {
             [b[2], b[3], b[4], b[5]],
         )
     };
+    // RFC 7607 §2: AS 0 in (AS4_)AGGREGATOR is malformed: attribute discard (RFC 7606 §7.7).
+    if asn == 0 {
+        return Err(AttrErrorReason::AsZero);
+    }
     Ok(Aggregator {
         asn,
         address: Ipv4Addr::from(addr),
@@ -275,7 +290,7 @@ impl DecodedAttrs {
                     })
                 }
                 // RFC 7606 §7.2.
-                AS_PATH => a.as_path = Some(AsPath::decode(v, four).ok_or(AttrErrorReason::Value)?),
+                AS_PATH => a.as_path = Some(no_as_zero(AsPath::decode(v, four))?),
                 // RFC 7606 §7.3-7.5.
                 NEXT_HOP => a.next_hop = Some(Ipv4Addr::from(fixed::<4>(v)?)),
                 MULTI_EXIT_DISC => a.med = Some(u32_value(v)?),
@@ -298,9 +313,7 @@ impl DecodedAttrs {
                 AS4_PATH | AS4_AGGREGATOR if four => {
                     return Err(AttrErrorReason::As4FromNewSpeaker);
                 }
-                AS4_PATH => {
-                    a.as4_path = Some(AsPath::decode(v, true).ok_or(AttrErrorReason::Value)?)
-                }
+                AS4_PATH => a.as4_path = Some(no_as_zero(AsPath::decode(v, true))?),
                 AS4_AGGREGATOR => a.as4_aggregator = Some(aggregator(v, true)?),
                 // RFC 8092 §6.
                 LARGE_COMMUNITY => {

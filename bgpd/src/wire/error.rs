@@ -180,6 +180,8 @@ pub enum AttrErrorReason {
     Truncated,
     /// RFC 6793 §3: AS4_PATH/AS4_AGGREGATOR from a 4-octet speaker.
     As4FromNewSpeaker,
+    /// RFC 7607 §2: AS number 0 in AS_PATH, AS4_PATH, AGGREGATOR or AS4_AGGREGATOR.
+    AsZero,
 }
 
 /// A non-fatal UPDATE error (RFC 7606) with the offending bytes for logs.

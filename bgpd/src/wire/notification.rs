@@ -93,6 +93,46 @@ impl NotificationMsg {
         NotificationMsg::new(error_code::CEASE, subcode, data.freeze())
     }
 
+    /// RFC 8538 §3: a Cease/Hard Reset carrying `inner` (its code and subcode, then its data).
+    pub fn hard_reset(inner: &NotificationMsg) -> Self {
+        let mut data = BytesMut::with_capacity(2 + inner.data.len());
+        data.put_u8(inner.code);
+        data.put_u8(inner.subcode);
+        data.put_slice(&inner.data);
+        NotificationMsg::new(error_code::CEASE, cease_subcode::HARD_RESET, data.freeze())
+    }
+
+    /// RFC 8538 §3: Cease/Hard Reset, which ends the session without graceful restart.
+    pub fn is_hard_reset(&self) -> bool {
+        self.code == error_code::CEASE && self.subcode == cease_subcode::HARD_RESET
+    }
+
+    /// RFC 8538 §3: the NOTIFICATION a Hard Reset carries (None if this is not one, or its
+    /// data is too short to hold a code and subcode).
+    pub fn hard_reset_inner(&self) -> Option<NotificationMsg> {
+        if !self.is_hard_reset() || self.data.len() < 2 {
+            return None;
+        }
+        Some(NotificationMsg::new(
+            self.data[0],
+            self.data[1],
+            self.data.slice(2..),
+        ))
+    }
+
+    /// RFC 8538 §5: the Cease subcodes that must (1, 2, 3) or should (4) go out as a Hard
+    /// Reset when the N bit was exchanged: the routes are meant to go, not to be kept.
+    pub fn wants_hard_reset(&self) -> bool {
+        self.code == error_code::CEASE
+            && matches!(
+                self.subcode,
+                cease_subcode::MAXIMUM_PREFIXES_REACHED
+                    | cease_subcode::ADMINISTRATIVE_SHUTDOWN
+                    | cease_subcode::PEER_DECONFIGURED
+                    | cease_subcode::ADMINISTRATIVE_RESET
+            )
+    }
+
     /// RFC 9003 §2: the shutdown communication, if this is a Cease
     /// Administrative Shutdown/Reset whose data holds valid UTF-8 text.
     pub fn shutdown_communication(&self) -> Option<&str> {

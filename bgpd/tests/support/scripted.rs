@@ -15,7 +15,12 @@ pub const PEER_AS: u32 = 65000;
 
 /// The speaker's config: AS 65001, one passive peer `scripted` (hold time 30 s).
 pub fn speaker_config() -> SpeakerConfig {
-    let mut c = super::cfg(
+    speaker_config_with("")
+}
+
+/// [`speaker_config`] with `peer_extra` TOML lines in the peer `scripted`.
+pub fn speaker_config_with(peer_extra: &str) -> SpeakerConfig {
+    let mut c = super::cfg(&format!(
         r#"
 [node]
 name = "a"
@@ -31,8 +36,9 @@ passive = true
 hold_time = 30
 import_policy = "accept-all"
 export_policy = "originated-only"
-"#,
-    );
+{peer_extra}
+"#
+    ));
     c.listen = Some("127.0.0.1:0".parse().unwrap());
     c
 }
@@ -81,6 +87,29 @@ impl Scripted {
             }],
         );
         self.send(&Message::Open(open));
+    }
+
+    /// Our OPEN (AS 65000, IPv4 unicast) with more capabilities, each its code and value
+    /// octets as given (e.g. a graceful restart capability written byte by byte).
+    pub fn send_open_with_raw_capabilities(&mut self, caps: &[(u8, &[u8])]) {
+        let mut all = vec![Capability::Multiprotocol {
+            afi: Afi::IPV4,
+            safi: Safi::UNICAST,
+        }];
+        all.extend(caps.iter().map(|(code, value)| Capability::Unknown {
+            code: *code,
+            value: bytes::Bytes::copy_from_slice(value),
+        }));
+        let open = build_open(PEER_AS, 90, "192.0.2.9".parse().unwrap(), &all);
+        self.send(&Message::Open(open));
+    }
+
+    /// [`Scripted::establish`] after [`Scripted::send_open_with_raw_capabilities`].
+    pub fn establish_with_raw_capabilities(&mut self, caps: &[(u8, &[u8])]) {
+        self.send_open_with_raw_capabilities(caps);
+        assert!(matches!(self.recv(), Some(Message::Open(_))));
+        self.send(&Message::Keepalive);
+        assert!(matches!(self.recv(), Some(Message::Keepalive)));
     }
 
     /// OPEN both ways, then KEEPALIVE both ways: the session is Established on both sides.

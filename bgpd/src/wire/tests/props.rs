@@ -137,7 +137,7 @@ fn as_path(max_asn: u32) -> impl Strategy<Value = AsPath> {
         Just(AsSegmentType::ConfedSequence),
         Just(AsSegmentType::ConfedSet),
     ];
-    vec((kind, vec(0..=max_asn, 1..20)), 0..5).prop_map(|segs| AsPath {
+    vec((kind, vec(1..=max_asn, 1..20)), 0..5).prop_map(|segs| AsPath {
         segments: segs
             .into_iter()
             .map(|(kind, asns)| AsSegment { kind, asns })
@@ -146,7 +146,7 @@ fn as_path(max_asn: u32) -> impl Strategy<Value = AsPath> {
 }
 
 fn aggregator(max_asn: u32) -> impl Strategy<Value = Aggregator> {
-    (0..=max_asn, ipv4()).prop_map(|(asn, address)| Aggregator { asn, address })
+    (1..=max_asn, ipv4()).prop_map(|(asn, address)| Aggregator { asn, address })
 }
 
 /// Unknown optional transitive attributes as they are re-encoded.

@@ -306,6 +306,74 @@ fn rfc6793_sec6_malformed_as4_aggregator_attribute_discard() {
     );
 }
 
+// ---- RFC 7607: AS 0 ----
+
+#[test]
+fn rfc7607_as_zero_in_as_path_treat_as_withdraw() {
+    let u = decode(&[ORIGIN, "40 02 0a 02 02 0000fde9 00000000 ", NEXT_HOP]);
+    assert_one(
+        &u,
+        attr_type::AS_PATH,
+        ErrorAction::TreatAsWithdraw,
+        AttrErrorReason::AsZero,
+    );
+    assert!(u.treat_as_withdraw());
+    // In an AS_SET too, and on a 2-octet session.
+    let u = decode(&[ORIGIN, "40 02 06 01 01 00000000 ", NEXT_HOP]);
+    assert_eq!(u.errors[0].reason, AttrErrorReason::AsZero);
+    let u = update(
+        &body(&[ORIGIN, "40 02 04 02 01 0000 ", NEXT_HOP], NLRI),
+        &CTX2,
+    )
+    .unwrap();
+    assert_eq!(u.errors[0].reason, AttrErrorReason::AsZero);
+    assert!(u.treat_as_withdraw());
+}
+
+#[test]
+fn rfc7607_as_zero_in_aggregator_attribute_discard() {
+    let u = decode(&[ORIGIN, AS_PATH, NEXT_HOP, "c0 07 08 00000000 0a000001 "]);
+    assert_one(
+        &u,
+        attr_type::AGGREGATOR,
+        ErrorAction::AttributeDiscard,
+        AttrErrorReason::AsZero,
+    );
+    assert!(!u.treat_as_withdraw());
+    assert_eq!(u.attrs.aggregator, None);
+}
+
+#[test]
+fn rfc7607_as_zero_in_as4_path_and_as4_aggregator_attribute_discard() {
+    let attrs = [
+        ORIGIN,
+        "40 02 04 02 01 5ba0 ",
+        NEXT_HOP,
+        "c0 11 06 02 01 00000000 ",
+    ];
+    let u = update(&body(&attrs, NLRI), &CTX2).unwrap();
+    assert_one(
+        &u,
+        attr_type::AS4_PATH,
+        ErrorAction::AttributeDiscard,
+        AttrErrorReason::AsZero,
+    );
+    assert_eq!(u.attrs.as4_path, None);
+    let attrs = [
+        ORIGIN,
+        "40 02 04 02 01 fde9 ",
+        NEXT_HOP,
+        "c0 12 08 00000000 0a000001 ",
+    ];
+    let u = update(&body(&attrs, NLRI), &CTX2).unwrap();
+    assert_one(
+        &u,
+        attr_type::AS4_AGGREGATOR,
+        ErrorAction::AttributeDiscard,
+        AttrErrorReason::AsZero,
+    );
+}
+
 #[test]
 fn rfc6793_as4_path_from_four_octet_speaker_discarded() {
     let u = decode(&[ORIGIN, AS_PATH, NEXT_HOP, "c0 11 06 02 01 0000fde9 "]);
