@@ -150,6 +150,11 @@ fn run(mode: &str) -> Result<()> {
         .iter()
         .map(|x| PlaintextCapture::start(&x.host, &x.underlay_if, "10.244.0.0/16"))
         .collect::<Result<_>>()?;
+    // Every pair has met before the flows start (a first contact's hold may re-add a peer,
+    // which drops what WireGuard staged for it; that is first contact, not rotation).
+    for x in n {
+        lab.wait_status(x, "every peer handshaked", |s| s["peers_handshaked"] == 2);
+    }
     let count = FLOW_SECS * 100;
     let pings = [
         ping_flow(n[0].pod(), &n[1].pod_ip, count)?,

@@ -375,6 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn status_shows_state_discriminators_and_intervals() {
+        let _one_at_a_time = PORTS.lock().await;
         let (_svc, h, _rx) = looped(0, None).await;
         // The task refreshes the status after each packet: wait for one sent while Up.
         let mut s = h.status();
