@@ -229,11 +229,6 @@ impl Node1 {
         crate::scrape::get(&self.node, METRICS)
     }
 
-    /// See [`crate::scrape::sample`].
-    pub fn sample(text: &str, series: &str) -> f64 {
-        crate::scrape::sample(text, series)
-    }
-
     /// The pin root meshd programs.
     pub fn pin_root(&self) -> &Path {
         self.pins.root().path()

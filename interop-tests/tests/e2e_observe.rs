@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use common::flows::{Flow, FlowVerdict};
 use interop_tests::datapath_lab::Stop;
 use interop_tests::node1::{CLUSTER, NODE, Node1, POD_PORT};
+use interop_tests::scrape;
 use interop_tests::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -234,23 +235,23 @@ fn e2e_metrics_policy_drops_and_verdicts_move_when_the_lab_causes_them() -> Resu
     })?;
 
     let drops = |t: &str| {
-        Node1::sample(
+        scrape::sample(
             t,
             "meshd_datapath_drops_total{reason=\"policy-default-deny\",direction=\"ingress\"}",
-        ) + Node1::sample(
+        ) + scrape::sample(
             t,
             "meshd_datapath_drops_total{reason=\"policy-denied\",direction=\"ingress\"}",
         )
     };
     let allowed = |t: &str| {
-        Node1::sample(
+        scrape::sample(
             t,
             "meshd_datapath_policy_verdicts_total{reason=\"allowed\",direction=\"ingress\"}",
         )
     };
     let before = f1.metrics()?;
     assert_eq!(
-        Node1::sample(&before, "meshd_flows_capacity"),
+        scrape::sample(&before, "meshd_flows_capacity"),
         4096.0,
         "{before}"
     );
@@ -276,7 +277,7 @@ fn e2e_metrics_policy_drops_and_verdicts_move_when_the_lab_causes_them() -> Resu
         allowed(&before),
         allowed(&after)
     );
-    assert!(Node1::sample(&after, "meshd_flows_kept") >= 4.0, "{after}");
+    assert!(scrape::sample(&after, "meshd_flows_kept") >= 4.0, "{after}");
     f1.alive()?;
     drop(stop);
     Ok(())

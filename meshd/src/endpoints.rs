@@ -62,22 +62,22 @@ impl EndpointRecord {
     }
 }
 
-/// `namespace/name` as Kubernetes names them: each a DNS label or subdomain (lowercase
-/// letters, digits, '-' and '.', at most 253 bytes, alphanumeric at both ends).
+/// `namespace/name` as Kubernetes names them: the namespace an RFC 1123 label, the name an
+/// RFC 1123 subdomain (the resources crate's checks, as `ironctl apply` applies them).
 pub fn check_pod_name(p: &str) -> Result<(), String> {
-    let ok = |s: &str| {
-        (1..=253).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-            && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+    let why = match p.split_once('/') {
+        Some((ns, name)) => resources::dns1123_label(ns)
+            .map_err(|e| format!("the namespace: {e}"))
+            .and_then(|()| {
+                resources::dns1123_subdomain(name).map_err(|e| format!("the name: {e}"))
+            }),
+        None => Err("no '/'".to_string()),
     };
-    match p.split_once('/') {
-        Some((ns, name)) if ok(ns) && ok(name) => Ok(()),
-        _ => Err(format!(
-            "pod {p:?}: use namespace/name, each lowercase letters, digits, '-' and '.'"
-        )),
-    }
+    why.map_err(|why| {
+        format!(
+            "pod {p:?}: use namespace/name, each lowercase letters, digits, '-' and '.' ({why})"
+        )
+    })
 }
 
 /// Publishes one node's endpoints under its pooled leases.

@@ -28,7 +28,9 @@ pub use bgpadvert::{
 };
 pub use fields::FieldError;
 pub use ippool::{IpPoolSpec, MAX_NODE_MASK_V4, MAX_NODE_MASK_V6, NodeMaskSize, PoolType};
-pub use meta::{LabelSelector, ObjectMeta, Operator, Requirement};
+pub use meta::{
+    LabelSelector, ObjectMeta, Operator, Requirement, dns1123_label, dns1123_subdomain,
+};
 pub use netpol::{IpBlock, NetworkPolicySpec, Peer, PolicyPort, PolicyType, Rule};
 pub use service::{
     ANNOTATION_AFFINITY, ANNOTATION_GLOBAL, ANNOTATION_HEALTH_CHECK, ClusterIpRequest,

@@ -44,7 +44,7 @@ pub(crate) enum NameRule {
     Dns1123Subdomain,
 }
 
-pub(crate) fn dns1123_label(s: &str) -> Result<(), &'static str> {
+pub fn dns1123_label(s: &str) -> Result<(), &'static str> {
     let ok = !s.is_empty()
         && s.len() <= 63
         && s.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
@@ -69,7 +69,7 @@ pub(crate) fn dns1035_label(s: &str) -> Result<(), &'static str> {
     }
 }
 
-pub(crate) fn dns1123_subdomain(s: &str) -> Result<(), &'static str> {
+pub fn dns1123_subdomain(s: &str) -> Result<(), &'static str> {
     if !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| dns1123_label(l).is_ok()) {
         Ok(())
     } else {

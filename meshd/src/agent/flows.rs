@@ -187,11 +187,9 @@ impl Namer {
         };
         self.pods.clear();
         for ep in scan.records.values() {
-            let name = ep.labels.get(super::endpoints::cni::LABEL_POD_NAME);
-            let ns = ep.labels.get(crate::objects::NAMESPACE_LABEL);
-            if let (Some(ns), Some(name)) = (ns, name) {
+            if let Some(pod) = ep.pod_name() {
                 for a in &ep.addresses {
-                    self.pods.insert(*a, format!("{ns}/{name}"));
+                    self.pods.insert(*a, pod.clone());
                 }
             }
         }

@@ -178,10 +178,8 @@ pub async fn run(
         shared.set_flows(Some(flows::FlowStore::new(owner.flows)));
     }
     let (stop_tx, stop) = watch::channel(false);
-    // The node record's address: configured, else the host's first global one.
-    let flows_ip = cfg
-        .ipv4
-        .or_else(|| (cfg.ipv6.is_none()).then(|| addrs::discover().0).flatten());
+    // The node record's address.
+    let flows_ip = node::addresses(&cfg).0;
     if cfg.observe.serve && flows_ip.is_none() {
         return Err(AgentError::Observe(
             "observe.serve: this node has no IPv4 address to serve its flows on; set mesh.node_ipv4".into(),

@@ -74,16 +74,21 @@ fn ipam_transient(e: &IpamError) -> bool {
     matches!(e, IpamError::Kv(k) if k.is_transient()) || matches!(e, IpamError::Malformed { .. })
 }
 
-/// The node record: configured addresses, else the first global ones.
-fn record(cfg: &AgentConfig, pod_cidrs: Vec<ipnet::IpNet>, wg: Option<String>) -> NodeRecord {
-    let mut r = NodeRecord::new(cfg.cluster.clone(), cfg.node.clone());
-    let (v4, v6) = if cfg.ipv4.is_none() && cfg.ipv6.is_none() {
+/// This node's addresses: the configured ones, else the host's first global ones.
+pub(super) fn addresses(
+    cfg: &AgentConfig,
+) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>) {
+    if cfg.ipv4.is_none() && cfg.ipv6.is_none() {
         addrs::discover()
     } else {
-        (None, None)
-    };
-    r.ipv4 = cfg.ipv4.or(v4);
-    r.ipv6 = cfg.ipv6.or(v6);
+        (cfg.ipv4, cfg.ipv6)
+    }
+}
+
+/// The node record, with [`addresses`].
+fn record(cfg: &AgentConfig, pod_cidrs: Vec<ipnet::IpNet>, wg: Option<String>) -> NodeRecord {
+    let mut r = NodeRecord::new(cfg.cluster.clone(), cfg.node.clone());
+    (r.ipv4, r.ipv6) = addresses(cfg);
     r.pod_cidrs = pod_cidrs;
     r.wireguard_public_key = wg;
     r
